@@ -1,0 +1,36 @@
+#!/bin/sh
+# Installs the Debian packages ForgeBox needs to build, test and run.
+# Idempotent: packages already present are not touched, and apt-get update runs
+# only when something is missing. Every package is named here and nowhere else.
+set -eu
+
+PACKAGES="
+build-essential pkg-config
+libseccomp-dev libcap-dev libsodium-dev libjansson-dev libcmocka-dev
+libmicrohttpd-dev libsqlite3-dev libyaml-dev
+qemu-system-x86 busybox-static mmdebstrap e2fsprogs cpio kmod zstd xz-utils
+bubblewrap python3 python3-pytest hyperfine procps util-linux
+"
+
+missing=""
+for p in $PACKAGES; do
+    if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+        missing="$missing $p"
+    fi
+done
+
+if [ -z "$missing" ]; then
+    echo "install-deps: all packages present"
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages:$missing; run as root to install them" >&2
+    exit 1
+fi
+
+echo "install-deps: installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing

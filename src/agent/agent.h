@@ -1,0 +1,67 @@
+/*
+ * agent.h - state shared by the agent's modules.
+ *
+ * fb-agent is a single-threaded poll loop: the channel to the host, a
+ * signalfd for SIGCHLD, and the pipes of running commands.  exec.c owns the
+ * commands, files.c answers file requests synchronously, main.c owns the
+ * loop and the dispatch.  Nothing in the agent trusts what the host sends:
+ * every field is validated against the caps below.
+ */
+#ifndef FB_AGENT_H
+#define FB_AGENT_H
+
+#include <stdbool.h>
+#include <poll.h>
+#include <stdint.h>
+
+#include "agent/harden.h"
+#include "agent/pid1.h"
+#include "proto/proto.h"
+
+#define FB_AGENT_VERSION "0.1.0"
+#define FB_MAX_EXECS 16
+#define FB_MAX_ARGV 4096
+#define FB_MAX_ENV 256
+#define FB_MAX_PATH 4096
+#define FB_MAX_TIMEOUT_MS (24ull * 3600 * 1000)
+#define FB_MAX_OUTPUT_CAP (1024ull * 1024 * 1024)
+/* Above this much queued toward the host, stop reading command output. */
+#define FB_BACKPRESSURE (1024u * 1024u)
+/* Stdin bytes the host may have in flight before an ack (per command). */
+#define FB_STDIN_WINDOW (1024u * 1024u)
+
+typedef struct fb_exec fb_exec;
+
+typedef struct fb_agent {
+    fb_agent_mode mode;
+    fb_chan chan;
+    int sigfd;
+    bool ready;            /* hello received and scratch mounted */
+    bool shutdown;         /* shutdown requested */
+    fb_tool_limits limits; /* from hello */
+    uint64_t max_output;   /* default per-exec output cap, from hello */
+    fb_exec *execs[FB_MAX_EXECS];
+} fb_agent;
+
+/* Replies to request id with {"t":"error","code":code,"message":msg}. */
+int fb_agent_reply_error(fb_agent *a, uint64_t id, const char *code, const char *msg);
+/* Replies {"t":"ok","id":id} plus the fields of extra (stolen; may be NULL). */
+int fb_agent_reply_ok(fb_agent *a, uint64_t id, json_t *extra, const void *payload, size_t len);
+
+/* exec.c */
+int fb_exec_start(fb_agent *a, const fb_frame *f);
+int fb_exec_stdin(fb_agent *a, const fb_frame *f);
+int fb_exec_signal(fb_agent *a, const fb_frame *f);
+/* Adds the pollfds of running commands; returns how many were added. */
+int fb_exec_pollfds(fb_agent *a, struct pollfd *fds, int max, fb_exec **owner, int *which);
+void fb_exec_handle_io(fb_agent *a, fb_exec *e, int which, short revents);
+void fb_exec_reap(fb_agent *a);
+/* Deadlines: kills commands that overran; returns ms until the next one. */
+int fb_exec_tick(fb_agent *a);
+void fb_exec_kill_all(fb_agent *a);
+int fb_exec_count(const fb_agent *a);
+
+/* files.c */
+int fb_files_handle(fb_agent *a, const fb_frame *f);
+
+#endif

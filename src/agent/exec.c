@@ -1,0 +1,642 @@
+/*
+ * exec.c - running tool commands: fork, harden, exec, stream, time out.
+ *
+ * Each command runs in its own session (so its process group is the unit
+ * we signal and kill), with stdout and stderr on pipes that the loop reads
+ * and forwards as frames, and stdin either a pipe fed from "stdin" frames
+ * (with an ack-based window so the host cannot make us buffer without
+ * bound) or /dev/null.  The child reports a failed exec or hardening step
+ * through a close-on-exec pipe, so "command not found" and "could not drop
+ * privileges" are answers, not silent 127s.
+ *
+ * A command is finished when its leader has exited and both output pipes
+ * are closed.  When the leader exits, whatever it left in its process group
+ * is killed; processes that escaped the group (setsid) lose their hold on
+ * the pipes after a short grace period and die with the sandbox.
+ */
+#define _GNU_SOURCE
+#include "agent/agent.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define EXIT_GRACE_NS (300ull * 1000000ull)
+#define READ_CHUNK (32u * 1024u)
+
+struct fb_exec {
+    uint64_t id;
+    pid_t pid;
+    int out_fd, err_fd, in_fd;
+    uint8_t *in_buf;
+    size_t in_len;
+    bool in_eof;          /* host said stdin is done */
+    uint64_t in_unacked;  /* bytes written to the pipe not yet acked */
+    uint64_t start_ns, deadline_ns, exit_ns;
+    uint64_t output, max_output;
+    bool truncated, exited, timed_out, pg_killed;
+    int wstatus;
+    uint64_t oom_before;
+};
+
+static const char *const default_env[] = {
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME=/workspace",
+    "USER=forgebox",
+    "LOGNAME=forgebox",
+    "LANG=C.UTF-8",
+    "SHELL=/bin/bash",
+    NULL,
+};
+
+static uint64_t read_oom_kills(void)
+{
+    char buf[8192];
+    if (fb_read_file("/proc/vmstat", buf, sizeof buf, NULL) < 0)
+        return 0;
+    const char *p = strstr(buf, "\noom_kill ");
+    return p ? strtoull(p + 10, NULL, 10) : 0;
+}
+
+int fb_exec_count(const fb_agent *a)
+{
+    int n = 0;
+    for (int i = 0; i < FB_MAX_EXECS; i++)
+        n += a->execs[i] != NULL;
+    return n;
+}
+
+static fb_exec *find_exec(fb_agent *a, uint64_t id)
+{
+    for (int i = 0; i < FB_MAX_EXECS; i++)
+        if (a->execs[i] && a->execs[i]->id == id)
+            return a->execs[i];
+    return NULL;
+}
+
+static bool valid_env_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 256 || (s[0] >= '0' && s[0] <= '9'))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+/* Builds argv and envp from the request.  Strings point into hdr. */
+static int build_argv_env(const json_t *hdr, const char ***argv_out, char ***env_out, fb_err *err)
+{
+    json_t *jargv = json_object_get(hdr, "argv");
+    if (!json_is_array(jargv) || json_array_size(jargv) == 0)
+        return fb_fail(err, "\"argv\" must be a non-empty array of strings");
+    size_t argc = json_array_size(jargv);
+    if (argc > FB_MAX_ARGV)
+        return fb_fail(err, "\"argv\" has more than %d elements", FB_MAX_ARGV);
+    const char **argv = calloc(argc + 1, sizeof *argv);
+    if (!argv)
+        return fb_fail(err, "out of memory");
+    for (size_t i = 0; i < argc; i++) {
+        json_t *s = json_array_get(jargv, i);
+        if (!json_is_string(s)) {
+            free(argv);
+            return fb_fail(err, "\"argv\"[%zu] is not a string", i);
+        }
+        argv[i] = json_string_value(s);
+    }
+    if (argv[0][0] == '\0') {
+        free(argv);
+        return fb_fail(err, "\"argv\"[0] is empty");
+    }
+
+    json_t *jenv = json_object_get(hdr, "env");
+    if (jenv && !json_is_object(jenv)) {
+        free(argv);
+        return fb_fail(err, "\"env\" must be an object of strings");
+    }
+    size_t nuser = jenv ? json_object_size(jenv) : 0;
+    if (nuser > FB_MAX_ENV) {
+        free(argv);
+        return fb_fail(err, "\"env\" has more than %d variables", FB_MAX_ENV);
+    }
+    size_t ndef = sizeof default_env / sizeof default_env[0] - 1;
+    char **env = calloc(ndef + nuser + 1, sizeof *env);
+    if (!env) {
+        free(argv);
+        return fb_fail(err, "out of memory");
+    }
+    size_t n = 0;
+    const char *key;
+    json_t *val;
+    if (jenv) {
+        json_object_foreach(jenv, key, val) {
+            if (!valid_env_name(key) || !json_is_string(val)) {
+                for (size_t i = 0; i < n; i++)
+                    free(env[i]);
+                free(env);
+                free(argv);
+                return fb_fail(err, "\"env\": bad variable name or non-string value for \"%.64s\"", key);
+            }
+            if (asprintf(&env[n], "%s=%s", key, json_string_value(val)) < 0) {
+                env[n] = NULL;
+                break;
+            }
+            n++;
+        }
+    }
+    /* Defaults the caller did not override. */
+    for (size_t d = 0; d < ndef; d++) {
+        size_t klen = strcspn(default_env[d], "=");
+        bool overridden = jenv && json_object_getn(jenv, default_env[d], klen);
+        if (!overridden)
+            env[n++] = strdup(default_env[d]);
+    }
+    env[n] = NULL;
+    *argv_out = argv;
+    *env_out = env;
+    return 0;
+}
+
+static void free_env(char **env)
+{
+    if (!env)
+        return;
+    for (char **p = env; *p; p++)
+        free(*p);
+    free(env);
+}
+
+/* What the child sends back when it cannot exec. */
+struct child_failure {
+    int err_no;
+    int stage; /* 0 = hardening/setup, 1 = execve */
+    char msg[400];
+};
+
+static void child_fail(int fd, int stage, int err_no, const char *msg) __attribute__((noreturn));
+static void child_fail(int fd, int stage, int err_no, const char *msg)
+{
+    struct child_failure f = {.err_no = err_no, .stage = stage};
+    snprintf(f.msg, sizeof f.msg, "%s", msg);
+    (void)fb_write_all(fd, &f, sizeof f);
+    _exit(stage == 1 ? (err_no == ENOENT ? 127 : 126) : 125);
+}
+
+static void run_child(const fb_agent *a, const char **argv, char **env, const char *cwd, int in_fd,
+                      int out_fd, int err_fd, int report_fd)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    for (int s = 1; s < NSIG; s++)
+        signal(s, SIG_DFL);
+    if (setsid() < 0)
+        child_fail(report_fd, 0, errno, "setsid failed");
+    if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
+        child_fail(report_fd, 0, errno, "cannot set up stdio");
+    /* Only 0, 1, 2 and the report pipe (close-on-exec) survive. */
+    for (int fd = 3; fd < 1024; fd++)
+        if (fd != report_fd)
+            close(fd);
+    fb_err err = {{0}};
+    if (fb_harden_tool_process(&a->limits, &err) < 0)
+        child_fail(report_fd, 0, errno, err.msg);
+    if (chdir(cwd) < 0) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "cannot change directory to %.256s: %s", cwd, strerror(errno));
+        child_fail(report_fd, 0, errno, msg);
+    }
+    extern char **environ;
+    environ = env;
+    execvp(argv[0], (char *const *)argv);
+    char msg[300];
+    snprintf(msg, sizeof msg, "%.200s: %s", argv[0],
+             errno == ENOENT ? "command not found" : strerror(errno));
+    child_fail(report_fd, 1, errno, msg);
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+static void exec_free(fb_exec *e)
+{
+    close_fd(&e->out_fd);
+    close_fd(&e->err_fd);
+    close_fd(&e->in_fd);
+    free(e->in_buf);
+    free(e);
+}
+
+/* Sends an exit record for a command that never started. */
+static int reply_not_started(fb_agent *a, uint64_t id, int code, const char *reason, const char *msg)
+{
+    json_t *h = fb_hdr_new("exit", id);
+    json_object_set_new(h, "code", json_integer(code));
+    json_object_set_new(h, "signal", json_null());
+    json_object_set_new(h, "error", json_string(reason));
+    json_object_set_new(h, "message", json_string(msg));
+    json_object_set_new(h, "duration_ms", json_integer(0));
+    fb_err err;
+    int rc = fb_chan_send(&a->chan, h, NULL, 0, &err);
+    json_decref(h);
+    return rc;
+}
+
+int fb_exec_start(fb_agent *a, const fb_frame *f)
+{
+    static const char *const fields[] = {"t", "id", "argv", "env", "cwd", "timeout_ms", "stdin",
+                                         "max_output", NULL};
+    fb_err err = {{0}};
+    if (find_exec(a, f->id))
+        return fb_agent_reply_error(a, f->id, "bad_request", "a command with this id is running");
+    int slot = -1;
+    for (int i = 0; i < FB_MAX_EXECS; i++)
+        if (!a->execs[i]) {
+            slot = i;
+            break;
+        }
+    if (slot < 0)
+        return fb_agent_reply_error(a, f->id, "busy", "too many commands running in this sandbox");
+
+    const char *cwd = "/workspace";
+    uint64_t timeout_ms = 0, max_output = a->max_output;
+    bool want_stdin = false;
+    if (fb_hdr_only(f->hdr, fields, &err) < 0 ||
+        fb_hdr_str(f->hdr, "cwd", false, FB_MAX_PATH, &cwd, &err) < 0 ||
+        fb_hdr_u64(f->hdr, "timeout_ms", true, FB_MAX_TIMEOUT_MS, &timeout_ms, &err) < 0 ||
+        fb_hdr_u64(f->hdr, "max_output", false, FB_MAX_OUTPUT_CAP, &max_output, &err) < 0 ||
+        fb_hdr_bool(f->hdr, "stdin", &want_stdin, &err) < 0)
+        return fb_agent_reply_error(a, f->id, "bad_request", err.msg);
+    if (!cwd)
+        cwd = "/workspace";
+    if (cwd[0] != '/')
+        return fb_agent_reply_error(a, f->id, "bad_request", "\"cwd\" must be an absolute path");
+    if (timeout_ms == 0)
+        return fb_agent_reply_error(a, f->id, "bad_request", "\"timeout_ms\" must be positive");
+
+    const char **argv = NULL;
+    char **env = NULL;
+    if (build_argv_env(f->hdr, &argv, &env, &err) < 0)
+        return fb_agent_reply_error(a, f->id, "bad_request", err.msg);
+
+    int out[2] = {-1, -1}, errp[2] = {-1, -1}, in[2] = {-1, -1}, rep[2] = {-1, -1};
+    int devnull = -1;
+    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || pipe2(rep, O_CLOEXEC) < 0 ||
+        (want_stdin ? pipe2(in, O_CLOEXEC) : (devnull = open("/dev/null", O_RDONLY | O_CLOEXEC))) < 0) {
+        int e = errno;
+        int fds[] = {out[0], out[1], errp[0], errp[1], in[0], in[1], rep[0], rep[1], devnull};
+        for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+            if (fds[i] >= 0)
+                close(fds[i]);
+        free(argv);
+        free_env(env);
+        return fb_agent_reply_error(a, f->id, "resource", strerror(e));
+    }
+    uint64_t oom_before = read_oom_kills();
+    pid_t pid = fork();
+    if (pid == 0)
+        run_child(a, argv, env, cwd, want_stdin ? in[0] : devnull, out[1], errp[1], rep[1]);
+    int fork_errno = errno;
+    free(argv);
+    free_env(env);
+    close(out[1]);
+    close(errp[1]);
+    close(rep[1]);
+    if (want_stdin)
+        close(in[0]);
+    else
+        close(devnull);
+    if (pid < 0) {
+        close(out[0]);
+        close(errp[0]);
+        close(rep[0]);
+        if (want_stdin)
+            close(in[1]);
+        return fb_agent_reply_error(a, f->id, "resource", strerror(fork_errno));
+    }
+
+    /* Wait for exec or a failure report (the pipe closes on exec). */
+    struct child_failure fail;
+    memset(&fail, 0, sizeof fail);
+    ssize_t got;
+    do
+        got = read(rep[0], &fail, sizeof fail);
+    while (got < 0 && errno == EINTR);
+    close(rep[0]);
+
+    fb_exec *e = calloc(1, sizeof *e);
+    if (!e) {
+        kill(pid, SIGKILL);
+        close(out[0]);
+        close(errp[0]);
+        if (want_stdin)
+            close(in[1]);
+        return fb_agent_reply_error(a, f->id, "resource", "out of memory");
+    }
+    e->id = f->id;
+    e->pid = pid;
+    e->out_fd = out[0];
+    e->err_fd = errp[0];
+    e->in_fd = want_stdin ? in[1] : -1;
+    e->start_ns = fb_now_ns();
+    e->deadline_ns = e->start_ns + timeout_ms * 1000000ull;
+    e->max_output = max_output;
+    e->oom_before = oom_before;
+    fb_set_nonblock(e->out_fd, true);
+    fb_set_nonblock(e->err_fd, true);
+    if (e->in_fd >= 0)
+        fb_set_nonblock(e->in_fd, true);
+
+    if (got == (ssize_t)sizeof fail) {
+        /* The child failed before exec; it has exited or is exiting. */
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        exec_free(e);
+        fail.msg[sizeof fail.msg - 1] = '\0';
+        if (fail.stage == 1)
+            return reply_not_started(a, f->id, fail.err_no == ENOENT ? 127 : 126,
+                                     fail.err_no == ENOENT ? "not_found" : "not_executable", fail.msg);
+        return reply_not_started(a, f->id, 125, "setup_failed", fail.msg);
+    }
+    a->execs[slot] = e;
+    return 0;
+}
+
+static void send_output(fb_agent *a, fb_exec *e, const char *stream, const void *data, size_t len)
+{
+    json_t *h = fb_hdr_new(stream, e->id);
+    fb_err err;
+    (void)fb_chan_send(&a->chan, h, data, len, &err);
+    json_decref(h);
+}
+
+static void read_output(fb_agent *a, fb_exec *e, int *fd, const char *stream)
+{
+    uint8_t buf[READ_CHUNK];
+    ssize_t n = read(*fd, buf, sizeof buf);
+    if (n < 0) {
+        if (errno == EINTR || errno == EAGAIN)
+            return;
+        close_fd(fd);
+        return;
+    }
+    if (n == 0) {
+        close_fd(fd);
+        return;
+    }
+    if (e->truncated)
+        return; /* keep draining so the writer does not block; drop it */
+    size_t len = (size_t)n;
+    if (e->output + len > e->max_output) {
+        size_t keep = (size_t)(e->max_output - e->output);
+        if (keep)
+            send_output(a, e, stream, buf, keep);
+        char marker[128];
+        int m = snprintf(marker, sizeof marker,
+                         "\n[forgebox: output truncated: limit of %llu bytes reached]\n",
+                         (unsigned long long)e->max_output);
+        send_output(a, e, stream, marker, (size_t)m);
+        e->output = e->max_output;
+        e->truncated = true;
+        return;
+    }
+    e->output += len;
+    send_output(a, e, stream, buf, len);
+}
+
+static void write_stdin(fb_agent *a, fb_exec *e)
+{
+    while (e->in_fd >= 0 && e->in_len > 0) {
+        ssize_t n = write(e->in_fd, e->in_buf, e->in_len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                break;
+            /* EPIPE: the command stopped reading; discard the rest. */
+            e->in_len = 0;
+            close_fd(&e->in_fd);
+            break;
+        }
+        memmove(e->in_buf, e->in_buf + n, e->in_len - (size_t)n);
+        e->in_len -= (size_t)n;
+        e->in_unacked += (uint64_t)n;
+    }
+    if (e->in_unacked >= 64 * 1024 || (e->in_unacked && e->in_len == 0)) {
+        json_t *h = fb_hdr_new("stdin_ack", e->id);
+        json_object_set_new(h, "bytes", json_integer((json_int_t)e->in_unacked));
+        fb_err err;
+        (void)fb_chan_send(&a->chan, h, NULL, 0, &err);
+        json_decref(h);
+        e->in_unacked = 0;
+    }
+    if (e->in_fd >= 0 && e->in_len == 0 && e->in_eof)
+        close_fd(&e->in_fd);
+}
+
+int fb_exec_stdin(fb_agent *a, const fb_frame *f)
+{
+    static const char *const fields[] = {"t", "id", "eof", NULL};
+    fb_err err = {{0}};
+    bool eof = false;
+    if (fb_hdr_only(f->hdr, fields, &err) < 0 || fb_hdr_bool(f->hdr, "eof", &eof, &err) < 0)
+        return fb_agent_reply_error(a, f->id, "bad_request", err.msg);
+    fb_exec *e = find_exec(a, f->id);
+    if (!e)
+        return 0; /* the command already ended; late stdin is dropped */
+    if (f->payload_len > 0 && e->in_fd >= 0) {
+        if (e->in_len + f->payload_len > 2 * FB_STDIN_WINDOW)
+            return fb_agent_reply_error(a, f->id, "bad_request",
+                                        "stdin sent beyond the flow-control window");
+        uint8_t *nb = realloc(e->in_buf, e->in_len + f->payload_len);
+        if (!nb)
+            return fb_agent_reply_error(a, f->id, "resource", "out of memory buffering stdin");
+        memcpy(nb + e->in_len, f->payload, f->payload_len);
+        e->in_buf = nb;
+        e->in_len += f->payload_len;
+    }
+    if (eof)
+        e->in_eof = true;
+    write_stdin(a, e);
+    return 0;
+}
+
+int fb_exec_signal(fb_agent *a, const fb_frame *f)
+{
+    static const char *const fields[] = {"t", "id", "signal", NULL};
+    static const int allowed[] = {SIGHUP, SIGINT, SIGQUIT, SIGKILL, SIGUSR1, SIGUSR2, SIGTERM,
+                                  SIGCONT, SIGSTOP, SIGTSTP};
+    fb_err err = {{0}};
+    uint64_t sig = 0;
+    if (fb_hdr_only(f->hdr, fields, &err) < 0 || fb_hdr_u64(f->hdr, "signal", true, 64, &sig, &err) < 0)
+        return fb_agent_reply_error(a, f->id, "bad_request", err.msg);
+    bool ok = false;
+    for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++)
+        ok |= (uint64_t)allowed[i] == sig;
+    if (!ok)
+        return fb_agent_reply_error(a, f->id, "bad_request", "signal not allowed");
+    fb_exec *e = find_exec(a, f->id);
+    if (e && !e->exited)
+        kill(-e->pid, (int)sig);
+    return 0;
+}
+
+int fb_exec_pollfds(fb_agent *a, struct pollfd *fds, int max, fb_exec **owner, int *which)
+{
+    int n = 0;
+    bool backpressure = fb_chan_queued(&a->chan) > FB_BACKPRESSURE;
+    for (int i = 0; i < FB_MAX_EXECS; i++) {
+        fb_exec *e = a->execs[i];
+        if (!e)
+            continue;
+        int fdv[3] = {e->out_fd, e->err_fd, e->in_len ? e->in_fd : -1};
+        for (int k = 0; k < 3; k++) {
+            if (fdv[k] < 0 || n >= max)
+                continue;
+            if (k < 2 && backpressure)
+                continue;
+            fds[n].fd = fdv[k];
+            fds[n].events = k < 2 ? POLLIN : POLLOUT;
+            fds[n].revents = 0;
+            owner[n] = e;
+            which[n] = k;
+            n++;
+        }
+    }
+    return n;
+}
+
+void fb_exec_handle_io(fb_agent *a, fb_exec *e, int which, short revents)
+{
+    if (which == 0 && (revents & (POLLIN | POLLHUP | POLLERR)))
+        read_output(a, e, &e->out_fd, "stdout");
+    else if (which == 1 && (revents & (POLLIN | POLLHUP | POLLERR)))
+        read_output(a, e, &e->err_fd, "stderr");
+    else if (which == 2) {
+        if (revents & (POLLERR | POLLHUP)) {
+            e->in_len = 0;
+            close_fd(&e->in_fd);
+        } else if (revents & POLLOUT)
+            write_stdin(a, e);
+    }
+}
+
+static void send_exit(fb_agent *a, fb_exec *e)
+{
+    json_t *h = fb_hdr_new("exit", e->id);
+    if (WIFEXITED(e->wstatus)) {
+        json_object_set_new(h, "code", json_integer(WEXITSTATUS(e->wstatus)));
+        json_object_set_new(h, "signal", json_null());
+    } else {
+        int sig = WTERMSIG(e->wstatus);
+        json_object_set_new(h, "code", json_null());
+        json_object_set_new(h, "signal", json_integer(sig));
+        if (sig == SIGKILL && !e->timed_out && read_oom_kills() > e->oom_before)
+            json_object_set_new(h, "oom", json_true());
+    }
+    if (e->timed_out)
+        json_object_set_new(h, "timed_out", json_true());
+    if (e->truncated)
+        json_object_set_new(h, "truncated", json_true());
+    json_object_set_new(h, "duration_ms",
+                        json_integer((json_int_t)((e->exit_ns - e->start_ns) / 1000000ull)));
+    fb_err err;
+    (void)fb_chan_send(&a->chan, h, NULL, 0, &err);
+    json_decref(h);
+}
+
+/* Called when a command may be complete. */
+static void maybe_finish(fb_agent *a, int slot)
+{
+    fb_exec *e = a->execs[slot];
+    if (!e->exited)
+        return;
+    if (e->out_fd >= 0 || e->err_fd >= 0) {
+        if (fb_now_ns() < e->exit_ns + EXIT_GRACE_NS)
+            return;
+        /* An escaped process holds the pipes; stop waiting for it. */
+        close_fd(&e->out_fd);
+        close_fd(&e->err_fd);
+    }
+    send_exit(a, e);
+    exec_free(e);
+    a->execs[slot] = NULL;
+}
+
+void fb_exec_reap(fb_agent *a)
+{
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid <= 0)
+            break;
+        for (int i = 0; i < FB_MAX_EXECS; i++) {
+            fb_exec *e = a->execs[i];
+            if (e && e->pid == pid && !e->exited) {
+                e->exited = true;
+                e->wstatus = status;
+                e->exit_ns = fb_now_ns();
+                /* Whatever the command left behind in its group goes too. */
+                kill(-e->pid, SIGKILL);
+                e->pg_killed = true;
+                close_fd(&e->in_fd);
+            }
+        }
+        /* Anything else is an orphan reparented to us: just reaped. */
+    }
+    for (int i = 0; i < FB_MAX_EXECS; i++)
+        if (a->execs[i])
+            maybe_finish(a, i);
+}
+
+int fb_exec_tick(fb_agent *a)
+{
+    uint64_t now = fb_now_ns();
+    uint64_t next = UINT64_MAX;
+    for (int i = 0; i < FB_MAX_EXECS; i++) {
+        fb_exec *e = a->execs[i];
+        if (!e)
+            continue;
+        if (!e->exited && now >= e->deadline_ns && !e->timed_out) {
+            e->timed_out = true;
+            kill(-e->pid, SIGKILL);
+            kill(e->pid, SIGKILL);
+        }
+        if (!e->exited && !e->timed_out && e->deadline_ns < next)
+            next = e->deadline_ns;
+        if (e->exited) {
+            uint64_t g = e->exit_ns + EXIT_GRACE_NS;
+            if (g < next)
+                next = g;
+            maybe_finish(a, i);
+        }
+    }
+    if (next == UINT64_MAX)
+        return -1;
+    now = fb_now_ns();
+    return next <= now ? 0 : (int)((next - now) / 1000000ull) + 1;
+}
+
+void fb_exec_kill_all(fb_agent *a)
+{
+    for (int i = 0; i < FB_MAX_EXECS; i++) {
+        fb_exec *e = a->execs[i];
+        if (e && !e->exited) {
+            kill(-e->pid, SIGKILL);
+            kill(e->pid, SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,218 @@
+/*
+ * harden.c - credentials, capabilities, rlimits and the seccomp allowlist
+ * for tool processes (harden.h).
+ *
+ * The seccomp filter is an allowlist.  Anything not on it fails with EPERM,
+ * which is also the answer for the syscalls the contract names (mount,
+ * ptrace, module loading, namespaces, bpf, keyrings, ...): they are simply
+ * absent from the list.  Three refinements:
+ *   - clone3 answers ENOSYS, so glibc falls back to clone, whose flags the
+ *     filter can see; clone with any CLONE_NEW* flag is refused.
+ *   - socket/socketpair only for AF_UNIX (AF_INET/AF_INET6 with a network
+ *     grant).  AF_VSOCK reaches the hypervisor from any namespace and
+ *     AF_NETLINK/AF_PACKET/raw sockets are kernel attack surface.
+ *   - ioctl TIOCSTI (typing into a terminal) and personality changes other
+ *     than a query are refused.
+ * x86-64 only, like the rest of the guest.
+ */
+#define _GNU_SOURCE
+#include "agent/harden.h"
+
+#include <errno.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <unistd.h>
+
+/* Syscalls a tool process may make without argument checks. */
+static const char *const allowed_syscalls[] = {
+    /* files and directories */
+    "read", "write", "open", "openat", "openat2", "close", "close_range", "creat",
+    "stat", "fstat", "lstat", "newfstatat", "statx", "statfs", "fstatfs",
+    "lseek", "pread64", "pwrite64", "readv", "writev", "preadv", "pwritev",
+    "preadv2", "pwritev2", "access", "faccessat", "faccessat2", "truncate",
+    "ftruncate", "fallocate", "fsync", "fdatasync", "sync", "syncfs",
+    "sync_file_range", "flock", "fcntl", "getdents", "getdents64", "getcwd",
+    "chdir", "fchdir", "rename", "renameat", "renameat2", "mkdir", "mkdirat",
+    "rmdir", "link", "linkat", "unlink", "unlinkat", "symlink", "symlinkat",
+    "readlink", "readlinkat", "chmod", "fchmod", "fchmodat", "chown", "fchown",
+    "lchown", "fchownat", "umask", "utime", "utimes", "utimensat", "futimesat",
+    "mknod", "mknodat", "dup", "dup2", "dup3", "pipe", "pipe2", "sendfile",
+    "splice", "tee", "vmsplice", "copy_file_range", "readahead", "fadvise64",
+    "getxattr", "lgetxattr", "fgetxattr", "listxattr", "llistxattr",
+    "flistxattr", "setxattr", "lsetxattr", "fsetxattr", "removexattr",
+    "lremovexattr", "fremovexattr", "inotify_init", "inotify_init1",
+    "inotify_add_watch", "inotify_rm_watch", "memfd_create",
+    /* memory */
+    "brk", "mmap", "munmap", "mprotect", "mremap", "msync", "mincore", "madvise",
+    "mlock", "mlock2", "munlock", "mlockall", "munlockall", "membarrier",
+    "pkey_mprotect", "pkey_alloc", "pkey_free",
+    /* processes and threads */
+    "fork", "vfork", "execve", "execveat", "exit", "exit_group", "wait4",
+    "waitid", "kill", "tkill", "tgkill", "getpid", "getppid", "gettid",
+    "getpgid", "setpgid", "getpgrp", "getsid", "setsid", "set_tid_address",
+    "set_robust_list", "get_robust_list", "futex", "futex_waitv", "rseq",
+    "arch_prctl", "prctl", "sched_yield", "sched_getaffinity",
+    "sched_setaffinity", "sched_getparam", "sched_setparam",
+    "sched_getscheduler", "sched_setscheduler", "sched_get_priority_max",
+    "sched_get_priority_min", "sched_rr_get_interval", "getpriority",
+    "setpriority", "getrlimit", "setrlimit", "prlimit64", "getrusage", "times",
+    "pidfd_open", "pidfd_send_signal", "seccomp", "capget", "capset",
+    /* identity (no privilege to change it; the calls themselves are harmless) */
+    "getuid", "geteuid", "getgid", "getegid", "getresuid", "getresgid",
+    "getgroups", "setuid", "setgid", "setreuid", "setregid", "setresuid",
+    "setresgid", "setgroups", "setfsuid", "setfsgid",
+    /* signals */
+    "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigpending",
+    "rt_sigtimedwait", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "rt_sigsuspend",
+    "sigaltstack", "pause", "signalfd", "signalfd4",
+    /* time */
+    "nanosleep", "clock_nanosleep", "clock_gettime", "clock_getres",
+    "gettimeofday", "time", "alarm", "getitimer", "setitimer", "timer_create",
+    "timer_settime", "timer_gettime", "timer_getoverrun", "timer_delete",
+    "timerfd_create", "timerfd_settime", "timerfd_gettime",
+    /* event loops */
+    "poll", "ppoll", "select", "pselect6", "epoll_create", "epoll_create1",
+    "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2", "eventfd",
+    "eventfd2",
+    /* local sockets (the family is checked on socket/socketpair below) */
+    "connect", "accept", "accept4", "bind", "listen", "shutdown", "sendto",
+    "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "getsockname",
+    "getpeername", "setsockopt", "getsockopt",
+    /* System V and POSIX IPC: confined by the ipc namespace */
+    "shmget", "shmat", "shmdt", "shmctl", "semget", "semop", "semtimedop",
+    "semctl", "msgget", "msgsnd", "msgrcv", "msgctl", "mq_open", "mq_unlink",
+    "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
+    /* misc */
+    "uname", "sysinfo", "getrandom", "getcpu", "restart_syscall",
+    NULL,
+};
+
+int fb_seccomp_install(bool allow_inet, fb_err *err)
+{
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(EPERM));
+    if (!ctx)
+        return fb_fail(err, "seccomp_init failed");
+    int rc = 0;
+    for (const char *const *name = allowed_syscalls; *name && rc == 0; name++) {
+        int nr = seccomp_syscall_resolve_name(*name);
+        if (nr == __NR_SCMP_ERROR)
+            continue; /* not on this architecture */
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+        if (rc < 0)
+            fb_fail(err, "seccomp: cannot allow %s: %s", *name, strerror(-rc));
+    }
+    /* clone: only without namespace flags (glibc's fork and pthreads). */
+    const uint64_t ns_flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
+                              CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWCGROUP | 0x80 /* NEWTIME */;
+    if (rc == 0)
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+                              SCMP_A0(SCMP_CMP_MASKED_EQ, ns_flags, 0));
+    /* clone3 hides its flags behind a pointer: make glibc fall back. */
+    if (rc == 0)
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+    /* Sockets: AF_UNIX, and the internet families only with a grant. */
+    int families[3] = {AF_UNIX, AF_INET, AF_INET6};
+    int nfam = allow_inet ? 3 : 1;
+    for (int i = 0; i < nfam && rc == 0; i++) {
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
+                              SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i]));
+        if (rc == 0)
+            rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socketpair), 1,
+                                  SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i]));
+    }
+    /* ioctl: everything but faking terminal input. */
+    if (rc == 0)
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 2,
+                              SCMP_A1(SCMP_CMP_NE, (scmp_datum_t)TIOCSTI),
+                              SCMP_A1(SCMP_CMP_NE, (scmp_datum_t)TIOCLINUX));
+    /* personality: querying and the default persona only. */
+    if (rc == 0)
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(personality), 1,
+                              SCMP_A0(SCMP_CMP_EQ, 0xffffffffu));
+    if (rc == 0)
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(personality), 1,
+                              SCMP_A0(SCMP_CMP_EQ, 0));
+    if (rc == 0) {
+        rc = seccomp_load(ctx);
+        if (rc < 0)
+            fb_fail(err, "seccomp: cannot load the filter: %s", strerror(-rc));
+    } else if (err && err->msg[0] == '\0') {
+        fb_fail(err, "seccomp: cannot build the filter: %s", strerror(-rc));
+    }
+    seccomp_release(ctx);
+    return rc < 0 ? -1 : 0;
+}
+
+static int set_limit(int resource, uint64_t value, const char *name, fb_err *err)
+{
+    struct rlimit rl = {.rlim_cur = value, .rlim_max = value};
+    if (setrlimit(resource, &rl) < 0)
+        return fb_fail_errno(err, "setrlimit(%s)", name);
+    return 0;
+}
+
+int fb_harden_tool_process(const fb_tool_limits *lim, fb_err *err)
+{
+    /* Tool processes are the first thing the OOM killer takes, never the
+     * agent.  Raising the score needs no privilege. */
+    (void)fb_write_file("/proc/self/oom_score_adj", "1000", NULL);
+
+    if (set_limit(RLIMIT_CORE, 0, "core", err) < 0 ||
+        set_limit(RLIMIT_NPROC, lim->nproc, "nproc", err) < 0 ||
+        set_limit(RLIMIT_NOFILE, lim->nofile, "nofile", err) < 0 ||
+        set_limit(RLIMIT_FSIZE, lim->fsize, "fsize", err) < 0)
+        return -1;
+
+    /* Bounding set first: dropping it needs CAP_SETPCAP, which goes with
+     * the uid change below. */
+    for (int cap = 0; cap <= 63; cap++) {
+        if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0)
+            break; /* past the last capability this kernel knows */
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+            return fb_fail_errno(err, "cannot drop capability %d from the bounding set", cap);
+    }
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        return fb_fail_errno(err, "cannot clear ambient capabilities");
+
+    if (setgroups(0, NULL) < 0)
+        return fb_fail_errno(err, "cannot clear supplementary groups");
+    if (setresgid(FB_TOOL_GID, FB_TOOL_GID, FB_TOOL_GID) < 0)
+        return fb_fail_errno(err, "cannot set gid %d", FB_TOOL_GID);
+    if (setresuid(FB_TOOL_UID, FB_TOOL_UID, FB_TOOL_UID) < 0)
+        return fb_fail_errno(err, "cannot set uid %d", FB_TOOL_UID);
+
+    /* The uid change cleared permitted/effective; clear inheritable too and
+     * check that nothing is left anywhere. */
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3, .pid = 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        return fb_fail_errno(err, "cannot clear capability sets");
+    memset(data, 0xff, sizeof data);
+    if (syscall(SYS_capget, &hdr, data) < 0)
+        return fb_fail_errno(err, "capget");
+    for (int i = 0; i < 2; i++)
+        if (data[i].effective || data[i].permitted || data[i].inheritable)
+            return fb_fail(err, "capabilities still present after dropping them");
+    if (prctl(PR_CAPBSET_READ, CAP_SYS_ADMIN, 0, 0, 0) != 0)
+        return fb_fail(err, "bounding set still holds CAP_SYS_ADMIN");
+    uid_t r, e, s;
+    if (getresuid(&r, &e, &s) < 0 || r != FB_TOOL_UID || e != FB_TOOL_UID || s != FB_TOOL_UID)
+        return fb_fail(err, "uid change did not take effect");
+    if (setuid(0) == 0)
+        return fb_fail(err, "could regain uid 0 after dropping it");
+
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return fb_fail_errno(err, "cannot set no_new_privs");
+    return fb_seccomp_install(lim->allow_inet, err);
+}

@@ -1,0 +1,37 @@
+/*
+ * harden.h - layer 2: what every tool process gives up before it runs.
+ *
+ * Called in the forked child, after its fds are in place and right before
+ * execve.  The order matters and follows bubblewrap's: rlimits and the OOM
+ * score while still privileged, then supplementary groups, gid, uid (which
+ * empties the permitted and effective capability sets), then the bounding,
+ * ambient and inheritable sets, no_new_privs, and last the seccomp filter,
+ * so that nothing after it needs a syscall the filter refuses.  Each step
+ * is checked; a step that did not take effect aborts the exec.
+ */
+#ifndef FB_AGENT_HARDEN_H
+#define FB_AGENT_HARDEN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/util.h"
+
+#define FB_TOOL_UID 1000
+#define FB_TOOL_GID 1000
+
+typedef struct fb_tool_limits {
+    uint64_t nproc;     /* RLIMIT_NPROC */
+    uint64_t nofile;    /* RLIMIT_NOFILE */
+    uint64_t fsize;     /* RLIMIT_FSIZE, bytes */
+    bool allow_inet;    /* only with a network grant (not yet offered) */
+} fb_tool_limits;
+
+/* Drops everything; on failure writes a reason into err and returns -1.
+ * The caller (a child about to exec) must then _exit without exec'ing. */
+int fb_harden_tool_process(const fb_tool_limits *lim, fb_err *err);
+
+/* Installs only the seccomp filter (used by tests of the filter itself). */
+int fb_seccomp_install(bool allow_inet, fb_err *err);
+
+#endif

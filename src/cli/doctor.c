@@ -1,0 +1,124 @@
+/*
+ * doctor.c - `forgebox doctor`: what this host can do, honestly.
+ *
+ * Checks each thing a backend needs and exits non-zero when a backend
+ * cannot run here: QEMU and the accelerator (KVM only where hardware
+ * virtualization is real; TCG otherwise, with the warning it deserves),
+ * the guest image (fully re-hashed, no cache), cgroups, and namespaces
+ * (actually created in a throwaway child, not guessed from files).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "image/image.h"
+#include "sandbox/sandbox.h"
+
+static void qemu_version(char *out, size_t cap)
+{
+    snprintf(out, cap, "not found (install qemu-system-x86)");
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) < 0)
+        return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(p[1], 1);
+        char *const argv[] = {"qemu-system-x86_64", "--version", NULL};
+        char *const envp[] = {NULL};
+        execve("/usr/bin/qemu-system-x86_64", argv, envp);
+        _exit(127);
+    }
+    close(p[1]);
+    char buf[256] = "";
+    ssize_t n = pid > 0 ? read(p[0], buf, sizeof buf - 1) : -1;
+    close(p[0]);
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+    if (n > 0) {
+        buf[n] = '\0';
+        buf[strcspn(buf, "\n")] = '\0';
+        snprintf(out, cap, "%s", buf);
+    }
+}
+
+/* Creates every namespace a jail uses in a child and reports the first
+ * that fails. */
+static int probe_namespaces(char *out, size_t cap)
+{
+    static const struct { int flag; const char *name; } ns[] = {
+        {CLONE_NEWUSER, "user"}, {CLONE_NEWPID, "pid"},       {CLONE_NEWNS, "mount"},
+        {CLONE_NEWIPC, "ipc"},   {CLONE_NEWUTS, "uts"},       {CLONE_NEWNET, "net"},
+        {CLONE_NEWCGROUP, "cgroup"},
+    };
+    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+        pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)ns[i].flag | SIGCHLD, NULL, NULL, NULL, 0);
+        if (pid == 0)
+            _exit(0);
+        if (pid < 0) {
+            snprintf(out, cap, "cannot create a %s namespace: %s", ns[i].name, strerror(errno));
+            return -1;
+        }
+        int st;
+        waitpid(pid, &st, 0);
+    }
+    snprintf(out, cap, "user, pid, mount, ipc, uts, net, cgroup: ok");
+    return 0;
+}
+
+int fb_cmd_doctor(int argc, char **argv)
+{
+    const char *image_flag = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--image") == 0 && i + 1 < argc)
+            image_flag = argv[++i];
+        else {
+            fprintf(stderr, "usage: forgebox doctor [--image DIR]\n");
+            return FB_EXIT_USAGE;
+        }
+    }
+    fb_host_caps caps;
+    fb_host_probe(&caps);
+    char qv[256], ns[256], buf[4096];
+    qemu_version(qv, sizeof qv);
+    bool ns_ok = probe_namespaces(ns, sizeof ns) == 0;
+    const char *image = fb_cli_image_dir(image_flag, buf, sizeof buf);
+    fb_err ierr = {{0}}, jerr = {{0}};
+    bool vm_image = fb_image_verify(image, NULL, FB_IMAGE_NEEDS_VM, &ierr) == 0;
+    bool jail_image = fb_image_verify(image, NULL, FB_IMAGE_NEEDS_JAIL, &jerr) == 0;
+    bool root = geteuid() == 0;
+    bool cg_ok = caps.cgroup_version != 0;
+    bool qemu_ok = strncmp(qv, "not found", 9) != 0;
+
+    printf("forgebox doctor\n");
+    printf("  accelerator: %s\n", caps.kvm_reason);
+    if (!caps.kvm_usable)
+        printf("  warning:     TCG emulation is not treated as a security boundary by upstream "
+               "QEMU;\n               use a host with hardware virtualization in production\n");
+    printf("  qemu:        %s\n", qv);
+    if (vm_image && jail_image) {
+        char kernel[128];
+        uint64_t npk = 0;
+        fb_err e;
+        if (fb_image_describe(image, kernel, sizeof kernel, &npk, &e) == 0)
+            printf("  image:       %s: verified (kernel %s, %llu packages)\n", image, kernel,
+                   (unsigned long long)npk);
+    } else {
+        printf("  image:       %s: %s\n", image, !vm_image ? ierr.msg : jerr.msg);
+    }
+    printf("  cgroups:     %s\n", caps.cgroup_desc);
+    printf("  namespaces:  %s\n", ns);
+    printf("  privileges:  %s\n", root ? "root" : "not root: sandboxes need root");
+    bool vm_ok = root && qemu_ok && vm_image && cg_ok && ns_ok;
+    bool jail_ok = root && jail_image && cg_ok && ns_ok && caps.userns;
+    printf("  backend vm:  %s\n", vm_ok ? (caps.kvm_usable ? "ready (kvm)" : "ready (tcg)") : "cannot run");
+    printf("  backend jail: %s\n", jail_ok ? "ready" : "cannot run");
+    return vm_ok && jail_ok ? 0 : 1;
+}

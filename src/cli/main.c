@@ -1,0 +1,90 @@
+/*
+ * main.c - `forgebox`: one host binary, one verb per job.
+ */
+#define _GNU_SOURCE
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+
+#define FORGEBOX_VERSION "0.1.0"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: forgebox <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  run [options] -- CMD [ARG...]   run one command in a fresh sandbox\n"
+            "  doctor                          say what this host can do\n"
+            "  image seal DIR | verify [--image DIR]\n"
+            "                                  write or check a guest image manifest\n"
+            "  version                         print the version\n"
+            "\n"
+            "`forgebox run --help` lists the options of run.\n");
+}
+
+const char *fb_cli_image_dir(const char *flag, char *buf, size_t cap)
+{
+    if (flag)
+        return flag;
+    const char *env = getenv("FORGEBOX_IMAGE");
+    if (env && *env)
+        return env;
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(buf, cap, "%s/image", exe);
+            if (access(buf, F_OK) == 0)
+                return buf;
+        }
+    }
+    return "/var/lib/forgebox/image";
+}
+
+const char *fb_cli_state_dir(const char *flag)
+{
+    if (flag)
+        return flag;
+    const char *env = getenv("FORGEBOX_STATE_DIR");
+    return env && *env ? env : "/var/lib/forgebox";
+}
+
+const char *fb_cli_run_dir(void)
+{
+    const char *env = getenv("FORGEBOX_RUN_DIR");
+    return env && *env ? env : "/run/forgebox";
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return FB_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "run") == 0)
+        return fb_cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "doctor") == 0)
+        return fb_cmd_doctor(argc - 1, argv + 1);
+    if (strcmp(cmd, "image") == 0)
+        return fb_cmd_image(argc - 1, argv + 1);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("forgebox %s\n", FORGEBOX_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "forgebox: unknown command '%.64s'\n", cmd);
+    usage(stderr);
+    return FB_EXIT_USAGE;
+}

@@ -1,0 +1,323 @@
+/*
+ * run.c - `forgebox run`: one command in a fresh sandbox, from the shell.
+ *
+ * Creates the sandbox, copies --put files in, runs the command with its
+ * output streamed live and this process's stdin forwarded, copies --get
+ * files out, destroys the sandbox and exits with the command's status.  The
+ * outcomes ForgeBox itself decides - timeout, out of memory, sandbox
+ * failure - get their own exit codes (cli.h) and one line on stderr.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "sandbox/sandbox.h"
+
+#define MAX_TRANSFERS 64
+#define MAX_ENV 256
+#define MAX_GET_BYTES (1024ull * 1024 * 1024)
+#define DEFAULT_TIMEOUT_S 300
+#define MAX_TIMEOUT_S (24 * 3600)
+
+static volatile sig_atomic_t cancel_signal;
+
+static void on_signal(int sig)
+{
+    cancel_signal = sig;
+}
+
+static void run_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: forgebox run [options] -- CMD [ARG...]\n"
+            "\n"
+            "Runs CMD in a fresh sandbox, streams its output, forwards stdin, and exits\n"
+            "with its status (128+N if killed by signal N).\n"
+            "\n"
+            "options:\n"
+            "  --backend vm|jail     isolation backend (default vm)\n"
+            "  --memory MIB          guest memory / memory limit (default 512)\n"
+            "  --vcpus N             virtual CPUs / CPU quota (default 1)\n"
+            "  --timeout SECONDS     wall-clock limit for CMD (default %d)\n"
+            "  --disk MIB            size of /workspace (default 256)\n"
+            "  --pids N              process limit inside the sandbox (default 256)\n"
+            "  --max-output BYTES    cap on stdout+stderr (default 8388608)\n"
+            "  --env KEY=VALUE       set a variable (repeatable; the environment starts empty)\n"
+            "  --cwd DIR             working directory (default /workspace)\n"
+            "  --put LOCAL:REMOTE    copy a file in before CMD (repeatable)\n"
+            "  --get REMOTE:LOCAL    copy a file out after CMD (repeatable)\n"
+            "  --image DIR           guest image directory\n"
+            "  --state-dir DIR       state directory (default /var/lib/forgebox)\n"
+            "  --accel auto|kvm|tcg  vm accelerator (default auto)\n"
+            "  -q, --quiet           no notes on stderr\n"
+            "\n"
+            "exit codes: the command's own; %d timeout; %d out of memory; %d sandbox\n"
+            "failure; %d not executable; %d not found; %d usage error.\n",
+            DEFAULT_TIMEOUT_S, FB_EXIT_TIMEOUT, FB_EXIT_OOM, FB_EXIT_SANDBOX, FB_EXIT_NOEXEC,
+            FB_EXIT_NOTFOUND, FB_EXIT_USAGE);
+}
+
+static int bad_usage(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "forgebox run: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry 'forgebox run --help'.\n");
+    return FB_EXIT_USAGE;
+}
+
+static void on_output(void *ctx, int stream, const void *data, size_t len)
+{
+    (void)ctx;
+    int fd = stream == FB_STREAM_STDOUT ? STDOUT_FILENO : STDERR_FILENO;
+    /* A closed stdout (| head) must not kill us before cleanup. */
+    (void)fb_write_all(fd, data, len);
+}
+
+typedef struct transfer {
+    char *local;
+    char *remote;
+} transfer;
+
+static int parse_transfer(char *arg, bool put, transfer *t)
+{
+    /* Remote paths may not contain ':'; local ones may. */
+    char *colon = put ? strrchr(arg, ':') : strchr(arg, ':');
+    if (!colon || colon == arg || colon[1] == '\0')
+        return -1;
+    *colon = '\0';
+    t->local = put ? arg : colon + 1;
+    t->remote = put ? colon + 1 : arg;
+    return 0;
+}
+
+int fb_cmd_run(int argc, char **argv)
+{
+    enum { O_BACKEND = 1, O_MEMORY, O_VCPUS, O_TIMEOUT, O_DISK, O_PIDS, O_MAXOUT, O_ENV, O_CWD,
+           O_PUT, O_GET, O_IMAGE, O_STATE, O_ACCEL, O_HELP };
+    static const struct option opts[] = {
+        {"backend", required_argument, NULL, O_BACKEND}, {"memory", required_argument, NULL, O_MEMORY},
+        {"vcpus", required_argument, NULL, O_VCPUS},     {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"disk", required_argument, NULL, O_DISK},       {"pids", required_argument, NULL, O_PIDS},
+        {"max-output", required_argument, NULL, O_MAXOUT},
+        {"env", required_argument, NULL, O_ENV},         {"cwd", required_argument, NULL, O_CWD},
+        {"put", required_argument, NULL, O_PUT},         {"get", required_argument, NULL, O_GET},
+        {"image", required_argument, NULL, O_IMAGE},     {"state-dir", required_argument, NULL, O_STATE},
+        {"accel", required_argument, NULL, O_ACCEL},     {"quiet", no_argument, NULL, 'q'},
+        {"help", no_argument, NULL, O_HELP},             {NULL, 0, NULL, 0},
+    };
+    fb_sandbox_config cfg;
+    fb_sandbox_config_defaults(&cfg);
+    uint64_t timeout_s = DEFAULT_TIMEOUT_S, v;
+    const char *env[MAX_ENV + 1] = {NULL};
+    size_t nenv = 0;
+    transfer puts[MAX_TRANSFERS], gets[MAX_TRANSFERS];
+    size_t nput = 0, nget = 0;
+    const char *cwd = NULL, *image_flag = NULL, *state_flag = NULL;
+    bool quiet = false;
+
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, "+q", opts, NULL)) != -1) {
+        switch (c) {
+        case O_BACKEND:
+            if (strcmp(optarg, "vm") == 0)
+                cfg.backend = FB_BACKEND_VM;
+            else if (strcmp(optarg, "jail") == 0)
+                cfg.backend = FB_BACKEND_JAIL;
+            else
+                return bad_usage("--backend must be vm or jail, not '%.64s'", optarg);
+            break;
+        case O_MEMORY:
+            if (fb_parse_u64(optarg, FB_MIN_MEMORY_MIB, FB_MAX_MEMORY_MIB, &cfg.memory_mib) < 0)
+                return bad_usage("--memory must be a number of MiB between 64 and 65536, not '%.64s'",
+                                 optarg);
+            break;
+        case O_VCPUS:
+            if (fb_parse_u64(optarg, 1, FB_MAX_VCPUS, &cfg.vcpus) < 0)
+                return bad_usage("--vcpus must be between 1 and 64, not '%.64s'", optarg);
+            break;
+        case O_TIMEOUT:
+            if (fb_parse_u64(optarg, 1, MAX_TIMEOUT_S, &timeout_s) < 0)
+                return bad_usage("--timeout must be between 1 and 86400 seconds, not '%.64s'", optarg);
+            break;
+        case O_DISK:
+            if (fb_parse_u64(optarg, 1, FB_MAX_DISK_MIB, &cfg.disk_mib) < 0)
+                return bad_usage("--disk must be a number of MiB between 1 and 65536, not '%.64s'",
+                                 optarg);
+            break;
+        case O_PIDS:
+            if (fb_parse_u64(optarg, FB_MIN_PIDS, FB_MAX_PIDS, &cfg.pids) < 0)
+                return bad_usage("--pids must be between 16 and 65536, not '%.64s'", optarg);
+            break;
+        case O_MAXOUT:
+            if (fb_parse_u64(optarg, 1, 1ull << 30, &v) < 0)
+                return bad_usage("--max-output must be between 1 and 1073741824 bytes, not '%.64s'",
+                                 optarg);
+            cfg.max_output = v;
+            break;
+        case O_ENV: {
+            const char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg)
+                return bad_usage("--env takes KEY=VALUE, not '%.64s'", optarg);
+            if (nenv == MAX_ENV)
+                return bad_usage("too many --env options (at most %s)", "256");
+            env[nenv++] = optarg;
+            break;
+        }
+        case O_CWD:
+            if (optarg[0] != '/')
+                return bad_usage("--cwd must be an absolute path, not '%.64s'", optarg);
+            cwd = optarg;
+            break;
+        case O_PUT:
+            if (nput == MAX_TRANSFERS || parse_transfer(optarg, true, &puts[nput]) < 0)
+                return bad_usage("--put takes LOCAL:REMOTE, not '%.64s'", optarg);
+            nput++;
+            break;
+        case O_GET:
+            if (nget == MAX_TRANSFERS || parse_transfer(optarg, false, &gets[nget]) < 0)
+                return bad_usage("--get takes REMOTE:LOCAL, not '%.64s'", optarg);
+            nget++;
+            break;
+        case O_IMAGE:
+            image_flag = optarg;
+            break;
+        case O_STATE:
+            state_flag = optarg;
+            break;
+        case O_ACCEL:
+            if (strcmp(optarg, "auto") == 0)
+                cfg.accel = FB_ACCEL_AUTO;
+            else if (strcmp(optarg, "kvm") == 0)
+                cfg.accel = FB_ACCEL_KVM;
+            else if (strcmp(optarg, "tcg") == 0)
+                cfg.accel = FB_ACCEL_TCG;
+            else
+                return bad_usage("--accel must be auto, kvm or tcg, not '%.64s'", optarg);
+            break;
+        case 'q':
+            quiet = true;
+            break;
+        case O_HELP:
+            run_usage(stdout);
+            return 0;
+        default:
+            return bad_usage("unknown or incomplete option '%.64s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        return bad_usage("no command given%s; use: forgebox run [options] -- CMD [ARG...]", "");
+    char **cmd = argv + optind;
+
+    /* Local files are opened before any sandbox exists: a typo costs nothing. */
+    int put_fds[MAX_TRANSFERS];
+    for (size_t i = 0; i < nput; i++) {
+        put_fds[i] = open(puts[i].local, O_RDONLY | O_CLOEXEC);
+        if (put_fds[i] < 0) {
+            fprintf(stderr, "forgebox run: cannot open %s: %s\n", puts[i].local, strerror(errno));
+            return FB_EXIT_USAGE;
+        }
+    }
+
+    char image_buf[4096];
+    cfg.image_dir = fb_cli_image_dir(image_flag, image_buf, sizeof image_buf);
+    cfg.state_dir = fb_cli_state_dir(state_flag);
+    cfg.run_dir = fb_cli_run_dir();
+
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    fb_err err = {{0}};
+    fb_sandbox *sb = NULL;
+    if (fb_sandbox_create(&cfg, &sb, &err) < 0) {
+        fprintf(stderr, "forgebox: sandbox failure: %s\n", err.msg);
+        return FB_EXIT_SANDBOX;
+    }
+    if (!quiet && strcmp(fb_sandbox_isolation(sb), "tcg") == 0)
+        fprintf(stderr, "forgebox: note: no usable hardware virtualization here; the VM runs under "
+                        "TCG emulation, which upstream QEMU does not treat as a security boundary\n");
+
+    int status = 0;
+    for (size_t i = 0; i < nput; i++) {
+        unsigned mode = access(puts[i].local, X_OK) == 0 ? 0755 : 0644;
+        if (fb_sandbox_put(sb, puts[i].remote, put_fds[i], mode, &err) < 0) {
+            fprintf(stderr, "forgebox: %s\n", err.msg);
+            status = FB_EXIT_SANDBOX;
+            goto out;
+        }
+        close(put_fds[i]);
+        put_fds[i] = -1;
+    }
+
+    fb_exec_req req = {
+        .argv = (const char *const *)cmd,
+        .env = env,
+        .cwd = cwd,
+        .timeout_ms = timeout_s * 1000,
+        .stdin_fd = STDIN_FILENO,
+        .on_output = on_output,
+        .cancel = &cancel_signal,
+    };
+    fb_exec_result res;
+    if (fb_sandbox_exec(sb, &req, &res, &err) < 0) {
+        fprintf(stderr, "forgebox: sandbox failure: %s\n", err.msg);
+        status = FB_EXIT_SANDBOX;
+        goto out;
+    }
+    if (!res.started) {
+        fprintf(stderr, "forgebox: %s\n", res.message);
+        status = strcmp(res.error, "not_found") == 0 ? FB_EXIT_NOTFOUND
+                 : strcmp(res.error, "not_executable") == 0 ? FB_EXIT_NOEXEC
+                                                              : FB_EXIT_SANDBOX;
+    } else if (res.timed_out) {
+        fprintf(stderr, "forgebox: timed out: the command ran longer than %llu s and was killed\n",
+                (unsigned long long)timeout_s);
+        status = FB_EXIT_TIMEOUT;
+    } else if (res.oom) {
+        fprintf(stderr, "forgebox: out of memory: the command was killed at the %llu MiB limit\n",
+                (unsigned long long)cfg.memory_mib);
+        status = FB_EXIT_OOM;
+    } else if (cancel_signal) {
+        fprintf(stderr, "forgebox: interrupted\n");
+        status = 128 + cancel_signal;
+    } else if (res.signal) {
+        status = 128 + res.signal;
+    } else {
+        status = res.exit_code;
+    }
+
+    for (size_t i = 0; i < nget && !cancel_signal; i++) {
+        int fd = open(gets[i].local, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            fprintf(stderr, "forgebox: cannot create %s: %s\n", gets[i].local, strerror(errno));
+            status = FB_EXIT_SANDBOX;
+            break;
+        }
+        int rc = fb_sandbox_get(sb, gets[i].remote, fd, MAX_GET_BYTES, &err);
+        close(fd);
+        if (rc < 0) {
+            unlink(gets[i].local);
+            fprintf(stderr, "forgebox: %s\n", err.msg);
+            status = FB_EXIT_SANDBOX;
+            break;
+        }
+    }
+out:
+    for (size_t i = 0; i < nput; i++)
+        if (put_fds[i] >= 0)
+            close(put_fds[i]);
+    fb_sandbox_destroy(sb);
+    return status;
+}

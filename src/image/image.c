@@ -1,0 +1,455 @@
+/*
+ * image.c - sealing and verifying guest images (image.h).
+ *
+ * Tree digest: a depth-first walk in strcmp order of names, never following
+ * symlinks, feeding one line per entry into sha256:
+ *     <type> <mode> <uid> <gid> <size> <path> <content sha256 | link target | ->
+ * so a change of content, ownership, mode, a link target, an added or a
+ * removed file all change the digest.  Device nodes and sockets in a rootfs
+ * are refused outright: a guest image has no business shipping them.
+ */
+#define _GNU_SOURCE
+#include "image/image.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_TREE_DEPTH 64
+#define MAX_TREE_ENTRIES 500000
+
+static const char *const vm_files[] = {"vmlinuz", "initrd.img", "rootfs.ext4", NULL};
+
+static int hash_fd(int fd, crypto_hash_sha256_state *st, uint64_t *size, fb_err *err, const char *path)
+{
+    static uint8_t buf[1 << 20];
+    uint64_t total = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return fb_fail_errno(err, "cannot read %s", path);
+        }
+        if (n == 0)
+            break;
+        crypto_hash_sha256_update(st, buf, (unsigned long long)n);
+        total += (uint64_t)n;
+    }
+    if (size)
+        *size = total;
+    return 0;
+}
+
+int fb_image_file_digest(const char *path, char out[65], uint64_t *size, fb_err *err)
+{
+    cleanup_fd int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return fb_fail_errno(err, "cannot open image file %s", path);
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    if (hash_fd(fd, &st, size, err, path) < 0)
+        return -1;
+    uint8_t d[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_final(&st, d);
+    fb_hex(d, sizeof d, out);
+    return 0;
+}
+
+/* ---- tree walk ------------------------------------------------------------ */
+
+typedef struct walk {
+    crypto_hash_sha256_state st;
+    bool content;     /* hash file contents (digest) or only stat (fingerprint) */
+    uint64_t entries;
+    fb_err *err;
+} walk;
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int walk_dir(walk *w, int dirfd, const char *rel, int depth);
+
+static int walk_entry(walk *w, int dirfd, const char *name, const char *rel, int depth)
+{
+    struct stat st;
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return fb_fail_errno(w->err, "cannot stat %s", rel);
+    if (++w->entries > MAX_TREE_ENTRIES)
+        return fb_fail(w->err, "rootfs has more than %d entries", MAX_TREE_ENTRIES);
+    char line[PATH_MAX + 512];
+    char extra[PATH_MAX + 1] = "-";
+    char type;
+    if (S_ISREG(st.st_mode)) {
+        type = 'f';
+        if (w->content) {
+            cleanup_fd int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+            if (fd < 0)
+                return fb_fail_errno(w->err, "cannot open %s", rel);
+            crypto_hash_sha256_state fst;
+            crypto_hash_sha256_init(&fst);
+            if (hash_fd(fd, &fst, NULL, w->err, rel) < 0)
+                return -1;
+            uint8_t d[crypto_hash_sha256_BYTES];
+            crypto_hash_sha256_final(&fst, d);
+            fb_hex(d, sizeof d, extra);
+        }
+    } else if (S_ISDIR(st.st_mode)) {
+        type = 'd';
+    } else if (S_ISLNK(st.st_mode)) {
+        type = 'l';
+        ssize_t n = readlinkat(dirfd, name, extra, sizeof extra - 1);
+        if (n < 0)
+            return fb_fail_errno(w->err, "cannot read link %s", rel);
+        extra[n] = '\0';
+    } else if (S_ISFIFO(st.st_mode)) {
+        type = 'p';
+    } else {
+        return fb_fail(w->err, "rootfs contains a device node or socket: %s", rel);
+    }
+    int n;
+    if (w->content)
+        n = snprintf(line, sizeof line, "%c %o %u %u %lld %s %s\n", type, (unsigned)(st.st_mode & 07777),
+                     (unsigned)st.st_uid, (unsigned)st.st_gid,
+                     type == 'f' ? (long long)st.st_size : 0LL, rel, extra);
+    else
+        n = snprintf(line, sizeof line, "%c %o %u %u %lld %s %llu %lld.%09ld %lld.%09ld\n", type,
+                     (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, (unsigned)st.st_gid,
+                     (long long)st.st_size, rel, (unsigned long long)st.st_ino,
+                     (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (long long)st.st_ctim.tv_sec,
+                     st.st_ctim.tv_nsec);
+    if (n < 0 || (size_t)n >= sizeof line)
+        return fb_fail(w->err, "path too long in rootfs: %.100s", rel);
+    crypto_hash_sha256_update(&w->st, (const uint8_t *)line, (unsigned long long)n);
+    if (type == 'd') {
+        cleanup_fd int sub = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0)
+            return fb_fail_errno(w->err, "cannot open directory %s", rel);
+        return walk_dir(w, sub, rel, depth + 1);
+    }
+    return 0;
+}
+
+static int walk_dir(walk *w, int dirfd, const char *rel, int depth)
+{
+    if (depth > MAX_TREE_DEPTH)
+        return fb_fail(w->err, "rootfs nests deeper than %d levels at %s", MAX_TREE_DEPTH, rel);
+    int dup = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0)
+        return fb_fail_errno(w->err, "dup");
+    DIR *d = fdopendir(dup);
+    if (!d) {
+        close(dup);
+        return fb_fail_errno(w->err, "cannot read directory %s", rel);
+    }
+    size_t n = 0, cap = 64;
+    char **names = malloc(cap * sizeof *names);
+    struct dirent *de;
+    int rc = 0;
+    while (names && (de = readdir(d))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (n == cap) {
+            char **nn = realloc(names, (cap *= 2) * sizeof *names);
+            if (!nn) {
+                rc = fb_fail(w->err, "out of memory");
+                break;
+            }
+            names = nn;
+        }
+        names[n] = strdup(de->d_name);
+        if (!names[n]) {
+            rc = fb_fail(w->err, "out of memory");
+            break;
+        }
+        n++;
+    }
+    closedir(d);
+    if (!names)
+        return fb_fail(w->err, "out of memory");
+    qsort(names, n, sizeof *names, cmp_names);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        char sub[PATH_MAX];
+        if ((size_t)snprintf(sub, sizeof sub, "%s/%s", rel, names[i]) >= sizeof sub) {
+            rc = fb_fail(w->err, "path too long in rootfs under %s", rel);
+            break;
+        }
+        rc = walk_entry(w, dirfd, names[i], sub, depth);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    return rc;
+}
+
+static int tree_hash(const char *dir, bool content, char out[65], uint64_t *entries, fb_err *err)
+{
+    walk w = {.content = content, .err = err};
+    crypto_hash_sha256_init(&w.st);
+    cleanup_fd int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return fb_fail_errno(err, "cannot open rootfs directory %s", dir);
+    if (walk_dir(&w, fd, ".", 0) < 0)
+        return -1;
+    uint8_t d[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_final(&w.st, d);
+    fb_hex(d, sizeof d, out);
+    if (entries)
+        *entries = w.entries;
+    return 0;
+}
+
+int fb_image_tree_digest(const char *dir, char out[65], uint64_t *entries, fb_err *err)
+{
+    if (sodium_init() < 0)
+        return fb_fail(err, "libsodium failed to initialise");
+    return tree_hash(dir, true, out, entries, err);
+}
+
+/* ---- seal ----------------------------------------------------------------- */
+
+static json_t *read_packages(const char *image_dir, fb_err *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/packages.txt", image_dir);
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        fb_fail_errno(err, "cannot open %s (written by guest/build-image.sh)", path);
+        return NULL;
+    }
+    json_t *pk = json_object();
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        char name[256], ver[256];
+        if (sscanf(line, "%255s %255s", name, ver) == 2)
+            json_object_set_new(pk, name, json_string(ver));
+    }
+    fclose(f);
+    return pk;
+}
+
+int fb_image_seal(const char *image_dir, fb_err *err)
+{
+    if (sodium_init() < 0)
+        return fb_fail(err, "libsodium failed to initialise");
+    json_t *packages = read_packages(image_dir, err);
+    if (!packages)
+        return -1;
+    json_t *artifacts = json_object();
+    char path[PATH_MAX], hex[65];
+    for (const char *const *f = vm_files; *f; f++) {
+        uint64_t size;
+        snprintf(path, sizeof path, "%s/%s", image_dir, *f);
+        if (fb_image_file_digest(path, hex, &size, err) < 0)
+            goto fail;
+        json_object_set_new(artifacts, *f, json_pack("{s:s, s:I}", "sha256", hex, "size", (json_int_t)size));
+    }
+    uint64_t entries;
+    snprintf(path, sizeof path, "%s/rootfs", image_dir);
+    if (fb_image_tree_digest(path, hex, &entries, err) < 0)
+        goto fail;
+    json_object_set_new(artifacts, "rootfs",
+                        json_pack("{s:s, s:I}", "tree_sha256", hex, "entries", (json_int_t)entries));
+
+    char kernel[128] = "";
+    snprintf(path, sizeof path, "%s/kernel-version.txt", image_dir);
+    if (fb_read_file(path, kernel, sizeof kernel, NULL) == 0)
+        kernel[strcspn(kernel, "\n")] = '\0';
+    json_t *m = json_pack("{s:i, s:s, s:o, s:o}", "format", 1, "kernel", kernel, "packages", packages,
+                          "artifacts", artifacts);
+    char tmp[PATH_MAX], dst[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s/manifest.json.tmp", image_dir);
+    snprintf(dst, sizeof dst, "%s/manifest.json", image_dir);
+    int rc = json_dump_file(m, tmp, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(m);
+    if (rc < 0 || rename(tmp, dst) < 0)
+        return fb_fail_errno(err, "cannot write %s", dst);
+    return 0;
+fail:
+    json_decref(packages);
+    json_decref(artifacts);
+    return -1;
+}
+
+/* ---- verify --------------------------------------------------------------- */
+
+static int file_fingerprint(const char *path, char out[160], fb_err *err)
+{
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return fb_fail_errno(err, "image file %s is missing", path);
+    if (!S_ISREG(st.st_mode))
+        return fb_fail(err, "image file %s is not a regular file", path);
+    snprintf(out, 160, "%llu:%llu:%lld:%lld.%09ld:%lld.%09ld", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino, (long long)st.st_size, (long long)st.st_mtim.tv_sec,
+             st.st_mtim.tv_nsec, (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec);
+    return 0;
+}
+
+static void cache_path(const char *state_dir, const char *image_dir, char *out, size_t cap)
+{
+    char real[PATH_MAX];
+    if (!realpath(image_dir, real))
+        snprintf(real, sizeof real, "%s", image_dir);
+    uint8_t d[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(d, (const uint8_t *)real, strlen(real));
+    char hex[65];
+    fb_hex(d, sizeof d, hex);
+    hex[16] = '\0';
+    snprintf(out, cap, "%s/image-cache/%s.json", state_dir, hex);
+}
+
+static json_t *load_cache(const char *path)
+{
+    json_error_t je;
+    json_t *c = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!c || !json_is_object(c)) {
+        json_decref(c);
+        return json_object();
+    }
+    return c;
+}
+
+static void save_cache(const char *state_dir, const char *path, json_t *c)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/image-cache", state_dir);
+    if (fb_mkdir_p(dir, 0700, NULL) < 0)
+        return;
+    char tmp[PATH_MAX + 16];
+    snprintf(tmp, sizeof tmp, "%s.%d", path, (int)getpid());
+    if (json_dump_file(c, tmp, JSON_COMPACT) == 0) {
+        chmod(tmp, 0600);
+        if (rename(tmp, path) < 0)
+            unlink(tmp);
+    } else {
+        unlink(tmp);
+    }
+}
+
+static const char *manifest_digest(const json_t *m, const char *artifact, const char *key)
+{
+    json_t *a = json_object_get(json_object_get(m, "artifacts"), artifact);
+    const char *v = json_string_value(json_object_get(a, key));
+    return v && strlen(v) == 64 ? v : NULL;
+}
+
+int fb_image_verify(const char *image_dir, const char *state_dir, unsigned needs, fb_err *err)
+{
+    if (sodium_init() < 0)
+        return fb_fail(err, "libsodium failed to initialise");
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/manifest.json", image_dir);
+    char mhex[65];
+    if (fb_image_file_digest(path, mhex, NULL, err) < 0)
+        return fb_fail(err, "no guest image at %s (manifest.json missing); build it with `make image`",
+                       image_dir);
+    json_error_t je;
+    json_t *m = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!m || !json_is_object(m)) {
+        json_decref(m);
+        return fb_fail(err, "image manifest %s is not valid JSON: %s", path, je.text);
+    }
+
+    char cpath[PATH_MAX];
+    json_t *cache = NULL, *entry = NULL;
+    if (state_dir) {
+        cache_path(state_dir, image_dir, cpath, sizeof cpath);
+        cache = load_cache(cpath);
+        entry = json_object_get(cache, mhex); /* keyed by manifest digest */
+        if (!json_is_object(entry)) {
+            /* A new manifest: forget fingerprints of any older one. */
+            json_object_clear(cache);
+            entry = json_object();
+            json_object_set_new(cache, mhex, entry);
+        }
+    }
+    bool dirty = false;
+    int rc = 0;
+
+    if (needs & FB_IMAGE_NEEDS_VM) {
+        for (const char *const *f = vm_files; *f && rc == 0; f++) {
+            snprintf(path, sizeof path, "%s/%s", image_dir, *f);
+            const char *want = manifest_digest(m, *f, "sha256");
+            char fp[160];
+            if (!want) {
+                rc = fb_fail(err, "image manifest has no sha256 for %s; rebuild with `make image`", *f);
+                break;
+            }
+            if ((rc = file_fingerprint(path, fp, err)) < 0)
+                break;
+            const char *seen = json_string_value(json_object_get(entry, *f));
+            if (seen && strcmp(seen, fp) == 0)
+                continue;
+            char got[65];
+            if ((rc = fb_image_file_digest(path, got, NULL, err)) < 0)
+                break;
+            if (strcmp(got, want) != 0) {
+                rc = fb_fail(err,
+                             "guest image file %s has been modified: its sha256 is %.16s..., the "
+                             "manifest says %.16s...; refusing to start (rebuild with `make image`)",
+                             path, got, want);
+                break;
+            }
+            if (entry) {
+                json_object_set_new(entry, *f, json_string(fp));
+                dirty = true;
+            }
+        }
+    }
+    if (rc == 0 && (needs & FB_IMAGE_NEEDS_JAIL)) {
+        snprintf(path, sizeof path, "%s/rootfs", image_dir);
+        const char *want = manifest_digest(m, "rootfs", "tree_sha256");
+        char fp[65], got[65];
+        if (!want)
+            rc = fb_fail(err, "image manifest has no tree digest for rootfs/; rebuild with `make image`");
+        else if ((rc = tree_hash(path, false, fp, NULL, err)) == 0) {
+            const char *seen = json_string_value(json_object_get(entry, "rootfs"));
+            if (!seen || strcmp(seen, fp) != 0) {
+                if ((rc = tree_hash(path, true, got, NULL, err)) == 0) {
+                    if (strcmp(got, want) != 0)
+                        rc = fb_fail(err,
+                                     "guest rootfs %s has been modified: its tree digest is "
+                                     "%.16s..., the manifest says %.16s...; refusing to start "
+                                     "(rebuild with `make image`)",
+                                     path, got, want);
+                    else if (entry) {
+                        json_object_set_new(entry, "rootfs", json_string(fp));
+                        dirty = true;
+                    }
+                }
+            }
+        }
+    }
+    if (rc == 0 && dirty && cache)
+        save_cache(state_dir, cpath, cache);
+    json_decref(cache);
+    json_decref(m);
+    return rc;
+}
+
+int fb_image_describe(const char *image_dir, char *kernel, size_t kcap, uint64_t *npackages,
+                      fb_err *err)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/manifest.json", image_dir);
+    json_error_t je;
+    json_t *m = json_load_file(path, 0, &je);
+    if (!m)
+        return fb_fail(err, "cannot read %s: %s", path, je.text);
+    snprintf(kernel, kcap, "%s", json_string_value(json_object_get(m, "kernel")) ?: "?");
+    *npackages = json_object_size(json_object_get(m, "packages"));
+    json_decref(m);
+    return 0;
+}

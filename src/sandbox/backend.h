@@ -1,0 +1,64 @@
+/*
+ * backend.h - what a sandbox backend implements, and the sandbox state the
+ * backends share with the manager (sandbox.c).
+ *
+ * A backend starts "something that runs fb-agent at the other end of a
+ * byte stream" inside the cgroup the manager made, and stops it.  Every
+ * other part of a sandbox's life - image verification, the uid slot, the
+ * cgroup, the handshake, execs, files, cleanup order - is the manager's and
+ * the same for all backends.
+ */
+#ifndef FB_BACKEND_H
+#define FB_BACKEND_H
+
+#include <sys/types.h>
+
+#include "proto/proto.h"
+#include "sandbox/cgroup.h"
+#include "sandbox/sandbox.h"
+
+/* Host uids for sandboxes: slot N owns [BASE + N*RANGE, BASE + (N+1)*RANGE).
+ * Far above any normal account or subuid range. */
+#define FB_UID_BASE 0x40000000u
+#define FB_UID_RANGE 65536u
+#define FB_MAX_SLOTS 1024
+
+struct fb_sandbox {
+    char id[32];
+    fb_sandbox_config cfg;
+    char image_dir[4096];
+    char run_path[4096];       /* run_dir/<id> */
+    const struct fb_backend_ops *ops;
+    fb_accel accel;            /* vm: what is really in use */
+    int slot;
+    int slot_fd;
+    uid_t uid_base;
+    fb_cgroup cg;
+    pid_t pid;                 /* QEMU, or the jail's init (the agent) */
+    int chan_fd;
+    fb_chan chan;
+    int console_fd;            /* vm: serial console and QEMU's stderr */
+    char console[4096];        /* ring of the console's last bytes */
+    size_t console_len;
+    uint64_t next_id;
+    bool broken;
+    char kernel[128];
+};
+
+struct fb_backend_ops {
+    const char *name;
+    unsigned image_needs;      /* FB_IMAGE_NEEDS_* */
+    /* Cgroup memory for the whole sandbox given the configured memory. */
+    uint64_t (*cgroup_memory)(const fb_sandbox *sb);
+    uint64_t (*cgroup_pids)(const fb_sandbox *sb);
+    /* Spawns into sb->cg; sets sb->pid, sb->chan_fd (and console_fd). */
+    int (*start)(fb_sandbox *sb, fb_err *err);
+};
+
+extern const struct fb_backend_ops fb_backend_vm;
+extern const struct fb_backend_ops fb_backend_jail;
+
+/* vm.c: which accelerator this host can really use. */
+fb_accel fb_vm_detect_accel(char *why, size_t cap);
+
+#endif

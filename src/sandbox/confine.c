@@ -1,0 +1,218 @@
+/*
+ * confine.c - see confine.h.
+ */
+#define _GNU_SOURCE
+#include "sandbox/confine.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <grp.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sandbox/backend.h"
+
+void fb_child_die(int report_fd, const char *fmt, ...)
+{
+    char msg[512];
+    int saved = errno;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    (void)saved;
+    (void)fb_write_all(report_fd, msg, strlen(msg));
+    _exit(125);
+}
+
+void fb_child_private_mounts(int report_fd)
+{
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        fb_child_die(report_fd, "cannot make mounts private: %s", strerror(errno));
+}
+
+static unsigned long locked_flags(const char *path)
+{
+    struct statvfs sv;
+    if (statvfs(path, &sv) < 0)
+        return 0;
+    unsigned long f = 0;
+    if (sv.f_flag & ST_NOSUID) f |= MS_NOSUID;
+    if (sv.f_flag & ST_NODEV) f |= MS_NODEV;
+    if (sv.f_flag & ST_NOEXEC) f |= MS_NOEXEC;
+    if (sv.f_flag & ST_NOATIME) f |= MS_NOATIME;
+    if (sv.f_flag & ST_NODIRATIME) f |= MS_NODIRATIME;
+    if (sv.f_flag & ST_RELATIME) f |= MS_RELATIME;
+    return f;
+}
+
+void fb_child_bind_ro(int report_fd, const char *src, const char *dst, bool noexec)
+{
+    if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0)
+        fb_child_die(report_fd, "cannot bind %s on %s: %s", src, dst, strerror(errno));
+    unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | locked_flags(dst);
+    if (noexec)
+        flags |= MS_NOEXEC;
+    if (mount(NULL, dst, NULL, flags, NULL) < 0)
+        fb_child_die(report_fd, "cannot make %s read-only: %s", dst, strerror(errno));
+    struct statvfs sv;
+    if (statvfs(dst, &sv) < 0 || !(sv.f_flag & ST_RDONLY))
+        fb_child_die(report_fd, "%s is still writable after the read-only remount", dst);
+}
+
+void fb_child_pivot(int report_fd, const char *newroot)
+{
+    if (chdir(newroot) < 0)
+        fb_child_die(report_fd, "cannot enter %s: %s", newroot, strerror(errno));
+    /* pivot_root(".", ".") stacks the old root under the new one; the
+     * detach then removes it without needing a directory for it. */
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        fb_child_die(report_fd, "pivot_root into %s failed: %s", newroot, strerror(errno));
+    if (umount2(".", MNT_DETACH) < 0)
+        fb_child_die(report_fd, "cannot detach the old root: %s", strerror(errno));
+    if (chdir("/") < 0)
+        fb_child_die(report_fd, "chdir / failed: %s", strerror(errno));
+}
+
+void fb_child_drop_privileges(int report_fd, uid_t uid, gid_t gid)
+{
+    for (int cap = 0; cap <= 63; cap++) {
+        if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0)
+            break;
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+            fb_child_die(report_fd, "cannot drop capability %d: %s", cap, strerror(errno));
+    }
+    if (setgroups(0, NULL) < 0)
+        fb_child_die(report_fd, "setgroups: %s", strerror(errno));
+    if (setresgid(gid, gid, gid) < 0)
+        fb_child_die(report_fd, "setresgid(%u): %s", (unsigned)gid, strerror(errno));
+    if (setresuid(uid, uid, uid) < 0)
+        fb_child_die(report_fd, "setresuid(%u): %s", (unsigned)uid, strerror(errno));
+    (void)prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capset, &hdr, data) < 0)
+        fb_child_die(report_fd, "capset: %s", strerror(errno));
+    if (syscall(SYS_capget, &hdr, data) < 0 || data[0].permitted || data[1].permitted ||
+        data[0].effective || data[1].effective)
+        fb_child_die(report_fd, "capabilities remain after dropping them");
+    if (uid != 0 && setuid(0) == 0)
+        fb_child_die(report_fd, "could regain uid 0");
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        fb_child_die(report_fd, "no_new_privs: %s", strerror(errno));
+    /* Credential changes cleared it; the cell must die with its manager. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        fb_child_die(report_fd, "pdeathsig: %s", strerror(errno));
+}
+
+void fb_child_setup_fds(int report_fd, int stdio_fd, const int *keep, int nkeep)
+{
+    /* Move the kept fds out of the way first: they may sit on 3, 4, ... */
+    int moved[8];
+    if (nkeep > 8)
+        fb_child_die(report_fd, "internal: too many fds to pass");
+    for (int i = 0; i < nkeep; i++) {
+        moved[i] = fcntl(keep[i], F_DUPFD_CLOEXEC, 64);
+        if (moved[i] < 0)
+            fb_child_die(report_fd, "fcntl(F_DUPFD): %s", strerror(errno));
+    }
+    if (stdio_fd >= 0)
+        for (int fd = 0; fd < 3; fd++)
+            if (dup2(stdio_fd, fd) < 0)
+                fb_child_die(report_fd, "dup2: %s", strerror(errno));
+    for (int i = 0; i < nkeep; i++)
+        if (dup2(moved[i], 3 + i) < 0)
+            fb_child_die(report_fd, "dup2: %s", strerror(errno));
+    /* Everything else above stdio becomes close-on-exec (the report pipe
+     * already is); the passed fds are then let through. */
+    if (syscall(SYS_close_range, 3u + (unsigned)nkeep, ~0u, 4u /* CLOSE_RANGE_CLOEXEC */) < 0) {
+        for (int fd = 3 + nkeep; fd < 4096; fd++)
+            if (fd != report_fd)
+                close(fd);
+    }
+    for (int i = 0; i < nkeep; i++)
+        if (fb_set_cloexec(3 + i, false) < 0)
+            fb_child_die(report_fd, "fcntl: %s", strerror(errno));
+}
+
+static int write_maps(pid_t pid, uid_t base, fb_err *err)
+{
+    char path[64], map[64];
+    snprintf(map, sizeof map, "0 %u %u\n", (unsigned)base, FB_UID_RANGE);
+    snprintf(path, sizeof path, "/proc/%d/uid_map", (int)pid);
+    if (fb_write_file(path, map, err) < 0)
+        return -1;
+    snprintf(path, sizeof path, "/proc/%d/gid_map", (int)pid);
+    return fb_write_file(path, map, err);
+}
+
+pid_t fb_confine_spawn(const fb_spawn *sp, fb_err *err)
+{
+    int sync_pipe[2], report[2];
+    if (pipe2(sync_pipe, O_CLOEXEC) < 0)
+        return fb_fail_errno(err, "pipe");
+    if (pipe2(report, O_CLOEXEC) < 0) {
+        close(sync_pipe[0]);
+        close(sync_pipe[1]);
+        return fb_fail_errno(err, "pipe");
+    }
+    pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)sp->clone_flags | SIGCHLD, NULL, NULL, NULL, 0);
+    if (pid == 0) {
+        close(sync_pipe[1]);
+        close(report[0]);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+            fb_child_die(report[1], "pdeathsig: %s", strerror(errno));
+        char go;
+        if (read(sync_pipe[0], &go, 1) != 1)
+            _exit(125); /* the parent gave up on us */
+        close(sync_pipe[0]);
+        sp->child(sp->arg, report[1]);
+        fb_child_die(report[1], "internal: child setup returned");
+    }
+    close(sync_pipe[0]);
+    close(report[1]);
+    if (pid < 0) {
+        fb_fail_errno(err, "cannot create the sandbox process (clone)");
+        close(sync_pipe[1]);
+        close(report[0]);
+        return -1;
+    }
+    int rc = 0;
+    if (sp->cg && fb_cgroup_attach(sp->cg, pid, err) < 0)
+        rc = -1;
+    if (rc == 0 && sp->userns && write_maps(pid, sp->uid_base, err) < 0)
+        rc = -1;
+    if (rc == 0 && fb_write_all(sync_pipe[1], "g", 1) < 0)
+        rc = fb_fail_errno(err, "cannot release the sandbox process");
+    close(sync_pipe[1]);
+    if (rc == 0) {
+        char msg[512];
+        ssize_t n;
+        do
+            n = read(report[0], msg, sizeof msg - 1);
+        while (n < 0 && errno == EINTR);
+        if (n > 0) {
+            msg[n] = '\0';
+            rc = fb_fail(err, "sandbox setup failed: %s", msg);
+        }
+    }
+    close(report[0]);
+    if (rc < 0) {
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        return -1;
+    }
+    return pid;
+}

@@ -1,0 +1,52 @@
+/*
+ * confine.h - the steps both backends use to put a process in its cell.
+ *
+ * fb_confine_spawn clones a child into new namespaces, places it in the
+ * sandbox's cgroup (and, for a user namespace, writes its uid/gid maps)
+ * before letting it run, and reports any failure of the child's setup as a
+ * message rather than an exit status: the child writes to a close-on-exec
+ * pipe, so reading EOF there means the final execve succeeded.
+ *
+ * The fb_child_* helpers run only in that child, before execve.  They use
+ * the bubblewrap style: one syscall each, checked, and fb_child_die() as
+ * the only way out on failure.
+ */
+#ifndef FB_CONFINE_H
+#define FB_CONFINE_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "common/util.h"
+#include "sandbox/cgroup.h"
+
+typedef struct fb_spawn {
+    int clone_flags;        /* CLONE_NEW* */
+    const fb_cgroup *cg;
+    bool userns;            /* map [0, FB_UID_RANGE) to uid_base */
+    uid_t uid_base;
+    /* Runs in the child once the parent is done; must exec or die. */
+    void (*child)(void *arg, int report_fd);
+    void *arg;
+} fb_spawn;
+
+/* Returns the child's pid, or -1 with err set (child already reaped). */
+pid_t fb_confine_spawn(const fb_spawn *sp, fb_err *err);
+
+void fb_child_die(int report_fd, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 2, 3)));
+/* Makes every mount private to this namespace. */
+void fb_child_private_mounts(int report_fd);
+/* Bind-mounts src on dst and remounts it read-only, nosuid, nodev, keeping
+ * whatever flags the source mount has locked. */
+void fb_child_bind_ro(int report_fd, const char *src, const char *dst, bool noexec);
+/* pivot_root into newroot and detach the old root. */
+void fb_child_pivot(int report_fd, const char *newroot);
+/* Drops to uid/gid with no groups, no capabilities in any set,
+ * no_new_privs, and the parent-death signal re-armed. */
+void fb_child_drop_privileges(int report_fd, uid_t uid, gid_t gid);
+/* Points fds 0..2 at stdio_fd (if >= 0), moves keep[i] to fd 3+i, and
+ * marks every other fd close-on-exec. */
+void fb_child_setup_fds(int report_fd, int stdio_fd, const int *keep, int nkeep);
+
+#endif

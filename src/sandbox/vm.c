@@ -1,0 +1,276 @@
+/*
+ * vm.c - the `vm` backend: each sandbox is a QEMU microvm.
+ *
+ * The guest gets its own kernel, a read-only virtio-blk root, one
+ * virtio-serial port for the agent and a serial console, nothing else: no
+ * NIC, no shared filesystem, no option ROMs.  KVM is used only where the
+ * host really has hardware virtualization; elsewhere QEMU runs under TCG,
+ * and we say so, because upstream QEMU does not treat TCG as a security
+ * boundary.
+ *
+ * QEMU itself is jailed the way Firecracker's jailer jails Firecracker: new
+ * mount, pid, ipc, uts, net and cgroup namespaces; a tmpfs root holding
+ * only /usr (read-only), the loader cache, the three image files (read-only)
+ * and its own /dev nodes; an unprivileged uid owned by this sandbox's slot;
+ * no capabilities, no_new_privs; QEMU's own seccomp filter with every deny
+ * option; and the sandbox cgroup's memory, pids and CPU limits.  Its fds:
+ * 3 is the agent channel, 4 (and stdout/stderr) the console, read by the
+ * manager into a small ring for error reports.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <sched.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "image/image.h"
+#include "sandbox/backend.h"
+#include "sandbox/confine.h"
+
+#define QEMU_BIN "/usr/bin/qemu-system-x86_64"
+/* Host memory QEMU needs beyond guest RAM (TCG adds its translation cache). */
+#define VM_OVERHEAD_KVM_MIB 96
+#define VM_OVERHEAD_TCG_MIB 192
+#define TCG_TB_MIB 32
+
+static bool cpu_has_hw_virt(void)
+{
+    static char buf[1 << 16];
+    if (fb_read_file("/proc/cpuinfo", buf, sizeof buf, NULL) < 0)
+        return false;
+    char *flags = strstr(buf, "\nflags");
+    if (!flags)
+        return false;
+    char *end = strchr(flags + 1, '\n');
+    if (end)
+        *end = '\0';
+    return strstr(flags, " vmx") || strstr(flags, " svm");
+}
+
+fb_accel fb_vm_detect_accel(char *why, size_t cap)
+{
+    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(why, cap, "TCG: /dev/kvm is not available (%s)", strerror(errno));
+        return FB_ACCEL_TCG;
+    }
+    int api = ioctl(fd, KVM_GET_API_VERSION, 0);
+    close(fd);
+    if (api != KVM_API_VERSION) {
+        snprintf(why, cap, "TCG: /dev/kvm answers API version %d, not %d", api, KVM_API_VERSION);
+        return FB_ACCEL_TCG;
+    }
+    /* A nested, paravirtualised KVM (PVM) offers /dev/kvm without hardware
+     * virtualization and can only run specially built guest kernels: a
+     * stock kernel hangs at its first instructions. */
+    if (access("/sys/module/kvm_pvm", F_OK) == 0) {
+        snprintf(why, cap, "TCG: /dev/kvm is PVM (paravirtualised nested KVM), which cannot boot "
+                           "a stock guest kernel");
+        return FB_ACCEL_TCG;
+    }
+    if (!cpu_has_hw_virt()) {
+        snprintf(why, cap, "TCG: /dev/kvm exists but the CPU exposes no vmx/svm, so it is not "
+                           "backed by hardware virtualization");
+        return FB_ACCEL_TCG;
+    }
+    snprintf(why, cap, "KVM: hardware virtualization via /dev/kvm");
+    return FB_ACCEL_KVM;
+}
+
+typedef struct vm_args {
+    const fb_sandbox *sb;
+    int chan, console;
+    char *const *argv;
+} vm_args;
+
+static void make_dir(int report, const char *root, const char *rel, mode_t mode)
+{
+    char p[4400];
+    snprintf(p, sizeof p, "%s/%s", root, rel);
+    if (mkdir(p, mode) < 0 && errno != EEXIST)
+        fb_child_die(report, "cannot create %s: %s", p, strerror(errno));
+}
+
+static void bind_file_ro(int report, const char *src, const char *dst)
+{
+    int fd = open(dst, O_CREAT | O_WRONLY | O_CLOEXEC, 0444);
+    if (fd < 0)
+        fb_child_die(report, "cannot create %s: %s", dst, strerror(errno));
+    close(fd);
+    fb_child_bind_ro(report, src, dst, true);
+}
+
+static void vm_child(void *arg, int report)
+{
+    const vm_args *va = arg;
+    const fb_sandbox *sb = va->sb;
+    uid_t uid = sb->uid_base;
+    char root[4200], p[4400], src[4400];
+    snprintf(root, sizeof root, "%s/root", sb->run_path);
+
+    if (unshare(CLONE_NEWCGROUP) < 0)
+        fb_child_die(report, "cannot create the cgroup namespace: %s", strerror(errno));
+    fb_child_private_mounts(report);
+    if (mount("tmpfs", root, "tmpfs", MS_NOSUID, "mode=0755,size=256k,nr_inodes=64") < 0)
+        fb_child_die(report, "cannot mount the QEMU root: %s", strerror(errno));
+    make_dir(report, root, "usr", 0755);
+    make_dir(report, root, "etc", 0755);
+    make_dir(report, root, "dev", 0755);
+    make_dir(report, root, "proc", 0555);
+    make_dir(report, root, "image", 0755);
+    snprintf(p, sizeof p, "%s/usr", root);
+    fb_child_bind_ro(report, "/usr", p, false);
+    /* Merged /usr: the top-level directories are symlinks into it. */
+    static const char *const top[] = {"bin", "sbin", "lib", "lib64", NULL};
+    for (const char *const *t = top; *t; t++) {
+        char host[64], target[256];
+        snprintf(host, sizeof host, "/%s", *t);
+        ssize_t n = readlink(host, target, sizeof target - 1);
+        snprintf(p, sizeof p, "%s/%s", root, *t);
+        if (n > 0) {
+            target[n] = '\0';
+            if (symlink(target, p) < 0)
+                fb_child_die(report, "cannot link %s: %s", p, strerror(errno));
+        } else if (access(host, F_OK) == 0) {
+            make_dir(report, root, *t, 0755);
+            fb_child_bind_ro(report, host, p, false);
+        }
+    }
+    snprintf(p, sizeof p, "%s/etc/ld.so.cache", root);
+    if (access("/etc/ld.so.cache", F_OK) == 0)
+        bind_file_ro(report, "/etc/ld.so.cache", p);
+
+    /* Our own device nodes, as Firecracker's jailer makes them. */
+    struct { const char *name; unsigned maj, min; mode_t mode; bool own; } nodes[] = {
+        {"null", 1, 3, 0666, false},  {"zero", 1, 5, 0666, false},
+        {"random", 1, 8, 0444, false}, {"urandom", 1, 9, 0444, false},
+        {"kvm", 10, 232, 0600, true},
+    };
+    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+        if (nodes[i].own && sb->accel != FB_ACCEL_KVM)
+            continue;
+        snprintf(p, sizeof p, "%s/dev/%s", root, nodes[i].name);
+        if (mknod(p, S_IFCHR | nodes[i].mode, makedev(nodes[i].maj, nodes[i].min)) < 0 ||
+            chmod(p, nodes[i].mode) < 0)
+            fb_child_die(report, "cannot create %s: %s", p, strerror(errno));
+        if (nodes[i].own && chown(p, uid, uid) < 0)
+            fb_child_die(report, "cannot chown %s: %s", p, strerror(errno));
+    }
+    snprintf(p, sizeof p, "%s/proc", root);
+    if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        fb_child_die(report, "cannot mount /proc: %s", strerror(errno));
+    static const char *const files[] = {"vmlinuz", "initrd.img", "rootfs.ext4", NULL};
+    for (const char *const *f = files; *f; f++) {
+        snprintf(src, sizeof src, "%s/%s", sb->image_dir, *f);
+        snprintf(p, sizeof p, "%s/image/%s", root, *f);
+        bind_file_ro(report, src, p);
+    }
+    if (mount(NULL, root, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID, "size=256k,nr_inodes=64") < 0)
+        fb_child_die(report, "cannot make the QEMU root read-only: %s", strerror(errno));
+    if (sethostname("forgebox-vmm", 12) < 0)
+        fb_child_die(report, "sethostname: %s", strerror(errno));
+
+    fb_child_pivot(report, root);
+    int keep[2] = {va->chan, va->console};
+    fb_child_setup_fds(report, va->console, keep, 2);
+    fb_child_drop_privileges(report, uid, uid);
+    char *const envp[] = {NULL};
+    execve(QEMU_BIN, va->argv, envp);
+    fb_child_die(report, "cannot execute %s: %s", QEMU_BIN, strerror(errno));
+}
+
+static int vm_start(fb_sandbox *sb, fb_err *err)
+{
+    char root[4200];
+    snprintf(root, sizeof root, "%s/root", sb->run_path);
+    if (mkdir(root, 0755) < 0 && errno != EEXIST)
+        return fb_fail_errno(err, "cannot create %s", root);
+    if (access(QEMU_BIN, X_OK) != 0)
+        return fb_fail(err, "%s not found: install qemu-system-x86 (scripts/install-deps.sh)", QEMU_BIN);
+
+    char name[64], mem[32], smp[32], accel[64];
+    snprintf(name, sizeof name, "forgebox-%s", sb->id);
+    snprintf(mem, sizeof mem, "%llu", (unsigned long long)sb->cfg.memory_mib);
+    snprintf(smp, sizeof smp, "%llu", (unsigned long long)sb->cfg.vcpus);
+    bool kvm = sb->accel == FB_ACCEL_KVM;
+    if (kvm)
+        snprintf(accel, sizeof accel, "kvm");
+    else
+        snprintf(accel, sizeof accel, "tcg,tb-size=%d", TCG_TB_MIB);
+    char *const argv[] = {
+        "qemu-system-x86_64", "-name", name,
+        "-machine", "microvm,x-option-roms=off,rtc=off,isa-serial=on,acpi=on,pcie=off",
+        "-accel", accel,
+        "-cpu", kvm ? "host" : "max",
+        "-m", mem, "-smp", smp,
+        "-nodefaults", "-no-user-config", "-no-reboot",
+        "-display", "none", "-monitor", "none",
+        "-kernel", "/image/vmlinuz", "-initrd", "/image/initrd.img",
+        "-append", "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t",
+        "-drive", "id=root,file=/image/rootfs.ext4,format=raw,if=none,readonly=on",
+        "-device", "virtio-blk-device,drive=root",
+        "-device", "virtio-serial-device,max_ports=2",
+        "-chardev", "socket,id=agent,fd=3",
+        "-device", "virtserialport,chardev=agent,name=forgebox.agent",
+        "-chardev", "socket,id=console,fd=4",
+        "-serial", "chardev:console",
+        "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+        NULL,
+    };
+    int chan[2], con[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) < 0)
+        return fb_fail_errno(err, "socketpair");
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, con) < 0) {
+        close(chan[0]);
+        close(chan[1]);
+        return fb_fail_errno(err, "socketpair");
+    }
+    vm_args va = {.sb = sb, .chan = chan[1], .console = con[1], .argv = argv};
+    fb_spawn sp = {
+        .clone_flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET,
+        .cg = &sb->cg,
+        .child = vm_child,
+        .arg = &va,
+    };
+    pid_t pid = fb_confine_spawn(&sp, err);
+    close(chan[1]);
+    close(con[1]);
+    if (pid < 0) {
+        close(chan[0]);
+        close(con[0]);
+        return -1;
+    }
+    sb->pid = pid;
+    sb->chan_fd = chan[0];
+    sb->console_fd = con[0];
+    fb_set_nonblock(sb->console_fd, true);
+    return 0;
+}
+
+static uint64_t vm_cgroup_memory(const fb_sandbox *sb)
+{
+    uint64_t extra = sb->accel == FB_ACCEL_KVM ? VM_OVERHEAD_KVM_MIB : VM_OVERHEAD_TCG_MIB;
+    return (sb->cfg.memory_mib + extra) * 1024 * 1024;
+}
+
+static uint64_t vm_cgroup_pids(const fb_sandbox *sb)
+{
+    /* QEMU's main loop, vCPU, RCU and I/O worker threads. */
+    return 64 + sb->cfg.vcpus;
+}
+
+const struct fb_backend_ops fb_backend_vm = {
+    .name = "vm",
+    .image_needs = FB_IMAGE_NEEDS_VM,
+    .cgroup_memory = vm_cgroup_memory,
+    .cgroup_pids = vm_cgroup_pids,
+    .start = vm_start,
+};
