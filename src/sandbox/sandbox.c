@@ -93,10 +93,14 @@ static int validate_config(const fb_sandbox_config *c, fb_err *err)
 
 static int slot_acquire(fb_sandbox *sb, fb_err *err)
 {
+    /* The run dir must be traversable by a jail's unprivileged root (it
+     * bind-mounts its root from there); the slot locks are ours alone. */
+    if (fb_mkdir_p(sb->cfg.run_dir, 0755, err) < 0)
+        return -1;
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/slots", sb->cfg.run_dir);
-    if (fb_mkdir_p(dir, 0700, err) < 0)
-        return -1;
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return fb_fail_errno(err, "cannot create %s", dir);
     /* Start at a random slot so concurrent creators rarely collide. */
     uint32_t start;
     fb_random_bytes(&start, sizeof start);
