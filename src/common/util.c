@@ -27,6 +27,22 @@ int fb_fail(fb_err *err, const char *fmt, ...)
     return -1;
 }
 
+int fb_fail_prefix(fb_err *err, const char *fmt, ...)
+{
+    if (err) {
+        char old[sizeof err->msg];
+        memcpy(old, err->msg, sizeof old);
+        old[sizeof old - 1] = '\0';
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t)n < sizeof err->msg)
+            snprintf(err->msg + n, sizeof err->msg - (size_t)n, ": %s", old);
+    }
+    return -1;
+}
+
 int fb_fail_errno(fb_err *err, const char *fmt, ...)
 {
     int saved = errno;

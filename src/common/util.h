@@ -24,7 +24,10 @@ typedef struct fb_err {
 
 /* Formats into err (if not NULL) and returns -1, so `return fb_fail(...)`. */
 int fb_fail(fb_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Same, appending ": strerror(errno)". */
+/* Puts a formatted prefix before the message already in err:
+ * "prefix: old message".  Returns -1. */
+int fb_fail_prefix(fb_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Same as fb_fail, appending ": strerror(errno)". */
 int fb_fail_errno(fb_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- scope-bound cleanup ---------------------------------------------- */

@@ -235,7 +235,7 @@ static int handshake(fb_sandbox *sb, fb_err *err)
     fb_frame f;
     int timeout = sb->ops == &fb_backend_vm ? HELLO_TIMEOUT_VM_MS : HELLO_TIMEOUT_JAIL_MS;
     if (wait_reply(sb, id, &f, timeout, err) < 0)
-        return fb_fail(err, "sandbox did not start: %s", err->msg);
+        return fb_fail_prefix(err, "sandbox did not start");
     int rc = 0;
     if (strcmp(f.type, "ready") != 0)
         rc = reply_error(&f, err);
@@ -612,7 +612,7 @@ int fb_sandbox_put(fb_sandbox *sb, const char *remote, int fd, unsigned mode, fb
         json_object_set_new(h, "mode", json_integer(mode & 0777));
         fb_frame reply;
         if (simple_request(sb, h, id, buf, got, &reply, err) < 0)
-            return fb_fail(err, "cannot put %s: %s", remote, err->msg);
+            return fb_fail_prefix(err, "cannot put %s", remote);
         fb_frame_clear(&reply);
         offset += got;
         if (got < sizeof buf)
@@ -631,7 +631,7 @@ int fb_sandbox_get(fb_sandbox *sb, const char *remote, int fd, uint64_t max_byte
         json_object_set_new(h, "length", json_integer(FB_PROTO_MAX_PAYLOAD));
         fb_frame reply;
         if (simple_request(sb, h, id, NULL, 0, &reply, err) < 0)
-            return fb_fail(err, "cannot get %s: %s", remote, err->msg);
+            return fb_fail_prefix(err, "cannot get %s", remote);
         json_t *size = json_object_get(reply.hdr, "size");
         if (json_is_integer(size) && (uint64_t)json_integer_value(size) > max_bytes) {
             fb_frame_clear(&reply);
