@@ -9,19 +9,22 @@ IMAGE   ?= $(BUILD)/image
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral
 HARDEN  := -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=gnu17 $(WARN) $(HARDEN) -Isrc -MMD -MP
-LDFLAGS += -pie -Wl,-z,relro,-z,now
+# EXTRA_* carry sanitizer flags (make sanitize) without replacing these.
+override CFLAGS  += -std=gnu17 $(WARN) $(HARDEN) -Isrc -MMD -MP $(EXTRA_CFLAGS)
+override LDFLAGS += -pie -Wl,-z,relro,-z,now $(EXTRA_LDFLAGS)
 
-HOST_LIBS  := $(shell pkg-config --libs jansson libsodium libseccomp libcap 2>/dev/null || echo -ljansson -lsodium -lseccomp -lcap)
+HOST_LIBS  := -ljansson -lsodium
 AGENT_LIBS := -ljansson -lseccomp
 
 COMMON_SRC := src/common/util.c src/proto/proto.c
 AGENT_SRC  := $(wildcard src/agent/*.c)
-HOST_SRC   := $(wildcard src/sandbox/*.c src/image/*.c src/cli/*.c)
+LIB_SRC    := $(wildcard src/sandbox/*.c src/image/*.c) $(COMMON_SRC)
+CLI_SRC    := $(wildcard src/cli/*.c)
 
 COMMON_OBJ      := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
 AGENT_OBJ       := $(AGENT_SRC:%.c=$(BUILD)/obj-static/%.o) $(COMMON_SRC:%.c=$(BUILD)/obj-static/%.o)
-HOST_OBJ        := $(HOST_SRC:%.c=$(BUILD)/obj/%.o) $(COMMON_OBJ)
+LIB_OBJ         := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+HOST_OBJ        := $(CLI_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_OBJ)
 
 .PHONY: all image test unit integration run sanitize bench clean deps
 all: $(BUILD)/forgebox $(BUILD)/fb-agent
@@ -53,9 +56,9 @@ $(IMAGE)/manifest.json: $(IMAGE_INPUTS)
 
 # ---- tests -----------------------------------------------------------------
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
-UNIT_LIBS  := -lcmocka -ljansson -lseccomp -lsodium
+UNIT_LIBS  := -lcmocka
 
-$(BUILD)/tests/test_%: tests/unit/test_%.c $(COMMON_OBJ) $(filter-out %/main.o,$(HOST_OBJ))
+$(BUILD)/tests/test_%: tests/unit/test_%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(UNIT_LIBS) $(HOST_LIBS)
 
@@ -69,13 +72,17 @@ run: deps all image
 	./scripts/demo.sh
 
 sanitize:
-	$(MAKE) BUILD=build-san CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
-	        LDFLAGS="-fsanitize=address,undefined" build-san/forgebox unit
+	$(MAKE) BUILD=build-san CFLAGS="-O1 -g" \
+	        EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+	        EXTRA_LDFLAGS="-fsanitize=address,undefined" build-san/forgebox unit
 
-bench: all image
+bench: all image $(BUILD)/fb-bench
 	./bench/run.sh
 
 clean:
 	rm -rf $(BUILD) build-san
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+$(BUILD)/fb-bench: bench/fb_bench.c $(LIB_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)

@@ -37,7 +37,7 @@ agent=$2
 [ -f "$agent" ] && [ -x "$agent" ] || die "agent binary '$agent' is not an executable file"
 agent=$(readlink -f "$agent")
 
-for tool in mmdebstrap mkfs.ext4 cpio gzip dpkg-deb apt-get apt-cache modinfo sha256sum; do
+for tool in mmdebstrap mkfs.ext4 debugfs dumpe2fs e2fsck cpio gzip dpkg-deb apt-get apt-cache modinfo sha256sum; do
     command -v "$tool" >/dev/null 2>&1 || die "missing tool '$tool' (run scripts/install-deps.sh)"
 done
 
@@ -255,6 +255,32 @@ E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -t ext4 \
     -L "$ROOTFS_LABEL" -U "$ROOTFS_UUID" \
     -E "hash_seed=$ROOTFS_HASH_SEED,lazy_itable_init=0,root_owner=0:0" \
     -d "$rootfs" "$stage/rootfs.ext4" "${size_kib}K"
+# mkfs.ext4 -d copies each file's atime and ctime from the build tree (ctime is
+# the time of this build and cannot be set with touch); clamp them in the image
+# so rootfs.ext4 is bit-for-bit reproducible. Used inodes are read from the
+# inode bitmaps (dumpe2fs "Free inodes" ranges); 1 and 3-10 are reserved.
+ninodes=$(dumpe2fs -h "$stage/rootfs.ext4" 2>/dev/null | awk -F: '/^Inode count/ {gsub(/ /, "", $2); print $2}')
+dumpe2fs "$stage/rootfs.ext4" 2>/dev/null | awk -v total="$ninodes" -v e="$SOURCE_DATE_EPOCH" '
+    /^  Free inodes:/ {
+        sub(/^  Free inodes: */, "")
+        n = split($0, r, /, */)
+        for (i = 1; i <= n; i++) {
+            if (r[i] == "") continue
+            m = split(r[i], ab, "-"); a = ab[1] + 0; b = (m > 1) ? ab[2] + 0 : a
+            for (j = a; j <= b; j++) free[j] = 1
+        }
+    }
+    END {
+        for (i = 1; i <= total; i++)
+            if (!(i in free) && (i == 2 || i >= 11))
+                printf "sif <%d> ctime @%s\nsif <%d> atime @%s\n", i, e, i, e
+    }' >"$work/debugfs.cmds"
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH debugfs -w -f "$work/debugfs.cmds" "$stage/rootfs.ext4" >/dev/null 2>"$work/debugfs.err" ||
+    die "debugfs failed: $(cat "$work/debugfs.err")"
+if grep -v '^debugfs [0-9]' "$work/debugfs.err" | grep -q .; then
+    die "debugfs: $(grep -v '^debugfs [0-9]' "$work/debugfs.err" | head -n 3)"
+fi
+e2fsck -fn "$stage/rootfs.ext4" >"$work/e2fsck.log" 2>&1 || die "rootfs.ext4 fails e2fsck: $(tail -n 5 "$work/e2fsck.log")"
 chmod 0644 "$stage/rootfs.ext4"
 
 rm -rf "$work"

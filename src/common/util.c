@@ -37,8 +37,10 @@ int fb_fail_prefix(fb_err *err, const char *fmt, ...)
         va_start(ap, fmt);
         int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
-        if (n >= 0 && (size_t)n < sizeof err->msg)
-            snprintf(err->msg + n, sizeof err->msg - (size_t)n, ": %s", old);
+        if (n >= 0 && (size_t)n + 2 < sizeof err->msg) {
+            size_t room = sizeof err->msg - (size_t)n - 2;
+            snprintf(err->msg + n, sizeof err->msg - (size_t)n, ": %.*s", (int)room, old);
+        }
     }
     return -1;
 }

@@ -118,15 +118,17 @@ static int walk_entry(walk *w, int dirfd, const char *name, const char *rel, int
     } else {
         return fb_fail(w->err, "rootfs contains a device node or socket: %s", rel);
     }
+    /* Path and link target are length-prefixed: names may contain spaces
+     * and newlines, and no two trees may produce the same stream. */
     int n;
     if (w->content)
-        n = snprintf(line, sizeof line, "%c %o %u %u %lld %s %s\n", type, (unsigned)(st.st_mode & 07777),
-                     (unsigned)st.st_uid, (unsigned)st.st_gid,
-                     type == 'f' ? (long long)st.st_size : 0LL, rel, extra);
-    else
-        n = snprintf(line, sizeof line, "%c %o %u %u %lld %s %llu %lld.%09ld %lld.%09ld\n", type,
+        n = snprintf(line, sizeof line, "%c %o %u %u %lld %zu:%s %zu:%s\n", type,
                      (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, (unsigned)st.st_gid,
-                     (long long)st.st_size, rel, (unsigned long long)st.st_ino,
+                     type == 'f' ? (long long)st.st_size : 0LL, strlen(rel), rel, strlen(extra), extra);
+    else
+        n = snprintf(line, sizeof line, "%c %o %u %u %lld %zu:%s %llu %lld.%09ld %lld.%09ld\n", type,
+                     (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, (unsigned)st.st_gid,
+                     (long long)st.st_size, strlen(rel), rel, (unsigned long long)st.st_ino,
                      (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (long long)st.st_ctim.tv_sec,
                      st.st_ctim.tv_nsec);
     if (n < 0 || (size_t)n >= sizeof line)
@@ -200,6 +202,14 @@ static int tree_hash(const char *dir, bool content, char out[65], uint64_t *entr
     cleanup_fd int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
         return fb_fail_errno(err, "cannot open rootfs directory %s", dir);
+    /* The root directory's own mode and owner count too. */
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return fb_fail_errno(err, "cannot stat %s", dir);
+    char line[128];
+    int n = snprintf(line, sizeof line, "d %o %u %u 0 1:.\n", (unsigned)(st.st_mode & 07777),
+                     (unsigned)st.st_uid, (unsigned)st.st_gid);
+    crypto_hash_sha256_update(&w.st, (const uint8_t *)line, (unsigned long long)n);
     if (walk_dir(&w, fd, ".", 0) < 0)
         return -1;
     uint8_t d[crypto_hash_sha256_BYTES];

@@ -107,8 +107,10 @@ int fb_decoder_feed(fb_decoder *d, const void *data, size_t n, fb_err *err)
         /* Never hold more than one maximal frame: the caller must take
          * frames out (fb_decoder_next) between feeds of that size. */
         size_t room = FB_PROTO_MAX_FRAME - d->len;
-        if (room == 0)
+        if (room == 0) {
+            d->failed = true;
             return fb_fail(err, "internal: decoder full; take frames before feeding more");
+        }
         size_t take = n < room ? n : room;
         if (d->len + take > d->cap) {
             size_t ncap = d->cap ? d->cap : 64 * 1024;
@@ -130,8 +132,10 @@ int fb_decoder_feed(fb_decoder *d, const void *data, size_t n, fb_err *err)
             return -1;
         if (n > 0) {
             /* More input than one frame: the caller fed too much at once. */
-            if (d->len == FB_PROTO_MAX_FRAME)
+            if (d->len == FB_PROTO_MAX_FRAME) {
+                d->failed = true;
                 return fb_fail(err, "internal: fed more than one maximal frame at once");
+            }
         }
     }
     return 0;

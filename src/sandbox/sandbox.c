@@ -61,6 +61,11 @@ const char *fb_sandbox_id(const fb_sandbox *sb)
     return sb->id;
 }
 
+int fb_sandbox_pid(const fb_sandbox *sb)
+{
+    return (int)sb->pid;
+}
+
 const char *fb_sandbox_isolation(const fb_sandbox *sb)
 {
     if (sb->ops == &fb_backend_jail)

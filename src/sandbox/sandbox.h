@@ -54,6 +54,8 @@ typedef struct fb_sandbox fb_sandbox;
 /* Boots a sandbox and completes the agent handshake. */
 int fb_sandbox_create(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *err);
 const char *fb_sandbox_id(const fb_sandbox *sb);
+/* The host process that embodies the sandbox (QEMU, or the jail's init). */
+int fb_sandbox_pid(const fb_sandbox *sb);
 /* "kvm", "tcg" or "namespaces". */
 const char *fb_sandbox_isolation(const fb_sandbox *sb);
 /* Ends the sandbox and frees everything it held: process, cgroup, runtime

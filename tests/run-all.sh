@@ -1,0 +1,44 @@
+#!/bin/sh
+# Runs every test: cmocka unit tests, then the black-box integration suite
+# (pytest, real sandboxes in both backends).  Prints one summary line
+#   N passed, N failed[, N skipped]
+# last, and writes it to build/test-summary.txt for .ci/run.
+set -u
+cd "$(dirname "$0")/.."
+mkdir -p build
+summary=build/test-summary.txt
+echo "0 passed, 1 failed" > "$summary"   # until proven otherwise
+
+unit_log=build/unit.log
+./tests/run-unit.sh build/tests/test_* 2>&1 | tee "$unit_log"
+unit_rc=$?
+
+junit=build/integration-junit.xml
+rm -f "$junit"
+/usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$junit" tests/integration "$@"
+int_rc=$?
+
+/usr/bin/python3 - "$unit_log" "$junit" "$summary" <<'PY'
+import re, sys, xml.etree.ElementTree as ET
+unit_log, junit, out = sys.argv[1:4]
+passed = failed = skipped = 0
+m = None
+for line in open(unit_log, errors="replace"):
+    m = re.match(r"unit: (\d+) passed, (\d+) failed", line) or m
+if m:
+    passed += int(m.group(1)); failed += int(m.group(2))
+else:
+    failed += 1   # the unit runner did not finish
+try:
+    root = ET.parse(junit).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root)
+    for s in suites:
+        t, f, e, sk = (int(s.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+        passed += t - f - e - sk; failed += f + e; skipped += sk
+except Exception:
+    failed += 1   # pytest did not produce a report
+line = f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else "")
+open(out, "w").write(line + "\n")
+print(line)
+PY
+[ "$unit_rc" -eq 0 ] && [ "$int_rc" -eq 0 ]
