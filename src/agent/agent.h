@@ -39,6 +39,7 @@ typedef struct fb_agent {
     bool ready;            /* hello received and scratch mounted */
     bool shutdown;         /* shutdown requested */
     fb_tool_limits limits; /* from hello */
+    fb_seccomp_progs seccomp;
     uint64_t max_output;   /* default per-exec output cap, from hello */
     fb_exec *execs[FB_MAX_EXECS];
 } fb_agent;

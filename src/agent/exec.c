@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -203,12 +204,14 @@ static void run_child(const fb_agent *a, const char **argv, char **env, const ch
         child_fail(report_fd, 0, errno, "setsid failed");
     if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
         child_fail(report_fd, 0, errno, "cannot set up stdio");
-    /* Only 0, 1, 2 and the report pipe (close-on-exec) survive. */
-    for (int fd = 3; fd < 1024; fd++)
-        if (fd != report_fd)
-            close(fd);
+    /* Only 0, 1, 2 and the report pipe survive; every agent fd is
+     * close-on-exec already, this is the backstop. */
+    if (syscall(SYS_close_range, 3u, ~0u, 4u /* CLOSE_RANGE_CLOEXEC */) < 0)
+        for (int fd = 3; fd < 1024; fd++)
+            if (fd != report_fd)
+                close(fd);
     fb_err err = {{0}};
-    if (fb_harden_tool_process(&a->limits, &err) < 0)
+    if (fb_harden_tool_process(&a->limits, &a->seccomp, &err) < 0)
         child_fail(report_fd, 0, errno, err.msg);
     if (chdir(cwd) < 0) {
         char msg[300];

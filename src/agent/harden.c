@@ -29,7 +29,10 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <linux/seccomp.h>
+#include <stdlib.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -97,13 +100,42 @@ static const char *const allowed_syscalls[] = {
     NULL,
 };
 
+/* Turns a libseccomp context into a BPF program we own. */
+static int export_bpf(scmp_filter_ctx ctx, struct sock_filter **prog, unsigned short *len, fb_err *err)
+{
+    int fd = memfd_create("fb-seccomp", MFD_CLOEXEC);
+    if (fd < 0)
+        return fb_fail_errno(err, "memfd_create");
+    int rc = seccomp_export_bpf(ctx, fd);
+    if (rc < 0) {
+        close(fd);
+        return fb_fail(err, "seccomp: cannot export the filter: %s", strerror(-rc));
+    }
+    off_t size = lseek(fd, 0, SEEK_END);
+    if (size <= 0 || size % (off_t)sizeof(struct sock_filter) != 0 ||
+        size / (off_t)sizeof(struct sock_filter) > BPF_MAXINSNS) {
+        close(fd);
+        return fb_fail(err, "seccomp: exported filter has a bad size (%lld)", (long long)size);
+    }
+    struct sock_filter *p = malloc((size_t)size);
+    if (!p || pread(fd, p, (size_t)size, 0) != size) {
+        free(p);
+        close(fd);
+        return fb_fail(err, "seccomp: cannot read back the filter");
+    }
+    close(fd);
+    *prog = p;
+    *len = (unsigned short)(size / (off_t)sizeof(struct sock_filter));
+    return 0;
+}
+
 /* A second filter, stacked on the allowlist: the kernel applies the most
  * restrictive answer of all filters, so this one can refuse single ioctl
  * requests (libseccomp cannot express "ioctl unless A1 is X or Y" in an
  * allowlist rule).  TIOCSTI types into a terminal, TIOCLINUX pokes the
  * console; a sandbox has neither (stdio are pipes, no controlling tty, no
  * /dev/pts), so this is the belt to those braces. */
-static int install_ioctl_filter(fb_err *err)
+static int build_ioctl_filter(fb_seccomp_progs *out, fb_err *err)
 {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
     if (!ctx)
@@ -113,16 +145,17 @@ static int install_ioctl_filter(fb_err *err)
     if (rc == 0)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
                               SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)TIOCLINUX));
-    if (rc == 0)
-        rc = seccomp_load(ctx);
-    seccomp_release(ctx);
     if (rc < 0)
-        return fb_fail(err, "seccomp: cannot install the ioctl filter: %s", strerror(-rc));
-    return 0;
+        fb_fail(err, "seccomp: cannot build the ioctl filter: %s", strerror(-rc));
+    else
+        rc = export_bpf(ctx, &out->ioctl, &out->ioctl_len, err);
+    seccomp_release(ctx);
+    return rc < 0 ? -1 : 0;
 }
 
-int fb_seccomp_install(bool allow_inet, fb_err *err)
+int fb_seccomp_prepare(bool allow_inet, fb_seccomp_progs *out, fb_err *err)
 {
+    memset(out, 0, sizeof *out);
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(EPERM));
     if (!ctx)
         return fb_fail(err, "seccomp_init failed");
@@ -164,17 +197,25 @@ int fb_seccomp_install(bool allow_inet, fb_err *err)
     if (rc == 0)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(personality), 1,
                               SCMP_A0(SCMP_CMP_EQ, 0));
-    if (rc == 0) {
-        rc = seccomp_load(ctx);
-        if (rc < 0)
-            fb_fail(err, "seccomp: cannot load the filter: %s", strerror(-rc));
-    } else if (err && err->msg[0] == '\0') {
-        fb_fail(err, "seccomp: cannot build the filter: %s", strerror(-rc));
+    if (rc < 0) {
+        if (err && err->msg[0] == '\0')
+            fb_fail(err, "seccomp: cannot build the filter: %s", strerror(-rc));
+        seccomp_release(ctx);
+        return -1;
     }
+    rc = export_bpf(ctx, &out->allow, &out->allow_len, err);
     seccomp_release(ctx);
     if (rc < 0)
         return -1;
-    return install_ioctl_filter(err);
+    return build_ioctl_filter(out, err);
+}
+
+static int load_prog(struct sock_filter *prog, unsigned short len, fb_err *err)
+{
+    struct sock_fprog fp = {.len = len, .filter = prog};
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fp, 0, 0) < 0)
+        return fb_fail_errno(err, "cannot install the seccomp filter");
+    return 0;
 }
 
 static int set_limit(int resource, uint64_t value, const char *name, fb_err *err)
@@ -185,7 +226,7 @@ static int set_limit(int resource, uint64_t value, const char *name, fb_err *err
     return 0;
 }
 
-int fb_harden_tool_process(const fb_tool_limits *lim, fb_err *err)
+int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *progs, fb_err *err)
 {
     /* Tool processes are the first thing the OOM killer takes, never the
      * agent.  Raising the score needs no privilege. */
@@ -238,5 +279,9 @@ int fb_harden_tool_process(const fb_tool_limits *lim, fb_err *err)
 
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return fb_fail_errno(err, "cannot set no_new_privs");
-    return fb_seccomp_install(lim->allow_inet, err);
+    if (!progs->allow || !progs->ioctl)
+        return fb_fail(err, "internal: seccomp filters were not prepared");
+    if (load_prog(progs->ioctl, progs->ioctl_len, err) < 0)
+        return -1;
+    return load_prog(progs->allow, progs->allow_len, err);
 }

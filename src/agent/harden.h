@@ -13,12 +13,22 @@
 #define FB_AGENT_HARDEN_H
 
 #include <stdbool.h>
+#include <linux/filter.h>
 #include <stdint.h>
 
 #include "common/util.h"
 
 #define FB_TOOL_UID 1000
 #define FB_TOOL_GID 1000
+
+/* The tool-process seccomp filters, compiled once by the agent so that
+ * each exec only hands them to the kernel. */
+typedef struct fb_seccomp_progs {
+    struct sock_filter *allow;  /* the allowlist */
+    unsigned short allow_len;
+    struct sock_filter *ioctl;  /* refuses single ioctl requests */
+    unsigned short ioctl_len;
+} fb_seccomp_progs;
 
 typedef struct fb_tool_limits {
     uint64_t nproc;     /* RLIMIT_NPROC */
@@ -27,11 +37,11 @@ typedef struct fb_tool_limits {
     bool allow_inet;    /* only with a network grant (not yet offered) */
 } fb_tool_limits;
 
+/* Compiles the filters (in the agent, once). */
+int fb_seccomp_prepare(bool allow_inet, fb_seccomp_progs *out, fb_err *err);
+
 /* Drops everything; on failure writes a reason into err and returns -1.
  * The caller (a child about to exec) must then _exit without exec'ing. */
-int fb_harden_tool_process(const fb_tool_limits *lim, fb_err *err);
-
-/* Installs only the seccomp filter (used by tests of the filter itself). */
-int fb_seccomp_install(bool allow_inet, fb_err *err);
+int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *progs, fb_err *err);
 
 #endif

@@ -96,6 +96,8 @@ static int handle_hello(fb_agent *a, const fb_frame *f)
     a->limits.fsize = ((ws > tmp ? ws : tmp) + 1) * 1024 * 1024;
     a->limits.allow_inet = false;
     a->max_output = max_output;
+    if (fb_seccomp_prepare(a->limits.allow_inet, &a->seccomp, &err) < 0)
+        die(a, "%s", err.msg);
     a->ready = true;
 
     struct utsname u;
