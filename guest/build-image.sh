@@ -19,6 +19,7 @@
 #                          (default: the host's /etc/apt/sources.list and
 #                          /etc/apt/sources.list.d/*.list|*.sources)
 #   SOURCE_DATE_EPOCH      overrides IMAGE_SOURCE_DATE_EPOCH from image.conf
+# shellcheck disable=SC2016 # literal $1 and ${...} below are for mmdebstrap and dpkg-query
 set -eu -o pipefail
 
 prog=build-image
@@ -34,10 +35,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 out_arg=$1
 agent=$2
-[ -f "$agent" ] && [ -x "$agent" ] || die "agent binary '$agent' is not an executable file"
+if [ ! -f "$agent" ] || [ ! -x "$agent" ]; then die "agent binary '$agent' is not an executable file"; fi
 agent=$(readlink -f "$agent")
 
-for tool in mmdebstrap mkfs.ext4 debugfs dumpe2fs e2fsck cpio gzip dpkg-deb apt-get apt-cache modinfo sha256sum; do
+for tool in mmdebstrap mkfs.ext4 debugfs dumpe2fs e2fsck cpio dpkg-deb flock apt-get apt-cache modinfo sha256sum; do
     command -v "$tool" >/dev/null 2>&1 || die "missing tool '$tool' (run scripts/install-deps.sh)"
 done
 
@@ -57,6 +58,13 @@ cache=$(cd "$cache" && pwd)
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$IMAGE_SOURCE_DATE_EPOCH}
 export LC_ALL=C TZ=UTC
 umask 022
+
+# One build per OUT_DIR at a time; then clear staging dirs of killed builds.
+exec 9>"$parent/.$(basename "$out").lock"
+flock -n 9 || die "another build of $out is running"
+for d in "$parent/.$(basename "$out").build."* "$parent/.$(basename "$out").old."*; do
+    if [ -d "$d" ]; then rm -rf --one-file-system "$d"; fi
+done
 
 # Staging directory on the same filesystem as OUT_DIR, removed on failure.
 stage=$(mktemp -d "$parent/.$(basename "$out").build.XXXXXX")
@@ -157,14 +165,15 @@ if [ -n "${FORGEBOX_APT_SOURCES:-}" ]; then
         sources+=("$f")
     done
 else
-    [ -s /etc/apt/sources.list ] && sources+=(/etc/apt/sources.list)
+    if [ -s /etc/apt/sources.list ]; then sources+=(/etc/apt/sources.list); fi
     for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] && sources+=("$f")
+        if [ -f "$f" ]; then sources+=("$f"); fi
     done
 fi
 [ "${#sources[@]}" -gt 0 ] || die "no apt sources found in /etc/apt"
 
 rootfs=$stage/rootfs
+# shellcheck disable=SC2086 # word splitting intended
 pkgs=$(printf '%s\n' $ROOTFS_PACKAGES | paste -sd, -)
 log "mmdebstrap $DEBIAN_SUITE (minbase + $pkgs)"
 mmdebstrap --quiet --mode=root --format=directory --variant=minbase \
@@ -225,7 +234,7 @@ fi
 echo "$GUEST_USER:x:$GUEST_UID:$GUEST_GID:ForgeBox:/workspace:/bin/bash" >>"$rootfs/etc/passwd"
 echo "$GUEST_USER:x:$GUEST_GID:" >>"$rootfs/etc/group"
 echo "$GUEST_USER:*:$((SOURCE_DATE_EPOCH / 86400)):0:99999:7:::" >>"$rootfs/etc/shadow"
-[ -f "$rootfs/etc/gshadow" ] && echo "$GUEST_USER:!::" >>"$rootfs/etc/gshadow"
+if [ -f "$rootfs/etc/gshadow" ]; then echo "$GUEST_USER:!::" >>"$rootfs/etc/gshadow"; fi
 
 # Mount points.
 install -d -m 0755 -o "$GUEST_UID" -g "$GUEST_GID" "$rootfs/workspace"
@@ -303,5 +312,5 @@ if [ -e "$out" ]; then
 fi
 mv "$stage" "$out"
 stage=""
-[ -z "$old" ] || rm -rf --one-file-system "$old"
+if [ -n "$old" ]; then rm -rf --one-file-system "$old"; fi
 log "done: $out ($(du -sh --apparent-size "$out/rootfs.ext4" | cut -f1) rootfs.ext4, $(du -sh --apparent-size "$out/initrd.img" | cut -f1) initrd.img)"

@@ -1,0 +1,103 @@
+"""ForgeBox benchmarks (see bench/README.md).
+
+Every row compares ForgeBox with a baseline measured in the same run on the
+same machine, because absolute timings mean little on a noisy host:
+
+  jail cold start   forgebox run --backend jail -- /bin/true
+                    vs bwrap --unshare-all on the same rootfs
+  vm cold start     forgebox run --backend vm -- /bin/true
+                    vs bare qemu-system-x86_64 -M microvm booting the same
+                    kernel and initramfs to an init that powers off
+  exec round trip   /bin/true in a live sandbox (fb-bench), per backend
+  vm host memory    resident memory of the QEMU process beyond guest RAM
+"""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+FORGEBOX = os.path.join(ROOT, "build", "forgebox")
+FB_BENCH = os.path.join(ROOT, "build", "fb-bench")
+IMAGE = os.environ.get("FORGEBOX_IMAGE", os.path.join(ROOT, "build", "image"))
+STATE = tempfile.mkdtemp(prefix="fbx-bench-state-")
+ENV = dict(os.environ, FORGEBOX_IMAGE=IMAGE, FORGEBOX_STATE_DIR=STATE)
+
+
+def timed(argv, **kw):
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       stdin=subprocess.DEVNULL, env=ENV, **kw)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        sys.exit(f"benchmark command failed ({p.returncode}): {' '.join(argv)}\n"
+                 f"{p.stderr.decode(errors='replace')}")
+    return dt
+
+
+def median_of(argv, rounds, warmup=1):
+    for _ in range(warmup):
+        timed(argv)
+    return statistics.median(timed(argv) for _ in range(rounds))
+
+
+def bare_qemu_argv(mem):
+    # Same machine, accelerator, memory, kernel and initramfs as the vm
+    # backend; the init is busybox powering off at once.
+    return ["qemu-system-x86_64", "-machine",
+            "microvm,x-option-roms=off,rtc=off,isa-serial=on,acpi=on,pcie=off",
+            "-accel", "tcg,tb-size=32", "-cpu", "max", "-m", str(mem), "-smp", "1",
+            "-nodefaults", "-no-user-config", "-no-reboot", "-display", "none",
+            "-monitor", "none", "-serial", "none",
+            "-kernel", f"{IMAGE}/vmlinuz", "-initrd", f"{IMAGE}/initrd.img",
+            "-append", "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t "
+                       "rdinit=/bin/busybox -- poweroff -f"]
+
+
+def main():
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+    rows = []
+    # Prime the image verification cache so that every round measures the
+    # same thing (the first start hashes the whole image once).
+    timed([FORGEBOX, "run", "-q", "--backend", "jail", "--", "/bin/true"])
+    timed([FORGEBOX, "run", "-q", "--backend", "vm", "--", "/bin/true"])
+
+    jail = median_of([FORGEBOX, "run", "-q", "--backend", "jail", "--", "/bin/true"], rounds * 5)
+    bwrap = median_of(["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind",
+                       f"{IMAGE}/rootfs", "/", "--proc", "/proc", "--dev", "/dev",
+                       "--tmpfs", "/workspace", "--tmpfs", "/tmp", "/bin/true"], rounds * 5)
+    rows.append(("jail cold start to first exec result", jail, "bwrap --unshare-all", bwrap, 1.5))
+
+    vm = median_of([FORGEBOX, "run", "-q", "--backend", "vm", "--", "/bin/true"], rounds)
+    qemu = median_of(bare_qemu_argv(512), rounds)
+    rows.append(("vm cold start to first exec result", vm, "bare QEMU microvm boot to poweroff", qemu, 1.15))
+
+    print(f"ForgeBox benchmarks  ({platform.node()}, {os.cpu_count()} CPUs, "
+          f"{platform.release()}, {rounds} rounds)")
+    print()
+    print(f"{'measurement':40} {'forgebox':>10} {'baseline':>10} {'ratio':>7} {'target':>7}  baseline is")
+    for name, ours, base_name, base, target in rows:
+        print(f"{name:40} {ours*1000:8.1f}ms {base*1000:8.1f}ms {ours/base:6.2f}x {target:6.2f}x  {base_name}")
+
+    for backend in ("jail", "vm"):
+        out = subprocess.run([FB_BENCH, "exec", backend, str(rounds * 20)], stdout=subprocess.PIPE,
+                             env=ENV, check=True).stdout
+        r = json.loads(out)
+        print(f"{'exec round trip in a live ' + backend:40} {r['median_us']/1000:8.2f}ms "
+              f"{'':>10} {'':>7} {'':>7}  median of {r['count']} (p90 {r['p90_us']/1000:.2f} ms)")
+
+    out = subprocess.run([FB_BENCH, "memory", "vm", "512"], stdout=subprocess.PIPE, env=ENV,
+                         check=True).stdout
+    m = json.loads(out)
+    overhead = (m["rss_kib"] - m["guest_ram_rss_kib"]) / 1024
+    print(f"{'vm host memory beyond guest RAM':40} {overhead:8.1f}MiB {'':>10} {'':>7} "
+          f"{'30MiB':>7}  QEMU RSS {m['rss_kib']/1024:.0f} MiB, guest RAM resident "
+          f"{m['guest_ram_rss_kib']/1024:.0f} MiB; manager {m['manager_rss_kib']/1024:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()

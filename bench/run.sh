@@ -1,0 +1,7 @@
+#!/bin/sh
+# ForgeBox benchmarks: prints a table of measurements, each against a
+# baseline measured in the same run.  Usage: bench/run.sh [ROUNDS]
+# (make bench builds what it needs first).  Needs root, like sandboxes do.
+set -eu
+cd "$(dirname "$0")/.."
+exec /usr/bin/python3 bench/bench.py "$@"
