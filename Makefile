@@ -82,7 +82,7 @@ bench: all image $(BUILD)/fb-bench
 clean:
 	rm -rf $(BUILD) build-san
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/obj-static $(BUILD)/tests -name '*.d' 2>/dev/null)
 
 $(BUILD)/fb-bench: bench/fb_bench.c $(LIB_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)
