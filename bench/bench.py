@@ -45,17 +45,25 @@ def median_of(argv, rounds, warmup=1):
     return statistics.median(timed(argv) for _ in range(rounds))
 
 
+def host_tsc_khz():
+    """What the vm backend measured and passes as tsc_early_khz."""
+    run_dir = os.environ.get("FORGEBOX_RUN_DIR", "/run/forgebox")
+    with open(os.path.join(run_dir, "tsc-khz")) as f:
+        return int(f.read().split()[1])
+
+
 def bare_qemu_argv(mem):
-    # Same machine, accelerator, memory, kernel and initramfs as the vm
-    # backend; the init is busybox powering off at once.
+    # The vm backend's machine, accelerator, memory, kernel, initramfs and
+    # kernel command line, without ForgeBox: no jail, no root disk, no agent
+    # channel, and an init that is busybox powering off at once.
     return ["qemu-system-x86_64", "-machine",
-            "microvm,x-option-roms=off,rtc=off,isa-serial=on,acpi=on,pcie=off",
+            "microvm,x-option-roms=off,rtc=on,isa-serial=on,acpi=on,pcie=off",
             "-accel", "tcg,tb-size=32", "-cpu", "max", "-m", str(mem), "-smp", "1",
             "-nodefaults", "-no-user-config", "-no-reboot", "-display", "none",
             "-monitor", "none", "-serial", "none",
             "-kernel", f"{IMAGE}/vmlinuz", "-initrd", f"{IMAGE}/initrd.img",
-            "-append", "console=ttyS0 quiet loglevel=3 panic=-1 reboot=t "
-                       "rdinit=/bin/busybox -- poweroff -f"]
+            "-append", "console=ttyS0 loglevel=0 edd=off cryptomgr.notests panic=-1 reboot=t "
+                       f"tsc_early_khz={host_tsc_khz()} rdinit=/bin/busybox -- poweroff -f"]
 
 
 def main():

@@ -10,8 +10,11 @@ summary=build/test-summary.txt
 echo "0 passed, 1 failed" > "$summary"   # until proven otherwise
 
 unit_log=build/unit.log
-./tests/run-unit.sh build/tests/test_* 2>&1 | tee "$unit_log"
+unit_bins=$(find build/tests -maxdepth 1 -type f -name 'test_*' ! -name '*.*' | sort)
+# shellcheck disable=SC2086
+./tests/run-unit.sh $unit_bins > "$unit_log" 2>&1
 unit_rc=$?
+cat "$unit_log"
 
 junit=build/integration-junit.xml
 rm -f "$junit"

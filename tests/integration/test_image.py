@@ -1,0 +1,115 @@
+"""The guest image is checked before every start: a modified artifact is
+refused with a clear error, in the backend that uses it, and nothing runs."""
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import EXIT_SANDBOX, FORGEBOX, IMAGE, forgebox
+
+
+@pytest.fixture
+def image_copy(tmp_path):
+    """A private copy of the image: small files copied, the rootfs tree
+    hard-linked (each test replaces, never edits, a linked file)."""
+    dst = tmp_path / "image"
+    dst.mkdir()
+    for f in ("vmlinuz", "initrd.img", "manifest.json", "packages.txt", "kernel-version.txt"):
+        shutil.copy2(os.path.join(IMAGE, f), dst / f)
+    os.link(os.path.join(IMAGE, "rootfs.ext4"), dst / "rootfs.ext4")
+    subprocess.run(["cp", "-al", os.path.join(IMAGE, "rootfs"), str(dst / "rootfs")], check=True)
+    return dst
+
+
+def replace_file(path, data):
+    """Breaks the hard link, then writes new content."""
+    mode = os.stat(path).st_mode
+    os.unlink(path)
+    with open(path, "wb") as f:
+        f.write(data)
+    os.chmod(path, mode & 0o7777)
+
+
+def run_in(image, state, backend):
+    return forgebox("run", "--backend", backend, "--", "echo", "ran", image=str(image), state=state)
+
+
+def test_pristine_copy_runs(image_copy, tmp_path):
+    r = run_in(image_copy, str(tmp_path / "state"), "jail")
+    assert r.rc == 0, r
+    assert r.stdout == "ran\n"
+
+
+def test_modified_rootfs_file_refused_by_jail(image_copy, tmp_path):
+    state = str(tmp_path / "state")
+    assert run_in(image_copy, state, "jail").rc == 0          # fills the verification cache
+    target = image_copy / "rootfs" / "usr" / "bin" / "python3.11"
+    data = bytearray(target.read_bytes())
+    data[1000] ^= 0xFF
+    replace_file(target, bytes(data))
+    r = run_in(image_copy, state, "jail")                      # the cache must not hide it
+    assert r.rc == EXIT_SANDBOX, r
+    assert "guest rootfs" in r.stderr and "has been modified" in r.stderr
+    assert "refusing to start" in r.stderr
+    assert r.stdout == ""
+
+
+def test_added_file_refused(image_copy, tmp_path):
+    (image_copy / "rootfs" / "etc" / "evil.conf").write_text("x")
+    r = run_in(image_copy, str(tmp_path / "state"), "jail")
+    assert r.rc == EXIT_SANDBOX, r
+    assert "has been modified" in r.stderr
+
+
+def test_modified_kernel_refused_by_vm(image_copy, tmp_path):
+    data = bytearray((image_copy / "vmlinuz").read_bytes())
+    data[-1] ^= 0x01
+    (image_copy / "vmlinuz").write_bytes(bytes(data))
+    r = run_in(image_copy, str(tmp_path / "state"), "vm")
+    assert r.rc == EXIT_SANDBOX, r
+    assert "vmlinuz has been modified" in r.stderr
+    assert r.stdout == ""
+
+
+def test_modified_agent_refused(image_copy, tmp_path):
+    agent = image_copy / "rootfs" / "usr" / "sbin" / "fb-agent"
+    replace_file(agent, agent.read_bytes() + b"\0")
+    r = run_in(image_copy, str(tmp_path / "state"), "jail")
+    assert r.rc == EXIT_SANDBOX, r
+    assert "has been modified" in r.stderr
+
+
+def test_missing_manifest(image_copy, tmp_path):
+    os.unlink(image_copy / "manifest.json")
+    r = run_in(image_copy, str(tmp_path / "state"), "jail")
+    assert r.rc == EXIT_SANDBOX, r
+    assert "manifest.json missing" in r.stderr and "make image" in r.stderr
+
+
+def test_image_verify_command(image_copy):
+    r = forgebox("image", "verify", "--image", str(image_copy))
+    assert r.rc == 0, r
+    assert "every artifact matches its manifest" in r.stdout
+    (image_copy / "rootfs" / "etc" / "extra").write_text("x")
+    r = forgebox("image", "verify", "--image", str(image_copy))
+    assert r.rc == 1
+    assert "has been modified" in r.stderr
+
+
+def test_doctor_reports_backends():
+    r = forgebox("doctor")
+    assert r.rc == 0, r
+    assert "backend vm:  ready" in r.stdout
+    assert "backend jail: ready" in r.stdout
+    assert "verified" in r.stdout
+    kvm_line = [l for l in r.stdout.splitlines() if "accelerator:" in l][0]
+    if "TCG" in kvm_line:
+        assert "not treated as a security boundary" in r.stdout
+
+
+def test_doctor_fails_without_image(tmp_path):
+    r = forgebox("doctor", image=str(tmp_path / "none"))
+    assert r.rc == 1
+    assert "backend vm:  cannot run" in r.stdout
+    assert "backend jail: cannot run" in r.stdout
