@@ -8,7 +8,7 @@
  * user namespace maps sandbox uids 0..65535 onto a host range owned by
  * this sandbox's slot, so "root" in the jail is an unprivileged host uid
  * and no two sandboxes share a uid.  The root is the image's rootfs/
- * bind-mounted read-only, with a fresh /proc (hidepid=2) and a /dev holding
+ * attached as a read-only clone made by the host, with a fresh /proc (hidepid=2) and a /dev holding
  * only null, zero, full, random, urandom and tty, all set up here before
  * pivot_root; fb-agent adds the scratch tmpfs mounts and the tool-process
  * hardening exactly as in a VM.
@@ -22,6 +22,7 @@
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "image/image.h"
@@ -31,15 +32,38 @@
 typedef struct jail_args {
     const fb_sandbox *sb;
     int chan;
+    int rootfs_tree; /* a detached, read-only clone of IMAGE/rootfs */
 } jail_args;
+
+/* Clones IMAGE/rootfs as a detached mount tree, read-only, nosuid, nodev,
+ * while we are still fully privileged.  The jail attaches it with
+ * move_mount, so its unprivileged root never needs to look the image path
+ * up (the image may sit under a directory only the host's root can enter)
+ * and never holds a writable view of it, not even for a moment. */
+static int open_rootfs_tree(const fb_sandbox *sb, fb_err *err)
+{
+    char rootfs[4200];
+    snprintf(rootfs, sizeof rootfs, "%s/rootfs", sb->image_dir);
+    int fd = open_tree(AT_FDCWD, rootfs, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    if (fd < 0)
+        return fb_fail_errno(err, "cannot clone the rootfs mount %s", rootfs);
+    struct mount_attr attr = {
+        .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+    };
+    if (mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0) {
+        fb_fail_errno(err, "cannot make the rootfs clone read-only");
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
 
 static void jail_child(void *arg, int report)
 {
     const jail_args *ja = arg;
     const fb_sandbox *sb = ja->sb;
-    char root[4200], rootfs[4200], p[4300];
+    char root[4200], p[4300];
     snprintf(root, sizeof root, "%s/root", sb->run_path);
-    snprintf(rootfs, sizeof rootfs, "%s/rootfs", sb->image_dir);
 
     /* uid 0 of the new user namespace (mapped by the parent). */
     if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
@@ -47,7 +71,12 @@ static void jail_child(void *arg, int report)
     if (unshare(CLONE_NEWCGROUP) < 0)
         fb_child_die(report, "cannot create the cgroup namespace: %s", strerror(errno));
     fb_child_private_mounts(report);
-    fb_child_bind_ro(report, rootfs, root, false);
+    if (move_mount(ja->rootfs_tree, "", AT_FDCWD, root, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        fb_child_die(report, "cannot attach the rootfs: %s", strerror(errno));
+    struct statvfs sv;
+    if (statvfs(root, &sv) < 0 || !(sv.f_flag & ST_RDONLY) || !(sv.f_flag & ST_NOSUID))
+        fb_child_die(report, "the rootfs is not mounted read-only and nosuid");
+    close(ja->rootfs_tree);
 
     snprintf(p, sizeof p, "%s/proc", root);
     if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2") < 0)
@@ -94,7 +123,13 @@ static int jail_start(fb_sandbox *sb, fb_err *err)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return fb_fail_errno(err, "socketpair");
-    jail_args ja = {.sb = sb, .chan = sv[1]};
+    int tree = open_rootfs_tree(sb, err);
+    if (tree < 0) {
+        close(sv[0]);
+        close(sv[1]);
+        return -1;
+    }
+    jail_args ja = {.sb = sb, .chan = sv[1], .rootfs_tree = tree};
     fb_spawn sp = {
         .clone_flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
                        CLONE_NEWNET,
@@ -106,6 +141,7 @@ static int jail_start(fb_sandbox *sb, fb_err *err)
     };
     pid_t pid = fb_confine_spawn(&sp, err);
     close(sv[1]);
+    close(tree);
     if (pid < 0) {
         close(sv[0]);
         return -1;
