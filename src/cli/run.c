@@ -271,7 +271,10 @@ int fb_cmd_run(int argc, char **argv)
         .cancel = &cancel_signal,
     };
     fb_exec_result res;
-    if (fb_sandbox_exec(sb, &req, &res, &err) < 0) {
+    fb_trace("run: exec sent");
+    int exec_rc = fb_sandbox_exec(sb, &req, &res, &err);
+    fb_trace("run: exec finished");
+    if (exec_rc < 0) {
         fprintf(stderr, "forgebox: sandbox failure: %s\n", err.msg);
         status = FB_EXIT_SANDBOX;
         goto out;

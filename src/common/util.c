@@ -249,3 +249,16 @@ uint64_t fb_now_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+void fb_trace(const char *what)
+{
+    static int enabled = -1;
+    static uint64_t t0;
+    if (enabled < 0) {
+        const char *e = getenv("FORGEBOX_TRACE");
+        enabled = e && *e && strcmp(e, "0") != 0;
+        t0 = fb_now_ns();
+    }
+    if (enabled)
+        fprintf(stderr, "forgebox: trace +%.3f ms %s\n", (double)(fb_now_ns() - t0) / 1e6, what);
+}

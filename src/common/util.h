@@ -80,6 +80,9 @@ int fb_mkdir_p(const char *path, mode_t mode, fb_err *err);
 int fb_rm_rf(const char *path);
 /* Parses a decimal unsigned integer in [min,max]; whole string must match. */
 int fb_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+/* With FORGEBOX_TRACE=1 in the environment, prints "forgebox: trace
+ * +12.345 ms what" on stderr: where a sandbox's start-up time goes. */
+void fb_trace(const char *what);
 /* Monotonic clock in nanoseconds. */
 uint64_t fb_now_ns(void);
 

@@ -3,7 +3,7 @@
  *
  * Tree digest: a depth-first walk in strcmp order of names, never following
  * symlinks, feeding one line per entry into sha256:
- *     <type> <mode> <uid> <gid> <size> <path> <content sha256 | link target | ->
+ *     <type> <mode> <uid> <gid> <size> <len>:<path> <len>:<content sha256 | link target | ->
  * so a change of content, ownership, mode, a link target, an added or a
  * removed file all change the digest.  Device nodes and sockets in a rootfs
  * are refused outright: a guest image has no business shipping them.
@@ -69,7 +69,6 @@ int fb_image_file_digest(const char *path, char out[65], uint64_t *size, fb_err 
 
 typedef struct walk {
     crypto_hash_sha256_state st;
-    bool content;     /* hash file contents (digest) or only stat (fingerprint) */
     uint64_t entries;
     fb_err *err;
 } walk;
@@ -93,7 +92,7 @@ static int walk_entry(walk *w, int dirfd, const char *name, const char *rel, int
     char type;
     if (S_ISREG(st.st_mode)) {
         type = 'f';
-        if (w->content) {
+        {
             cleanup_fd int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
             if (fd < 0)
                 return fb_fail_errno(w->err, "cannot open %s", rel);
@@ -120,17 +119,9 @@ static int walk_entry(walk *w, int dirfd, const char *name, const char *rel, int
     }
     /* Path and link target are length-prefixed: names may contain spaces
      * and newlines, and no two trees may produce the same stream. */
-    int n;
-    if (w->content)
-        n = snprintf(line, sizeof line, "%c %o %u %u %lld %zu:%s %zu:%s\n", type,
+    int n = snprintf(line, sizeof line, "%c %o %u %u %lld %zu:%s %zu:%s\n", type,
                      (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, (unsigned)st.st_gid,
                      type == 'f' ? (long long)st.st_size : 0LL, strlen(rel), rel, strlen(extra), extra);
-    else
-        n = snprintf(line, sizeof line, "%c %o %u %u %lld %zu:%s %llu %lld.%09ld %lld.%09ld\n", type,
-                     (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid, (unsigned)st.st_gid,
-                     (long long)st.st_size, strlen(rel), rel, (unsigned long long)st.st_ino,
-                     (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (long long)st.st_ctim.tv_sec,
-                     st.st_ctim.tv_nsec);
     if (n < 0 || (size_t)n >= sizeof line)
         return fb_fail(w->err, "path too long in rootfs: %.100s", rel);
     crypto_hash_sha256_update(&w->st, (const uint8_t *)line, (unsigned long long)n);
@@ -195,9 +186,9 @@ static int walk_dir(walk *w, int dirfd, const char *rel, int depth)
     return rc;
 }
 
-static int tree_hash(const char *dir, bool content, char out[65], uint64_t *entries, fb_err *err)
+static int tree_hash(const char *dir, char out[65], uint64_t *entries, fb_err *err)
 {
-    walk w = {.content = content, .err = err};
+    walk w = {.err = err};
     crypto_hash_sha256_init(&w.st);
     cleanup_fd int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0)
@@ -220,11 +211,95 @@ static int tree_hash(const char *dir, bool content, char out[65], uint64_t *entr
     return 0;
 }
 
+/* The cheap check: a digest over every entry's stat identity (inode, size,
+ * mode, owner, mtime and ctime to the nanosecond) and name, in directory
+ * order, without reading any content.  It only decides whether the full
+ * digest must be recomputed, so a different order (which would only cause
+ * a needless full check) is harmless; a content change always changes the
+ * entry's ctime, which userspace cannot set back. */
+struct fp_record {
+    uint64_t ino, size;
+    int64_t mtime_s, mtime_ns, ctime_s, ctime_ns;
+    uint32_t mode, uid, gid, namelen;
+};
+
+static int fingerprint_dir(int dirfd, crypto_hash_sha256_state *st, int depth, uint64_t *count,
+                           fb_err *err)
+{
+    if (depth > MAX_TREE_DEPTH)
+        return fb_fail(err, "rootfs nests deeper than %d levels", MAX_TREE_DEPTH);
+    int dup = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+    DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
+    if (!d) {
+        if (dup >= 0)
+            close(dup);
+        return fb_fail_errno(err, "cannot read a rootfs directory");
+    }
+    int rc = 0;
+    struct dirent *de;
+    while (rc == 0 && (de = readdir(d))) {
+        if (de->d_name[0] == '.' && (de->d_name[1] == '\0' || (de->d_name[1] == '.' && de->d_name[2] == '\0')))
+            continue;
+        if (++*count > MAX_TREE_ENTRIES) {
+            rc = fb_fail(err, "rootfs has more than %d entries", MAX_TREE_ENTRIES);
+            break;
+        }
+        struct stat sb;
+        if (fstatat(dirfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+            rc = fb_fail_errno(err, "cannot stat %s in the rootfs", de->d_name);
+            break;
+        }
+        struct fp_record r = {
+            .ino = sb.st_ino, .size = (uint64_t)sb.st_size,
+            .mtime_s = sb.st_mtim.tv_sec, .mtime_ns = sb.st_mtim.tv_nsec,
+            .ctime_s = sb.st_ctim.tv_sec, .ctime_ns = sb.st_ctim.tv_nsec,
+            .mode = sb.st_mode, .uid = sb.st_uid, .gid = sb.st_gid,
+            .namelen = (uint32_t)strlen(de->d_name),
+        };
+        crypto_hash_sha256_update(st, (const uint8_t *)&r, sizeof r);
+        crypto_hash_sha256_update(st, (const uint8_t *)de->d_name, r.namelen);
+        if (S_ISDIR(sb.st_mode)) {
+            int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub < 0) {
+                rc = fb_fail_errno(err, "cannot open %s in the rootfs", de->d_name);
+                break;
+            }
+            rc = fingerprint_dir(sub, st, depth + 1, count, err);
+            close(sub);
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+static int tree_fingerprint(const char *dir, char out[65], fb_err *err)
+{
+    cleanup_fd int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return fb_fail_errno(err, "cannot open rootfs directory %s", dir);
+    struct stat sb;
+    if (fstat(fd, &sb) < 0)
+        return fb_fail_errno(err, "cannot stat %s", dir);
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    struct fp_record r = {.ino = sb.st_ino, .mtime_s = sb.st_mtim.tv_sec, .mtime_ns = sb.st_mtim.tv_nsec,
+                          .ctime_s = sb.st_ctim.tv_sec, .ctime_ns = sb.st_ctim.tv_nsec,
+                          .mode = sb.st_mode, .uid = sb.st_uid, .gid = sb.st_gid};
+    crypto_hash_sha256_update(&st, (const uint8_t *)&r, sizeof r);
+    uint64_t count = 0;
+    if (fingerprint_dir(fd, &st, 0, &count, err) < 0)
+        return -1;
+    uint8_t d[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_final(&st, d);
+    fb_hex(d, sizeof d, out);
+    return 0;
+}
+
 int fb_image_tree_digest(const char *dir, char out[65], uint64_t *entries, fb_err *err)
 {
     if (sodium_init() < 0)
         return fb_fail(err, "libsodium failed to initialise");
-    return tree_hash(dir, true, out, entries, err);
+    return tree_hash(dir, out, entries, err);
 }
 
 /* ---- seal ----------------------------------------------------------------- */
@@ -424,10 +499,10 @@ int fb_image_verify(const char *image_dir, const char *state_dir, unsigned needs
         char fp[65], got[65];
         if (!want)
             rc = fb_fail(err, "image manifest has no tree digest for rootfs/; rebuild with `make image`");
-        else if ((rc = tree_hash(path, false, fp, NULL, err)) == 0) {
+        else if ((rc = tree_fingerprint(path, fp, err)) == 0) {
             const char *seen = json_string_value(json_object_get(entry, "rootfs"));
             if (!seen || strcmp(seen, fp) != 0) {
-                if ((rc = tree_hash(path, true, got, NULL, err)) == 0) {
+                if ((rc = tree_hash(path, got, NULL, err)) == 0) {
                     if (strcmp(got, want) != 0)
                         rc = fb_fail(err,
                                      "guest rootfs %s has been modified: its tree digest is "

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -289,8 +290,10 @@ int fb_sandbox_create(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *er
         }
     }
 
+    fb_trace("create: config checked");
     if (fb_image_verify(sb->image_dir, cfg->state_dir, sb->ops->image_needs, err) < 0)
         goto fail;
+    fb_trace("create: image verified");
     if (slot_acquire(sb, err) < 0)
         goto fail;
     snprintf(sb->run_path, sizeof sb->run_path, "%s/%s", cfg->run_dir, sb->id);
@@ -301,19 +304,35 @@ int fb_sandbox_create(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *er
         .pids = sb->ops->cgroup_pids(sb),
         .cpu_millis = cfg->vcpus * 1000,
     };
+    fb_trace("create: slot taken");
     if (fb_cgroup_create(&sb->cg, sb->id, &lim, err) < 0)
         goto fail;
+    fb_trace("create: cgroup made");
     if (sb->ops->start(sb, err) < 0)
         goto fail;
+    fb_trace("create: backend started");
     fb_chan_init(&sb->chan, sb->chan_fd);
     fb_set_nonblock(sb->chan_fd, true);
     if (handshake(sb, err) < 0)
         goto fail;
+    fb_trace("create: agent ready");
     *out = sb;
     return 0;
 fail:
     fb_sandbox_destroy(sb);
     return -1;
+}
+
+/* Waits up to timeout_ms for pid to exit, without reaping it. */
+static void wait_exit(pid_t pid, int timeout_ms)
+{
+    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pfd < 0)
+        return;
+    struct pollfd p = {.fd = pfd, .events = POLLIN};
+    while (poll(&p, 1, timeout_ms) < 0 && errno == EINTR)
+        ;
+    close(pfd);
 }
 
 void fb_sandbox_destroy(fb_sandbox *sb)
@@ -330,27 +349,22 @@ void fb_sandbox_destroy(fb_sandbox *sb)
                 fb_frame_clear(&f);
         }
     }
+    fb_trace("destroy: shutdown answered");
     if (sb->pid > 0) {
-        /* Give a powering-off VM a moment, then make sure. */
-        for (int i = 0; i < 200; i++) {
-            int st;
-            pid_t r = waitpid(sb->pid, &st, WNOHANG);
-            if (r == sb->pid || (r < 0 && errno == ECHILD)) {
-                sb->pid = -1;
-                break;
-            }
-            if (i == 0 && sb->broken)
-                break;
-            usleep(5000);
-        }
-        if (sb->pid > 0) {
+        /* A VM powering off or a jail's init exiting ends by itself within
+         * moments; a broken sandbox gets no grace.  Then make sure. */
+        if (!sb->broken)
+            wait_exit(sb->pid, 3000);
+        if (waitpid(sb->pid, NULL, WNOHANG) != sb->pid) {
             kill(sb->pid, SIGKILL);
             while (waitpid(sb->pid, NULL, 0) < 0 && errno == EINTR)
                 ;
-            sb->pid = -1;
         }
+        sb->pid = -1;
     }
+    fb_trace("destroy: process reaped");
     fb_cgroup_destroy(&sb->cg);
+    fb_trace("destroy: cgroup removed");
     if (sb->chan_fd >= 0) {
         fb_chan_free(&sb->chan);
         close(sb->chan_fd);
@@ -366,6 +380,7 @@ void fb_sandbox_destroy(fb_sandbox *sb)
     if (sb->slot_fd >= 0)
         close(sb->slot_fd); /* releases the flock: the slot is free again */
     free(sb);
+    fb_trace("destroy: done");
 }
 
 /* ---- exec ----------------------------------------------------------------- */
