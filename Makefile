@@ -65,7 +65,7 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(LIB_OBJ)
 unit: $(UNIT_TESTS)
 	./tests/run-unit.sh $(UNIT_TESTS)
 
-test: deps all image $(UNIT_TESTS)
+test: deps all image $(UNIT_TESTS) $(BUILD)/fb-driver
 	./tests/run-all.sh
 
 run: deps all image
@@ -85,4 +85,8 @@ clean:
 -include $(shell find $(BUILD)/obj $(BUILD)/obj-static $(BUILD)/tests -name '*.d' 2>/dev/null)
 
 $(BUILD)/fb-bench: bench/fb_bench.c $(LIB_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)
+
+# Test drivers that use the sandbox library directly.
+$(BUILD)/fb-driver: tests/tools/fb_driver.c $(LIB_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)

@@ -58,7 +58,7 @@ def bare_qemu_argv(mem):
     # channel, and an init that is busybox powering off at once.
     return ["qemu-system-x86_64", "-machine",
             "microvm,x-option-roms=off,rtc=on,isa-serial=on,acpi=on,pcie=off",
-            "-accel", "tcg,tb-size=32", "-cpu", "max", "-m", str(mem), "-smp", "1",
+            "-accel", "tcg,tb-size=64", "-cpu", "max", "-m", str(mem), "-smp", "1",
             "-nodefaults", "-no-user-config", "-no-reboot", "-display", "none",
             "-monitor", "none", "-serial", "none",
             "-kernel", f"{IMAGE}/vmlinuz", "-initrd", f"{IMAGE}/initrd.img",

@@ -44,6 +44,13 @@ typedef struct fb_agent {
     fb_exec *execs[FB_MAX_EXECS];
 } fb_agent;
 
+/* Queues a frame to the host and drops h.  A full queue means the host has
+ * stopped reading while we must still report: the sandbox is ended with a
+ * fatal error rather than silently losing an exit record. */
+void fb_agent_send(fb_agent *a, json_t *h, const void *payload, size_t len);
+/* Ends the sandbox after telling the host why (main.c). */
+void fb_agent_die(fb_agent *a, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
+
 /* Replies to request id with {"t":"error","code":code,"message":msg}. */
 int fb_agent_reply_error(fb_agent *a, uint64_t id, const char *code, const char *msg);
 /* Replies {"t":"ok","id":id} plus the fields of extra (stolen; may be NULL). */

@@ -31,10 +31,20 @@
 #define EXIT_GRACE_NS (300ull * 1000000ull)
 #define READ_CHUNK (32u * 1024u)
 
+/* What the child sends back when it cannot exec. */
+struct child_failure {
+    int err_no;
+    int stage; /* 0 = hardening/setup, 1 = execve */
+    char msg[400];
+};
+
 struct fb_exec {
     uint64_t id;
     pid_t pid;
     int out_fd, err_fd, in_fd;
+    int rep_fd;           /* open until the child execs (EOF) or reports */
+    bool start_failed;
+    struct child_failure fail;
     uint8_t *in_buf;
     size_t in_len;
     bool in_eof;          /* host said stdin is done */
@@ -176,13 +186,6 @@ static void free_env(char **env)
     free(env);
 }
 
-/* What the child sends back when it cannot exec. */
-struct child_failure {
-    int err_no;
-    int stage; /* 0 = hardening/setup, 1 = execve */
-    char msg[400];
-};
-
 static void child_fail(int fd, int stage, int err_no, const char *msg) __attribute__((noreturn));
 static void child_fail(int fd, int stage, int err_no, const char *msg)
 {
@@ -236,6 +239,7 @@ static void close_fd(int *fd)
 
 static void exec_free(fb_exec *e)
 {
+    close_fd(&e->rep_fd);
     close_fd(&e->out_fd);
     close_fd(&e->err_fd);
     close_fd(&e->in_fd);
@@ -250,12 +254,11 @@ static int reply_not_started(fb_agent *a, uint64_t id, int code, const char *rea
     json_object_set_new(h, "code", json_integer(code));
     json_object_set_new(h, "signal", json_null());
     json_object_set_new(h, "error", json_string(reason));
-    json_object_set_new(h, "message", json_string(msg));
+    json_t *m = json_string(msg);
+    json_object_set_new(h, "message", m ? m : json_string("(message not valid UTF-8)"));
     json_object_set_new(h, "duration_ms", json_integer(0));
-    fb_err err;
-    int rc = fb_chan_send(&a->chan, h, NULL, 0, &err);
-    json_decref(h);
-    return rc;
+    fb_agent_send(a, h, NULL, 0);
+    return 0;
 }
 
 int fb_exec_start(fb_agent *a, const fb_frame *f)
@@ -331,20 +334,16 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
         return fb_agent_reply_error(a, f->id, "resource", strerror(fork_errno));
     }
 
-    /* Wait for exec or a failure report (the pipe closes on exec). */
-    struct child_failure fail;
-    memset(&fail, 0, sizeof fail);
-    ssize_t got;
-    do
-        got = read(rep[0], &fail, sizeof fail);
-    while (got < 0 && errno == EINTR);
-    close(rep[0]);
-
+    /* The report pipe is watched by the loop, never read blocking: between
+     * its uid change and execve the child can be stopped by any other
+     * process of the tool user, and the agent must not stop with it.  The
+     * deadline runs from the fork, so a stopped child is killed by it. */
     fb_exec *e = calloc(1, sizeof *e);
     if (!e) {
         kill(pid, SIGKILL);
         close(out[0]);
         close(errp[0]);
+        close(rep[0]);
         if (want_stdin)
             close(in[1]);
         return fb_agent_reply_error(a, f->id, "resource", "out of memory");
@@ -354,36 +353,23 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
     e->out_fd = out[0];
     e->err_fd = errp[0];
     e->in_fd = want_stdin ? in[1] : -1;
+    e->rep_fd = rep[0];
     e->start_ns = fb_now_ns();
     e->deadline_ns = e->start_ns + timeout_ms * 1000000ull;
     e->max_output = max_output;
     e->oom_before = oom_before;
     fb_set_nonblock(e->out_fd, true);
     fb_set_nonblock(e->err_fd, true);
+    fb_set_nonblock(e->rep_fd, true);
     if (e->in_fd >= 0)
         fb_set_nonblock(e->in_fd, true);
-
-    if (got == (ssize_t)sizeof fail) {
-        /* The child failed before exec; it has exited or is exiting. */
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-        exec_free(e);
-        fail.msg[sizeof fail.msg - 1] = '\0';
-        if (fail.stage == 1)
-            return reply_not_started(a, f->id, fail.err_no == ENOENT ? 127 : 126,
-                                     fail.err_no == ENOENT ? "not_found" : "not_executable", fail.msg);
-        return reply_not_started(a, f->id, 125, "setup_failed", fail.msg);
-    }
     a->execs[slot] = e;
     return 0;
 }
 
 static void send_output(fb_agent *a, fb_exec *e, const char *stream, const void *data, size_t len)
 {
-    json_t *h = fb_hdr_new(stream, e->id);
-    fb_err err;
-    (void)fb_chan_send(&a->chan, h, data, len, &err);
-    json_decref(h);
+    fb_agent_send(a, fb_hdr_new(stream, e->id), data, len);
 }
 
 static void read_output(fb_agent *a, fb_exec *e, int *fd, const char *stream)
@@ -420,6 +406,24 @@ static void read_output(fb_agent *a, fb_exec *e, int *fd, const char *stream)
     send_output(a, e, stream, buf, len);
 }
 
+/* The child either execs (EOF: the pipe was close-on-exec) or reports why
+ * it could not; a short or garbled report counts as a setup failure. */
+static void read_report(fb_exec *e)
+{
+    ssize_t n = read(e->rep_fd, &e->fail, sizeof e->fail);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return;
+    if (n > 0) {
+        e->start_failed = true;
+        if (n != (ssize_t)sizeof e->fail) {
+            e->fail.stage = 0;
+            snprintf(e->fail.msg, sizeof e->fail.msg, "the command failed to start");
+        }
+        e->fail.msg[sizeof e->fail.msg - 1] = '\0';
+    }
+    close_fd(&e->rep_fd);
+}
+
 static void write_stdin(fb_agent *a, fb_exec *e)
 {
     while (e->in_fd >= 0 && e->in_len > 0) {
@@ -441,9 +445,7 @@ static void write_stdin(fb_agent *a, fb_exec *e)
     if (e->in_unacked >= 64 * 1024 || (e->in_unacked && e->in_len == 0)) {
         json_t *h = fb_hdr_new("stdin_ack", e->id);
         json_object_set_new(h, "bytes", json_integer((json_int_t)e->in_unacked));
-        fb_err err;
-        (void)fb_chan_send(&a->chan, h, NULL, 0, &err);
-        json_decref(h);
+        fb_agent_send(a, h, NULL, 0);
         e->in_unacked = 0;
     }
     if (e->in_fd >= 0 && e->in_len == 0 && e->in_eof)
@@ -505,14 +507,14 @@ int fb_exec_pollfds(fb_agent *a, struct pollfd *fds, int max, fb_exec **owner, i
         fb_exec *e = a->execs[i];
         if (!e)
             continue;
-        int fdv[3] = {e->out_fd, e->err_fd, e->in_len ? e->in_fd : -1};
-        for (int k = 0; k < 3; k++) {
+        int fdv[4] = {e->out_fd, e->err_fd, e->in_len ? e->in_fd : -1, e->rep_fd};
+        for (int k = 0; k < 4; k++) {
             if (fdv[k] < 0 || n >= max)
                 continue;
             if (k < 2 && backpressure)
                 continue;
             fds[n].fd = fdv[k];
-            fds[n].events = k < 2 ? POLLIN : POLLOUT;
+            fds[n].events = k == 2 ? POLLOUT : POLLIN;
             fds[n].revents = 0;
             owner[n] = e;
             which[n] = k;
@@ -528,6 +530,8 @@ void fb_exec_handle_io(fb_agent *a, fb_exec *e, int which, short revents)
         read_output(a, e, &e->out_fd, "stdout");
     else if (which == 1 && (revents & (POLLIN | POLLHUP | POLLERR)))
         read_output(a, e, &e->err_fd, "stderr");
+    else if (which == 3)
+        read_report(e);
     else if (which == 2) {
         if (revents & (POLLERR | POLLHUP)) {
             e->in_len = 0;
@@ -539,6 +543,16 @@ void fb_exec_handle_io(fb_agent *a, fb_exec *e, int which, short revents)
 
 static void send_exit(fb_agent *a, fb_exec *e)
 {
+    if (e->rep_fd >= 0)
+        read_report(e); /* the child is gone: the report is complete */
+    if (e->start_failed && !e->timed_out) {
+        if (e->fail.stage == 1)
+            reply_not_started(a, e->id, e->fail.err_no == ENOENT ? 127 : 126,
+                              e->fail.err_no == ENOENT ? "not_found" : "not_executable", e->fail.msg);
+        else
+            reply_not_started(a, e->id, 125, "setup_failed", e->fail.msg);
+        return;
+    }
     json_t *h = fb_hdr_new("exit", e->id);
     if (WIFEXITED(e->wstatus)) {
         json_object_set_new(h, "code", json_integer(WEXITSTATUS(e->wstatus)));
@@ -556,9 +570,7 @@ static void send_exit(fb_agent *a, fb_exec *e)
         json_object_set_new(h, "truncated", json_true());
     json_object_set_new(h, "duration_ms",
                         json_integer((json_int_t)((e->exit_ns - e->start_ns) / 1000000ull)));
-    fb_err err;
-    (void)fb_chan_send(&a->chan, h, NULL, 0, &err);
-    json_decref(h);
+    fb_agent_send(a, h, NULL, 0);
 }
 
 /* Called when a command may be complete. */

@@ -234,7 +234,15 @@ static int do_list(fb_agent *a, const fb_frame *f, int rootfd, const char *rest,
         if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
             continue;
         json_t *ent = stat_json(&st);
-        json_object_set_new(ent, "name", json_string(de->d_name));
+        /* Sandboxed code can create names that are not UTF-8: those are
+         * listed with "name": null and their bytes in hex. */
+        json_t *name = json_string(de->d_name);
+        if (!name) {
+            char hex[2 * 256 + 1];
+            fb_hex((const uint8_t *)de->d_name, strnlen(de->d_name, 255), hex);
+            json_object_set_new(ent, "name_hex", json_string(hex));
+        }
+        json_object_set_new(ent, "name", name ? name : json_null());
         json_array_append_new(arr, ent);
     }
     closedir(d);

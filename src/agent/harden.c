@@ -134,17 +134,19 @@ static int export_bpf(scmp_filter_ctx ctx, struct sock_filter **prog, unsigned s
  * requests (libseccomp cannot express "ioctl unless A1 is X or Y" in an
  * allowlist rule).  TIOCSTI types into a terminal, TIOCLINUX pokes the
  * console; a sandbox has neither (stdio are pipes, no controlling tty, no
- * /dev/pts), so this is the belt to those braces. */
+ * /dev/pts), so this is the belt to those braces.  The kernel reads the
+ * request as 32 bits, so only those are compared: high bits set by the
+ * caller must not slip past (the bug class of CVE-2017-5226). */
 static int build_ioctl_filter(fb_seccomp_progs *out, fb_err *err)
 {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
     if (!ctx)
         return fb_fail(err, "seccomp_init failed");
     int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
-                              SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)TIOCSTI));
+                              SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, (scmp_datum_t)TIOCSTI));
     if (rc == 0)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
-                              SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)TIOCLINUX));
+                              SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, (scmp_datum_t)TIOCLINUX));
     if (rc < 0)
         fb_fail(err, "seccomp: cannot build the ioctl filter: %s", strerror(-rc));
     else

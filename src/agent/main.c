@@ -25,8 +25,9 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-static void die(fb_agent *a, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
-static void die(fb_agent *a, const char *fmt, ...)
+#define die fb_agent_die
+
+void fb_agent_die(fb_agent *a, const char *fmt, ...)
 {
     char msg[600];
     va_list ap;
@@ -45,15 +46,24 @@ static void die(fb_agent *a, const char *fmt, ...)
     fb_pid1_poweroff(a ? a->mode : FB_MODE_JAIL, 1);
 }
 
+void fb_agent_send(fb_agent *a, json_t *h, const void *payload, size_t len)
+{
+    fb_err err = {{0}};
+    int rc = fb_chan_send(&a->chan, h, payload, len, &err);
+    json_decref(h);
+    if (rc < 0)
+        die(a, "cannot queue a frame for the host: %s", err.msg);
+}
+
 int fb_agent_reply_error(fb_agent *a, uint64_t id, const char *code, const char *msg)
 {
     json_t *h = fb_hdr_new("error", id);
     json_object_set_new(h, "code", json_string(code));
-    json_object_set_new(h, "message", json_string(msg));
-    fb_err err;
-    int rc = fb_chan_send(&a->chan, h, NULL, 0, &err);
-    json_decref(h);
-    return rc;
+    /* A message may quote a path that is not UTF-8; keep the reply valid. */
+    json_t *m = json_string(msg);
+    json_object_set_new(h, "message", m ? m : json_string("(message not valid UTF-8)"));
+    fb_agent_send(a, h, NULL, 0);
+    return 0;
 }
 
 int fb_agent_reply_ok(fb_agent *a, uint64_t id, json_t *extra, const void *payload, size_t len)
@@ -63,10 +73,8 @@ int fb_agent_reply_ok(fb_agent *a, uint64_t id, json_t *extra, const void *paylo
         json_object_update(h, extra);
         json_decref(extra);
     }
-    fb_err err;
-    int rc = fb_chan_send(&a->chan, h, payload, len, &err);
-    json_decref(h);
-    return rc;
+    fb_agent_send(a, h, payload, len);
+    return 0;
 }
 
 static int handle_hello(fb_agent *a, const fb_frame *f)
@@ -107,9 +115,8 @@ static int handle_hello(fb_agent *a, const fb_frame *f)
     json_object_set_new(h, "agent", json_string(FB_AGENT_VERSION));
     json_object_set_new(h, "kernel", json_string(u.release));
     json_object_set_new(h, "mode", json_string(a->mode == FB_MODE_VM ? "vm" : "jail"));
-    int rc = fb_chan_send(&a->chan, h, NULL, 0, &err);
-    json_decref(h);
-    return rc;
+    fb_agent_send(a, h, NULL, 0);
+    return 0;
 }
 
 static int handle_stats(fb_agent *a, const fb_frame *f)
@@ -168,7 +175,7 @@ static void dispatch(fb_agent *a, const fb_frame *f)
 
 static void serve(fb_agent *a)
 {
-    enum { MAXFDS = 2 + 3 * FB_MAX_EXECS };
+    enum { MAXFDS = 2 + 4 * FB_MAX_EXECS };
     struct pollfd fds[MAXFDS];
     fb_exec *owner[MAXFDS];
     int which[MAXFDS];

@@ -106,12 +106,14 @@ int fb_pid1_mount_base(fb_agent_mode mode, fb_err *err)
     if (mode == FB_MODE_VM &&
         do_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2", err) < 0)
         return -1;
-    static const char *const ro_paths[] = {"/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq", NULL};
+    static const char *const ro_paths[] = {"/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq",
+                                           "/proc/acpi", "/proc/scsi", NULL};
     for (const char *const *p = ro_paths; *p; p++)
         if (make_readonly(*p, err) < 0)
             return -1;
     static const char *const masked[] = {"/proc/sysrq-trigger", "/proc/kcore", "/proc/kmsg",
-                                         "/proc/keys", "/proc/timer_list", "/proc/kallsyms", NULL};
+                                         "/proc/keys", "/proc/timer_list", "/proc/kallsyms",
+                                         "/proc/sched_debug", NULL};
     for (const char *const *p = masked; *p; p++)
         if (mask_file(*p, err) < 0)
             return -1;

@@ -31,10 +31,13 @@ static const char *const vm_files[] = {"vmlinuz", "initrd.img", "rootfs.ext4", N
 
 static int hash_fd(int fd, crypto_hash_sha256_state *st, uint64_t *size, fb_err *err, const char *path)
 {
-    static uint8_t buf[1 << 20];
+    enum { CHUNK = 1 << 20 };
+    cleanup_free uint8_t *buf = malloc(CHUNK);
+    if (!buf)
+        return fb_fail(err, "out of memory hashing %s", path);
     uint64_t total = 0;
     for (;;) {
-        ssize_t n = read(fd, buf, sizeof buf);
+        ssize_t n = read(fd, buf, CHUNK);
         if (n < 0) {
             if (errno == EINTR)
                 continue;

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #ifndef CGROUP2_SUPER_MAGIC
@@ -187,8 +188,25 @@ uint64_t fb_cgroup_memory_current(const fb_cgroup *cg)
     return strtoull(buf, NULL, 10);
 }
 
+/* Kills one process listed in our group.  The pid is pinned with a pidfd
+ * first and its membership checked afterwards, so a pid that was reused by
+ * an unrelated host process between the listing and the kill is left
+ * alone. */
+static void kill_member(pid_t pid, const char *name)
+{
+    int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pfd < 0)
+        return;
+    char path[64], buf[2048], want[128];
+    snprintf(path, sizeof path, "/proc/%d/cgroup", (int)pid);
+    snprintf(want, sizeof want, "/forgebox/%s", name);
+    if (fb_read_file(path, buf, sizeof buf, NULL) == 0 && strstr(buf, want))
+        (void)syscall(SYS_pidfd_send_signal, pfd, SIGKILL, NULL, 0);
+    close(pfd);
+}
+
 /* Kills what is listed in dir/cgroup.procs; returns how many were seen. */
-static int kill_procs(const char *dir)
+static int kill_procs(const char *dir, const char *name)
 {
     char p[512], buf[8192];
     snprintf(p, sizeof p, "%s/cgroup.procs", dir);
@@ -201,7 +219,7 @@ static int kill_procs(const char *dir)
         if (end == s)
             break;
         if (pid > 0) {
-            kill((pid_t)pid, SIGKILL);
+            kill_member((pid_t)pid, name);
             n++;
         }
         s = end;
@@ -211,11 +229,12 @@ static int kill_procs(const char *dir)
     return n;
 }
 
-void fb_cgroup_destroy(fb_cgroup *cg)
+int fb_cgroup_destroy(fb_cgroup *cg)
 {
     if (!cg->created)
-        return;
+        return 0;
     int n = cg->version == FB_CGROUP_V2 ? 1 : 3;
+    int rc = 0;
     if (cg->version == FB_CGROUP_V2)
         (void)knob(cg->path[0], "cgroup.kill", "1", NULL);
     for (int i = 0; i < n; i++) {
@@ -225,11 +244,30 @@ void fb_cgroup_destroy(fb_cgroup *cg)
         for (int tries = 0; tries < 500; tries++) {
             if (rmdir(cg->path[i]) == 0 || errno == ENOENT)
                 break;
-            kill_procs(cg->path[i]);
+            kill_procs(cg->path[i], cg->name);
             usleep(2000);
         }
-        if (access(cg->path[i], F_OK) == 0)
+        if (access(cg->path[i], F_OK) == 0) {
             fprintf(stderr, "forgebox: warning: cgroup %s could not be removed\n", cg->path[i]);
+            rc = -1;
+        }
     }
     cg->created = false;
+    return rc;
+}
+
+void fb_cgroup_open_existing(fb_cgroup *cg, const char *name)
+{
+    memset(cg, 0, sizeof *cg);
+    cg->version = fb_cgroup_detect(NULL, 0);
+    snprintf(cg->name, sizeof cg->name, "%s", name);
+    if (cg->version == FB_CGROUP_V2)
+        snprintf(cg->path[0], sizeof cg->path[0], "/sys/fs/cgroup/forgebox/%s", name);
+    else if (cg->version == FB_CGROUP_V1)
+        for (int i = 0; i < 3; i++)
+            snprintf(cg->path[i], sizeof cg->path[i], "/sys/fs/cgroup/%s/forgebox/%s",
+                     v1_controllers[i], name);
+    for (int i = 0; i < 3; i++)
+        if (cg->path[i][0] && access(cg->path[i], F_OK) == 0)
+            cg->created = true;
 }

@@ -40,7 +40,10 @@ int fb_cgroup_attach(const fb_cgroup *cg, pid_t pid, fb_err *err);
 uint64_t fb_cgroup_oom_kills(const fb_cgroup *cg);
 /* Peak/current memory use in bytes (0 if unknown). */
 uint64_t fb_cgroup_memory_current(const fb_cgroup *cg);
-/* Kills every process left in the group and removes it. */
-void fb_cgroup_destroy(fb_cgroup *cg);
+/* Kills every process left in the group and removes it.  Returns -1 if
+ * the group could not be removed (processes that would not die). */
+int fb_cgroup_destroy(fb_cgroup *cg);
+/* Fills cg for an existing group of that name (for orphan clean-up). */
+void fb_cgroup_open_existing(fb_cgroup *cg, const char *name);
 
 #endif

@@ -19,7 +19,10 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -68,6 +71,14 @@ static void jail_child(void *arg, int report)
     /* uid 0 of the new user namespace (mapped by the parent). */
     if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
         fb_child_die(report, "cannot become root of the user namespace: %s", strerror(errno));
+    /* The uid change cleared the parent-death signal: re-arm it, then make
+     * sure the manager did not die in between (its end of the report pipe
+     * would be gone).  A jail must never outlive its manager. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        fb_child_die(report, "pdeathsig: %s", strerror(errno));
+    struct pollfd alive = {.fd = report, .events = POLLOUT};
+    if (poll(&alive, 1, 0) < 0 || (alive.revents & (POLLERR | POLLHUP)))
+        _exit(125);
     if (unshare(CLONE_NEWCGROUP) < 0)
         fb_child_die(report, "cannot create the cgroup namespace: %s", strerror(errno));
     fb_child_private_mounts(report);

@@ -15,6 +15,7 @@
 #define _GNU_SOURCE
 #include "sandbox/sandbox.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -126,6 +128,48 @@ static int slot_acquire(fb_sandbox *sb, fb_err *err)
         close(fd);
     }
     return fb_fail(err, "all %d sandbox slots are in use on this host", FB_MAX_SLOTS);
+}
+
+/* ---- orphans --------------------------------------------------------------- */
+
+/* A sandbox whose manager died (kill -9 mid-way) leaves its runtime dir and
+ * maybe its cgroup.  Its slot's lock died with the manager, so a runtime
+ * dir whose slot can be locked right now belongs to nobody: clean it up. */
+void fb_sandbox_reap_orphans(const char *run_dir)
+{
+    DIR *d = opendir(run_dir);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, "sb-", 3) != 0 || strlen(de->d_name) > 40)
+            continue;
+        char path[4300], buf[16];
+        snprintf(path, sizeof path, "%s/%s/slot", run_dir, de->d_name);
+        uint64_t slot;
+        if (fb_read_file(path, buf, sizeof buf, NULL) < 0 ||
+            fb_parse_u64(buf, 0, FB_MAX_SLOTS - 1, &slot) < 0)
+            continue; /* being created right now, or not ours */
+        snprintf(path, sizeof path, "%s/slots/%llu.lock", run_dir, (unsigned long long)slot);
+        int lfd = open(path, O_RDWR | O_CLOEXEC);
+        if (lfd < 0)
+            continue;
+        if (flock(lfd, LOCK_EX | LOCK_NB) == 0) {
+            fb_cgroup cg;
+            fb_cgroup_open_existing(&cg, de->d_name);
+            if (fb_cgroup_destroy(&cg) == 0) {
+                snprintf(path, sizeof path, "%s/%s", run_dir, de->d_name);
+                char root[4400];
+                snprintf(root, sizeof root, "%s/root", path);
+                umount2(root, MNT_DETACH);
+                rmdir(root);
+                fb_rm_rf(path);
+                fprintf(stderr, "forgebox: cleaned up orphaned sandbox %s\n", de->d_name);
+            }
+        }
+        close(lfd);
+    }
+    closedir(d);
 }
 
 /* ---- console ring ---------------------------------------------------------- */
@@ -294,11 +338,23 @@ int fb_sandbox_create(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *er
     if (fb_image_verify(sb->image_dir, cfg->state_dir, sb->ops->image_needs, err) < 0)
         goto fail;
     fb_trace("create: image verified");
+    fb_sandbox_reap_orphans(cfg->run_dir);
     if (slot_acquire(sb, err) < 0)
         goto fail;
     snprintf(sb->run_path, sizeof sb->run_path, "%s/%s", cfg->run_dir, sb->id);
     if (fb_mkdir_p(sb->run_path, 0755, err) < 0)
         goto fail;
+    char slotfile[4200], slotnum[16];
+    snprintf(slotfile, sizeof slotfile, "%s/slot", sb->run_path);
+    snprintf(slotnum, sizeof slotnum, "%d", sb->slot);
+    int sfd = open(slotfile, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (sfd < 0 || fb_write_all(sfd, slotnum, strlen(slotnum)) < 0) {
+        fb_fail_errno(err, "cannot write %s", slotfile);
+        if (sfd >= 0)
+            close(sfd);
+        goto fail;
+    }
+    close(sfd);
     fb_cgroup_limits lim = {
         .memory_bytes = sb->ops->cgroup_memory(sb),
         .pids = sb->ops->cgroup_pids(sb),
@@ -363,7 +419,7 @@ void fb_sandbox_destroy(fb_sandbox *sb)
         sb->pid = -1;
     }
     fb_trace("destroy: process reaped");
-    fb_cgroup_destroy(&sb->cg);
+    bool cgroup_left = fb_cgroup_destroy(&sb->cg) < 0;
     fb_trace("destroy: cgroup removed");
     if (sb->chan_fd >= 0) {
         fb_chan_free(&sb->chan);
@@ -377,8 +433,11 @@ void fb_sandbox_destroy(fb_sandbox *sb)
         rmdir(root);
         fb_rm_rf(sb->run_path);
     }
-    if (sb->slot_fd >= 0)
-        close(sb->slot_fd); /* releases the flock: the slot is free again */
+    /* Closing releases the flock and frees the slot's uids for the next
+     * sandbox - unless something of this one is still alive: then the
+     * slot stays taken for the life of this process. */
+    if (sb->slot_fd >= 0 && !cgroup_left)
+        close(sb->slot_fd);
     free(sb);
     fb_trace("destroy: done");
 }
@@ -469,6 +528,10 @@ int fb_sandbox_exec(fb_sandbox *sb, const fb_exec_req *req, fb_exec_result *res,
 
     int in_fd = req->stdin_fd;
     uint64_t in_flight = 0;
+    /* The agent enforces the output cap; the host checks it too, with room
+     * for the truncation marker, so a compromised guest cannot flood us. */
+    uint64_t out_cap = (req->max_output ? req->max_output : sb->cfg.max_output) + 4096;
+    uint64_t out_seen = 0;
     bool cancel_sent = false;
     uint64_t deadline = fb_now_ns() + (req->timeout_ms + EXEC_SLACK_MS) * 1000000ull;
     uint8_t buf[64 * 1024];
@@ -483,7 +546,12 @@ int fb_sandbox_exec(fb_sandbox *sb, const fb_exec_req *req, fb_exec_result *res,
             int done = 0;
             if (f.id == id) {
                 if (strcmp(f.type, "stdout") == 0 || strcmp(f.type, "stderr") == 0) {
-                    if (req->on_output && f.payload_len)
+                    out_seen += f.payload_len;
+                    if (out_seen > out_cap) {
+                        fb_fail(err, "sandbox %s sent more output than its cap; ending it", sb->id);
+                        sb->broken = true;
+                        done = -1;
+                    } else if (req->on_output && f.payload_len)
                         req->on_output(req->ctx, f.type[3] == 'o' ? FB_STREAM_STDOUT : FB_STREAM_STDERR,
                                        f.payload, f.payload_len);
                 } else if (strcmp(f.type, "stdin_ack") == 0) {
@@ -608,12 +676,14 @@ static int simple_request(fb_sandbox *sb, json_t *h, uint64_t id, const void *pa
 
 int fb_sandbox_put(fb_sandbox *sb, const char *remote, int fd, unsigned mode, fb_err *err)
 {
-    static uint8_t buf[FILE_CHUNK];
+    cleanup_free uint8_t *buf = malloc(FILE_CHUNK);
+    if (!buf)
+        return fb_fail(err, "out of memory");
     uint64_t offset = 0;
     for (;;) {
         size_t got = 0;
-        while (got < sizeof buf) {
-            ssize_t n = read(fd, buf + got, sizeof buf - got);
+        while (got < FILE_CHUNK) {
+            ssize_t n = read(fd, buf + got, FILE_CHUNK - got);
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
@@ -635,7 +705,7 @@ int fb_sandbox_put(fb_sandbox *sb, const char *remote, int fd, unsigned mode, fb
             return fb_fail_prefix(err, "cannot put %s", remote);
         fb_frame_clear(&reply);
         offset += got;
-        if (got < sizeof buf)
+        if (got < FILE_CHUNK)
             return 0;
     }
 }

@@ -97,6 +97,10 @@ int fb_sandbox_put(fb_sandbox *sb, const char *remote, int fd, unsigned mode, fb
 /* Copies a sandbox file into a local fd, refusing more than max_bytes. */
 int fb_sandbox_get(fb_sandbox *sb, const char *remote, int fd, uint64_t max_bytes, fb_err *err);
 
+/* Cleans up what sandboxes of dead managers left in run_dir (their cgroups
+ * and runtime directories).  Called on every create; cheap when clean. */
+void fb_sandbox_reap_orphans(const char *run_dir);
+
 /* What the host can do, for `forgebox doctor`. */
 typedef struct fb_host_caps {
     bool kvm_usable;

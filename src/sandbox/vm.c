@@ -24,6 +24,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -40,12 +41,13 @@
 /* Host memory QEMU needs beyond guest RAM (TCG adds its translation cache). */
 #define VM_OVERHEAD_KVM_MIB 96
 #define VM_OVERHEAD_TCG_MIB 192
-#define TCG_TB_MIB 32
+#define TCG_TB_MIB 64
 
 static bool cpu_has_hw_virt(void)
 {
-    static char buf[1 << 16];
-    if (fb_read_file("/proc/cpuinfo", buf, sizeof buf, NULL) < 0)
+    enum { CAP = 1 << 16 };
+    cleanup_free char *buf = malloc(CAP);
+    if (!buf || fb_read_file("/proc/cpuinfo", buf, CAP, NULL) < 0)
         return false;
     char *flags = strstr(buf, "\nflags");
     if (!flags)
@@ -221,7 +223,7 @@ static void vm_child(void *arg, int report)
             fb_child_die(report, "cannot chown %s: %s", p, strerror(errno));
     }
     snprintf(p, sizeof p, "%s/proc", root);
-    if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+    if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2") < 0)
         fb_child_die(report, "cannot mount /proc: %s", strerror(errno));
     static const char *const files[] = {"vmlinuz", "initrd.img", "rootfs.ext4", NULL};
     for (const char *const *f = files; *f; f++) {

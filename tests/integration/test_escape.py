@@ -359,6 +359,9 @@ SYSCALLS = {
     "ioperm": sc(173, 0x80, 1, 1),
     "personality(ADDR_NO_RANDOMIZE)": sc(135, 0x0040000),
     "ioctl(TIOCSTI)": lambda: libc.syscall(L(16), L(0), L(0x5412), S(b"x")),
+    # The kernel reads the request as 32 bits: high bits must not slip past.
+    "ioctl(TIOCSTI|1<<32)": lambda: libc.syscall(L(16), L(0), L(0x100005412), S(b"x")),
+    "ioctl(TIOCLINUX|1<<32)": lambda: libc.syscall(L(16), L(0), L(0x10000541C), S(b"x")),
     "pidfd_getfd": sc(438, -1, 0, 0),
     "kcmp": sc(312, os.getpid(), os.getpid(), 0, 0, 0),
     "adjtimex": lambda: libc.syscall(L(159), timex),
@@ -466,7 +469,8 @@ REFUSED_SYSCALLS = [
     "unshare(CLONE_NEWNET)", "unshare(CLONE_NEWNS)", "unshare(CLONE_NEWUSER|CLONE_NEWNET)",
     "clone(CLONE_NEWUSER)", "clone(CLONE_NEWNET)", "clone(CLONE_NEWUSER|CLONE_NEWNET)",
     "io_uring_setup", "fsopen", "open_tree", "move_mount", "syslog", "iopl", "ioperm",
-    "personality(ADDR_NO_RANDOMIZE)", "ioctl(TIOCSTI)", "pidfd_getfd", "kcmp", "adjtimex",
+    "personality(ADDR_NO_RANDOMIZE)", "ioctl(TIOCSTI)", "ioctl(TIOCSTI|1<<32)",
+    "ioctl(TIOCLINUX|1<<32)", "pidfd_getfd", "kcmp", "adjtimex",
 ]
 
 REFUSED_SOCKETS = [
@@ -530,6 +534,7 @@ def test_probe_detects_unfiltered_calls():
     assert calls["ptrace"] == [0, 0]
     assert calls["process_vm_readv"] == [16, 0]
     assert calls["ioctl(TIOCSTI)"] == [-1, errno.ENOTTY]
+    assert calls["ioctl(TIOCSTI|1<<32)"] == [-1, errno.ENOTTY]
     assert calls["mount"] == [-1, errno.ENOENT]
     assert socks["AF_INET/SOCK_STREAM"] == [1, 0]
     assert socks["socketpair(AF_INET)"] == [-1, errno.EOPNOTSUPP]
