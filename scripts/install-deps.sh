@@ -9,7 +9,7 @@ build-essential pkg-config
 libseccomp-dev libcap-dev libsodium-dev libjansson-dev libcmocka-dev
 libmicrohttpd-dev libsqlite3-dev libyaml-dev
 qemu-system-x86 busybox-static mmdebstrap e2fsprogs cpio kmod zstd xz-utils
-bubblewrap python3 python3-pytest hyperfine procps util-linux
+bubblewrap python3 python3-pytest python3-yaml hyperfine wrk procps util-linux sqlite3
 "
 
 missing=""

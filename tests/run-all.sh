@@ -18,7 +18,7 @@ cat "$unit_log"
 
 junit=build/integration-junit.xml
 rm -f "$junit"
-/usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$junit" tests/integration "$@"
+/usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$junit" tests/integration clients/python "$@"
 int_rc=$?
 
 /usr/bin/python3 - "$unit_log" "$junit" "$summary" <<'PY'

@@ -24,5 +24,9 @@ const char *fb_cli_run_dir(void);
 int fb_cmd_run(int argc, char **argv);
 int fb_cmd_doctor(int argc, char **argv);
 int fb_cmd_image(int argc, char **argv);
+int fb_cmd_audit(int argc, char **argv);
+int fb_cmd_serve(int argc, char **argv);
+int fb_cmd_admin(int argc, char **argv);
+int fb_cmd_routes(int argc, char **argv);
 
 #endif

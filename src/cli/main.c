@@ -19,9 +19,14 @@ static void usage(FILE *out)
             "\n"
             "commands:\n"
             "  run [options] -- CMD [ARG...]   run one command in a fresh sandbox\n"
+            "  serve [options]                 run the authenticated gateway (docs/configuration.md)\n"
+            "  admin init [--state-dir DIR]    create the organisation and the first admin key\n"
+            "  routes                          list the gateway's routes\n"
             "  doctor                          say what this host can do\n"
             "  image seal DIR | verify [--image DIR]\n"
             "                                  write or check a guest image manifest\n"
+            "  audit verify|export [--state-dir DIR]\n"
+            "                                  check the audit hash chain, or print it as JSON lines\n"
             "  version                         print the version\n"
             "\n"
             "`forgebox run --help` lists the options of run.\n");
@@ -74,8 +79,16 @@ int main(int argc, char **argv)
         return fb_cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "doctor") == 0)
         return fb_cmd_doctor(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") == 0)
+        return fb_cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "admin") == 0)
+        return fb_cmd_admin(argc - 1, argv + 1);
+    if (strcmp(cmd, "routes") == 0)
+        return fb_cmd_routes(argc - 1, argv + 1);
     if (strcmp(cmd, "image") == 0)
         return fb_cmd_image(argc - 1, argv + 1);
+    if (strcmp(cmd, "audit") == 0)
+        return fb_cmd_audit(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("forgebox %s\n", FORGEBOX_VERSION);
         return 0;

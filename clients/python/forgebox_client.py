@@ -1,0 +1,416 @@
+"""forgebox_client - a Python client for the ForgeBox gateway API.
+
+Standard library only (http.client), so it runs anywhere Python 3 does.  The
+API it speaks is docs/openapi.yaml; every method here is one route there.
+
+    from forgebox_client import Client, ApiError
+
+    fb = Client("http://127.0.0.1:8420", api_key="fbk_...")
+    sb = fb.create_sandbox(memory_mib=512)
+    try:
+        r = fb.exec(sb["id"], ["python3", "-c", "print(6*7)"])
+        print(r["stdout"])
+        for event, data in fb.exec_stream(sb["id"], ["sh", "-c", "echo hi; echo oops >&2"]):
+            print(event, data)
+    finally:
+        fb.delete_sandbox(sb["id"])
+
+Any answer with a status of 400 or more raises ApiError(status, code,
+message, request_id).  The API key is sent in the Authorization header and
+appears nowhere else: not in exceptions, reprs or the object's attributes.
+"""
+
+import http.client
+import json
+import ssl
+import urllib.parse
+
+__all__ = ["Client", "ApiError", "Response"]
+
+# Longest SSE line accepted; a stream line longer than this is an error,
+# not unbounded memory.
+MAX_SSE_LINE = 16 * 1024 * 1024
+
+
+class ApiError(Exception):
+    """An error answer from the gateway ({"error": {"code", "message"}}),
+    or a broken stream.  status is the HTTP status (200 for a stream that
+    broke after it started), code the stable error code, request_id the
+    X-Request-Id to quote in a report, retry_after the Retry-After seconds
+    of a 429 (else None)."""
+
+    def __init__(self, status, code, message, request_id=None, retry_after=None):
+        super().__init__(status, code, message, request_id)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+    def __str__(self):
+        s = "%s %s: %s" % (self.status, self.code, self.message)
+        if self.request_id:
+            s += " (request %s)" % self.request_id
+        return s
+
+    def __repr__(self):
+        return "ApiError(%r, %r, %r, request_id=%r)" % (
+            self.status, self.code, self.message, self.request_id)
+
+
+class Response(tuple):
+    """What Client.request returns: (status, headers, body).  headers is an
+    http.client.HTTPMessage (case-insensitive .get)."""
+
+    __slots__ = ()
+
+    def __new__(cls, status, headers, body):
+        return tuple.__new__(cls, (status, headers, body))
+
+    status = property(lambda self: self[0])
+    headers = property(lambda self: self[1])
+    body = property(lambda self: self[2])
+
+
+class _Secret:
+    """Holds the API key so that no repr, vars() or traceback shows it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value):
+        self._value = value
+
+    def reveal(self):
+        return self._value
+
+    def __repr__(self):
+        return "<redacted>"
+
+    __str__ = __repr__
+
+
+def _quote(segment):
+    """One path segment, with every reserved character escaped, so an id
+    like "../keys" cannot walk to another route."""
+    return urllib.parse.quote(str(segment), safe="")
+
+
+def _is_json(headers):
+    ctype = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    return ctype == "application/json" or ctype.endswith("+json")
+
+
+class Client:
+    """A connection-per-request client for one gateway.
+
+    base_url  "http://host:port" or "https://host:port", optionally with a
+              path prefix ("https://example.org/forgebox").
+    api_key   sent as "Authorization: Bearer <api_key>"; None sends none.
+    timeout   seconds for connecting and for each read.
+    context   an ssl.SSLContext for https (default: system trust store).
+    """
+
+    def __init__(self, base_url, api_key=None, timeout=60, context=None):
+        u = urllib.parse.urlsplit(base_url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError("base_url must look like http://host:port, got %r" % (base_url,))
+        if u.username or u.password:
+            raise ValueError("base_url must not carry credentials; pass api_key")
+        if api_key is not None:
+            if not isinstance(api_key, str) or any(c in api_key for c in "\r\n\0"):
+                # Say what is wrong without echoing the key.
+                raise ValueError("api_key must be a string without line breaks or NUL bytes")
+        self.base_url = urllib.parse.urlunsplit((u.scheme, u.netloc, u.path.rstrip("/"), "", ""))
+        self.timeout = timeout
+        self._scheme = u.scheme
+        self._host = u.hostname
+        self._port = u.port
+        self._prefix = u.path.rstrip("/")
+        self._key = _Secret(api_key) if api_key is not None else None
+        self._context = context
+
+    def __repr__(self):
+        return "Client(%r, api_key=%s)" % (self.base_url, "<redacted>" if self._key else None)
+
+    # ---- transport -------------------------------------------------------
+
+    def _connect(self, timeout):
+        if self._scheme == "https":
+            ctx = self._context or ssl.create_default_context()
+            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout, context=ctx)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+
+    def _open(self, method, path, body=None, headers=None, timeout=None):
+        """Sends a request; returns (connection, response) with the body
+        unread.  The caller closes the connection.  A body is sent as
+        application/json unless headers say otherwise: bytes and str as they
+        are, anything else JSON-encoded."""
+        hdrs = {"Accept": "application/json", "User-Agent": "forgebox-client-python/1"}
+        if self._key is not None:
+            hdrs["Authorization"] = "Bearer " + self._key.reveal()
+        data = None
+        if body is not None:
+            if isinstance(body, (bytes, bytearray, memoryview)):
+                data = bytes(body)
+            elif isinstance(body, str):
+                data = body.encode("utf-8")
+            else:
+                data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+            hdrs["Content-Type"] = "application/json"
+        # Caller's headers win; a value of None removes a default header.
+        for name, value in (headers or {}).items():
+            for existing in [k for k in hdrs if k.lower() == name.lower()]:
+                del hdrs[existing]
+            if value is not None:
+                hdrs[name] = value
+        conn = self._connect(self.timeout if timeout is None else timeout)
+        try:
+            conn.request(method, self._prefix + path, body=data, headers=hdrs)
+            resp = conn.getresponse()
+        except BaseException:
+            conn.close()
+            raise
+        return conn, resp
+
+    def request(self, method, path, body=None, headers=None, raw=False):
+        """Raw access for tests: sends one request and returns
+        Response(status, headers, body) whatever the status (never raises
+        ApiError).  body: bytes and str are sent as they are (malformed
+        JSON included), anything else JSON-encoded, with Content-Type
+        application/json unless headers set another; headers override the
+        defaults, and a None value removes one (e.g. {"Authorization":
+        None}).  The answer's body is bytes when raw is
+        true or it is not JSON, else the decoded JSON (None when empty)."""
+        conn, resp = self._open(method, path, body, headers)
+        try:
+            data = resp.read()
+        finally:
+            conn.close()
+        if raw or not _is_json(resp.headers):
+            return Response(resp.status, resp.headers, data)
+        return Response(resp.status, resp.headers, json.loads(data) if data else None)
+
+    @staticmethod
+    def _error(status, headers, data):
+        request_id = headers.get("X-Request-Id")
+        retry_after = headers.get("Retry-After")
+        try:
+            retry_after = int(retry_after) if retry_after is not None else None
+        except ValueError:
+            retry_after = None
+        code, message = "http_%d" % status, None
+        try:
+            err = json.loads(data)["error"]
+            if isinstance(err.get("code"), str) and isinstance(err.get("message"), str):
+                code, message = err["code"], err["message"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass
+        if message is None:
+            text = data[:200].decode("utf-8", "replace").strip()
+            message = "HTTP %d%s" % (status, (": " + text) if text else "")
+        return ApiError(status, code, message, request_id, retry_after)
+
+    def _call(self, method, path, body=None, headers=None, want="json", timeout=None):
+        """Sends a request, raises ApiError on >= 400, returns the decoded
+        JSON ("json"), the bytes ("bytes"), the text ("text") or None."""
+        conn, resp = self._open(method, path, body, headers, timeout)
+        try:
+            data = resp.read()
+        finally:
+            conn.close()
+        if resp.status >= 400:
+            raise self._error(resp.status, resp.headers, data)
+        if want == "bytes":
+            return data
+        if want == "text":
+            return data.decode("utf-8", "replace")
+        if not data:
+            return None
+        if not _is_json(resp.headers):
+            raise ApiError(resp.status, "bad_response",
+                           "expected JSON, got %s" % (resp.headers.get("Content-Type") or "no Content-Type"),
+                           resp.headers.get("X-Request-Id"))
+        return json.loads(data)
+
+    # ---- health ----------------------------------------------------------
+
+    def healthz(self):
+        """{"status": "ok"} while the gateway serves requests."""
+        return self._call("GET", "/healthz")
+
+    def metrics(self):
+        """The Prometheus text (needs audit:read)."""
+        return self._call("GET", "/metrics", headers={"Accept": "text/plain"}, want="text")
+
+    # ---- sandboxes -------------------------------------------------------
+
+    def create_sandbox(self, **opts):
+        """Creates a sandbox: backend, memory_mib, vcpus, disk_mib, ttl_s
+        (all optional; None means "the server's default")."""
+        body = {k: v for k, v in opts.items() if v is not None}
+        return self._call("POST", "/v1/sandboxes", body=body)
+
+    def list_sandboxes(self):
+        """{"sandboxes": [Sandbox, ...]}"""
+        return self._call("GET", "/v1/sandboxes")
+
+    def get_sandbox(self, sandbox_id):
+        return self._call("GET", "/v1/sandboxes/" + _quote(sandbox_id))
+
+    def delete_sandbox(self, sandbox_id):
+        self._call("DELETE", "/v1/sandboxes/" + _quote(sandbox_id))
+
+    @staticmethod
+    def _exec_body(cmd, stdin, env, cwd, timeout_s):
+        if isinstance(cmd, (str, bytes)) or not all(isinstance(a, str) for a in cmd):
+            raise TypeError("cmd must be a list of strings (an argv), not a shell string")
+        body = {"cmd": list(cmd)}
+        if stdin is not None:
+            body["stdin"] = stdin
+        if env is not None:
+            body["env"] = dict(env)
+        if cwd is not None:
+            body["cwd"] = cwd
+        if timeout_s is not None:
+            body["timeout_s"] = timeout_s
+        return body
+
+    def _exec_timeout(self, timeout_s):
+        # The answer comes when the command ends: wait at least that long.
+        if timeout_s is None or self.timeout is None:
+            return self.timeout
+        return max(self.timeout, timeout_s + 30)
+
+    def exec(self, sandbox_id, cmd, stdin=None, env=None, cwd=None, timeout_s=None):
+        """Runs cmd (a list of strings) and returns {exit_code, signal,
+        stdout, stderr, duration_ms, truncated, timed_out, oom}.  A failing
+        command is not an ApiError: look at exit_code."""
+        body = self._exec_body(cmd, stdin, env, cwd, timeout_s)
+        return self._call("POST", "/v1/sandboxes/%s/exec" % _quote(sandbox_id), body=body,
+                          timeout=self._exec_timeout(timeout_s))
+
+    def exec_stream(self, sandbox_id, cmd, stdin=None, env=None, cwd=None, timeout_s=None):
+        """Runs cmd and yields (event, data) as the output arrives, data
+        being the event's JSON-decoded data: ("stdout", {"data": text}),
+        ("stderr", {"data": text}), and finally ("exit", {exit_code, signal,
+        duration_ms, truncated, timed_out, oom}).  Data that is not JSON is
+        yielded as text.
+        Stopping the iteration early closes the connection, which kills the
+        command.  Errors before the stream starts raise ApiError as usual; a
+        stream that ends without an exit event raises ApiError too."""
+        body = self._exec_body(cmd, stdin, env, cwd, timeout_s)
+        conn, resp = self._open("POST", "/v1/sandboxes/%s/exec" % _quote(sandbox_id), body,
+                                {"Accept": "text/event-stream"}, self._exec_timeout(timeout_s))
+        try:
+            if resp.status >= 400:
+                raise self._error(resp.status, resp.headers, resp.read())
+            request_id = resp.headers.get("X-Request-Id")
+            ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+            if ctype != "text/event-stream":
+                raise ApiError(resp.status, "bad_response",
+                               "expected text/event-stream, got %s" % (ctype or "no Content-Type"),
+                               request_id)
+            for event, data in _sse_events(resp, request_id):
+                yield event, data
+                if event == "exit":
+                    return
+            raise ApiError(resp.status, "stream_ended",
+                           "the event stream ended before the exit event", request_id)
+        finally:
+            conn.close()
+
+    def put_file(self, sandbox_id, path, data):
+        """Writes bytes to path inside the sandbox; returns {path, size}."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError("data must be bytes")
+        q = urllib.parse.urlencode({"path": path})
+        return self._call("PUT", "/v1/sandboxes/%s/files?%s" % (_quote(sandbox_id), q), body=data,
+                          headers={"Content-Type": "application/octet-stream"})
+
+    def get_file(self, sandbox_id, path):
+        """The bytes of path inside the sandbox."""
+        q = urllib.parse.urlencode({"path": path})
+        return self._call("GET", "/v1/sandboxes/%s/files?%s" % (_quote(sandbox_id), q),
+                          headers={"Accept": "application/octet-stream"}, want="bytes")
+
+    # ---- identity --------------------------------------------------------
+
+    def create_key(self, name, scopes, expires_at=None, user_id=None):
+        """Creates an API key (for the caller, or for user_id where the
+        gateway allows that); the result's "key" is the secret, shown this
+        once."""
+        body = {"name": name, "scopes": list(scopes)}
+        if expires_at is not None:
+            body["expires_at"] = expires_at
+        if user_id is not None:
+            body["user_id"] = user_id
+        return self._call("POST", "/v1/keys", body=body)
+
+    def list_keys(self):
+        """{"keys": [...]} (never the secrets)."""
+        return self._call("GET", "/v1/keys")
+
+    def delete_key(self, key_id):
+        """Revokes a key."""
+        self._call("DELETE", "/v1/keys/" + _quote(key_id))
+
+    def create_user(self, username, password, team_id, role):
+        return self._call("POST", "/v1/users", body={
+            "username": username, "password": password, "team_id": team_id, "role": role})
+
+    def list_users(self):
+        """{"users": [...]}"""
+        return self._call("GET", "/v1/users")
+
+    def create_team(self, name):
+        return self._call("POST", "/v1/teams", body={"name": name})
+
+    def list_teams(self):
+        """{"teams": [...]}"""
+        return self._call("GET", "/v1/teams")
+
+    # ---- audit -----------------------------------------------------------
+
+    def audit(self, **filters):
+        """{"entries": [...]}; filters become query parameters: actor,
+        action, outcome, since, until, limit (None values are left out)."""
+        q = urllib.parse.urlencode({k: v for k, v in filters.items() if v is not None})
+        return self._call("GET", "/v1/audit" + ("?" + q if q else ""))
+
+    def audit_verify(self):
+        """{intact, entries, first_bad_seq, message}."""
+        return self._call("GET", "/v1/audit/verify")
+
+
+def _sse_events(resp, request_id):
+    """Parses a text/event-stream incrementally (as each line arrives) and
+    yields (event, data), data JSON-decoded when it is JSON."""
+    event, data = None, []
+    while True:
+        line = resp.readline(MAX_SSE_LINE + 1)
+        if not line:
+            return  # end of stream; an event without its blank line is dropped, as the spec says
+        if len(line) > MAX_SSE_LINE:
+            raise ApiError(200, "bad_stream", "an event-stream line is longer than %d bytes" % MAX_SSE_LINE,
+                           request_id)
+        text = line.decode("utf-8", "replace").rstrip("\r\n")
+        if text == "":
+            if data:
+                payload = "\n".join(data)
+                try:
+                    value = json.loads(payload)
+                except ValueError:
+                    value = payload
+                yield event or "message", value
+            event, data = None, []
+            continue
+        if text.startswith(":"):
+            continue  # comment / keep-alive
+        name, _, value = text.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+        # id and retry are not used by this API

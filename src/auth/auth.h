@@ -1,0 +1,239 @@
+/*
+ * auth.h - who is calling: teams, users, passwords and API keys, over the
+ * store (src/store/store.h).
+ *
+ * Secrets are never stored or echoed:
+ *   - passwords are argon2id strings (libsodium crypto_pwhash_str,
+ *     interactive limits);
+ *   - an API key is shown once, as "fbk_<12 hex>_<43 base64url>"; the
+ *     12 hex digits name the row (api_keys.id = "key_<12 hex>") and the
+ *     rest is 32 random bytes of which only a keyed BLAKE2b-256 digest is
+ *     stored.  The digest key is a pepper kept outside the database, in
+ *     STATE_DIR/auth.pepper (32 random bytes, mode 0600, created on first
+ *     use): a stolen database alone cannot be used to test guesses.
+ *     Losing the pepper invalidates every key; back it up with the db.
+ * No error message, log line or returned struct carries a key, a secret, a
+ * digest or a password hash.  Buffers this module fills with a secret
+ * (key_out, generated passwords) belong to the caller, who should wipe
+ * them with sodium_memzero once shown.
+ *
+ * Every query is a prepared statement with bound parameters, run between
+ * fb_store_lock and fb_store_unlock; argon2id work is done outside the
+ * lock.  Times are RFC 3339 UTC with nanoseconds
+ * ("2026-11-29T10:26:50.123456789Z").
+ *
+ * Functions return FB_AUTH_OK (0) or a negative fb_auth_status, and fill
+ * err with an operator-readable message; the status maps onto an HTTP
+ * answer (EINVAL 400, ENOTFOUND 404, EEXISTS 409, EDENIED 403, EINTERNAL
+ * 500).  Authentication itself fails with a reason (fb_auth_fail) for the
+ * audit log; callers answer 401 uniformly whatever the reason.
+ */
+#ifndef FB_AUTH_H
+#define FB_AUTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <time.h>
+
+#include "common/util.h"
+#include "policy/policy.h"
+#include "store/store.h"
+
+/* ---- limits and sizes ------------------------------------------------------ */
+
+#define FB_AUTH_NAME_MAX      64   /* usernames, team names: [a-z0-9_.-]{1,64} */
+#define FB_AUTH_KEY_NAME_MAX  64   /* key names: printable ASCII, 1..64 */
+#define FB_AUTH_ORG_NAME_MAX  128  /* org name: printable ASCII, 1..128 */
+#define FB_AUTH_PASSWORD_MIN  12   /* characters (UTF-8 code points) */
+#define FB_AUTH_PASSWORD_MAX  1024 /* bytes */
+#define FB_AUTH_GENERATED_PASSWORD_LEN 24 /* [A-Za-z0-9] */
+#define FB_AUTH_GENERATED_PASSWORD_MAX 32 /* buffer size, NUL included */
+#define FB_AUTH_KEY_TEXT_LEN  60   /* "fbk_" 12 hex "_" 43 base64url */
+#define FB_AUTH_KEY_TEXT_MAX  64   /* buffer size for key_out, NUL included */
+#define FB_AUTH_HEADER_MAX    256  /* longest Authorization value looked at */
+#define FB_AUTH_PWHASH_MAX    128  /* crypto_pwhash_STRBYTES */
+#define FB_TIME_MAX           40   /* RFC 3339 text, NUL included */
+#define FB_AUTH_LIST_MAX      100000 /* rows a list call returns at most */
+
+typedef enum fb_auth_status {
+    FB_AUTH_OK = 0,
+    FB_AUTH_EINTERNAL = -1, /* store, file or library failure: 500 */
+    FB_AUTH_EINVAL = -2,    /* a rule about the input was broken: 400 */
+    FB_AUTH_ENOTFOUND = -3, /* no such thing (or not visible to the actor): 404 */
+    FB_AUTH_EEXISTS = -4,   /* name taken, org already initialised: 409 */
+    FB_AUTH_EDENIED = -5,   /* the actor may not do this: 403 */
+} fb_auth_status;
+
+/* Why an authentication failed (audit only; always 401 on the wire). */
+typedef enum fb_auth_fail {
+    FB_AUTH_FAIL_NONE = 0,   /* authenticated */
+    FB_AUTH_FAIL_MISSING,    /* no credentials at all */
+    FB_AUTH_FAIL_MALFORMED,  /* not "Bearer fbk_<id>_<secret>" exactly */
+    FB_AUTH_FAIL_UNKNOWN,    /* no such key id / user name */
+    FB_AUTH_FAIL_REVOKED,
+    FB_AUTH_FAIL_EXPIRED,
+    FB_AUTH_FAIL_BAD_SECRET, /* right id, wrong secret / wrong password */
+    FB_AUTH_FAIL_DISABLED,   /* the owning user is disabled */
+    FB_AUTH_FAIL_ERROR,      /* could not decide (store error): answer 500 */
+} fb_auth_fail;
+
+/* "none", "missing", "malformed", "unknown", "revoked", "expired",
+ * "bad_secret", "disabled", "error". */
+const char *fb_auth_fail_name(fb_auth_fail why);
+
+typedef struct fb_team {
+    char id[FB_ID_MAX]; /* "tm_" + 16 hex */
+    char name[FB_AUTH_NAME_MAX + 1];
+    char created_at[FB_TIME_MAX];
+} fb_team;
+
+/* A user as the rest of the program sees it: never the password hash. */
+typedef struct fb_user {
+    char id[FB_ID_MAX]; /* "us_" + 16 hex */
+    char username[FB_AUTH_NAME_MAX + 1];
+    char team_id[FB_ID_MAX];
+    fb_role role;
+    char created_at[FB_TIME_MAX];
+    bool disabled;
+} fb_user;
+
+/* An API key's metadata: never the key, its secret or its digest. */
+typedef struct fb_api_key_info {
+    char id[FB_ID_MAX]; /* "key_" + 12 hex */
+    char user_id[FB_ID_MAX];
+    char name[FB_AUTH_KEY_NAME_MAX + 1];
+    fb_perm scopes;               /* as granted at creation */
+    char created_at[FB_TIME_MAX];
+    char expires_at[FB_TIME_MAX]; /* "" = never */
+    char revoked_at[FB_TIME_MAX]; /* "" = live */
+    char last_used_at[FB_TIME_MAX]; /* "" = never; updated at most once a minute */
+} fb_api_key_info;
+
+/* ---- time --------------------------------------------------------------------- */
+
+/* Now, as "YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ". */
+void fb_auth_time_now(char out[FB_TIME_MAX]);
+/* Parses RFC 3339 ("2026-01-02T03:04:05Z", optional fraction of up to 9
+ * digits, "Z" or "+hh:mm"/"-hh:mm") into UTC.  0 or -1. */
+int fb_auth_time_parse(const char *text, struct timespec *out);
+/* The same time re-written in the canonical form above.  0 or -1. */
+int fb_auth_time_normalise(const char *text, char out[FB_TIME_MAX]);
+
+/* ---- passwords ----------------------------------------------------------------- */
+
+/* EINVAL unless 12..1024 characters/bytes (see limits above). */
+int fb_auth_password_check_rules(const char *password, fb_err *err);
+/* argon2id string of password (rules checked first). */
+int fb_auth_password_hash(const char *password, char out[FB_AUTH_PWHASH_MAX], fb_err *err);
+/* Constant-time-verified; false for a malformed hash too. */
+bool fb_auth_password_verify(const char *hash, const char *password);
+/* 24 random characters from [A-Za-z0-9] (about 143 bits). */
+int fb_auth_password_generate(char out[FB_AUTH_GENERATED_PASSWORD_MAX], fb_err *err);
+
+/* ---- organisation --------------------------------------------------------------- */
+
+/* Bootstraps an empty store in one transaction: the org row, a team
+ * "default", an admin user admin_username in it (password from the
+ * argument, or generated - 24 characters - into generated_password_out,
+ * which must then hold FB_AUTH_GENERATED_PASSWORD_MAX bytes; it is set to
+ * "" when a password was given) and an API key for that admin with every
+ * permission, never expiring, written once into admin_key_out
+ * (FB_AUTH_KEY_TEXT_MAX bytes).  EEXISTS "already initialised" if the org
+ * row exists; nothing is written then. */
+int fb_auth_init_org(fb_store *st, const char *org_name, const char *admin_username,
+                     const char *password_or_null, char *generated_password_out,
+                     char *admin_key_out, fb_err *err);
+/* Whether fb_auth_init_org has run; name_out (FB_AUTH_ORG_NAME_MAX + 1
+ * bytes, may be NULL) receives the org's name. */
+int fb_auth_org_get(fb_store *st, bool *initialised, char *name_out, fb_err *err);
+
+/* ---- teams ------------------------------------------------------------------------ */
+
+/* EINVAL for a bad name, EEXISTS if taken. */
+int fb_auth_team_create(fb_store *st, const char *name, fb_team *out, fb_err *err);
+int fb_auth_team_get(fb_store *st, const char *team_id, fb_team *out, fb_err *err);
+int fb_auth_team_get_by_name(fb_store *st, const char *name, fb_team *out, fb_err *err);
+/* All teams by name into a malloc'd array (free() it; NULL when *n == 0). */
+int fb_auth_team_list(fb_store *st, fb_team **out, size_t *n, fb_err *err);
+
+/* ---- users ------------------------------------------------------------------------- */
+
+/* EINVAL for a bad username/role/password, ENOTFOUND for an unknown team,
+ * EEXISTS if the username is taken. */
+int fb_auth_user_create(fb_store *st, const char *username, const char *team_id, fb_role role,
+                        const char *password, fb_user *out, fb_err *err);
+int fb_auth_user_get(fb_store *st, const char *user_id, fb_user *out, fb_err *err);
+int fb_auth_user_get_by_name(fb_store *st, const char *username, fb_user *out, fb_err *err);
+/* Users by username, all or only team_id's (team_id_or_null), into a
+ * malloc'd array (free() it; NULL when *n == 0). */
+int fb_auth_user_list(fb_store *st, const char *team_id_or_null, fb_user **out, size_t *n,
+                      fb_err *err);
+/* A disabled user's keys and password stop working at once. */
+int fb_auth_user_set_disabled(fb_store *st, const char *user_id, bool disabled, fb_err *err);
+int fb_auth_user_set_password(fb_store *st, const char *user_id, const char *password,
+                              fb_err *err);
+/* Console login.  0 and a principal (key_id "", scopes = the role's
+ * permissions, org_enabled 0: the caller sets it from config), or -1 with
+ * *why set
+ * (unknown, bad_secret, disabled, malformed for absurd input, error). */
+int fb_auth_password_login(fb_store *st, const char *username, const char *password,
+                           fb_principal *out, fb_auth_fail *why, fb_err *err);
+
+/* ---- API keys ------------------------------------------------------------------------ */
+
+/* Creates a key for user_id named name (1..64 printable ASCII) with
+ * scopes (non-empty, a subset of the user's role permissions, else
+ * EINVAL naming what exceeds) expiring at expires_at_or_null (RFC 3339,
+ * must be in the future; NULL = never).  The key text goes once into
+ * key_out (FB_AUTH_KEY_TEXT_MAX bytes), its id into key_id_out (FB_ID_MAX
+ * bytes).  ENOTFOUND for an unknown user, EDENIED for a disabled one.
+ * This is the administrative form (CLI, bootstrap): it does not ask who
+ * is acting.  Request handlers use fb_auth_key_create_as. */
+int fb_auth_key_create(fb_store *st, const char *user_id, const char *name, fb_perm scopes,
+                       const char *expires_at_or_null, char *key_out, char *key_id_out,
+                       fb_err *err);
+/* The same on behalf of actor, who must be the owner holding keys:manage,
+ * or an admin holding admin:users (anyone else: ENOTFOUND for another
+ * user, EDENIED for lacking the permission).  The new key's scopes must
+ * also fit within the actor's own effective permissions (role ∩ scopes,
+ * fb_policy_effective without the org gate): a key can never mint a key
+ * stronger than itself (EDENIED naming the excess). */
+int fb_auth_key_create_as(fb_store *st, const fb_principal *actor, const char *user_id,
+                          const char *name, fb_perm scopes, const char *expires_at_or_null,
+                          char *key_out, char *key_id_out, fb_err *err);
+
+/* Authenticates an Authorization header value, "Bearer <key>" exactly
+ * (scheme case-insensitive, one space, nothing after the key; at most
+ * FB_AUTH_HEADER_MAX bytes; the key in the exact shape above).  On
+ * success returns 0 and fills *out: user, team, role, is_admin, key_id,
+ * scopes = key scopes ∩ the user's current role, org_enabled = 0 (the
+ * caller sets it from config); *why = FB_AUTH_FAIL_NONE.  Otherwise
+ * returns -1 with *why set: missing (NULL), malformed (anything else not
+ * of the shape, including ""), unknown, bad_secret, revoked, expired,
+ * disabled - checked in that order, the secret before any state of the
+ * key is revealed - or error (err says what; answer 500).  A revoked key
+ * fails from the moment fb_auth_key_revoke returns: nothing is cached.
+ * last_used_at is refreshed, best effort, at most once a minute. */
+int fb_auth_key_authenticate(fb_store *st, const char *header_value, fb_principal *out,
+                             fb_auth_fail *why, fb_err *err);
+/* The same for a counted value that may contain NUL bytes (which are
+ * malformed). */
+int fb_auth_key_authenticate_n(fb_store *st, const char *value, size_t len, fb_principal *out,
+                               fb_auth_fail *why, fb_err *err);
+
+/* Revokes key_id.  The owner may revoke their own keys with keys:manage;
+ * an admin with admin:users anyone's.  ENOTFOUND if there is no such key
+ * or it is another user's and actor is not an admin; EDENIED when the
+ * permission is missing.  Revoking a revoked key is OK and keeps the
+ * first revoked_at. */
+int fb_auth_key_revoke(fb_store *st, const fb_principal *actor, const char *key_id,
+                       fb_err *err);
+/* One key's metadata (ENOTFOUND if absent). */
+int fb_auth_key_get(fb_store *st, const char *key_id, fb_api_key_info *out, fb_err *err);
+/* A user's keys, oldest first, revoked and expired ones included, into a
+ * malloc'd array (free() it; NULL when *n == 0).  Access control is the
+ * caller's (owner with keys:manage, or admin). */
+int fb_auth_key_list(fb_store *st, const char *user_id, fb_api_key_info **out, size_t *n,
+                     fb_err *err);
+
+#endif

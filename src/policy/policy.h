@@ -1,0 +1,180 @@
+/*
+ * policy.h - the permission model: permission names, roles, principals and
+ * the one function that decides whether a principal may do something.
+ *
+ * Pure logic: no I/O, no allocation, no global state.  Everything the
+ * decision needs is in its arguments, so a decision can be replayed from an
+ * audit entry and every branch is unit-testable.
+ *
+ * Deny by default.  A zero-filled fb_principal holds no role, no scopes and
+ * no org enables, and is denied everything.
+ *
+ * Evaluation order (DESIGN.md, "Identity and permissions"); the first step
+ * that says no decides, and its reason is the decision's reason:
+ *
+ *   1. org policy     permissions in FB_PERM_ORG_GATED (network:internet)
+ *                     are denied organisation-wide unless the operator's
+ *                     configuration enables them; the caller copies that
+ *                     into fb_principal.org_enabled.  No role, key or grant
+ *                     can override it.
+ *   2. role           the principal's role must grant every needed bit.
+ *   3. key scope      effective = role ∩ scopes; a principal that did not
+ *                     come in through an API key (a console login) carries
+ *                     its role's permissions (FB_PERM_ALL would do the same).
+ *   4. resource team  a resource of another team is answered NOT_FOUND (the
+ *                     caller replies 404, never 403, so ids of other teams'
+ *                     resources cannot be probed).  Only admins cross teams.
+ *   (task grants and tool classes come later, in the task engine.)
+ *
+ * Roles (fixed; FB_ROLE_* below):
+ *
+ *   permission         admin  developer  operator  viewer
+ *   tasks:create         x        x
+ *   tasks:read           x        x          x        x
+ *   tasks:cancel         x        x          x
+ *   tools:shell          x        x
+ *   tools:http           x        x
+ *   network:internet     x
+ *   admin:users          x
+ *   admin:config         x
+ *   sandboxes:create     x        x
+ *   sandboxes:read       x        x          x        x
+ *   sandboxes:exec       x        x
+ *   audit:read           x                   x
+ *   keys:manage          x        x          x
+ *
+ * keys:manage is the right to create, list and revoke one's *own* API keys;
+ * acting on another user's keys needs an admin (see auth.h).
+ */
+#ifndef FB_POLICY_H
+#define FB_POLICY_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/util.h"
+
+/* ---- permissions --------------------------------------------------------- */
+
+/* One bit per permission; a set of permissions is an fb_perm mask. */
+typedef uint32_t fb_perm;
+enum {
+    FB_PERM_TASKS_CREATE     = 1u << 0,  /* tasks:create */
+    FB_PERM_TASKS_READ       = 1u << 1,  /* tasks:read */
+    FB_PERM_TASKS_CANCEL     = 1u << 2,  /* tasks:cancel */
+    FB_PERM_TOOLS_SHELL      = 1u << 3,  /* tools:shell */
+    FB_PERM_TOOLS_HTTP       = 1u << 4,  /* tools:http */
+    FB_PERM_NETWORK_INTERNET = 1u << 5,  /* network:internet */
+    FB_PERM_ADMIN_USERS      = 1u << 6,  /* admin:users */
+    FB_PERM_ADMIN_CONFIG     = 1u << 7,  /* admin:config */
+    FB_PERM_SANDBOXES_CREATE = 1u << 8,  /* sandboxes:create */
+    FB_PERM_SANDBOXES_READ   = 1u << 9,  /* sandboxes:read */
+    FB_PERM_SANDBOXES_EXEC   = 1u << 10, /* sandboxes:exec */
+    FB_PERM_AUDIT_READ       = 1u << 11, /* audit:read */
+    FB_PERM_KEYS_MANAGE      = 1u << 12, /* keys:manage (one's own keys) */
+};
+#define FB_PERM_COUNT 13
+#define FB_PERM_ALL   ((fb_perm)((1u << FB_PERM_COUNT) - 1))
+/* Denied organisation-wide unless enabled in fb_principal.org_enabled. */
+#define FB_PERM_ORG_GATED ((fb_perm)FB_PERM_NETWORK_INTERNET)
+
+/* "tasks:create" -> FB_PERM_TASKS_CREATE; 0 for NULL or an unknown name
+ * (exact, case-sensitive match). */
+fb_perm fb_perm_from_name(const char *name);
+/* The name of exactly one permission bit; NULL for 0, several bits or an
+ * unknown bit. */
+const char *fb_perm_name(fb_perm one);
+/* The i-th permission bit (0 <= i < FB_PERM_COUNT), in canonical order. */
+fb_perm fb_perm_at(size_t i);
+
+/* Longest output of fb_perms_format_json, NUL included. */
+#define FB_PERMS_JSON_MAX 320
+/* Text of a JSON array of permission names (e.g. '["tasks:read"]') ->
+ * mask.  Anything but an array of known names is an error whose message
+ * names the offending element (sanitised, truncated).  Duplicates are
+ * harmless; [] is the empty mask.  Input is capped at 4096 bytes. */
+int fb_perms_parse_json(const char *text, fb_perm *out, fb_err *err);
+/* The same from an already parsed jansson value (a request body field). */
+int fb_perms_from_json(const json_t *array, fb_perm *out, fb_err *err);
+/* Mask -> '["tasks:create","tasks:read"]' in canonical order, no spaces.
+ * Fails on unknown bits or when cap is too small (FB_PERMS_JSON_MAX is
+ * always enough). */
+int fb_perms_format_json(fb_perm mask, char *out, size_t cap);
+/* Mask -> new jansson array of names (NULL on unknown bits or no memory). */
+json_t *fb_perms_to_json(fb_perm mask);
+
+/* ---- roles ----------------------------------------------------------------- */
+
+typedef enum fb_role {
+    FB_ROLE_NONE = 0, /* no permissions at all: what a zeroed principal has */
+    FB_ROLE_ADMIN,
+    FB_ROLE_DEVELOPER,
+    FB_ROLE_OPERATOR,
+    FB_ROLE_VIEWER,
+} fb_role;
+
+/* "admin" -> FB_ROLE_ADMIN ...; FB_ROLE_NONE for NULL or anything else. */
+fb_role fb_role_from_name(const char *name);
+/* "admin", "developer", "operator", "viewer"; "none" for FB_ROLE_NONE and
+ * out-of-range values. */
+const char *fb_role_name(fb_role role);
+/* The role's permissions (the table above); 0 for FB_ROLE_NONE. */
+fb_perm fb_role_perms(fb_role role);
+
+/* ---- principals and decisions --------------------------------------------- */
+
+#define FB_ID_MAX 40
+
+/* Who is acting.  Filled by auth (fb_auth_key_authenticate,
+ * fb_auth_password_login); org_enabled is filled by the caller from the
+ * configuration. */
+typedef struct fb_principal {
+    char user_id[FB_ID_MAX];
+    char team_id[FB_ID_MAX];
+    fb_role role;
+    char key_id[FB_ID_MAX]; /* "" when not authenticated by an API key */
+    fb_perm scopes;         /* the key's scopes; without a key, the role's
+                               permissions (or FB_PERM_ALL: same effect) */
+    bool is_admin;          /* role == FB_ROLE_ADMIN; both must agree */
+    fb_perm org_enabled;    /* which FB_PERM_ORG_GATED bits config enables */
+} fb_principal;
+
+typedef enum fb_verdict {
+    FB_DENY = 0,      /* 403 */
+    FB_ALLOW,
+    FB_NOT_FOUND,     /* 404: the resource is another team's */
+} fb_verdict;
+
+typedef struct fb_decision {
+    fb_verdict verdict;
+    char reason[160]; /* for the audit entry and the error message */
+} fb_decision;
+
+/* Decides whether p may exercise every permission in `needed` (usually one
+ * bit) on a resource owned by resource_team_id (NULL when the action is
+ * not about one team's resource: org-wide admin actions, or creating
+ * something in p's own team).  Fills *out and returns out->verdict.
+ * needed == 0 or unknown bits, a NULL principal, or an inconsistent one
+ * (is_admin disagreeing with role) are denied with a reason saying so.
+ * Reasons look like "role viewer lacks tasks:cancel", "key scope lacks
+ * sandboxes:exec", "network:internet is disabled by organisation policy",
+ * "resource belongs to another team", "allowed".
+ *
+ * Permissions are checked before the team, so a missing permission is a
+ * DENY whether or not the resource exists.  To keep "exists in another
+ * team" indistinguishable from "does not exist", a handler decides with
+ * resource_team_id = NULL before looking the resource up (403 on DENY),
+ * answers 404 if it is absent, then decides again with its team. */
+fb_verdict fb_policy_decide(const fb_principal *p, fb_perm needed, const char *resource_team_id,
+                            fb_decision *out);
+
+/* What p can actually do, team aside: org ∩ role ∩ scopes (0 for an
+ * inconsistent principal).  For "who am I" answers. */
+fb_perm fb_policy_effective(const fb_principal *p);
+
+/* "allow", "deny", "not_found". */
+const char *fb_verdict_name(fb_verdict v);
+
+#endif

@@ -1,0 +1,244 @@
+"""Operating the gateway: denial-of-service limits, TTLs, concurrency,
+crashes and restarts, shutdown, audit tampering and secret hygiene."""
+import concurrent.futures
+import glob
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from conftest import FORGEBOX, RUN_DIR, forgebox
+from gateway_fixtures import FIRST_PASSWORD, Gateway, forgebox_client
+
+ApiError = forgebox_client.ApiError
+
+
+def started(settings):
+    g = Gateway(settings=["sandbox.backend=jail"] + settings)
+    g.init()
+    g.start()
+    return g
+
+
+def test_rate_limit_answers_429_with_retry_after():
+    g = started(["limits.rate_rps=1", "limits.rate_burst=3"])
+    try:
+        c = g.admin()
+        statuses = [c.request("GET", "/v1/sandboxes", raw=True) for _ in range(6)]
+        codes = [s for s, _, _ in statuses]
+        assert codes[:3] == [200, 200, 200]
+        assert 429 in codes[3:]
+        st, hdr, data = next(x for x in statuses if x[0] == 429)
+        assert int({k.lower(): v for k, v in hdr.items()}["retry-after"]) >= 1
+        assert json.loads(data)["error"]["code"] == "rate_limited"
+        assert g.client().healthz()["status"] == "ok"     # no key, no bucket
+    finally:
+        g.close()
+
+
+def test_team_quota_on_concurrent_sandboxes():
+    g = started(["quotas.max_sandboxes_per_team=2", "limits.rate_rps=1000", "limits.rate_burst=1000"])
+    try:
+        c = g.admin()
+        a, b = c.create_sandbox(), c.create_sandbox()
+        with pytest.raises(ApiError) as e:
+            c.create_sandbox()
+        assert e.value.status == 429 and e.value.code == "quota_exceeded"
+        c.delete_sandbox(a["id"])
+        d = c.create_sandbox()                           # room again
+        for s in (b, d):
+            c.delete_sandbox(s["id"])
+    finally:
+        g.close()
+
+
+def test_team_quota_on_memory():
+    g = started(["quotas.max_memory_mib_per_team=300", "limits.rate_rps=1000", "limits.rate_burst=1000"])
+    try:
+        c = g.admin()
+        s = c.create_sandbox(memory_mib=256)
+        with pytest.raises(ApiError) as e:
+            c.create_sandbox(memory_mib=128)
+        assert e.value.status == 429
+        c.delete_sandbox(s["id"])
+    finally:
+        g.close()
+
+
+def test_ttl_reaper_destroys_expired_sandboxes():
+    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000"])
+    try:
+        c = g.admin()
+        s = c.create_sandbox(ttl_s=1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                c.get_sandbox(s["id"])
+                time.sleep(0.2)
+            except ApiError as e:
+                assert e.status == 404
+                break
+        else:
+            pytest.fail("sandbox outlived its TTL")
+        entries = c.audit(action="destroy")["entries"]
+        assert any(e["resource"] == s["id"] and e["reason"] == "ttl expired" for e in entries)
+    finally:
+        g.close()
+
+
+def test_fifty_parallel_clients():
+    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000", "quotas.max_sandboxes_per_team=100"])
+    try:
+        def one(i):
+            c = g.admin()
+            s = c.create_sandbox(backend="jail", memory_mib=128)
+            r = c.exec(s["id"], ["sh", "-c", f"echo {i}; echo {i} > /workspace/me; cat /workspace/me"])
+            c.put_file(s["id"], "/workspace/x", str(i).encode())
+            got = c.get_file(s["id"], "/workspace/x")
+            c.delete_sandbox(s["id"])
+            return i, r["stdout"], r["exit_code"], got
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=50) as ex:
+            results = list(ex.map(one, range(50)))
+        for i, out, code, got in results:
+            assert (out, code, got) == (f"{i}\n{i}\n", 0, str(i).encode())
+        assert g.admin().list_sandboxes()["sandboxes"] == []
+        v = g.admin().audit_verify()
+        assert v["intact"] is True
+    finally:
+        g.close()
+    assert not [d for d in os.listdir(RUN_DIR) if d.startswith("sb-")]
+
+
+def test_sigterm_destroys_live_sandboxes_and_records_it():
+    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000"])
+    c = g.admin()
+    s = c.create_sandbox()
+    assert g.stop() == 0
+    r = forgebox("audit", "export", "--state-dir", g.state)
+    entries = [json.loads(l) for l in r.stdout.splitlines()]
+    assert any(e["resource"] == s["id"] and e["reason"] == "gateway shutdown" for e in entries)
+    assert entries[-1]["action"] == "stop"
+    assert not os.path.exists(os.path.join(RUN_DIR, s["id"]))
+    g.tmp.cleanup()
+
+
+def test_kill9_during_execs_then_restart():
+    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000"])
+    c = g.admin()
+    s = [c.create_sandbox() for _ in range(3)]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as ex:
+        futs = [ex.submit(c.exec, x["id"], ["sleep", "30"]) for x in s]
+        time.sleep(1.0)
+        g.proc.kill()
+        g.proc.wait()
+        for f in futs:
+            with pytest.raises(Exception):
+                f.result(timeout=30)
+    # The sandboxes died with the daemon (parent-death signal).
+    for x in s:
+        procs = glob.glob(f"/sys/fs/cgroup/*/forgebox/{x['id']}/cgroup.procs")
+        for p in procs:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and open(p).read().strip():
+                time.sleep(0.1)
+            assert open(p).read().strip() == ""
+    g.log.close()
+    g.start()
+    try:
+        r = forgebox("audit", "verify", "--state-dir", g.state)
+        assert r.rc == 0, r
+        entries = g.admin().audit(action="destroy")["entries"]
+        reaped = {e["resource"] for e in entries if "orphan" in e["reason"]}
+        assert {x["id"] for x in s} <= reaped
+        assert g.admin().list_sandboxes()["sandboxes"] == []
+        x = g.admin().create_sandbox()
+        assert g.admin().exec(x["id"], ["echo", "alive"])["stdout"] == "alive\n"
+        g.admin().delete_sandbox(x["id"])
+    finally:
+        g.close()
+    assert not [d for d in os.listdir(RUN_DIR) if d.startswith("sb-")]
+
+
+@pytest.mark.parametrize("tamper,expect", [
+    ("UPDATE audit SET reason = 'nothing to see' WHERE seq = 3", "3"),
+    ("DELETE FROM audit WHERE seq = 4", "4"),
+    ("DELETE FROM audit WHERE seq = (SELECT MAX(seq) FROM audit)", "missing"),
+    ("UPDATE audit SET seq = seq + 1000 WHERE seq = 2", "2"),
+    ("INSERT INTO audit SELECT seq + 100000, ts, event, actor, resource, action, outcome, reason, "
+     "source_ip, request_id, prev_hash, hash FROM audit WHERE seq = 1", ""),
+])
+def test_audit_verify_detects_tampering(tamper, expect):
+    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000"])
+    c = g.admin()
+    for _ in range(5):
+        c.list_sandboxes()
+    g.stop()
+    assert forgebox("audit", "verify", "--state-dir", g.state).rc == 0
+    db = sqlite3.connect(os.path.join(g.state, "forgebox.db"))
+    db.execute(tamper)
+    db.commit()
+    db.close()
+    r = forgebox("audit", "verify", "--state-dir", g.state)
+    assert r.rc == 1, r
+    assert expect in r.stderr
+    g.tmp.cleanup()
+
+
+def test_no_secret_reaches_logs_audit_or_responses():
+    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000"])
+    secrets = [g.admin_key, FIRST_PASSWORD]
+    bodies = []
+    try:
+        c = g.admin()
+        t = c.create_team("secret-team")
+        pw = "another very secret password"
+        secrets.append(pw)
+        u = c.create_user(username="secret-user", password=pw, team_id=t["id"], role="developer")
+        k = c.create_key(name="k2", scopes=["sandboxes:read"], user_id=u["id"])
+        secrets.append(k["key"])
+        k2c = g.client(k["key"])
+        for call in (lambda: k2c.list_sandboxes(), lambda: c.list_keys(), lambda: c.list_users(),
+                     lambda: c.audit(), lambda: c.metrics()):
+            bodies.append(json.dumps(call()) if not isinstance(call(), str) else call())
+        for bad in ("Bearer " + k["key"] + "x", "Bearer " + k["key"][:-1], k["key"]):
+            st, hdr, data = c.request("GET", "/v1/sandboxes", headers={"Authorization": bad}, raw=True)
+            bodies.append(data.decode())
+        c.delete_key(k["id"])
+        st, hdr, data = k2c.request("GET", "/v1/sandboxes", raw=True)
+        bodies.append(data.decode())
+    finally:
+        g.stop()
+    export = forgebox("audit", "export", "--state-dir", g.state).stdout
+    log = g.read_log()
+    with open(os.path.join(g.state, "forgebox.db"), "rb") as f:
+        db = f.read()
+    for s in secrets:
+        secret_part = s.split("_")[-1] if s.startswith("fbk_") else s
+        assert secret_part not in log
+        assert secret_part not in export
+        assert secret_part.encode() not in db
+        assert all(secret_part not in b for b in bodies)
+    g.tmp.cleanup()
+
+
+def test_bad_config_stops_startup(tmp_path):
+    cfg = tmp_path / "forgebox.yaml"
+    cfg.write_text("limits:\n  rate_rps: lots\n")
+    p = subprocess.run([FORGEBOX, "serve", "--config", str(cfg), "--state-dir", str(tmp_path / "s")],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert p.returncode == 1
+    err = p.stderr.decode()
+    assert "limits.rate_rps" in err and "forgebox.yaml:2" in err
+
+
+def test_uninitialised_store_refuses_to_serve(tmp_path):
+    p = subprocess.run([FORGEBOX, "serve", "--state-dir", str(tmp_path / "s"), "--listen", "127.0.0.1:1"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+    assert p.returncode == 1
+    assert b"forgebox admin init" in p.stderr
