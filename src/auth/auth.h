@@ -174,8 +174,9 @@ int fb_auth_user_set_password(fb_store *st, const char *user_id, const char *pas
                               fb_err *err);
 /* Console login.  0 and a principal (key_id "", scopes = the role's
  * permissions, org_enabled 0: the caller sets it from config), or -1 with
- * *why set
- * (unknown, bad_secret, disabled, malformed for absurd input, error). */
+ * *why set: missing, malformed (impossible username, overlong password),
+ * unknown, bad_secret, disabled or error.  An unknown username costs the
+ * same argon2id work as a known one. */
 int fb_auth_password_login(fb_store *st, const char *username, const char *password,
                            fb_principal *out, fb_auth_fail *why, fb_err *err);
 
@@ -213,7 +214,8 @@ int fb_auth_key_create_as(fb_store *st, const fb_principal *actor, const char *u
  * disabled - checked in that order, the secret before any state of the
  * key is revealed - or error (err says what; answer 500).  A revoked key
  * fails from the moment fb_auth_key_revoke returns: nothing is cached.
- * last_used_at is refreshed, best effort, at most once a minute. */
+ * last_used_at is refreshed on success only, best effort, at most once
+ * a minute. */
 int fb_auth_key_authenticate(fb_store *st, const char *header_value, fb_principal *out,
                              fb_auth_fail *why, fb_err *err);
 /* The same for a counted value that may contain NUL bytes (which are

@@ -3,7 +3,8 @@
  * the role table are arrays indexed by bit, so the header's table, this
  * file and the tests can be compared line by line.  The decision walks the
  * steps in the documented order and stops at the first "no", naming the
- * first missing permission in canonical order.
+ * first missing permission in canonical order - except that another
+ * team's resource is NOT_FOUND for a non-admin before anything else.
  */
 #include "policy.h"
 
@@ -241,6 +242,14 @@ fb_verdict fb_policy_decide(const fb_principal *p, fb_perm needed, const char *r
         return decide(out, FB_DENY, "inconsistent principal (role %s, admin flag %s)",
                       fb_role_name(p->role), p->is_admin ? "set" : "clear");
 
+    /* Another team's resource does not exist for a non-admin, whatever the
+     * steps below would say (see policy.h): checked first so that no 403
+     * can confirm it exists.  An empty team id never matches anything. */
+    bool same_team = resource_team_id && p->team_id[0] != '\0' &&
+                     strcmp(resource_team_id, p->team_id) == 0;
+    if (resource_team_id && !same_team && !p->is_admin)
+        return decide(out, FB_NOT_FOUND, "resource belongs to another team");
+
     /* 1. org policy: cannot be overridden by anything below. */
     fb_perm gated = needed & FB_PERM_ORG_GATED & ~p->org_enabled;
     if (gated)
@@ -260,14 +269,8 @@ fb_verdict fb_policy_decide(const fb_principal *p, fb_perm needed, const char *r
     if (lacking)
         return decide(out, FB_DENY, "key scope lacks %s", fb_perm_name(first_bit(lacking)));
 
-    /* 4. resource team: other teams' resources do not exist for non-admins.
-     * An empty team id never matches anything. */
-    if (resource_team_id) {
-        bool same = p->team_id[0] != '\0' && strcmp(resource_team_id, p->team_id) == 0;
-        if (!same && !p->is_admin)
-            return decide(out, FB_NOT_FOUND, "resource belongs to another team");
-        if (!same)
-            return decide(out, FB_ALLOW, "allowed (admin, across teams)");
-    }
+    /* 4. resource team: non-admins were handled above; admins cross. */
+    if (resource_team_id && !same_team)
+        return decide(out, FB_ALLOW, "allowed (admin, across teams)");
     return decide(out, FB_ALLOW, "allowed");
 }

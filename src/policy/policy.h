@@ -26,6 +26,12 @@
  *                     resources cannot be probed).  Only admins cross teams.
  *   (task grants and tool classes come later, in the task engine.)
  *
+ * One exception to "first no decides": for a non-admin, another team's
+ * resource is NOT_FOUND even when an earlier step would have denied.  A
+ * 403 would confirm that the resource exists; to the caller it must look
+ * exactly like an id that exists nowhere.  (For admins the team step
+ * never says no, so the order is unaffected.)
+ *
  * Roles (fixed; FB_ROLE_* below):
  *
  *   permission         admin  developer  operator  viewer
@@ -160,13 +166,12 @@ typedef struct fb_decision {
  * (is_admin disagreeing with role) are denied with a reason saying so.
  * Reasons look like "role viewer lacks tasks:cancel", "key scope lacks
  * sandboxes:exec", "network:internet is disabled by organisation policy",
- * "resource belongs to another team", "allowed".
+ * "resource belongs to another team", "allowed (admin, across teams)",
+ * "allowed".
  *
- * Permissions are checked before the team, so a missing permission is a
- * DENY whether or not the resource exists.  To keep "exists in another
- * team" indistinguishable from "does not exist", a handler decides with
- * resource_team_id = NULL before looking the resource up (403 on DENY),
- * answers 404 if it is absent, then decides again with its team. */
+ * A handler for one resource looks it up first, answers 404 if it does not
+ * exist, then decides with its team: unknown ids and other teams' ids then
+ * both answer 404, whatever the caller's permissions. */
 fb_verdict fb_policy_decide(const fb_principal *p, fb_perm needed, const char *resource_team_id,
                             fb_decision *out);
 

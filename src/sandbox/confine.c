@@ -92,11 +92,14 @@ void fb_child_drop_privileges(int report_fd, uid_t uid, gid_t gid)
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
             fb_child_die(report_fd, "cannot drop capability %d: %s", cap, strerror(errno));
     }
-    if (setgroups(0, NULL) < 0)
+    /* Raw syscalls: glibc's wrappers broadcast id changes to every thread
+     * it believes exist, and after a raw clone of a threaded parent (the
+     * gateway) those threads are not here: the wrapper would wait forever. */
+    if (syscall(SYS_setgroups, 0, NULL) < 0)
         fb_child_die(report_fd, "setgroups: %s", strerror(errno));
-    if (setresgid(gid, gid, gid) < 0)
+    if (syscall(SYS_setresgid, gid, gid, gid) < 0)
         fb_child_die(report_fd, "setresgid(%u): %s", (unsigned)gid, strerror(errno));
-    if (setresuid(uid, uid, uid) < 0)
+    if (syscall(SYS_setresuid, uid, uid, uid) < 0)
         fb_child_die(report_fd, "setresuid(%u): %s", (unsigned)uid, strerror(errno));
     (void)prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
     struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
@@ -107,7 +110,7 @@ void fb_child_drop_privileges(int report_fd, uid_t uid, gid_t gid)
     if (syscall(SYS_capget, &hdr, data) < 0 || data[0].permitted || data[1].permitted ||
         data[0].effective || data[1].effective)
         fb_child_die(report_fd, "capabilities remain after dropping them");
-    if (uid != 0 && setuid(0) == 0)
+    if (uid != 0 && syscall(SYS_setuid, 0) == 0)
         fb_child_die(report_fd, "could regain uid 0");
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         fb_child_die(report_fd, "no_new_privs: %s", strerror(errno));

@@ -9,7 +9,10 @@
  *
  * The fb_child_* helpers run only in that child, before execve.  They use
  * the bubblewrap style: one syscall each, checked, and fb_child_die() as
- * the only way out on failure.
+ * the only way out on failure.  The parent may be multi-threaded (the
+ * gateway) and the child is a raw clone of it: the child must not take a
+ * lock another thread might have held (no malloc, no stdio), and changes
+ * ids with raw syscalls, never glibc's thread-broadcasting wrappers.
  */
 #ifndef FB_CONFINE_H
 #define FB_CONFINE_H

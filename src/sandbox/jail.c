@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "image/image.h"
@@ -69,7 +70,7 @@ static void jail_child(void *arg, int report)
     snprintf(root, sizeof root, "%s/root", sb->run_path);
 
     /* uid 0 of the new user namespace (mapped by the parent). */
-    if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+    if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0)
         fb_child_die(report, "cannot become root of the user namespace: %s", strerror(errno));
     /* The uid change cleared the parent-death signal: re-arm it, then make
      * sure the manager did not die in between (its end of the report pipe

@@ -58,7 +58,7 @@ def test_team_quota_on_concurrent_sandboxes():
 
 
 def test_team_quota_on_memory():
-    g = started(["quotas.max_memory_mib_per_team=300", "limits.rate_rps=1000", "limits.rate_burst=1000"])
+    g = started(["sandbox.memory_mib=256", "quotas.max_memory_mib_per_team=300", "limits.rate_rps=1000", "limits.rate_burst=1000"])
     try:
         c = g.admin()
         s = c.create_sandbox(memory_mib=256)

@@ -856,6 +856,10 @@ static void test_unknown_and_bad_secret(void **state)
     make_key(f, dev.id, FB_PERM_TASKS_READ, NULL, dk, did);
     snprintf(k, sizeof k, "%.17s%.43s", dk, f->admin_key + 17);
     assert_int_equal(auth_key(f, k, NULL, &err), FB_AUTH_FAIL_BAD_SECRET);
+    /* A failed attempt does not count as a use. */
+    fb_api_key_info info;
+    assert_int_equal(fb_auth_key_get(f->st, did, &info, &err), 0);
+    assert_string_equal(info.last_used_at, "");
     /* A digest copied onto another row does not work there either: the id
      * is part of what is hashed. */
     char admin_id[FB_ID_MAX];

@@ -346,11 +346,20 @@ static void test_cross_team(void **state)
         /* Team-less actions are unaffected. */
         assert_int_equal(fb_policy_decide(&p, FB_PERM_SANDBOXES_READ, NULL, &d), FB_ALLOW);
     }
-    /* A permission the principal lacks is a DENY before the team is looked
-     * at, so it is the same answer whether or not the resource exists. */
+    /* Even a permission the principal lacks, or one the org forbids, is
+     * NOT_FOUND on another team's resource: a 403 would confirm that it
+     * exists.  On its own team's, it is the ordinary DENY. */
     fb_principal v = principal(FB_ROLE_VIEWER, mine);
-    assert_int_equal(fb_policy_decide(&v, FB_PERM_TASKS_CANCEL, other, &d), FB_DENY);
+    assert_int_equal(fb_policy_decide(&v, FB_PERM_TASKS_CANCEL, other, &d), FB_NOT_FOUND);
+    assert_string_equal(d.reason, "resource belongs to another team");
+    assert_int_equal(fb_policy_decide(&v, FB_PERM_NETWORK_INTERNET, other, &d), FB_NOT_FOUND);
+    v.scopes = 0;
+    assert_int_equal(fb_policy_decide(&v, FB_PERM_TASKS_READ, other, &d), FB_NOT_FOUND);
+    v.scopes = FB_PERM_ALL;
+    assert_int_equal(fb_policy_decide(&v, FB_PERM_TASKS_CANCEL, mine, &d), FB_DENY);
     assert_string_equal(d.reason, "role viewer lacks tasks:cancel");
+    fb_principal none = principal(FB_ROLE_NONE, mine);
+    assert_int_equal(fb_policy_decide(&none, FB_PERM_TASKS_READ, other, &d), FB_NOT_FOUND);
 
     /* A principal with no team sees no team's resources. */
     fb_principal noteam = principal(FB_ROLE_DEVELOPER, "");
@@ -362,6 +371,9 @@ static void test_cross_team(void **state)
     assert_string_equal(d.reason, "allowed (admin, across teams)");
     assert_int_equal(fb_policy_decide(&a, FB_PERM_SANDBOXES_EXEC, mine, &d), FB_ALLOW);
     assert_string_equal(d.reason, "allowed");
+    /* ...and their denials on other teams' resources are ordinary 403s. */
+    assert_int_equal(fb_policy_decide(&a, FB_PERM_NETWORK_INTERNET, other, &d), FB_DENY);
+    assert_string_equal(d.reason, "network:internet is disabled by organisation policy");
     a.scopes = FB_PERM_SANDBOXES_READ;
     assert_int_equal(fb_policy_decide(&a, FB_PERM_SANDBOXES_EXEC, other, &d), FB_DENY);
     assert_string_equal(d.reason, "key scope lacks sandboxes:exec");
