@@ -87,6 +87,15 @@ static void new_id(const char *prefix, char *out, size_t cap)
 
 /* ---- responses ------------------------------------------------------------- */
 
+/* Every answer is counted and logged once, with its request id. */
+static void note_response(const req *r, const char *method, int status)
+{
+    const char *route = r->route ? r->route : "unmatched";
+    gw_metrics_request(route, status);
+    gw_log(status >= 500 ? "error" : "info", r->id, "request",
+           json_pack("{s:s, s:s, s:i, s:s}", "method", method, "route", route, "status", status, "ip", r->ip));
+}
+
 static enum MHD_Result send_raw(ctx *c, int status, const char *type, void *data, size_t len,
                                 enum MHD_ResponseMemoryMode mode)
 {
@@ -98,7 +107,7 @@ static enum MHD_Result send_raw(ctx *c, int status, const char *type, void *data
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     enum MHD_Result rc = MHD_queue_response(c->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
-    gw_metrics_request(c->r->route ? c->r->route : "unmatched", status);
+    note_response(c->r, c->method, status);
     return rc;
 }
 
@@ -125,9 +134,6 @@ static enum MHD_Result send_error(ctx *c, int status, const char *code, const ch
     json_t *m = json_string(msg);
     json_t *body = json_pack("{s:{s:s, s:o}}", "error", "code", code, "message",
                              m ? m : json_string("(message not valid UTF-8)"));
-    gw_log(status >= 500 ? "error" : "info", c->r->id, "request refused",
-           json_pack("{s:i, s:s, s:s, s:s}", "status", status, "code", code, "method", c->method,
-                     "route", c->r->route ? c->r->route : "unmatched"));
     return send_json(c, status, body);
 }
 
@@ -826,7 +832,7 @@ static enum MHD_Result sandbox_exec(ctx *c)
         MHD_add_response_header(resp, "X-Request-Id", c->r->id);
         rc = MHD_queue_response(c->conn, 200, resp);
         MHD_destroy_response(resp);
-        gw_metrics_request(c->r->route, 200);
+        note_response(c->r, c->method, 200);
         return rc;
     }
     run_exec(j);
@@ -908,7 +914,7 @@ static enum MHD_Result sandbox_file(ctx *c, bool put)
     MHD_add_response_header(resp, "X-Request-Id", c->r->id);
     rc = MHD_queue_response(c->conn, 200, resp);
     MHD_destroy_response(resp);
-    gw_metrics_request(c->r->route, 200);
+    note_response(c->r, c->method, 200);
     return rc;
 }
 
@@ -1297,10 +1303,15 @@ static enum MHD_Result dispatch(fb_gateway *g, struct MHD_Connection *conn, cons
         return send_error(&c, 413, "too_large", msg);
     }
     if (rt->auth) {
-        const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+        /* Counted lookup: a NUL inside the header must not cut it short. */
+        const char *h = NULL;
+        size_t hlen = 0;
+        if (MHD_lookup_connection_value_n(conn, MHD_HEADER_KIND, "Authorization", 13, &h, &hlen) != MHD_YES)
+            h = NULL;
         fb_auth_fail why = FB_AUTH_FAIL_NONE;
         fb_err err = {{0}};
-        int st = fb_auth_key_authenticate(g->store, h, &c.who, &why, &err);
+        int st = h ? fb_auth_key_authenticate_n(g->store, h, hlen, &c.who, &why, &err)
+                   : fb_auth_key_authenticate(g->store, NULL, &c.who, &why, &err);
         if (st != FB_AUTH_OK || why != FB_AUTH_FAIL_NONE) {
             gw_metrics_auth_failure();
             audit(&c, "auth", rt->pattern, "authenticate", why == FB_AUTH_FAIL_ERROR ? "error" : "denied",
@@ -1326,7 +1337,7 @@ static enum MHD_Result dispatch(fb_gateway *g, struct MHD_Connection *conn, cons
             MHD_add_response_header(resp, "X-Request-Id", cs->r.id);
             enum MHD_Result rc = MHD_queue_response(conn, 429, resp);
             MHD_destroy_response(resp);
-            gw_metrics_request(rt->pattern, 429);
+            note_response(&cs->r, method, 429);
             return rc;
         }
         audit(&c, "auth", rt->pattern, "authenticate", "allowed", "api key");

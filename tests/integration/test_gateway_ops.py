@@ -242,3 +242,50 @@ def test_uninitialised_store_refuses_to_serve(tmp_path):
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
     assert p.returncode == 1
     assert b"forgebox admin init" in p.stderr
+
+
+def test_stalled_client_does_not_hold_up_others():
+    import socket
+    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000", "limits.request_timeout_s=5"])
+    try:
+        stalled = []
+        for _ in range(20):
+            s = socket.create_connection(("127.0.0.1", g.port))
+            s.sendall(b"POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+            stalled.append(s)            # headers sent, body never finished
+        for _ in range(20):
+            assert g.admin().list_sandboxes()["sandboxes"] == []
+        # ...and a stalled connection is cut off by the idle timeout: the
+        # read ends (EOF or an error answer) instead of hanging.
+        stalled[0].settimeout(30)
+        try:
+            stalled[0].recv(100)
+        except ConnectionResetError:
+            pass
+        for s in stalled:
+            s.close()
+    finally:
+        g.close()
+
+
+def test_oversized_headers_are_refused():
+    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000"])
+    try:
+        st, hdr, data = g.admin().request("GET", "/v1/sandboxes", headers={"X-Big": "a" * 100000}, raw=True)
+        assert st == 431 or st == 413, st
+        assert g.client().healthz()["status"] == "ok"
+    finally:
+        g.close()
+
+
+def test_every_response_is_logged_with_its_request_id():
+    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000"])
+    try:
+        st, hdr, data = g.admin().request("GET", "/v1/sandboxes", raw=True)
+        rid = {k.lower(): v for k, v in hdr.items()}["x-request-id"]
+    finally:
+        g.close()
+    lines = [json.loads(l) for l in g.read_log().splitlines() if l.startswith("{")]
+    mine = [l for l in lines if l.get("request_id") == rid]
+    assert mine and mine[-1]["msg"] == "request" and mine[-1]["status"] == 200
+    assert mine[-1]["route"] == "/v1/sandboxes"
