@@ -24,7 +24,7 @@ from gateway_fixtures import Gateway  # noqa: E402
 
 def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    g = Gateway(settings=["sandbox.backend=jail", "limits.rate_rps=1000000", "limits.rate_burst=1000000",
+    g = Gateway(settings=["sandbox.backend=jail", "limits.rate_rps=100000", "limits.rate_burst=100000",
                           "log_level=warn"])
     g.init()
     g.start()
