@@ -19,6 +19,50 @@ import forgebox_client  # noqa: E402
 
 FIRST_PASSWORD = "correct horse battery staple"
 
+# Everything the gateway tests see, for the secret-hygiene check that runs
+# last (test_zz_secret_hygiene.py): every response body, every secret that
+# was created (passwords, keys), every gateway's log and state directory.
+RECORDED = []        # (method, path, status, body bytes)
+SECRETS = {FIRST_PASSWORD}
+GATEWAYS = []
+
+
+class _RecordingResponse:
+    """Wraps http.client's response: whatever the client reads is kept."""
+
+    def __init__(self, resp, method, path):
+        self._resp, self._method, self._path = resp, method, path
+        self._buf = bytearray()
+        RECORDED.append((method, path, resp.status, self._buf))
+
+    def read(self, *a):
+        data = self._resp.read(*a)
+        self._buf += data
+        return data
+
+    def readline(self, *a):
+        data = self._resp.readline(*a)
+        self._buf += data
+        return data
+
+    def __getattr__(self, name):
+        return getattr(self._resp, name)
+
+
+class RecordingClient(forgebox_client.Client):
+    def _open(self, method, path, body=None, headers=None, timeout=None):
+        conn, resp = super()._open(method, path, body=body, headers=headers, timeout=timeout)
+        return conn, _RecordingResponse(resp, method, path)
+
+    def create_key(self, *a, **kw):
+        k = super().create_key(*a, **kw)
+        SECRETS.add(k["key"])
+        return k
+
+    def create_user(self, *a, **kw):
+        SECRETS.add(kw.get("password") or a[1])
+        return super().create_user(*a, **kw)
+
 
 def free_port():
     s = socket.socket()
@@ -38,7 +82,7 @@ class Gateway:
         self.settings = list(settings)
         self.proc = None
         self.admin_key = None
-        self.responses = []      # every body a test saw, for the secret check
+        GATEWAYS.append(self)
 
     def init(self):
         env = dict(os.environ, FORGEBOX_FIRST_PASSWORD=FIRST_PASSWORD)
@@ -47,6 +91,7 @@ class Gateway:
         assert p.returncode == 0, p.stderr
         self.init_stdout = p.stdout.decode()
         self.admin_key = self.init_stdout.strip().splitlines()[-1]
+        SECRETS.add(self.admin_key)
         return p
 
     def start(self):
@@ -68,7 +113,7 @@ class Gateway:
         raise AssertionError("gateway did not come up")
 
     def client(self, key=None):
-        return forgebox_client.Client(self.url, api_key=key, timeout=120)
+        return RecordingClient(self.url, api_key=key, timeout=120)
 
     def admin(self):
         return self.client(self.admin_key)
@@ -86,5 +131,6 @@ class Gateway:
         return self.proc.returncode if self.proc else None
 
     def close(self):
+        """Stops the daemon; the directory is kept for the hygiene check
+        (test_zz_secret_hygiene.py), which removes it."""
         self.stop()
-        self.tmp.cleanup()

@@ -23,7 +23,6 @@ def gw():
     g.start()
     yield g
     assert g.stop() == 0, g.read_log()
-    g.tmp.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,6 @@ def env():
     yield {"g": g, "keys": keys, "sandbox": sandbox, "admin": admin, "a": a}
     a.delete_sandbox(sandbox["id"])
     assert g.stop() == 0, g.read_log()
-    g.tmp.cleanup()
 
 
 def routes(sid):

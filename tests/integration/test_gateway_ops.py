@@ -125,7 +125,6 @@ def test_sigterm_destroys_live_sandboxes_and_records_it():
     assert any(e["resource"] == s["id"] and e["reason"] == "gateway shutdown" for e in entries)
     assert entries[-1]["action"] == "stop"
     assert not os.path.exists(os.path.join(RUN_DIR, s["id"]))
-    g.tmp.cleanup()
 
 
 def test_kill9_during_execs_then_restart():
@@ -187,7 +186,6 @@ def test_audit_verify_detects_tampering(tamper, expect):
     r = forgebox("audit", "verify", "--state-dir", g.state)
     assert r.rc == 1, r
     assert expect in r.stderr
-    g.tmp.cleanup()
 
 
 def test_no_secret_reaches_logs_audit_or_responses():
@@ -224,7 +222,6 @@ def test_no_secret_reaches_logs_audit_or_responses():
         assert secret_part not in export
         assert secret_part.encode() not in db
         assert all(secret_part not in b for b in bodies)
-    g.tmp.cleanup()
 
 
 def test_bad_config_stops_startup(tmp_path):
