@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 
 #include <sodium.h>
 
@@ -93,6 +95,10 @@ int fb_cmd_serve(int argc, char **argv)
         fb_config_free(&cfg);
         return 1;
     }
+    /* No core dumps: they would hold the TLS key and in-flight secrets. */
+    struct rlimit nocore = {0, 0};
+    setrlimit(RLIMIT_CORE, &nocore);
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     char buf[4096];
     const char *image = image_flag ? image_flag : cfg.image_dir ? cfg.image_dir : fb_cli_image_dir(NULL, buf, sizeof buf);
     rc = fb_gateway_run(&cfg, image, &err);

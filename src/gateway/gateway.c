@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +40,9 @@ struct fb_gateway {
     const char *image_dir;
     fb_store *store;
     gw_registry reg;
-    gw_ratelimit *rl;
+    gw_ratelimit *rl;       /* per API key */
+    gw_ratelimit *rl_user;  /* per user, across their keys */
+    gw_ratelimit *rl_fail;  /* failed authentications per source address */
     struct MHD_Daemon *daemon;
     pthread_t reaper;
     volatile sig_atomic_t stopping;
@@ -139,8 +142,10 @@ static enum MHD_Result send_error(ctx *c, int status, const char *code, const ch
 
 /* ---- audit ---------------------------------------------------------------- */
 
-static void audit(ctx *c, const char *event, const char *resource, const char *action,
-                  const char *outcome, const char *reason)
+/* 0, or -1 when the entry could not be written (callers that are about to
+ * allow something refuse instead: no unaudited decisions). */
+static int audit(ctx *c, const char *event, const char *resource, const char *action,
+                 const char *outcome, const char *reason)
 {
     fb_audit_event ev = {
         .event = event,
@@ -153,8 +158,11 @@ static void audit(ctx *c, const char *event, const char *resource, const char *a
         .request_id = c->r->id,
     };
     fb_err err = {{0}};
-    if (fb_audit_append(c->g->store, &ev, &err) < 0)
+    if (fb_audit_append(c->g->store, &ev, &err) < 0) {
         gw_log("error", c->r->id, "audit append failed", json_pack("{s:s}", "error", err.msg));
+        return -1;
+    }
+    return 0;
 }
 
 static void audit_system(fb_gateway *g, const char *event, const char *resource, const char *action,
@@ -178,7 +186,11 @@ static bool permit(ctx *c, fb_perm perm, const char *resource, const char *resou
     fb_verdict v = fb_policy_decide(&c->who, perm, resource_team, &d);
     char action[96];
     snprintf(action, sizeof action, "%s %s", c->method, c->r->route);
-    audit(c, "permission", resource, action, v == FB_ALLOW ? "allowed" : "denied", d.reason);
+    int logged = audit(c, "permission", resource, action, v == FB_ALLOW ? "allowed" : "denied", d.reason);
+    if (v == FB_ALLOW && logged < 0) {
+        *rc = send_error(c, 503, "unavailable", "the audit log cannot be written; refusing to act unaudited");
+        return false;
+    }
     if (v == FB_ALLOW)
         return true;
     if (v == FB_NOT_FOUND)
@@ -390,16 +402,16 @@ static enum MHD_Result sandbox_create(ctx *c)
         gw_metrics_sandbox_created("error");
         audit(c, "sandbox", "sandboxes", "create", "error", err.msg);
         gw_log("error", c->r->id, "sandbox creation failed", json_pack("{s:s}", "error", err.msg));
-        return send_error(c, 503, "sandbox_failed", err.msg);
+        return send_error(c, 503, "sandbox_failed",
+                          "the sandbox could not be started (details in the server log)");
     }
-    snprintf(s->id, sizeof s->id, "%s", fb_sandbox_id(sb));
     time_t now = time(NULL);
     rfc3339(now, s->created_at, sizeof s->created_at);
     rfc3339(now + (time_t)ttl, s->expires_at, sizeof s->expires_at);
     s->expires_ns = t0 + ttl * 1000000000ull;
+    gw_registry_activate(&c->g->reg, s, sb); /* sets s->id under the lock */
     if (db_sandbox_insert(c->g, s) < 0)
         gw_log("error", c->r->id, "cannot record sandbox", json_pack("{s:s}", "sandbox", s->id));
-    gw_registry_activate(&c->g->reg, s, sb);
     gw_metrics_sandbox_created("ok");
     audit(c, "sandbox", s->id, "create", "allowed", fb_sandbox_isolation(sb));
     return send_json(c, 201, sandbox_json(s));
@@ -468,6 +480,9 @@ static enum MHD_Result sandbox_delete(ctx *c)
     char id[32];
     memcpy(id, s->id, sizeof id);
     gw_sandbox_put(&c->g->reg, s);
+    /* Kill first: an exec in flight must not keep a deleted sandbox (and
+     * its quota) alive for the rest of its timeout. */
+    gw_sandbox_kill(&c->g->reg, id);
     gw_sandbox *t = gw_registry_take(&c->g->reg, id);
     if (!t)
         return send_error(c, 404, "not_found", "no such resource");
@@ -754,6 +769,21 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
     sse_state *st = cls;
+    /* A quiet command still gets a comment line every second: writing it
+     * is how a client that went away is noticed (the write fails, MHD ends
+     * the response, sse_free cancels the command) instead of holding the
+     * sandbox until the command's timeout. */
+    struct pollfd p = {.fd = st->pipe_r, .events = POLLIN};
+    int pr;
+    do
+        pr = poll(&p, 1, 1000);
+    while (pr < 0 && errno == EINTR);
+    if (pr == 0) {
+        static const char keepalive[] = ": keepalive\n\n";
+        size_t k = sizeof keepalive - 1 < max ? sizeof keepalive - 1 : max;
+        memcpy(buf, keepalive, k);
+        return (ssize_t)k;
+    }
     ssize_t n;
     do
         n = read(st->pipe_r, buf, max);
@@ -972,6 +1002,24 @@ static enum MHD_Result keys_create(ctx *c)
                           err.msg[0] ? err.msg
                                      : "\"name\" must be a string and \"expires_at\" an RFC 3339 time");
     }
+    /* A key can never outlive the key that creates it. */
+    if (c->who.key_id[0]) {
+        fb_api_key_info parent;
+        memset(&parent, 0, sizeof parent);
+        if (fb_auth_key_get(c->g->store, c->who.key_id, &parent, &err) == FB_AUTH_OK && parent.expires_at[0]) {
+            struct timespec pe, ce;
+            bool child_ok = json_is_string(exp) &&
+                            fb_auth_time_parse(json_string_value(exp), &ce) == 0 &&
+                            fb_auth_time_parse(parent.expires_at, &pe) == 0 &&
+                            (ce.tv_sec < pe.tv_sec || (ce.tv_sec == pe.tv_sec && ce.tv_nsec <= pe.tv_nsec));
+            if (!child_ok) {
+                json_decref(j);
+                audit(c, "admin", "keys", "create key", "denied", "would outlive the creating key");
+                return send_error(c, 400, "bad_request",
+                                  "\"expires_at\" must be set and no later than the expiry of the key making it");
+            }
+        }
+    }
     char key[FB_AUTH_KEY_TEXT_MAX], key_id[FB_ID_MAX];
     int st = fb_auth_key_create_as(c->g->store, &c->who, owner ? json_string_value(owner) : c->who.user_id,
                                    json_string_value(name), scopes,
@@ -982,6 +1030,7 @@ static enum MHD_Result keys_create(ctx *c)
         return auth_error(c, st, &err);
     }
     fb_api_key_info info;
+    memset(&info, 0, sizeof info);
     fb_auth_key_get(c->g->store, key_id, &info, &err);
     audit(c, "admin", key_id, "create key", "allowed", "");
     json_t *o = key_json(&info);
@@ -1130,6 +1179,12 @@ static enum MHD_Result audit_list(ctx *c)
     enum MHD_Result rc = MHD_NO;
     if (!permit(c, FB_PERM_AUDIT_READ, "audit", c->who.team_id, &rc))
         return rc;
+    /* The log is organisation-wide: every team's actions are in it, and
+     * nobody reads across teams unless an admin. */
+    if (!c->who.is_admin) {
+        audit(c, "permission", "audit", "read audit log", "denied", "the audit log spans teams: admins only");
+        return send_error(c, 403, "forbidden", "the audit log spans all teams: admins only");
+    }
     fb_audit_filter f = {0};
     f.actor = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "actor");
     f.action = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "action");
@@ -1161,6 +1216,12 @@ static enum MHD_Result audit_verify(ctx *c)
     enum MHD_Result rc = MHD_NO;
     if (!permit(c, FB_PERM_AUDIT_READ, "audit", c->who.team_id, &rc))
         return rc;
+    /* The log is organisation-wide: every team's actions are in it, and
+     * nobody reads across teams unless an admin. */
+    if (!c->who.is_admin) {
+        audit(c, "permission", "audit", "read audit log", "denied", "the audit log spans teams: admins only");
+        return send_error(c, 403, "forbidden", "the audit log spans all teams: admins only");
+    }
     uint64_t entries = 0, bad = 0;
     fb_err err = {{0}};
     int r = fb_audit_verify(c->g->store, &entries, &bad, &err);
@@ -1272,6 +1333,10 @@ typedef struct conn_state {
     int route;          /* index, or -1 unmatched, -2 method not allowed */
     char param[72];
     uint64_t cap;
+    bool answered;      /* a response was queued before the body was read */
+    bool authed;
+    fb_principal who;
+    char actor[64];
 } conn_state;
 
 static void client_ip(struct MHD_Connection *conn, char *out, size_t cap)
@@ -1287,21 +1352,43 @@ static void client_ip(struct MHD_Connection *conn, char *out, size_t cap)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)cap);
 }
 
-static enum MHD_Result dispatch(fb_gateway *g, struct MHD_Connection *conn, const char *method,
-                                const char *url, conn_state *cs)
+static enum MHD_Result send_429(struct MHD_Connection *conn, conn_state *cs, const char *method, int wait,
+                                const char *why)
+{
+    char ra[16];
+    snprintf(ra, sizeof ra, "%d", wait);
+    json_t *body = json_pack("{s:{s:s, s:s}}", "error", "code", "rate_limited", "message", why);
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(text ? strlen(text) : 0, text,
+                                                                MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Retry-After", ra);
+    MHD_add_response_header(resp, "X-Request-Id", cs->r.id);
+    enum MHD_Result rc = MHD_queue_response(conn, 429, resp);
+    MHD_destroy_response(resp);
+    note_response(&cs->r, method, 429);
+    return rc;
+}
+
+/* Everything that can be decided from the request line and headers alone,
+ * decided before a single byte of body is read: routing, the size cap,
+ * authentication and rate limits.  A stranger can therefore never make the
+ * gateway buffer a body.  Returns true when the request may proceed;
+ * otherwise a response has been queued (*rc). */
+static bool gate(fb_gateway *g, struct MHD_Connection *conn, const char *method, const char *url,
+                 conn_state *cs, enum MHD_Result *rc)
 {
     ctx c = {.g = g, .conn = conn, .r = &cs->r, .method = method, .url = url};
-    c.params[0] = cs->param[0] ? cs->param : NULL;
-    if (cs->route == -1)
-        return send_error(&c, 404, "not_found", "no such route");
-    if (cs->route == -2)
-        return send_error(&c, 405, "method_not_allowed", "method not allowed on this route");
-    const struct route *rt = &routes[cs->route];
-    if (cs->r.too_large) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "the body exceeds the %llu-byte limit", (unsigned long long)cs->cap);
-        return send_error(&c, 413, "too_large", msg);
+    if (cs->route == -1) {
+        *rc = send_error(&c, 404, "not_found", "no such route");
+        return false;
     }
+    if (cs->route == -2) {
+        *rc = send_error(&c, 405, "method_not_allowed", "method not allowed on this route");
+        return false;
+    }
+    const struct route *rt = &routes[cs->route];
     if (rt->auth) {
         /* Counted lookup: a NUL inside the header must not cut it short. */
         const char *h = NULL;
@@ -1314,33 +1401,70 @@ static enum MHD_Result dispatch(fb_gateway *g, struct MHD_Connection *conn, cons
                    : fb_auth_key_authenticate(g->store, NULL, &c.who, &why, &err);
         if (st != FB_AUTH_OK || why != FB_AUTH_FAIL_NONE) {
             gw_metrics_auth_failure();
+            /* Failures are audited, but a source that keeps failing is
+             * slowed down first, so that nobody can flood the log (and the
+             * disk) without a key: beyond the budget, 429 and a log line. */
+            char ipkey[80];
+            snprintf(ipkey, sizeof ipkey, "ip:%s", cs->r.ip);
+            int wait = gw_ratelimit_take(g->rl_fail, ipkey);
+            if (wait > 0) {
+                gw_log("warn", cs->r.id, "authentication failures rate-limited",
+                       json_pack("{s:s, s:s}", "ip", cs->r.ip, "reason", fb_auth_fail_name(why)));
+                *rc = send_429(conn, cs, method, wait, "too many failed authentications from this address");
+                return false;
+            }
             audit(&c, "auth", rt->pattern, "authenticate", why == FB_AUTH_FAIL_ERROR ? "error" : "denied",
                   fb_auth_fail_name(why));
             if (why == FB_AUTH_FAIL_ERROR)
-                return send_error(&c, 500, "internal", "internal error (see the server log)");
-            return send_error(&c, 401, "unauthorized", "missing or invalid API key");
+                *rc = send_error(&c, 500, "internal", "internal error (see the server log)");
+            else
+                *rc = send_error(&c, 401, "unauthorized", "missing or invalid API key");
+            return false;
         }
         c.who.org_enabled = g->cfg->network.internet ? FB_PERM_NETWORK_INTERNET : 0;
         snprintf(c.actor, sizeof c.actor, "key:%s", c.who.key_id);
+        /* One bucket per key, and a wider one per user, so that minting
+         * more keys does not buy more requests. */
+        char ukey[80];
+        snprintf(ukey, sizeof ukey, "user:%s", c.who.user_id);
         int wait = gw_ratelimit_take(g->rl, c.who.key_id);
+        if (wait == 0)
+            wait = gw_ratelimit_take(g->rl_user, ukey);
         if (wait > 0) {
-            char ra[16];
-            snprintf(ra, sizeof ra, "%d", wait);
-            json_t *body = json_pack("{s:{s:s, s:s}}", "error", "code", "rate_limited", "message",
-                                     "too many requests for this key");
-            char *text = json_dumps(body, JSON_COMPACT);
-            json_decref(body);
-            struct MHD_Response *resp = MHD_create_response_from_buffer(
-                text ? strlen(text) : 0, text, MHD_RESPMEM_MUST_FREE);
-            MHD_add_response_header(resp, "Content-Type", "application/json");
-            MHD_add_response_header(resp, "Retry-After", ra);
-            MHD_add_response_header(resp, "X-Request-Id", cs->r.id);
-            enum MHD_Result rc = MHD_queue_response(conn, 429, resp);
-            MHD_destroy_response(resp);
-            note_response(&cs->r, method, 429);
-            return rc;
+            *rc = send_429(conn, cs, method, wait, "too many requests for this key");
+            return false;
         }
-        audit(&c, "auth", rt->pattern, "authenticate", "allowed", "api key");
+        if (audit(&c, "auth", rt->pattern, "authenticate", "allowed", "api key") < 0) {
+            *rc = send_error(&c, 503, "unavailable", "the audit log cannot be written; refusing to act unaudited");
+            return false;
+        }
+        cs->who = c.who;
+        memcpy(cs->actor, c.actor, sizeof cs->actor);
+        cs->authed = true;
+    }
+    if (cs->r.too_large) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the body exceeds the %llu-byte limit", (unsigned long long)cs->cap);
+        *rc = send_error(&c, 413, "too_large", msg);
+        return false;
+    }
+    return true;
+}
+
+static enum MHD_Result dispatch(fb_gateway *g, struct MHD_Connection *conn, const char *method,
+                                const char *url, conn_state *cs)
+{
+    ctx c = {.g = g, .conn = conn, .r = &cs->r, .method = method, .url = url};
+    c.params[0] = cs->param[0] ? cs->param : NULL;
+    const struct route *rt = &routes[cs->route];
+    if (cs->r.too_large) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the body exceeds the %llu-byte limit", (unsigned long long)cs->cap);
+        return send_error(&c, 413, "too_large", msg);
+    }
+    if (cs->authed) {
+        c.who = cs->who;
+        memcpy(c.actor, cs->actor, sizeof c.actor);
     }
     return rt->fn(&c);
 }
@@ -1379,6 +1503,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (cl && (fb_parse_u64(cl, 0, UINT64_MAX >> 1, &n) < 0 || n > cs->cap))
             cs->r.too_large = true;
         *con_cls = cs;
+        enum MHD_Result rc = MHD_YES;
+        if (!gate(g, conn, method, url, cs, &rc))
+            cs->answered = true;
+        return rc;
+    }
+    if (cs->answered) {
+        *upload_data_size = 0; /* answered already: the body is dropped unread */
         return MHD_YES;
     }
     if (*upload_data_size) {
@@ -1429,6 +1560,7 @@ static void *reaper_main(void *arg)
     while (!g->stopping) {
         size_t n = gw_registry_expired(&g->reg, fb_now_ns(), ids, 64);
         for (size_t i = 0; i < n; i++) {
+            gw_sandbox_kill(&g->reg, ids[i]);
             gw_sandbox *s = gw_registry_take(&g->reg, ids[i]);
             if (!s)
                 continue;
@@ -1474,14 +1606,8 @@ static void shutdown_sandboxes(fb_gateway *g)
         return;
     size_t n = gw_registry_ids(&g->reg, ids, 4096);
     /* Kill first, so that execs in flight end now and let go. */
-    for (size_t i = 0; i < n; i++) {
-        gw_sandbox *s = gw_registry_get(&g->reg, ids[i]);
-        if (!s)
-            continue;
-        if (s->sb && fb_sandbox_pid(s->sb) > 0)
-            kill(fb_sandbox_pid(s->sb), SIGKILL);
-        gw_sandbox_put(&g->reg, s);
-    }
+    for (size_t i = 0; i < n; i++)
+        gw_sandbox_kill(&g->reg, ids[i]);
     for (size_t i = 0; i < n; i++) {
         gw_sandbox *s = gw_registry_take(&g->reg, ids[i]);
         if (!s)
@@ -1555,8 +1681,11 @@ int fb_gateway_run(const fb_config *cfg, const char *image_dir, fb_err *err)
 
     gw_registry_init(&g.reg);
     g.rl = gw_ratelimit_new((double)cfg->limits.rate_rps, (double)cfg->limits.rate_burst);
+    g.rl_user = gw_ratelimit_new(4.0 * (double)cfg->limits.rate_rps, 4.0 * (double)cfg->limits.rate_burst);
+    /* Failed authentications per address: the same budget as one key. */
+    g.rl_fail = gw_ratelimit_new((double)cfg->limits.rate_rps, (double)cfg->limits.rate_burst);
     reap_previous(&g);
-    if (!g.rl || gw_spawner_start() < 0 || pthread_create(&g.reaper, NULL, reaper_main, &g) != 0) {
+    if (!g.rl || !g.rl_user || !g.rl_fail || gw_spawner_start() < 0 || pthread_create(&g.reaper, NULL, reaper_main, &g) != 0) {
         fb_store_close(g.store);
         return fb_fail(err, "cannot start the gateway's threads");
     }
@@ -1578,10 +1707,14 @@ int fb_gateway_run(const fb_config *cfg, const char *image_dir, fb_err *err)
         flags |= MHD_USE_TLS;
     }
     size_t mem_limit = (size_t)cfg->limits.max_header_bytes + 32 * 1024;
+    /* One address can hold at most a quarter of the connections: a single
+     * slow client (slowloris) cannot take them all. */
+    unsigned per_ip = (unsigned)(cfg->limits.max_connections / 4 > 4 ? cfg->limits.max_connections / 4 : 4);
     if (cert)
         g.daemon = MHD_start_daemon(flags, port, NULL, NULL, on_request, &g, MHD_OPTION_SOCK_ADDR, &ss,
                                     MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem_limit,
                                     MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->limits.max_connections,
+                                    MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
                                     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->limits.request_timeout_s,
                                     MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
                                     MHD_OPTION_HTTPS_MEM_CERT, cert, MHD_OPTION_HTTPS_MEM_KEY, key,
@@ -1590,6 +1723,7 @@ int fb_gateway_run(const fb_config *cfg, const char *image_dir, fb_err *err)
         g.daemon = MHD_start_daemon(flags, port, NULL, NULL, on_request, &g, MHD_OPTION_SOCK_ADDR, &ss,
                                     MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem_limit,
                                     MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->limits.max_connections,
+                                    MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
                                     MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->limits.request_timeout_s,
                                     MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL, MHD_OPTION_END);
     if (!g.daemon) {
@@ -1623,6 +1757,8 @@ int fb_gateway_run(const fb_config *cfg, const char *image_dir, fb_err *err)
     shutdown_sandboxes(&g); /* anything created while we were stopping */
     audit_system(&g, "config", "gateway", "stop", "allowed", "signal");
     gw_ratelimit_free(g.rl);
+    gw_ratelimit_free(g.rl_user);
+    gw_ratelimit_free(g.rl_fail);
     fb_store_close(g.store);
     if (key)
         sodium_memzero(key, strlen(key));

@@ -59,6 +59,9 @@ void gw_sandbox_put(gw_registry *r, gw_sandbox *s);
 /* Marks dying and removes from the registry; the caller destroys once the
  * last reference is gone (gw_registry_take waits for that). */
 gw_sandbox *gw_registry_take(gw_registry *r, const char *id);
+/* Kills the sandbox's process (QEMU or the jail's init) at once, so that
+ * execs in flight end now; then gw_registry_take waits only briefly. */
+void gw_sandbox_kill(gw_registry *r, const char *id);
 /* Snapshot of the ids of sandboxes past their deadline. */
 size_t gw_registry_expired(gw_registry *r, uint64_t now_ns, char (*ids)[32], size_t max);
 /* Counts for a team: live sandboxes and their memory. */

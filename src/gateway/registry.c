@@ -8,6 +8,8 @@
  * mutex, so one slow exec blocks only users of the same sandbox.
  */
 #define _GNU_SOURCE
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -61,6 +63,7 @@ static ssize_t find(gw_registry *r, const char *id)
 void gw_registry_activate(gw_registry *r, gw_sandbox *s, fb_sandbox *sb)
 {
     pthread_mutex_lock(&r->lock);
+    snprintf(s->id, sizeof s->id, "%s", fb_sandbox_id(sb));
     s->sb = sb;
     pthread_mutex_unlock(&r->lock);
 }
@@ -105,15 +108,31 @@ gw_sandbox *gw_registry_take(gw_registry *r, const char *id)
     }
     gw_sandbox *s = r->items[i];
     s->dying = true;
-    r->items[i] = r->items[--r->n];
-    /* Wait for lookups in flight (an exec holding it) to finish. */
+    /* Wait for lookups in flight (an exec holding it) to finish.  The entry
+     * stays in the table meanwhile, so it still counts against its team's
+     * quota: a sandbox is only off the books once it is really gone.
+     * Callers kill the sandbox first (gw_sandbox_kill), so this is short. */
     while (s->refs > 0) {
         pthread_mutex_unlock(&r->lock);
-        usleep(10000);
+        usleep(5000);
         pthread_mutex_lock(&r->lock);
     }
+    for (size_t k = 0; k < r->n; k++)
+        if (r->items[k] == s) {
+            r->items[k] = r->items[--r->n];
+            break;
+        }
     pthread_mutex_unlock(&r->lock);
     return s;
+}
+
+void gw_sandbox_kill(gw_registry *r, const char *id)
+{
+    pthread_mutex_lock(&r->lock);
+    ssize_t i = find(r, id);
+    if (i >= 0 && r->items[i]->sb && fb_sandbox_pid(r->items[i]->sb) > 0)
+        kill(fb_sandbox_pid(r->items[i]->sb), SIGKILL);
+    pthread_mutex_unlock(&r->lock);
 }
 
 size_t gw_registry_expired(gw_registry *r, uint64_t now_ns, char (*ids)[32], size_t max)

@@ -286,3 +286,128 @@ def test_every_response_is_logged_with_its_request_id():
     mine = [l for l in lines if l.get("request_id") == rid]
     assert mine and mine[-1]["msg"] == "request" and mine[-1]["status"] == 200
     assert mine[-1]["route"] == "/v1/sandboxes"
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(l for l in f if l.startswith("VmRSS")).split()[1])
+
+
+def test_no_body_is_read_before_authentication():
+    import socket
+    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000"])
+    try:
+        before = rss_kib(g.proc.pid)
+        socks = []
+        for _ in range(8):
+            s = socket.create_connection(("127.0.0.1", g.port))
+            s.sendall(b"PUT /v1/sandboxes/sb-x/files?path=/workspace/a HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: 60000000\r\n\r\n")
+            socks.append(s)
+        for s in socks:
+            s.settimeout(30)
+            head = s.recv(200)
+            assert head.startswith(b"HTTP/1.1 401"), head
+            try:
+                s.sendall(b"x" * (1 << 20))     # the server is not reading this
+            except OSError:
+                pass
+            s.close()
+        assert rss_kib(g.proc.pid) - before < 32 * 1024
+    finally:
+        g.close()
+
+
+def test_delete_during_exec_frees_the_quota():
+    g = started(["quotas.max_sandboxes_per_team=1", "limits.rate_rps=1000", "limits.rate_burst=1000"])
+    try:
+        c = g.admin()
+        s = c.create_sandbox()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as ex:
+            fut = ex.submit(g.admin().exec, s["id"], ["sleep", "600"], timeout_s=900)
+            time.sleep(0.5)
+            c.delete_sandbox(s["id"])
+            with pytest.raises(ApiError):
+                fut.result(timeout=60)        # the exec ended with its sandbox
+        s2 = c.create_sandbox()                 # the quota slot is free again
+        c.delete_sandbox(s2["id"])
+    finally:
+        g.close()
+
+
+def test_ttl_is_enforced_even_while_an_exec_runs():
+    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000"])
+    try:
+        c = g.admin()
+        s = c.create_sandbox(ttl_s=2)
+        with pytest.raises(ApiError):
+            c.exec(s["id"], ["sleep", "600"], timeout_s=900)   # cut short by the TTL
+        with pytest.raises(ApiError) as e:
+            c.get_sandbox(s["id"])
+        assert e.value.status == 404
+    finally:
+        g.close()
+
+
+def test_abandoned_stream_stops_its_command():
+    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000"])
+    try:
+        c = g.admin()
+        s = c.create_sandbox()
+        stream = c.exec_stream(s["id"], ["sh", "-c", "echo started; sleep 600"], timeout_s=900)
+        assert next(stream)[0] == "stdout"
+        stream.close()                           # the client goes away
+        quick = g.client(g.admin_key)
+        quick.timeout = 60
+        assert quick.exec(s["id"], ["echo", "next"])["stdout"] == "next\n"
+        c.delete_sandbox(s["id"])
+    finally:
+        g.close()
+
+
+def test_audit_log_is_admin_only():
+    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000"])
+    try:
+        a = g.admin()
+        t = a.create_team("ops")
+        u = a.create_user(username="op", password=FIRST_PASSWORD, team_id=t["id"], role="operator")
+        op = g.client(a.create_key(name="op", scopes=["audit:read"], user_id=u["id"])["key"])
+        with pytest.raises(ApiError) as e:
+            op.audit()
+        assert e.value.status == 403
+        assert "admins only" in e.value.message
+    finally:
+        g.close()
+
+
+def test_a_key_cannot_outlive_its_maker():
+    import datetime
+    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000"])
+    try:
+        a = g.admin()
+        soon = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=5))
+        short = g.client(a.create_key(name="short", scopes=["keys:manage", "sandboxes:read"],
+                                      expires_at=soon.strftime("%Y-%m-%dT%H:%M:%SZ"))["key"])
+        with pytest.raises(ApiError) as e:
+            short.create_key(name="forever", scopes=["sandboxes:read"])
+        assert e.value.status == 400
+        later = soon + datetime.timedelta(days=1)
+        with pytest.raises(ApiError):
+            short.create_key(name="later", scopes=["sandboxes:read"],
+                             expires_at=later.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        ok = short.create_key(name="ok", scopes=["sandboxes:read"],
+                              expires_at=(soon - datetime.timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        assert ok["key"].startswith("fbk_")
+    finally:
+        g.close()
+
+
+def test_failed_authentications_are_rate_limited_per_address():
+    g = started(["limits.rate_rps=2", "limits.rate_burst=5"])
+    try:
+        c = g.client("fbk_0123456789ab_" + "B" * 43)
+        codes = [c.request("GET", "/v1/sandboxes", raw=True)[0] for _ in range(15)]
+        assert codes[:5] == [401] * 5
+        assert 429 in codes[5:]
+    finally:
+        g.close()
