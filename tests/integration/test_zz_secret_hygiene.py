@@ -10,9 +10,12 @@ from gateway_fixtures import GATEWAYS, RECORDED, SECRETS
 
 
 def secret_forms(s):
-    # A key's id part is public (it names the key in audit entries); its
-    # secret part must never appear.
-    return [s.rsplit("_", 1)[-1]] if s.startswith("fbk_") else [s]
+    # A key is "fbk_" + 12 hex (its public id) + "_" + 43 base64url
+    # characters of secret (which may themselves contain "_" and "-").
+    # The id names the key in audit entries; the secret must never appear.
+    if s.startswith("fbk_") and len(s) == 60:
+        return [s[17:]]
+    return [s]
 
 
 def test_no_secret_anywhere_in_this_run():
