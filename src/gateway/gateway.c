@@ -1174,17 +1174,26 @@ static enum MHD_Result teams_list(ctx *c)
 
 /* ---- audit, metrics, health ------------------------------------------------- */
 
+/* The log is organisation-wide: every team's actions are in it, and
+ * nobody reads across teams unless an admin.  So reading it takes
+ * audit:read and an admin; either refusal is audited as such. */
+static bool permit_audit_reader(ctx *c, enum MHD_Result *rc)
+{
+    if (!c->who.is_admin) {
+        char action[96];
+        snprintf(action, sizeof action, "%s %s", c->method, c->r->route);
+        audit(c, "permission", "audit", action, "denied", "the audit log spans all teams: admins only");
+        *rc = send_error(c, 403, "forbidden", "the audit log spans all teams: admins only");
+        return false;
+    }
+    return permit(c, FB_PERM_AUDIT_READ, "audit", c->who.team_id, rc);
+}
+
 static enum MHD_Result audit_list(ctx *c)
 {
     enum MHD_Result rc = MHD_NO;
-    if (!permit(c, FB_PERM_AUDIT_READ, "audit", c->who.team_id, &rc))
+    if (!permit_audit_reader(c, &rc))
         return rc;
-    /* The log is organisation-wide: every team's actions are in it, and
-     * nobody reads across teams unless an admin. */
-    if (!c->who.is_admin) {
-        audit(c, "permission", "audit", "read audit log", "denied", "the audit log spans teams: admins only");
-        return send_error(c, 403, "forbidden", "the audit log spans all teams: admins only");
-    }
     fb_audit_filter f = {0};
     f.actor = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "actor");
     f.action = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, "action");
@@ -1214,14 +1223,8 @@ static enum MHD_Result audit_list(ctx *c)
 static enum MHD_Result audit_verify(ctx *c)
 {
     enum MHD_Result rc = MHD_NO;
-    if (!permit(c, FB_PERM_AUDIT_READ, "audit", c->who.team_id, &rc))
+    if (!permit_audit_reader(c, &rc))
         return rc;
-    /* The log is organisation-wide: every team's actions are in it, and
-     * nobody reads across teams unless an admin. */
-    if (!c->who.is_admin) {
-        audit(c, "permission", "audit", "read audit log", "denied", "the audit log spans teams: admins only");
-        return send_error(c, 403, "forbidden", "the audit log spans all teams: admins only");
-    }
     uint64_t entries = 0, bad = 0;
     fb_err err = {{0}};
     int r = fb_audit_verify(c->g->store, &entries, &bad, &err);
