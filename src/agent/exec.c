@@ -51,7 +51,7 @@ struct fb_exec {
     uint64_t in_unacked;  /* bytes written to the pipe not yet acked */
     uint64_t start_ns, deadline_ns, exit_ns;
     uint64_t output, max_output;
-    bool truncated, exited, timed_out, pg_killed;
+    bool truncated, exited, timed_out;
     int wstatus;
     uint64_t oom_before;
 };
@@ -606,7 +606,6 @@ void fb_exec_reap(fb_agent *a)
                 e->exit_ns = fb_now_ns();
                 /* Whatever the command left behind in its group goes too. */
                 kill(-e->pid, SIGKILL);
-                e->pg_killed = true;
                 close_fd(&e->in_fd);
             }
         }

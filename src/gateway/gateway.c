@@ -55,7 +55,6 @@ typedef struct req {
     size_t len;
     size_t cap;
     bool too_large;
-    bool started;
     const char *route;   /* pattern, for metrics */
 } req;
 
@@ -446,10 +445,10 @@ static gw_sandbox *sandbox_for(ctx *c, fb_perm perm, enum MHD_Result *rc)
     const char *id = c->params[0];
     gw_sandbox *s = id ? gw_registry_get(&c->g->reg, id) : NULL;
     if (!s) {
-        /* Unknown ids are decided like another team's: audited, 404. */
-        fb_decision d;
-        fb_policy_decide(&c->who, perm, c->who.team_id, &d);
-        audit(c, "permission", id ? id : "", c->r->route, "denied", "no such sandbox");
+        /* Unknown ids answer like another team's: audited, 404. */
+        char action[96];
+        snprintf(action, sizeof action, "%s %s", c->method, c->r->route);
+        audit(c, "permission", id ? id : "", action, "denied", "no such sandbox");
         *rc = send_error(c, 404, "not_found", "no such resource");
         return NULL;
     }

@@ -64,8 +64,6 @@ gw_sandbox *gw_registry_take(gw_registry *r, const char *id);
 void gw_sandbox_kill(gw_registry *r, const char *id);
 /* Snapshot of the ids of sandboxes past their deadline. */
 size_t gw_registry_expired(gw_registry *r, uint64_t now_ns, char (*ids)[32], size_t max);
-/* Counts for a team: live sandboxes and their memory. */
-void gw_registry_team_usage(gw_registry *r, const char *team_id, uint64_t *count, uint64_t *memory_mib);
 size_t gw_registry_count(gw_registry *r, const char *backend);
 /* Snapshot copy of all ids (for shutdown). */
 size_t gw_registry_ids(gw_registry *r, char (*ids)[32], size_t max);

@@ -146,18 +146,6 @@ size_t gw_registry_expired(gw_registry *r, uint64_t now_ns, char (*ids)[32], siz
     return k;
 }
 
-void gw_registry_team_usage(gw_registry *r, const char *team_id, uint64_t *count, uint64_t *memory_mib)
-{
-    *count = *memory_mib = 0;
-    pthread_mutex_lock(&r->lock);
-    for (size_t i = 0; i < r->n; i++)
-        if (strcmp(r->items[i]->team_id, team_id) == 0) {
-            (*count)++;
-            *memory_mib += r->items[i]->memory_mib;
-        }
-    pthread_mutex_unlock(&r->lock);
-}
-
 size_t gw_registry_count(gw_registry *r, const char *backend)
 {
     size_t k = 0;

@@ -492,7 +492,7 @@ fail:
     return -1;
 }
 
-static void parse_exit(fb_sandbox *sb, const fb_frame *f, fb_exec_result *res)
+static void parse_exit(const fb_frame *f, fb_exec_result *res)
 {
     json_t *code = json_object_get(f->hdr, "code");
     json_t *sig = json_object_get(f->hdr, "signal");
@@ -508,7 +508,6 @@ static void parse_exit(fb_sandbox *sb, const fb_frame *f, fb_exec_result *res)
     res->started = e == NULL;
     snprintf(res->error, sizeof res->error, "%s", e ? e : "");
     snprintf(res->message, sizeof res->message, "%s", m ? m : "");
-    (void)sb;
 }
 
 int fb_sandbox_exec(fb_sandbox *sb, const fb_exec_req *req, fb_exec_result *res, fb_err *err)
@@ -559,7 +558,7 @@ int fb_sandbox_exec(fb_sandbox *sb, const fb_exec_req *req, fb_exec_result *res,
                     uint64_t n = json_is_integer(b) ? (uint64_t)json_integer_value(b) : 0;
                     in_flight = n > in_flight ? 0 : in_flight - n;
                 } else if (strcmp(f.type, "exit") == 0) {
-                    parse_exit(sb, &f, res);
+                    parse_exit(&f, res);
                     done = 1;
                 } else if (strcmp(f.type, "error") == 0) {
                     reply_error(&f, err);
