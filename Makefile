@@ -27,7 +27,7 @@ AGENT_OBJ       := $(AGENT_SRC:%.c=$(BUILD)/obj-static/%.o) $(COMMON_SRC:%.c=$(B
 LIB_OBJ         := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/migrations.o
 HOST_OBJ        := $(CLI_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_OBJ)
 
-.PHONY: all image test unit integration run sanitize bench clean deps
+.PHONY: all image test unit integration run sanitize sanitize-integration fuzz bench clean deps
 all: $(BUILD)/forgebox $(BUILD)/fb-agent
 
 deps:
@@ -95,13 +95,36 @@ unit: $(UNIT_TESTS)
 test: deps all image $(UNIT_TESTS) $(BUILD)/fb-driver
 	./tests/run-all.sh
 
+# The black-box suite alone (real sandboxes, a real gateway), in parallel
+# workers like `make test`.  PYTEST_ARGS narrows it: PYTEST_ARGS='-k jail'.
+integration: all image $(BUILD)/fb-driver
+	./tests/run-integration.sh $(PYTEST_ARGS)
+
 run: deps all image
 	./scripts/demo.sh
 
-sanitize:
-	$(MAKE) BUILD=build-san CFLAGS="-O1 -g" \
+SAN_MAKE = $(MAKE) BUILD=build-san CFLAGS="-O1 -g" \
 	        EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-	        EXTRA_LDFLAGS="-fsanitize=address,undefined" build-san/forgebox unit
+	        EXTRA_LDFLAGS="-fsanitize=address,undefined"
+sanitize:
+	$(SAN_MAKE) build-san/forgebox unit
+
+# The integration suite against an ASan+UBSan build of the host binary (the
+# guest agent is static and stays as it is: it runs in the normal image).
+# A sanitizer report in the gateway or `forgebox run` fails the test that
+# caused it (the binary aborts), and tests/run-integration.sh fails the run
+# if any report landed in build-san/sanitizer/.
+sanitize-integration: all image
+	$(SAN_MAKE) build-san/forgebox build-san/fb-driver
+	FORGEBOX_BIN=$(CURDIR)/build-san/forgebox FORGEBOX_SANITIZED=1 \
+	    FORGEBOX_IMAGE=$(CURDIR)/$(IMAGE) ./tests/run-integration.sh $(PYTEST_ARGS)
+
+# Every libFuzzer target for a bounded time (FUZZ_SECONDS each); the corpora
+# live in tests/fuzz/corpus/<target>/ and new finds are kept out of the repo.
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+fuzz:
+	@for t in $(FUZZ_TARGETS); do $(MAKE) --no-print-directory fuzz-$$t FUZZ_SECONDS=$(FUZZ_SECONDS) || exit 1; done
 
 bench: all image $(BUILD)/fb-bench
 	./bench/run.sh

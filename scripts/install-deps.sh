@@ -5,11 +5,11 @@
 set -eu
 
 PACKAGES="
-build-essential pkg-config
+build-essential pkg-config clang libclang-rt-14-dev
 libseccomp-dev libcap-dev libsodium-dev libjansson-dev libcmocka-dev
 libmicrohttpd-dev libsqlite3-dev libyaml-dev
 qemu-system-x86 busybox-static mmdebstrap e2fsprogs cpio kmod zstd xz-utils
-bubblewrap python3 python3-pytest python3-yaml hyperfine wrk procps util-linux sqlite3
+bubblewrap python3 python3-pytest python3-pytest-xdist python3-yaml hyperfine wrk procps util-linux sqlite3
 "
 
 missing=""

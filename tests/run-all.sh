@@ -16,14 +16,12 @@ unit_bins=$(find build/tests -maxdepth 1 -type f -name 'test_*' ! -name '*.*' | 
 unit_rc=$?
 cat "$unit_log"
 
-junit=build/integration-junit.xml
-rm -f "$junit"
-/usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml="$junit" tests/integration clients/python "$@"
+./tests/run-integration.sh "$@"
 int_rc=$?
 
-/usr/bin/python3 - "$unit_log" "$junit" "$summary" <<'PY'
+/usr/bin/python3 - "$unit_log" "$summary" <<'PY'
 import re, sys, xml.etree.ElementTree as ET
-unit_log, junit, out = sys.argv[1:4]
+unit_log, out = sys.argv[1:3]
 passed = failed = skipped = 0
 m = None
 for line in open(unit_log, errors="replace"):
@@ -32,14 +30,17 @@ if m:
     passed += int(m.group(1)); failed += int(m.group(2))
 else:
     failed += 1   # the unit runner did not finish
-try:
-    root = ET.parse(junit).getroot()
-    suites = [root] if root.tag == "testsuite" else list(root)
-    for s in suites:
-        t, f, e, sk = (int(s.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
-        passed += t - f - e - sk; failed += f + e; skipped += sk
-except Exception:
-    failed += 1   # pytest did not produce a report
+# The suite proper and the hygiene check that runs after it: both must
+# have reported, or the run counts as failed.
+for junit in ("build/integration-junit.xml", "build/integration-junit-hygiene.xml"):
+    try:
+        root = ET.parse(junit).getroot()
+        suites = [root] if root.tag == "testsuite" else list(root)
+        for s in suites:
+            t, f, e, sk = (int(s.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+            passed += t - f - e - sk; failed += f + e; skipped += sk
+    except Exception:
+        failed += 1   # pytest did not produce a report
 line = f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else "")
 open(out, "w").write(line + "\n")
 print(line)

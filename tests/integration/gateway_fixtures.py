@@ -4,7 +4,11 @@ A Gateway is a real daemon on a loopback port with its own state directory,
 bootstrapped with `forgebox admin init`; the tests talk to it only through
 the project's Python client (clients/python).
 """
+import atexit
+import base64
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +29,32 @@ FIRST_PASSWORD = "correct horse battery staple"
 RECORDED = []        # (method, path, status, body bytes)
 SECRETS = {FIRST_PASSWORD}
 GATEWAYS = []
+
+# Under parallel workers (tests/run-integration.sh) each worker writes what
+# it saw to EVIDENCE_DIR when it exits, and the hygiene check runs once after
+# every worker is done, over all of it (tests/hygiene/).  The gateways' own
+# directories (logs, store files) are then kept for that check to read.
+EVIDENCE_DIR = os.environ.get("FORGEBOX_EVIDENCE_DIR")
+
+
+def _dump_evidence():
+    for g in GATEWAYS:
+        g.stop()
+    if not (GATEWAYS or RECORDED):
+        return
+    doc = {
+        "secrets": sorted(SECRETS),
+        "recorded": [[m, p, st, base64.b64encode(bytes(b)).decode()] for m, p, st, b in RECORDED],
+        "gateways": [{"dir": g.dir, "state": g.state, "log": g.log_path} for g in GATEWAYS],
+    }
+    path = os.path.join(EVIDENCE_DIR, f"evidence-{os.getpid()}.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(doc, f)
+    os.rename(path + ".tmp", path)
+
+
+if EVIDENCE_DIR:
+    atexit.register(_dump_evidence)
 
 
 class _RecordingResponse:
@@ -74,9 +104,11 @@ def free_port():
 
 class Gateway:
     def __init__(self, settings=(), state_dir=None):
-        self.tmp = tempfile.TemporaryDirectory(prefix="fbx-gw-")
-        self.state = state_dir or os.path.join(self.tmp.name, "state")
-        self.log_path = os.path.join(self.tmp.name, "gateway.log")
+        self.dir = tempfile.mkdtemp(prefix="fbx-gw-")
+        if not EVIDENCE_DIR:   # nobody will read it after this process
+            atexit.register(shutil.rmtree, self.dir, True)
+        self.state = state_dir or os.path.join(self.dir, "state")
+        self.log_path = os.path.join(self.dir, "gateway.log")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.settings = list(settings)
@@ -132,5 +164,5 @@ class Gateway:
 
     def close(self):
         """Stops the daemon; the directory is kept for the hygiene check
-        (test_zz_secret_hygiene.py), which removes it."""
+        (tests/hygiene/ or test_zz_secret_hygiene.py), which removes it."""
         self.stop()
