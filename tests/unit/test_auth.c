@@ -17,6 +17,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <sqlite3.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -131,11 +133,21 @@ static void make_key(fx *f, const char *user_id, fb_perm scopes, const char *exp
         fail_msg("key_create: %s", err.msg);
 }
 
+/* A second, raw connection to the store's database: what is on disk. */
+static sqlite3 *raw_db(fx *f)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/forgebox.db", f->state);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    return db;
+}
+
 /* Runs one fixed statement with text parameters (test-only raw access). */
 static void raw_exec(fx *f, const char *sql, const char *p1, const char *p2)
 {
-    fb_store_lock(f->st);
-    sqlite3 *db = fb_store_db(f->st);
+        sqlite3 *db = raw_db(f);
     sqlite3_stmt *s = NULL;
     assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
     if (p1)
@@ -144,20 +156,19 @@ static void raw_exec(fx *f, const char *sql, const char *p1, const char *p2)
         assert_int_equal(sqlite3_bind_text(s, 2, p2, -1, SQLITE_TRANSIENT), SQLITE_OK);
     int rc = sqlite3_step(s);
     sqlite3_finalize(s);
-    fb_store_unlock(f->st);
+    sqlite3_close(db);
     assert_int_equal(rc, SQLITE_DONE);
 }
 
 static long raw_count(fx *f, const char *sql)
 {
-    fb_store_lock(f->st);
-    sqlite3 *db = fb_store_db(f->st);
+        sqlite3 *db = raw_db(f);
     sqlite3_stmt *s = NULL;
     assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
     long n = sqlite3_column_int64(s, 0);
     sqlite3_finalize(s);
-    fb_store_unlock(f->st);
+    sqlite3_close(db);
     return n;
 }
 
@@ -1018,8 +1029,7 @@ static void test_key_hash_is_not_the_key(void **state)
 
         char kid[FB_ID_MAX];
         snprintf(kid, sizeof kid, "key_%.12s", keys[k] + 4);
-        fb_store_lock(f->st);
-        sqlite3 *db = fb_store_db(f->st);
+                sqlite3 *db = raw_db(f);
         sqlite3_stmt *s = NULL;
         assert_int_equal(sqlite3_prepare_v2(db, "SELECT key_hash, typeof(key_hash) FROM api_keys "
                                                 "WHERE id = ?1",
@@ -1033,7 +1043,7 @@ static void test_key_hash_is_not_the_key(void **state)
         uint8_t stored[32];
         memcpy(stored, blob, 32);
         sqlite3_finalize(s);
-        fb_store_unlock(f->st);
+        sqlite3_close(db);
         assert_memory_not_equal(stored, secret, 32);
         /* Not an unkeyed hash of the secret either. */
         uint8_t plain[32];
@@ -1064,9 +1074,9 @@ static void test_key_hash_is_not_the_key(void **state)
      * looked in the right place). */
     bool found = false;
     {
-        fb_store_lock(f->st);
+        sqlite3 *db = raw_db(f);
         sqlite3_stmt *s = NULL;
-        assert_int_equal(sqlite3_prepare_v2(fb_store_db(f->st),
+        assert_int_equal(sqlite3_prepare_v2(db,
                                             "SELECT key_hash FROM api_keys WHERE id = ?1", -1, &s,
                                             NULL),
                          SQLITE_OK);
@@ -1075,7 +1085,7 @@ static void test_key_hash_is_not_the_key(void **state)
         uint8_t stored[32];
         memcpy(stored, sqlite3_column_blob(s, 0), 32);
         sqlite3_finalize(s);
-        fb_store_unlock(f->st);
+        sqlite3_close(db);
         const char *files[] = {"forgebox.db", "forgebox.db-wal"};
         for (size_t i = 0; i < 2; i++) {
             char path[PATH_MAX + 32];
