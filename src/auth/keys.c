@@ -168,12 +168,10 @@ static int auth_fail(fb_auth_fail *why, fb_auth_fail reason, fb_err *err, const 
 static int auth_fail(fb_auth_fail *why, fb_auth_fail reason, fb_err *err, const char *fmt, ...)
 {
     *why = reason;
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    fb_vfail(err, -1, fmt, ap);
+    va_end(ap);
     return -1;
 }
 

@@ -18,25 +18,28 @@
 #include <time.h>
 #include <unistd.h>
 
+int fb_vfail(fb_err *err, int code, const char *fmt, va_list ap)
+{
+    if (err)
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    return code;
+}
+
 int fb_fail(fb_err *err, const char *fmt, ...)
 {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    fb_vfail(err, -1, fmt, ap);
+    va_end(ap);
     return -1;
 }
 
 int fb_fail_code(fb_err *err, int code, const char *fmt, ...)
 {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    fb_vfail(err, code, fmt, ap);
+    va_end(ap);
     return code;
 }
 
@@ -244,16 +247,13 @@ int fb_set_cloexec(int fd, bool on)
 
 int fb_random_bytes(void *buf, size_t len)
 {
-    char *p = buf;
-    while (len > 0) {
-        ssize_t n = getrandom(p, len, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = getrandom((char *)buf + off, len - off, 0);
+        if (n > 0)
+            off += (size_t)n;
+        else if (n < 0 && errno != EINTR)
             return -1;
-        }
-        p += n;
-        len -= (size_t)n;
     }
     return 0;
 }

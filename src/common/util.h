@@ -27,6 +27,8 @@ int fb_fail(fb_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 
 /* Same as fb_fail but returns code: `return fb_fail_code(err, FB_X_ENOTFOUND,
  * "no such %s", what);` for modules whose errors are a typed status. */
 int fb_fail_code(fb_err *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The va_list form: formats into err (if not NULL) and returns code. */
+int fb_vfail(fb_err *err, int code, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
 /* Puts a formatted prefix before the message already in err:
  * "prefix: old message".  Returns -1. */
 int fb_fail_prefix(fb_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
