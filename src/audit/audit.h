@@ -23,8 +23,9 @@
  * attacker can still delete the whole log and its head, or roll the
  * database back to an older copy - ship the export to a SIEM to catch that.
  *
- * Thread safety: every function here takes the store lock itself; do not
- * call them with the lock held (the store's mutex aborts on that).
+ * The rows live in the store's audit repository (store/audit_log.h); this
+ * module owns the chain: chain.c hashes and appends, verify.c walks, read.c
+ * queries and exports.  Every function is safe to call from any thread.
  */
 #ifndef FB_AUDIT_H
 #define FB_AUDIT_H

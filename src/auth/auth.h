@@ -17,10 +17,12 @@
  * (key_out, generated passwords) belong to the caller, who should wipe
  * them with sodium_memzero once shown.
  *
- * Every query is a prepared statement with bound parameters, run between
- * fb_store_lock and fb_store_unlock; argon2id work is done outside the
- * lock.  Times are RFC 3339 UTC with nanoseconds
- * ("2026-11-29T10:26:50.123456789Z").
+ * Rows live in the store's identity repository (store/identity.h); the
+ * rules about who may do what are src/policy's (fb_policy_key_manage and
+ * friends); this module checks input, hashes secrets and composes the two.
+ * Files: secrets.c (pepper, digests, passwords, the bearer syntax),
+ * accounts.c (org, teams, users, logins), keys.c (API keys).  Times are
+ * RFC 3339 UTC with nanoseconds (common/time.h).
  *
  * Functions return FB_AUTH_OK (0) or a negative fb_auth_status, and fill
  * err with an operator-readable message; the status maps onto an HTTP
@@ -35,15 +37,17 @@
 #include <stddef.h>
 #include <time.h>
 
+#include "common/time.h"
 #include "common/util.h"
 #include "policy/policy.h"
+#include "store/identity.h"
 #include "store/store.h"
 
 /* ---- limits and sizes ------------------------------------------------------ */
 
-#define FB_AUTH_NAME_MAX      64   /* usernames, team names: [a-z0-9_.-]{1,64} */
-#define FB_AUTH_KEY_NAME_MAX  64   /* key names: printable ASCII, 1..64 */
-#define FB_AUTH_ORG_NAME_MAX  128  /* org name: printable ASCII, 1..128 */
+#define FB_AUTH_NAME_MAX      FB_IDENTITY_NAME_MAX     /* usernames, team names: [a-z0-9_.-]{1,64} */
+#define FB_AUTH_KEY_NAME_MAX  FB_IDENTITY_KEY_NAME_MAX /* key names: printable ASCII, 1..64 */
+#define FB_AUTH_ORG_NAME_MAX  FB_IDENTITY_ORG_NAME_MAX /* org name: printable ASCII, 1..128 */
 #define FB_AUTH_PASSWORD_MIN  12   /* characters (UTF-8 code points) */
 #define FB_AUTH_PASSWORD_MAX  1024 /* bytes */
 #define FB_AUTH_GENERATED_PASSWORD_LEN 24 /* [A-Za-z0-9] */
@@ -51,9 +55,8 @@
 #define FB_AUTH_KEY_TEXT_LEN  60   /* "fbk_" 12 hex "_" 43 base64url */
 #define FB_AUTH_KEY_TEXT_MAX  64   /* buffer size for key_out, NUL included */
 #define FB_AUTH_HEADER_MAX    256  /* longest Authorization value looked at */
-#define FB_AUTH_PWHASH_MAX    128  /* crypto_pwhash_STRBYTES */
-#define FB_TIME_MAX           40   /* RFC 3339 text, NUL included */
-#define FB_AUTH_LIST_MAX      100000 /* rows a list call returns at most */
+#define FB_AUTH_PWHASH_MAX    FB_IDENTITY_PWHASH_MAX /* crypto_pwhash_STRBYTES */
+#define FB_AUTH_LIST_MAX      FB_STORE_LIST_MAX /* rows a list call returns at most */
 
 typedef enum fb_auth_status {
     FB_AUTH_OK = 0,
@@ -81,42 +84,16 @@ typedef enum fb_auth_fail {
  * "bad_secret", "disabled", "error". */
 const char *fb_auth_fail_name(fb_auth_fail why);
 
-typedef struct fb_team {
-    char id[FB_ID_MAX]; /* "tm_" + 16 hex */
-    char name[FB_AUTH_NAME_MAX + 1];
-    char created_at[FB_TIME_MAX];
-} fb_team;
-
-/* A user as the rest of the program sees it: never the password hash. */
-typedef struct fb_user {
-    char id[FB_ID_MAX]; /* "us_" + 16 hex */
-    char username[FB_AUTH_NAME_MAX + 1];
-    char team_id[FB_ID_MAX];
-    fb_role role;
-    char created_at[FB_TIME_MAX];
-    bool disabled;
-} fb_user;
-
-/* An API key's metadata: never the key, its secret or its digest. */
-typedef struct fb_api_key_info {
-    char id[FB_ID_MAX]; /* "key_" + 12 hex */
-    char user_id[FB_ID_MAX];
-    char name[FB_AUTH_KEY_NAME_MAX + 1];
-    fb_perm scopes;               /* as granted at creation */
-    char created_at[FB_TIME_MAX];
-    char expires_at[FB_TIME_MAX]; /* "" = never */
-    char revoked_at[FB_TIME_MAX]; /* "" = live */
-    char last_used_at[FB_TIME_MAX]; /* "" = never; updated at most once a minute */
-} fb_api_key_info;
+/* fb_team, fb_user and fb_api_key_info are the identity repository's
+ * (store/identity.h). */
 
 /* ---- time --------------------------------------------------------------------- */
 
-/* Now, as "YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ". */
+/* Kept for callers outside src/auth; new code calls common/time.h
+ * directly: fb_time_now, fb_time_parse, fb_time_normalise (the same
+ * functions under their own names). */
 void fb_auth_time_now(char out[FB_TIME_MAX]);
-/* Parses RFC 3339 ("2026-01-02T03:04:05Z", optional fraction of up to 9
- * digits, "Z" or "+hh:mm"/"-hh:mm") into UTC.  0 or -1. */
 int fb_auth_time_parse(const char *text, struct timespec *out);
-/* The same time re-written in the canonical form above.  0 or -1. */
 int fb_auth_time_normalise(const char *text, char out[FB_TIME_MAX]);
 
 /* ---- passwords ----------------------------------------------------------------- */
@@ -198,7 +175,9 @@ int fb_auth_key_create(fb_store *st, const char *user_id, const char *name, fb_p
  * user, EDENIED for lacking the permission).  The new key's scopes must
  * also fit within the actor's own effective permissions (role ∩ scopes,
  * fb_policy_effective without the org gate): a key can never mint a key
- * stronger than itself (EDENIED naming the excess). */
+ * stronger than itself (EDENIED naming the excess), nor one that outlives
+ * it (EINVAL: fb_policy_key_expiry).  A key minted through a key records
+ * it as its parent (fb_auth_key_revoke revokes the children). */
 int fb_auth_key_create_as(fb_store *st, const fb_principal *actor, const char *user_id,
                           const char *name, fb_perm scopes, const char *expires_at_or_null,
                           char *key_out, char *key_id_out, fb_err *err);
@@ -223,13 +202,20 @@ int fb_auth_key_authenticate(fb_store *st, const char *header_value, fb_principa
 int fb_auth_key_authenticate_n(fb_store *st, const char *value, size_t len, fb_principal *out,
                                fb_auth_fail *why, fb_err *err);
 
-/* Revokes key_id.  The owner may revoke their own keys with keys:manage;
- * an admin with admin:users anyone's.  ENOTFOUND if there is no such key
- * or it is another user's and actor is not an admin; EDENIED when the
- * permission is missing.  Revoking a revoked key is OK and keeps the
- * first revoked_at. */
+/* Revokes key_id and, in the same transaction, every key it minted,
+ * transitively (finding 14: a leaked key's children die with it).  The
+ * owner may revoke their own keys with keys:manage; an admin with
+ * admin:users anyone's (fb_policy_key_manage).  ENOTFOUND if there is no
+ * such key or it is another user's and actor is not an admin; EDENIED
+ * when the permission is missing.  Revoking a revoked key is OK and keeps
+ * the first revoked_at (its live descendants, if any, are revoked now). */
 int fb_auth_key_revoke(fb_store *st, const fb_principal *actor, const char *key_id,
                        fb_err *err);
+/* The same, returning the ids newly revoked (key_id first when it was
+ * live, then its descendants by depth) in a malloc'd array *revoked of *n
+ * (NULL when none; free() it), so that the caller can audit each one. */
+int fb_auth_key_revoke_tree(fb_store *st, const fb_principal *actor, const char *key_id,
+                            char (**revoked)[FB_ID_MAX], size_t *n, fb_err *err);
 /* One key's metadata (ENOTFOUND if absent). */
 int fb_auth_key_get(fb_store *st, const char *key_id, fb_api_key_info *out, fb_err *err);
 /* A user's keys, oldest first, revoked and expired ones included, into a

@@ -5,6 +5,8 @@
 #define _GNU_SOURCE
 #include "util.h"
 
+#include "common/time.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -16,15 +18,29 @@
 #include <time.h>
 #include <unistd.h>
 
+int fb_vfail(fb_err *err, int code, const char *fmt, va_list ap)
+{
+    if (err)
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    return code;
+}
+
 int fb_fail(fb_err *err, const char *fmt, ...)
 {
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    fb_vfail(err, -1, fmt, ap);
+    va_end(ap);
     return -1;
+}
+
+int fb_fail_code(fb_err *err, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fb_vfail(err, code, fmt, ap);
+    va_end(ap);
+    return code;
 }
 
 int fb_fail_prefix(fb_err *err, const char *fmt, ...)
@@ -111,6 +127,82 @@ int fb_read_exact(int fd, void *buf, size_t len)
     return 0;
 }
 
+int fb_read_up_to(int fd, void *buf, size_t len, size_t *got)
+{
+    char *p = buf;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = read(fd, p + off, len - off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            *got = off;
+            return -1;
+        }
+        if (n == 0)
+            break;
+        off += (size_t)n;
+    }
+    *got = off;
+    return 0;
+}
+
+static int sync_dir_of(const char *path, fb_err *err)
+{
+    char dir[4096];
+    size_t n = strnlen(path, sizeof dir);
+    if (n == sizeof dir)
+        return fb_fail(err, "path too long: %.64s", path);
+    memcpy(dir, path, n + 1);
+    char *slash = strrchr(dir, '/');
+    if (slash == dir)
+        slash[1] = '\0';
+    else if (slash)
+        *slash = '\0';
+    cleanup_fd int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) < 0)
+        return fb_fail_errno(err, "cannot sync directory %s", slash ? dir : ".");
+    return 0;
+}
+
+int fb_create_file_once(const char *path, const void *data, size_t len, fb_err *err)
+{
+    char tmp[4096];
+    int n = snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
+    if (n < 0 || (size_t)n >= sizeof tmp)
+        return fb_fail(err, "path too long: %.64s", path);
+    cleanup_fd int fd = mkostemp(tmp, O_CLOEXEC); /* mode 0600 */
+    if (fd < 0)
+        return fb_fail_errno(err, "cannot create %s", tmp);
+    int rc = 0;
+    if (fchmod(fd, 0600) < 0 || fb_write_all(fd, data, len) < 0 || fsync(fd) < 0)
+        rc = fb_fail_errno(err, "cannot write %s", tmp);
+    else if (link(tmp, path) < 0 && errno != EEXIST)
+        rc = fb_fail_errno(err, "cannot create %s", path);
+    unlink(tmp);
+    if (rc == 0)
+        rc = sync_dir_of(path, err);
+    return rc;
+}
+
+void fb_die_with_error(int report_fd, const char *fmt, ...)
+{
+    int saved = errno;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof msg)
+        n = (int)sizeof msg - 1;
+    const char *desc = strerrordesc_np(saved);
+    snprintf(msg + n, sizeof msg - (size_t)n, ": %s", desc ? desc : "unknown error");
+    (void)fb_write_all(report_fd, msg, strlen(msg));
+    _exit(125);
+}
+
 int fb_write_file(const char *path, const char *text, fb_err *err)
 {
     cleanup_fd int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -129,17 +221,8 @@ int fb_read_file(const char *path, char *buf, size_t cap, fb_err *err)
     if (fd < 0)
         return fb_fail_errno(err, "cannot open %s", path);
     size_t off = 0;
-    while (off < cap - 1) {
-        ssize_t n = read(fd, buf + off, cap - 1 - off);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return fb_fail_errno(err, "cannot read %s", path);
-        }
-        if (n == 0)
-            break;
-        off += (size_t)n;
-    }
+    if (fb_read_up_to(fd, buf, cap - 1, &off) < 0)
+        return fb_fail_errno(err, "cannot read %s", path);
     buf[off] = '\0';
     return 0;
 }
@@ -164,16 +247,13 @@ int fb_set_cloexec(int fd, bool on)
 
 int fb_random_bytes(void *buf, size_t len)
 {
-    char *p = buf;
-    while (len > 0) {
-        ssize_t n = getrandom(p, len, 0);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = getrandom((char *)buf + off, len - off, 0);
+        if (n > 0)
+            off += (size_t)n;
+        else if (n < 0 && errno != EINTR)
             return -1;
-        }
-        p += n;
-        len -= (size_t)n;
     }
     return 0;
 }
@@ -245,9 +325,7 @@ int fb_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 
 uint64_t fb_now_ns(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    return fb_time_monotonic_ns();
 }
 
 void fb_trace(const char *what)

@@ -52,7 +52,7 @@ typedef enum {
 /* Longest value any key accepts, after ${VAR} interpolation. */
 #define FB_CONFIG_MAX_VALUE 3000
 /* Number of keys (the size of the bookkeeping arrays below). */
-#define FB_CONFIG_NKEYS 25
+#define FB_CONFIG_NKEYS 27
 
 typedef struct fb_config {
     char *listen;             /* "host:port" or "[v6addr]:port" */
@@ -72,6 +72,7 @@ typedef struct fb_config {
         uint64_t ttl_s;           /* default lifetime of a sandbox */
         uint64_t max_ttl_s;       /* most a request may ask for */
         uint64_t max_memory_mib;  /* most a request may ask for */
+        uint64_t max_vcpus;       /* most a request may ask for */
     } sandbox;
     struct {
         bool internet;            /* may network:internet grants be used at all */
@@ -89,6 +90,7 @@ typedef struct fb_config {
     struct {
         uint64_t max_sandboxes_per_team;
         uint64_t max_memory_mib_per_team;
+        uint64_t max_vcpus_per_team;  /* vCPUs of a team's live sandboxes */
     } quotas;
 
     /* Bookkeeping, private to config.c: where each key's value came from

@@ -33,6 +33,7 @@
 #include "auth/auth.h"
 #include "gateway/gw.h"
 #include "policy/policy.h"
+#include "store/sandboxes.h"
 #include "store/store.h"
 
 struct fb_gateway {
@@ -277,46 +278,14 @@ static json_t *sandbox_json(const gw_sandbox *s)
 
 static void db_sandbox_state(fb_gateway *g, const char *id, const char *state)
 {
-    fb_store_lock(g->store);
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(fb_store_db(g->store),
-                           "UPDATE sandboxes SET state = ?1, destroyed_at = strftime('%Y-%m-%dT%H:%M:%SZ','now') "
-                           "WHERE id = ?2",
-                           -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, state, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-        sqlite3_step(st);
-    }
-    sqlite3_finalize(st);
-    fb_store_unlock(g->store);
+    (void)fb_store_sandbox_set_state(g->store, id, state, NULL);
 }
 
 static int db_sandbox_insert(fb_gateway *g, const gw_sandbox *s)
 {
-    fb_store_lock(g->store);
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(fb_store_db(g->store),
-                                "INSERT INTO sandboxes (id, team_id, key_id, backend, memory_mib, vcpus, "
-                                "state, created_at, expires_at, daemon_pid) "
-                                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8, ?9)",
-                                -1, &st, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, s->id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, s->team_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, s->key_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, s->backend, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 5, (sqlite3_int64)s->memory_mib);
-        sqlite3_bind_int64(st, 6, (sqlite3_int64)s->vcpus);
-        sqlite3_bind_text(st, 7, s->created_at, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 8, s->expires_at, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 9, (sqlite3_int64)getpid());
-        rc = sqlite3_step(st) == SQLITE_DONE ? 0 : -1;
-    } else {
-        rc = -1;
-    }
-    sqlite3_finalize(st);
-    fb_store_unlock(g->store);
-    return rc;
+    fb_sandbox_record r = {s->id, s->team_id, s->key_id, s->backend, s->memory_mib, s->vcpus, s->created_at,
+                           s->expires_at};
+    return fb_store_sandbox_insert(g->store, &r, NULL);
 }
 
 static void destroy_entry(fb_gateway *g, gw_sandbox *s, const char *state)
@@ -1581,18 +1550,11 @@ static void *reaper_main(void *arg)
 static void reap_previous(fb_gateway *g)
 {
     fb_sandbox_reap_orphans(g->cfg->run_dir);
-    fb_store_lock(g->store);
-    sqlite3_stmt *st = NULL;
-    char (*ids)[40] = calloc(10000, 40);
+    char (*ids)[FB_ID_MAX] = NULL;
     size_t n = 0;
-    if (ids && sqlite3_prepare_v2(fb_store_db(g->store),
-                                  "SELECT id FROM sandboxes WHERE state IN ('creating', 'running') LIMIT 10000",
-                                  -1, &st, NULL) == SQLITE_OK) {
-        while (sqlite3_step(st) == SQLITE_ROW && n < 10000)
-            snprintf(ids[n++], 40, "%s", (const char *)sqlite3_column_text(st, 0));
-    }
-    sqlite3_finalize(st);
-    fb_store_unlock(g->store);
+    fb_err err = {{0}};
+    if (fb_store_sandbox_list_live(g->store, &ids, &n, &err) < 0)
+        gw_log("error", NULL, "cannot list this node's sandbox records", json_pack("{s:s}", "error", err.msg));
     for (size_t i = 0; i < n; i++) {
         db_sandbox_state(g, ids[i], "destroyed");
         audit_system(g, "sandbox", ids[i], "destroy", "allowed", "orphan of a previous gateway reaped at start-up");

@@ -7,6 +7,7 @@
  * team's resource is NOT_FOUND for a non-admin before anything else.
  */
 #include "policy.h"
+#include "policy/say.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -197,15 +198,15 @@ const char *fb_verdict_name(fb_verdict v)
         return "allow";
     case FB_NOT_FOUND:
         return "not_found";
+    case FB_NEEDS_APPROVAL:
+        return "needs_approval";
     case FB_DENY:
         break;
     }
     return "deny";
 }
 
-static fb_verdict decide(fb_decision *out, fb_verdict v, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static fb_verdict decide(fb_decision *out, fb_verdict v, const char *fmt, ...)
+fb_verdict fb_policy_say(fb_decision *out, fb_verdict v, const char *fmt, ...)
 {
     out->verdict = v;
     va_list ap;
@@ -215,14 +216,14 @@ static fb_verdict decide(fb_decision *out, fb_verdict v, const char *fmt, ...)
     return v;
 }
 
-static bool consistent(const fb_principal *p)
+bool fb_policy_consistent(const fb_principal *p)
 {
     return (size_t)p->role < ROLE_COUNT && p->is_admin == (p->role == FB_ROLE_ADMIN);
 }
 
 fb_perm fb_policy_effective(const fb_principal *p)
 {
-    if (!p || !consistent(p))
+    if (!p || !fb_policy_consistent(p))
         return 0;
     fb_perm org = (FB_PERM_ALL & ~FB_PERM_ORG_GATED) | (p->org_enabled & FB_PERM_ORG_GATED);
     return org & fb_role_perms(p->role) & p->scopes;
@@ -235,11 +236,11 @@ fb_verdict fb_policy_decide(const fb_principal *p, fb_perm needed, const char *r
     if (!out)
         out = &scratch;
     if (!p)
-        return decide(out, FB_DENY, "no principal");
+        return fb_policy_say(out, FB_DENY, "no principal");
     if (needed == 0 || (needed & ~FB_PERM_ALL) != 0)
-        return decide(out, FB_DENY, "internal: invalid permission mask 0x%x", (unsigned)needed);
-    if (!consistent(p))
-        return decide(out, FB_DENY, "inconsistent principal (role %s, admin flag %s)",
+        return fb_policy_say(out, FB_DENY, "internal: invalid permission mask 0x%x", (unsigned)needed);
+    if (!fb_policy_consistent(p))
+        return fb_policy_say(out, FB_DENY, "inconsistent principal (role %s, admin flag %s)",
                       fb_role_name(p->role), p->is_admin ? "set" : "clear");
 
     /* Another team's resource does not exist for a non-admin, whatever the
@@ -248,29 +249,29 @@ fb_verdict fb_policy_decide(const fb_principal *p, fb_perm needed, const char *r
     bool same_team = resource_team_id && p->team_id[0] != '\0' &&
                      strcmp(resource_team_id, p->team_id) == 0;
     if (resource_team_id && !same_team && !p->is_admin)
-        return decide(out, FB_NOT_FOUND, "resource belongs to another team");
+        return fb_policy_say(out, FB_NOT_FOUND, "resource belongs to another team");
 
     /* 1. org policy: cannot be overridden by anything below. */
     fb_perm gated = needed & FB_PERM_ORG_GATED & ~p->org_enabled;
     if (gated)
-        return decide(out, FB_DENY, "%s is disabled by organisation policy",
+        return fb_policy_say(out, FB_DENY, "%s is disabled by organisation policy",
                       fb_perm_name(first_bit(gated)));
 
     /* 2. role. */
     if (p->role == FB_ROLE_NONE)
-        return decide(out, FB_DENY, "principal has no role");
+        return fb_policy_say(out, FB_DENY, "principal has no role");
     fb_perm lacking = needed & ~fb_role_perms(p->role);
     if (lacking)
-        return decide(out, FB_DENY, "role %s lacks %s", fb_role_name(p->role),
+        return fb_policy_say(out, FB_DENY, "role %s lacks %s", fb_role_name(p->role),
                       fb_perm_name(first_bit(lacking)));
 
     /* 3. key scope: effective = role ∩ scopes. */
     lacking = needed & ~p->scopes;
     if (lacking)
-        return decide(out, FB_DENY, "key scope lacks %s", fb_perm_name(first_bit(lacking)));
+        return fb_policy_say(out, FB_DENY, "key scope lacks %s", fb_perm_name(first_bit(lacking)));
 
     /* 4. resource team: non-admins were handled above; admins cross. */
     if (resource_team_id && !same_team)
-        return decide(out, FB_ALLOW, "allowed (admin, across teams)");
-    return decide(out, FB_ALLOW, "allowed");
+        return fb_policy_say(out, FB_ALLOW, "allowed (admin, across teams)");
+    return fb_policy_say(out, FB_ALLOW, "allowed");
 }

@@ -59,6 +59,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "common/util.h"
 
@@ -151,6 +152,7 @@ typedef enum fb_verdict {
     FB_DENY = 0,      /* 403 */
     FB_ALLOW,
     FB_NOT_FOUND,     /* 404: the resource is another team's */
+    FB_NEEDS_APPROVAL, /* tool and egress decisions: ask a human first */
 } fb_verdict;
 
 typedef struct fb_decision {
@@ -179,7 +181,60 @@ fb_verdict fb_policy_decide(const fb_principal *p, fb_perm needed, const char *r
  * inconsistent principal).  For "who am I" answers. */
 fb_perm fb_policy_effective(const fb_principal *p);
 
-/* "allow", "deny", "not_found". */
+/* "allow", "deny", "not_found", "needs_approval". */
 const char *fb_verdict_name(fb_verdict v);
+
+/* ---- rules about resources (rules.c) ---------------------------------------- */
+
+/* Visibility: p may see a resource of team_id when it is p's own team or
+ * p is an admin.  False for a NULL principal, an inconsistent one, or an
+ * empty/NULL team. */
+bool fb_policy_can_see(const fb_principal *p, const char *team_id);
+
+/* What a key-management request is about, for the reasons' wording. */
+typedef enum fb_key_action {
+    FB_KEY_CREATE,
+    FB_KEY_REVOKE,
+} fb_key_action;
+
+/* The owner/ceiling rule for acting on owner_user_id's API keys: the owner
+ * needs keys:manage; anyone else must be an admin (NOT_FOUND otherwise:
+ * another user's keys do not exist for them) holding admin:users.  The
+ * ceiling is role ∩ scopes (the org gate plays no part). */
+fb_verdict fb_policy_key_manage(const fb_principal *actor, const char *owner_user_id, fb_key_action action,
+                                fb_decision *out);
+
+/* A key cannot mint a key stronger than itself: requested must fit within
+ * actor's role ∩ scopes.  DENY names the excess. */
+fb_verdict fb_policy_key_within_actor(const fb_principal *actor, fb_perm requested, fb_decision *out);
+
+/* A key's scopes must fit within its owner's role.  DENY names the excess. */
+fb_verdict fb_policy_key_within_role(fb_role owner_role, fb_perm requested, fb_decision *out);
+
+/* A key cannot outlive the key that creates it: parent_expires NULL means
+ * the parent never expires (anything goes); otherwise child_expires must
+ * be set (NULL: never, refused) and no later than parent_expires. */
+fb_verdict fb_policy_key_expiry(const struct timespec *parent_expires, const struct timespec *child_expires,
+                                fb_decision *out);
+
+/* A team's live sandboxes, or one sandbox's request. */
+typedef struct fb_quota_usage {
+    uint64_t count;
+    uint64_t memory_mib;
+    uint64_t vcpus;
+} fb_quota_usage;
+
+typedef struct fb_quota_limits {
+    uint64_t max_count;      /* quotas.max_sandboxes_per_team */
+    uint64_t max_memory_mib; /* quotas.max_memory_mib_per_team */
+    uint64_t max_vcpus;      /* quotas.max_vcpus_per_team */
+} fb_quota_limits;
+
+/* Whether one more sandbox of size request (its count is taken as 1)
+ * fits beside usage within limits; DENY names the first limit it would
+ * pass ("team quota exceeded: 10 of 10 sandboxes in use").  No overflow:
+ * sums are checked against the limits by subtraction. */
+fb_verdict fb_policy_quota(const fb_quota_usage *usage, const fb_quota_usage *request,
+                           const fb_quota_limits *limits, fb_decision *out);
 
 #endif

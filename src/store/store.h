@@ -1,43 +1,76 @@
 /*
- * store.h - the storage interface: one SQLite database (WAL) under the
- * state directory, opened once per process and shared by every module.
+ * store.h - the storage interface: where ForgeBox keeps teams, users, API
+ * keys, sandbox records and the audit log.
  *
- * The store owns the connection, the schema migrations (versioned files in
- * src/store/migrations/, compiled in) and a mutex.  Modules (auth, audit,
- * the gateway's sandbox registry) keep their own SQL, always as prepared
- * statements with bound parameters, and run it between fb_store_lock and
- * fb_store_unlock.  PostgreSQL for several nodes comes later behind the
- * same lock/unlock discipline.
+ * Callers never see SQL or a database handle.  They call repositories,
+ * each a header of functions taking an fb_store:
+ *
+ *     store/identity.h    org, teams, users, API keys
+ *     store/sandboxes.h   the records of sandboxes a gateway runs
+ *     store/audit_log.h   the rows of the hash-chained audit log
+ *
+ * An fb_store dispatches every call through a table of operations
+ * (store/backend.h); today the one implementation is SQLite (a WAL database
+ * under the state directory, src/store/sqlite_*.c), and a PostgreSQL one
+ * can fill the same table for several nodes.  Every repository call is
+ * atomic on its own: where it writes several rows (bootstrap, a key and its
+ * checks, an audit entry and the head, a revocation and its descendants)
+ * they are one transaction.
+ *
+ * Errors are typed: every repository function returns FB_STORE_OK (0) or a
+ * negative fb_store_status, and fills an fb_err with an operator-readable
+ * message.  Callers branch on the status, never on the message.
+ *
+ * The node id names this gateway among several sharing one store: random
+ * ("nd_" and 16 hex digits), created once in STATE_DIR/node.id (mode 0600)
+ * and kept.  Sandbox records carry it, so a gateway reaping what a crashed
+ * predecessor left behind only touches its own node's records.
  */
 #ifndef FB_STORE_H
 #define FB_STORE_H
 
-#include <sqlite3.h>
 #include <stdbool.h>
 
 #include "common/util.h"
 
 typedef struct fb_store fb_store;
 
-/* Opens (creating if needed, mode 0700) STATE_DIR/forgebox.db in WAL mode
- * with foreign keys on and a busy timeout, and applies pending migrations
- * in one transaction each.  Refuses a database newer than this binary. */
+typedef enum fb_store_status {
+    FB_STORE_OK = 0,
+    FB_STORE_EIO = -1,        /* the database failed (disk, library, bad SQL): 500 */
+    FB_STORE_ENOTFOUND = -2,  /* no such row (or a row it must refer to is missing) */
+    FB_STORE_EEXISTS = -3,    /* a unique name (or the one org) is taken */
+    FB_STORE_ECOLLISION = -4, /* a fresh random id collided: retry with another */
+    FB_STORE_ECONFLICT = -5,  /* rows changed since the caller read them: re-read */
+    FB_STORE_EBUSY = -6,      /* another writer held the database past the timeout */
+    FB_STORE_ECORRUPT = -7,   /* a stored row does not have the shape it must have */
+    FB_STORE_ENOMEM = -8,
+    FB_STORE_ELIMIT = -9,     /* more rows than one call returns */
+    FB_STORE_EINVAL = -10,    /* an argument the store cannot store (bad state name) */
+} fb_store_status;
+
+/* "ok", "io", "not_found", "exists", "collision", "conflict", "busy",
+ * "corrupt", "no_memory", "limit", "invalid"; "unknown" otherwise. */
+const char *fb_store_status_name(int status);
+
+/* Rows a list call returns at most (FB_STORE_ELIMIT beyond). */
+#define FB_STORE_LIST_MAX 100000
+/* "nd_" + 16 hex digits + NUL. */
+#define FB_STORE_NODE_ID_MAX 20
+
+/* Opens (creating if needed, mode 0700) the store under state_dir: the
+ * database STATE_DIR/forgebox.db (0600) in WAL mode with the migrations
+ * of src/store/migrations/ applied, and the node id.  Refuses a state
+ * directory others can write, a database others can read, and a database
+ * newer than this binary.  Returns 0 or -1 with err set. */
 int fb_store_open(const char *state_dir, fb_store **out, fb_err *err);
 void fb_store_close(fb_store *st);
-
-/* The connection, for use only between lock and unlock. */
-sqlite3 *fb_store_db(fb_store *st);
-void fb_store_lock(fb_store *st);
-void fb_store_unlock(fb_store *st);
-
-/* BEGIN IMMEDIATE / COMMIT / ROLLBACK (call with the lock held). */
-int fb_store_begin(fb_store *st, fb_err *err);
-int fb_store_commit(fb_store *st, fb_err *err);
-void fb_store_rollback(fb_store *st);
 
 /* The schema version after migrations. */
 int fb_store_schema_version(fb_store *st);
 /* The state directory this store lives in. */
 const char *fb_store_state_dir(const fb_store *st);
+/* This node's id ("nd_..."). */
+const char *fb_store_node_id(const fb_store *st);
 
 #endif

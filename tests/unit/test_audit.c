@@ -15,6 +15,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <sqlite3.h>
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -17,6 +17,8 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <sqlite3.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -131,11 +133,21 @@ static void make_key(fx *f, const char *user_id, fb_perm scopes, const char *exp
         fail_msg("key_create: %s", err.msg);
 }
 
+/* A second, raw connection to the store's database: what is on disk. */
+static sqlite3 *raw_db(fx *f)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/forgebox.db", f->state);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    return db;
+}
+
 /* Runs one fixed statement with text parameters (test-only raw access). */
 static void raw_exec(fx *f, const char *sql, const char *p1, const char *p2)
 {
-    fb_store_lock(f->st);
-    sqlite3 *db = fb_store_db(f->st);
+        sqlite3 *db = raw_db(f);
     sqlite3_stmt *s = NULL;
     assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
     if (p1)
@@ -144,20 +156,19 @@ static void raw_exec(fx *f, const char *sql, const char *p1, const char *p2)
         assert_int_equal(sqlite3_bind_text(s, 2, p2, -1, SQLITE_TRANSIENT), SQLITE_OK);
     int rc = sqlite3_step(s);
     sqlite3_finalize(s);
-    fb_store_unlock(f->st);
+    sqlite3_close(db);
     assert_int_equal(rc, SQLITE_DONE);
 }
 
 static long raw_count(fx *f, const char *sql)
 {
-    fb_store_lock(f->st);
-    sqlite3 *db = fb_store_db(f->st);
+        sqlite3 *db = raw_db(f);
     sqlite3_stmt *s = NULL;
     assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(s), SQLITE_ROW);
     long n = sqlite3_column_int64(s, 0);
     sqlite3_finalize(s);
-    fb_store_unlock(f->st);
+    sqlite3_close(db);
     return n;
 }
 
@@ -619,6 +630,82 @@ static void test_key_lifecycle(void **state)
     sodium_memzero(key, sizeof key);
 }
 
+/* Finding 14: revoking a key revokes every key minted through it,
+ * transitively and at once; keys minted otherwise survive, and a revoked
+ * key cannot mint a child afterwards. */
+static void test_key_revoke_cascades(void **state)
+{
+    fx *f = *state;
+    fb_err err = {""};
+    fb_user dev = make_user(f, "carl", f->team.id, FB_ROLE_DEVELOPER);
+    fb_perm scopes = FB_PERM_SANDBOXES_READ | FB_PERM_KEYS_MANAGE;
+    char root[FB_AUTH_KEY_TEXT_MAX], root_id[FB_ID_MAX], side[FB_AUTH_KEY_TEXT_MAX], side_id[FB_ID_MAX];
+    make_key(f, dev.id, scopes, NULL, root, root_id);
+    make_key(f, dev.id, scopes, NULL, side, side_id);
+    char keys[3][FB_AUTH_KEY_TEXT_MAX], ids[3][FB_ID_MAX];
+    const char *parent = root;
+    for (int i = 0; i < 3; i++) { /* root -> 0 -> 1 -> 2 */
+        fb_principal p;
+        assert_int_equal(auth_key(f, parent, &p, &err), FB_AUTH_FAIL_NONE);
+        assert_int_equal(fb_auth_key_create_as(f->st, &p, dev.id, "child", scopes, NULL, keys[i], ids[i], &err), 0);
+        fb_api_key_info info;
+        assert_int_equal(fb_auth_key_get(f->st, ids[i], &info, &err), 0);
+        assert_string_equal(info.parent_key_id, i == 0 ? root_id : ids[i - 1]);
+        parent = keys[i];
+    }
+    fb_principal pside, p2;
+    assert_int_equal(auth_key(f, side, &pside, &err), FB_AUTH_FAIL_NONE);
+    assert_int_equal(auth_key(f, keys[2], &p2, &err), FB_AUTH_FAIL_NONE);
+
+    char(*revoked)[FB_ID_MAX] = NULL;
+    size_t n = 0;
+    assert_int_equal(fb_auth_key_revoke_tree(f->st, &pside, ids[0], &revoked, &n, &err), 0);
+    assert_int_equal(n, 3);
+    for (int i = 0; i < 3; i++)
+        assert_string_equal(revoked[i], ids[i]);
+    free(revoked);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(auth_key(f, keys[i], &p2, &err), FB_AUTH_FAIL_REVOKED);
+    assert_int_equal(auth_key(f, root, &p2, &err), FB_AUTH_FAIL_NONE);
+    assert_int_equal(auth_key(f, side, &p2, &err), FB_AUTH_FAIL_NONE);
+
+    /* A principal that authenticated with keys[2] before the revocation
+     * cannot mint a child now: the parent is checked in the transaction. */
+    fb_principal stale = pside;
+    snprintf(stale.key_id, sizeof stale.key_id, "%s", ids[2]);
+    char late[FB_AUTH_KEY_TEXT_MAX], late_id[FB_ID_MAX];
+    assert_int_equal(fb_auth_key_create_as(f->st, &stale, dev.id, "late", scopes, NULL, late, late_id, &err),
+                     FB_AUTH_EDENIED);
+    assert_non_null(strstr(err.msg, "is revoked"));
+    assert_string_equal(late, "");
+
+    /* Revoking the root now revokes it alone (its subtree is gone). */
+    assert_int_equal(fb_auth_key_revoke_tree(f->st, &pside, root_id, &revoked, &n, &err), 0);
+    assert_int_equal(n, 1);
+    free(revoked);
+    assert_int_equal(fb_auth_key_revoke(f->st, &pside, root_id, &err), 0); /* again: fine */
+}
+
+/* A key cannot mint one that outlives it (policy: fb_policy_key_expiry). */
+static void test_key_child_expiry(void **state)
+{
+    fx *f = *state;
+    fb_err err = {""};
+    fb_user dev = make_user(f, "cleo", f->team.id, FB_ROLE_DEVELOPER);
+    char k[FB_AUTH_KEY_TEXT_MAX], id[FB_ID_MAX], c[FB_AUTH_KEY_TEXT_MAX], cid[FB_ID_MAX];
+    make_key(f, dev.id, FB_PERM_KEYS_MANAGE, "2099-01-01T00:00:00Z", k, id);
+    fb_principal p;
+    assert_int_equal(auth_key(f, k, &p, &err), FB_AUTH_FAIL_NONE);
+    assert_int_equal(fb_auth_key_create_as(f->st, &p, dev.id, "c", FB_PERM_KEYS_MANAGE, NULL, c, cid, &err),
+                     FB_AUTH_EINVAL);
+    assert_int_equal(fb_auth_key_create_as(f->st, &p, dev.id, "c", FB_PERM_KEYS_MANAGE, "2099-01-01T00:00:01Z", c,
+                                           cid, &err),
+                     FB_AUTH_EINVAL);
+    assert_int_equal(fb_auth_key_create_as(f->st, &p, dev.id, "c", FB_PERM_KEYS_MANAGE, "2099-01-01T01:00:00+01:00",
+                                           c, cid, &err),
+                     0);
+}
+
 static void test_key_revoke_rights(void **state)
 {
     fx *f = *state;
@@ -1018,8 +1105,7 @@ static void test_key_hash_is_not_the_key(void **state)
 
         char kid[FB_ID_MAX];
         snprintf(kid, sizeof kid, "key_%.12s", keys[k] + 4);
-        fb_store_lock(f->st);
-        sqlite3 *db = fb_store_db(f->st);
+                sqlite3 *db = raw_db(f);
         sqlite3_stmt *s = NULL;
         assert_int_equal(sqlite3_prepare_v2(db, "SELECT key_hash, typeof(key_hash) FROM api_keys "
                                                 "WHERE id = ?1",
@@ -1033,7 +1119,7 @@ static void test_key_hash_is_not_the_key(void **state)
         uint8_t stored[32];
         memcpy(stored, blob, 32);
         sqlite3_finalize(s);
-        fb_store_unlock(f->st);
+        sqlite3_close(db);
         assert_memory_not_equal(stored, secret, 32);
         /* Not an unkeyed hash of the secret either. */
         uint8_t plain[32];
@@ -1064,9 +1150,9 @@ static void test_key_hash_is_not_the_key(void **state)
      * looked in the right place). */
     bool found = false;
     {
-        fb_store_lock(f->st);
+        sqlite3 *db = raw_db(f);
         sqlite3_stmt *s = NULL;
-        assert_int_equal(sqlite3_prepare_v2(fb_store_db(f->st),
+        assert_int_equal(sqlite3_prepare_v2(db,
                                             "SELECT key_hash FROM api_keys WHERE id = ?1", -1, &s,
                                             NULL),
                          SQLITE_OK);
@@ -1075,7 +1161,7 @@ static void test_key_hash_is_not_the_key(void **state)
         uint8_t stored[32];
         memcpy(stored, sqlite3_column_blob(s, 0), 32);
         sqlite3_finalize(s);
-        fb_store_unlock(f->st);
+        sqlite3_close(db);
         const char *files[] = {"forgebox.db", "forgebox.db-wal"};
         for (size_t i = 0; i < 2; i++) {
             char path[PATH_MAX + 32];
@@ -1160,6 +1246,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_password_login, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_lifecycle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_revoke_rights, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_revoke_cascades, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_child_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_and_bad_secret, setup, teardown),

@@ -117,12 +117,13 @@ static void test_defaults(void **state)
         "\"run_dir\":\"/run/forgebox\",\"image_dir\":null,\"log_level\":\"info\","
         "\"tls\":{\"cert\":null,\"key\":null},"
         "\"sandbox\":{\"backend\":\"vm\",\"memory_mib\":512,\"vcpus\":1,\"disk_mib\":256,"
-        "\"ttl_s\":600,\"max_ttl_s\":3600,\"max_memory_mib\":4096},"
+        "\"ttl_s\":600,\"max_ttl_s\":3600,\"max_memory_mib\":4096,\"max_vcpus\":8},"
         "\"network\":{\"internet\":false},"
         "\"limits\":{\"max_body_bytes\":1048576,\"max_header_bytes\":16384,"
         "\"max_file_bytes\":67108864,\"max_output_bytes\":8388608,\"rate_rps\":10,"
         "\"rate_burst\":20,\"max_connections\":256,\"request_timeout_s\":30},"
-        "\"quotas\":{\"max_sandboxes_per_team\":10,\"max_memory_mib_per_team\":8192}}");
+        "\"quotas\":{\"max_sandboxes_per_team\":10,\"max_memory_mib_per_team\":8192,"
+        "\"max_vcpus_per_team\":32}}");
     free(json);
     fb_config_free(&cfg);
     fb_config_free(&cfg); /* twice is safe */
@@ -523,6 +524,25 @@ static void test_cross_key_limits(void **state)
     fb_config cfg;
     fb_err err = {{0}};
     char want[600];
+
+    /* finding 15: vCPUs have a per-sandbox ceiling and a per-team quota */
+    assert_int_equal(fb_config_defaults(&cfg), 0);
+    assert_int_equal(cfg.sandbox.max_vcpus, 8);
+    assert_int_equal(cfg.quotas.max_vcpus_per_team, 32);
+    char *vcpu_env[] = {"FORGEBOX_SANDBOX_VCPUS=12", NULL};
+    assert_int_equal(fb_config_apply_env(&cfg, vcpu_env, &err), 0);
+    assert_int_equal(fb_config_validate(&cfg, &err), -1);
+    assert_string_equal(err.msg, "config: sandbox.vcpus (FORGEBOX_SANDBOX_VCPUS): must not "
+                                 "exceed sandbox.max_vcpus (8, default), got 12");
+    assert_int_equal(fb_config_set(&cfg, "sandbox.max_vcpus", "16", "--set", &err), 0);
+    assert_int_equal(fb_config_validate(&cfg, &err), 0);
+    assert_int_equal(fb_config_set(&cfg, "quotas.max_vcpus_per_team", "4", "--set", &err), 0);
+    assert_int_equal(fb_config_validate(&cfg, &err), -1);
+    assert_string_equal(err.msg, "config: sandbox.vcpus (FORGEBOX_SANDBOX_VCPUS): must not exceed "
+                                 "quotas.max_vcpus_per_team (4, --set) (otherwise no team can create a "
+                                 "default sandbox), got 12");
+    assert_int_equal(fb_config_set(&cfg, "sandbox.max_vcpus", "65", "--set", &err), -1);
+    fb_config_free(&cfg);
 
     assert_int_equal(fb_config_defaults(&cfg), 0);
     char *envp[] = {"FORGEBOX_SANDBOX_TTL_S=7200", NULL};

@@ -437,6 +437,135 @@ static void test_effective(void **state)
     assert_int_equal(fb_policy_effective(NULL), 0);
 }
 
+/* ---- rules about resources (rules.c) ------------------------------------------ */
+
+static void expect(fb_verdict got, const fb_decision *d, fb_verdict want, const char *reason)
+{
+    if (got != want || d->verdict != want || strcmp(d->reason, reason) != 0)
+        fail_msg("got %s '%s', want %s '%s'", fb_verdict_name(got), d->reason, fb_verdict_name(want), reason);
+}
+
+static void test_visibility(void **state)
+{
+    (void)state;
+    fb_principal dev = principal(FB_ROLE_DEVELOPER, "tm_a"), admin = principal(FB_ROLE_ADMIN, "tm_z");
+    assert_true(fb_policy_can_see(&dev, "tm_a"));
+    assert_false(fb_policy_can_see(&dev, "tm_b"));
+    assert_true(fb_policy_can_see(&admin, "tm_b"));
+    assert_false(fb_policy_can_see(&dev, ""));
+    assert_false(fb_policy_can_see(&admin, NULL));
+    assert_false(fb_policy_can_see(NULL, "tm_a"));
+    fb_principal liar = dev;
+    liar.is_admin = true; /* admin flag without the admin role */
+    assert_false(fb_policy_can_see(&liar, "tm_b"));
+    fb_principal teamless = principal(FB_ROLE_VIEWER, "");
+    assert_false(fb_policy_can_see(&teamless, ""));
+}
+
+/* The owner/ceiling rule, once for creating and revoking keys. */
+static void test_key_manage(void **state)
+{
+    (void)state;
+    fb_decision d;
+    const char *me = "us_0123456789abcdef", *other = "us_ffffffffffffffff";
+    fb_principal dev = principal(FB_ROLE_DEVELOPER, "tm_a");
+    expect(fb_policy_key_manage(&dev, me, FB_KEY_CREATE, &d), &d, FB_ALLOW, "allowed (own keys)");
+    expect(fb_policy_key_manage(&dev, other, FB_KEY_CREATE, &d), &d, FB_NOT_FOUND, "no such user");
+    expect(fb_policy_key_manage(&dev, other, FB_KEY_REVOKE, &d), &d, FB_NOT_FOUND, "no such API key");
+    dev.scopes = FB_PERM_SANDBOXES_READ; /* a key without keys:manage */
+    expect(fb_policy_key_manage(&dev, me, FB_KEY_CREATE, &d), &d, FB_DENY, "managing your API keys needs keys:manage");
+    expect(fb_policy_key_manage(&dev, me, FB_KEY_REVOKE, &d), &d, FB_DENY, "revoking your API keys needs keys:manage");
+    fb_principal admin = principal(FB_ROLE_ADMIN, "tm_z");
+    expect(fb_policy_key_manage(&admin, other, FB_KEY_REVOKE, &d), &d, FB_ALLOW, "allowed (admin)");
+    admin.scopes = FB_PERM_KEYS_MANAGE; /* an admin's key without admin:users */
+    expect(fb_policy_key_manage(&admin, other, FB_KEY_CREATE, &d), &d, FB_DENY,
+           "managing another user's API keys needs admin:users");
+    expect(fb_policy_key_manage(&admin, other, FB_KEY_REVOKE, &d), &d, FB_DENY,
+           "revoking another user's API key needs admin:users");
+    fb_principal liar = principal(FB_ROLE_VIEWER, "tm_a");
+    liar.is_admin = true;
+    expect(fb_policy_key_manage(&liar, other, FB_KEY_CREATE, &d), &d, FB_DENY, "inconsistent principal");
+    fb_principal anon;
+    memset(&anon, 0, sizeof anon);
+    expect(fb_policy_key_manage(&anon, "", FB_KEY_CREATE, &d), &d, FB_NOT_FOUND, "no such user");
+    assert_int_equal(fb_policy_key_manage(NULL, me, FB_KEY_CREATE, NULL), FB_DENY);
+}
+
+static void test_key_strength(void **state)
+{
+    (void)state;
+    fb_decision d;
+    fb_principal dev = principal(FB_ROLE_DEVELOPER, "tm_a");
+    dev.scopes = FB_PERM_SANDBOXES_READ | FB_PERM_KEYS_MANAGE;
+    expect(fb_policy_key_within_actor(&dev, FB_PERM_SANDBOXES_READ, &d), &d, FB_ALLOW, "allowed");
+    expect(fb_policy_key_within_actor(&dev, FB_PERM_SANDBOXES_READ | FB_PERM_SANDBOXES_EXEC | FB_PERM_AUDIT_READ, &d),
+           &d, FB_DENY, "a new key cannot hold more than the key or user creating it: sandboxes:exec, audit:read");
+    expect(fb_policy_key_within_role(FB_ROLE_VIEWER, FB_PERM_TASKS_READ, &d), &d, FB_ALLOW, "allowed");
+    expect(fb_policy_key_within_role(FB_ROLE_VIEWER, FB_PERM_TASKS_READ | FB_PERM_ADMIN_USERS, &d), &d, FB_DENY,
+           "scopes exceed what role viewer allows: admin:users");
+    expect(fb_policy_key_within_role(FB_ROLE_NONE, FB_PERM_TASKS_READ, &d), &d, FB_DENY,
+           "scopes exceed what role none allows: tasks:read");
+}
+
+/* A key cannot outlive the key that creates it. */
+static void test_key_expiry(void **state)
+{
+    (void)state;
+    fb_decision d;
+    struct timespec parent = {2000000000, 500}, same = parent, before = {2000000000, 499}, after = {2000000000, 501};
+    expect(fb_policy_key_expiry(NULL, NULL, &d), &d, FB_ALLOW, "allowed (the creating key never expires)");
+    expect(fb_policy_key_expiry(NULL, &after, &d), &d, FB_ALLOW, "allowed (the creating key never expires)");
+    expect(fb_policy_key_expiry(&parent, &before, &d), &d, FB_ALLOW, "allowed");
+    expect(fb_policy_key_expiry(&parent, &same, &d), &d, FB_ALLOW, "allowed");
+    expect(fb_policy_key_expiry(&parent, &after, &d), &d, FB_DENY, "would outlive the creating key");
+    expect(fb_policy_key_expiry(&parent, NULL, &d), &d, FB_DENY, "would outlive the creating key");
+    struct timespec next_second = {2000000001, 0};
+    expect(fb_policy_key_expiry(&parent, &next_second, &d), &d, FB_DENY, "would outlive the creating key");
+}
+
+/* Team quotas count sandboxes, memory and vCPUs (finding 15). */
+static void test_quota(void **state)
+{
+    (void)state;
+    fb_decision d;
+    fb_quota_limits lim = {10, 8192, 32};
+    fb_quota_usage used = {9, 7680, 30}, req = {1, 512, 2};
+    expect(fb_policy_quota(&used, &req, &lim, &d), &d, FB_ALLOW, "allowed"); /* exactly full afterwards */
+    used.count = 10;
+    expect(fb_policy_quota(&used, &req, &lim, &d), &d, FB_DENY, "team quota exceeded: 10 of 10 sandboxes in use");
+    used.count = 1;
+    req.memory_mib = 513;
+    expect(fb_policy_quota(&used, &req, &lim, &d), &d, FB_DENY,
+           "team quota exceeded: 7680 of 8192 MiB of memory in use, 513 more asked");
+    req.memory_mib = 1;
+    req.vcpus = 3;
+    expect(fb_policy_quota(&used, &req, &lim, &d), &d, FB_DENY,
+           "team quota exceeded: 30 of 32 vCPUs in use, 3 more asked");
+    /* 64 vCPUs in one request is refused however empty the team is. */
+    fb_quota_usage none = {0, 0, 0}, huge = {1, 512, 64};
+    expect(fb_policy_quota(&none, &huge, &lim, &d), &d, FB_DENY,
+           "team quota exceeded: 0 of 32 vCPUs in use, 64 more asked");
+    /* No wrap-around: an absurd request is a refusal, not an overflow. */
+    fb_quota_usage wrap = {1, UINT64_MAX, 1};
+    assert_int_equal(fb_policy_quota(&used, &wrap, &lim, &d), FB_DENY);
+    fb_quota_usage over = {20, 0, 0};
+    assert_int_equal(fb_policy_quota(&over, &none, &lim, &d), FB_DENY);
+    assert_int_equal(fb_policy_quota(NULL, &req, &lim, NULL), FB_DENY);
+}
+
+static void test_needs_approval_verdict(void **state)
+{
+    (void)state;
+    assert_string_equal(fb_verdict_name(FB_NEEDS_APPROVAL), "needs_approval");
+    assert_string_equal(fb_verdict_name(FB_ALLOW), "allow");
+    assert_string_equal(fb_verdict_name(FB_DENY), "deny");
+    assert_string_equal(fb_verdict_name(FB_NOT_FOUND), "not_found");
+    /* A zeroed decision is a denial: deny by default. */
+    fb_decision d;
+    memset(&d, 0, sizeof d);
+    assert_int_equal(d.verdict, FB_DENY);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -445,7 +574,10 @@ int main(void)
         cmocka_unit_test(test_role_table),       cmocka_unit_test(test_org_policy_first),
         cmocka_unit_test(test_key_scopes_narrow), cmocka_unit_test(test_several_bits),
         cmocka_unit_test(test_cross_team),       cmocka_unit_test(test_deny_by_default),
-        cmocka_unit_test(test_effective),
+        cmocka_unit_test(test_effective),        cmocka_unit_test(test_visibility),
+        cmocka_unit_test(test_key_manage),       cmocka_unit_test(test_key_strength),
+        cmocka_unit_test(test_key_expiry),       cmocka_unit_test(test_quota),
+        cmocka_unit_test(test_needs_approval_verdict),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,7 +20,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
+#include "store/identity.h"
 #include "store/migrations.h"
+#include "store/sandboxes.h"
 #include "store/store.h"
 
 typedef struct fixture {
@@ -139,20 +143,25 @@ static void test_open_creates_everything(void **state)
     assert_int_equal(mode_of(f->state), 0700);
     assert_int_equal(mode_of(f->db), 0600);
 
-    /* What the store's own connection runs with. */
-    fb_store_lock(st);
-    sqlite3 *db = fb_store_db(st);
-    char mode[16];
-    query_str(db, "PRAGMA journal_mode", mode, sizeof mode);
-    assert_string_equal(mode, "wal");
-    assert_int_equal(query_ll(db, "PRAGMA foreign_keys"), 1);
-    assert_int_equal(query_ll(db, "PRAGMA synchronous"), 2);
-    fb_store_unlock(st);
+    /* The node id: created once, private, the documented shape. */
+    char node[200];
+    snprintf(node, sizeof node, "%s/node.id", f->state);
+    assert_int_equal(mode_of(node), 0600);
+    const char *id = fb_store_node_id(st);
+    assert_int_equal(strlen(id), 19);
+    assert_memory_equal(id, "nd_", 3);
+    assert_int_equal(strspn(id + 3, "0123456789abcdef"), 16);
 
     /* What is on disk, seen by another connection. */
     sqlite3 *raw = raw_open(f->db);
+    char mode[16];
     query_str(raw, "PRAGMA journal_mode", mode, sizeof mode);
     assert_string_equal(mode, "wal"); /* WAL is persistent in the file */
+    /* Schema version 2 replaced daemon_pid by node_id; 3 added key parents. */
+    assert_int_equal(query_ll(raw, "SELECT count(*) FROM pragma_table_info('sandboxes') WHERE name = 'daemon_pid'"), 0);
+    assert_int_equal(query_ll(raw, "SELECT count(*) FROM pragma_table_info('sandboxes') WHERE name = 'node_id'"), 1);
+    assert_int_equal(query_ll(raw, "SELECT count(*) FROM pragma_table_info('api_keys') WHERE name = 'parent_key_id'"),
+                     1);
     assert_int_equal(query_ll(raw, "PRAGMA user_version"), (long long)fb_migrations_count);
     assert_int_equal(query_ll(raw, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN "
                                    "('org', 'teams', 'users', 'api_keys', 'sandboxes', 'audit', 'audit_head')"),
@@ -173,24 +182,16 @@ static void test_reopen_is_idempotent(void **state)
     fixture *f = *state;
     fb_store *st = open_ok(f->state);
     fb_err err = {{0}};
-    fb_store_lock(st);
-    assert_int_equal(fb_store_begin(st, &err), 0);
-    sqlite3_stmt *s = NULL;
-    assert_int_equal(sqlite3_prepare_v2(fb_store_db(st),
-                                        "INSERT INTO teams (id, name, created_at) VALUES (?, ?, ?)", -1, &s, NULL),
-                     SQLITE_OK);
-    sqlite3_bind_text(s, 1, "tm_1", -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 2, "core", -1, SQLITE_STATIC);
-    sqlite3_bind_text(s, 3, "2026-11-29T10:31:07.000000000Z", -1, SQLITE_STATIC);
-    assert_int_equal(sqlite3_step(s), SQLITE_DONE);
-    sqlite3_finalize(s);
-    assert_int_equal(fb_store_commit(st, &err), 0);
-    fb_store_unlock(st);
+    fb_team t = {"tm_1", "core", "2026-11-29T10:31:07.000000000Z"};
+    assert_int_equal(fb_store_team_insert(st, &t, &err), FB_STORE_OK);
+    char node[FB_STORE_NODE_ID_MAX];
+    snprintf(node, sizeof node, "%s", fb_store_node_id(st));
     fb_store_close(st);
 
     for (int i = 0; i < 3; i++) {
         st = open_ok(f->state);
         assert_int_equal(fb_store_schema_version(st), (int)fb_migrations_count);
+        assert_string_equal(fb_store_node_id(st), node); /* the node keeps its id */
         fb_store_close(st);
     }
     sqlite3 *raw = raw_open(f->db);
@@ -279,104 +280,85 @@ static void test_foreign_keys_enforced(void **state)
 {
     fixture *f = *state;
     fb_store *st = open_ok(f->state);
-    fb_store_lock(st);
-    sqlite3_stmt *s = NULL;
-    assert_int_equal(sqlite3_prepare_v2(fb_store_db(st),
-                                        "INSERT INTO users (id, username, team_id, role, password_hash, created_at)"
-                                        " VALUES ('us_1', 'ann', 'tm_missing', 'viewer', 'x', 'now')",
-                                        -1, &s, NULL),
-                     SQLITE_OK);
-    assert_int_equal(sqlite3_step(s), SQLITE_CONSTRAINT_FOREIGNKEY);
-    sqlite3_finalize(s);
-    fb_store_unlock(st);
+    fb_err err = {{0}};
+    /* The store's connection enforces references: a record of an unknown
+     * team is refused with a typed status. */
+    fb_sandbox_record r = {"sb-1", "tm_missing", "", "jail", 256, 1, "2026-11-29T10:31:07.000000000Z",
+                           "2026-11-29T11:31:07.000000000Z"};
+    assert_int_equal(fb_store_sandbox_insert(st, &r, &err), FB_STORE_ENOTFOUND);
+    fb_user u = {.id = "us_1", .username = "ann", .team_id = "tm_missing", .role = FB_ROLE_VIEWER};
+    assert_int_equal(fb_store_user_insert(st, &u, "x", &err), FB_STORE_ENOTFOUND);
     fb_store_close(st);
 }
 
+/* A repository call that writes several rows writes all or none: a
+ * bootstrap whose team name is taken leaves no org row behind. */
 static void test_transactions(void **state)
 {
     fixture *f = *state;
     fb_store *st = open_ok(f->state);
     fb_err err = {{0}};
-    fb_store_lock(st);
-    sqlite3 *db = fb_store_db(st);
-    const char *ins = "INSERT INTO teams (id, name, created_at) VALUES ('tm_a', 'a', 'now')";
+    fb_team taken = {"tm_0", "default", "2026-11-29T10:31:07.000000000Z"};
+    assert_int_equal(fb_store_team_insert(st, &taken, &err), FB_STORE_OK);
+    assert_int_equal(fb_store_team_insert(st, &taken, &err), FB_STORE_EEXISTS);
+    fb_team again = {"tm_0", "other", "2026-11-29T10:31:07.000000000Z"};
+    assert_int_equal(fb_store_team_insert(st, &again, &err), FB_STORE_ECOLLISION);
 
-    assert_int_equal(fb_store_begin(st, &err), 0);
-    assert_false(sqlite3_get_autocommit(db));
-    /* Nested BEGIN is refused with a message, not silently merged. */
-    assert_int_equal(fb_store_begin(st, &err), -1);
-    assert_non_null(strstr(err.msg, "BEGIN IMMEDIATE"));
-    assert_int_equal(sqlite3_exec(db, ins, NULL, NULL, NULL), SQLITE_OK);
-    fb_store_rollback(st);
-    assert_true(sqlite3_get_autocommit(db));
-    assert_int_equal(query_ll(db, "SELECT count(*) FROM teams"), 0);
-    fb_store_rollback(st); /* harmless outside a transaction */
-
-    assert_int_equal(fb_store_begin(st, &err), 0);
-    assert_int_equal(sqlite3_exec(db, ins, NULL, NULL, NULL), SQLITE_OK);
-    assert_int_equal(fb_store_commit(st, &err), 0);
-    assert_int_equal(query_ll(db, "SELECT count(*) FROM teams"), 1);
-    /* COMMIT with no transaction fails and says so. */
-    assert_int_equal(fb_store_commit(st, &err), -1);
-    assert_non_null(strstr(err.msg, "COMMIT"));
-    fb_store_unlock(st);
+    fb_team t = {"tm_1", "default", "2026-11-29T10:31:07.000000000Z"};
+    fb_user u = {.id = "us_1", .username = "root", .team_id = "tm_1", .role = FB_ROLE_ADMIN};
+    fb_key_record k = {.info = {.id = "key_000000000001", .user_id = "us_1", .name = "k", .scopes = FB_PERM_ALL}};
+    fb_identity_bootstrap b = {"org", "2026-11-29T10:31:07.000000000Z", &t, &u, "x", &k};
+    assert_int_equal(fb_store_bootstrap(st, &b, &err), FB_STORE_EEXISTS);
+    assert_non_null(strstr(err.msg, "a team named 'default' already exists"));
+    bool init = true;
+    assert_int_equal(fb_store_org_get(st, &init, NULL, &err), FB_STORE_OK);
+    assert_false(init);
     fb_store_close(st);
 
     sqlite3 *raw = raw_open(f->db);
+    assert_int_equal(query_ll(raw, "SELECT count(*) FROM org"), 0);
+    assert_int_equal(query_ll(raw, "SELECT count(*) FROM users"), 0);
+    assert_int_equal(query_ll(raw, "SELECT count(*) FROM api_keys"), 0);
     assert_int_equal(query_ll(raw, "SELECT count(*) FROM teams"), 1);
     sqlite3_close(raw);
 }
 
 /* A second writer (another process's connection) waits for the first
  * instead of failing with "database is locked" - up to the busy timeout. */
-struct begin_arg {
+struct insert_arg {
     fb_store *st;
     int rc;
     char msg[512];
 };
 
-static void *begin_thread(void *arg)
+static void *insert_thread(void *arg)
 {
-    struct begin_arg *b = arg;
+    struct insert_arg *a = arg;
     fb_err err = {{0}};
-    fb_store_lock(b->st);
-    b->rc = fb_store_begin(b->st, &err);
-    if (b->rc == 0)
-        b->rc = fb_store_commit(b->st, &err);
-    fb_store_unlock(b->st);
-    snprintf(b->msg, sizeof b->msg, "%s", err.msg);
+    fb_team t = {"tm_w", "waiter", "2026-11-29T10:31:07.000000000Z"};
+    a->rc = fb_store_team_insert(a->st, &t, &err);
+    snprintf(a->msg, sizeof a->msg, "%s", err.msg);
     return NULL;
 }
 
 static void test_two_connections_serialise(void **state)
 {
     fixture *f = *state;
-    fb_store *a = open_ok(f->state), *b = open_ok(f->state);
-    fb_err err = {{0}};
-    fb_store_lock(a);
-    assert_int_equal(fb_store_begin(a, &err), 0);
-
-    /* With a short timeout the second writer gives up, with a message. */
-    sqlite3_busy_timeout(fb_store_db(b), 50);
-    struct begin_arg arg = {.st = b, .rc = -2};
+    fb_store *st = open_ok(f->state);
+    sqlite3 *other = raw_open(f->db);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    struct insert_arg arg = {.st = st, .rc = -99};
     pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, begin_thread, &arg), 0);
-    pthread_join(t, NULL);
-    assert_int_equal(arg.rc, -1);
-    assert_non_null(strstr(arg.msg, "database is locked"));
-
-    /* With the store's own timeout it waits for the first to commit. */
-    sqlite3_busy_timeout(fb_store_db(b), 5000);
-    arg.rc = -2;
-    assert_int_equal(pthread_create(&t, NULL, begin_thread, &arg), 0);
+    assert_int_equal(pthread_create(&t, NULL, insert_thread, &arg), 0);
     usleep(200 * 1000);
-    assert_int_equal(fb_store_commit(a, &err), 0);
-    fb_store_unlock(a);
+    assert_int_equal(arg.rc, -99); /* still waiting for the other writer */
+    assert_int_equal(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
     pthread_join(t, NULL);
     if (arg.rc != 0)
         fail_msg("second writer failed: %s", arg.msg);
-    fb_store_close(a);
-    fb_store_close(b);
+    assert_int_equal(query_ll(other, "SELECT count(*) FROM teams WHERE name = 'waiter'"), 1);
+    sqlite3_close(other);
+    fb_store_close(st);
 }
 
 struct opener {
@@ -422,6 +404,194 @@ static void test_concurrent_first_open(void **state)
     sqlite3_close(raw);
 }
 
+static void test_node_id_file_checked(void **state)
+{
+    fixture *f = *state;
+    fb_store_close(open_ok(f->state));
+    char node[200];
+    snprintf(node, sizeof node, "%s/node.id", f->state);
+    FILE *fp = fopen(node, "w");
+    assert_non_null(fp);
+    fputs("nd_not-hex-at-all", fp);
+    fclose(fp);
+    open_fails(f->state, "does not hold a node id");
+    assert_int_equal(unlink(node), 0);
+    fb_store *st = open_ok(f->state); /* a new node */
+    assert_int_equal(strlen(fb_store_node_id(st)), 19);
+    fb_store_close(st);
+}
+
+static void add_team(fb_store *st, const char *id)
+{
+    fb_err err = {{0}};
+    fb_team t;
+    memset(&t, 0, sizeof t);
+    snprintf(t.id, sizeof t.id, "%s", id);
+    snprintf(t.name, sizeof t.name, "n%s", id);
+    snprintf(t.created_at, sizeof t.created_at, "2026-11-29T10:31:07.000000000Z");
+    if (fb_store_team_insert(st, &t, &err) != 0)
+        fail_msg("team: %s", err.msg);
+}
+
+static void add_sandbox(fb_store *st, const char *id)
+{
+    fb_err err = {{0}};
+    fb_sandbox_record r = {id, "tm_a", "key_000000000001", "jail", 256, 2, "2026-11-29T10:31:07.000000000Z",
+                           "2026-11-29T11:31:07.000000000Z"};
+    if (fb_store_sandbox_insert(st, &r, &err) != 0)
+        fail_msg("sandbox: %s", err.msg);
+}
+
+/* Each gateway lists (and so reaps) only its own node's records. */
+static void test_sandbox_records_per_node(void **state)
+{
+    fixture *f = *state;
+    fb_store *st = open_ok(f->state);
+    fb_err err = {{0}};
+    add_team(st, "tm_a");
+    add_sandbox(st, "sb-1");
+    add_sandbox(st, "sb-2");
+    add_sandbox(st, "sb-3");
+    assert_int_equal(fb_store_sandbox_insert(st,
+                                             &(fb_sandbox_record){"sb-1", "tm_a", "", "jail", 1, 1, "x", "y"}, &err),
+                     FB_STORE_ECOLLISION);
+    /* sb-2 belongs to another gateway sharing the store. */
+    sqlite3 *raw = raw_open(f->db);
+    assert_int_equal(sqlite3_exec(raw, "UPDATE sandboxes SET node_id = 'nd_00000000000000ff' WHERE id = 'sb-2'",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(fb_store_sandbox_set_state(st, "sb-3", "destroyed", &err), FB_STORE_OK);
+    char(*ids)[FB_ID_MAX] = NULL;
+    size_t n = 99;
+    assert_int_equal(fb_store_sandbox_list_live(st, &ids, &n, &err), FB_STORE_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(ids[0], "sb-1");
+    free(ids);
+    char when[64];
+    query_str(raw, "SELECT destroyed_at FROM sandboxes WHERE id = 'sb-3'", when, sizeof when);
+    assert_int_equal(strlen(when), 30); /* canonical RFC 3339 with nanoseconds */
+    assert_int_equal(query_ll(raw, "SELECT count(*) FROM sandboxes WHERE id = 'sb-1' AND node_id = "
+                                   "(SELECT node_id FROM sandboxes WHERE id = 'sb-3')"),
+                     1);
+    sqlite3_close(raw);
+
+    assert_int_equal(fb_store_sandbox_set_state(st, "sb-1", "exploded", &err), FB_STORE_EINVAL);
+    assert_int_equal(fb_store_sandbox_set_state(st, "sb-404", "failed", &err), FB_STORE_ENOTFOUND);
+    assert_int_equal(fb_store_sandbox_set_state(st, "sb-1", "failed", &err), FB_STORE_OK);
+    assert_int_equal(fb_store_sandbox_list_live(st, &ids, &n, &err), FB_STORE_OK);
+    assert_int_equal(n, 0);
+    assert_null(ids);
+    fb_store_close(st);
+}
+
+/* A version-1 database with a live record is upgraded in place: the
+ * record survives, without a node, and the first gateway reaps it. */
+static void test_upgrade_from_version_1(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(fb_mkdir_p(f->state, 0700, NULL), 0);
+    sqlite3 *raw = NULL;
+    assert_int_equal(sqlite3_open_v2(f->db, &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL), SQLITE_OK);
+    assert_int_equal(chmod(f->db, 0600), 0);
+    assert_int_equal(sqlite3_exec(raw, fb_migrations[0].sql, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(raw,
+                                  "PRAGMA user_version = 1;"
+                                  "INSERT INTO teams VALUES ('tm_a', 'a', '2026-01-01T00:00:00Z');"
+                                  "INSERT INTO sandboxes (id, team_id, backend, memory_mib, vcpus, state, created_at,"
+                                  " expires_at, daemon_pid) VALUES ('sb-old', 'tm_a', 'vm', 512, 1, 'running',"
+                                  " '2026-01-01T00:00:00Z', '2026-01-01T01:00:00Z', 4242)",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(raw);
+    fb_store *st = open_ok(f->state);
+    assert_int_equal(fb_store_schema_version(st), (int)fb_migrations_count);
+    char(*ids)[FB_ID_MAX] = NULL;
+    size_t n = 0;
+    fb_err err = {{0}};
+    assert_int_equal(fb_store_sandbox_list_live(st, &ids, &n, &err), FB_STORE_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(ids[0], "sb-old");
+    free(ids);
+    fb_store_close(st);
+}
+
+static void add_key(fb_store *st, const char *id, const char *parent, int expect)
+{
+    fb_err err = {{0}};
+    fb_key_record k;
+    memset(&k, 0, sizeof k);
+    snprintf(k.info.id, sizeof k.info.id, "%s", id);
+    snprintf(k.info.user_id, sizeof k.info.user_id, "us_1");
+    snprintf(k.info.name, sizeof k.info.name, "k");
+    snprintf(k.info.created_at, sizeof k.info.created_at, "2026-11-29T10:31:07.000000000Z");
+    snprintf(k.info.parent_key_id, sizeof k.info.parent_key_id, "%s", parent);
+    k.info.scopes = FB_PERM_SANDBOXES_READ;
+    int rc = fb_store_key_insert(st, &k, FB_ROLE_DEVELOPER, &err);
+    if (rc != expect)
+        fail_msg("key %s: %d (%s), want %d", id, rc, err.msg, expect);
+}
+
+/* Revoking a key revokes what it minted, transitively, in one step; a
+ * key cannot be minted under a revoked parent afterwards. */
+static void test_key_revoke_tree(void **state)
+{
+    fixture *f = *state;
+    fb_store *st = open_ok(f->state);
+    fb_err err = {{0}};
+    add_team(st, "tm_a");
+    fb_user u = {.id = "us_1", .username = "dev", .team_id = "tm_a", .role = FB_ROLE_DEVELOPER};
+    assert_int_equal(fb_store_user_insert(st, &u, "x", &err), FB_STORE_OK);
+    /* root -> a -> a1 -> a11, root -> b; other stands alone. */
+    add_key(st, "key_root", "", 0);
+    add_key(st, "key_a", "key_root", 0);
+    add_key(st, "key_a1", "key_a", 0);
+    add_key(st, "key_a11", "key_a1", 0);
+    add_key(st, "key_b", "key_root", 0);
+    add_key(st, "key_other", "", 0);
+    add_key(st, "key_x", "key_missing", FB_STORE_ECONFLICT);
+    add_key(st, "key_y", "", 0);
+    /* The owner's role changed since the caller read it. */
+    fb_key_record k = {.info = {.id = "key_z", .user_id = "us_1", .name = "z", .scopes = 1}};
+    assert_int_equal(fb_store_key_insert(st, &k, FB_ROLE_ADMIN, &err), FB_STORE_ECONFLICT);
+    k.info.user_id[3] = '9';
+    assert_int_equal(fb_store_key_insert(st, &k, FB_ROLE_DEVELOPER, &err), FB_STORE_ENOTFOUND);
+
+    char(*ids)[FB_ID_MAX] = NULL;
+    size_t n = 0;
+    assert_int_equal(fb_store_key_revoke_tree(st, "key_a1", "2026-12-01T00:00:00.000000000Z", &ids, &n, &err), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(ids[0], "key_a1");
+    assert_string_equal(ids[1], "key_a11");
+    free(ids);
+    assert_int_equal(fb_store_key_revoke_tree(st, "key_root", "2026-12-02T00:00:00.000000000Z", &ids, &n, &err), 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(ids[0], "key_root");
+    assert_string_equal(ids[1], "key_a");
+    assert_string_equal(ids[2], "key_b");
+    free(ids);
+    fb_api_key_info info;
+    assert_int_equal(fb_store_key_get(st, "key_a11", &info, &err), 0);
+    assert_string_equal(info.revoked_at, "2026-12-01T00:00:00.000000000Z"); /* the first revocation stays */
+    assert_string_equal(info.parent_key_id, "key_a1");
+    assert_int_equal(fb_store_key_get(st, "key_other", &info, &err), 0);
+    assert_string_equal(info.revoked_at, "");
+    add_key(st, "key_late", "key_a", FB_STORE_ECONFLICT);
+    assert_int_equal(fb_store_key_revoke_tree(st, "key_nope", "2026-12-02T00:00:00.000000000Z", &ids, &n, &err),
+                     FB_STORE_ENOTFOUND);
+    assert_null(ids);
+    fb_store_close(st);
+}
+
+static void test_status_names(void **state)
+{
+    (void)state;
+    assert_string_equal(fb_store_status_name(FB_STORE_OK), "ok");
+    assert_string_equal(fb_store_status_name(FB_STORE_ENOTFOUND), "not_found");
+    assert_string_equal(fb_store_status_name(FB_STORE_ECOLLISION), "collision");
+    assert_string_equal(fb_store_status_name(FB_STORE_EBUSY), "busy");
+    assert_string_equal(fb_store_status_name(-1000), "unknown");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -437,6 +607,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_connections_serialise, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_first_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_node_id_file_checked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sandbox_records_per_node, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_from_version_1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_revoke_tree, setup, teardown),
+        cmocka_unit_test(test_status_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,76 @@
+/*
+ * backend.h - private to src/store: the table of operations an fb_store
+ * dispatches through, one sub-table per repository, and the struct behind
+ * the opaque fb_store.
+ *
+ * A storage engine fills the three tables with functions of the same
+ * signatures as the public repository calls (store/identity.h,
+ * store/sandboxes.h, store/audit_log.h); store.c and identity.c only
+ * forward.  Today the SQLite engine (sqlite_*.c) is the one filling them;
+ * a PostgreSQL engine would add its own tables and an open function, and
+ * fb_store_open would pick between them from the configuration.
+ */
+#ifndef FB_STORE_BACKEND_H
+#define FB_STORE_BACKEND_H
+
+#include "store/audit_log.h"
+#include "store/identity.h"
+#include "store/sandboxes.h"
+#include "store/store.h"
+
+typedef struct fb_identity_ops {
+    int (*org_get)(fb_store *, bool *, char *, fb_err *);
+    int (*bootstrap)(fb_store *, const fb_identity_bootstrap *, fb_err *);
+    int (*team_insert)(fb_store *, const fb_team *, fb_err *);
+    int (*team_get)(fb_store *, const char *, bool by_name, fb_team *, fb_err *);
+    int (*team_list)(fb_store *, fb_team **, size_t *, fb_err *);
+    int (*user_insert)(fb_store *, const fb_user *, const char *, fb_err *);
+    int (*user_get)(fb_store *, const char *, bool by_name, fb_user *, char *pwhash, fb_err *);
+    int (*user_list)(fb_store *, const char *, fb_user **, size_t *, fb_err *);
+    int (*user_set_disabled)(fb_store *, const char *, bool, fb_err *);
+    int (*user_set_password)(fb_store *, const char *, const char *, fb_err *);
+    int (*key_insert)(fb_store *, const fb_key_record *, fb_role, fb_err *);
+    int (*key_get)(fb_store *, const char *, fb_api_key_info *, fb_err *);
+    int (*key_auth_row)(fb_store *, const char *, fb_key_auth_row *, fb_err *);
+    int (*key_list)(fb_store *, const char *, fb_api_key_info **, size_t *, fb_err *);
+    int (*key_touch)(fb_store *, const char *, const char *, fb_err *);
+    int (*key_revoke_tree)(fb_store *, const char *, const char *, char (**)[FB_ID_MAX], size_t *, fb_err *);
+} fb_identity_ops;
+
+typedef struct fb_sandbox_ops {
+    int (*insert)(fb_store *, const fb_sandbox_record *, fb_err *);
+    int (*set_state)(fb_store *, const char *, const char *, fb_err *);
+    int (*list_live)(fb_store *, char (**)[FB_ID_MAX], size_t *, fb_err *);
+} fb_sandbox_ops;
+
+typedef struct fb_audit_ops {
+    int (*append)(fb_store *, fb_audit_chain_fn, void *, fb_err *);
+    int (*ends)(fb_store *, fb_audit_head *, fb_audit_tail *, fb_err *);
+    int (*page)(fb_store *, int64_t, unsigned, fb_audit_head *, fb_audit_row_fn, void *, size_t *, fb_err *);
+    int (*query)(fb_store *, const fb_audit_match *, int64_t, unsigned, fb_audit_row_fn, void *, fb_err *);
+} fb_audit_ops;
+
+typedef struct fb_store_engine {
+    const char *name;
+    int (*open)(fb_store *st, const char *state_dir, fb_err *err); /* sets st->impl */
+    void (*close)(fb_store *st);
+    int (*schema_version)(fb_store *st);
+    const fb_identity_ops *identity;
+    const fb_sandbox_ops *sandboxes;
+    const fb_audit_ops *audit;
+} fb_store_engine;
+
+struct fb_store {
+    const fb_store_engine *engine;
+    void *impl; /* the engine's connection state */
+    char *state_dir;
+    char node_id[FB_STORE_NODE_ID_MAX];
+};
+
+/* The SQLite engine (sqlite_store.c). */
+extern const fb_store_engine fb_sqlite_engine;
+extern const fb_identity_ops fb_sqlite_identity_ops;
+extern const fb_sandbox_ops fb_sqlite_sandbox_ops;
+extern const fb_audit_ops fb_sqlite_audit_ops;
+
+#endif

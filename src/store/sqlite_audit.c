@@ -1,0 +1,185 @@
+/*
+ * sqlite_audit.c - the audit repository (audit_log.h) on SQLite.
+ *
+ * Appending is one IMMEDIATE transaction under the store lock: read the
+ * head and the newest row, let the chain (src/audit) decide the new row
+ * and head, insert and move the head.  Reading hands rows over exactly as
+ * stored - a value that is not text is reported as such - because the
+ * verifier's job is to notice what someone did to the table.
+ *
+ * Verification pages each run in one read transaction (a snapshot), the
+ * head read in the same snapshot as the rows, so a page never mixes rows
+ * and a head from different moments.
+ */
+#include <string.h>
+
+#include "store/backend.h"
+#include "store/sql.h"
+
+#define ROW_COLUMNS                                                                                                  \
+    "seq, ts, event, actor, resource, action, outcome, reason, source_ip, request_id, prev_hash, hash"
+
+static void copy_hex(fb_sql_stmt *s, int col, char out[FB_AUDIT_HASH_HEX + 1], size_t *len)
+{
+    size_t n;
+    const char *t = fb_sql_col_text(s, col, &n);
+    *len = n;
+    n = n > FB_AUDIT_HASH_HEX ? FB_AUDIT_HASH_HEX : n;
+    memcpy(out, t, n);
+    out[n] = '\0';
+}
+
+static int read_head(fb_sql *db, fb_audit_head *h, fb_err *err)
+{
+    memset(h, 0, sizeof *h);
+    cleanup_stmt fb_sql_stmt *s = NULL;
+    int rc = fb_sql_prepare(db, "SELECT seq, hash, mac FROM audit_head WHERE id = 1", &s, err);
+    if (rc < 0 || (rc = fb_sql_step(s, "audit: cannot read the head", err)) <= 0)
+        return rc;
+    h->present = true;
+    h->seq = fb_sql_col_int64(s, 0);
+    h->well_formed =
+        fb_sql_col_is_int(s, 0) && h->seq >= 1 && fb_sql_col_is_text(s, 1) && fb_sql_col_is_text(s, 2);
+    copy_hex(s, 1, h->hash, &h->hash_len);
+    copy_hex(s, 2, h->mac, &h->mac_len);
+    h->well_formed = h->well_formed && h->hash_len == FB_AUDIT_HASH_HEX && h->mac_len == FB_AUDIT_HASH_HEX;
+    return 0;
+}
+
+static int read_tail(fb_sql *db, fb_audit_tail *t, fb_err *err)
+{
+    memset(t, 0, sizeof *t);
+    cleanup_stmt fb_sql_stmt *s = NULL;
+    int rc = fb_sql_prepare(db, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &s, err);
+    if (rc < 0 || (rc = fb_sql_step(s, "audit: cannot read the log", err)) <= 0)
+        return rc;
+    t->found = true;
+    t->seq = fb_sql_col_int64(s, 0);
+    copy_hex(s, 1, t->hash, &t->hash_len);
+    return 0;
+}
+
+static void read_row(fb_sql_stmt *s, fb_audit_row *row)
+{
+    row->seq = fb_sql_col_int64(s, 0);
+    for (int i = 0; i < FB_AUDIT_NCOLS; i++) {
+        row->col[i].is_text = fb_sql_col_is_text(s, 1 + i);
+        row->col[i].p = fb_sql_col_text(s, 1 + i, &row->col[i].n);
+    }
+}
+
+/* Steps s, handing each row to each; *rows counts them. */
+static int each_row(fb_sql_stmt *s, fb_audit_row_fn each, void *ctx, size_t *rows, fb_err *err)
+{
+    int rc;
+    fb_audit_row row;
+    *rows = 0;
+    while ((rc = fb_sql_step(s, "audit: cannot read the log", err)) == 1) {
+        read_row(s, &row);
+        (*rows)++;
+        if ((rc = each(&row, ctx, err)) < 0)
+            return rc;
+    }
+    return rc;
+}
+
+static int insert_row(fb_sql *db, const fb_audit_row *row, const char *mac, fb_err *err)
+{
+    cleanup_stmt fb_sql_stmt *s = NULL;
+    int rc = fb_sql_prepare(db, "INSERT INTO audit (" ROW_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            &s, err);
+    if (rc < 0 || (rc = fb_sql_bind_int64(s, 1, row->seq, err)) < 0)
+        return rc;
+    for (int i = 0; i < FB_AUDIT_NCOLS && rc == 0; i++)
+        rc = fb_sql_bind_textn(s, 2 + i, row->col[i].p, row->col[i].n, err);
+    if (rc < 0 || (rc = fb_sql_run(s, "audit: cannot insert the entry", err)) < 0)
+        return rc;
+    cleanup_stmt fb_sql_stmt *h = NULL;
+    if ((rc = fb_sql_prepare(db,
+                             "INSERT INTO audit_head (id, seq, hash, mac) VALUES (1, ?1, ?2, ?3) "
+                             "ON CONFLICT (id) DO UPDATE SET seq = ?1, hash = ?2, mac = ?3",
+                             &h, err)) < 0 ||
+        (rc = fb_sql_bind_int64(h, 1, row->seq, err)) < 0 ||
+        (rc = fb_sql_bind_textn(h, 2, row->col[FB_AUDIT_COL_HASH].p, row->col[FB_AUDIT_COL_HASH].n, err)) < 0 ||
+        (rc = fb_sql_bind_textn(h, 3, mac, FB_AUDIT_HASH_HEX, err)) < 0)
+        return rc;
+    return fb_sql_run(h, "audit: cannot write the head", err);
+}
+
+static int au_append(fb_store *st, fb_audit_chain_fn chain, void *ctx, fb_err *err)
+{
+    cleanup_sql_unlock fb_sql *db = fb_sql_locked(st->impl);
+    int rc = fb_sql_begin(db, err);
+    if (rc < 0)
+        return rc;
+    fb_audit_head head;
+    fb_audit_tail tail;
+    fb_audit_row row;
+    char mac[FB_AUDIT_HASH_HEX + 1];
+    memset(&row, 0, sizeof row);
+    if ((rc = read_head(db, &head, err)) == 0 && (rc = read_tail(db, &tail, err)) == 0) {
+        if (chain(&head, &tail, ctx, &row, mac, err) < 0)
+            rc = FB_STORE_ECONFLICT;
+        else if ((rc = insert_row(db, &row, mac, err)) == 0)
+            rc = fb_sql_commit(db, err);
+    }
+    if (rc < 0)
+        fb_sql_rollback(db);
+    return rc;
+}
+
+static int au_ends(fb_store *st, fb_audit_head *head, fb_audit_tail *tail, fb_err *err)
+{
+    cleanup_sql_unlock fb_sql *db = fb_sql_locked(st->impl);
+    int rc = fb_sql_begin_read(db, err);
+    if (rc == 0 && (rc = read_head(db, head, err)) == 0)
+        rc = read_tail(db, tail, err);
+    fb_sql_rollback(db); /* ends the read */
+    return rc;
+}
+
+static int au_page(fb_store *st, int64_t from, unsigned limit, fb_audit_head *head, fb_audit_row_fn each, void *ctx,
+                   size_t *rows, fb_err *err)
+{
+    *rows = 0;
+    cleanup_sql_unlock fb_sql *db = fb_sql_locked(st->impl);
+    int rc = fb_sql_begin_read(db, err);
+    if (rc == 0 && (rc = read_head(db, head, err)) == 0) {
+        cleanup_stmt fb_sql_stmt *s = NULL;
+        if ((rc = fb_sql_prepare(db, "SELECT " ROW_COLUMNS " FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2", &s,
+                                 err)) == 0 &&
+            (rc = fb_sql_bind_int64(s, 1, from, err)) == 0 && (rc = fb_sql_bind_int64(s, 2, limit, err)) == 0)
+            rc = each_row(s, each, ctx, rows, err);
+    }
+    fb_sql_rollback(db); /* ends the read */
+    return rc;
+}
+
+static int au_query(fb_store *st, const fb_audit_match *m, int64_t after, unsigned limit, fb_audit_row_fn each,
+                    void *ctx, fb_err *err)
+{
+    cleanup_sql_unlock fb_sql *db = fb_sql_locked(st->impl);
+    cleanup_stmt fb_sql_stmt *s = NULL;
+    int rc = fb_sql_prepare(db,
+                            "SELECT " ROW_COLUMNS " FROM audit WHERE seq > ?1"
+                            " AND (?2 IS NULL OR event = ?2) AND (?3 IS NULL OR actor = ?3)"
+                            " AND (?4 IS NULL OR resource = ?4) AND (?5 IS NULL OR action = ?5)"
+                            " AND (?6 IS NULL OR outcome = ?6) AND (?7 IS NULL OR ts >= ?7)"
+                            " AND (?8 IS NULL OR ts < ?8) ORDER BY seq LIMIT ?9",
+                            &s, err);
+    if (rc < 0 || (rc = fb_sql_bind_int64(s, 1, after, err)) < 0 ||
+        (rc = fb_sql_bind_int64(s, 9, limit, err)) < 0)
+        return rc;
+    const char *texts[] = {m->event, m->actor, m->resource, m->action, m->outcome, m->since, m->until};
+    for (int i = 0; i < 7 && rc == 0; i++)
+        rc = fb_sql_bind_text(s, 2 + i, texts[i], err);
+    size_t rows;
+    return rc < 0 ? rc : each_row(s, each, ctx, &rows, err);
+}
+
+const fb_audit_ops fb_sqlite_audit_ops = {
+    .append = au_append,
+    .ends = au_ends,
+    .page = au_page,
+    .query = au_query,
+};
