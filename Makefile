@@ -16,7 +16,7 @@ override LDFLAGS += -pie -Wl,-z,relro,-z,now $(EXTRA_LDFLAGS)
 HOST_LIBS  := -ljansson -lsodium -lsqlite3 -lmicrohttpd -lyaml -lpthread -lm
 AGENT_LIBS := -ljansson -lseccomp
 
-COMMON_SRC := src/common/util.c src/common/utf8.c src/proto/proto.c
+COMMON_SRC := src/common/util.c src/common/utf8.c $(wildcard src/proto/*.c)
 AGENT_SRC  := $(wildcard src/agent/*.c)
 LIB_SRC    := $(wildcard src/sandbox/*.c src/image/*.c src/store/*.c src/audit/*.c src/auth/*.c src/policy/*.c src/config/*.c src/gateway/*.c) $(COMMON_SRC)
 CLI_SRC    := $(wildcard src/cli/*.c)
