@@ -117,3 +117,20 @@ $(BUILD)/fb-bench: bench/fb_bench.c $(LIB_OBJ)
 # Test drivers that use the sandbox library directly.
 $(BUILD)/fb-driver: tests/tools/fb_driver.c $(LIB_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)
+
+# ---- fuzzing (clang's libFuzzer) ----------------------------------------------
+# `make fuzz-proto` runs the protocol decoder target for FUZZ_TIME seconds,
+# starting from the corpus kept in tests/fuzz/corpus/proto (new finds go to
+# $(BUILD)/fuzz/, the repository's corpus is only read).
+FUZZ_CC    ?= clang
+FUZZ_TIME  ?= 30
+FUZZ_FLAGS := -std=gnu17 -g -O1 -Isrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+$(BUILD)/fuzz/fuzz_proto: tests/fuzz/fuzz_proto.c $(COMMON_SRC)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -ljansson
+
+.PHONY: fuzz-proto
+fuzz-proto: $(BUILD)/fuzz/fuzz_proto
+	@mkdir -p $(BUILD)/fuzz/corpus-proto
+	$< -max_total_time=$(FUZZ_TIME) -max_len=200000 -timeout=10 -rss_limit_mb=2048 \
+	   $(BUILD)/fuzz/corpus-proto tests/fuzz/corpus/proto

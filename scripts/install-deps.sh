@@ -10,6 +10,7 @@ libseccomp-dev libcap-dev libsodium-dev libjansson-dev libcmocka-dev
 libmicrohttpd-dev libsqlite3-dev libyaml-dev
 qemu-system-x86 busybox-static mmdebstrap e2fsprogs cpio kmod zstd xz-utils
 bubblewrap python3 python3-pytest python3-yaml hyperfine wrk procps util-linux sqlite3
+clang libclang-rt-14-dev
 "
 
 missing=""
