@@ -18,32 +18,38 @@
 
 #define SPAWNERS 8
 
+/* One boot request, on the waiting caller's stack. */
 typedef struct job {
+    struct job *next;
     const fb_sandbox_config *cfg;
     fb_sandbox *out;
-    fb_err err;
     fb_errc code;
+    fb_err err;
     bool done;
-    struct job *next;
 } job;
 
+static job *head, *tail; /* FIFO of waiting boots */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t have_work = PTHREAD_COND_INITIALIZER;
-static pthread_cond_t job_done = PTHREAD_COND_INITIALIZER;
-static job *head, *tail;
+static pthread_cond_t have_work = PTHREAD_COND_INITIALIZER, job_done = PTHREAD_COND_INITIALIZER;
 static int started;
+
+/* The oldest waiting boot, once there is one (lock held). */
+static job *next_job_locked(void)
+{
+    while (!head)
+        pthread_cond_wait(&have_work, &lock);
+    job *j = head;
+    if (!(head = j->next))
+        tail = NULL;
+    return j;
+}
 
 static void *spawner_main(void *arg)
 {
     (void)arg;
     pthread_mutex_lock(&lock);
     for (;;) {
-        while (!head)
-            pthread_cond_wait(&have_work, &lock);
-        job *j = head;
-        head = j->next;
-        if (!head)
-            tail = NULL;
+        job *j = next_job_locked();
         pthread_mutex_unlock(&lock);
         j->code = fb_sandbox_boot_here(j->cfg, &j->out, &j->err);
         pthread_mutex_lock(&lock);
@@ -74,10 +80,7 @@ fb_errc fb_sandbox_boot(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *
         fb_fail(err, "cannot start a sandbox spawner thread");
         return FB_E_RESOURCE;
     }
-    if (tail)
-        tail->next = &j;
-    else
-        head = &j;
+    *(tail ? &tail->next : &head) = &j;
     tail = &j;
     pthread_cond_signal(&have_work);
     while (!j.done)
