@@ -193,6 +193,9 @@ fb_errc fb_sup_request(fb_sandbox *sb, fb_request *rq, json_t *h, const void *pa
     rq->deadline_ns = fb_now_ns() + (uint64_t)timeout_ms * 1000000ull;
     rq->next = sb->reqs;
     sb->reqs = rq;
+    /* A waiter holds a reference: a destroy that releases it may finish
+     * before this thread runs again. */
+    sb->refs++;
     while (!rq->done)
         fb_sup_wait_locked(sb, 0);
     for (fb_request **p = &sb->reqs; *p; p = &(*p)->next)
@@ -200,7 +203,7 @@ fb_errc fb_sup_request(fb_sandbox *sb, fb_request *rq, json_t *h, const void *pa
             *p = rq->next;
             break;
         }
-    pthread_mutex_unlock(&sb->mu);
+    fb_sup_unref_unlock(sb);
     if (rq->code != FB_OK)
         fb_fail(err, "%s", rq->msg);
     return rq->code;

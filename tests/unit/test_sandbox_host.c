@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sandbox/sandbox.h"
@@ -737,6 +738,49 @@ static void test_file_errors_are_typed(void **state)
     finish(&fa, sb);
 }
 
+/* Only shutdown is answered: everything else hangs. */
+static void scenario_only_shutdown(fake *fa)
+{
+    uint64_t id = fa_expect(fa, "shutdown");
+    if (id)
+        fa_send(fa, fb_hdr_new("ok", id), NULL, 0);
+}
+
+typedef struct blocked_get {
+    fb_sandbox *sb;
+    fb_errc code;
+    fb_err err;
+} blocked_get;
+
+static void *get_thread(void *arg)
+{
+    blocked_get *b = arg;
+    int fd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    b->code = fb_file_get(b->sb, "/workspace/slow", fd, 100, &b->err);
+    close(fd);
+    return NULL;
+}
+
+/* Destroy waits for nobody: a transfer blocked on the agent is released
+ * with FB_E_KILLED, and its thread may run again after the sandbox is gone. */
+static void test_destroy_releases_blocked_transfer(void **state)
+{
+    (void)state;
+    fake fa;
+    fb_sandbox *sb = start(&fa, scenario_only_shutdown, 0);
+    blocked_get b = {.sb = sb};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, get_thread, &b), 0);
+    struct timespec ts = {0, 100 * 1000000L};
+    nanosleep(&ts, NULL);
+    uint64_t t0 = fb_now_ns();
+    finish(&fa, sb);
+    pthread_join(t, NULL);
+    assert_true(fb_now_ns() - t0 < 3000000000ull);
+    assert_int_equal(b.code, FB_E_KILLED);
+    assert_non_null(strstr(b.err.msg, "was destroyed"));
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -757,6 +801,7 @@ int main(void)
         cmocka_unit_test(test_seventeenth_exec_is_busy),
         cmocka_unit_test(test_unread_exec_does_not_stall_others),
         cmocka_unit_test(test_file_errors_are_typed),
+        cmocka_unit_test(test_destroy_releases_blocked_transfer),
     };
     return cmocka_run_group_tests_name("sandbox_host", tests, NULL, NULL);
 }
