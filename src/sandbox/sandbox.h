@@ -185,7 +185,11 @@ typedef struct fb_exec_event {
 
 /* Waits up to timeout_ms (-1: no limit, 0: just look) for the event at
  * pos.  Returns 1 with *ev filled (release with fb_exec_event_clear), 0 if
- * nothing arrived in time, -1 if pos is past the terminal event. */
+ * nothing arrived in time, -1 if pos is past the terminal event or beyond
+ * anything the log has.  Never blocks the sandbox: any number of threads
+ * may read one exec, each at its own position.  Output chunks end anywhere,
+ * also inside a UTF-8 character: clean them per stream with one
+ * fb_utf8_cleaner (common/utf8.h) across events. */
 int fb_exec_next(fb_exec *x, uint64_t pos, fb_exec_event *ev, int timeout_ms);
 void fb_exec_event_clear(fb_exec_event *ev);
 /* Waits up to timeout_ms (-1: no limit) for the end.  FB_OK with *res
