@@ -16,7 +16,7 @@ override LDFLAGS += -pie -Wl,-z,relro,-z,now $(EXTRA_LDFLAGS)
 HOST_LIBS  := -ljansson -lsodium -lsqlite3 -lmicrohttpd -lyaml -lpthread -lm
 AGENT_LIBS := -ljansson -lseccomp
 
-COMMON_SRC := src/common/util.c src/common/time.c src/proto/proto.c
+COMMON_SRC := src/common/util.c src/common/time.c src/common/utf8.c $(wildcard src/proto/*.c)
 AGENT_SRC  := $(wildcard src/agent/*.c)
 LIB_SRC    := $(wildcard src/sandbox/*.c src/image/*.c src/store/*.c src/audit/*.c src/auth/*.c src/policy/*.c src/config/*.c src/gateway/*.c) $(COMMON_SRC)
 CLI_SRC    := $(wildcard src/cli/*.c)
@@ -119,12 +119,12 @@ sanitize-integration: all image
 	FORGEBOX_BIN=$(CURDIR)/build-san/forgebox FORGEBOX_SANITIZED=1 \
 	    FORGEBOX_IMAGE=$(CURDIR)/$(IMAGE) ./tests/run-integration.sh $(PYTEST_ARGS)
 
-# Every libFuzzer target for a bounded time (FUZZ_SECONDS each); the corpora
+# Every libFuzzer target for a bounded time (FUZZ_TIME each); the corpora
 # live in tests/fuzz/corpus/<target>/ and new finds are kept out of the repo.
-FUZZ_SECONDS ?= 30
+FUZZ_TIME ?= 30
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 fuzz:
-	@for t in $(FUZZ_TARGETS); do $(MAKE) --no-print-directory fuzz-$$t FUZZ_SECONDS=$(FUZZ_SECONDS) || exit 1; done
+	@for t in $(FUZZ_TARGETS); do $(MAKE) --no-print-directory fuzz-$$t FUZZ_TIME=$(FUZZ_TIME) || exit 1; done
 
 bench: all image $(BUILD)/fb-bench
 	./bench/run.sh
@@ -140,3 +140,19 @@ $(BUILD)/fb-bench: bench/fb_bench.c $(LIB_OBJ)
 # Test drivers that use the sandbox library directly.
 $(BUILD)/fb-driver: tests/tools/fb_driver.c $(LIB_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)
+
+# ---- fuzzing (clang's libFuzzer) ----------------------------------------------
+# `make fuzz-proto` runs the protocol decoder target for FUZZ_TIME seconds,
+# starting from the corpus kept in tests/fuzz/corpus/proto (new finds go to
+# $(BUILD)/fuzz/, the repository's corpus is only read).
+FUZZ_CC    ?= clang
+FUZZ_FLAGS := -std=gnu17 -g -O1 -Isrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+$(BUILD)/fuzz/fuzz_proto: tests/fuzz/fuzz_proto.c $(COMMON_SRC)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -ljansson
+
+.PHONY: fuzz-proto
+fuzz-proto: $(BUILD)/fuzz/fuzz_proto
+	@mkdir -p $(BUILD)/fuzz/corpus-proto
+	$< -max_total_time=$(FUZZ_TIME) -max_len=200000 -timeout=10 -rss_limit_mb=2048 \
+	   $(BUILD)/fuzz/corpus-proto tests/fuzz/corpus/proto

@@ -5,7 +5,7 @@
  * signalfd for SIGCHLD, and the pipes of running commands.  exec.c owns the
  * commands, files.c answers file requests synchronously, main.c owns the
  * loop and the dispatch.  Nothing in the agent trusts what the host sends:
- * every field is validated against the caps below.
+ * every field is decoded by proto/msg.h, against the protocol's limits.
  */
 #ifndef FB_AGENT_H
 #define FB_AGENT_H
@@ -16,19 +16,13 @@
 
 #include "agent/harden.h"
 #include "agent/pid1.h"
+#include "proto/msg.h"
 #include "proto/proto.h"
 
+/* The protocol's limits (FB_MAX_EXECS, FB_MAX_ARGV, ...) are proto/msg.h's. */
 #define FB_AGENT_VERSION "0.1.0"
-#define FB_MAX_EXECS 16
-#define FB_MAX_ARGV 4096
-#define FB_MAX_ENV 256
-#define FB_MAX_PATH 4096
-#define FB_MAX_TIMEOUT_MS (24ull * 3600 * 1000)
-#define FB_MAX_OUTPUT_CAP (1024ull * 1024 * 1024)
 /* Above this much queued toward the host, stop reading command output. */
 #define FB_BACKPRESSURE (1024u * 1024u)
-/* Stdin bytes the host may have in flight before an ack (per command). */
-#define FB_STDIN_WINDOW (1024u * 1024u)
 
 typedef struct fb_exec fb_exec;
 
@@ -52,7 +46,7 @@ void fb_agent_send(fb_agent *a, json_t *h, const void *payload, size_t len);
 void fb_agent_die(fb_agent *a, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 
 /* Replies to request id with {"t":"error","code":code,"message":msg}. */
-int fb_agent_reply_error(fb_agent *a, uint64_t id, const char *code, const char *msg);
+int fb_agent_reply_error(fb_agent *a, uint64_t id, fb_errc code, const char *msg);
 /* Replies {"t":"ok","id":id} plus the fields of extra (stolen; may be NULL). */
 int fb_agent_reply_ok(fb_agent *a, uint64_t id, json_t *extra, const void *payload, size_t len);
 

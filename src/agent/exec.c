@@ -91,90 +91,30 @@ static fb_exec *find_exec(fb_agent *a, uint64_t id)
     return NULL;
 }
 
-static bool valid_env_name(const char *s)
+/* envp, built once from the request's pairs plus the defaults it does not
+ * override.  Strings are owned (free_env). */
+static char **build_env(const fb_msg_exec *m, fb_err *err)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > 256 || (s[0] >= '0' && s[0] <= '9'))
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
-            return false;
-    }
-    return true;
-}
-
-/* Builds argv and envp from the request.  Strings point into hdr. */
-static int build_argv_env(const json_t *hdr, const char ***argv_out, char ***env_out, fb_err *err)
-{
-    json_t *jargv = json_object_get(hdr, "argv");
-    if (!json_is_array(jargv) || json_array_size(jargv) == 0)
-        return fb_fail(err, "\"argv\" must be a non-empty array of strings");
-    size_t argc = json_array_size(jargv);
-    if (argc > FB_MAX_ARGV)
-        return fb_fail(err, "\"argv\" has more than %d elements", FB_MAX_ARGV);
-    const char **argv = calloc(argc + 1, sizeof *argv);
-    if (!argv)
-        return fb_fail(err, "out of memory");
-    for (size_t i = 0; i < argc; i++) {
-        json_t *s = json_array_get(jargv, i);
-        if (!json_is_string(s)) {
-            free(argv);
-            return fb_fail(err, "\"argv\"[%zu] is not a string", i);
-        }
-        argv[i] = json_string_value(s);
-    }
-    if (argv[0][0] == '\0') {
-        free(argv);
-        return fb_fail(err, "\"argv\"[0] is empty");
-    }
-
-    json_t *jenv = json_object_get(hdr, "env");
-    if (jenv && !json_is_object(jenv)) {
-        free(argv);
-        return fb_fail(err, "\"env\" must be an object of strings");
-    }
-    size_t nuser = jenv ? json_object_size(jenv) : 0;
-    if (nuser > FB_MAX_ENV) {
-        free(argv);
-        return fb_fail(err, "\"env\" has more than %d variables", FB_MAX_ENV);
-    }
     size_t ndef = sizeof default_env / sizeof default_env[0] - 1;
-    char **env = calloc(ndef + nuser + 1, sizeof *env);
+    char **env = calloc(ndef + m->nenv + 1, sizeof *env);
     if (!env) {
-        free(argv);
-        return fb_fail(err, "out of memory");
+        fb_fail(err, "out of memory");
+        return NULL;
     }
     size_t n = 0;
-    const char *key;
-    json_t *val;
-    if (jenv) {
-        json_object_foreach(jenv, key, val) {
-            if (!valid_env_name(key) || !json_is_string(val)) {
-                for (size_t i = 0; i < n; i++)
-                    free(env[i]);
-                free(env);
-                free(argv);
-                return fb_fail(err, "\"env\": bad variable name or non-string value for \"%.64s\"", key);
-            }
-            if (asprintf(&env[n], "%s=%s", key, json_string_value(val)) < 0) {
-                env[n] = NULL;
-                break;
-            }
+    for (size_t i = 0; i < m->nenv; i++)
+        if (asprintf(&env[n], "%s=%s", m->env[i].key, m->env[i].value) >= 0)
             n++;
-        }
-    }
-    /* Defaults the caller did not override. */
     for (size_t d = 0; d < ndef; d++) {
         size_t klen = strcspn(default_env[d], "=");
-        bool overridden = jenv && json_object_getn(jenv, default_env[d], klen);
-        if (!overridden)
-            env[n++] = strdup(default_env[d]);
+        bool overridden = false;
+        for (size_t i = 0; i < m->nenv && !overridden; i++)
+            overridden = strlen(m->env[i].key) == klen && memcmp(m->env[i].key, default_env[d], klen) == 0;
+        if (!overridden && (env[n] = strdup(default_env[d])))
+            n++;
     }
     env[n] = NULL;
-    *argv_out = argv;
-    *env_out = env;
-    return 0;
+    return env;
 }
 
 static void free_env(char **env)
@@ -247,27 +187,28 @@ static void exec_free(fb_exec *e)
     free(e);
 }
 
-/* Sends an exit record for a command that never started. */
-static int reply_not_started(fb_agent *a, uint64_t id, int code, const char *reason, const char *msg)
+static void send_exit_msg(fb_agent *a, uint64_t id, const fb_msg_exit *m)
 {
-    json_t *h = fb_hdr_new("exit", id);
-    json_object_set_new(h, "code", json_integer(code));
-    json_object_set_new(h, "signal", json_null());
-    json_object_set_new(h, "error", json_string(reason));
-    json_t *m = json_string(msg);
-    json_object_set_new(h, "message", m ? m : json_string("(message not valid UTF-8)"));
-    json_object_set_new(h, "duration_ms", json_integer(0));
+    fb_err err;
+    json_t *h = fb_msg_encode_exit(id, m, &err);
+    if (!h)
+        fb_agent_die(a, "cannot encode an exit: %s", err.msg);
     fb_agent_send(a, h, NULL, 0);
+}
+
+/* Sends an exit record for a command that never started. */
+static int reply_not_started(fb_agent *a, uint64_t id, int code, fb_errc reason, const char *msg)
+{
+    fb_msg_exit m = {.started = false, .code = code, .error = reason, .message = msg};
+    send_exit_msg(a, id, &m);
     return 0;
 }
 
 int fb_exec_start(fb_agent *a, const fb_frame *f)
 {
-    static const char *const fields[] = {"t", "id", "argv", "env", "cwd", "timeout_ms", "stdin",
-                                         "max_output", NULL};
     fb_err err = {{0}};
     if (find_exec(a, f->id))
-        return fb_agent_reply_error(a, f->id, "bad_request", "a command with this id is running");
+        return fb_agent_reply_error(a, f->id, FB_E_BAD_REQUEST, "a command with this id is running");
     int slot = -1;
     for (int i = 0; i < FB_MAX_EXECS; i++)
         if (!a->execs[i]) {
@@ -275,28 +216,20 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
             break;
         }
     if (slot < 0)
-        return fb_agent_reply_error(a, f->id, "busy", "too many commands running in this sandbox");
+        return fb_agent_reply_error(a, f->id, FB_E_BUSY, "too many commands running in this sandbox");
 
-    const char *cwd = "/workspace";
-    uint64_t timeout_ms = 0, max_output = a->max_output;
-    bool want_stdin = false;
-    if (fb_hdr_only(f->hdr, fields, &err) < 0 ||
-        fb_hdr_str(f->hdr, "cwd", false, FB_MAX_PATH, &cwd, &err) < 0 ||
-        fb_hdr_u64(f->hdr, "timeout_ms", true, FB_MAX_TIMEOUT_MS, &timeout_ms, &err) < 0 ||
-        fb_hdr_u64(f->hdr, "max_output", false, FB_MAX_OUTPUT_CAP, &max_output, &err) < 0 ||
-        fb_hdr_bool(f->hdr, "stdin", &want_stdin, &err) < 0)
-        return fb_agent_reply_error(a, f->id, "bad_request", err.msg);
-    if (!cwd)
-        cwd = "/workspace";
-    if (cwd[0] != '/')
-        return fb_agent_reply_error(a, f->id, "bad_request", "\"cwd\" must be an absolute path");
-    if (timeout_ms == 0)
-        return fb_agent_reply_error(a, f->id, "bad_request", "\"timeout_ms\" must be positive");
-
-    const char **argv = NULL;
-    char **env = NULL;
-    if (build_argv_env(f->hdr, &argv, &env, &err) < 0)
-        return fb_agent_reply_error(a, f->id, "bad_request", err.msg);
+    fb_msg_exec m;
+    if (fb_msg_decode_exec(f, &m, &err) < 0)
+        return fb_agent_reply_error(a, f->id, FB_E_BAD_REQUEST, err.msg);
+    const char *cwd = m.cwd ? m.cwd : "/workspace";
+    uint64_t timeout_ms = m.timeout_ms, max_output = m.max_output ? m.max_output : a->max_output;
+    bool want_stdin = m.stdin_pipe;
+    const char **argv = (const char **)m.argv;
+    char **env = build_env(&m, &err);
+    if (!env) {
+        fb_msg_exec_free(&m);
+        return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, err.msg);
+    }
 
     int out[2] = {-1, -1}, errp[2] = {-1, -1}, in[2] = {-1, -1}, rep[2] = {-1, -1};
     int devnull = -1;
@@ -307,16 +240,16 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
         for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
             if (fds[i] >= 0)
                 close(fds[i]);
-        free(argv);
+        fb_msg_exec_free(&m);
         free_env(env);
-        return fb_agent_reply_error(a, f->id, "resource", strerror(e));
+        return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, strerror(e));
     }
     uint64_t oom_before = read_oom_kills();
     pid_t pid = fork();
     if (pid == 0)
         run_child(a, argv, env, cwd, want_stdin ? in[0] : devnull, out[1], errp[1], rep[1]);
     int fork_errno = errno;
-    free(argv);
+    fb_msg_exec_free(&m);
     free_env(env);
     close(out[1]);
     close(errp[1]);
@@ -331,7 +264,7 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
         close(rep[0]);
         if (want_stdin)
             close(in[1]);
-        return fb_agent_reply_error(a, f->id, "resource", strerror(fork_errno));
+        return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, strerror(fork_errno));
     }
 
     /* The report pipe is watched by the loop, never read blocking: between
@@ -346,7 +279,7 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
         close(rep[0]);
         if (want_stdin)
             close(in[1]);
-        return fb_agent_reply_error(a, f->id, "resource", "out of memory");
+        return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, "out of memory");
     }
     e->id = f->id;
     e->pid = pid;
@@ -367,12 +300,16 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
     return 0;
 }
 
-static void send_output(fb_agent *a, fb_exec *e, const char *stream, const void *data, size_t len)
+static void send_output(fb_agent *a, fb_exec *e, fb_msg_type stream, const void *data, size_t len)
 {
-    fb_agent_send(a, fb_hdr_new(stream, e->id), data, len);
+    fb_err err;
+    json_t *h = fb_msg_encode_simple(stream, e->id, &err);
+    if (!h)
+        fb_agent_die(a, "%s", err.msg);
+    fb_agent_send(a, h, data, len);
 }
 
-static void read_output(fb_agent *a, fb_exec *e, int *fd, const char *stream)
+static void read_output(fb_agent *a, fb_exec *e, int *fd, fb_msg_type stream)
 {
     uint8_t buf[READ_CHUNK];
     ssize_t n = read(*fd, buf, sizeof buf);
@@ -443,8 +380,10 @@ static void write_stdin(fb_agent *a, fb_exec *e)
         e->in_unacked += (uint64_t)n;
     }
     if (e->in_unacked >= 64 * 1024 || (e->in_unacked && e->in_len == 0)) {
-        json_t *h = fb_hdr_new("stdin_ack", e->id);
-        json_object_set_new(h, "bytes", json_integer((json_int_t)e->in_unacked));
+        fb_err err;
+        json_t *h = fb_msg_encode_stdin_ack(e->id, &(fb_msg_stdin_ack){.bytes = e->in_unacked}, &err);
+        if (!h)
+            fb_agent_die(a, "cannot encode a stdin_ack: %s", err.msg);
         fb_agent_send(a, h, NULL, 0);
         e->in_unacked = 0;
     }
@@ -454,21 +393,21 @@ static void write_stdin(fb_agent *a, fb_exec *e)
 
 int fb_exec_stdin(fb_agent *a, const fb_frame *f)
 {
-    static const char *const fields[] = {"t", "id", "eof", NULL};
     fb_err err = {{0}};
-    bool eof = false;
-    if (fb_hdr_only(f->hdr, fields, &err) < 0 || fb_hdr_bool(f->hdr, "eof", &eof, &err) < 0)
-        return fb_agent_reply_error(a, f->id, "bad_request", err.msg);
+    fb_msg_stdin m;
+    if (fb_msg_decode_stdin(f, &m, &err) < 0)
+        return fb_agent_reply_error(a, f->id, FB_E_BAD_REQUEST, err.msg);
+    bool eof = m.eof;
     fb_exec *e = find_exec(a, f->id);
     if (!e)
         return 0; /* the command already ended; late stdin is dropped */
     if (f->payload_len > 0 && e->in_fd >= 0) {
         if (e->in_len + f->payload_len > 2 * FB_STDIN_WINDOW)
-            return fb_agent_reply_error(a, f->id, "bad_request",
+            return fb_agent_reply_error(a, f->id, FB_E_BAD_REQUEST,
                                         "stdin sent beyond the flow-control window");
         uint8_t *nb = realloc(e->in_buf, e->in_len + f->payload_len);
         if (!nb)
-            return fb_agent_reply_error(a, f->id, "resource", "out of memory buffering stdin");
+            return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, "out of memory buffering stdin");
         memcpy(nb + e->in_len, f->payload, f->payload_len);
         e->in_buf = nb;
         e->in_len += f->payload_len;
@@ -481,21 +420,13 @@ int fb_exec_stdin(fb_agent *a, const fb_frame *f)
 
 int fb_exec_signal(fb_agent *a, const fb_frame *f)
 {
-    static const char *const fields[] = {"t", "id", "signal", NULL};
-    static const int allowed[] = {SIGHUP, SIGINT, SIGQUIT, SIGKILL, SIGUSR1, SIGUSR2, SIGTERM,
-                                  SIGCONT, SIGSTOP, SIGTSTP};
     fb_err err = {{0}};
-    uint64_t sig = 0;
-    if (fb_hdr_only(f->hdr, fields, &err) < 0 || fb_hdr_u64(f->hdr, "signal", true, 64, &sig, &err) < 0)
-        return fb_agent_reply_error(a, f->id, "bad_request", err.msg);
-    bool ok = false;
-    for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++)
-        ok |= (uint64_t)allowed[i] == sig;
-    if (!ok)
-        return fb_agent_reply_error(a, f->id, "bad_request", "signal not allowed");
+    fb_msg_signal m;
+    if (fb_msg_decode_signal(f, &m, &err) < 0)
+        return fb_agent_reply_error(a, f->id, FB_E_BAD_REQUEST, err.msg);
     fb_exec *e = find_exec(a, f->id);
     if (e && !e->exited)
-        kill(-e->pid, (int)sig);
+        kill(-e->pid, m.signal);
     return 0;
 }
 
@@ -527,9 +458,9 @@ int fb_exec_pollfds(fb_agent *a, struct pollfd *fds, int max, fb_exec **owner, i
 void fb_exec_handle_io(fb_agent *a, fb_exec *e, int which, short revents)
 {
     if (which == 0 && (revents & (POLLIN | POLLHUP | POLLERR)))
-        read_output(a, e, &e->out_fd, "stdout");
+        read_output(a, e, &e->out_fd, FB_MSG_STDOUT);
     else if (which == 1 && (revents & (POLLIN | POLLHUP | POLLERR)))
-        read_output(a, e, &e->err_fd, "stderr");
+        read_output(a, e, &e->err_fd, FB_MSG_STDERR);
     else if (which == 3)
         read_report(e);
     else if (which == 2) {
@@ -548,29 +479,21 @@ static void send_exit(fb_agent *a, fb_exec *e)
     if (e->start_failed && !e->timed_out) {
         if (e->fail.stage == 1)
             reply_not_started(a, e->id, e->fail.err_no == ENOENT ? 127 : 126,
-                              e->fail.err_no == ENOENT ? "not_found" : "not_executable", e->fail.msg);
+                              e->fail.err_no == ENOENT ? FB_E_NOT_FOUND : FB_E_NOT_EXECUTABLE,
+                              e->fail.msg);
         else
-            reply_not_started(a, e->id, 125, "setup_failed", e->fail.msg);
+            reply_not_started(a, e->id, 125, FB_E_SETUP_FAILED, e->fail.msg);
         return;
     }
-    json_t *h = fb_hdr_new("exit", e->id);
+    fb_msg_exit m = {.started = true, .timed_out = e->timed_out, .truncated = e->truncated,
+                     .duration_ms = (e->exit_ns - e->start_ns) / 1000000ull};
     if (WIFEXITED(e->wstatus)) {
-        json_object_set_new(h, "code", json_integer(WEXITSTATUS(e->wstatus)));
-        json_object_set_new(h, "signal", json_null());
+        m.code = WEXITSTATUS(e->wstatus);
     } else {
-        int sig = WTERMSIG(e->wstatus);
-        json_object_set_new(h, "code", json_null());
-        json_object_set_new(h, "signal", json_integer(sig));
-        if (sig == SIGKILL && !e->timed_out && read_oom_kills() > e->oom_before)
-            json_object_set_new(h, "oom", json_true());
+        m.signal = WTERMSIG(e->wstatus);
+        m.oom = m.signal == SIGKILL && !e->timed_out && read_oom_kills() > e->oom_before;
     }
-    if (e->timed_out)
-        json_object_set_new(h, "timed_out", json_true());
-    if (e->truncated)
-        json_object_set_new(h, "truncated", json_true());
-    json_object_set_new(h, "duration_ms",
-                        json_integer((json_int_t)((e->exit_ns - e->start_ns) / 1000000ull)));
-    fb_agent_send(a, h, NULL, 0);
+    send_exit_msg(a, e->id, &m);
 }
 
 /* Called when a command may be complete. */

@@ -28,27 +28,26 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define MAX_CHUNK (FB_PROTO_MAX_PAYLOAD)
 #define MAX_LIST 4096
 #define MAX_DEPTH 64
 
-static const char *errno_code(int e)
+static fb_errc errno_code(int e)
 {
     switch (e) {
-    case ENOENT: return "not_found";
-    case EEXIST: return "exists";
-    case ENOTEMPTY: return "not_empty";
+    case ENOENT: return FB_E_NOT_FOUND;
+    case EEXIST: return FB_E_EXISTS;
+    case ENOTEMPTY: return FB_E_NOT_EMPTY;
     case ENOTDIR:
-    case EISDIR: return "wrong_type";
+    case EISDIR: return FB_E_WRONG_TYPE;
     case EACCES:
-    case EPERM: return "permission_denied";
+    case EPERM: return FB_E_PERMISSION_DENIED;
     case ENOSPC:
     case EDQUOT:
-    case EFBIG: return "no_space";
+    case EFBIG: return FB_E_NO_SPACE;
     case ELOOP:
     case EXDEV:
-    case ENAMETOOLONG: return "bad_path";
-    default: return "io_error";
+    case ENAMETOOLONG: return FB_E_BAD_PATH;
+    default: return FB_E_IO_ERROR;
     }
 }
 
@@ -145,13 +144,10 @@ static json_t *stat_json(const struct stat *st)
                      (json_int_t)st->st_mtime);
 }
 
-static int do_put(fb_agent *a, const fb_frame *f, int rootfd, const char *rest, const char *path)
+static int do_put(fb_agent *a, const fb_frame *f, const fb_msg_file *m, int rootfd, const char *rest)
 {
-    uint64_t offset = 0, mode = 0644;
-    fb_err err = {{0}};
-    if (fb_hdr_u64(f->hdr, "offset", false, UINT64_MAX >> 1, &offset, &err) < 0 ||
-        fb_hdr_u64(f->hdr, "mode", false, 0777, &mode, &err) < 0)
-        return fb_agent_reply_error(a, f->id, "bad_request", err.msg);
+    const char *path = m->path;
+    uint64_t offset = m->offset, mode = m->mode;
     int flags = O_WRONLY | O_NONBLOCK | (offset == 0 ? O_CREAT | O_TRUNC : O_APPEND);
     cleanup_fd int fd = open_beneath(rootfd, rest, flags, (mode_t)mode);
     if (fd < 0)
@@ -160,9 +156,9 @@ static int do_put(fb_agent *a, const fb_frame *f, int rootfd, const char *rest, 
     if (fstat(fd, &st) < 0)
         return reply_errno(a, f->id, "cannot stat", path, errno);
     if (!S_ISREG(st.st_mode))
-        return fb_agent_reply_error(a, f->id, "wrong_type", "not a regular file");
+        return fb_agent_reply_error(a, f->id, FB_E_WRONG_TYPE, "not a regular file");
     if ((uint64_t)st.st_size != offset)
-        return fb_agent_reply_error(a, f->id, "bad_request",
+        return fb_agent_reply_error(a, f->id, FB_E_BAD_REQUEST,
                                     "\"offset\" does not match the file's current size");
     if (offset == 0 && fchmod(fd, (mode_t)mode) < 0)
         return reply_errno(a, f->id, "cannot chmod", path, errno);
@@ -172,13 +168,10 @@ static int do_put(fb_agent *a, const fb_frame *f, int rootfd, const char *rest, 
                              NULL, 0);
 }
 
-static int do_get(fb_agent *a, const fb_frame *f, int rootfd, const char *rest, const char *path)
+static int do_get(fb_agent *a, const fb_frame *f, const fb_msg_file *m, int rootfd, const char *rest)
 {
-    uint64_t offset = 0, length = MAX_CHUNK;
-    fb_err err = {{0}};
-    if (fb_hdr_u64(f->hdr, "offset", false, UINT64_MAX >> 1, &offset, &err) < 0 ||
-        fb_hdr_u64(f->hdr, "length", false, MAX_CHUNK, &length, &err) < 0)
-        return fb_agent_reply_error(a, f->id, "bad_request", err.msg);
+    const char *path = m->path;
+    uint64_t offset = m->offset, length = m->length;
     cleanup_fd int fd = open_beneath(rootfd, rest, O_RDONLY | O_NONBLOCK, 0);
     if (fd < 0)
         return reply_errno(a, f->id, "cannot read", path, errno);
@@ -186,10 +179,10 @@ static int do_get(fb_agent *a, const fb_frame *f, int rootfd, const char *rest, 
     if (fstat(fd, &st) < 0)
         return reply_errno(a, f->id, "cannot stat", path, errno);
     if (!S_ISREG(st.st_mode))
-        return fb_agent_reply_error(a, f->id, "wrong_type", "not a regular file");
+        return fb_agent_reply_error(a, f->id, FB_E_WRONG_TYPE, "not a regular file");
     cleanup_free uint8_t *buf = malloc(length ? length : 1);
     if (!buf)
-        return fb_agent_reply_error(a, f->id, "resource", "out of memory");
+        return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, "out of memory");
     size_t got = 0;
     while (got < length) {
         ssize_t n = pread(fd, buf + got, length - got, (off_t)(offset + got));
@@ -209,8 +202,9 @@ static int do_get(fb_agent *a, const fb_frame *f, int rootfd, const char *rest, 
                              buf, got);
 }
 
-static int do_list(fb_agent *a, const fb_frame *f, int rootfd, const char *rest, const char *path)
+static int do_list(fb_agent *a, const fb_frame *f, const fb_msg_file *m, int rootfd, const char *rest)
 {
+    const char *path = m->path;
     int fd = open_beneath(rootfd, rest, O_RDONLY | O_DIRECTORY, 0);
     if (fd < 0)
         return reply_errno(a, f->id, "cannot list", path, errno);
@@ -249,12 +243,13 @@ static int do_list(fb_agent *a, const fb_frame *f, int rootfd, const char *rest,
     cleanup_free char *text = json_dumps(arr, JSON_COMPACT);
     json_decref(arr);
     if (!text || strlen(text) > FB_PROTO_MAX_PAYLOAD)
-        return fb_agent_reply_error(a, f->id, "too_large", "directory listing too large");
+        return fb_agent_reply_error(a, f->id, FB_E_TOO_LARGE, "directory listing too large");
     return fb_agent_reply_ok(a, f->id, json_pack("{s:b}", "truncated", truncated), text, strlen(text));
 }
 
-static int do_stat(fb_agent *a, const fb_frame *f, int rootfd, const char *rest, const char *path)
+static int do_stat(fb_agent *a, const fb_frame *f, const fb_msg_file *m, int rootfd, const char *rest)
 {
+    const char *path = m->path;
     cleanup_fd int fd = open_beneath(rootfd, rest, O_PATH, 0);
     if (fd < 0)
         return reply_errno(a, f->id, "cannot stat", path, errno);
@@ -309,16 +304,14 @@ static int remove_tree(int dirfd, int depth)
     return rc;
 }
 
-static int do_remove(fb_agent *a, const fb_frame *f, int rootfd, const char *rest, const char *path)
+static int do_remove(fb_agent *a, const fb_frame *f, const fb_msg_file *m, int rootfd, const char *rest)
 {
-    bool recursive = false;
-    fb_err err = {{0}};
-    if (fb_hdr_bool(f->hdr, "recursive", &recursive, &err) < 0)
-        return fb_agent_reply_error(a, f->id, "bad_request", err.msg);
+    const char *path = m->path;
+    bool recursive = m->recursive;
     char leaf[256];
     cleanup_fd int parent = open_parent(rootfd, rest, leaf, sizeof leaf);
     if (parent < 0)
-        return errno == EINVAL ? fb_agent_reply_error(a, f->id, "bad_request",
+        return errno == EINVAL ? fb_agent_reply_error(a, f->id, FB_E_BAD_REQUEST,
                                                       "cannot remove a scratch root itself")
                                : reply_errno(a, f->id, "cannot remove", path, errno);
     /* O_PATH parent: re-open it as a real directory fd for *at calls. */
@@ -339,14 +332,11 @@ static int do_remove(fb_agent *a, const fb_frame *f, int rootfd, const char *res
     return fb_agent_reply_ok(a, f->id, NULL, NULL, 0);
 }
 
-static int do_mkdir(fb_agent *a, const fb_frame *f, int rootfd, const char *rest, const char *path)
+static int do_mkdir(fb_agent *a, const fb_frame *f, const fb_msg_file *m, int rootfd, const char *rest)
 {
-    bool parents = false;
-    uint64_t mode = 0755;
-    fb_err err = {{0}};
-    if (fb_hdr_bool(f->hdr, "parents", &parents, &err) < 0 ||
-        fb_hdr_u64(f->hdr, "mode", false, 0777, &mode, &err) < 0)
-        return fb_agent_reply_error(a, f->id, "bad_request", err.msg);
+    const char *path = m->path;
+    bool parents = m->parents;
+    uint64_t mode = m->mode;
     /* Walk component by component so every step is checked beneath. */
     char buf[FB_MAX_PATH + 1];
     snprintf(buf, sizeof buf, "%s", rest);
@@ -376,40 +366,31 @@ static int do_mkdir(fb_agent *a, const fb_frame *f, int rootfd, const char *rest
 
 int fb_files_handle(fb_agent *a, const fb_frame *f)
 {
-    static const char *const fields[] = {"t", "id", "path", "offset", "length", "mode",
-                                         "recursive", "parents", NULL};
     fb_err err = {{0}};
-    const char *path = NULL;
-    if (fb_hdr_only(f->hdr, fields, &err) < 0 ||
-        fb_hdr_str(f->hdr, "path", true, FB_MAX_PATH, &path, &err) < 0)
-        return fb_agent_reply_error(a, f->id, "bad_request", err.msg);
-    if (path[0] == '\0')
-        return fb_agent_reply_error(a, f->id, "bad_path", "empty path");
-    if (strcmp(f->type, "file_put") != 0 && f->payload_len > 0)
-        return fb_agent_reply_error(a, f->id, "bad_request", "unexpected payload");
+    fb_msg_file m;
+    if (fb_msg_decode_file(f, &m, &err) < 0)
+        return fb_agent_reply_error(a, f->id, FB_E_BAD_REQUEST, err.msg);
+    if (m.path[0] == '\0')
+        return fb_agent_reply_error(a, f->id, FB_E_BAD_PATH, "empty path");
 
     char msg[FB_MAX_PATH + 128];
     const char *rest = NULL;
-    cleanup_fd int rootfd = resolve_root(path, &rest, msg, sizeof msg);
+    cleanup_fd int rootfd = resolve_root(m.path, &rest, msg, sizeof msg);
     if (rootfd < 0)
-        return fb_agent_reply_error(a, f->id, "bad_path", msg);
+        return fb_agent_reply_error(a, f->id, FB_E_BAD_PATH, msg);
 
     /* Act as the tool user: its permissions, none of the agent's. */
     setfsgid(FB_TOOL_GID);
     setfsuid(FB_TOOL_UID);
     int rc;
-    if (strcmp(f->type, "file_put") == 0)
-        rc = do_put(a, f, rootfd, rest, path);
-    else if (strcmp(f->type, "file_get") == 0)
-        rc = do_get(a, f, rootfd, rest, path);
-    else if (strcmp(f->type, "file_list") == 0)
-        rc = do_list(a, f, rootfd, rest, path);
-    else if (strcmp(f->type, "file_stat") == 0)
-        rc = do_stat(a, f, rootfd, rest, path);
-    else if (strcmp(f->type, "file_remove") == 0)
-        rc = do_remove(a, f, rootfd, rest, path);
-    else
-        rc = do_mkdir(a, f, rootfd, rest, path);
+    switch (m.type) {
+    case FB_MSG_FILE_PUT: rc = do_put(a, f, &m, rootfd, rest); break;
+    case FB_MSG_FILE_GET: rc = do_get(a, f, &m, rootfd, rest); break;
+    case FB_MSG_FILE_LIST: rc = do_list(a, f, &m, rootfd, rest); break;
+    case FB_MSG_FILE_STAT: rc = do_stat(a, f, &m, rootfd, rest); break;
+    case FB_MSG_FILE_REMOVE: rc = do_remove(a, f, &m, rootfd, rest); break;
+    default: rc = do_mkdir(a, f, &m, rootfd, rest); break;
+    }
     setfsuid(0);
     setfsgid(0);
     return rc;

@@ -36,10 +36,9 @@ void fb_agent_die(fb_agent *a, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "fb-agent: %s\n", msg);
     if (a && a->chan.fd >= 0) {
-        json_t *h = fb_hdr_new("fatal", 0);
-        json_object_set_new(h, "message", json_string(msg));
         fb_err err;
-        if (fb_chan_send(&a->chan, h, NULL, 0, &err) == 0)
+        json_t *h = fb_msg_encode_fatal(msg, &err);
+        if (h && fb_chan_send(&a->chan, h, NULL, 0, &err) == 0)
             (void)fb_chan_flush_all(&a->chan, 1000, &err);
         json_decref(h);
     }
@@ -55,13 +54,12 @@ void fb_agent_send(fb_agent *a, json_t *h, const void *payload, size_t len)
         die(a, "cannot queue a frame for the host: %s", err.msg);
 }
 
-int fb_agent_reply_error(fb_agent *a, uint64_t id, const char *code, const char *msg)
+int fb_agent_reply_error(fb_agent *a, uint64_t id, fb_errc code, const char *msg)
 {
-    json_t *h = fb_hdr_new("error", id);
-    json_object_set_new(h, "code", json_string(code));
-    /* A message may quote a path that is not UTF-8; keep the reply valid. */
-    json_t *m = json_string(msg);
-    json_object_set_new(h, "message", m ? m : json_string("(message not valid UTF-8)"));
+    fb_err err;
+    json_t *h = fb_msg_encode_error(id, &(fb_msg_error){.code = code, .message = msg}, &err);
+    if (!h)
+        die(a, "cannot encode an error reply: %s", err.msg);
     fb_agent_send(a, h, NULL, 0);
     return 0;
 }
@@ -79,42 +77,33 @@ int fb_agent_reply_ok(fb_agent *a, uint64_t id, json_t *extra, const void *paylo
 
 static int handle_hello(fb_agent *a, const fb_frame *f)
 {
-    static const char *const fields[] = {"t", "id", "version", "workspace_mib", "tmp_mib",
-                                         "nproc", "nofile", "max_output", NULL};
     fb_err err = {{0}};
-    uint64_t version = 0, ws = 64, tmp = 64, nproc = 256, nofile = 1024, max_output = 1 << 20;
-    if (fb_hdr_only(f->hdr, fields, &err) < 0 ||
-        fb_hdr_u64(f->hdr, "version", true, 1000, &version, &err) < 0 ||
-        fb_hdr_u64(f->hdr, "workspace_mib", false, 1 << 20, &ws, &err) < 0 ||
-        fb_hdr_u64(f->hdr, "tmp_mib", false, 1 << 20, &tmp, &err) < 0 ||
-        fb_hdr_u64(f->hdr, "nproc", false, 1 << 20, &nproc, &err) < 0 ||
-        fb_hdr_u64(f->hdr, "nofile", false, 1 << 20, &nofile, &err) < 0 ||
-        fb_hdr_u64(f->hdr, "max_output", false, FB_MAX_OUTPUT_CAP, &max_output, &err) < 0)
+    fb_msg_hello m;
+    if (fb_msg_decode_hello(f, &m, &err) < 0)
         die(a, "bad hello: %s", err.msg);
-    if (version != FB_PROTO_VERSION)
-        die(a, "host speaks protocol %llu, agent speaks %d", (unsigned long long)version,
+    if (m.version != FB_PROTO_VERSION)
+        die(a, "host speaks protocol %llu, agent speaks %d", (unsigned long long)m.version,
             FB_PROTO_VERSION);
-    if (ws == 0 || tmp == 0 || nproc < 8 || nofile < 16)
-        die(a, "bad hello: limits too small to run anything");
-    if (fb_pid1_mount_scratch(ws, tmp, &err) < 0)
+    if (fb_pid1_mount_scratch(m.workspace_mib, m.tmp_mib, &err) < 0)
         die(a, "%s", err.msg);
-    a->limits.nproc = nproc;
-    a->limits.nofile = nofile;
+    a->limits.nproc = m.nproc;
+    a->limits.nofile = m.nofile;
     /* ENOSPC should arrive before SIGXFSZ; fsize is a backstop. */
-    a->limits.fsize = ((ws > tmp ? ws : tmp) + 1) * 1024 * 1024;
+    uint64_t larger = m.workspace_mib > m.tmp_mib ? m.workspace_mib : m.tmp_mib;
+    a->limits.fsize = (larger + 1) * 1024 * 1024;
     a->limits.allow_inet = false;
-    a->max_output = max_output;
+    a->max_output = m.max_output;
     if (fb_seccomp_prepare(a->limits.allow_inet, &a->seccomp, &err) < 0)
         die(a, "%s", err.msg);
     a->ready = true;
 
     struct utsname u;
     uname(&u);
-    json_t *h = fb_hdr_new("ready", f->id);
-    json_object_set_new(h, "version", json_integer(FB_PROTO_VERSION));
-    json_object_set_new(h, "agent", json_string(FB_AGENT_VERSION));
-    json_object_set_new(h, "kernel", json_string(u.release));
-    json_object_set_new(h, "mode", json_string(a->mode == FB_MODE_VM ? "vm" : "jail"));
+    fb_msg_ready r = {.version = FB_PROTO_VERSION, .agent = FB_AGENT_VERSION, .kernel = u.release,
+                      .mode = a->mode == FB_MODE_VM ? "vm" : "jail"};
+    json_t *h = fb_msg_encode_ready(f->id, &r, &err);
+    if (!h)
+        die(a, "%s", err.msg);
     fb_agent_send(a, h, NULL, 0);
     return 0;
 }
@@ -143,34 +132,52 @@ static int handle_stats(fb_agent *a, const fb_frame *f)
 
 static void dispatch(fb_agent *a, const fb_frame *f)
 {
-    const char *t = f->type;
+    fb_msg_type t = fb_msg_type_of(f);
     if (!a->ready) {
-        if (strcmp(t, "hello") != 0)
-            die(a, "expected hello, got %s", t);
+        if (t != FB_MSG_HELLO)
+            die(a, "expected hello, got %.32s", f->type);
         handle_hello(a, f);
         return;
     }
-    if (strcmp(t, "exec") == 0)
+    fb_err err = {{0}};
+    switch (t) {
+    case FB_MSG_EXEC:
         fb_exec_start(a, f);
-    else if (strcmp(t, "stdin") == 0)
+        return;
+    case FB_MSG_STDIN:
         fb_exec_stdin(a, f);
-    else if (strcmp(t, "signal") == 0)
+        return;
+    case FB_MSG_SIGNAL:
         fb_exec_signal(a, f);
-    else if (strncmp(t, "file_", 5) == 0 &&
-             (strcmp(t, "file_put") == 0 || strcmp(t, "file_get") == 0 || strcmp(t, "file_list") == 0 ||
-              strcmp(t, "file_stat") == 0 || strcmp(t, "file_remove") == 0 ||
-              strcmp(t, "file_mkdir") == 0))
+        return;
+    case FB_MSG_FILE_PUT:
+    case FB_MSG_FILE_GET:
+    case FB_MSG_FILE_LIST:
+    case FB_MSG_FILE_STAT:
+    case FB_MSG_FILE_REMOVE:
+    case FB_MSG_FILE_MKDIR:
         fb_files_handle(a, f);
-    else if (strcmp(t, "stats") == 0)
-        handle_stats(a, f);
-    else if (strcmp(t, "ping") == 0)
+        return;
+    case FB_MSG_STATS:
+    case FB_MSG_PING:
+    case FB_MSG_SHUTDOWN:
+        if (fb_msg_decode_simple(f, &err) < 0) {
+            fb_agent_reply_error(a, f->id, FB_E_BAD_REQUEST, err.msg);
+            return;
+        }
+        if (t == FB_MSG_STATS) {
+            handle_stats(a, f);
+            return;
+        }
+        if (t == FB_MSG_SHUTDOWN) {
+            fb_exec_kill_all(a);
+            a->shutdown = true;
+        }
         fb_agent_reply_ok(a, f->id, NULL, NULL, 0);
-    else if (strcmp(t, "shutdown") == 0) {
-        fb_exec_kill_all(a);
-        a->shutdown = true;
-        fb_agent_reply_ok(a, f->id, NULL, NULL, 0);
-    } else
-        fb_agent_reply_error(a, f->id, "unknown_type", "unknown request type");
+        return;
+    default:
+        fb_agent_reply_error(a, f->id, FB_E_UNKNOWN_TYPE, "unknown request type");
+    }
 }
 
 static void serve(fb_agent *a)

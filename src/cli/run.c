@@ -3,7 +3,8 @@
  *
  * Creates the sandbox, copies --put files in, runs the command with its
  * output streamed live and this process's stdin forwarded, copies --get
- * files out, destroys the sandbox and exits with the command's status.  The
+ * files out (never clobbering a local file with a failed copy), destroys
+ * the sandbox and exits with the command's status.  The
  * outcomes ForgeBox itself decides - timeout, out of memory, sandbox
  * failure - get their own exit codes (cli.h) and one line on stderr.
  */
@@ -11,17 +12,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
 #include "sandbox/sandbox.h"
 
 #define MAX_TRANSFERS 64
-#define MAX_ENV 256
 #define MAX_GET_BYTES (1024ull * 1024 * 1024)
 #define DEFAULT_TIMEOUT_S 300
 #define MAX_TIMEOUT_S (24 * 3600)
@@ -97,6 +99,52 @@ static int parse_transfer(char *arg, bool put, transfer *t)
     return 0;
 }
 
+/* --get: the sandbox decides what it sends, so the operator's existing
+ * file is never touched until a complete copy exists.  The copy goes to a
+ * new temporary file beside the target (same directory, so rename is
+ * atomic; O_EXCL and mode 0600 while it is incomplete), is flushed to disk,
+ * gets the final mode (the existing file's, else 0666 less the umask) and
+ * then replaces the target by rename.  On any failure the temporary file
+ * is removed and the target is as it was. */
+static int get_file(fb_sandbox *sb, const char *remote, const char *local, fb_err *err)
+{
+    char tmp[PATH_MAX];
+    const char *slash = strrchr(local, '/');
+    int dirlen = slash ? (int)(slash - local + 1) : 0;
+    const char *base = slash ? slash + 1 : local;
+    mode_t mask = umask(022);
+    umask(mask);
+    mode_t final_mode = 0666 & ~mask;
+    struct stat st;
+    if (stat(local, &st) == 0 && S_ISREG(st.st_mode))
+        final_mode = st.st_mode & 07777;
+    int fd = -1;
+    for (int tries = 0; tries < 16 && fd < 0; tries++) {
+        uint8_t rnd[6];
+        char hex[13];
+        fb_random_bytes(rnd, sizeof rnd);
+        fb_hex(rnd, sizeof rnd, hex);
+        if (snprintf(tmp, sizeof tmp, "%.*s.%.64s.forgebox-%s", dirlen, local, base, hex) >=
+            (int)sizeof tmp)
+            return fb_fail(err, "cannot get %s: local path %s is too long", remote, local);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST)
+            return fb_fail_errno(err, "cannot create a temporary file beside %s", local);
+    }
+    if (fd < 0)
+        return fb_fail(err, "cannot create a temporary file beside %s", local);
+    int rc = fb_file_get(sb, remote, fd, MAX_GET_BYTES, err) == FB_OK ? 0 : -1;
+    if (rc == 0 && (fchmod(fd, final_mode) < 0 || fsync(fd) < 0))
+        rc = fb_fail_errno(err, "cannot write the local copy of %s", remote);
+    if (close(fd) < 0 && rc == 0)
+        rc = fb_fail_errno(err, "cannot write the local copy of %s", remote);
+    if (rc == 0 && rename(tmp, local) < 0)
+        rc = fb_fail_errno(err, "cannot replace %s", local);
+    if (rc < 0)
+        unlink(tmp);
+    return rc;
+}
+
 int fb_cmd_run(int argc, char **argv)
 {
     enum { O_BACKEND = 1, O_MEMORY, O_VCPUS, O_TIMEOUT, O_DISK, O_PIDS, O_MAXOUT, O_ENV, O_CWD,
@@ -115,7 +163,7 @@ int fb_cmd_run(int argc, char **argv)
     fb_sandbox_config cfg;
     fb_sandbox_config_defaults(&cfg);
     uint64_t timeout_s = DEFAULT_TIMEOUT_S, v;
-    const char *env[MAX_ENV + 1] = {NULL};
+    fb_env_var env[FB_MAX_ENV];
     size_t nenv = 0;
     transfer puts[MAX_TRANSFERS], gets[MAX_TRANSFERS];
     size_t nput = 0, nget = 0;
@@ -164,12 +212,14 @@ int fb_cmd_run(int argc, char **argv)
             cfg.max_output = v;
             break;
         case O_ENV: {
-            const char *eq = strchr(optarg, '=');
+            /* Split once here: the sandbox API takes key/value pairs. */
+            char *eq = strchr(optarg, '=');
             if (!eq || eq == optarg)
                 return bad_usage("--env takes KEY=VALUE, not '%.64s'", optarg);
-            if (nenv == MAX_ENV)
+            if (nenv == FB_MAX_ENV)
                 return bad_usage("too many --env options (at most %s)", "256");
-            env[nenv++] = optarg;
+            *eq = '\0';
+            env[nenv++] = (fb_env_var){.key = optarg, .value = eq + 1};
             break;
         }
         case O_CWD:
@@ -263,7 +313,8 @@ int fb_cmd_run(int argc, char **argv)
 
     fb_exec_req req = {
         .argv = (const char *const *)cmd,
-        .env = env,
+        .envv = env,
+        .nenv = nenv,
         .cwd = cwd,
         .timeout_ms = timeout_s * 1000,
         .stdin_fd = STDIN_FILENO,
@@ -281,9 +332,9 @@ int fb_cmd_run(int argc, char **argv)
     }
     if (!res.started) {
         fprintf(stderr, "forgebox: %s\n", res.message);
-        status = strcmp(res.error, "not_found") == 0 ? FB_EXIT_NOTFOUND
-                 : strcmp(res.error, "not_executable") == 0 ? FB_EXIT_NOEXEC
-                                                              : FB_EXIT_SANDBOX;
+        status = res.code == FB_E_NOT_FOUND        ? FB_EXIT_NOTFOUND
+                 : res.code == FB_E_NOT_EXECUTABLE ? FB_EXIT_NOEXEC
+                                                   : FB_EXIT_SANDBOX;
     } else if (res.timed_out) {
         fprintf(stderr, "forgebox: timed out: the command ran longer than %llu s and was killed\n",
                 (unsigned long long)timeout_s);
@@ -302,16 +353,7 @@ int fb_cmd_run(int argc, char **argv)
     }
 
     for (size_t i = 0; i < nget && !cancel_signal; i++) {
-        int fd = open(gets[i].local, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0) {
-            fprintf(stderr, "forgebox: cannot create %s: %s\n", gets[i].local, strerror(errno));
-            status = FB_EXIT_SANDBOX;
-            break;
-        }
-        int rc = fb_sandbox_get(sb, gets[i].remote, fd, MAX_GET_BYTES, &err);
-        close(fd);
-        if (rc < 0) {
-            unlink(gets[i].local);
+        if (get_file(sb, gets[i].remote, gets[i].local, &err) < 0) {
             fprintf(stderr, "forgebox: %s\n", err.msg);
             status = FB_EXIT_SANDBOX;
             break;

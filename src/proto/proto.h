@@ -18,6 +18,9 @@
  * fb_chan adds what a poll loop needs on top: a decoder for what arrives and
  * a bounded queue for what is sent, written out with non-blocking writes so
  * that neither side can deadlock the other by not reading.
+ *
+ * The messages themselves (a struct per type, their fields and limits) are
+ * in msg.h, the typed error codes in errors.h.
  */
 #ifndef FB_PROTO_H
 #define FB_PROTO_H

@@ -11,8 +11,10 @@
 #ifndef FB_BACKEND_H
 #define FB_BACKEND_H
 
+#include <pthread.h>
 #include <sys/types.h>
 
+#include "proto/msg.h"
 #include "proto/proto.h"
 #include "sandbox/cgroup.h"
 #include "sandbox/sandbox.h"
@@ -22,6 +24,8 @@
 #define FB_UID_BASE 0x40000000u
 #define FB_UID_RANGE 65536u
 #define FB_MAX_SLOTS 1024
+
+struct fb_request;
 
 struct fb_sandbox {
     char id[32];
@@ -40,9 +44,26 @@ struct fb_sandbox {
     int console_fd;            /* vm: serial console and QEMU's stderr */
     char console[4096];        /* ring of the console's last bytes */
     size_t console_len;
-    uint64_t next_id;
-    bool broken;
     char kernel[128];
+    int pidfd;                 /* of pid: kill() without pid reuse races */
+
+    /* Supervision (supervisor.c).  mu guards everything below and the
+     * send queue of chan; the decoder and the console ring belong to the
+     * I/O thread alone once it runs. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;         /* broadcast on every change a waiter may want */
+    pthread_t io_thread;
+    bool io_started;
+    int wake_fd;               /* eventfd: wakes the I/O thread's poll */
+    unsigned refs;             /* the owner's + one per exec handle */
+    uint64_t next_id;
+    bool assigned;
+    bool stopping;             /* destroy: the I/O thread returns */
+    fb_errc dead;              /* FB_OK while usable; why it ended */
+    char dead_msg[512];
+    struct fb_exec *execs;     /* running execs (the sandbox holds a ref) */
+    unsigned nexecs;
+    struct fb_request *reqs;   /* requests waiting for their reply */
 };
 
 struct fb_backend_ops {

@@ -8,7 +8,11 @@
  * (Linux namespaces, container-grade).  Callers - `forgebox run` today, the
  * gateway tomorrow - never see which one they got beyond its name.
  *
- * A sandbox is used by one thread at a time.
+ * A sandbox is supervised: one I/O thread per sandbox owns the channel to
+ * its agent and routes every frame by request id, so several execs and file
+ * transfers run at once, and a slow or absent consumer never stalls the
+ * sandbox, other execs, kill or destroy.  Execs are asynchronous: started,
+ * then read from a bounded event log that outlives any one reader.
  */
 #ifndef FB_SANDBOX_H
 #define FB_SANDBOX_H
@@ -19,6 +23,8 @@
 #include <stdint.h>
 
 #include "common/util.h"
+#include "proto/errors.h"
+#include "proto/msg.h"
 
 typedef enum { FB_BACKEND_VM = 0, FB_BACKEND_JAIL = 1 } fb_backend_kind;
 typedef enum { FB_ACCEL_AUTO = 0, FB_ACCEL_KVM, FB_ACCEL_TCG } fb_accel;
@@ -51,26 +57,63 @@ const char *fb_backend_name(fb_backend_kind kind);
 
 typedef struct fb_sandbox fb_sandbox;
 
-/* Boots a sandbox and completes the agent handshake. */
+/* ---- lifecycle --------------------------------------------------------------
+ *
+ * Threading: every function below may be called from any thread, and
+ * several threads may use one sandbox at once (execs, file transfers, kill)
+ * - except fb_sandbox_destroy, which must be the last call on it (execs
+ * started on it may outlive it, see fb_exec_*).  One I/O thread per sandbox
+ * owns the agent channel; it never waits for a caller.
+ *
+ * Errors: functions returning fb_errc return FB_OK (0) or a typed code
+ * (proto/errors.h), with the operator-readable message in err. */
+
+/* Boots a sandbox up to the agent's "ready", with no user data in it yet:
+ * something a pool can do ahead of time.  Runs on a long-lived spawner
+ * thread of this module (the kernel ties a child's parent-death signal to
+ * the thread that created it) while the caller waits.  Blocks for the boot
+ * (milliseconds for a jail, seconds for a VM under TCG). */
+fb_errc fb_sandbox_boot(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *err);
+/* Marks a booted sandbox as taken, once: FB_E_STATE if it already was, or
+ * the sandbox's death code if it died while waiting.  Execs and file
+ * transfers are refused (FB_E_STATE) before this. */
+fb_errc fb_sandbox_assign(fb_sandbox *sb, fb_err *err);
+/* boot + assign.  Returns 0 or -1 (err). */
 int fb_sandbox_create(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *err);
 const char *fb_sandbox_id(const fb_sandbox *sb);
-/* The host process that embodies the sandbox (QEMU, or the jail's init). */
+/* The host process that embodies the sandbox (QEMU, or the jail's init),
+ * for resource accounting only: never signal it, use fb_sandbox_kill. */
 int fb_sandbox_pid(const fb_sandbox *sb);
 /* "kvm", "tcg" or "namespaces". */
 const char *fb_sandbox_isolation(const fb_sandbox *sb);
+/* FB_OK while the sandbox is usable, else why it ended (FB_E_KILLED,
+ * FB_E_PROTOCOL, FB_E_SANDBOX_ENDED, FB_E_UNRESPONSIVE, ...). */
+fb_errc fb_sandbox_state(fb_sandbox *sb);
+/* Ends the sandbox's process at once (SIGKILL through a pidfd).  Every
+ * exec in flight ends promptly with FB_E_KILLED, every waiting request
+ * fails with it.  Non-blocking, idempotent, safe from any thread while
+ * others use the sandbox; the resources are released by destroy. */
+void fb_sandbox_kill(fb_sandbox *sb);
 /* Ends the sandbox and frees everything it held: process, cgroup, runtime
- * files, uid slot.  Safe on a broken sandbox. */
+ * files, uid slot.  Asks the agent to power off first (at most ~2 s) unless
+ * the sandbox is already dead; waits for no consumer of any exec.  Safe on
+ * a broken sandbox; sb must not be used afterwards by anyone. */
 void fb_sandbox_destroy(fb_sandbox *sb);
+
+/* ---- execs ------------------------------------------------------------------ */
 
 enum { FB_STREAM_STDOUT = 1, FB_STREAM_STDERR = 2 };
 
 typedef struct fb_exec_req {
     const char *const *argv;   /* NULL-terminated */
-    const char *const *env;    /* NULL-terminated "KEY=VALUE", may be NULL */
+    const fb_env_var *envv;    /* nenv key/value pairs (preferred) */
+    size_t nenv;
+    const char *const *env;    /* or: NULL-terminated "KEY=VALUE" (older callers) */
     const char *cwd;           /* NULL: /workspace */
     uint64_t timeout_ms;
     uint64_t max_output;       /* 0: the sandbox default */
-    int stdin_fd;              /* -1: /dev/null */
+    int stdin_fd;              /* -1: /dev/null; fb_exec_start dups it */
+    /* Used by fb_sandbox_exec only: */
     void (*on_output)(void *ctx, int stream, const void *data, size_t len);
     void *ctx;
     volatile sig_atomic_t *cancel; /* set to kill the command */
@@ -84,17 +127,93 @@ typedef struct fb_exec_result {
     bool oom;
     bool truncated;
     uint64_t duration_ms;
-    char error[32];      /* not_found, not_executable, setup_failed, ... */
+    fb_errc code;        /* when !started: FB_E_NOT_FOUND, _NOT_EXECUTABLE, _SETUP_FAILED */
+    char error[32];      /* fb_errc_name(code) when !started, else "" */
     char message[512];
 } fb_exec_result;
 
-/* Runs one command.  Returns 0 when the sandbox reported an outcome (see
- * result), -1 when the sandbox itself failed (err says why). */
+/* Runs one command to its end, calling on_output (on this thread) as
+ * output arrives and cancelling it when *cancel becomes non-zero.  Returns
+ * 0 when the sandbox reported an outcome (see result), -1 when the command
+ * could not be run or the sandbox failed (err says why).  A thin wrapper
+ * over fb_exec_start / fb_exec_next. */
 int fb_sandbox_exec(fb_sandbox *sb, const fb_exec_req *req, fb_exec_result *res, fb_err *err);
 
-/* Copies a local fd into the sandbox (remote path under /workspace or /tmp). */
+/* An exec handle: reference-counted, thread-safe, independent of whoever
+ * started it.  Its event log keeps everything the command produced until
+ * the last reference goes, so consumers may come and go. */
+typedef struct fb_exec fb_exec;
+
+/* Starts a command (argv, env, cwd, timeout_ms, max_output, stdin_fd of
+ * req; the callbacks are ignored).  Refuses up front, leaving the sandbox
+ * usable: FB_E_BAD_REQUEST (no command, invalid UTF-8, bad env name),
+ * FB_E_TOO_LARGE (argv/env would not fit a frame), FB_E_BUSY (16 commands
+ * running already), FB_E_STATE (not assigned); or the sandbox's death code.
+ * On success *out holds one reference for the caller.  Never blocks on the
+ * sandbox. */
+fb_errc fb_exec_start(fb_sandbox *sb, const fb_exec_req *req, fb_exec **out, fb_err *err);
+fb_exec *fb_exec_ref(fb_exec *x);
+void fb_exec_unref(fb_exec *x);
+/* The exec's request id, unique within its sandbox. */
+uint64_t fb_exec_id(const fb_exec *x);
+
+/* The event log.  Every event has a position: output occupies one
+ * position per byte, every other event one.  Reading from position p
+ * returns the event at p (output from p to the end of its chunk, at most
+ * 64 KiB at a time); ev->next is where to read next.  The log ends with
+ * exactly one terminal event (EXIT or ERROR).  Output is capped per exec
+ * (max_output plus the truncation marker); if the log must drop output to
+ * stay within its bounds, a DROPPED event says how many bytes. */
+typedef enum {
+    FB_EXEC_EV_STDOUT = FB_STREAM_STDOUT,
+    FB_EXEC_EV_STDERR = FB_STREAM_STDERR,
+    FB_EXEC_EV_DROPPED,  /* dropped: bytes of output not kept */
+    FB_EXEC_EV_EXIT,     /* result: how the command ended */
+    FB_EXEC_EV_ERROR,    /* code/message: the exec failed (killed, sandbox died, ...) */
+} fb_exec_event_kind;
+
+typedef struct fb_exec_event {
+    fb_exec_event_kind kind;
+    uint64_t pos, next;
+    uint8_t *data;       /* STDOUT/STDERR: an owned copy */
+    size_t len;
+    uint64_t dropped;    /* DROPPED: so far; EXIT/ERROR: the final count */
+    fb_exec_result result;
+    fb_errc code;
+    char message[512];
+} fb_exec_event;
+
+/* Waits up to timeout_ms (-1: no limit, 0: just look) for the event at
+ * pos.  Returns 1 with *ev filled (release with fb_exec_event_clear), 0 if
+ * nothing arrived in time, -1 if pos is past the terminal event or beyond
+ * anything the log has.  Never blocks the sandbox: any number of threads
+ * may read one exec, each at its own position.  Output chunks end anywhere,
+ * also inside a UTF-8 character: clean them per stream with one
+ * fb_utf8_cleaner (common/utf8.h) across events. */
+int fb_exec_next(fb_exec *x, uint64_t pos, fb_exec_event *ev, int timeout_ms);
+void fb_exec_event_clear(fb_exec_event *ev);
+/* Waits up to timeout_ms (-1: no limit) for the end.  FB_OK with *res
+ * when the command ended; the exec's error code when it failed;
+ * FB_E_TIMEOUT if it is still running. */
+fb_errc fb_exec_wait(fb_exec *x, int timeout_ms, fb_exec_result *res, fb_err *err);
+/* Kills the command's process group (SIGKILL through the agent's
+ * "signal").  Its EXIT follows.  Non-blocking; no-op once it ended. */
+void fb_exec_cancel(fb_exec *x);
+/* Sends one of HUP INT QUIT KILL USR1 USR2 TERM CONT STOP TSTP to the
+ * command's process group.  FB_E_BAD_REQUEST for other signals. */
+fb_errc fb_exec_signal(fb_exec *x, int sig, fb_err *err);
+
+/* ---- files ------------------------------------------------------------------ */
+
+/* Copies a local fd into the sandbox (remote path under /workspace or /tmp).
+ * Typed: FB_E_NOT_FOUND, FB_E_BAD_PATH, FB_E_NO_SPACE, ... or the death
+ * code.  Blocks until done; other threads may use the sandbox meanwhile. */
+fb_errc fb_file_put(fb_sandbox *sb, const char *remote, int fd, unsigned mode, fb_err *err);
+/* Copies a sandbox file into a local fd, refusing more than max_bytes
+ * (FB_E_TOO_LARGE, checked before anything past max_bytes is written). */
+fb_errc fb_file_get(fb_sandbox *sb, const char *remote, int fd, uint64_t max_bytes, fb_err *err);
+/* The same, returning 0 or -1 (older callers). */
 int fb_sandbox_put(fb_sandbox *sb, const char *remote, int fd, unsigned mode, fb_err *err);
-/* Copies a sandbox file into a local fd, refusing more than max_bytes. */
 int fb_sandbox_get(fb_sandbox *sb, const char *remote, int fd, uint64_t max_bytes, fb_err *err);
 
 /* Cleans up what sandboxes of dead managers left in run_dir (their cgroups

@@ -5,6 +5,7 @@ in and out, and the CLI's handling of bad input.
 """
 import os
 import signal
+import stat
 import subprocess
 import time
 
@@ -271,3 +272,28 @@ def test_invalid_utf8_argument_is_refused(run):
                        env=dict(os.environ, FORGEBOX_IMAGE=IMAGE))
     assert r.returncode == EXIT_SANDBOX
     assert b"a command argument is not valid UTF-8" in r.stderr
+
+
+def test_failed_get_keeps_the_existing_local_file(run, tmp_path):
+    # Finding 4: the sandbox decides whether a --get fails; a failure must
+    # never cost the operator the file that was there.
+    dst = tmp_path / "precious.txt"
+    dst.write_bytes(b"keep me\n")
+    dst.chmod(0o640)
+    r = run("jail", "--get", f"/workspace/missing:{dst}", "--", "true")
+    assert r.rc == EXIT_SANDBOX, r
+    assert "cannot get /workspace/missing" in r.stderr
+    assert dst.read_bytes() == b"keep me\n"
+    # A directory, not a file (the agent refuses it): still intact.
+    r = run("jail", "--get", f"/workspace/d:{dst}", "--", "mkdir", "/workspace/d")
+    assert r.rc == EXIT_SANDBOX, r
+    assert "not a regular file (wrong_type)" in r.stderr
+    assert dst.read_bytes() == b"keep me\n"
+    # A failed copy leaves no temporary file behind either.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious.txt"]
+    # A successful one replaces the file, keeping its mode.
+    r = run("jail", "--get", f"/workspace/new:{dst}", "--", "sh", "-c", "echo fresh > /workspace/new")
+    assert r.rc == 0, r
+    assert dst.read_bytes() == b"fresh\n"
+    assert stat.S_IMODE(dst.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious.txt"]

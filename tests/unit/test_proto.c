@@ -18,12 +18,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "proto/msg.h"
 #include "proto/proto.h"
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -1186,6 +1188,245 @@ static void test_hdr_new(void **state)
     json_decref(h);
 }
 
+/* ---- typed messages (proto/msg.h, proto/errors.h) ------------------------------ */
+
+/* Encodes h (taken) into a frame and decodes it back into *f. */
+static void to_frame(json_t *h, const void *payload, size_t len, fb_frame *f)
+{
+    assert_non_null(h);
+    uint8_t *buf;
+    size_t n;
+    fb_err err = {{0}};
+    assert_int_equal(fb_frame_encode(h, payload, len, &buf, &n, &err), 0);
+    json_decref(h);
+    fb_decoder d;
+    fb_decoder_init(&d);
+    assert_int_equal(fb_decoder_feed(&d, buf, n, &err), 0);
+    assert_int_equal(fb_decoder_next(&d, f, &err), 1);
+    fb_decoder_free(&d);
+    free(buf);
+}
+
+static void test_errc_names_round_trip(void **state)
+{
+    (void)state;
+    for (int c = 1; c < FB_ERRC_COUNT; c++)
+        assert_int_equal(fb_errc_parse(fb_errc_name((fb_errc)c)), c == FB_E_OTHER ? FB_E_OTHER : c);
+    assert_string_equal(fb_errc_name(FB_E_TOO_LARGE), "too_large");
+    assert_string_equal(fb_errc_name(FB_E_NOT_FOUND), "not_found");
+    assert_int_equal(fb_errc_parse("made_up"), FB_E_OTHER);
+    assert_int_equal(fb_errc_parse(NULL), FB_E_OTHER);
+    assert_string_equal(fb_errc_name((fb_errc)999), "internal");
+    for (int t = 1; t < FB_MSG_TYPE_COUNT; t++) {
+        fb_frame f;
+        to_frame(fb_hdr_new(fb_msg_type_name((fb_msg_type)t), 1), NULL, 0, &f);
+        assert_int_equal(fb_msg_type_of(&f), t);
+        fb_frame_clear(&f);
+    }
+}
+
+static void test_exec_round_trip(void **state)
+{
+    (void)state;
+    const char *argv[] = {"sh", "-c", "echo \xc3\xa9", NULL};
+    fb_env_var env[] = {{"A", "1"}, {"LANG", "C.UTF-8"}, {"EMPTY", ""}};
+    fb_msg_exec m = {.argv = argv, .argc = 3, .env = env, .nenv = 3, .cwd = "/tmp",
+                     .timeout_ms = 5000, .max_output = 77, .stdin_pipe = true};
+    fb_errc code;
+    fb_err err = {{0}};
+    fb_frame f;
+    to_frame(fb_msg_encode_exec(42, &m, &code, &err), NULL, 0, &f);
+    assert_int_equal(code, FB_OK);
+    fb_msg_exec d;
+    assert_int_equal(fb_msg_decode_exec(&f, &d, &err), 0);
+    assert_int_equal(d.argc, 3);
+    assert_string_equal(d.argv[2], "echo \xc3\xa9");
+    assert_null(d.argv[3]);
+    assert_int_equal(d.nenv, 3);
+    for (size_t i = 0; i < 3; i++) {
+        bool found = false;
+        for (size_t j = 0; j < 3; j++)
+            found |= strcmp(d.env[j].key, env[i].key) == 0 && strcmp(d.env[j].value, env[i].value) == 0;
+        assert_true(found);
+    }
+    assert_string_equal(d.cwd, "/tmp");
+    assert_int_equal(d.timeout_ms, 5000);
+    assert_int_equal(d.max_output, 77);
+    assert_true(d.stdin_pipe);
+    fb_msg_exec_free(&d);
+    fb_frame_clear(&f);
+}
+
+static void expect_exec_refused(const char *json, const char *fragment)
+{
+    json_error_t jerr;
+    json_t *h = json_loads(json, 0, &jerr);
+    assert_non_null(h);
+    fb_frame f;
+    to_frame(h, NULL, 0, &f);
+    fb_msg_exec d;
+    fb_err err = {{0}};
+    assert_int_equal(fb_msg_decode_exec(&f, &d, &err), -1);
+    if (!strstr(err.msg, fragment))
+        fail_msg("\"%s\" lacks \"%s\"", err.msg, fragment);
+    fb_frame_clear(&f);
+}
+
+static void test_exec_decoder_is_strict(void **state)
+{
+    (void)state;
+    expect_exec_refused("{\"t\":\"exec\",\"id\":1,\"argv\":[\"x\"],\"timeout_ms\":1,\"extra\":1}",
+                        "unknown field \"extra\"");
+    expect_exec_refused("{\"t\":\"exec\",\"id\":1,\"argv\":[],\"timeout_ms\":1}", "non-empty array");
+    expect_exec_refused("{\"t\":\"exec\",\"id\":1,\"argv\":[\"\"],\"timeout_ms\":1}", "is empty");
+    expect_exec_refused("{\"t\":\"exec\",\"id\":1,\"argv\":[1],\"timeout_ms\":1}", "not a string");
+    expect_exec_refused("{\"t\":\"exec\",\"id\":1,\"argv\":[\"x\"]}", "missing field \"timeout_ms\"");
+    expect_exec_refused("{\"t\":\"exec\",\"id\":1,\"argv\":[\"x\"],\"timeout_ms\":0}", "must be positive");
+    expect_exec_refused("{\"t\":\"exec\",\"id\":1,\"argv\":[\"x\"],\"timeout_ms\":86400001}", "exceeds");
+    expect_exec_refused("{\"t\":\"exec\",\"id\":1,\"argv\":[\"x\"],\"timeout_ms\":1,\"cwd\":\"rel\"}",
+                        "absolute");
+    expect_exec_refused("{\"t\":\"exec\",\"id\":1,\"argv\":[\"x\"],\"timeout_ms\":1,\"env\":{\"1A\":\"x\"}}",
+                        "bad variable name");
+    expect_exec_refused("{\"t\":\"exec\",\"id\":1,\"argv\":[\"x\"],\"timeout_ms\":1,\"env\":{\"A=B\":\"x\"}}",
+                        "bad variable name");
+    expect_exec_refused("{\"t\":\"exec\",\"id\":1,\"argv\":[\"x\"],\"timeout_ms\":1,\"env\":{\"A\":1}}",
+                        "non-string");
+    expect_exec_refused("{\"t\":\"exec\",\"id\":1,\"argv\":[\"x\"],\"timeout_ms\":1,\"env\":[]}",
+                        "object of strings");
+}
+
+static void test_exec_encoder_refuses_what_cannot_travel(void **state)
+{
+    (void)state;
+    fb_errc code;
+    fb_err err = {{0}};
+    const char *bad_utf8[] = {"echo", "\xc3", NULL};
+    fb_msg_exec m = {.argv = bad_utf8, .argc = 2, .timeout_ms = 1};
+    assert_null(fb_msg_encode_exec(1, &m, &code, &err));
+    assert_int_equal(code, FB_E_BAD_REQUEST);
+    /* One byte under and over the header cap, by the length of argv[1]. */
+    static char big[FB_PROTO_MAX_HEADER + 10];
+    const char *argv[] = {"echo", big, NULL};
+    fb_msg_exec m2 = {.argv = argv, .argc = 2, .timeout_ms = 1};
+    size_t overhead = strlen("{\"t\":\"exec\",\"id\":1,\"argv\":[\"echo\",\"\"],\"env\":{},"
+                             "\"timeout_ms\":1,\"stdin\":false}");
+    memset(big, 'a', FB_PROTO_MAX_HEADER - overhead);
+    big[FB_PROTO_MAX_HEADER - overhead] = '\0';
+    json_t *h = fb_msg_encode_exec(1, &m2, &code, &err);
+    assert_non_null(h);
+    assert_int_equal(code, FB_OK);
+    json_decref(h);
+    big[FB_PROTO_MAX_HEADER - overhead] = 'a';
+    big[FB_PROTO_MAX_HEADER - overhead + 1] = '\0';
+    assert_null(fb_msg_encode_exec(1, &m2, &code, &err));
+    assert_int_equal(code, FB_E_TOO_LARGE);
+    fb_env_var dup[] = {{"A", "1"}, {"A", "2"}};
+    fb_msg_exec m3 = {.argv = argv, .argc = 1, .env = dup, .nenv = 2, .timeout_ms = 1};
+    assert_null(fb_msg_encode_exec(1, &m3, &code, &err));
+    assert_int_equal(code, FB_E_BAD_REQUEST);
+}
+
+static void test_exit_round_trip(void **state)
+{
+    (void)state;
+    fb_err err = {{0}};
+    fb_frame f;
+    fb_msg_exit in = {.started = true, .code = 3, .truncated = true, .duration_ms = 12};
+    to_frame(fb_msg_encode_exit(5, &in, &err), NULL, 0, &f);
+    fb_msg_exit out;
+    assert_int_equal(fb_msg_decode_exit(&f, &out, &err), 0);
+    assert_true(out.started);
+    assert_int_equal(out.code, 3);
+    assert_int_equal(out.signal, 0);
+    assert_true(out.truncated);
+    assert_false(out.oom);
+    assert_int_equal(out.duration_ms, 12);
+    fb_frame_clear(&f);
+
+    fb_msg_exit sig = {.started = true, .signal = 9, .oom = true};
+    to_frame(fb_msg_encode_exit(5, &sig, &err), NULL, 0, &f);
+    assert_int_equal(fb_msg_decode_exit(&f, &out, &err), 0);
+    assert_int_equal(out.signal, 9);
+    assert_true(out.oom);
+    fb_frame_clear(&f);
+
+    fb_msg_exit nf = {.started = false, .code = 127, .error = FB_E_NOT_FOUND, .message = "x: \xff"};
+    to_frame(fb_msg_encode_exit(5, &nf, &err), NULL, 0, &f);
+    assert_int_equal(fb_msg_decode_exit(&f, &out, &err), 0);
+    assert_false(out.started);
+    assert_int_equal(out.error, FB_E_NOT_FOUND);
+    assert_string_equal(out.message, "x: \xef\xbf\xbd"); /* cleaned, not lost */
+    fb_frame_clear(&f);
+
+    json_error_t jerr;
+    to_frame(json_loads("{\"t\":\"exit\",\"id\":5,\"code\":1,\"signal\":9}", 0, &jerr), NULL, 0, &f);
+    assert_int_equal(fb_msg_decode_exit(&f, &out, &err), -1);
+    assert_non_null(strstr(err.msg, "exactly one"));
+    fb_frame_clear(&f);
+    to_frame(json_loads("{\"t\":\"exit\",\"id\":5,\"code\":null,\"signal\":null}", 0, &jerr), NULL, 0, &f);
+    assert_int_equal(fb_msg_decode_exit(&f, &out, &err), -1);
+    fb_frame_clear(&f);
+}
+
+static void test_file_messages(void **state)
+{
+    (void)state;
+    fb_err err = {{0}};
+    fb_frame f;
+    fb_msg_file put = {.type = FB_MSG_FILE_PUT, .path = "/workspace/a", .offset = 9, .mode = 0755};
+    to_frame(fb_msg_encode_file(3, &put, &err), "xy", 2, &f);
+    fb_msg_file d;
+    assert_int_equal(fb_msg_decode_file(&f, &d, &err), 0);
+    assert_int_equal(d.type, FB_MSG_FILE_PUT);
+    assert_string_equal(d.path, "/workspace/a");
+    assert_int_equal(d.offset, 9);
+    assert_int_equal(d.mode, 0755);
+    fb_frame_clear(&f);
+    /* Defaults, and a payload where none belongs. */
+    to_frame(fb_hdr_new("file_mkdir", 3), NULL, 0, &f);
+    assert_int_equal(fb_msg_decode_file(&f, &d, &err), -1);
+    assert_non_null(strstr(err.msg, "missing field \"path\""));
+    fb_frame_clear(&f);
+    fb_msg_file get = {.type = FB_MSG_FILE_GET, .path = "b", .length = FB_MAX_FILE_CHUNK};
+    to_frame(fb_msg_encode_file(3, &get, &err), "z", 1, &f);
+    assert_int_equal(fb_msg_decode_file(&f, &d, &err), -1);
+    assert_non_null(strstr(err.msg, "unexpected payload"));
+    fb_frame_clear(&f);
+    fb_msg_file not_file = {.type = FB_MSG_EXEC, .path = "x"};
+    assert_null(fb_msg_encode_file(3, &not_file, &err));
+}
+
+static void test_error_and_signal_messages(void **state)
+{
+    (void)state;
+    fb_err err = {{0}};
+    fb_frame f;
+    to_frame(fb_msg_encode_error(4, &(fb_msg_error){.code = FB_E_NO_SPACE, .message = "full"}, &err),
+             NULL, 0, &f);
+    fb_msg_error e;
+    assert_int_equal(fb_msg_decode_error(&f, &e, &err), 0);
+    assert_int_equal(e.code, FB_E_NO_SPACE);
+    assert_string_equal(e.message, "full");
+    fb_frame_clear(&f);
+    assert_null(fb_msg_encode_signal(4, &(fb_msg_signal){.signal = SIGSEGV}, &err));
+    to_frame(fb_msg_encode_signal(4, &(fb_msg_signal){.signal = SIGTERM}, &err), NULL, 0, &f);
+    fb_msg_signal s;
+    assert_int_equal(fb_msg_decode_signal(&f, &s, &err), 0);
+    assert_int_equal(s.signal, SIGTERM);
+    fb_frame_clear(&f);
+    json_t *h = fb_hdr_new("signal", 4);
+    json_object_set_new(h, "signal", json_integer(SIGSEGV));
+    to_frame(h, NULL, 0, &f);
+    assert_int_equal(fb_msg_decode_signal(&f, &s, &err), -1);
+    fb_frame_clear(&f);
+    h = fb_hdr_new("stdin_ack", 4);
+    json_object_set_new(h, "bytes", json_integer(FB_STDIN_WINDOW + 1));
+    to_frame(h, NULL, 0, &f);
+    fb_msg_stdin_ack ack;
+    assert_int_equal(fb_msg_decode_stdin_ack(&f, &ack, &err), -1);
+    fb_frame_clear(&f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1220,6 +1461,13 @@ int main(void)
         cmocka_unit_test(test_hdr_bool),
         cmocka_unit_test(test_hdr_only),
         cmocka_unit_test(test_hdr_new),
+        cmocka_unit_test(test_errc_names_round_trip),
+        cmocka_unit_test(test_exec_round_trip),
+        cmocka_unit_test(test_exec_decoder_is_strict),
+        cmocka_unit_test(test_exec_encoder_refuses_what_cannot_travel),
+        cmocka_unit_test(test_exit_round_trip),
+        cmocka_unit_test(test_file_messages),
+        cmocka_unit_test(test_error_and_signal_messages),
     };
     return cmocka_run_group_tests_name("proto", tests, NULL, NULL);
 }

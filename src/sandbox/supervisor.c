@@ -1,0 +1,509 @@
+/*
+ * supervisor.c - one I/O thread per sandbox: the only reader and writer of
+ * the agent channel (supervisor.h).
+ *
+ * Callers never touch the channel.  They queue frames under sb->mu and
+ * wake the thread (an eventfd); the thread polls the channel, the wake fd,
+ * the VM console and the stdin fds of running execs, writes what is queued
+ * without blocking, decodes what arrives and routes each frame by its id:
+ * to the request waiting for that reply, or into that exec's event log.
+ * It never waits for a consumer - a log append is a memcpy under the lock -
+ * so a slow or vanished reader cannot stall the sandbox, other execs, kill
+ * or destroy.  Every deadline (request replies, execs that outlive their
+ * timeout) is checked here, in one place.
+ *
+ * The agent is a stranger: a frame that breaks the protocol (bad framing,
+ * an unknown type, an id never issued, a reply of the wrong kind, output
+ * beyond the cap) ends the sandbox with FB_E_PROTOCOL; frames for requests
+ * or execs that are already over are dropped.  The end of a sandbox, for
+ * whatever reason, is recorded once (the first reason wins) and every
+ * waiter is released with it.
+ */
+#define _GNU_SOURCE
+#include "sandbox/supervisor.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HELLO_TIMEOUT_VM_MS 120000
+#define HELLO_TIMEOUT_JAIL_MS 15000
+/* Stop reading exec stdin while this much is queued for the agent. */
+#define SEND_BACKPRESSURE (1024u * 1024u)
+
+int fb_sup_init(fb_sandbox *sb, fb_err *err)
+{
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(&sb->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc != 0 || pthread_mutex_init(&sb->mu, NULL) != 0)
+        return fb_fail(err, "cannot set up the sandbox's locks");
+    sb->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (sb->wake_fd < 0)
+        return fb_fail_errno(err, "eventfd");
+    sb->refs = 1;
+    sb->next_id = 1;
+    return 0;
+}
+
+void fb_sup_wake(fb_sandbox *sb)
+{
+    uint64_t one = 1;
+    if (write(sb->wake_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        fprintf(stderr, "forgebox: warning: cannot wake sandbox %s: %s\n", sb->id, strerror(errno));
+}
+
+bool fb_sup_wait_locked(fb_sandbox *sb, uint64_t deadline_ns)
+{
+    if (deadline_ns == 0) {
+        pthread_cond_wait(&sb->cv, &sb->mu);
+        return true;
+    }
+    if (fb_now_ns() >= deadline_ns)
+        return false;
+    struct timespec ts = {.tv_sec = (time_t)(deadline_ns / 1000000000ull),
+                          .tv_nsec = (long)(deadline_ns % 1000000000ull)};
+    pthread_cond_timedwait(&sb->cv, &sb->mu, &ts);
+    return true;
+}
+
+/* ---- console ring (vm) ------------------------------------------------------- */
+
+void fb_sup_drain_console(fb_sandbox *sb)
+{
+    if (sb->console_fd < 0)
+        return;
+    char buf[4096];
+    for (;;) {
+        ssize_t n = read(sb->console_fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0 || errno != EAGAIN) {
+                close(sb->console_fd);
+                sb->console_fd = -1;
+            }
+            return;
+        }
+        for (ssize_t i = 0; i < n; i++) {
+            if (sb->console_len == sizeof sb->console) {
+                memmove(sb->console, sb->console + 1024, sizeof sb->console - 1024);
+                sb->console_len -= 1024;
+            }
+            sb->console[sb->console_len++] = buf[i];
+        }
+    }
+}
+
+void fb_sup_console_hint(fb_sandbox *sb, fb_err *err)
+{
+    fb_sup_drain_console(sb);
+    if (!err || sb->console_len == 0)
+        return;
+    char tail[300];
+    size_t n = sb->console_len < sizeof tail - 1 ? sb->console_len : sizeof tail - 1;
+    memcpy(tail, sb->console + sb->console_len - n, n);
+    tail[n] = '\0';
+    for (char *c = tail; *c; c++)
+        if ((unsigned char)*c < 0x20)
+            *c = ' ';
+    size_t len = strlen(err->msg);
+    snprintf(err->msg + len, sizeof err->msg - len, " (guest console: ...%s)", tail);
+}
+
+/* ---- the end of a sandbox ----------------------------------------------------- */
+
+void fb_sup_die_locked(fb_sandbox *sb, fb_errc code, const char *fmt, ...)
+{
+    if (sb->dead)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(sb->dead_msg, sizeof sb->dead_msg, fmt, ap);
+    va_end(ap);
+    sb->dead = code;
+    for (fb_request *rq = sb->reqs; rq; rq = rq->next)
+        if (!rq->done) {
+            rq->done = true;
+            rq->code = code;
+            snprintf(rq->msg, sizeof rq->msg, "%s", sb->dead_msg);
+        }
+    fb_xlog_fail_all_locked(sb, code, sb->dead_msg);
+    /* The process goes at once, so that nothing of it runs on; destroy
+     * (sb->stopping) gives a clean shutdown its moment and kills itself. */
+    if (!sb->stopping && sb->pidfd >= 0)
+        (void)syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
+    pthread_cond_broadcast(&sb->cv);
+    fb_sup_wake(sb);
+}
+
+/* ---- sending and requests ------------------------------------------------------- */
+
+fb_errc fb_sup_send_locked(fb_sandbox *sb, json_t *h, const void *payload, size_t len, fb_err *err)
+{
+    if (!h)
+        return FB_E_NOMEM;
+    if (sb->dead) {
+        json_decref(h);
+        fb_fail(err, "sandbox %s is no longer usable: %s", sb->id, sb->dead_msg);
+        return sb->dead;
+    }
+    int rc = fb_chan_send(&sb->chan, h, payload, len, err);
+    json_decref(h);
+    if (rc < 0)
+        return FB_E_BUSY;
+    fb_sup_wake(sb);
+    return FB_OK;
+}
+
+fb_errc fb_sup_begin_locked(fb_sandbox *sb, bool need_assigned, uint64_t *id, fb_err *err)
+{
+    if (sb->dead) {
+        fb_fail(err, "sandbox %s is no longer usable: %s", sb->id, sb->dead_msg);
+        return sb->dead;
+    }
+    if (need_assigned && !sb->assigned) {
+        fb_fail(err, "sandbox %s is not assigned yet", sb->id);
+        return FB_E_STATE;
+    }
+    *id = sb->next_id++;
+    return FB_OK;
+}
+
+fb_errc fb_sup_request(fb_sandbox *sb, fb_request *rq, json_t *h, const void *payload, size_t len,
+                       int timeout_ms, fb_err *err)
+{
+    pthread_mutex_lock(&sb->mu);
+    fb_errc code = fb_sup_send_locked(sb, h, payload, len, err);
+    if (code != FB_OK) {
+        pthread_mutex_unlock(&sb->mu);
+        return code;
+    }
+    rq->done = false;
+    rq->deadline_ns = fb_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    rq->next = sb->reqs;
+    sb->reqs = rq;
+    /* A waiter holds a reference: a destroy that releases it may finish
+     * before this thread runs again. */
+    sb->refs++;
+    while (!rq->done)
+        fb_sup_wait_locked(sb, 0);
+    for (fb_request **p = &sb->reqs; *p; p = &(*p)->next)
+        if (*p == rq) {
+            *p = rq->next;
+            break;
+        }
+    fb_sup_unref_unlock(sb);
+    if (rq->code != FB_OK)
+        fb_fail(err, "%s", rq->msg);
+    return rq->code;
+}
+
+/* ---- the I/O thread ------------------------------------------------------------- */
+
+static bool answer_request_locked(fb_sandbox *sb, fb_msg_type t, fb_frame *f)
+{
+    fb_request *rq = sb->reqs;
+    while (rq && (rq->id != f->id || rq->done))
+        rq = rq->next;
+    if (!rq)
+        return false;
+    fb_err err = {{0}};
+    if (t == FB_MSG_OK || t == FB_MSG_READY) {
+        rq->reply = *f;
+        memset(f, 0, sizeof *f); /* the request owns it now */
+        rq->code = FB_OK;
+    } else if (t == FB_MSG_ERROR) {
+        fb_msg_error m;
+        if (fb_msg_decode_error(f, &m, &err) < 0) {
+            fb_sup_die_locked(sb, FB_E_PROTOCOL, "sandbox %s sent a malformed error: %s", sb->id, err.msg);
+            return true;
+        }
+        rq->code = m.code;
+        snprintf(rq->msg, sizeof rq->msg, "%s (%s)", m.message, fb_errc_name(m.code));
+    } else {
+        fb_sup_die_locked(sb, FB_E_PROTOCOL, "sandbox %s answered request %llu with a %s frame",
+                          sb->id, (unsigned long long)f->id, fb_msg_type_name(t));
+        return true;
+    }
+    rq->done = true;
+    pthread_cond_broadcast(&sb->cv);
+    return true;
+}
+
+static void dispatch_locked(fb_sandbox *sb, fb_frame *f)
+{
+    fb_msg_type t = fb_msg_type_of(f);
+    fb_err err = {{0}};
+    if (t == FB_MSG_FATAL) {
+        const char *m;
+        if (fb_msg_decode_fatal(f, &m, &err) < 0)
+            m = "(malformed fatal frame)";
+        fb_sup_die_locked(sb, FB_E_AGENT_FATAL, "sandbox agent failed: %s", m);
+        return;
+    }
+    if (t < FB_MSG_READY) {
+        fb_sup_die_locked(sb, FB_E_PROTOCOL, "sandbox %s sent a frame of type \"%.32s\", which it may not",
+                          sb->id, f->type);
+        return;
+    }
+    if (f->id == 0 || f->id >= sb->next_id) {
+        fb_sup_die_locked(sb, FB_E_PROTOCOL, "sandbox %s sent a %s frame for request %llu, never made",
+                          sb->id, fb_msg_type_name(t), (unsigned long long)f->id);
+        return;
+    }
+    if (answer_request_locked(sb, t, f))
+        return;
+    struct fb_exec *x = fb_xlog_find_locked(sb, f->id);
+    if (x)
+        fb_xlog_frame_locked(sb, x, t, f);
+    /* Else: a request that timed out or an exec that is over (cancelled,
+     * failed on the host): its late frames are dropped. */
+}
+
+static void read_frames_locked(fb_sandbox *sb)
+{
+    fb_err err = {{0}};
+    long r = fb_chan_read(&sb->chan, &err);
+    if (r == -1) {
+        if (sb->chan.dec.failed)
+            fb_sup_die_locked(sb, FB_E_PROTOCOL, "sandbox %s broke the protocol: %s", sb->id, err.msg);
+        else
+            fb_sup_die_locked(sb, FB_E_SANDBOX_ENDED, "sandbox %s: %s", sb->id, err.msg);
+        return;
+    }
+    for (;;) {
+        fb_frame f;
+        int got = fb_decoder_next(&sb->chan.dec, &f, &err);
+        if (got < 0) {
+            fb_sup_die_locked(sb, FB_E_PROTOCOL, "sandbox %s broke the protocol: %s", sb->id, err.msg);
+            return;
+        }
+        if (got == 0)
+            break;
+        dispatch_locked(sb, &f);
+        fb_frame_clear(&f);
+        if (sb->dead)
+            return;
+    }
+    if (sb->chan.eof) {
+        fb_err why;
+        fb_fail(&why, "sandbox %s ended unexpectedly (agent channel closed)", sb->id);
+        fb_sup_console_hint(sb, &why);
+        fb_sup_die_locked(sb, FB_E_SANDBOX_ENDED, "%s", why.msg);
+    }
+}
+
+/* Request deadlines: a reply that does not come means a wedged agent. */
+static int check_requests_locked(fb_sandbox *sb, uint64_t now, int timeout)
+{
+    for (fb_request *rq = sb->reqs; rq; rq = rq->next) {
+        if (rq->done)
+            continue;
+        if (now >= rq->deadline_ns) {
+            fb_sup_die_locked(sb, FB_E_UNRESPONSIVE, "sandbox %s did not answer request %llu in time",
+                              sb->id, (unsigned long long)rq->id);
+            return 0;
+        }
+        int ms = (int)((rq->deadline_ns - now) / 1000000ull) + 1;
+        if (timeout < 0 || ms < timeout)
+            timeout = ms;
+    }
+    return timeout;
+}
+
+static void *io_main(void *arg)
+{
+    fb_sandbox *sb = arg;
+    enum { MAXFDS = 3 + FB_MAX_EXECS };
+    struct pollfd fds[MAXFDS];
+    struct fb_exec *owner[MAXFDS];
+    pthread_mutex_lock(&sb->mu);
+    while (!sb->stopping && !sb->dead) {
+        uint64_t now = fb_now_ns();
+        int timeout = check_requests_locked(sb, now, fb_xlog_tick_locked(sb, now));
+        if (sb->dead)
+            break;
+        int n = 0;
+        fds[n++] = (struct pollfd){.fd = sb->chan_fd,
+                                   .events = (short)(POLLIN | (fb_chan_queued(&sb->chan) ? POLLOUT : 0))};
+        fds[n++] = (struct pollfd){.fd = sb->wake_fd, .events = POLLIN};
+        int con = -1;
+        if (sb->console_fd >= 0) {
+            con = n;
+            fds[n++] = (struct pollfd){.fd = sb->console_fd, .events = POLLIN};
+        }
+        int first_exec = n;
+        if (fb_chan_queued(&sb->chan) < SEND_BACKPRESSURE)
+            n += fb_xlog_pollfds_locked(sb, fds + n, MAXFDS - n, owner + n);
+        pthread_mutex_unlock(&sb->mu);
+        int pr = poll(fds, (nfds_t)n, timeout);
+        int poll_errno = errno;
+        pthread_mutex_lock(&sb->mu);
+        if (sb->stopping || sb->dead)
+            break;
+        if (pr < 0) {
+            if (poll_errno == EINTR)
+                continue;
+            fb_sup_die_locked(sb, FB_E_INTERNAL, "poll failed: %s", strerror(poll_errno));
+            break;
+        }
+        if (fds[1].revents) {
+            uint64_t v;
+            while (read(sb->wake_fd, &v, sizeof v) > 0)
+                ;
+        }
+        if (con >= 0 && fds[con].revents)
+            fb_sup_drain_console(sb);
+        /* Stdin before reading the channel: an exit read there may end
+         * (and free) an exec whose fd is in fds. */
+        for (int i = first_exec; i < n; i++)
+            if (fds[i].revents)
+                fb_xlog_stdin_ready_locked(sb, owner[i]);
+        fb_err err = {{0}};
+        if (fds[0].revents & (POLLIN | POLLHUP | POLLERR))
+            read_frames_locked(sb);
+        if (!sb->dead && fb_chan_queued(&sb->chan) && fb_chan_flush(&sb->chan, &err) < 0)
+            fb_sup_die_locked(sb, FB_E_SANDBOX_ENDED, "sandbox %s: %s", sb->id, err.msg);
+    }
+    pthread_mutex_unlock(&sb->mu);
+    return NULL;
+}
+
+/* ---- start and stop ------------------------------------------------------------- */
+
+static fb_errc recv_error_code(const fb_sandbox *sb)
+{
+    if (sb->chan.dec.failed)
+        return FB_E_PROTOCOL;
+    return sb->chan.eof ? FB_E_SANDBOX_ENDED : FB_E_UNRESPONSIVE;
+}
+
+/* Hello and its ready, on the calling thread: nothing else runs yet. */
+static fb_errc handshake(fb_sandbox *sb, fb_err *err)
+{
+    fb_msg_hello hello = {.version = FB_PROTO_VERSION, .workspace_mib = sb->cfg.disk_mib,
+                          .tmp_mib = sb->cfg.tmp_mib, .nproc = sb->cfg.pids, .nofile = 1024,
+                          .max_output = sb->cfg.max_output};
+    uint64_t id = sb->next_id++;
+    json_t *h = fb_msg_encode_hello(id, &hello, err);
+    if (!h)
+        return FB_E_BAD_REQUEST;
+    int rc = fb_chan_send(&sb->chan, h, NULL, 0, err);
+    json_decref(h);
+    if (rc < 0)
+        return FB_E_INTERNAL;
+    int timeout = sb->ops == &fb_backend_vm ? HELLO_TIMEOUT_VM_MS : HELLO_TIMEOUT_JAIL_MS;
+    fb_frame f;
+    if (fb_chan_recv(&sb->chan, &f, timeout, err) < 0) {
+        fb_sup_console_hint(sb, err);
+        return recv_error_code(sb);
+    }
+    fb_msg_type t = fb_msg_type_of(&f);
+    fb_errc code = FB_OK;
+    fb_msg_ready ready;
+    fb_msg_error e;
+    const char *m;
+    if (t == FB_MSG_FATAL && fb_msg_decode_fatal(&f, &m, err) == 0) {
+        fb_fail(err, "sandbox agent failed: %s", m);
+        code = FB_E_AGENT_FATAL;
+    } else if (t == FB_MSG_ERROR && f.id == id && fb_msg_decode_error(&f, &e, err) == 0) {
+        fb_fail(err, "%s (%s)", e.message, fb_errc_name(e.code));
+        code = e.code;
+    } else if (t != FB_MSG_READY || f.id != id) {
+        fb_fail(err, "protocol error: expected \"ready\" for request %llu, got \"%.32s\" for %llu",
+                (unsigned long long)id, f.type, (unsigned long long)f.id);
+        code = FB_E_PROTOCOL;
+    } else if (fb_msg_decode_ready(&f, &ready, err) < 0) {
+        fb_fail_prefix(err, "protocol error: bad ready");
+        code = FB_E_PROTOCOL;
+    } else if (ready.version != FB_PROTO_VERSION) {
+        fb_fail(err, "the agent speaks protocol %llu, the host %d", (unsigned long long)ready.version,
+                FB_PROTO_VERSION);
+        code = FB_E_PROTOCOL;
+    } else {
+        snprintf(sb->kernel, sizeof sb->kernel, "%s", ready.kernel);
+    }
+    fb_frame_clear(&f);
+    return code;
+}
+
+fb_errc fb_sup_start(fb_sandbox *sb, fb_err *err)
+{
+    fb_chan_init(&sb->chan, sb->chan_fd);
+    fb_set_nonblock(sb->chan_fd, true);
+    fb_errc code = handshake(sb, err);
+    if (code != FB_OK)
+        return code;
+    /* The I/O thread takes no signal meant for the process (a CLI's
+     * SIGINT goes to its main thread). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&sb->io_thread, NULL, io_main, sb);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        fb_fail(err, "cannot start the sandbox's I/O thread: %s", strerror(rc));
+        return FB_E_RESOURCE;
+    }
+    sb->io_started = true;
+    return FB_OK;
+}
+
+void fb_sup_stop(fb_sandbox *sb)
+{
+    pthread_mutex_lock(&sb->mu);
+    sb->stopping = true;
+    fb_sup_wake(sb);
+    pthread_mutex_unlock(&sb->mu);
+    if (sb->io_started)
+        pthread_join(sb->io_thread, NULL);
+    sb->io_started = false;
+}
+
+void fb_sup_unref_unlock(fb_sandbox *sb)
+{
+    bool last = --sb->refs == 0;
+    pthread_mutex_unlock(&sb->mu);
+    if (!last)
+        return;
+    fb_chan_free(&sb->chan);
+    if (sb->wake_fd >= 0)
+        close(sb->wake_fd);
+    pthread_cond_destroy(&sb->cv);
+    pthread_mutex_destroy(&sb->mu);
+    free(sb);
+}
+
+int fb_sandbox_attach_fd(int fd, const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *err)
+{
+    *out = NULL;
+    fb_sandbox *sb = calloc(1, sizeof *sb);
+    if (!sb) {
+        close(fd);
+        return fb_fail(err, "out of memory");
+    }
+    sb->cfg = *cfg;
+    sb->slot = -1;
+    sb->slot_fd = sb->console_fd = sb->pidfd = sb->wake_fd = -1;
+    sb->pid = -1;
+    sb->chan_fd = fd;
+    snprintf(sb->id, sizeof sb->id, "sb-attached-%d", fd);
+    if (fb_sup_init(sb, err) < 0 || fb_sup_start(sb, err) != FB_OK) {
+        fb_sandbox_destroy(sb);
+        return -1;
+    }
+    sb->assigned = true;
+    *out = sb;
+    return 0;
+}
