@@ -24,6 +24,11 @@
 #define FB_UID_BASE 0x40000000u
 #define FB_UID_RANGE 65536u
 #define FB_MAX_SLOTS 1024
+/* The slot locks.  Uid ranges are host-wide, so their locks are too: two
+ * managers with different runtime directories (two gateways, a gateway and
+ * `forgebox run`, parallel test workers) must never share a range.  Each
+ * lock file holds the id of the sandbox that holds it. */
+#define FB_SLOT_DIR "/run/forgebox-slots"
 
 struct fb_request;
 

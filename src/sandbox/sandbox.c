@@ -104,21 +104,26 @@ static int slot_acquire(fb_sandbox *sb, fb_err *err)
      * bind-mounts its root from there); the slot locks are ours alone. */
     if (fb_mkdir_p(sb->cfg.run_dir, 0755, err) < 0)
         return -1;
-    char dir[4200];
-    snprintf(dir, sizeof dir, "%s/slots", sb->cfg.run_dir);
-    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return fb_fail_errno(err, "cannot create %s", dir);
+    if (mkdir(FB_SLOT_DIR, 0700) < 0 && errno != EEXIST)
+        return fb_fail_errno(err, "cannot create %s", FB_SLOT_DIR);
     /* Start at a random slot so concurrent creators rarely collide. */
     uint32_t start;
     fb_random_bytes(&start, sizeof start);
     for (int i = 0; i < FB_MAX_SLOTS; i++) {
         int slot = (int)((start + (uint32_t)i) % FB_MAX_SLOTS);
-        char path[4300];
-        snprintf(path, sizeof path, "%s/%d.lock", dir, slot);
-        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        char path[256];
+        snprintf(path, sizeof path, "%s/%d.lock", FB_SLOT_DIR, slot);
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
             return fb_fail_errno(err, "cannot open %s", path);
         if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            /* Name the holder, so that orphan reaping can tell a slot
+             * reused by a live sandbox from one still held by the dead. */
+            if (ftruncate(fd, 0) < 0 || pwrite(fd, sb->id, strlen(sb->id), 0) != (ssize_t)strlen(sb->id)) {
+                fb_fail_errno(err, "cannot write %s", path);
+                close(fd);
+                return -1;
+            }
             sb->slot = slot;
             sb->slot_fd = fd;
             sb->uid_base = FB_UID_BASE + (uid_t)slot * FB_UID_RANGE;
@@ -131,9 +136,28 @@ static int slot_acquire(fb_sandbox *sb, fb_err *err)
 
 /* ---- orphans --------------------------------------------------------------- */
 
+/* Whether the manager of sandbox `id`, which took `slot`, is gone: its slot
+ * lock can be taken now, or a live holder that is someone else took it. */
+static bool slot_abandoned(uint64_t slot, const char *id)
+{
+    char path[256], holder[64] = "";
+    snprintf(path, sizeof path, "%s/%llu.lock", FB_SLOT_DIR, (unsigned long long)slot);
+    cleanup_fd int lfd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (lfd < 0)
+        return errno == ENOENT;
+    if (flock(lfd, LOCK_EX | LOCK_NB) == 0)
+        return true; /* the lock goes with lfd */
+    ssize_t n = pread(lfd, holder, sizeof holder - 1, 0);
+    if (n <= 0)
+        return false; /* being taken right now: look again next time */
+    holder[n] = '\0';
+    return strcmp(holder, id) != 0;
+}
+
 /* A sandbox whose manager died (kill -9 mid-way) leaves its runtime dir and
  * maybe its cgroup.  Its slot's lock died with the manager, so a runtime
- * dir whose slot can be locked right now belongs to nobody: clean it up. */
+ * dir whose slot is free or held by another sandbox belongs to nobody:
+ * clean it up. */
 void fb_sandbox_reap_orphans(const char *run_dir)
 {
     DIR *d = opendir(run_dir);
@@ -149,24 +173,19 @@ void fb_sandbox_reap_orphans(const char *run_dir)
         if (fb_read_file(path, buf, sizeof buf, NULL) < 0 ||
             fb_parse_u64(buf, 0, FB_MAX_SLOTS - 1, &slot) < 0)
             continue; /* being created right now, or not ours */
-        snprintf(path, sizeof path, "%s/slots/%llu.lock", run_dir, (unsigned long long)slot);
-        int lfd = open(path, O_RDWR | O_CLOEXEC);
-        if (lfd < 0)
+        if (!slot_abandoned(slot, de->d_name))
             continue;
-        if (flock(lfd, LOCK_EX | LOCK_NB) == 0) {
-            fb_cgroup cg;
-            fb_cgroup_open_existing(&cg, de->d_name);
-            if (fb_cgroup_destroy(&cg) == 0) {
-                snprintf(path, sizeof path, "%s/%s", run_dir, de->d_name);
-                char root[4400];
-                snprintf(root, sizeof root, "%s/root", path);
-                umount2(root, MNT_DETACH);
-                rmdir(root);
-                fb_rm_rf(path);
-                fprintf(stderr, "forgebox: cleaned up orphaned sandbox %s\n", de->d_name);
-            }
+        fb_cgroup cg;
+        fb_cgroup_open_existing(&cg, de->d_name);
+        if (fb_cgroup_destroy(&cg) == 0) {
+            snprintf(path, sizeof path, "%s/%s", run_dir, de->d_name);
+            char root[4400];
+            snprintf(root, sizeof root, "%s/root", path);
+            umount2(root, MNT_DETACH);
+            rmdir(root);
+            fb_rm_rf(path);
+            fprintf(stderr, "forgebox: cleaned up orphaned sandbox %s\n", de->d_name);
         }
-        close(lfd);
     }
     closedir(d);
 }
