@@ -288,7 +288,12 @@ int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *pr
     /* 1, not 0: see the top of this file.  Few queued signals and little
      * message queue memory: the jail's share of these per-user counters
      * is its slot's, and each of its processes needs only a little. */
-    if (set_limit(RLIMIT_CORE, 1, "core", err) < 0 ||
+    struct rlimit core;
+    if (getrlimit(RLIMIT_CORE, &core) < 0)
+        return fb_fail_errno(err, "getrlimit(core)");
+    /* A hard limit of 0 (a jail's manager had one): 0 then; jail.c has
+     * made sure the host's core_pattern is not a pipe in that case. */
+    if (set_limit(RLIMIT_CORE, core.rlim_max >= 1 ? 1 : 0, "core", err) < 0 ||
         set_limit(RLIMIT_SIGPENDING, FB_TOOL_SIGPENDING, "sigpending", err) < 0 ||
         set_limit(RLIMIT_MSGQUEUE, FB_TOOL_MSGQUEUE, "msgqueue", err) < 0 ||
         set_limit(RLIMIT_NPROC, lim->nproc, "nproc", err) < 0 ||

@@ -46,6 +46,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -292,10 +293,33 @@ static void prepare_stage(int report, const jail_args *ja)
         fb_child_die(report, "cannot make %s read-only: %s", ja->stage, strerror(errno));
 }
 
+/* The agent gives its tool processes a core limit of 1 (harden.c: the one
+ * value that stops a host pipe core helper), which it cannot raise to if
+ * the hard limit is 0.  Host root may lack CAP_SYS_RESOURCE (containers),
+ * so a hard limit of 0 may be final: then refuse only where it matters, a
+ * pipe core_pattern (a file pattern writes nothing at limit 0). */
+static void limit_core(int report)
+{
+    struct rlimit core = {.rlim_cur = 1, .rlim_max = 1};
+    if (setrlimit(RLIMIT_CORE, &core) == 0)
+        return;
+    char pattern[8] = "";
+    int fd = open("/proc/sys/kernel/core_pattern", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)!read(fd, pattern, sizeof pattern - 1);
+        close(fd);
+    }
+    if (pattern[0] == '|')
+        fb_child_die(report, "the host's core_pattern is a pipe and the hard core limit is 0, so "
+                             "a crash in the jail would start the host's core helper; run forgebox "
+                             "with a hard core limit of at least 1 (ulimit -Hc 1)");
+}
+
 static void jail_prepare(void *arg, int report)
 {
     const jail_args *ja = arg;
     uid_t base = ja->sb->uid_base;
+    limit_core(report);
     if (move_mount(ja->rootfs_tree, "", AT_FDCWD, ja->root, MOVE_MOUNT_F_EMPTY_PATH) < 0)
         fb_child_die(report, "cannot attach the rootfs: %s", strerror(errno));
     struct statvfs sv;
