@@ -21,7 +21,6 @@ import json
 import os
 import re
 import secrets
-import selectors
 import shutil
 import signal
 import subprocess
@@ -31,6 +30,7 @@ import pytest
 
 from conftest import FORGEBOX, IMAGE, RUN_DIR, forgebox
 from gateway_fixtures import Gateway
+from test_escape import _wait_line as wait_line
 
 INNER_TIMEOUT = "120"
 
@@ -41,18 +41,6 @@ def jail_popen(state_dir, *cmd, stdin=subprocess.DEVNULL):
     return subprocess.Popen([FORGEBOX, "run", "--backend", "jail", "-q", "--timeout", "900", "--",
                              *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=stdin,
                             env=env)
-
-
-def wait_line(proc, timeout):
-    """First stdout line of proc, or b'' if none came within timeout."""
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    try:
-        if not sel.select(timeout):
-            return b""
-        return proc.stdout.readline()
-    finally:
-        sel.close()
 
 
 def stop(proc):
