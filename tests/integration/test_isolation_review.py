@@ -473,3 +473,45 @@ ls /workspace
     assert err[2] == ("bash: line 6: ulimit: core file size: cannot modify limit: "
                       "Operation not permitted"), r
     assert "core dumped" not in r.stderr
+
+
+def _has_cap_sys_resource():
+    with open("/proc/self/status") as f:
+        eff = int(next(l for l in f if l.startswith("CapEff:")).split()[1], 16)
+    return bool(eff & (1 << 24))
+
+
+def test_a_hard_core_limit_of_0_is_refused_only_with_a_pipe(state_dir, tmp_path):
+    # A manager whose hard core limit is 0 cannot give tool processes the
+    # limit of 1 unless host root may raise it (CAP_SYS_RESOURCE, absent in
+    # some containers); then a pipe core_pattern makes the jail refuse.
+    argv = ["prlimit", "--core=0:0", FORGEBOX, "run", "--backend", "jail", "-q", "--", "sh", "-c",
+            "ulimit -c"]
+    env = dict(os.environ, FORGEBOX_IMAGE=IMAGE, FORGEBOX_STATE_DIR=state_dir,
+               FORGEBOX_RUN_DIR=RUN_DIR)
+    pattern = "/proc/sys/kernel/core_pattern"
+    old = _host(pattern)
+    assert not old.startswith("|"), old  # the control below needs a file pattern
+    control = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        with open(pattern, "w") as f:
+            f.write(f"|/bin/false {tmp_path}")
+        attack = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    finally:
+        with open(pattern, "w") as f:
+            f.write(old)
+    assert _host(pattern) == old
+    if _has_cap_sys_resource():
+        # Host root raises the limit: both start, with the limit of 1.
+        assert (control.returncode, control.stdout) == (0, b"0\n"), control
+        assert (attack.returncode, attack.stdout) == (0, b"0\n"), attack
+        return
+    # A file pattern writes nothing at limit 0: the jail starts (control) ...
+    assert (control.returncode, control.stdout, control.stderr) == (0, b"0\n", b""), control
+    # ... a pipe would start the host's helper: refused, saying why.
+    assert attack.returncode == 125, attack
+    assert attack.stdout == b""
+    assert attack.stderr.decode() == (
+        "forgebox: sandbox failure: sandbox setup failed: the host's core_pattern is a pipe and "
+        "the hard core limit is 0, so a crash in the jail would start the host's core helper; "
+        "run forgebox with a hard core limit of at least 1 (ulimit -Hc 1)\n"), attack
