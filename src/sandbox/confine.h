@@ -38,7 +38,7 @@
 #include "sandbox/cgroup.h"
 
 typedef struct fb_spawn {
-    int clone_flags;        /* CLONE_NEW* */
+    int clone_flags;        /* CLONE_NEW*, never CLONE_NEWUSER (see userns) */
     const fb_cgroup *cg;
     bool userns;            /* a user namespace owned by uid_base that
                                maps [0, FB_UID_RANGE) to uid_base */

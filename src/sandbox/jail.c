@@ -14,8 +14,8 @@
  * host or another sandbox uses:
  *   - the root is the sealed rootfs.ext4, attached read-only through a loop
  *     device of its own, so its superblock, inodes and page cache belong to
- *     this sandbox alone (the image check then covers one file, and a
- *     read-only ext4 cannot be written even by the kernel's own caches);
+ *     this sandbox alone (the image check covers one file instead of a
+ *     tree, and a read-only ext4 superblock is never written to);
  *   - /dev is a tmpfs of this sandbox with device nodes host root made on
  *     it (null, zero, full, random, urandom, tty), never bind mounts of the
  *     host's devtmpfs;
