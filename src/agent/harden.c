@@ -13,14 +13,37 @@
  *     AF_NETLINK/AF_PACKET/raw sockets are kernel attack surface.
  *   - ioctl TIOCSTI (typing into a terminal) and personality changes other
  *     than a query are refused.
+ *   - RLIMIT_CORE cannot be changed (setrlimit, prlimit64 with a new
+ *     value): it is 1, see below.
  * x86-64 only, like the rest of the guest.
+ *
+ * No core dump may leave a sandbox.  RLIMIT_CORE = 0 stops core files but
+ * not a pipe core_pattern (systemd-coredump, apport): for a pipe the
+ * kernel ignores the limit and starts the helper as host root for a crash
+ * in a jail.  The one value it honours for pipes is 1 (its guard against
+ * recursive dumps from a helper), which is also below the smallest ELF
+ * core, so no file is written either.  Dumpability cannot carry this:
+ * every execve resets it.  So the limit is 1, hard and soft, and the
+ * filter refuses changing it (lowering the soft limit to 0 would bring
+ * the helper back).
+ *
+ * Each exec gets a Landlock domain of its own (the ruleset handles only
+ * execute and grants it on /, so no file access changes).  Landlock lets a
+ * process ptrace-access (PTRACE_MODE_*: /proc/PID/mem, environ, fd, and
+ * with hidepid=2 the /proc/PID directory itself) only processes in its own
+ * domain or one nested in it: a process an exec leaves behind cannot read
+ * or write the memory of a later exec's processes, nor they its, in a jail
+ * (the host has no Yama) as in a VM.  Processes of one exec still see each
+ * other as before.
  */
 #define _GNU_SOURCE
 #include "agent/harden.h"
 
 #include <errno.h>
 #include <grp.h>
+#include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/landlock.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <stdio.h>
@@ -130,14 +153,15 @@ static int export_bpf(scmp_filter_ctx ctx, struct sock_filter **prog, unsigned s
 }
 
 /* A second filter, stacked on the allowlist: the kernel applies the most
- * restrictive answer of all filters, so this one can refuse single ioctl
- * requests (libseccomp cannot express "ioctl unless A1 is X or Y" in an
- * allowlist rule).  TIOCSTI types into a terminal, TIOCLINUX pokes the
+ * restrictive answer of all filters, so this one can refuse single uses of
+ * allowed calls (libseccomp cannot express "ioctl unless A1 is X or Y" in
+ * an allowlist rule).  TIOCSTI types into a terminal, TIOCLINUX pokes the
  * console; a sandbox has neither (stdio are pipes, no controlling tty, no
  * /dev/pts), so this is the belt to those braces.  The kernel reads the
  * request as 32 bits, so only those are compared: high bits set by the
- * caller must not slip past (the bug class of CVE-2017-5226). */
-static int build_ioctl_filter(fb_seccomp_progs *out, fb_err *err)
+ * caller must not slip past (the bug class of CVE-2017-5226).  And the core
+ * limit stays where harden put it (see the top of this file). */
+static int build_deny_filter(fb_seccomp_progs *out, fb_err *err)
 {
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
     if (!ctx)
@@ -147,10 +171,17 @@ static int build_ioctl_filter(fb_seccomp_progs *out, fb_err *err)
     if (rc == 0)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
                               SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, (scmp_datum_t)TIOCLINUX));
+    if (rc == 0)
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(setrlimit), 1,
+                              SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, (scmp_datum_t)RLIMIT_CORE));
+    if (rc == 0)
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(prlimit64), 2,
+                              SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, (scmp_datum_t)RLIMIT_CORE),
+                              SCMP_A2(SCMP_CMP_NE, 0));
     if (rc < 0)
-        fb_fail(err, "seccomp: cannot build the ioctl filter: %s", strerror(-rc));
+        fb_fail(err, "seccomp: cannot build the deny filter: %s", strerror(-rc));
     else
-        rc = export_bpf(ctx, &out->ioctl, &out->ioctl_len, err);
+        rc = export_bpf(ctx, &out->deny, &out->deny_len, err);
     seccomp_release(ctx);
     return rc < 0 ? -1 : 0;
 }
@@ -189,7 +220,7 @@ int fb_seccomp_prepare(bool allow_inet, fb_seccomp_progs *out, fb_err *err)
             rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socketpair), 1,
                                   SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i]));
     }
-    /* ioctl: allowed here; the second filter below takes out TIOCSTI. */
+    /* ioctl: allowed here; the second filter takes out TIOCSTI. */
     if (rc == 0)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 0);
     /* personality: querying and the default persona only. */
@@ -209,7 +240,7 @@ int fb_seccomp_prepare(bool allow_inet, fb_seccomp_progs *out, fb_err *err)
     seccomp_release(ctx);
     if (rc < 0)
         return -1;
-    return build_ioctl_filter(out, err);
+    return build_deny_filter(out, err);
 }
 
 static int load_prog(struct sock_filter *prog, unsigned short len, fb_err *err)
@@ -228,13 +259,43 @@ static int set_limit(int resource, uint64_t value, const char *name, fb_err *err
     return 0;
 }
 
+/* A fresh Landlock domain for this exec (see the top of this file). */
+static int isolate_exec(fb_err *err)
+{
+    struct landlock_ruleset_attr attr = {.handled_access_fs = LANDLOCK_ACCESS_FS_EXECUTE};
+    cleanup_fd int rs = (int)syscall(SYS_landlock_create_ruleset, &attr, sizeof attr, 0);
+    if (rs < 0)
+        return fb_fail_errno(err, "cannot create a Landlock ruleset (the kernel must have the "
+                                  "landlock LSM enabled: it keeps execs out of each other's memory)");
+    cleanup_fd int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0)
+        return fb_fail_errno(err, "cannot open /");
+    struct landlock_path_beneath_attr rule = {.allowed_access = LANDLOCK_ACCESS_FS_EXECUTE,
+                                              .parent_fd = root};
+    if (syscall(SYS_landlock_add_rule, rs, LANDLOCK_RULE_PATH_BENEATH, &rule, 0) < 0)
+        return fb_fail_errno(err, "cannot add the Landlock rule for /");
+    if (syscall(SYS_landlock_restrict_self, rs, 0) < 0)
+        return fb_fail_errno(err, "cannot enter a Landlock domain");
+    return 0;
+}
+
 int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *progs, fb_err *err)
 {
     /* Tool processes are the first thing the OOM killer takes, never the
      * agent.  Raising the score needs no privilege. */
     (void)fb_write_file("/proc/self/oom_score_adj", "1000", NULL);
 
-    if (set_limit(RLIMIT_CORE, 0, "core", err) < 0 ||
+    /* 1, not 0: see the top of this file.  Few queued signals and little
+     * message queue memory: the jail's share of these per-user counters
+     * is its slot's, and each of its processes needs only a little. */
+    struct rlimit core;
+    if (getrlimit(RLIMIT_CORE, &core) < 0)
+        return fb_fail_errno(err, "getrlimit(core)");
+    /* A hard limit of 0 (a jail's manager had one): 0 then; jail.c has
+     * made sure the host's core_pattern is not a pipe in that case. */
+    if (set_limit(RLIMIT_CORE, core.rlim_max >= 1 ? 1 : 0, "core", err) < 0 ||
+        set_limit(RLIMIT_SIGPENDING, FB_TOOL_SIGPENDING, "sigpending", err) < 0 ||
+        set_limit(RLIMIT_MSGQUEUE, FB_TOOL_MSGQUEUE, "msgqueue", err) < 0 ||
         set_limit(RLIMIT_NPROC, lim->nproc, "nproc", err) < 0 ||
         set_limit(RLIMIT_NOFILE, lim->nofile, "nofile", err) < 0 ||
         set_limit(RLIMIT_FSIZE, lim->fsize, "fsize", err) < 0)
@@ -281,9 +342,11 @@ int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *pr
 
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         return fb_fail_errno(err, "cannot set no_new_privs");
-    if (!progs->allow || !progs->ioctl)
+    if (isolate_exec(err) < 0)
+        return -1;
+    if (!progs->allow || !progs->deny)
         return fb_fail(err, "internal: seccomp filters were not prepared");
-    if (load_prog(progs->ioctl, progs->ioctl_len, err) < 0)
+    if (load_prog(progs->deny, progs->deny_len, err) < 0)
         return -1;
     return load_prog(progs->allow, progs->allow_len, err);
 }

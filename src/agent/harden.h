@@ -6,8 +6,10 @@
  * score while still privileged, then supplementary groups, gid, uid (which
  * empties the permitted and effective capability sets), then the bounding,
  * ambient and inheritable sets, no_new_privs, and last the seccomp filter,
- * so that nothing after it needs a syscall the filter refuses.  Each step
- * is checked; a step that did not take effect aborts the exec.
+ * so that nothing after it needs a syscall the filter refuses.  Between
+ * no_new_privs and seccomp the process enters a Landlock domain of its own,
+ * which isolates each exec's processes from every other exec's (harden.c).
+ * Each step is checked; a step that did not take effect aborts the exec.
  */
 #ifndef FB_AGENT_HARDEN_H
 #define FB_AGENT_HARDEN_H
@@ -20,14 +22,17 @@
 
 #define FB_TOOL_UID 1000
 #define FB_TOOL_GID 1000
+/* Queued signals and POSIX message queue bytes per tool process. */
+#define FB_TOOL_SIGPENDING 1024
+#define FB_TOOL_MSGQUEUE (256u * 1024u)
 
 /* The tool-process seccomp filters, compiled once by the agent so that
  * each exec only hands them to the kernel. */
 typedef struct fb_seccomp_progs {
     struct sock_filter *allow;  /* the allowlist */
     unsigned short allow_len;
-    struct sock_filter *ioctl;  /* refuses single ioctl requests */
-    unsigned short ioctl_len;
+    struct sock_filter *deny;   /* refuses single uses of allowed calls */
+    unsigned short deny_len;
 } fb_seccomp_progs;
 
 typedef struct fb_tool_limits {

@@ -2,12 +2,20 @@
  * pid1.c - mounts, reaping and power-off for the agent as init (pid1.h).
  *
  * /dev is a small tmpfs with only the nodes a program expects (null, zero,
- * full, random, urandom, tty, shm, pts-less); in a VM the agent creates them
- * with mknod, in a jail (a user namespace cannot mknod) the host has already
- * bind-mounted them from its own /dev and they are left alone.  /sys is
- * never mounted.  /proc is mounted with hidepid=2 so tool processes see only
- * their own processes, and /proc/sys, /proc/sysrq-trigger and friends are
- * made read-only or hidden as container runtimes do.
+ * full, random, urandom, tty, shm, pts-less).  In a VM the agent makes it
+ * and the /workspace and /tmp tmpfs.  In a jail the host has made all of
+ * them already, as host root (a user namespace cannot mknod, and a tmpfs
+ * mounted inside it shows its owner's host uid in mountinfo), and they are
+ * left alone.  /sys is never mounted.  /proc is mounted with hidepid=2 so
+ * tool processes see only their own processes, and /proc/sys,
+ * /proc/sysrq-trigger and friends are made read-only or hidden as container
+ * runtimes do; in a jail the host has also covered the files that would
+ * show host-wide facts (jail.c).
+ *
+ * Before /proc/sys goes read-only: inotify limits of the sandbox's own
+ * (in a jail they sit under the per-slot-uid limits the host enforces),
+ * and in a VM Yama's ptrace scope 3 (no ptrace attach at all, which covers
+ * /proc/PID/mem; harden.c adds a Landlock domain per exec in both).
  */
 #define _GNU_SOURCE
 #include "agent/pid1.h"
@@ -77,14 +85,7 @@ static int setup_dev_vm(fb_err *err)
         make_node("/dev/full", 0666, 1, 7, err) < 0 || make_node("/dev/random", 0666, 1, 8, err) < 0 ||
         make_node("/dev/urandom", 0666, 1, 9, err) < 0 || make_node("/dev/tty", 0666, 5, 0, err) < 0)
         return -1;
-    return 0;
-}
-
-int fb_pid1_mount_base(fb_agent_mode mode, fb_err *err)
-{
-    if (mode == FB_MODE_VM && setup_dev_vm(err) < 0)
-        return -1;
-    /* Common /dev extras: shared memory for python multiprocessing and the
+    /* /dev extras: shared memory for python multiprocessing and the
      * conventional fd symlinks. */
     if (mkdir("/dev/shm", 01777) < 0 && errno != EEXIST)
         return fb_fail_errno(err, "cannot create /dev/shm");
@@ -100,11 +101,35 @@ int fb_pid1_mount_base(fb_agent_mode mode, fb_err *err)
             return fb_fail_errno(err, "cannot create %s", links[i][1]);
     if (mount(NULL, "/dev", NULL, MS_REMOUNT | MS_NOSUID | MS_NOEXEC | MS_RDONLY, "mode=0755,size=1m") < 0)
         return fb_fail_errno(err, "cannot make /dev read-only");
+    return 0;
+}
+
+/* Settings under /proc/sys, written while it is still writable. */
+static int tune_sysctls(fb_agent_mode mode, fb_err *err)
+{
+    if (fb_write_file("/proc/sys/user/max_inotify_instances", "128", err) < 0 ||
+        fb_write_file("/proc/sys/user/max_inotify_watches", "65536", err) < 0)
+        return -1;
+    if (mode == FB_MODE_VM && access("/proc/sys/kernel/yama/ptrace_scope", F_OK) == 0 &&
+        fb_write_file("/proc/sys/kernel/yama/ptrace_scope", "3", err) < 0)
+        return -1;
+    return 0;
+}
+
+static fb_agent_mode agent_mode;
+
+int fb_pid1_mount_base(fb_agent_mode mode, fb_err *err)
+{
+    agent_mode = mode;
+    if (mode == FB_MODE_VM && setup_dev_vm(err) < 0)
+        return -1;
 
     /* In a jail the host mounted /proc before pivot_root: a user namespace
      * may only mount proc while a full proc mount is visible. */
     if (mode == FB_MODE_VM &&
         do_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2", err) < 0)
+        return -1;
+    if (tune_sysctls(mode, err) < 0)
         return -1;
     static const char *const ro_paths[] = {"/proc/sys", "/proc/bus", "/proc/fs", "/proc/irq",
                                            "/proc/acpi", "/proc/scsi", NULL};
@@ -114,6 +139,9 @@ int fb_pid1_mount_base(fb_agent_mode mode, fb_err *err)
     static const char *const masked[] = {"/proc/sysrq-trigger", "/proc/kcore", "/proc/kmsg",
                                          "/proc/keys", "/proc/timer_list", "/proc/kallsyms",
                                          "/proc/sched_debug", NULL};
+    /* The VM's command line is its own, but carries the host's TSC rate. */
+    if (mode == FB_MODE_VM && mask_file("/proc/cmdline", err) < 0)
+        return -1;
     for (const char *const *p = masked; *p; p++)
         if (mask_file(*p, err) < 0)
             return -1;
@@ -130,6 +158,8 @@ static int mount_scratch(const char *path, uint64_t mib, fb_err *err)
 
 int fb_pid1_mount_scratch(uint64_t workspace_mib, uint64_t tmp_mib, fb_err *err)
 {
+    if (agent_mode == FB_MODE_JAIL)
+        return 0; /* the host mounted them, sized from the same config */
     if (mount_scratch("/workspace", workspace_mib, err) < 0 || mount_scratch("/tmp", tmp_mib, err) < 0)
         return -1;
     if (chmod("/tmp", 01777) < 0)

@@ -16,9 +16,11 @@
 
 typedef enum { FB_MODE_VM, FB_MODE_JAIL } fb_agent_mode;
 
-/* /proc (hidepid=2) with its dangerous corners masked, /dev, /dev/shm. */
+/* /proc (hidepid=2) with its dangerous corners masked, /dev, /dev/shm
+ * (a VM's; a jail's come from the host). */
 int fb_pid1_mount_base(fb_agent_mode mode, fb_err *err);
-/* Size-limited tmpfs on /workspace and /tmp, owned by the tool user. */
+/* Size-limited tmpfs on /workspace and /tmp, owned by the tool user (in
+ * a VM; in a jail the host mounted them: call fb_pid1_mount_base first). */
 int fb_pid1_mount_scratch(uint64_t workspace_mib, uint64_t tmp_mib, fb_err *err);
 /* Kills every other process in the sandbox (SIGKILL) and reaps them. */
 void fb_pid1_kill_all(void);

@@ -95,8 +95,10 @@ int fb_cmd_serve(int argc, char **argv)
         fb_config_free(&cfg);
         return 1;
     }
-    /* No core dumps: they would hold the TLS key and in-flight secrets. */
-    struct rlimit nocore = {0, 0};
+    /* No core dumps: they would hold the TLS key and in-flight secrets.
+     * (Non-dumpable covers a pipe core_pattern too.)  Hard limit 1, not 0:
+     * jails give tool processes a limit of 1 (agent/harden.c). */
+    struct rlimit nocore = {0, 1};
     setrlimit(RLIMIT_CORE, &nocore);
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     char buf[4096];

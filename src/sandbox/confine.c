@@ -11,6 +11,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -18,6 +19,7 @@
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sandbox/backend.h"
@@ -149,7 +151,7 @@ void fb_child_setup_fds(int report_fd, int stdio_fd, const int *keep, int nkeep)
             fb_child_die(report_fd, "fcntl: %s", strerror(errno));
 }
 
-static int write_maps(pid_t pid, uid_t base, fb_err *err)
+static int write_maps(pid_t pid, uid_t base, bool timens, fb_err *err)
 {
     char path[64], map[64];
     snprintf(map, sizeof map, "0 %u %u\n", (unsigned)base, FB_UID_RANGE);
@@ -157,28 +159,92 @@ static int write_maps(pid_t pid, uid_t base, fb_err *err)
     if (fb_write_file(path, map, err) < 0)
         return -1;
     snprintf(path, sizeof path, "/proc/%d/gid_map", (int)pid);
-    return fb_write_file(path, map, err);
+    if (fb_write_file(path, map, err) < 0)
+        return -1;
+    if (!timens)
+        return 0;
+    /* The sandbox's monotonic and boot clocks start near zero: its uptime,
+     * boot time (/proc/stat btime) and process start times are its own,
+     * not the host's.  Offsets are fixed before any process enters. */
+    struct timespec mono, boot;
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    clock_gettime(CLOCK_BOOTTIME, &boot);
+    char offs[128];
+    snprintf(offs, sizeof offs, "monotonic -%lld 0\nboottime -%lld 0\n", (long long)mono.tv_sec,
+             (long long)boot.tv_sec);
+    snprintf(path, sizeof path, "/proc/%d/timens_offsets", (int)pid);
+    return fb_write_file(path, offs, err);
 }
 
-pid_t fb_confine_spawn(const fb_spawn *sp, fb_err *err)
+/* Blocks until the manager says go; _exit if it gave up on us. */
+static void wait_go(int sync_fd)
 {
-    int sync_pipe[2], report[2];
-    if (pipe2(sync_pipe, O_CLOEXEC) < 0)
-        return fb_fail_errno(err, "pipe");
-    if (pipe2(report, O_CLOEXEC) < 0) {
-        close(sync_pipe[0]);
-        close(sync_pipe[1]);
-        return fb_fail_errno(err, "pipe");
+    char go;
+    if (fb_read_exact(sync_fd, &go, 1) < 0)
+        _exit(125);
+}
+
+/* Reads the child's setup report: EOF means its execve succeeded. */
+static int read_report(int report_fd, fb_err *err)
+{
+    char msg[512];
+    ssize_t n;
+    do
+        n = read(report_fd, msg, sizeof msg - 1);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        msg[n] = '\0';
+        return fb_fail(err, "sandbox setup failed: %s", msg);
     }
-    pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)sp->clone_flags | SIGCHLD, NULL, NULL, NULL, 0);
+    return 0;
+}
+
+static void reap(pid_t pid)
+{
+    if (pid <= 0)
+        return;
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+}
+
+static pid_t raw_fork(unsigned long flags)
+{
+    return (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
+}
+
+/* Opens n close-on-exec pipes, all or none. */
+static int make_pipes(int (*p)[2], int n, fb_err *err)
+{
+    for (int i = 0; i < n; i++) {
+        if (pipe2(p[i], O_CLOEXEC) < 0) {
+            int saved = errno;
+            for (int j = 0; j < i; j++) {
+                close(p[j][0]);
+                close(p[j][1]);
+            }
+            errno = saved;
+            return fb_fail_errno(err, "pipe");
+        }
+    }
+    return 0;
+}
+
+/* ---- without a user namespace: one clone -------------------------------- */
+
+static pid_t spawn_direct(const fb_spawn *sp, fb_err *err)
+{
+    int p[2][2];
+    if (make_pipes(p, 2, err) < 0)
+        return -1;
+    int *sync_pipe = p[0], *report = p[1];
+    pid_t pid = raw_fork((unsigned long)sp->clone_flags);
     if (pid == 0) {
         close(sync_pipe[1]);
         close(report[0]);
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
             fb_child_die(report[1], "pdeathsig: %s", strerror(errno));
-        char go;
-        if (read(sync_pipe[0], &go, 1) != 1)
-            _exit(125); /* the parent gave up on us */
+        wait_go(sync_pipe[0]);
         close(sync_pipe[0]);
         sp->child(sp->arg, report[1]);
         fb_child_die(report[1], "internal: child setup returned");
@@ -194,28 +260,122 @@ pid_t fb_confine_spawn(const fb_spawn *sp, fb_err *err)
     int rc = 0;
     if (sp->cg && fb_cgroup_attach(sp->cg, pid, err) < 0)
         rc = -1;
-    if (rc == 0 && sp->userns && write_maps(pid, sp->uid_base, err) < 0)
+    if (rc == 0 && fb_write_all(sync_pipe[1], "g", 1) < 0)
+        rc = fb_fail_errno(err, "cannot release the sandbox process");
+    close(sync_pipe[1]);
+    if (rc == 0)
+        rc = read_report(report[0], err);
+    close(report[0]);
+    if (rc < 0) {
+        reap(pid);
+        return -1;
+    }
+    return pid;
+}
+
+/* ---- with a user namespace owned by the slot uid ------------------------- */
+
+/* The intermediate (see confine.h).  A raw clone of a maybe-threaded
+ * manager: raw id syscalls only, no malloc, no stdio. */
+static void intermediate(const fb_spawn *sp, int sync_fd, int report, int pid_fd)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        fb_child_die(report, "pdeathsig: %s", strerror(errno));
+    wait_go(sync_fd); /* placed in the cgroup */
+    if (sp->prepare) {
+        if (unshare(CLONE_NEWNS) < 0)
+            fb_child_die(report, "cannot create the setup mount namespace: %s", strerror(errno));
+        fb_child_private_mounts(report);
+        sp->prepare(sp->arg, report);
+    }
+    uid_t base = sp->uid_base;
+    if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setresgid, base, base, base) < 0 ||
+        syscall(SYS_setresuid, base, base, base) < 0)
+        fb_child_die(report, "cannot become the slot uid %u: %s", (unsigned)base, strerror(errno));
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        fb_child_die(report, "pdeathsig: %s", strerror(errno));
+    if (unshare(CLONE_NEWUSER | (sp->timens ? CLONE_NEWTIME : 0)) < 0)
+        fb_child_die(report, "cannot create the user namespace: %s", strerror(errno));
+    if (fb_write_all(pid_fd, "u", 1) < 0)
+        _exit(125);
+    wait_go(sync_fd); /* maps written */
+    if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0)
+        fb_child_die(report, "cannot become root of the user namespace: %s", strerror(errno));
+    /* CLONE_PARENT: the child is the manager's, the intermediate goes. */
+    pid_t pid = raw_fork(CLONE_PARENT | (unsigned long)sp->clone_flags);
+    if (pid == 0) {
+        close(pid_fd);
+        close(sync_fd);
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+            fb_child_die(report, "pdeathsig: %s", strerror(errno));
+        sp->child(sp->arg, report);
+        fb_child_die(report, "internal: child setup returned");
+    }
+    if (pid < 0)
+        fb_child_die(report, "cannot create the sandbox process (clone): %s", strerror(errno));
+    int32_t v = (int32_t)pid;
+    (void)fb_write_all(pid_fd, &v, sizeof v);
+    _exit(0);
+}
+
+static pid_t spawn_owned_userns(const fb_spawn *sp, fb_err *err)
+{
+    int p[3][2];
+    if (make_pipes(p, 3, err) < 0)
+        return -1;
+    int *sync_pipe = p[0], *report = p[1], *pidp = p[2];
+    pid_t mid = raw_fork(0);
+    if (mid == 0) {
+        close(sync_pipe[1]);
+        close(report[0]);
+        close(pidp[0]);
+        intermediate(sp, sync_pipe[0], report[1], pidp[1]);
+        _exit(125);
+    }
+    close(sync_pipe[0]);
+    close(report[1]);
+    close(pidp[1]);
+    pid_t child = -1;
+    int rc = 0;
+    if (mid < 0)
+        rc = fb_fail_errno(err, "cannot create the sandbox process (clone)");
+    if (rc == 0 && sp->cg && fb_cgroup_attach(sp->cg, mid, err) < 0)
+        rc = -1;
+    if (rc == 0 && fb_write_all(sync_pipe[1], "g", 1) < 0)
+        rc = fb_fail_errno(err, "cannot release the sandbox process");
+    char u;
+    if (rc == 0 && fb_read_exact(pidp[0], &u, 1) < 0) {
+        /* It died during setup; its report says why. */
+        if (read_report(report[0], err) == 0)
+            fb_fail(err, "sandbox setup failed before the user namespace existed");
+        rc = -1;
+    }
+    if (rc == 0 && write_maps(mid, sp->uid_base, sp->timens, err) < 0)
         rc = -1;
     if (rc == 0 && fb_write_all(sync_pipe[1], "g", 1) < 0)
         rc = fb_fail_errno(err, "cannot release the sandbox process");
     close(sync_pipe[1]);
+    int32_t v = -1;
+    if (rc == 0 && fb_read_exact(pidp[0], &v, sizeof v) == 0)
+        child = (pid_t)v;
+    close(pidp[0]);
+    if (mid > 0)
+        while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
+            ;
     if (rc == 0) {
-        char msg[512];
-        ssize_t n;
-        do
-            n = read(report[0], msg, sizeof msg - 1);
-        while (n < 0 && errno == EINTR);
-        if (n > 0) {
-            msg[n] = '\0';
-            rc = fb_fail(err, "sandbox setup failed: %s", msg);
-        }
+        rc = read_report(report[0], err);
+        if (rc == 0 && child <= 0)
+            rc = fb_fail(err, "sandbox setup failed: the sandbox process was not created");
     }
     close(report[0]);
     if (rc < 0) {
-        kill(pid, SIGKILL);
-        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-            ;
+        reap(child);
         return -1;
     }
-    return pid;
+    return child;
+}
+
+pid_t fb_confine_spawn(const fb_spawn *sp, fb_err *err)
+{
+    return sp->userns ? spawn_owned_userns(sp, err) : spawn_direct(sp, err);
 }

@@ -7,6 +7,20 @@
  * message rather than an exit status: the child writes to a close-on-exec
  * pipe, so reading EOF there means the final execve succeeded.
  *
+ * With a user namespace the namespace must belong to the sandbox's slot
+ * uid, not to host root: the kernel charges a user namespace's per-user
+ * counters (inotify instances, queued signals, POSIX message queue bytes,
+ * processes) to its owner at every level above it, so a jail owned by root
+ * could use up host root's share.  A namespace is owned by the euid of the
+ * process that creates it, and the manager (root, possibly threaded) cannot
+ * change its own uid.  So the spawn goes through a short-lived intermediate
+ * process: cloned with no namespaces, it runs `prepare` as host root in a
+ * private mount namespace (mounts only host root may make: loop devices,
+ * device nodes), drops to uid_base, unshares the user (and time)
+ * namespace, waits for the manager to write the id maps, and clones the
+ * real child with CLONE_PARENT into the remaining namespaces, so the child
+ * is the manager's own child (waitpid, pidfd) and the intermediate exits.
+ *
  * The fb_child_* helpers run only in that child, before execve.  They use
  * the bubblewrap style: one syscall each, checked, and fb_child_die() as
  * the only way out on failure.  The parent may be multi-threaded (the
@@ -24,10 +38,15 @@
 #include "sandbox/cgroup.h"
 
 typedef struct fb_spawn {
-    int clone_flags;        /* CLONE_NEW* */
+    int clone_flags;        /* CLONE_NEW*, never CLONE_NEWUSER (see userns) */
     const fb_cgroup *cg;
-    bool userns;            /* map [0, FB_UID_RANGE) to uid_base */
+    bool userns;            /* a user namespace owned by uid_base that
+                               maps [0, FB_UID_RANGE) to uid_base */
     uid_t uid_base;
+    bool timens;            /* userns only: clocks that start near zero */
+    /* userns only, may be NULL: runs in the intermediate as host root, in
+     * a private mount namespace the child's is then copied from. */
+    void (*prepare)(void *arg, int report_fd);
     /* Runs in the child once the parent is done; must exec or die. */
     void (*child)(void *arg, int report_fd);
     void *arg;

@@ -4,118 +4,388 @@
  * Container-grade isolation that starts in milliseconds, for hosts or
  * workloads where a VM is too heavy; an explicit choice, never a silent
  * fallback.  The agent runs as PID 1 of new user, pid, mount, ipc, uts,
- * net (no interfaces at all, not even lo up) and cgroup namespaces.  The
- * user namespace maps sandbox uids 0..65535 onto a host range owned by
- * this sandbox's slot, so "root" in the jail is an unprivileged host uid
- * and no two sandboxes share a uid.  The root is the image's rootfs/
- * attached as a read-only clone made by the host, with a fresh /proc (hidepid=2) and a /dev holding
- * only null, zero, full, random, urandom and tty, all set up here before
- * pivot_root; fb-agent adds the scratch tmpfs mounts and the tool-process
- * hardening exactly as in a VM.
+ * net (no interfaces at all, not even lo up), cgroup and time namespaces.
+ * The user namespace belongs to this sandbox's slot uid (confine.h says
+ * why and how) and maps sandbox uids 0..65535 onto the slot's host range,
+ * so "root" in the jail is an unprivileged host uid, no two sandboxes share
+ * a uid, and the kernel's per-user counters of a jail are the slot's.
+ *
+ * Nothing the jail can see (and so inotify-watch, or time) is an inode the
+ * host or another sandbox uses:
+ *   - the root is the sealed rootfs.ext4, attached read-only through a loop
+ *     device of its own, so its superblock, inodes and page cache belong to
+ *     this sandbox alone (the image check covers one file instead of a
+ *     tree, and a read-only ext4 superblock is never written to);
+ *   - /dev is a tmpfs of this sandbox with device nodes host root made on
+ *     it (null, zero, full, random, urandom, tty), never bind mounts of the
+ *     host's devtmpfs;
+ *   - /dev/shm, /workspace and /tmp are tmpfs mounted here by host root,
+ *     so mountinfo shows no host uid (a tmpfs mounted inside the user
+ *     namespace prints its owner as the host uid);
+ *   - /proc is the sandbox's own; files that would show host-wide facts
+ *     are covered by files from a small read-only tmpfs staged here: empty
+ *     ones (the kernel command line, disk, interrupt, vm and lock
+ *     statistics, ...) and synthetic ones (meminfo from the memory limit,
+ *     stat with one line per vCPU, a quiet loadavg, a random boot_id);
+ *     uptime and process start times come from the time namespace.
+ *
+ * The steps that need host root (loop mount, mknod, the tmpfs mounts) run
+ * in the spawn's intermediate before it gives root up; the rest (proc,
+ * covering /proc, pivot_root) in the child, as root of its namespaces.
+ * fb-agent then adds the tool-process hardening exactly as in a VM.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/loop.h>
+#include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <poll.h>
-#include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "image/image.h"
 #include "sandbox/backend.h"
 #include "sandbox/confine.h"
 
+/* The agent's tool user (agent/harden.h FB_TOOL_UID) inside the jail. */
+#define JAIL_TOOL_UID 1000u
+#define LOOP_ATTEMPTS 16
+
 typedef struct jail_args {
     const fb_sandbox *sb;
     int chan;
-    int rootfs_tree; /* a detached, read-only clone of IMAGE/rootfs */
+    int rootfs_tree;   /* a detached, read-only mount of rootfs.ext4 */
+    char root[4200];   /* run_path/root: the new root */
+    char stage[4200];  /* run_path/stage: the /proc cover files */
+    char meminfo[512];
+    char stat[64 * 48 + 256];
+    char boot_id[40];
 } jail_args;
 
-/* Clones IMAGE/rootfs as a detached mount tree, read-only, nosuid, nodev,
- * while we are still fully privileged.  The jail attaches it with
- * move_mount, so its unprivileged root never needs to look the image path
- * up (the image may sit under a directory only the host's root can enter)
- * and never holds a writable view of it, not even for a moment. */
+/* ---- the rootfs: a loop device of our own --------------------------------- */
+
+/* Binds a free loop device to the image, read-only and auto-clearing (it
+ * goes away with the last mount of it).  Returns its fd. */
+static int attach_loop(int image_fd, fb_err *err)
+{
+    cleanup_fd int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+    if (ctl < 0)
+        return fb_fail_errno(err, "cannot open /dev/loop-control (the jail mounts its rootfs "
+                                  "through a loop device)");
+    struct loop_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.fd = (unsigned)image_fd;
+    cfg.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
+    snprintf((char *)cfg.info.lo_file_name, sizeof cfg.info.lo_file_name, "forgebox-rootfs");
+    for (int i = 0; i < LOOP_ATTEMPTS; i++) {
+        int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+        if (n < 0)
+            return fb_fail_errno(err, "no free loop device");
+        char dev[32];
+        snprintf(dev, sizeof dev, "/dev/loop%d", n);
+        int fd = open(dev, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return fb_fail_errno(err, "cannot open %s", dev);
+        if (ioctl(fd, LOOP_CONFIGURE, &cfg) == 0)
+            return fd;
+        int e = errno;
+        close(fd);
+        if (e != EBUSY) /* EBUSY: another process took it first */
+            return fb_fail(err, "cannot attach the rootfs image to %s: %s", dev, strerror(e));
+    }
+    return fb_fail(err, "cannot get a loop device (%d attempts lost a race)", LOOP_ATTEMPTS);
+}
+
+/* Mounts IMAGE/rootfs.ext4 as a detached tree: ext4 read-only (the
+ * superblock, not just the mount), nosuid, nodev.  The jail attaches it
+ * with move_mount, so it never needs to look the image path up. */
 static int open_rootfs_tree(const fb_sandbox *sb, fb_err *err)
 {
-    char rootfs[4200];
-    snprintf(rootfs, sizeof rootfs, "%s/rootfs", sb->image_dir);
-    int fd = open_tree(AT_FDCWD, rootfs, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
-    if (fd < 0)
-        return fb_fail_errno(err, "cannot clone the rootfs mount %s", rootfs);
-    struct mount_attr attr = {
-        .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-    };
-    if (mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0) {
-        fb_fail_errno(err, "cannot make the rootfs clone read-only");
-        close(fd);
+    char path[4200];
+    snprintf(path, sizeof path, "%s/rootfs.ext4", sb->image_dir);
+    cleanup_fd int img = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (img < 0)
+        return fb_fail_errno(err, "cannot open the rootfs image %s", path);
+    cleanup_fd int loop = attach_loop(img, err);
+    if (loop < 0)
         return -1;
+    cleanup_fd int fs = fsopen("ext4", FSOPEN_CLOEXEC);
+    if (fs < 0)
+        return fb_fail_errno(err, "fsopen(ext4)");
+    /* The source is shown in the jail's mountinfo: a path through our own
+     * fd says nothing about the host (which loop device, how many). */
+    char src[64];
+    snprintf(src, sizeof src, "/proc/self/fd/%d", loop);
+    if (fsconfig(fs, FSCONFIG_SET_STRING, "source", src, 0) < 0 ||
+        fsconfig(fs, FSCONFIG_SET_FLAG, "ro", NULL, 0) < 0 ||
+        fsconfig(fs, FSCONFIG_SET_FLAG, "noload", NULL, 0) < 0 ||
+        fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        return fb_fail_errno(err, "cannot mount the rootfs image %s (ext4, read-only)", path);
+    int mnt = fsmount(fs, FSMOUNT_CLOEXEC,
+                      MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+    if (mnt < 0)
+        return fb_fail_errno(err, "fsmount of the rootfs image");
+    return mnt;
+}
+
+/* ---- the /proc cover files --------------------------------------------------- */
+
+static void format_meminfo(jail_args *ja, uint64_t bytes)
+{
+    unsigned long long kb = (unsigned long long)(bytes / 1024);
+    /* A static view: the sandbox's memory limit is all there is. */
+    snprintf(ja->meminfo, sizeof ja->meminfo,
+             "MemTotal:       %llu kB\nMemFree:        %llu kB\nMemAvailable:   %llu kB\n"
+             "Buffers:               0 kB\nCached:                0 kB\n"
+             "SwapCached:            0 kB\nActive:                0 kB\n"
+             "Inactive:              0 kB\nSwapTotal:             0 kB\n"
+             "SwapFree:              0 kB\nDirty:                 0 kB\n"
+             "Shmem:                 0 kB\nSlab:                  0 kB\n"
+             "SReclaimable:          0 kB\nSUnreclaim:            0 kB\n",
+             kb, kb, kb);
+}
+
+static void format_stat(jail_args *ja, unsigned vcpus)
+{
+    static const char zeros[] = " 0 0 0 0 0 0 0 0 0 0\n";
+    size_t n = (size_t)snprintf(ja->stat, sizeof ja->stat, "cpu %s", zeros);
+    /* glibc counts these lines for sysconf(_SC_NPROCESSORS_ONLN) (there is
+     * no /sys): os.cpu_count() is the sandbox's vCPUs. */
+    for (unsigned i = 0; i < vcpus && n < sizeof ja->stat; i++)
+        n += (size_t)snprintf(ja->stat + n, sizeof ja->stat - n, "cpu%u%s", i, zeros);
+    /* btime: the time namespace starts the boot clock at this moment. */
+    if (n < sizeof ja->stat)
+        snprintf(ja->stat + n, sizeof ja->stat - n,
+                 "intr 0\nctxt 0\nbtime %lld\nprocesses 0\nprocs_running 1\nprocs_blocked 0\n"
+                 "softirq 0 0 0 0 0 0 0 0 0 0 0\n",
+                 (long long)time(NULL));
+}
+
+static void format_boot_id(jail_args *ja)
+{
+    uint8_t r[16];
+    fb_random_bytes(r, sizeof r);
+    r[6] = (uint8_t)((r[6] & 0x0f) | 0x40); /* a version 4 UUID */
+    r[8] = (uint8_t)((r[8] & 0x3f) | 0x80);
+    char h[33];
+    fb_hex(r, sizeof r, h);
+    snprintf(ja->boot_id, sizeof ja->boot_id, "%.8s-%.4s-%.4s-%.4s-%.12s\n", h, h + 8, h + 12,
+             h + 16, h + 20);
+}
+
+/* /proc files showing host-wide facts a tool process has no use for: they
+ * are covered by an empty file. */
+static const char *const proc_empty[] = {
+    "cmdline", "config.gz", "consoles", "devices", "diskstats", "dma", "interrupts", "iomem",
+    "ioports", "key-users", "locks", "misc", "mtrr", "partitions", "softirqs", "swaps",
+    "vmstat", "zoneinfo", "buddyinfo", "pagetypeinfo", "schedstat", "cgroups", "slabinfo",
+    "vmallocinfo", "latency_stats", NULL,
+};
+
+/* ---- host-root steps (in the spawn's intermediate) -------------------------- */
+
+static void mount_tmpfs(int report, const char *dst, unsigned long flags, const char *opts)
+{
+    if (mount("tmpfs", dst, "tmpfs", flags, opts) < 0)
+        fb_child_die(report, "cannot mount a tmpfs on %s: %s", dst, strerror(errno));
+}
+
+static void own(int report, const char *path, uid_t uid, mode_t mode)
+{
+    if (lchown(path, uid, uid) < 0 || (mode && chmod(path, mode) < 0))
+        fb_child_die(report, "cannot set the owner of %s: %s", path, strerror(errno));
+}
+
+static void stage_file(int report, const char *dir, const char *name, const char *text)
+{
+    char p[4400];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+    if (fd < 0 || fb_write_all(fd, text, strlen(text)) < 0)
+        fb_child_die(report, "cannot write %s: %s", p, strerror(errno));
+    close(fd);
+}
+
+/* /dev: a tmpfs of this sandbox with its own nodes, made read-only. */
+static void prepare_dev(int report, const jail_args *ja, uid_t jail_root)
+{
+    char dev[4300], p[4400];
+    snprintf(dev, sizeof dev, "%s/dev", ja->root);
+    mount_tmpfs(report, dev, MS_NOSUID | MS_NOEXEC, "mode=0755,size=1m,nr_inodes=64");
+    own(report, dev, jail_root, 0);
+    static const struct { const char *name; unsigned maj, min; } nodes[] = {
+        {"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7},
+        {"random", 1, 8}, {"urandom", 1, 9}, {"tty", 5, 0},
+    };
+    for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", dev, nodes[i].name);
+        if (mknod(p, S_IFCHR | 0666, makedev(nodes[i].maj, nodes[i].min)) < 0)
+            fb_child_die(report, "cannot create %s: %s", p, strerror(errno));
+        own(report, p, jail_root, 0666);
     }
-    return fd;
+    static const char *const links[][2] = {{"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
+                                           {"/proc/self/fd/1", "stdout"},
+                                           {"/proc/self/fd/2", "stderr"}};
+    for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
+        snprintf(p, sizeof p, "%s/%s", dev, links[i][1]);
+        if (symlink(links[i][0], p) < 0)
+            fb_child_die(report, "cannot create %s: %s", p, strerror(errno));
+        own(report, p, jail_root, 0);
+    }
+    /* Shared memory for python multiprocessing. */
+    snprintf(p, sizeof p, "%s/shm", dev);
+    if (mkdir(p, 01777) < 0)
+        fb_child_die(report, "cannot create %s: %s", p, strerror(errno));
+    own(report, p, jail_root, 01777);
+    mount_tmpfs(report, p, MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=64m");
+    own(report, p, jail_root, 01777);
+    if (mount(NULL, dev, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC,
+              "mode=0755,size=1m,nr_inodes=64") < 0)
+        fb_child_die(report, "cannot make %s read-only: %s", dev, strerror(errno));
+}
+
+/* /workspace and /tmp, owned by the tool user, sized as configured (the
+ * agent mounts the same in a VM). */
+static void prepare_scratch(int report, const jail_args *ja, uid_t tool)
+{
+    const struct { const char *dir; uint64_t mib; mode_t mode; } s[] = {
+        {"workspace", ja->sb->cfg.disk_mib, 0755},
+        {"tmp", ja->sb->cfg.tmp_mib, 01777},
+    };
+    for (size_t i = 0; i < 2; i++) {
+        char p[4400], opts[128];
+        snprintf(p, sizeof p, "%s/%s", ja->root, s[i].dir);
+        snprintf(opts, sizeof opts, "mode=0755,size=%llum,nr_inodes=%llu",
+                 (unsigned long long)s[i].mib, (unsigned long long)(s[i].mib * 256 + 1024));
+        mount_tmpfs(report, p, MS_NOSUID | MS_NODEV, opts);
+        own(report, p, tool, s[i].mode);
+    }
+}
+
+/* The read-only tmpfs the /proc cover files come from (outside the new
+ * root: it is gone from the jail's view after pivot_root). */
+static void prepare_stage(int report, const jail_args *ja)
+{
+    mount_tmpfs(report, ja->stage, MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                "mode=0755,size=64k,nr_inodes=32");
+    stage_file(report, ja->stage, "empty", "");
+    stage_file(report, ja->stage, "meminfo", ja->meminfo);
+    stage_file(report, ja->stage, "stat", ja->stat);
+    stage_file(report, ja->stage, "loadavg", "0.00 0.00 0.00 1/1 1\n");
+    stage_file(report, ja->stage, "boot_id", ja->boot_id);
+    char p[4400];
+    snprintf(p, sizeof p, "%s/emptydir", ja->stage);
+    if (mkdir(p, 0555) < 0)
+        fb_child_die(report, "cannot create %s: %s", p, strerror(errno));
+    if (mount(NULL, ja->stage, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "size=64k,nr_inodes=32") < 0)
+        fb_child_die(report, "cannot make %s read-only: %s", ja->stage, strerror(errno));
+}
+
+/* The agent gives its tool processes a core limit of 1 (harden.c: the one
+ * value that stops a host pipe core helper), which it cannot raise to if
+ * the hard limit is 0.  Host root may lack CAP_SYS_RESOURCE (containers),
+ * so a hard limit of 0 may be final: then refuse only where it matters, a
+ * pipe core_pattern (a file pattern writes nothing at limit 0). */
+static void limit_core(int report)
+{
+    struct rlimit core = {.rlim_cur = 1, .rlim_max = 1};
+    if (setrlimit(RLIMIT_CORE, &core) == 0)
+        return;
+    char pattern[8] = "";
+    int fd = open("/proc/sys/kernel/core_pattern", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)!read(fd, pattern, sizeof pattern - 1);
+        close(fd);
+    }
+    if (pattern[0] == '|')
+        fb_child_die(report, "the host's core_pattern is a pipe and the hard core limit is 0, so "
+                             "a crash in the jail would start the host's core helper; run forgebox "
+                             "with a hard core limit of at least 1 (ulimit -Hc 1)");
+}
+
+static void jail_prepare(void *arg, int report)
+{
+    const jail_args *ja = arg;
+    uid_t base = ja->sb->uid_base;
+    limit_core(report);
+    if (move_mount(ja->rootfs_tree, "", AT_FDCWD, ja->root, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+        fb_child_die(report, "cannot attach the rootfs: %s", strerror(errno));
+    struct statvfs sv;
+    if (statvfs(ja->root, &sv) < 0 || !(sv.f_flag & ST_RDONLY) || !(sv.f_flag & ST_NOSUID) ||
+        !(sv.f_flag & ST_NODEV))
+        fb_child_die(report, "the rootfs is not mounted read-only, nosuid and nodev");
+    close(ja->rootfs_tree);
+    prepare_dev(report, ja, base);
+    prepare_scratch(report, ja, base + JAIL_TOOL_UID);
+    prepare_stage(report, ja);
+}
+
+/* ---- the jail's own steps (root of its namespaces) -------------------------- */
+
+static void cover(int report, const char *src, const char *dst)
+{
+    if (mount(src, dst, NULL, MS_BIND, NULL) < 0 && errno != ENOENT)
+        fb_child_die(report, "cannot cover %s: %s", dst, strerror(errno));
+}
+
+static void cover_proc(int report, const jail_args *ja)
+{
+    char src[4400], dst[4400];
+    snprintf(src, sizeof src, "%s/empty", ja->stage);
+    for (const char *const *n = proc_empty; *n; n++) {
+        snprintf(dst, sizeof dst, "%s/proc/%s", ja->root, *n);
+        cover(report, src, dst);
+    }
+    static const char *const synthetic[][2] = {
+        {"meminfo", "meminfo"}, {"stat", "stat"}, {"loadavg", "loadavg"},
+        {"boot_id", "sys/kernel/random/boot_id"}, {"emptydir", "pressure"},
+    };
+    for (size_t i = 0; i < sizeof synthetic / sizeof synthetic[0]; i++) {
+        snprintf(src, sizeof src, "%s/%s", ja->stage, synthetic[i][0]);
+        snprintf(dst, sizeof dst, "%s/proc/%s", ja->root, synthetic[i][1]);
+        cover(report, src, dst);
+    }
 }
 
 static void jail_child(void *arg, int report)
 {
     const jail_args *ja = arg;
-    const fb_sandbox *sb = ja->sb;
-    char root[4200], p[4300];
-    snprintf(root, sizeof root, "%s/root", sb->run_path);
-
-    /* uid 0 of the new user namespace (mapped by the parent). */
-    if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0)
-        fb_child_die(report, "cannot become root of the user namespace: %s", strerror(errno));
-    /* The uid change cleared the parent-death signal: re-arm it, then make
-     * sure the manager did not die in between (its end of the report pipe
-     * would be gone).  A jail must never outlive its manager. */
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
-        fb_child_die(report, "pdeathsig: %s", strerror(errno));
+    char p[4300];
+    /* A jail must never outlive its manager: make sure it did not die
+     * before the parent-death signal was armed (its end of the report
+     * pipe would be gone). */
     struct pollfd alive = {.fd = report, .events = POLLOUT};
     if (poll(&alive, 1, 0) < 0 || (alive.revents & (POLLERR | POLLHUP)))
         _exit(125);
-    if (unshare(CLONE_NEWCGROUP) < 0)
-        fb_child_die(report, "cannot create the cgroup namespace: %s", strerror(errno));
-    fb_child_private_mounts(report);
-    if (move_mount(ja->rootfs_tree, "", AT_FDCWD, root, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-        fb_child_die(report, "cannot attach the rootfs: %s", strerror(errno));
-    struct statvfs sv;
-    if (statvfs(root, &sv) < 0 || !(sv.f_flag & ST_RDONLY) || !(sv.f_flag & ST_NOSUID))
-        fb_child_die(report, "the rootfs is not mounted read-only and nosuid");
-    close(ja->rootfs_tree);
 
-    snprintf(p, sizeof p, "%s/proc", root);
+    snprintf(p, sizeof p, "%s/proc", ja->root);
     if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2") < 0)
         fb_child_die(report, "cannot mount /proc: %s", strerror(errno));
-
-    snprintf(p, sizeof p, "%s/dev", root);
-    if (mount("tmpfs", p, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=1m,nr_inodes=64") < 0)
-        fb_child_die(report, "cannot mount /dev: %s", strerror(errno));
-    static const char *const nodes[] = {"null", "zero", "full", "random", "urandom", "tty", NULL};
-    for (const char *const *n = nodes; *n; n++) {
-        char src[64], dst[4400];
-        snprintf(src, sizeof src, "/dev/%s", *n);
-        snprintf(dst, sizeof dst, "%s/dev/%s", root, *n);
-        int fd = open(dst, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
-        if (fd < 0)
-            fb_child_die(report, "cannot create %s: %s", dst, strerror(errno));
-        close(fd);
-        if (mount(src, dst, NULL, MS_BIND, NULL) < 0)
-            fb_child_die(report, "cannot bind %s: %s", src, strerror(errno));
-    }
+    cover_proc(report, ja);
     if (sethostname("forgebox", 8) < 0)
         fb_child_die(report, "sethostname: %s", strerror(errno));
 
-    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    snprintf(p, sizeof p, "%s/dev/null", ja->root);
+    int devnull = open(p, O_RDWR | O_CLOEXEC);
     if (devnull < 0)
-        fb_child_die(report, "cannot open /dev/null: %s", strerror(errno));
-    fb_child_pivot(report, root);
+        fb_child_die(report, "cannot open %s: %s", p, strerror(errno));
+    /* What the intermediate mounted is locked in this namespace and
+     * pivot_root refuses a locked new root: enter a bind of it instead. */
+    if (mount(ja->root, ja->root, NULL, MS_BIND | MS_REC, NULL) < 0)
+        fb_child_die(report, "cannot bind the new root: %s", strerror(errno));
+    fb_child_pivot(report, ja->root);
     /* The agent talks only through its channel, never to the host's tty. */
     fb_child_setup_fds(report, devnull, &ja->chan, 1);
     /* No drop here: the agent is root of its own user namespace only, and
@@ -126,12 +396,28 @@ static void jail_child(void *arg, int report)
     fb_child_die(report, "cannot execute /sbin/fb-agent in the rootfs: %s", strerror(errno));
 }
 
+static int make_dir(const char *path, mode_t mode, fb_err *err)
+{
+    if (mkdir(path, mode) < 0 && errno != EEXIST)
+        return fb_fail_errno(err, "cannot create %s", path);
+    return 0;
+}
+
+static uint64_t jail_cgroup_memory(const fb_sandbox *sb)
+{
+    return sb->cfg.memory_mib * 1024 * 1024;
+}
+
 static int jail_start(fb_sandbox *sb, fb_err *err)
 {
-    char root[4200];
-    snprintf(root, sizeof root, "%s/root", sb->run_path);
-    if (mkdir(root, 0755) < 0 && errno != EEXIST)
-        return fb_fail_errno(err, "cannot create %s", root);
+    jail_args ja = {.sb = sb};
+    snprintf(ja.root, sizeof ja.root, "%s/root", sb->run_path);
+    snprintf(ja.stage, sizeof ja.stage, "%s/stage", sb->run_path);
+    if (make_dir(ja.root, 0755, err) < 0 || make_dir(ja.stage, 0700, err) < 0)
+        return -1;
+    format_meminfo(&ja, jail_cgroup_memory(sb));
+    format_stat(&ja, (unsigned)sb->cfg.vcpus);
+    format_boot_id(&ja);
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return fb_fail_errno(err, "socketpair");
@@ -141,13 +427,17 @@ static int jail_start(fb_sandbox *sb, fb_err *err)
         close(sv[1]);
         return -1;
     }
-    jail_args ja = {.sb = sb, .chan = sv[1], .rootfs_tree = tree};
+    fb_trace("jail: rootfs mounted");
+    ja.chan = sv[1];
+    ja.rootfs_tree = tree;
     fb_spawn sp = {
-        .clone_flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS |
-                       CLONE_NEWNET,
+        .clone_flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET |
+                       CLONE_NEWCGROUP,
         .cg = &sb->cg,
         .userns = true,
         .uid_base = sb->uid_base,
+        .timens = true,
+        .prepare = jail_prepare,
         .child = jail_child,
         .arg = &ja,
     };
@@ -163,11 +453,6 @@ static int jail_start(fb_sandbox *sb, fb_err *err)
     return 0;
 }
 
-static uint64_t jail_cgroup_memory(const fb_sandbox *sb)
-{
-    return sb->cfg.memory_mib * 1024 * 1024;
-}
-
 static uint64_t jail_cgroup_pids(const fb_sandbox *sb)
 {
     /* The agent itself plus the tool processes' limit. */
@@ -176,7 +461,9 @@ static uint64_t jail_cgroup_pids(const fb_sandbox *sb)
 
 const struct fb_backend_ops fb_backend_jail = {
     .name = "jail",
-    .image_needs = FB_IMAGE_NEEDS_JAIL,
+    /* rootfs.ext4, checked with the kernel and initramfs it was sealed
+     * with: one set of files for both backends. */
+    .image_needs = FB_IMAGE_NEEDS_VM,
     .cgroup_memory = jail_cgroup_memory,
     .cgroup_pids = jail_cgroup_pids,
     .start = jail_start,
