@@ -32,7 +32,8 @@ else:
     failed += 1   # the unit runner did not finish
 # The suite proper and the hygiene check that runs after it: both must
 # have reported, or the run counts as failed.
-for junit in ("build/integration-junit.xml", "build/integration-junit-hygiene.xml"):
+for junit in ("build/integration-junit.xml", "build/integration-junit-serial.xml",
+              "build/integration-junit-hygiene.xml"):
     try:
         root = ET.parse(junit).getroot()
         suites = [root] if root.tag == "testsuite" else list(root)

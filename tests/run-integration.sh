@@ -39,9 +39,14 @@ fi
 
 # shellcheck disable=SC2086
 /usr/bin/python3 -m pytest -q -p no:cacheprovider $par --junitxml="$junit" \
-    tests/integration clients/python "$@"
+    -m "not serial" tests/integration clients/python "$@"
 rc=$?
-# Once every worker has exited: nothing secret leaked anywhere in the run.
+# Then, with nothing else running: the tests that change host-wide state
+# (marked serial), and the check that nothing secret leaked anywhere in the
+# run, over what every worker saw.  Exit status 5 is "nothing selected".
+/usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml=build/integration-junit-serial.xml \
+    -m serial tests/integration "$@"
+s=$?; [ $s -ne 0 ] && [ $s -ne 5 ] && rc=1
 /usr/bin/python3 -m pytest -q -p no:cacheprovider --junitxml=build/integration-junit-hygiene.xml \
     tests/hygiene || rc=1
 

@@ -32,6 +32,12 @@ EXIT_NOTFOUND = 127
 BACKENDS = ["jail", "vm"]
 
 
+def pytest_configure(config):
+    # tests/run-integration.sh runs these alone, after the parallel workers.
+    config.addinivalue_line("markers", "serial: changes host-wide state (core_pattern, ...); "
+                                       "runs with no other test at the same time")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_run_dir():
     yield RUN_DIR

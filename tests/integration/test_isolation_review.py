@@ -421,6 +421,7 @@ def _read_lines(path):
         return []
 
 
+@pytest.mark.serial  # rewrites the host's core_pattern for a moment
 def test_crash_in_a_jail_starts_no_host_core_helper(run, tmp_path):
     tag = secrets.token_hex(3)
     record = tmp_path / "helper-ran"
@@ -482,6 +483,7 @@ def _has_cap_sys_resource():
     return bool(eff & (1 << 24))
 
 
+@pytest.mark.serial  # rewrites the host's core_pattern for a moment
 def test_a_hard_core_limit_of_0_is_refused_only_with_a_pipe(state_dir, tmp_path):
     # A manager whose hard core limit is 0 cannot give tool processes the
     # limit of 1 unless host root may raise it (CAP_SYS_RESOURCE, absent in
