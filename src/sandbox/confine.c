@@ -27,12 +27,10 @@
 void fb_child_die(int report_fd, const char *fmt, ...)
 {
     char msg[512];
-    int saved = errno;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    (void)saved;
     (void)fb_write_all(report_fd, msg, strlen(msg));
     _exit(125);
 }
@@ -40,7 +38,7 @@ void fb_child_die(int report_fd, const char *fmt, ...)
 void fb_child_private_mounts(int report_fd)
 {
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-        fb_child_die(report_fd, "cannot make mounts private: %s", strerror(errno));
+        fb_die_with_error(report_fd, "cannot make mounts private");
 }
 
 static unsigned long locked_flags(const char *path)
@@ -61,12 +59,12 @@ static unsigned long locked_flags(const char *path)
 void fb_child_bind_ro(int report_fd, const char *src, const char *dst, bool noexec)
 {
     if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0)
-        fb_child_die(report_fd, "cannot bind %s on %s: %s", src, dst, strerror(errno));
+        fb_die_with_error(report_fd, "cannot bind %s on %s", src, dst);
     unsigned long flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | locked_flags(dst);
     if (noexec)
         flags |= MS_NOEXEC;
     if (mount(NULL, dst, NULL, flags, NULL) < 0)
-        fb_child_die(report_fd, "cannot make %s read-only: %s", dst, strerror(errno));
+        fb_die_with_error(report_fd, "cannot make %s read-only", dst);
     struct statvfs sv;
     if (statvfs(dst, &sv) < 0 || !(sv.f_flag & ST_RDONLY))
         fb_child_die(report_fd, "%s is still writable after the read-only remount", dst);
@@ -75,15 +73,15 @@ void fb_child_bind_ro(int report_fd, const char *src, const char *dst, bool noex
 void fb_child_pivot(int report_fd, const char *newroot)
 {
     if (chdir(newroot) < 0)
-        fb_child_die(report_fd, "cannot enter %s: %s", newroot, strerror(errno));
+        fb_die_with_error(report_fd, "cannot enter %s", newroot);
     /* pivot_root(".", ".") stacks the old root under the new one; the
      * detach then removes it without needing a directory for it. */
     if (syscall(SYS_pivot_root, ".", ".") < 0)
-        fb_child_die(report_fd, "pivot_root into %s failed: %s", newroot, strerror(errno));
+        fb_die_with_error(report_fd, "pivot_root into %s failed", newroot);
     if (umount2(".", MNT_DETACH) < 0)
-        fb_child_die(report_fd, "cannot detach the old root: %s", strerror(errno));
+        fb_die_with_error(report_fd, "cannot detach the old root");
     if (chdir("/") < 0)
-        fb_child_die(report_fd, "chdir / failed: %s", strerror(errno));
+        fb_die_with_error(report_fd, "chdir / failed");
 }
 
 void fb_child_drop_privileges(int report_fd, uid_t uid, gid_t gid)
@@ -92,33 +90,33 @@ void fb_child_drop_privileges(int report_fd, uid_t uid, gid_t gid)
         if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0)
             break;
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
-            fb_child_die(report_fd, "cannot drop capability %d: %s", cap, strerror(errno));
+            fb_die_with_error(report_fd, "cannot drop capability %d", cap);
     }
     /* Raw syscalls: glibc's wrappers broadcast id changes to every thread
      * it believes exist, and after a raw clone of a threaded parent (the
      * gateway) those threads are not here: the wrapper would wait forever. */
     if (syscall(SYS_setgroups, 0, NULL) < 0)
-        fb_child_die(report_fd, "setgroups: %s", strerror(errno));
+        fb_die_with_error(report_fd, "setgroups");
     if (syscall(SYS_setresgid, gid, gid, gid) < 0)
-        fb_child_die(report_fd, "setresgid(%u): %s", (unsigned)gid, strerror(errno));
+        fb_die_with_error(report_fd, "setresgid(%u)", (unsigned)gid);
     if (syscall(SYS_setresuid, uid, uid, uid) < 0)
-        fb_child_die(report_fd, "setresuid(%u): %s", (unsigned)uid, strerror(errno));
+        fb_die_with_error(report_fd, "setresuid(%u)", (unsigned)uid);
     (void)prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
     struct __user_cap_header_struct hdr = {.version = _LINUX_CAPABILITY_VERSION_3};
     struct __user_cap_data_struct data[2];
     memset(data, 0, sizeof data);
     if (syscall(SYS_capset, &hdr, data) < 0)
-        fb_child_die(report_fd, "capset: %s", strerror(errno));
+        fb_die_with_error(report_fd, "capset");
     if (syscall(SYS_capget, &hdr, data) < 0 || data[0].permitted || data[1].permitted ||
         data[0].effective || data[1].effective)
         fb_child_die(report_fd, "capabilities remain after dropping them");
     if (uid != 0 && syscall(SYS_setuid, 0) == 0)
         fb_child_die(report_fd, "could regain uid 0");
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        fb_child_die(report_fd, "no_new_privs: %s", strerror(errno));
+        fb_die_with_error(report_fd, "no_new_privs");
     /* Credential changes cleared it; the cell must die with its manager. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
-        fb_child_die(report_fd, "pdeathsig: %s", strerror(errno));
+        fb_die_with_error(report_fd, "pdeathsig");
 }
 
 void fb_child_setup_fds(int report_fd, int stdio_fd, const int *keep, int nkeep)
@@ -130,15 +128,15 @@ void fb_child_setup_fds(int report_fd, int stdio_fd, const int *keep, int nkeep)
     for (int i = 0; i < nkeep; i++) {
         moved[i] = fcntl(keep[i], F_DUPFD_CLOEXEC, 64);
         if (moved[i] < 0)
-            fb_child_die(report_fd, "fcntl(F_DUPFD): %s", strerror(errno));
+            fb_die_with_error(report_fd, "fcntl(F_DUPFD)");
     }
     if (stdio_fd >= 0)
         for (int fd = 0; fd < 3; fd++)
             if (dup2(stdio_fd, fd) < 0)
-                fb_child_die(report_fd, "dup2: %s", strerror(errno));
+                fb_die_with_error(report_fd, "dup2");
     for (int i = 0; i < nkeep; i++)
         if (dup2(moved[i], 3 + i) < 0)
-            fb_child_die(report_fd, "dup2: %s", strerror(errno));
+            fb_die_with_error(report_fd, "dup2");
     /* Everything else above stdio becomes close-on-exec (the report pipe
      * already is); the passed fds are then let through. */
     if (syscall(SYS_close_range, 3u + (unsigned)nkeep, ~0u, 4u /* CLOSE_RANGE_CLOEXEC */) < 0) {
@@ -148,7 +146,7 @@ void fb_child_setup_fds(int report_fd, int stdio_fd, const int *keep, int nkeep)
     }
     for (int i = 0; i < nkeep; i++)
         if (fb_set_cloexec(3 + i, false) < 0)
-            fb_child_die(report_fd, "fcntl: %s", strerror(errno));
+            fb_die_with_error(report_fd, "fcntl");
 }
 
 static int write_maps(pid_t pid, uid_t base, bool timens, fb_err *err)
@@ -243,7 +241,7 @@ static pid_t spawn_direct(const fb_spawn *sp, fb_err *err)
         close(sync_pipe[1]);
         close(report[0]);
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
-            fb_child_die(report[1], "pdeathsig: %s", strerror(errno));
+            fb_die_with_error(report[1], "pdeathsig");
         wait_go(sync_pipe[0]);
         close(sync_pipe[0]);
         sp->child(sp->arg, report[1]);
@@ -280,39 +278,39 @@ static pid_t spawn_direct(const fb_spawn *sp, fb_err *err)
 static void intermediate(const fb_spawn *sp, int sync_fd, int report, int pid_fd)
 {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
-        fb_child_die(report, "pdeathsig: %s", strerror(errno));
+        fb_die_with_error(report, "pdeathsig");
     wait_go(sync_fd); /* placed in the cgroup */
     if (sp->prepare) {
         if (unshare(CLONE_NEWNS) < 0)
-            fb_child_die(report, "cannot create the setup mount namespace: %s", strerror(errno));
+            fb_die_with_error(report, "cannot create the setup mount namespace");
         fb_child_private_mounts(report);
         sp->prepare(sp->arg, report);
     }
     uid_t base = sp->uid_base;
     if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setresgid, base, base, base) < 0 ||
         syscall(SYS_setresuid, base, base, base) < 0)
-        fb_child_die(report, "cannot become the slot uid %u: %s", (unsigned)base, strerror(errno));
+        fb_die_with_error(report, "cannot become the slot uid %u", (unsigned)base);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
-        fb_child_die(report, "pdeathsig: %s", strerror(errno));
+        fb_die_with_error(report, "pdeathsig");
     if (unshare(CLONE_NEWUSER | (sp->timens ? CLONE_NEWTIME : 0)) < 0)
-        fb_child_die(report, "cannot create the user namespace: %s", strerror(errno));
+        fb_die_with_error(report, "cannot create the user namespace");
     if (fb_write_all(pid_fd, "u", 1) < 0)
         _exit(125);
     wait_go(sync_fd); /* maps written */
     if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0)
-        fb_child_die(report, "cannot become root of the user namespace: %s", strerror(errno));
+        fb_die_with_error(report, "cannot become root of the user namespace");
     /* CLONE_PARENT: the child is the manager's, the intermediate goes. */
     pid_t pid = raw_fork(CLONE_PARENT | (unsigned long)sp->clone_flags);
     if (pid == 0) {
         close(pid_fd);
         close(sync_fd);
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
-            fb_child_die(report, "pdeathsig: %s", strerror(errno));
+            fb_die_with_error(report, "pdeathsig");
         sp->child(sp->arg, report);
         fb_child_die(report, "internal: child setup returned");
     }
     if (pid < 0)
-        fb_child_die(report, "cannot create the sandbox process (clone): %s", strerror(errno));
+        fb_die_with_error(report, "cannot create the sandbox process (clone)");
     int32_t v = (int32_t)pid;
     (void)fb_write_all(pid_fd, &v, sizeof v);
     _exit(0);

@@ -22,8 +22,10 @@
  * is the manager's own child (waitpid, pidfd) and the intermediate exits.
  *
  * The fb_child_* helpers run only in that child, before execve.  They use
- * the bubblewrap style: one syscall each, checked, and fb_child_die() as
- * the only way out on failure.  The parent may be multi-threaded (the
+ * the bubblewrap style: one syscall each, checked, and a die helper as the
+ * only way out on failure: fb_die_with_error() (common/util.h, which adds
+ * the errno it saved) after a failed call, fb_child_die() for a check that
+ * has no errno.  The parent may be multi-threaded (the
  * gateway) and the child is a raw clone of it: the child must not take a
  * lock another thread might have held (no malloc, no stdio), and changes
  * ids with raw syscalls, never glibc's thread-broadcasting wrappers.
@@ -55,6 +57,7 @@ typedef struct fb_spawn {
 /* Returns the child's pid, or -1 with err set (child already reaped). */
 pid_t fb_confine_spawn(const fb_spawn *sp, fb_err *err);
 
+/* Reports fmt (no errno: see fb_die_with_error) and exits 125. */
 void fb_child_die(int report_fd, const char *fmt, ...)
     __attribute__((noreturn, format(printf, 2, 3)));
 /* Makes every mount private to this namespace. */

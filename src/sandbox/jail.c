@@ -198,13 +198,13 @@ static const char *const proc_empty[] = {
 static void mount_tmpfs(int report, const char *dst, unsigned long flags, const char *opts)
 {
     if (mount("tmpfs", dst, "tmpfs", flags, opts) < 0)
-        fb_child_die(report, "cannot mount a tmpfs on %s: %s", dst, strerror(errno));
+        fb_die_with_error(report, "cannot mount a tmpfs on %s", dst);
 }
 
 static void own(int report, const char *path, uid_t uid, mode_t mode)
 {
     if (lchown(path, uid, uid) < 0 || (mode && chmod(path, mode) < 0))
-        fb_child_die(report, "cannot set the owner of %s: %s", path, strerror(errno));
+        fb_die_with_error(report, "cannot set the owner of %s", path);
 }
 
 static void stage_file(int report, const char *dir, const char *name, const char *text)
@@ -213,7 +213,7 @@ static void stage_file(int report, const char *dir, const char *name, const char
     snprintf(p, sizeof p, "%s/%s", dir, name);
     int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
     if (fd < 0 || fb_write_all(fd, text, strlen(text)) < 0)
-        fb_child_die(report, "cannot write %s: %s", p, strerror(errno));
+        fb_die_with_error(report, "cannot write %s", p);
     close(fd);
 }
 
@@ -231,7 +231,7 @@ static void prepare_dev(int report, const jail_args *ja, uid_t jail_root)
     for (size_t i = 0; i < sizeof nodes / sizeof nodes[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", dev, nodes[i].name);
         if (mknod(p, S_IFCHR | 0666, makedev(nodes[i].maj, nodes[i].min)) < 0)
-            fb_child_die(report, "cannot create %s: %s", p, strerror(errno));
+            fb_die_with_error(report, "cannot create %s", p);
         own(report, p, jail_root, 0666);
     }
     static const char *const links[][2] = {{"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
@@ -240,19 +240,19 @@ static void prepare_dev(int report, const jail_args *ja, uid_t jail_root)
     for (size_t i = 0; i < sizeof links / sizeof links[0]; i++) {
         snprintf(p, sizeof p, "%s/%s", dev, links[i][1]);
         if (symlink(links[i][0], p) < 0)
-            fb_child_die(report, "cannot create %s: %s", p, strerror(errno));
+            fb_die_with_error(report, "cannot create %s", p);
         own(report, p, jail_root, 0);
     }
     /* Shared memory for python multiprocessing. */
     snprintf(p, sizeof p, "%s/shm", dev);
     if (mkdir(p, 01777) < 0)
-        fb_child_die(report, "cannot create %s: %s", p, strerror(errno));
+        fb_die_with_error(report, "cannot create %s", p);
     own(report, p, jail_root, 01777);
     mount_tmpfs(report, p, MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=64m");
     own(report, p, jail_root, 01777);
     if (mount(NULL, dev, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC,
               "mode=0755,size=1m,nr_inodes=64") < 0)
-        fb_child_die(report, "cannot make %s read-only: %s", dev, strerror(errno));
+        fb_die_with_error(report, "cannot make %s read-only", dev);
 }
 
 /* /workspace and /tmp, owned by the tool user, sized as configured (the
@@ -287,10 +287,10 @@ static void prepare_stage(int report, const jail_args *ja)
     char p[4400];
     snprintf(p, sizeof p, "%s/emptydir", ja->stage);
     if (mkdir(p, 0555) < 0)
-        fb_child_die(report, "cannot create %s: %s", p, strerror(errno));
+        fb_die_with_error(report, "cannot create %s", p);
     if (mount(NULL, ja->stage, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
               "size=64k,nr_inodes=32") < 0)
-        fb_child_die(report, "cannot make %s read-only: %s", ja->stage, strerror(errno));
+        fb_die_with_error(report, "cannot make %s read-only", ja->stage);
 }
 
 /* The agent gives its tool processes a core limit of 1 (harden.c: the one
@@ -321,7 +321,7 @@ static void jail_prepare(void *arg, int report)
     uid_t base = ja->sb->uid_base;
     limit_core(report);
     if (move_mount(ja->rootfs_tree, "", AT_FDCWD, ja->root, MOVE_MOUNT_F_EMPTY_PATH) < 0)
-        fb_child_die(report, "cannot attach the rootfs: %s", strerror(errno));
+        fb_die_with_error(report, "cannot attach the rootfs");
     struct statvfs sv;
     if (statvfs(ja->root, &sv) < 0 || !(sv.f_flag & ST_RDONLY) || !(sv.f_flag & ST_NOSUID) ||
         !(sv.f_flag & ST_NODEV))
@@ -337,7 +337,7 @@ static void jail_prepare(void *arg, int report)
 static void cover(int report, const char *src, const char *dst)
 {
     if (mount(src, dst, NULL, MS_BIND, NULL) < 0 && errno != ENOENT)
-        fb_child_die(report, "cannot cover %s: %s", dst, strerror(errno));
+        fb_die_with_error(report, "cannot cover %s", dst);
 }
 
 static void cover_proc(int report, const jail_args *ja)
@@ -372,19 +372,19 @@ static void jail_child(void *arg, int report)
 
     snprintf(p, sizeof p, "%s/proc", ja->root);
     if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2") < 0)
-        fb_child_die(report, "cannot mount /proc: %s", strerror(errno));
+        fb_die_with_error(report, "cannot mount /proc");
     cover_proc(report, ja);
     if (sethostname("forgebox", 8) < 0)
-        fb_child_die(report, "sethostname: %s", strerror(errno));
+        fb_die_with_error(report, "sethostname");
 
     snprintf(p, sizeof p, "%s/dev/null", ja->root);
     int devnull = open(p, O_RDWR | O_CLOEXEC);
     if (devnull < 0)
-        fb_child_die(report, "cannot open %s: %s", p, strerror(errno));
+        fb_die_with_error(report, "cannot open %s", p);
     /* What the intermediate mounted is locked in this namespace and
      * pivot_root refuses a locked new root: enter a bind of it instead. */
     if (mount(ja->root, ja->root, NULL, MS_BIND | MS_REC, NULL) < 0)
-        fb_child_die(report, "cannot bind the new root: %s", strerror(errno));
+        fb_die_with_error(report, "cannot bind the new root");
     fb_child_pivot(report, ja->root);
     /* The agent talks only through its channel, never to the host's tty. */
     fb_child_setup_fds(report, devnull, &ja->chan, 1);
@@ -393,7 +393,7 @@ static void jail_child(void *arg, int report)
     char *const argv[] = {"fb-agent", "--jail", "--channel-fd", "3", NULL};
     char *const envp[] = {NULL};
     execve("/sbin/fb-agent", argv, envp);
-    fb_child_die(report, "cannot execute /sbin/fb-agent in the rootfs: %s", strerror(errno));
+    fb_die_with_error(report, "cannot execute /sbin/fb-agent in the rootfs");
 }
 
 static int make_dir(const char *path, mode_t mode, fb_err *err)

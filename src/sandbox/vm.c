@@ -154,14 +154,14 @@ static void make_dir(int report, const char *root, const char *rel, mode_t mode)
     char p[4400];
     snprintf(p, sizeof p, "%s/%s", root, rel);
     if (mkdir(p, mode) < 0 && errno != EEXIST)
-        fb_child_die(report, "cannot create %s: %s", p, strerror(errno));
+        fb_die_with_error(report, "cannot create %s", p);
 }
 
 static void bind_file_ro(int report, const char *src, const char *dst)
 {
     int fd = open(dst, O_CREAT | O_WRONLY | O_CLOEXEC, 0444);
     if (fd < 0)
-        fb_child_die(report, "cannot create %s: %s", dst, strerror(errno));
+        fb_die_with_error(report, "cannot create %s", dst);
     close(fd);
     fb_child_bind_ro(report, src, dst, true);
 }
@@ -175,10 +175,10 @@ static void vm_child(void *arg, int report)
     snprintf(root, sizeof root, "%s/root", sb->run_path);
 
     if (unshare(CLONE_NEWCGROUP) < 0)
-        fb_child_die(report, "cannot create the cgroup namespace: %s", strerror(errno));
+        fb_die_with_error(report, "cannot create the cgroup namespace");
     fb_child_private_mounts(report);
     if (mount("tmpfs", root, "tmpfs", MS_NOSUID, "mode=0755,size=256k,nr_inodes=64") < 0)
-        fb_child_die(report, "cannot mount the QEMU root: %s", strerror(errno));
+        fb_die_with_error(report, "cannot mount the QEMU root");
     make_dir(report, root, "usr", 0755);
     make_dir(report, root, "etc", 0755);
     make_dir(report, root, "dev", 0755);
@@ -196,7 +196,7 @@ static void vm_child(void *arg, int report)
         if (n > 0) {
             target[n] = '\0';
             if (symlink(target, p) < 0)
-                fb_child_die(report, "cannot link %s: %s", p, strerror(errno));
+                fb_die_with_error(report, "cannot link %s", p);
         } else if (access(host, F_OK) == 0) {
             make_dir(report, root, *t, 0755);
             fb_child_bind_ro(report, host, p, false);
@@ -218,13 +218,13 @@ static void vm_child(void *arg, int report)
         snprintf(p, sizeof p, "%s/dev/%s", root, nodes[i].name);
         if (mknod(p, S_IFCHR | nodes[i].mode, makedev(nodes[i].maj, nodes[i].min)) < 0 ||
             chmod(p, nodes[i].mode) < 0)
-            fb_child_die(report, "cannot create %s: %s", p, strerror(errno));
+            fb_die_with_error(report, "cannot create %s", p);
         if (nodes[i].own && chown(p, uid, uid) < 0)
-            fb_child_die(report, "cannot chown %s: %s", p, strerror(errno));
+            fb_die_with_error(report, "cannot chown %s", p);
     }
     snprintf(p, sizeof p, "%s/proc", root);
     if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2") < 0)
-        fb_child_die(report, "cannot mount /proc: %s", strerror(errno));
+        fb_die_with_error(report, "cannot mount /proc");
     static const char *const files[] = {"vmlinuz", "initrd.img", "rootfs.ext4", NULL};
     for (const char *const *f = files; *f; f++) {
         snprintf(src, sizeof src, "%s/%s", sb->image_dir, *f);
@@ -232,9 +232,9 @@ static void vm_child(void *arg, int report)
         bind_file_ro(report, src, p);
     }
     if (mount(NULL, root, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID, "size=256k,nr_inodes=64") < 0)
-        fb_child_die(report, "cannot make the QEMU root read-only: %s", strerror(errno));
+        fb_die_with_error(report, "cannot make the QEMU root read-only");
     if (sethostname("forgebox-vmm", 12) < 0)
-        fb_child_die(report, "sethostname: %s", strerror(errno));
+        fb_die_with_error(report, "sethostname");
 
     fb_child_pivot(report, root);
     int keep[2] = {va->chan, va->console};
@@ -242,7 +242,7 @@ static void vm_child(void *arg, int report)
     fb_child_drop_privileges(report, uid, uid);
     char *const envp[] = {NULL};
     execve(QEMU_BIN, va->argv, envp);
-    fb_child_die(report, "cannot execute %s: %s", QEMU_BIN, strerror(errno));
+    fb_die_with_error(report, "cannot execute %s", QEMU_BIN);
 }
 
 static int vm_start(fb_sandbox *sb, fb_err *err)
