@@ -27,7 +27,7 @@ AGENT_OBJ       := $(AGENT_SRC:%.c=$(BUILD)/obj-static/%.o) $(COMMON_SRC:%.c=$(B
 LIB_OBJ         := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/migrations.o
 HOST_OBJ        := $(CLI_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_OBJ)
 
-.PHONY: all image test unit integration run sanitize bench clean deps
+.PHONY: all image test unit integration run sanitize bench clean deps fuzz-router fuzz-body
 all: $(BUILD)/forgebox $(BUILD)/fb-agent
 
 deps:
@@ -106,8 +106,24 @@ sanitize:
 bench: all image $(BUILD)/fb-bench
 	./bench/run.sh
 
+# ---- fuzzing (clang's libFuzzer) -------------------------------------------
+# Bounded runs (FUZZ_TIME seconds) from the corpus kept in tests/fuzz/corpus;
+# new inputs go to build-fuzz/, not into the repository.
+FUZZ_BUILD := build-fuzz
+FUZZ_TIME  ?= 30
+FUZZ_FLAGS := -std=gnu17 -Isrc -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
+$(FUZZ_BUILD)/fuzz_router: tests/fuzz/fuzz_router.c $(LIB_SRC) $(BUILD)/gen/migrations.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -o $@ $^ $(HOST_LIBS)
+$(FUZZ_BUILD)/fuzz_body: tests/fuzz/fuzz_body.c src/gateway/body.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -o $@ $^ -ljansson
+fuzz-router fuzz-body: fuzz-%: $(FUZZ_BUILD)/fuzz_%
+	@mkdir -p $(FUZZ_BUILD)/corpus-$*
+	$< -max_total_time=$(FUZZ_TIME) $(FUZZ_BUILD)/corpus-$* tests/fuzz/corpus/$*
+
 clean:
-	rm -rf $(BUILD) build-san
+	rm -rf $(BUILD) build-san $(FUZZ_BUILD)
 
 -include $(shell find $(BUILD)/obj $(BUILD)/obj-static $(BUILD)/tests -name '*.d' 2>/dev/null)
 

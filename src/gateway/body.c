@@ -61,14 +61,15 @@ static json_t *fail(json_t *j, char *msg, size_t cap, const char *fmt, const cha
 
 json_t *gw_body_json(const char *body, size_t len, const gw_field *fields, bool required, char *msg, size_t cap)
 {
-    if (len == 0 && !required)
-        return json_object();
-    if (len == 0)
+    if (len == 0 && required)
         return fail(NULL, msg, cap, "%s%s", "a JSON object body is required", "");
     if (memchr(body, '\0', len))
         return fail(NULL, msg, cap, "%s%s", "the body contains a NUL byte", "");
     json_error_t je;
-    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    /* An optional body left out is {}, which must still have its required fields. */
+    json_t *j = len == 0 ? json_object() : json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!j && len == 0)
+        return fail(NULL, msg, cap, "%s%s", "out of memory", "");
     if (!j) {
         snprintf(msg, cap, "malformed JSON: %s (line %d)", je.text, je.line);
         return NULL;
