@@ -241,6 +241,10 @@ void fb_core_close(fb_core *c)
     if (c->reaper_running)
         pthread_join(c->reaper, NULL);
     fb_core_shutdown_sandboxes(c, "gateway shutdown"); /* anything created meanwhile */
+    /* Exec threads are detached; each ends promptly once its sandbox is
+     * gone, and writes its audit entry on the way out: wait for them. */
+    for (int t = 0; t < 600 && __atomic_load_n(&c->exec_threads, __ATOMIC_SEQ_CST) > 0; t++)
+        usleep(50000);
     fb_store_close(c->store);
     free(c->reg.items);
     free(c);

@@ -230,6 +230,7 @@ static void *exec_main(void *arg)
     pthread_cond_broadcast(&x->cond);
     pthread_mutex_unlock(&x->lock);
     exec_unref(x);
+    __atomic_sub_fetch(&c->exec_threads, 1, __ATOMIC_SEQ_CST); /* c is not touched after this */
     return NULL;
 }
 
@@ -359,9 +360,11 @@ int fb_core_exec_start(fb_core *c, fb_caller *caller, fb_sb_ref *ref, const fb_e
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_t t;
+    __atomic_add_fetch(&c->exec_threads, 1, __ATOMIC_SEQ_CST);
     int rc = pthread_create(&t, &attr, exec_main, x);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
+        __atomic_sub_fetch(&c->exec_threads, 1, __ATOMIC_SEQ_CST);
         core_registry_unlink_exec(&c->reg, s, x);
         core_registry_put(c, s);
         exec_free(x);

@@ -64,6 +64,7 @@ struct fb_core {
     pthread_t reaper;
     bool reaper_running;
     volatile sig_atomic_t stopping;
+    int exec_threads;           /* detached exec threads still running (atomic) */
 };
 
 void core_registry_init(core_registry *r);

