@@ -18,7 +18,7 @@ AGENT_LIBS := -ljansson -lseccomp
 
 COMMON_SRC := src/common/util.c src/common/time.c src/common/utf8.c $(wildcard src/proto/*.c)
 AGENT_SRC  := $(wildcard src/agent/*.c)
-LIB_SRC    := $(wildcard src/sandbox/*.c src/image/*.c src/store/*.c src/audit/*.c src/auth/*.c src/policy/*.c src/config/*.c src/gateway/*.c) $(COMMON_SRC)
+LIB_SRC    := $(wildcard src/sandbox/*.c src/image/*.c src/store/*.c src/audit/*.c src/auth/*.c src/policy/*.c src/config/*.c src/core/*.c src/gateway/*.c) $(COMMON_SRC)
 CLI_SRC    := $(wildcard src/cli/*.c)
 
 COMMON_OBJ      := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
@@ -87,7 +87,7 @@ UNIT_LIBS  := -lcmocka
 
 $(BUILD)/tests/test_%: tests/unit/test_%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(UNIT_LIBS) $(HOST_LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(UNIT_LIBS) $(HOST_LIBS)
 
 unit: $(UNIT_TESTS)
 	./tests/run-unit.sh $(UNIT_TESTS)
@@ -119,18 +119,11 @@ sanitize-integration: all image
 	FORGEBOX_BIN=$(CURDIR)/build-san/forgebox FORGEBOX_SANITIZED=1 \
 	    FORGEBOX_IMAGE=$(CURDIR)/$(IMAGE) ./tests/run-integration.sh $(PYTEST_ARGS)
 
-# Every libFuzzer target for a bounded time (FUZZ_TIME each); the corpora
-# live in tests/fuzz/corpus/<target>/ and new finds are kept out of the repo.
-FUZZ_TIME ?= 30
-FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
-fuzz:
-	@for t in $(FUZZ_TARGETS); do $(MAKE) --no-print-directory fuzz-$$t FUZZ_TIME=$(FUZZ_TIME) || exit 1; done
-
 bench: all image $(BUILD)/fb-bench
 	./bench/run.sh
 
 clean:
-	rm -rf $(BUILD) build-san
+	rm -rf $(BUILD) build-san $(FUZZ_BUILD)
 
 -include $(shell find $(BUILD)/obj $(BUILD)/obj-static $(BUILD)/tests -name '*.d' 2>/dev/null)
 
@@ -141,18 +134,32 @@ $(BUILD)/fb-bench: bench/fb_bench.c $(LIB_OBJ)
 $(BUILD)/fb-driver: tests/tools/fb_driver.c $(LIB_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)
 
-# ---- fuzzing (clang's libFuzzer) ----------------------------------------------
-# `make fuzz-proto` runs the protocol decoder target for FUZZ_TIME seconds,
-# starting from the corpus kept in tests/fuzz/corpus/proto (new finds go to
-# $(BUILD)/fuzz/, the repository's corpus is only read).
+# ---- fuzzing (clang's libFuzzer) --------------------------------------------
+# Each target runs for FUZZ_TIME seconds from the corpus kept in
+# tests/fuzz/corpus/<target>/; new finds go to build-fuzz/, the repository's
+# corpus is only read.  `make fuzz` runs every tests/fuzz/fuzz_*.c in turn.
+FUZZ_BUILD := build-fuzz
 FUZZ_CC    ?= clang
-FUZZ_FLAGS := -std=gnu17 -g -O1 -Isrc -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-$(BUILD)/fuzz/fuzz_proto: tests/fuzz/fuzz_proto.c $(COMMON_SRC)
+FUZZ_TIME  ?= 30
+FUZZ_FLAGS := -std=gnu17 -Isrc -g -O1 -fno-omit-frame-pointer \
+              -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_RUN   := -max_len=200000 -timeout=10 -rss_limit_mb=2048
+FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+
+$(FUZZ_BUILD)/fuzz_proto: tests/fuzz/fuzz_proto.c $(COMMON_SRC)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -ljansson
+$(FUZZ_BUILD)/fuzz_router: tests/fuzz/fuzz_router.c $(LIB_SRC) $(BUILD)/gen/migrations.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(HOST_LIBS)
+$(FUZZ_BUILD)/fuzz_body: tests/fuzz/fuzz_body.c src/gateway/body.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -ljansson
 
-.PHONY: fuzz-proto
-fuzz-proto: $(BUILD)/fuzz/fuzz_proto
-	@mkdir -p $(BUILD)/fuzz/corpus-proto
-	$< -max_total_time=$(FUZZ_TIME) -max_len=200000 -timeout=10 -rss_limit_mb=2048 \
-	   $(BUILD)/fuzz/corpus-proto tests/fuzz/corpus/proto
+.PHONY: $(FUZZ_TARGETS:%=fuzz-%)
+$(FUZZ_TARGETS:%=fuzz-%): fuzz-%: $(FUZZ_BUILD)/fuzz_%
+	@mkdir -p $(FUZZ_BUILD)/corpus-$*
+	$< -max_total_time=$(FUZZ_TIME) $(FUZZ_RUN) $(FUZZ_BUILD)/corpus-$* tests/fuzz/corpus/$*
+
+fuzz:
+	@for t in $(FUZZ_TARGETS); do $(MAKE) --no-print-directory fuzz-$$t FUZZ_TIME=$(FUZZ_TIME) || exit 1; done

@@ -239,7 +239,7 @@ class Client:
         return self._call("GET", "/healthz")
 
     def metrics(self):
-        """The Prometheus text (needs audit:read)."""
+        """The Prometheus text (an admin holding audit:read: it spans all teams)."""
         return self._call("GET", "/metrics", headers={"Accept": "text/plain"}, want="text")
 
     # ---- sandboxes -------------------------------------------------------

@@ -1,103 +1,138 @@
 /*
  * gw.h - the gateway's internal pieces, shared by its .c files only.
  *
- * The gateway is libmicrohttpd in thread-per-connection mode: a slow or
- * stalled client holds only its own thread (and is cut off by the
- * connection timeout), never anyone else's.  A request is read into a
- * capped buffer, authenticated, authorised, handled, audited and answered
- * with JSON; every step that can say no says it with the right status and
- * an {"error": {"code", "message"}} body, and the request id travels in
- * the X-Request-Id header, the log line and the audit entry.
+ * The gateway is an HTTP adapter over the service layer (src/core): it
+ * turns requests into service calls and service answers into responses,
+ * and nothing else - no SQL, no rules, no sandbox lifecycle.
+ *
+ * libmicrohttpd runs in thread-per-connection mode: a slow or stalled
+ * client holds only its own thread (and is cut off by the connection
+ * timeout), never anyone else's.  Every request goes through one
+ * pipeline (server.c), driven by the route's declaration (gw_route):
+ * before a single byte of body is read it is routed (404/405),
+ * authenticated (401, failures rate-limited per source and globally:
+ * 429), rate-limited per key and user (429), authorised against the
+ * route's permission and resolved resource (403/404, audited), checked
+ * for its Content-Type (415) and declared size (413); then the body is
+ * parsed against the route's field list (400) or streamed (file
+ * uploads), and the handler runs.  Every answer carries the request id
+ * in X-Request-Id, the log line and the audit entries.
  */
 #ifndef FB_GW_H
 #define FB_GW_H
 
 #include <jansson.h>
 #include <microhttpd.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "common/util.h"
-#include "sandbox/sandbox.h"
+#include "core/core.h"
+#include "gateway/body.h"
+#include "gateway/ratelimit.h"
+#include "gateway/router.h"
 
-typedef struct fb_gateway fb_gateway;
+typedef struct fb_gateway {
+    fb_core *core;
+    const fb_config *cfg;
+    gw_ratelimit *rl;       /* per API key */
+    gw_ratelimit *rl_user;  /* per user, across their keys */
+    gw_failgate *fails;     /* failed authentications per source, per /64, globally */
+    struct MHD_Daemon *daemon;
+} fb_gateway;
 
-/* ---- live sandboxes (registry.c) ---------------------------------------- */
+/* How a route finds and authorises what it acts on (server.c runs it
+ * before the body is read). */
+typedef enum gw_resolve {
+    GW_RES_PUBLIC,   /* no key, no permission (health) */
+    GW_RES_TEAM,     /* perm in the caller's own team; audited as `resource` */
+    GW_RES_PARAM,    /* the same, audited as the {id} (a key id) */
+    GW_RES_ADMIN,    /* admins only, then perm: `what` spans all teams */
+    GW_RES_SANDBOX,  /* the {id} sandbox, opened for perm (404 for unknown or another team's) */
+} gw_resolve;
 
-typedef struct gw_sandbox {
-    char id[32];
-    char team_id[40];
-    char key_id[40];
-    char backend[8];
-    uint64_t memory_mib, vcpus, disk_mib;
-    char created_at[40], expires_at[40];
-    uint64_t expires_ns;        /* monotonic deadline for the reaper */
-    fb_sandbox *sb;
-    pthread_mutex_t use;        /* one exec or transfer at a time */
-    int refs;                   /* registry lookups in flight */
-    bool dying;                 /* deleted or expired: no new users */
-} gw_sandbox;
+typedef enum gw_body_kind {
+    GW_BODY_NONE,    /* ignored (capped at limits.max_body_bytes) */
+    GW_BODY_JSON,    /* application/json, parsed against `fields` */
+    GW_BODY_STREAM,  /* application/octet-stream, streamed (limits.max_file_bytes) */
+} gw_body_kind;
 
-typedef struct gw_registry {
-    pthread_mutex_t lock;
-    gw_sandbox **items;
-    size_t n, cap;
-} gw_registry;
+typedef struct gw_req gw_req;
+typedef enum MHD_Result (*gw_handler)(gw_req *r);
 
-void gw_registry_init(gw_registry *r);
-/* Adds s (sb still NULL: being created) if the team stays within its
- * quotas: 0 added, 1 over quota, -1 out of memory. */
-int gw_registry_reserve(gw_registry *r, gw_sandbox *s, uint64_t max_count, uint64_t max_memory_mib);
-/* The sandbox is up: lookups may find it from now on. */
-void gw_registry_activate(gw_registry *r, gw_sandbox *s, fb_sandbox *sb);
-/* Creation failed: forget the reservation. */
-void gw_registry_drop(gw_registry *r, gw_sandbox *s);
-/* Takes a reference; NULL if absent or dying.  Release with gw_sandbox_put. */
-gw_sandbox *gw_registry_get(gw_registry *r, const char *id);
-void gw_sandbox_put(gw_registry *r, gw_sandbox *s);
-/* Marks dying and removes from the registry; the caller destroys once the
- * last reference is gone (gw_registry_take waits for that). */
-gw_sandbox *gw_registry_take(gw_registry *r, const char *id);
-/* Kills the sandbox's process (QEMU or the jail's init) at once, so that
- * execs in flight end now; then gw_registry_take waits only briefly. */
-void gw_sandbox_kill(gw_registry *r, const char *id);
-/* Snapshot of the ids of sandboxes past their deadline. */
-size_t gw_registry_expired(gw_registry *r, uint64_t now_ns, char (*ids)[32], size_t max);
-size_t gw_registry_count(gw_registry *r, const char *backend);
-/* Snapshot copy of all ids (for shutdown). */
-size_t gw_registry_ids(gw_registry *r, char (*ids)[32], size_t max);
+/* Streaming bodies: begin runs before the body (may answer), chunk per
+ * piece (returns false to stop taking the body; the error is kept), end
+ * answers. */
+typedef struct gw_stream_ops {
+    enum MHD_Result (*begin)(gw_req *r, bool *answered);
+    bool (*chunk)(gw_req *r, const char *data, size_t len);
+    enum MHD_Result (*end)(gw_req *r);
+    void (*abort)(gw_req *r);
+} gw_stream_ops;
 
-/* ---- sandbox creation on a long-lived thread (spawner.c) ----------------
- * A sandbox's processes carry a parent-death signal tied to the *thread*
- * that created them; request threads come and go, so every create runs on
- * one thread that lives as long as the gateway. */
-int gw_spawner_start(void);
-void gw_spawner_stop(void);
-int gw_spawn_sandbox(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *err);
+typedef struct gw_route {
+    gw_route_def def;          /* method, pattern */
+    gw_resolve resolve;
+    fb_perm perm;
+    const char *resource;      /* GW_RES_TEAM/ADMIN: the audited resource */
+    const char *what;          /* GW_RES_ADMIN: what spans all teams */
+    gw_body_kind body;
+    const gw_field *fields;    /* GW_BODY_JSON */
+    bool body_required;
+    gw_handler fn;             /* GW_BODY_NONE and GW_BODY_JSON */
+    const gw_stream_ops *stream; /* GW_BODY_STREAM */
+} gw_route;
 
-/* ---- token buckets per API key (ratelimit.c) ----------------------------- */
+/* One request, from its first callback to its completion. */
+struct gw_req {
+    fb_gateway *g;
+    struct MHD_Connection *conn;
+    const char *method;
+    const gw_route *rt;        /* NULL: unmatched */
+    gw_params params;
+    fb_caller caller;
+    fb_sb_ref *ref;            /* GW_RES_SANDBOX: put back at completion */
+    uint64_t cap;              /* body limit */
+    bool too_large;
+    bool answered;             /* a response is queued; the body is dropped */
+    char *body;                /* GW_BODY_JSON */
+    size_t len, bufcap;
+    json_t *json;              /* the parsed body, for the handler */
+    void *stream_state;        /* GW_BODY_STREAM */
+    uint64_t received;
+};
 
-typedef struct gw_ratelimit gw_ratelimit;
-gw_ratelimit *gw_ratelimit_new(double rate_per_s, double burst);
-void gw_ratelimit_free(gw_ratelimit *rl);
-/* 0 if allowed; otherwise the seconds to wait before retrying (>= 1). */
-int gw_ratelimit_take(gw_ratelimit *rl, const char *key_id);
+/* The route tables each resource's handler file declares (routes.c
+ * assembles them). */
+extern const gw_route gw_routes_health[];
+extern const gw_route gw_routes_sandboxes[];
+extern const gw_route gw_routes_execs[];
+extern const gw_route gw_routes_files[];
+extern const gw_route gw_routes_keys[];
+extern const gw_route gw_routes_users[];
+extern const gw_route gw_routes_teams[];
+extern const gw_route gw_routes_audit[];
 
-/* ---- metrics (metrics.c) -------------------------------------------------- */
+/* The assembled table (routes.c). */
+size_t gw_routes_count(void);
+const gw_route *gw_route_at(size_t i);
+const gw_route_def *gw_route_defs(void);
 
-void gw_metrics_request(const char *route, int status);
-void gw_metrics_auth_failure(void);
-void gw_metrics_sandbox_created(const char *outcome);
-void gw_metrics_exec_duration(double seconds);
-/* Prometheus text; active sandboxes come from the registry. */
-char *gw_metrics_render(gw_registry *r);
+/* ---- responses (respond.c) ---------------------------------------------------- */
 
-/* ---- logging (log.c) ------------------------------------------------------ */
-
-/* One JSON object per line on stderr.  Fields named like secrets
- * (key, token, password, secret, authorization) are redacted. */
-void gw_log(const char *level, const char *request_id, const char *msg, json_t *fields /* stolen */);
-void gw_log_set_level(const char *level);
+enum MHD_Result gw_send_raw(gw_req *r, int status, const char *type, void *data, size_t len,
+                            enum MHD_ResponseMemoryMode mode);
+enum MHD_Result gw_send_json(gw_req *r, int status, json_t *body /* stolen */);
+enum MHD_Result gw_send_error(gw_req *r, int status, const char *code, const char *msg);
+/* A service's typed error, mapped to its status by one table. */
+enum MHD_Result gw_send_core_error(gw_req *r, const fb_core_err *err);
+int gw_status_of(fb_core_code code);
+enum MHD_Result gw_send_429(gw_req *r, int wait, const char *why);
+/* Queues a response built elsewhere (streams, files) with the common
+ * headers, counts and logs it. */
+enum MHD_Result gw_queue(gw_req *r, int status, struct MHD_Response *resp, const char *type);
+/* Counts and logs one answer. */
+void gw_note_response(gw_req *r, int status);
+/* A query parameter (NULL if absent). */
+const char *gw_query(gw_req *r, const char *name);
 
 #endif

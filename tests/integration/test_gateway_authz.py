@@ -77,9 +77,12 @@ def routes(sid):
 def call(env, cred, method, path, body):
     key = env["keys"].get(cred)
     c = env["g"].client(key)
+    headers = None
     if isinstance(body, dict):
         body = json.dumps(body).encode()
-    return c.request(method, path, body=body, raw=True)
+    elif body is not None:
+        headers = {"Content-Type": "application/octet-stream"}   # file uploads take bytes
+    return c.request(method, path, body=body, headers=headers, raw=True)
 
 
 def audit_for(env, request_id):

@@ -1,5 +1,5 @@
 /*
- * log.c - structured JSON logs on stderr (gw.h).
+ * log.c - structured JSON logs on stderr (core.h).
  *
  * One object per line: time, level, request id, message and fields.  Any
  * field whose name suggests a secret is replaced by "[redacted]" before it
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "gateway/gw.h"
+#include "core/core.h"
 
 static int min_level = 1; /* 0 debug, 1 info, 2 warn, 3 error */
 
@@ -25,7 +25,7 @@ static int level_num(const char *l)
     return 1;
 }
 
-void gw_log_set_level(const char *level)
+void fb_log_set_level(const char *level)
 {
     min_level = level_num(level);
 }
@@ -57,7 +57,7 @@ static void redact(json_t *v)
     }
 }
 
-void gw_log(const char *level, const char *request_id, const char *msg, json_t *fields)
+void fb_log(const char *level, const char *request_id, const char *msg, json_t *fields)
 {
     if (level_num(level) < min_level) {
         json_decref(fields);

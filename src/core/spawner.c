@@ -1,5 +1,5 @@
 /*
- * spawner.c - creates sandboxes on one long-lived thread (gw.h).
+ * spawner.c - creates sandboxes on one long-lived thread (internal.h).
  *
  * Sandbox processes get PR_SET_PDEATHSIG so that they die with the
  * gateway; the kernel ties that signal to the creating *thread*.  Request
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/gw.h"
+#include "core/internal.h"
 
 typedef struct job {
     const fb_sandbox_config *cfg;
@@ -56,7 +56,7 @@ static void *spawner_main(void *arg)
     return NULL;
 }
 
-int gw_spawner_start(void)
+int core_spawner_start(void)
 {
     stopping = false;
     for (running = 0; running < SPAWNERS; running++)
@@ -65,7 +65,7 @@ int gw_spawner_start(void)
     return 0;
 }
 
-void gw_spawner_stop(void)
+void core_spawner_stop(void)
 {
     if (running == 0)
         return;
@@ -78,7 +78,7 @@ void gw_spawner_stop(void)
     running = 0;
 }
 
-int gw_spawn_sandbox(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *err)
+int core_spawn_sandbox(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *err)
 {
     job j;
     memset(&j, 0, sizeof j);

@@ -1,5 +1,10 @@
 /*
- * metrics.c - counters for /metrics in the Prometheus text format (gw.h).
+ * metrics.c - counters for /metrics in the Prometheus text format
+ * (internal.h, core.h).
+ *
+ * Adapters count their requests here; core counts sandboxes and execs.
+ * Rendering is behind an admin-only check (audit_read.c): the numbers span
+ * every team.
  *
  * Requests are counted by route pattern (never by raw URL, which would let
  * callers create unbounded label values) and status.
@@ -10,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/gw.h"
+#include "core/internal.h"
 
 #define MAX_SERIES 256
 static const double exec_buckets[] = {0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
@@ -23,7 +28,7 @@ static uint64_t auth_failures, created_ok, created_error, created_denied;
 static uint64_t exec_count, exec_bucket[NBUCKETS];
 static double exec_sum;
 
-void gw_metrics_request(const char *route, int status)
+void fb_core_metrics_request(const char *route, int status)
 {
     pthread_mutex_lock(&lock);
     size_t i;
@@ -40,14 +45,14 @@ void gw_metrics_request(const char *route, int status)
     pthread_mutex_unlock(&lock);
 }
 
-void gw_metrics_auth_failure(void)
+void fb_core_metrics_auth_failure(void)
 {
     pthread_mutex_lock(&lock);
     auth_failures++;
     pthread_mutex_unlock(&lock);
 }
 
-void gw_metrics_sandbox_created(const char *outcome)
+void core_metrics_sandbox_created(const char *outcome)
 {
     pthread_mutex_lock(&lock);
     if (strcmp(outcome, "ok") == 0)
@@ -59,7 +64,7 @@ void gw_metrics_sandbox_created(const char *outcome)
     pthread_mutex_unlock(&lock);
 }
 
-void gw_metrics_exec_duration(double seconds)
+void core_metrics_exec_duration(double seconds)
 {
     pthread_mutex_lock(&lock);
     exec_count++;
@@ -70,7 +75,7 @@ void gw_metrics_exec_duration(double seconds)
     pthread_mutex_unlock(&lock);
 }
 
-char *gw_metrics_render(gw_registry *r)
+char *core_metrics_render(core_registry *r)
 {
     char *buf = NULL;
     size_t len = 0;
@@ -79,8 +84,8 @@ char *gw_metrics_render(gw_registry *r)
         return NULL;
     fprintf(f, "# HELP forgebox_sandboxes_active Live sandboxes by backend.\n"
                "# TYPE forgebox_sandboxes_active gauge\n");
-    fprintf(f, "forgebox_sandboxes_active{backend=\"vm\"} %zu\n", gw_registry_count(r, "vm"));
-    fprintf(f, "forgebox_sandboxes_active{backend=\"jail\"} %zu\n", gw_registry_count(r, "jail"));
+    fprintf(f, "forgebox_sandboxes_active{backend=\"vm\"} %zu\n", core_registry_count(r, "vm"));
+    fprintf(f, "forgebox_sandboxes_active{backend=\"jail\"} %zu\n", core_registry_count(r, "jail"));
     pthread_mutex_lock(&lock);
     fprintf(f, "# HELP forgebox_sandboxes_created_total Sandbox creations by outcome.\n"
                "# TYPE forgebox_sandboxes_created_total counter\n"

@@ -1,0 +1,248 @@
+/*
+ * core.c - the service's life (open, shutdown, close), typed errors, and
+ * the two things every service does: audit and decide (core.h).
+ *
+ * Every permission decision goes through fb_core_permit, which decides with
+ * src/policy and writes the audit entry in the same step; an allow that
+ * cannot be audited is refused, so nothing is ever done unaudited.
+ */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "audit/audit.h"
+#include "auth/auth.h"
+#include "core/internal.h"
+
+/* ---- errors --------------------------------------------------------------------- */
+
+int fb_core_fail(fb_core_err *err, fb_core_code code, const char *fmt, ...)
+{
+    if (!err)
+        return -1;
+    err->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+const char *fb_core_code_name(fb_core_code code)
+{
+    static const char *const names[FB_CORE_NCODES] = {
+        [FB_CORE_OK] = "ok",
+        [FB_CORE_BAD_REQUEST] = "bad_request",
+        [FB_CORE_UNAUTHORIZED] = "unauthorized",
+        [FB_CORE_FORBIDDEN] = "forbidden",
+        [FB_CORE_NOT_FOUND] = "not_found",
+        [FB_CORE_CONFLICT] = "conflict",
+        [FB_CORE_TOO_LARGE] = "too_large",
+        [FB_CORE_QUOTA] = "quota_exceeded",
+        [FB_CORE_FILE_ERROR] = "file_error",
+        [FB_CORE_SANDBOX_FAILED] = "sandbox_failed",
+        [FB_CORE_UNAVAILABLE] = "unavailable",
+        [FB_CORE_INTERNAL] = "internal",
+    };
+    return (unsigned)code < FB_CORE_NCODES ? names[code] : "internal";
+}
+
+int core_auth_error(int st, const fb_err *e, fb_core_err *err)
+{
+    switch (st) {
+    case FB_AUTH_EINVAL: return fb_core_fail(err, FB_CORE_BAD_REQUEST, "%s", e->msg);
+    case FB_AUTH_ENOTFOUND: return fb_core_fail(err, FB_CORE_NOT_FOUND, "%s", e->msg);
+    case FB_AUTH_EEXISTS: return fb_core_fail(err, FB_CORE_CONFLICT, "%s", e->msg);
+    case FB_AUTH_EDENIED: return fb_core_fail(err, FB_CORE_FORBIDDEN, "%s", e->msg);
+    default:
+        fb_log("error", NULL, "identity store failure", json_pack("{s:s}", "error", e->msg));
+        return fb_core_fail(err, FB_CORE_INTERNAL, "internal error (see the server log)");
+    }
+}
+
+/* ---- small helpers ------------------------------------------------------------------ */
+
+void core_new_id(const char *prefix, char *out, size_t cap)
+{
+    uint8_t b[8];
+    fb_random_bytes(b, sizeof b);
+    char hex[17];
+    fb_hex(b, sizeof b, hex);
+    snprintf(out, cap, "%s%s", prefix, hex);
+}
+
+const fb_config *fb_core_config(const fb_core *c)
+{
+    return c->cfg;
+}
+
+const char *fb_core_org(const fb_core *c)
+{
+    return c->org;
+}
+
+/* ---- audit and decisions --------------------------------------------------------------- */
+
+int fb_core_audit(fb_core *c, const fb_caller *caller, const char *event, const char *resource,
+                  const char *action, const char *outcome, const char *reason)
+{
+    fb_audit_event ev = {
+        .event = event,
+        .actor = !caller ? "system" : caller->actor[0] ? caller->actor : "anonymous",
+        .resource = resource ? resource : "",
+        .action = action,
+        .outcome = outcome,
+        .reason = reason ? reason : "",
+        .source_ip = caller ? caller->source_ip : "",
+        .request_id = caller ? caller->request_id : "",
+    };
+    fb_err err = {{0}};
+    if (fb_audit_append(c->store, &ev, &err) < 0) {
+        fb_log("error", caller ? caller->request_id : NULL, "audit append failed",
+               json_pack("{s:s}", "error", err.msg));
+        return -1;
+    }
+    return 0;
+}
+
+int fb_core_permit(fb_core *c, fb_caller *caller, fb_perm perm, const char *resource,
+                   const char *resource_team, fb_core_err *err)
+{
+    bool own = !resource_team || strcmp(resource_team, caller->who.team_id) == 0;
+    if (own && (caller->granted & perm) == perm && perm)
+        return 0; /* decided and audited already, for this request */
+    fb_decision d;
+    fb_verdict v = fb_policy_decide(&caller->who, perm, resource_team, &d);
+    int logged = fb_core_audit(c, caller, "permission", resource, caller->action,
+                               v == FB_ALLOW ? "allowed" : "denied", d.reason);
+    if (v == FB_ALLOW && logged < 0)
+        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "the audit log cannot be written; refusing to act unaudited");
+    if (v == FB_ALLOW) {
+        if (own)
+            caller->granted |= perm;
+        return 0;
+    }
+    if (v == FB_NOT_FOUND)
+        return fb_core_fail(err, FB_CORE_NOT_FOUND, "no such resource");
+    return fb_core_fail(err, FB_CORE_FORBIDDEN, "%s", d.reason);
+}
+
+int fb_core_permit_admin(fb_core *c, fb_caller *caller, fb_perm perm, const char *resource,
+                         const char *what, fb_core_err *err)
+{
+    if (!caller->who.is_admin) {
+        caller->granted &= ~perm;
+        char why[160];
+        snprintf(why, sizeof why, "%s spans all teams: admins only", what);
+        fb_core_audit(c, caller, "permission", resource, caller->action, "denied", why);
+        return fb_core_fail(err, FB_CORE_FORBIDDEN, "%s", why);
+    }
+    return fb_core_permit(c, caller, perm, resource, caller->who.team_id, err);
+}
+
+/* ---- life ------------------------------------------------------------------------------- */
+
+/* Sandboxes a crashed predecessor left in the store: their processes died
+ * with it (parent-death signal); their records and leftovers go now. */
+static void reap_previous(fb_core *c)
+{
+    fb_sandbox_reap_orphans(c->cfg->run_dir);
+    char (*ids)[FB_ID_MAX] = NULL;
+    size_t n = 0;
+    fb_err e = {{0}};
+    if (fb_store_sandbox_list_live(c->store, &ids, &n, &e) < 0) {
+        fb_log("error", NULL, "cannot list this node's sandboxes", json_pack("{s:s}", "error", e.msg));
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (fb_store_sandbox_set_state(c->store, ids[i], "destroyed", &e) < 0)
+            fb_log("error", NULL, "cannot record a sandbox's end", json_pack("{s:s}", "error", e.msg));
+        fb_core_audit(c, NULL, "sandbox", ids[i], "destroy", "allowed",
+                      "orphan of a previous gateway reaped at start-up");
+        fb_log("warn", NULL, "reaped orphaned sandbox", json_pack("{s:s}", "sandbox", ids[i]));
+    }
+    free(ids);
+}
+
+int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_err *err)
+{
+    fb_core *c = calloc(1, sizeof *c);
+    if (!c)
+        return fb_fail(err, "out of memory");
+    c->cfg = cfg;
+    c->image_dir = image_dir;
+    core_registry_init(&c->reg);
+    if (fb_store_open(cfg->state_dir, &c->store, err) < 0) {
+        free(c);
+        return -1;
+    }
+    bool initialised = false;
+    if (fb_auth_org_get(c->store, &initialised, c->org, err) != FB_AUTH_OK || !initialised) {
+        fb_store_close(c->store);
+        free(c);
+        return fb_fail(err, "the store in %s is not initialised: run `forgebox admin init --state-dir %s` first",
+                       cfg->state_dir, cfg->state_dir);
+    }
+    uint64_t entries = 0, bad = 0;
+    fb_err verr = {{0}};
+    if (fb_audit_verify(c->store, &entries, &bad, &verr) < 0)
+        fb_log("error", NULL, "the audit chain does not verify", json_pack("{s:s}", "error", verr.msg));
+    reap_previous(c);
+    if (core_spawner_start() < 0) {
+        core_spawner_stop();
+        fb_store_close(c->store);
+        free(c);
+        return fb_fail(err, "cannot start the sandbox spawner threads");
+    }
+    if (pthread_create(&c->reaper, NULL, core_reaper_main, c) != 0) {
+        core_spawner_stop();
+        fb_store_close(c->store);
+        free(c);
+        return fb_fail(err, "cannot start the TTL reaper thread");
+    }
+    c->reaper_running = true;
+    *out = c;
+    return 0;
+}
+
+void fb_core_shutdown_sandboxes(fb_core *c, const char *reason)
+{
+    core_sandbox **all = calloc(4096, sizeof *all);
+    if (!all)
+        return;
+    size_t n = core_registry_all(&c->reg, all, 4096);
+    for (size_t i = 0; i < n; i++) {
+        char id[32];
+        memcpy(id, all[i]->id, sizeof id);
+        if (core_registry_retire(c, all[i], "destroyed"))
+            fb_core_audit(c, NULL, "sandbox", id, "destroy", "allowed", reason);
+        core_registry_put(c, all[i]);
+    }
+    free(all);
+    /* Retired sandboxes are finalised by their last holder, promptly
+     * (they were killed); wait a bounded time for that. */
+    for (int t = 0; t < 600 && core_registry_size(&c->reg) > 0; t++)
+        usleep(50000);
+}
+
+void fb_core_close(fb_core *c)
+{
+    if (!c)
+        return;
+    c->stopping = 1;
+    fb_core_shutdown_sandboxes(c, "gateway shutdown");
+    core_spawner_stop();
+    if (c->reaper_running)
+        pthread_join(c->reaper, NULL);
+    fb_core_shutdown_sandboxes(c, "gateway shutdown"); /* anything created meanwhile */
+    /* Exec threads are detached; each ends promptly once its sandbox is
+     * gone, and writes its audit entry on the way out: wait for them. */
+    for (int t = 0; t < 600 && __atomic_load_n(&c->exec_threads, __ATOMIC_SEQ_CST) > 0; t++)
+        usleep(50000);
+    fb_store_close(c->store);
+    free(c->reg.items);
+    free(c);
+}

@@ -1,0 +1,272 @@
+/*
+ * core.h - the service layer: everything ForgeBox does on someone's behalf.
+ *
+ * Adapters (the HTTP gateway today; the task engine, console, E2B and MCP
+ * adapters and the CLI later) translate their protocol into these calls
+ * and nothing else.  Every call takes a caller (who: principal, actor,
+ * source address, request id) and owns what it does end to end: the
+ * permission decision and its audit entry, quotas, persistence, the
+ * sandbox lifecycle and the audit entry of the outcome.  Nothing here
+ * knows about HTTP; errors come back typed (fb_core_code plus a message)
+ * and adapters map the code to their own statuses with a table.
+ *
+ * Sandboxes are reached through references (fb_sb_ref): opening one looks
+ * it up, decides the permission against its team and audits that; the
+ * reference keeps the sandbox's memory alive until it is put back, and
+ * records the permission it was opened for, so a service that needs
+ * sandboxes:exec refuses a reference opened for sandboxes:read.  Deleting
+ * or expiring a sandbox never waits for anyone: it kills the sandbox and
+ * cancels its execs, and whoever drops the last reference finishes the
+ * destruction.
+ */
+#ifndef FB_CORE_H
+#define FB_CORE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/util.h"
+#include "config/config.h"
+#include "policy/policy.h"
+#include "sandbox/sandbox.h"
+
+/* ---- typed errors ---------------------------------------------------------- */
+
+typedef enum fb_core_code {
+    FB_CORE_OK = 0,
+    FB_CORE_BAD_REQUEST,    /* the input broke a rule */
+    FB_CORE_UNAUTHORIZED,   /* no or bad credentials */
+    FB_CORE_FORBIDDEN,      /* known caller, not allowed */
+    FB_CORE_NOT_FOUND,      /* absent, or another team's */
+    FB_CORE_CONFLICT,       /* name taken */
+    FB_CORE_TOO_LARGE,      /* over a size limit */
+    FB_CORE_QUOTA,          /* the team's quota is used up */
+    FB_CORE_FILE_ERROR,     /* the sandbox refused a file transfer */
+    FB_CORE_SANDBOX_FAILED, /* the sandbox itself failed */
+    FB_CORE_UNAVAILABLE,    /* cannot act now (out of memory, audit log unwritable, stopping) */
+    FB_CORE_INTERNAL,       /* a bug or a store failure: details in the log only */
+} fb_core_code;
+#define FB_CORE_NCODES (FB_CORE_INTERNAL + 1)
+
+typedef struct fb_core_err {
+    fb_core_code code;
+    char msg[512];
+} fb_core_err;
+
+/* Fills err and returns -1, so `return fb_core_fail(...)`. */
+int fb_core_fail(fb_core_err *err, fb_core_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Stable lower-case name of a code ("not_found", ...). */
+const char *fb_core_code_name(fb_core_code code);
+
+/* ---- callers ----------------------------------------------------------------- */
+
+typedef struct fb_caller {
+    fb_principal who;       /* zeroed for anonymous callers */
+    char actor[64];         /* "key:<id>", "system" or "" (anonymous) */
+    char source_ip[64];
+    char request_id[32];
+    char action[96];        /* what was asked, for permission entries ("GET /v1/sandboxes") */
+    fb_perm granted;        /* own-team permissions already decided and audited for this
+                               request (fb_core_permit records them), so that a service
+                               does not decide and audit a second time */
+} fb_caller;
+
+/* ---- the service -------------------------------------------------------------- */
+
+typedef struct fb_core fb_core;
+
+/* Opens the store (which must be initialised), checks the audit chain
+ * (a broken chain is logged, not fatal), clears sandboxes a previous
+ * process left behind, and starts the spawner and the TTL reaper. */
+int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_err *err);
+/* Destroys every live sandbox (audited with `reason`) and waits, bounded,
+ * until they are gone.  Callable more than once. */
+void fb_core_shutdown_sandboxes(fb_core *c, const char *reason);
+/* Stops the threads, destroys what is left and closes the store. */
+void fb_core_close(fb_core *c);
+const fb_config *fb_core_config(const fb_core *c);
+/* The organisation's name, as initialised. */
+const char *fb_core_org(const fb_core *c);
+
+/* ---- audit and decisions (core.c) ------------------------------------------- */
+
+/* Appends one entry on behalf of caller (NULL: the system).  -1 when the
+ * log cannot be written; callers about to allow something refuse then. */
+int fb_core_audit(fb_core *c, const fb_caller *caller, const char *event, const char *resource,
+                  const char *action, const char *outcome, const char *reason);
+/* Decides whether caller may use `perm` on a resource of resource_team
+ * (NULL or the caller's team for "in my own team"), audits the decision
+ * under caller->action, and returns 0 or a typed refusal (FORBIDDEN,
+ * NOT_FOUND, or UNAVAILABLE when an allow cannot be audited).  An own-team
+ * allow is recorded in caller->granted.  Services call it themselves unless
+ * the adapter already did (then they find the grant). */
+int fb_core_permit(fb_core *c, fb_caller *caller, fb_perm perm, const char *resource,
+                   const char *resource_team, fb_core_err *err);
+/* Reading what spans every team (the audit log, metrics): admins only,
+ * then `perm`; audited either way. */
+int fb_core_permit_admin(fb_core *c, fb_caller *caller, fb_perm perm, const char *resource,
+                         const char *what, fb_core_err *err);
+
+/* ---- authentication (keys.c) ---------------------------------------------------- */
+
+/* Authenticates an Authorization header value (NULL: none) and fills
+ * caller->who (org gates from the configuration) and caller->actor.  A
+ * failure answers UNAUTHORIZED (INTERNAL when the store failed) with
+ * *reason naming why, for the audit entry.  Nothing is audited here: the
+ * adapter rate-limits first (so that a flood of failures, or of requests
+ * over a key's budget, cannot flood the log), then calls fb_core_audit_auth. */
+int fb_core_authenticate(fb_core *c, fb_caller *caller, const char *header, size_t len,
+                         const char **reason, fb_core_err *err);
+/* The audit entry of an authentication: outcome "allowed", "denied" or
+ * "error".  -1 when it cannot be written (refuse an allow then). */
+int fb_core_audit_auth(fb_core *c, const fb_caller *caller, const char *resource, const char *outcome,
+                       const char *reason);
+
+/* ---- sandboxes (sandboxes.c) ----------------------------------------------------- */
+
+/* What a sandbox looks like to callers. */
+typedef struct fb_sandbox_info {
+    char id[32];
+    char team_id[40];
+    char backend[8];
+    uint64_t memory_mib, vcpus, disk_mib;
+    char created_at[40], expires_at[40];
+    char isolation[16];
+} fb_sandbox_info;
+
+/* A create request; zero fields take the configured defaults.  has_backend
+ * false: the configured backend. */
+typedef struct fb_sandbox_spec {
+    bool has_backend;
+    fb_backend_kind backend;
+    bool has_memory, has_vcpus, has_disk, has_ttl;
+    uint64_t memory_mib, vcpus, disk_mib, ttl_s;
+} fb_sandbox_spec;
+
+int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec *spec,
+                           fb_sandbox_info *out, fb_core_err *err);
+/* The sandboxes caller may see: a new JSON-free array of infos. */
+int fb_core_sandbox_list(fb_core *c, fb_caller *caller, fb_sandbox_info **out, size_t *n,
+                         fb_core_err *err);
+
+typedef struct fb_sb_ref fb_sb_ref;
+/* Looks a sandbox up and decides `perm` against its team (audited; an
+ * unknown id and another team's both answer NOT_FOUND).  Put it back with
+ * fb_core_sandbox_put. */
+int fb_core_sandbox_open(fb_core *c, fb_caller *caller, const char *id, fb_perm perm, fb_sb_ref **out,
+                         fb_core_err *err);
+void fb_core_sandbox_put(fb_core *c, fb_sb_ref *ref);
+void fb_core_sandbox_info(const fb_sb_ref *ref, fb_sandbox_info *out);
+/* Destroys the sandbox (needs a reference opened for sandboxes:create);
+ * returns at once even while its execs wind down.  Consumes ref. */
+int fb_core_sandbox_delete(fb_core *c, fb_caller *caller, fb_sb_ref *ref, fb_core_err *err);
+
+/* ---- execs (execs.c) ------------------------------------------------------------------ */
+
+/* Limits checked before anything is sent to a sandbox. */
+#define FB_EXEC_MAX_ARGS 4096
+#define FB_EXEC_MAX_ENV 256
+#define FB_EXEC_MAX_TIMEOUT_S 3600
+#define FB_EXEC_DEFAULT_TIMEOUT_S 60
+
+typedef struct fb_core_exec_spec {
+    const char *const *argv;   /* NULL-terminated */
+    const char *const *names;  /* env names, NULL-terminated (or NULL) */
+    const char *const *values; /* env values, parallel to names */
+    const char *cwd;           /* NULL: /workspace */
+    uint64_t timeout_s;        /* 0: the default */
+    const char *stdin_data;    /* NULL: no stdin */
+    size_t stdin_len;
+} fb_core_exec_spec;
+
+typedef enum fb_core_exec_mode {
+    FB_EXEC_COLLECT, /* output gathered for one answer at the end */
+    FB_EXEC_STREAM,  /* output as events, through a bounded buffer */
+} fb_core_exec_mode;
+
+typedef struct fb_core_exec fb_core_exec;
+
+typedef enum fb_core_event_kind { FB_CORE_EV_STDOUT = 1, FB_CORE_EV_STDERR = 2, FB_CORE_EV_EXIT = 3 } fb_core_event_kind;
+typedef struct fb_core_exec_event {
+    uint64_t seq;              /* 1, 2, 3 ... */
+    fb_core_event_kind kind;
+    char *data;                /* output bytes (not NUL-safe: use len); owned by the caller */
+    size_t len;
+} fb_core_exec_event;
+
+/* Starts a command in the sandbox on its own thread; the exec keeps its
+ * own reference to the sandbox until the command ends, so the caller may
+ * put ref back at once.  Release the exec with fb_core_exec_release. */
+int fb_core_exec_start(fb_core *c, fb_caller *caller, fb_sb_ref *ref, const fb_core_exec_spec *spec,
+                       fb_core_exec_mode mode, fb_core_exec **out, fb_core_err *err);
+/* STREAM mode: the next event after after_seq, waiting up to timeout_ms.
+ * 1: *ev filled (free ev->data); 0: nothing yet; -1: no more events. */
+int fb_core_exec_next(fb_core_exec *x, uint64_t after_seq, fb_core_exec_event *ev, int timeout_ms);
+/* Asks the command to stop (it is killed); returns at once. */
+void fb_core_exec_cancel(fb_core_exec *x);
+/* true once the command has ended (waits up to timeout_ms). */
+bool fb_core_exec_wait(fb_core_exec *x, int timeout_ms);
+/* After the end: 0 with the outcome, or -1 with why the sandbox failed.
+ * COLLECT mode also hands out the gathered output (borrowed). */
+int fb_core_exec_outcome(fb_core_exec *x, fb_exec_result *res, fb_core_err *err);
+void fb_core_exec_output(fb_core_exec *x, const char **out, size_t *out_len, const char **errs, size_t *err_len);
+/* The caller is done with x (cancels a command still running). */
+void fb_core_exec_release(fb_core_exec *x);
+
+/* ---- files (files.c) -------------------------------------------------------------------- */
+
+/* An upload streamed into the sandbox as it arrives (bounded memory). */
+typedef struct fb_upload fb_upload;
+int fb_core_upload_begin(fb_core *c, fb_caller *caller, fb_sb_ref *ref, const char *path,
+                         fb_upload **out, fb_core_err *err);
+int fb_core_upload_write(fb_upload *u, const void *data, size_t len, fb_core_err *err);
+/* Ends the upload: 0 with the size written, or -1.  Frees u. */
+int fb_core_upload_finish(fb_upload *u, uint64_t *size, fb_core_err *err);
+/* The body did not arrive whole: the transfer fails (audited).  Frees u. */
+void fb_core_upload_abort(fb_upload *u);
+
+/* Copies a sandbox file into fd (a memfd the caller sends on). */
+int fb_core_file_get(fb_core *c, fb_caller *caller, fb_sb_ref *ref, const char *path, int fd,
+                     fb_core_err *err);
+
+/* ---- identity (keys.c, users.c, teams.c) -------------------------------------------------- */
+
+/* Creates a key for owner_user_id (NULL: the caller); key_out receives the
+ * secret (wipe it); info the metadata as JSON (new reference). */
+int fb_core_key_create(fb_core *c, fb_caller *caller, const char *owner_user_id, const char *name,
+                       fb_perm scopes, const char *expires_at, char *key_out, size_t key_cap, json_t **info,
+                       fb_core_err *err);
+int fb_core_key_list(fb_core *c, fb_caller *caller, json_t **out, fb_core_err *err);
+int fb_core_key_revoke(fb_core *c, fb_caller *caller, const char *key_id, fb_core_err *err);
+
+int fb_core_user_create(fb_core *c, fb_caller *caller, const char *username, const char *password,
+                        const char *team_id, fb_role role, json_t **out, fb_core_err *err);
+int fb_core_user_list(fb_core *c, fb_caller *caller, json_t **out, fb_core_err *err);
+int fb_core_team_create(fb_core *c, fb_caller *caller, const char *name, json_t **out, fb_core_err *err);
+int fb_core_team_list(fb_core *c, fb_caller *caller, json_t **out, fb_core_err *err);
+
+/* ---- audit reads and metrics (audit_read.c) ------------------------------------------------ */
+
+typedef struct fb_audit_query_args {
+    const char *actor, *action, *outcome, *since, *until;
+    const char *limit, *after_seq; /* text, as given */
+} fb_audit_query_args;
+int fb_core_audit_list(fb_core *c, fb_caller *caller, const fb_audit_query_args *q, json_t **out,
+                       fb_core_err *err);
+int fb_core_audit_verify(fb_core *c, fb_caller *caller, json_t **out, fb_core_err *err);
+/* Prometheus text (admins only); free it. */
+int fb_core_metrics(fb_core *c, fb_caller *caller, char **text, fb_core_err *err);
+/* Counts one answered request (route pattern, status). */
+void fb_core_metrics_request(const char *route, int status);
+void fb_core_metrics_auth_failure(void);
+
+/* ---- logging (log.c) ---------------------------------------------------------------------- */
+
+/* One JSON object per line on stderr.  Fields named like secrets (key,
+ * token, password, secret, authorization) are redacted. */
+void fb_log(const char *level, const char *request_id, const char *msg, json_t *fields /* stolen */);
+void fb_log_set_level(const char *level);
+
+#endif

@@ -1,0 +1,130 @@
+/*
+ * internal.h - what the service layer's files share (src/core only).
+ *
+ * The registry of live sandboxes, the spawner and the metrics counters.
+ */
+#ifndef FB_CORE_INTERNAL_H
+#define FB_CORE_INTERNAL_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+
+#include "common/time.h"
+#include "core/core.h"
+#include "policy/policy.h"
+#include "store/sandboxes.h"
+#include "store/store.h"
+
+/* ---- live sandboxes (registry.c) -------------------------------------------
+ *
+ * An entry is reference-counted.  The table itself holds one reference
+ * while the sandbox is live; retiring it (delete, TTL, shutdown) marks it
+ * dying, kills it, cancels its execs and drops the table's reference.
+ * Whoever drops the last reference finalises: destroys the sandbox,
+ * records its end and removes the entry, which until then still counts
+ * against its team's quota.  Nobody ever waits for anybody's exec. */
+
+typedef struct core_exec core_exec;
+
+typedef struct core_sandbox {
+    char id[32];
+    char team_id[40];
+    char key_id[40];
+    char backend[8];
+    char isolation[16];
+    uint64_t memory_mib, vcpus, disk_mib;
+    uint64_t ttl_s;
+    char created_at[40], expires_at[40];
+    uint64_t expires_ns;        /* monotonic deadline; 0 until active */
+    fb_sandbox *sb;             /* NULL while being created */
+    pthread_mutex_t use;        /* one exec or transfer at a time */
+    int refs;
+    bool dying;
+    char end_state[16];         /* recorded when finalised */
+    core_exec *execs;           /* live execs, to cancel on retire */
+} core_sandbox;
+
+typedef struct core_registry {
+    pthread_mutex_t lock;
+    core_sandbox **items;
+    size_t n, cap;
+} core_registry;
+
+struct fb_sb_ref {
+    core_sandbox *s;
+    fb_perm perm;               /* what it was opened for */
+};
+
+struct fb_core {
+    const fb_config *cfg;
+    const char *image_dir;
+    fb_store *store;
+    char org[160];
+    core_registry reg;
+    pthread_t reaper;
+    bool reaper_running;
+    volatile sig_atomic_t stopping;
+    int exec_threads;           /* detached exec threads still running (atomic) */
+};
+
+void core_registry_init(core_registry *r);
+/* Adds s (sb NULL: being created; refs = table + creator) if the team
+ * stays within its quotas (policy decides): 0 added, 1 over quota (reason
+ * says which, if given), -1 out of memory. */
+int core_registry_reserve(fb_core *c, core_sandbox *s, char *reason, size_t reason_cap);
+/* The sandbox is up: its clock starts now and lookups find it.  The
+ * creator keeps its reference. */
+void core_registry_activate(core_registry *r, core_sandbox *s, fb_sandbox *sb, const char *created_at,
+                            const char *expires_at, uint64_t expires_ns);
+/* Creation failed: forget the reservation and free s. */
+void core_registry_drop(core_registry *r, core_sandbox *s);
+/* A reference, or NULL if absent, dying or not yet up. */
+core_sandbox *core_registry_get(core_registry *r, const char *id);
+void core_registry_put(fb_core *c, core_sandbox *s);
+/* Retires s: dying, killed, execs cancelled, table reference dropped.
+ * false if it was already retiring.  Never waits. */
+bool core_registry_retire(fb_core *c, core_sandbox *s, const char *end_state);
+/* Snapshots (each returns references the caller puts back). */
+size_t core_registry_expired(core_registry *r, uint64_t now_ns, core_sandbox **out, size_t max);
+size_t core_registry_all(core_registry *r, core_sandbox **out, size_t max);
+size_t core_registry_count(core_registry *r, const char *backend);
+/* Entries that are up (live or dying), not those being created. */
+size_t core_registry_size(core_registry *r);
+
+/* Execs register with their sandbox so that retiring it cancels them. */
+void core_registry_link_exec(core_registry *r, core_sandbox *s, core_exec *x);
+void core_registry_unlink_exec(core_registry *r, core_sandbox *s, core_exec *x);
+/* Called with the registry lock held: cancel one exec (execs.c). */
+void core_exec_cancel_locked(core_exec *x);
+/* The next exec in a sandbox's list (execs.c owns the struct). */
+core_exec **core_exec_next_link(core_exec *x);
+
+/* ---- the spawner (spawner.c) -------------------------------------------------
+ * A sandbox's processes carry a parent-death signal tied to the *thread*
+ * that created them; request threads come and go, so creates run on a
+ * few threads that live as long as the service. */
+int core_spawner_start(void);
+void core_spawner_stop(void);
+int core_spawn_sandbox(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *err);
+
+/* ---- sandbox lifecycle helpers (sandboxes.c) ---------------------------------- */
+
+void *core_reaper_main(void *arg);
+/* Destroys a finalised entry's sandbox and records it (registry.c calls
+ * this with no lock held). */
+void core_sandbox_finalise(fb_core *c, core_sandbox *s);
+
+/* ---- metrics (metrics.c) ------------------------------------------------------- */
+
+void core_metrics_sandbox_created(const char *outcome);
+void core_metrics_exec_duration(double seconds);
+char *core_metrics_render(core_registry *r);
+
+/* ---- small helpers (core.c) ------------------------------------------------------ */
+
+void core_new_id(const char *prefix, char *out, size_t cap);
+/* Maps an auth status to a typed error. */
+int core_auth_error(int st, const fb_err *e, fb_core_err *err);
+
+#endif

@@ -1,0 +1,223 @@
+/*
+ * registry.c - the table of live sandboxes (internal.h).
+ *
+ * A small array under one mutex.  Entries are reference-counted: the
+ * table holds one reference while a sandbox is live, and every lookup,
+ * exec or transfer holds one more.  Retiring (delete, TTL, shutdown)
+ * kills the sandbox first, cancels its execs, marks it dying so that no
+ * new lookup finds it, and drops the table's reference; the last holder
+ * finalises it.  So the TTL reaper, DELETE and shutdown never wait for a
+ * command or a client, and nobody ever frees an entry another thread is
+ * still using (the creator, in particular, holds its reference from the
+ * reservation until its answer is written: finding 7 of issue 6).
+ *
+ * A dying entry stays in the table until finalised, so it still counts
+ * against its team's quota: a sandbox is off the books only once gone.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/internal.h"
+
+void core_registry_init(core_registry *r)
+{
+    memset(r, 0, sizeof *r);
+    pthread_mutex_init(&r->lock, NULL);
+}
+
+int core_registry_reserve(fb_core *c, core_sandbox *s, char *reason, size_t reason_cap)
+{
+    core_registry *r = &c->reg;
+    pthread_mutex_lock(&r->lock);
+    /* Quota check and reservation are one step: two creates racing for
+     * the team's last slot cannot both win. */
+    fb_quota_usage used = {0};
+    for (size_t i = 0; i < r->n; i++)
+        if (strcmp(r->items[i]->team_id, s->team_id) == 0) {
+            used.count++;
+            used.memory_mib += r->items[i]->memory_mib;
+            used.vcpus += r->items[i]->vcpus;
+        }
+    const fb_config *cfg = c->cfg;
+    fb_quota_usage want = {1, s->memory_mib, s->vcpus};
+    fb_quota_limits lim = {cfg->quotas.max_sandboxes_per_team, cfg->quotas.max_memory_mib_per_team,
+                           cfg->quotas.max_vcpus_per_team};
+    fb_decision d;
+    if (fb_policy_quota(&used, &want, &lim, &d) != FB_ALLOW) {
+        pthread_mutex_unlock(&r->lock);
+        if (reason)
+            snprintf(reason, reason_cap, "%s", d.reason);
+        return 1;
+    }
+    if (r->n == r->cap) {
+        size_t ncap = r->cap ? r->cap * 2 : 64;
+        core_sandbox **ni = realloc(r->items, ncap * sizeof *ni);
+        if (!ni) {
+            pthread_mutex_unlock(&r->lock);
+            return -1;
+        }
+        r->items = ni;
+        r->cap = ncap;
+    }
+    s->refs = 2; /* the table's and the creator's */
+    r->items[r->n++] = s;
+    pthread_mutex_unlock(&r->lock);
+    return 0;
+}
+
+static ssize_t find(core_registry *r, const char *id)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (strcmp(r->items[i]->id, id) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+static void unlist(core_registry *r, core_sandbox *s)
+{
+    for (size_t k = 0; k < r->n; k++)
+        if (r->items[k] == s) {
+            r->items[k] = r->items[--r->n];
+            return;
+        }
+}
+
+void core_registry_activate(core_registry *r, core_sandbox *s, fb_sandbox *sb, const char *created_at,
+                            const char *expires_at, uint64_t expires_ns)
+{
+    pthread_mutex_lock(&r->lock);
+    snprintf(s->id, sizeof s->id, "%s", fb_sandbox_id(sb));
+    snprintf(s->created_at, sizeof s->created_at, "%s", created_at);
+    snprintf(s->expires_at, sizeof s->expires_at, "%s", expires_at);
+    s->expires_ns = expires_ns;
+    s->sb = sb;
+    pthread_mutex_unlock(&r->lock);
+}
+
+void core_registry_drop(core_registry *r, core_sandbox *s)
+{
+    pthread_mutex_lock(&r->lock);
+    unlist(r, s);
+    pthread_mutex_unlock(&r->lock);
+    pthread_mutex_destroy(&s->use);
+    free(s);
+}
+
+core_sandbox *core_registry_get(core_registry *r, const char *id)
+{
+    pthread_mutex_lock(&r->lock);
+    ssize_t i = find(r, id);
+    core_sandbox *s = i >= 0 && !r->items[i]->dying && r->items[i]->sb ? r->items[i] : NULL;
+    if (s)
+        s->refs++;
+    pthread_mutex_unlock(&r->lock);
+    return s;
+}
+
+void core_registry_put(fb_core *c, core_sandbox *s)
+{
+    core_registry *r = &c->reg;
+    pthread_mutex_lock(&r->lock);
+    bool last = --s->refs == 0;
+    pthread_mutex_unlock(&r->lock);
+    if (!last)
+        return;
+    /* Only a dying entry can lose its last reference (the table holds one
+     * otherwise); nobody can find it any more, so no lock is needed to
+     * destroy it.  It leaves the table last, freeing the quota. */
+    core_sandbox_finalise(c, s);
+    pthread_mutex_lock(&r->lock);
+    unlist(r, s);
+    pthread_mutex_unlock(&r->lock);
+    pthread_mutex_destroy(&s->use);
+    free(s);
+}
+
+bool core_registry_retire(fb_core *c, core_sandbox *s, const char *end_state)
+{
+    core_registry *r = &c->reg;
+    pthread_mutex_lock(&r->lock);
+    if (s->dying || !s->sb) {
+        pthread_mutex_unlock(&r->lock);
+        return false;
+    }
+    s->dying = true;
+    snprintf(s->end_state, sizeof s->end_state, "%s", end_state);
+    /* Kill first: an exec or transfer in flight ends now, and lets go. */
+    fb_sandbox_kill(s->sb);
+    for (core_exec *x = s->execs; x; x = *core_exec_next_link(x))
+        core_exec_cancel_locked(x);
+    pthread_mutex_unlock(&r->lock);
+    core_registry_put(c, s); /* the table's reference */
+    return true;
+}
+
+static size_t snapshot(core_registry *r, uint64_t now_ns, bool expired_only, core_sandbox **out, size_t max)
+{
+    size_t k = 0;
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->n && k < max; i++) {
+        core_sandbox *s = r->items[i];
+        if (s->dying || !s->sb || (expired_only && s->expires_ns > now_ns))
+            continue;
+        s->refs++;
+        out[k++] = s;
+    }
+    pthread_mutex_unlock(&r->lock);
+    return k;
+}
+
+size_t core_registry_expired(core_registry *r, uint64_t now_ns, core_sandbox **out, size_t max)
+{
+    return snapshot(r, now_ns, true, out, max);
+}
+
+size_t core_registry_all(core_registry *r, core_sandbox **out, size_t max)
+{
+    return snapshot(r, 0, false, out, max);
+}
+
+size_t core_registry_count(core_registry *r, const char *backend)
+{
+    size_t k = 0;
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->n; i++)
+        if (!backend || strcmp(r->items[i]->backend, backend) == 0)
+            k++;
+    pthread_mutex_unlock(&r->lock);
+    return k;
+}
+
+size_t core_registry_size(core_registry *r)
+{
+    size_t k = 0;
+    pthread_mutex_lock(&r->lock);
+    for (size_t i = 0; i < r->n; i++)
+        k += r->items[i]->sb != NULL;
+    pthread_mutex_unlock(&r->lock);
+    return k;
+}
+
+void core_registry_link_exec(core_registry *r, core_sandbox *s, core_exec *x)
+{
+    pthread_mutex_lock(&r->lock);
+    *core_exec_next_link(x) = s->execs;
+    s->execs = x;
+    if (s->dying)
+        core_exec_cancel_locked(x);
+    pthread_mutex_unlock(&r->lock);
+}
+
+void core_registry_unlink_exec(core_registry *r, core_sandbox *s, core_exec *x)
+{
+    pthread_mutex_lock(&r->lock);
+    for (core_exec **p = &s->execs; *p; p = core_exec_next_link(*p))
+        if (*p == x) {
+            *p = *core_exec_next_link(x);
+            break;
+        }
+    pthread_mutex_unlock(&r->lock);
+}

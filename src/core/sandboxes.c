@@ -1,0 +1,248 @@
+/*
+ * sandboxes.c - the sandbox service: create, list, open, delete, and the
+ * TTL reaper (core.h).
+ *
+ * Creation reserves the team's quota and a registry entry first (one step
+ * under the registry lock, so racing creates cannot both take the last
+ * slot), boots the sandbox on a spawner thread, and only then starts its
+ * clock: a sandbox queued behind other boots does not arrive expired.  The
+ * creator holds a reference from the reservation until it has written its
+ * answer, so the reaper cannot free the entry under it.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/internal.h"
+
+static void info_of(const core_sandbox *s, fb_sandbox_info *o)
+{
+    memset(o, 0, sizeof *o);
+    memcpy(o->id, s->id, sizeof o->id);
+    memcpy(o->team_id, s->team_id, sizeof o->team_id);
+    memcpy(o->backend, s->backend, sizeof o->backend);
+    memcpy(o->isolation, s->isolation, sizeof o->isolation);
+    o->memory_mib = s->memory_mib;
+    o->vcpus = s->vcpus;
+    o->disk_mib = s->disk_mib;
+    memcpy(o->created_at, s->created_at, sizeof o->created_at);
+    memcpy(o->expires_at, s->expires_at, sizeof o->expires_at);
+}
+
+static int in_range(const char *name, bool has, uint64_t v, uint64_t def, uint64_t min, uint64_t max,
+                    uint64_t *out, fb_core_err *err)
+{
+    if (!has) {
+        *out = def;
+        return 0;
+    }
+    if (v < min || v > max)
+        return fb_core_fail(err, FB_CORE_BAD_REQUEST, "\"%s\" must be an integer between %llu and %llu", name,
+                            (unsigned long long)min, (unsigned long long)max);
+    *out = v;
+    return 0;
+}
+
+/* The request, checked against the configured limits, as a sandbox config. */
+static int config_for(fb_core *c, const fb_sandbox_spec *spec, fb_sandbox_config *sc, uint64_t *ttl,
+                      fb_core_err *err)
+{
+    const fb_config *cfg = c->cfg;
+    fb_sandbox_config_defaults(sc);
+    sc->backend = spec->has_backend ? spec->backend : cfg->sandbox.backend;
+    uint64_t min_mem = sc->backend == FB_BACKEND_VM ? FB_MIN_VM_MEMORY_MIB : FB_MIN_MEMORY_MIB;
+    if (in_range("memory_mib", spec->has_memory, spec->memory_mib, cfg->sandbox.memory_mib, min_mem,
+                 cfg->sandbox.max_memory_mib, &sc->memory_mib, err) < 0 ||
+        in_range("vcpus", spec->has_vcpus, spec->vcpus, cfg->sandbox.vcpus, 1, cfg->sandbox.max_vcpus,
+                 &sc->vcpus, err) < 0 ||
+        in_range("disk_mib", spec->has_disk, spec->disk_mib, cfg->sandbox.disk_mib, 1, FB_MAX_DISK_MIB,
+                 &sc->disk_mib, err) < 0 ||
+        in_range("ttl_s", spec->has_ttl, spec->ttl_s, cfg->sandbox.ttl_s, 1, cfg->sandbox.max_ttl_s, ttl, err) < 0)
+        return -1;
+    sc->max_output = cfg->limits.max_output_bytes;
+    sc->image_dir = c->image_dir;
+    sc->state_dir = cfg->state_dir;
+    sc->run_dir = cfg->run_dir;
+    return 0;
+}
+
+int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec *spec, fb_sandbox_info *out,
+                           fb_core_err *err)
+{
+    if (fb_core_permit(c, caller, FB_PERM_SANDBOXES_CREATE, "sandboxes", caller->who.team_id, err) < 0)
+        return -1;
+    fb_sandbox_config sc;
+    uint64_t ttl = 0;
+    if (config_for(c, spec, &sc, &ttl, err) < 0)
+        return -1;
+    if (c->stopping)
+        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "the gateway is shutting down");
+    core_sandbox *s = calloc(1, sizeof *s);
+    if (!s)
+        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
+    pthread_mutex_init(&s->use, NULL);
+    snprintf(s->team_id, sizeof s->team_id, "%s", caller->who.team_id);
+    snprintf(s->key_id, sizeof s->key_id, "%s", caller->who.key_id);
+    snprintf(s->backend, sizeof s->backend, "%s", fb_backend_name(sc.backend));
+    s->memory_mib = sc.memory_mib;
+    s->vcpus = sc.vcpus;
+    s->disk_mib = sc.disk_mib;
+    s->ttl_s = ttl;
+    core_new_id("pending-", s->id, sizeof s->id);
+    char why[160] = "";
+    int q = core_registry_reserve(c, s, why, sizeof why);
+    if (q != 0) {
+        pthread_mutex_destroy(&s->use);
+        free(s);
+        core_metrics_sandbox_created("denied");
+        fb_core_audit(c, caller, "sandbox", "sandboxes", "create", "denied", q > 0 ? why : "out of memory");
+        return q > 0 ? fb_core_fail(err, FB_CORE_QUOTA, "%s", why)
+                     : fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
+    }
+    fb_sandbox *sb = NULL;
+    fb_err ferr = {{0}};
+    if (core_spawn_sandbox(&sc, &sb, &ferr) < 0) {
+        core_registry_drop(&c->reg, s);
+        core_metrics_sandbox_created("error");
+        fb_core_audit(c, caller, "sandbox", "sandboxes", "create", "error", ferr.msg);
+        fb_log("error", caller->request_id, "sandbox creation failed", json_pack("{s:s}", "error", ferr.msg));
+        return fb_core_fail(err, FB_CORE_SANDBOX_FAILED, "the sandbox could not be started (details in the server log)");
+    }
+    snprintf(s->isolation, sizeof s->isolation, "%s", fb_sandbox_isolation(sb));
+    /* The clock starts now that the sandbox is up, not when it was asked for. */
+    struct timespec now = fb_time_now_ts();
+    char created[FB_TIME_MAX], expires[FB_TIME_MAX];
+    fb_time_format(&now, created);
+    fb_time_format_after(now, (int64_t)ttl, expires);
+    core_registry_activate(&c->reg, s, sb, created, expires, fb_time_monotonic_ns() + ttl * 1000000000ull);
+    fb_sandbox_record rec = {s->id, s->team_id, s->key_id, s->backend, s->memory_mib, s->vcpus,
+                             s->created_at, s->expires_at};
+    if (fb_store_sandbox_insert(c->store, &rec, &ferr) < 0)
+        fb_log("error", caller->request_id, "cannot record sandbox",
+               json_pack("{s:s, s:s}", "sandbox", s->id, "error", ferr.msg));
+    core_metrics_sandbox_created("ok");
+    fb_core_audit(c, caller, "sandbox", s->id, "create", "allowed", s->isolation);
+    info_of(s, out);
+    core_registry_put(c, s); /* the creator's reference */
+    return 0;
+}
+
+int fb_core_sandbox_list(fb_core *c, fb_caller *caller, fb_sandbox_info **out, size_t *n, fb_core_err *err)
+{
+    if (fb_core_permit(c, caller, FB_PERM_SANDBOXES_READ, "sandboxes", caller->who.team_id, err) < 0)
+        return -1;
+    core_sandbox **all = calloc(4096, sizeof *all);
+    fb_sandbox_info *infos = calloc(4096, sizeof *infos);
+    if (!all || !infos) {
+        free(all);
+        free(infos);
+        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
+    }
+    size_t k = 0, m = core_registry_all(&c->reg, all, 4096);
+    for (size_t i = 0; i < m; i++) {
+        if (fb_policy_can_see(&caller->who, all[i]->team_id))
+            info_of(all[i], &infos[k++]);
+        core_registry_put(c, all[i]);
+    }
+    free(all);
+    *out = infos;
+    *n = k;
+    return 0;
+}
+
+int fb_core_sandbox_open(fb_core *c, fb_caller *caller, const char *id, fb_perm perm, fb_sb_ref **out,
+                         fb_core_err *err)
+{
+    core_sandbox *s = id ? core_registry_get(&c->reg, id) : NULL;
+    if (!s) {
+        /* Unknown ids answer like another team's: audited, not found. */
+        fb_core_audit(c, caller, "permission", id ? id : "", caller->action, "denied", "no such sandbox");
+        return fb_core_fail(err, FB_CORE_NOT_FOUND, "no such resource");
+    }
+    fb_sb_ref *ref = malloc(sizeof *ref);
+    if (!ref) {
+        core_registry_put(c, s);
+        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
+    }
+    /* A sandbox decision is about this sandbox: never a standing grant. */
+    fb_perm saved = caller->granted;
+    caller->granted = 0;
+    int rc = fb_core_permit(c, caller, perm, s->id, s->team_id, err);
+    caller->granted = saved;
+    if (rc < 0) {
+        free(ref);
+        core_registry_put(c, s);
+        return -1;
+    }
+    ref->s = s;
+    ref->perm = perm;
+    *out = ref;
+    return 0;
+}
+
+void fb_core_sandbox_put(fb_core *c, fb_sb_ref *ref)
+{
+    if (!ref)
+        return;
+    core_registry_put(c, ref->s);
+    free(ref);
+}
+
+void fb_core_sandbox_info(const fb_sb_ref *ref, fb_sandbox_info *out)
+{
+    info_of(ref->s, out);
+}
+
+int fb_core_sandbox_delete(fb_core *c, fb_caller *caller, fb_sb_ref *ref, fb_core_err *err)
+{
+    if (!(ref->perm & FB_PERM_SANDBOXES_CREATE)) {
+        fb_core_sandbox_put(c, ref);
+        return fb_core_fail(err, FB_CORE_INTERNAL, "internal: delete with a reference not opened for it");
+    }
+    char id[32];
+    memcpy(id, ref->s->id, sizeof id);
+    /* Retiring kills at once and never waits for an exec in flight: the
+     * last holder of a reference finishes the destruction. */
+    bool mine = core_registry_retire(c, ref->s, "destroyed");
+    fb_core_sandbox_put(c, ref);
+    if (!mine)
+        return fb_core_fail(err, FB_CORE_NOT_FOUND, "no such resource");
+    fb_core_audit(c, caller, "sandbox", id, "destroy", "allowed", "deleted by request");
+    return 0;
+}
+
+void core_sandbox_finalise(fb_core *c, core_sandbox *s)
+{
+    pthread_mutex_lock(&s->use);
+    fb_sandbox_destroy(s->sb);
+    s->sb = NULL;
+    pthread_mutex_unlock(&s->use);
+    fb_err e = {{0}};
+    if (fb_store_sandbox_set_state(c->store, s->id, s->end_state[0] ? s->end_state : "destroyed", &e) < 0)
+        fb_log("error", NULL, "cannot record a sandbox's end",
+               json_pack("{s:s, s:s}", "sandbox", s->id, "error", e.msg));
+}
+
+void *core_reaper_main(void *arg)
+{
+    fb_core *c = arg;
+    core_sandbox *due[64];
+    while (!c->stopping) {
+        size_t n = core_registry_expired(&c->reg, fb_now_ns(), due, 64);
+        for (size_t i = 0; i < n; i++) {
+            char id[32];
+            memcpy(id, due[i]->id, sizeof id);
+            if (core_registry_retire(c, due[i], "destroyed")) {
+                fb_core_audit(c, NULL, "sandbox", id, "destroy", "allowed", "ttl expired");
+                fb_log("info", NULL, "sandbox expired", json_pack("{s:s}", "sandbox", id));
+            }
+            core_registry_put(c, due[i]);
+        }
+        for (int t = 0; t < 5 && !c->stopping; t++)
+            usleep(100000);
+    }
+    return NULL;
+}
