@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "common/time.h"
 #include "core/core.h"
 
 static int min_level = 1; /* 0 debug, 1 info, 2 warn, 3 error */
@@ -63,13 +64,8 @@ void fb_log(const char *level, const char *request_id, const char *msg, json_t *
         json_decref(fields);
         return;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    char t[64];
-    snprintf(t, sizeof t, "%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec);
+    char t[FB_TIME_MAX];
+    fb_time_now(t);
     json_t *o = fields && json_is_object(fields) ? fields : json_object();
     if (fields && o != fields)
         json_decref(fields);

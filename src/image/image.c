@@ -37,16 +37,13 @@ static int hash_fd(int fd, crypto_hash_sha256_state *st, uint64_t *size, fb_err 
         return fb_fail(err, "out of memory hashing %s", path);
     uint64_t total = 0;
     for (;;) {
-        ssize_t n = read(fd, buf, CHUNK);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
+        size_t n = 0;
+        if (fb_read_up_to(fd, buf, CHUNK, &n) < 0)
             return fb_fail_errno(err, "cannot read %s", path);
-        }
-        if (n == 0)
-            break;
         crypto_hash_sha256_update(st, buf, (unsigned long long)n);
-        total += (uint64_t)n;
+        total += n;
+        if (n < CHUNK)
+            break;
     }
     if (size)
         *size = total;

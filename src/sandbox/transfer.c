@@ -59,17 +59,9 @@ fb_errc fb_file_put(fb_sandbox *sb, const char *remote, int fd, unsigned mode, f
     uint64_t offset = 0;
     for (;;) {
         size_t got = 0;
-        while (got < FILE_CHUNK) {
-            ssize_t n = read(fd, buf + got, FILE_CHUNK - got);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0) {
-                fb_fail_errno(err, "cannot read the local file for %s", remote);
-                return FB_E_IO_ERROR;
-            }
-            if (n == 0)
-                break;
-            got += (size_t)n;
+        if (fb_read_up_to(fd, buf, FILE_CHUNK, &got) < 0) {
+            fb_fail_errno(err, "cannot read the local file for %s", remote);
+            return FB_E_IO_ERROR;
         }
         if (got == 0 && offset > 0)
             return FB_OK;

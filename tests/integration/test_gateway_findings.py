@@ -78,6 +78,13 @@ def gone_within(client, sid, seconds):
     return False
 
 
+def rfc3339_seconds(text):
+    """Seconds since the epoch of an RFC 3339 UTC time with 0-9 fraction digits."""
+    whole, _, frac = text.rstrip("Z").partition(".")
+    t = datetime.datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+    return t.timestamp() + (int(frac) / 10 ** len(frac) if frac else 0)
+
+
 # ---- 7: sandbox_create raced the TTL reaper (use-after-free) -------------------------
 
 def test_short_ttl_creates_race_the_reaper_and_audit_readers():
@@ -94,14 +101,14 @@ def test_short_ttl_creates_race_the_reaper_and_audit_readers():
 
         def create(_):
             s = g.admin().create_sandbox(ttl_s=1, memory_mib=128)
-            created = datetime.datetime.strptime(s["created_at"], "%Y-%m-%dT%H:%M:%SZ")
-            expires = datetime.datetime.strptime(s["expires_at"], "%Y-%m-%dT%H:%M:%SZ")
-            return s["id"], (expires - created).total_seconds()
+            return s["id"], rfc3339_seconds(s["expires_at"]) - rfc3339_seconds(s["created_at"])
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=16) as ex:
             readers = [ex.submit(read_audit) for _ in range(4)]
-            made = list(ex.map(create, range(24)))
-            stop.set()
+            try:
+                made = list(ex.map(create, range(24)))
+            finally:
+                stop.set()   # else a failed create leaves the readers running for ever
             assert all(r.result(timeout=60) > 0 for r in readers)
         assert [d for _, d in made] == [1.0] * 24
         a = g.admin()
