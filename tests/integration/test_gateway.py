@@ -18,7 +18,8 @@ ApiError = forgebox_client.ApiError
 @pytest.fixture(scope="module")
 def gw():
     g = Gateway(settings=["sandbox.backend=jail", "limits.rate_rps=1000", "limits.rate_burst=1000",
-                          "quotas.max_sandboxes_per_team=60", "quotas.max_memory_mib_per_team=100000"])
+                          "quotas.max_sandboxes_per_team=60", "quotas.max_memory_mib_per_team=100000",
+                          "quotas.max_vcpus_per_team=60"])
     g.init()
     g.start()
     yield g

@@ -92,7 +92,8 @@ def test_ttl_reaper_destroys_expired_sandboxes():
 
 
 def test_fifty_parallel_clients():
-    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000", "quotas.max_sandboxes_per_team=100"])
+    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000", "quotas.max_sandboxes_per_team=100",
+                 "quotas.max_vcpus_per_team=100"])
     try:
         def one(i):
             c = g.admin()

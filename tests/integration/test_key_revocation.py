@@ -57,8 +57,11 @@ def test_revoking_a_key_revokes_what_it_minted(env):
     # The whole tree carries one revocation time: one transaction.
     assert len({listed[k["id"]]["revoked_at"] for k in (root, child, grandchild)}) == 1
 
-    entries = admin.audit(action="revoke key")["entries"]
-    assert [e["resource"] for e in entries if e["outcome"] == "allowed"][-1] == root["id"]
+    # One entry for the key revoked by request, then one for each key that
+    # went with it, saying why.
+    entries = [e for e in admin.audit(action="revoke key")["entries"] if e["outcome"] == "allowed"]
+    assert [e["resource"] for e in entries[-3:]] == [root["id"], child["id"], grandchild["id"]]
+    assert [e["reason"] for e in entries[-2:]] == ["minted by a revoked key"] * 2
     assert admin.audit_verify()["intact"] is True
 
 
