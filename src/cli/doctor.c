@@ -5,7 +5,10 @@
  * cannot run here: QEMU and the accelerator (KVM only where hardware
  * virtualization is real; TCG otherwise, with the warning it deserves),
  * the guest image (fully re-hashed, no cache), cgroups, and namespaces
- * (actually created in a throwaway child, not guessed from files).
+ * (actually created in a throwaway child, not guessed from files), and
+ * what the jail needs of the host kernel besides: a time namespace, loop
+ * devices for its own read-only mount of the rootfs, and Landlock, which
+ * keeps one exec's processes out of another's /proc/PID/mem.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -14,6 +17,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/landlock.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -69,7 +73,48 @@ static int probe_namespaces(char *out, size_t cap)
         int st;
         waitpid(pid, &st, 0);
     }
-    snprintf(out, cap, "user, pid, mount, ipc, uts, net, cgroup: ok");
+    /* A time namespace can only be asked for with unshare (or clone3). */
+    int p[2];
+    if (pipe(p) < 0) {
+        snprintf(out, cap, "cannot probe the time namespace: %s", strerror(errno));
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        int e = unshare(CLONE_NEWTIME) == 0 ? 0 : errno;
+        (void)!write(p[1], &e, sizeof e);
+        _exit(0);
+    }
+    close(p[1]);
+    int e = EIO;
+    if (pid < 0 || read(p[0], &e, sizeof e) != (ssize_t)sizeof e)
+        e = pid < 0 ? errno : EIO;
+    close(p[0]);
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+    if (e != 0) {
+        snprintf(out, cap, "cannot create a time namespace: %s", strerror(e));
+        return -1;
+    }
+    snprintf(out, cap, "user, pid, mount, ipc, uts, net, cgroup, time: ok");
+    return 0;
+}
+
+/* The jail's kernel needs besides namespaces: 0 if all are there. */
+static int probe_jail_kernel(char *out, size_t cap)
+{
+    long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
+    if (abi < 1) {
+        snprintf(out, cap, "Landlock is not available (%s): the jail's tool processes need it",
+                 strerror(errno));
+        return -1;
+    }
+    if (access("/dev/loop-control", R_OK | W_OK) < 0) {
+        snprintf(out, cap, "/dev/loop-control: %s: the jail mounts its rootfs through a loop device",
+                 strerror(errno));
+        return -1;
+    }
+    snprintf(out, cap, "Landlock ABI %ld, loop devices: ok", abi);
     return 0;
 }
 
@@ -89,6 +134,8 @@ int fb_cmd_doctor(int argc, char **argv)
     char qv[256], ns[256], buf[4096];
     qemu_version(qv, sizeof qv);
     bool ns_ok = probe_namespaces(ns, sizeof ns) == 0;
+    char jk[256];
+    bool jk_ok = probe_jail_kernel(jk, sizeof jk) == 0;
     const char *image = fb_cli_image_dir(image_flag, buf, sizeof buf);
     fb_err ierr = {{0}}, jerr = {{0}};
     bool vm_image = fb_image_verify(image, NULL, FB_IMAGE_NEEDS_VM, &ierr) == 0;
@@ -115,9 +162,10 @@ int fb_cmd_doctor(int argc, char **argv)
     }
     printf("  cgroups:     %s\n", caps.cgroup_desc);
     printf("  namespaces:  %s\n", ns);
+    printf("  jail kernel: %s\n", jk);
     printf("  privileges:  %s\n", root ? "root" : "not root: sandboxes need root");
     bool vm_ok = root && qemu_ok && vm_image && cg_ok && ns_ok;
-    bool jail_ok = root && jail_image && cg_ok && ns_ok && caps.userns;
+    bool jail_ok = root && jail_image && cg_ok && ns_ok && jk_ok && caps.userns;
     printf("  backend vm:  %s\n", vm_ok ? (caps.kvm_usable ? "ready (kvm)" : "ready (tcg)") : "cannot run");
     printf("  backend jail: %s\n", jail_ok ? "ready" : "cannot run");
     return vm_ok && jail_ok ? 0 : 1;

@@ -1,6 +1,7 @@
 """The guest image is checked before every start: a modified artifact is
 refused with a clear error, in the backend that uses it, and nothing runs."""
 import os
+import re
 import shutil
 import subprocess
 
@@ -105,6 +106,9 @@ def test_doctor_reports_backends():
     assert "backend vm:  ready" in r.stdout
     assert "backend jail: ready" in r.stdout
     assert "verified" in r.stdout
+    # What the jail needs of the host kernel is checked, not assumed.
+    assert "time: ok" in r.stdout
+    assert re.search(r"jail kernel: Landlock ABI [1-9][0-9]*, loop devices: ok", r.stdout), r
     kvm_line = [l for l in r.stdout.splitlines() if "accelerator:" in l][0]
     if "TCG" in kvm_line:
         assert "not treated as a security boundary" in r.stdout
