@@ -133,12 +133,11 @@ int fb_core_permit(fb_core *c, fb_caller *caller, fb_perm perm, const char *reso
 int fb_core_permit_admin(fb_core *c, fb_caller *caller, fb_perm perm, const char *resource,
                          const char *what, fb_core_err *err)
 {
-    if (!caller->who.is_admin) {
+    fb_decision d;
+    if (fb_policy_org_wide(&caller->who, what, &d) != FB_ALLOW) {
         caller->granted &= ~perm;
-        char why[160];
-        snprintf(why, sizeof why, "%s spans all teams: admins only", what);
-        fb_core_audit(c, caller, "permission", resource, caller->action, "denied", why);
-        return fb_core_fail(err, FB_CORE_FORBIDDEN, "%s", why);
+        fb_core_audit(c, caller, "permission", resource, caller->action, "denied", d.reason);
+        return fb_core_fail(err, FB_CORE_FORBIDDEN, "%s", d.reason);
     }
     return fb_core_permit(c, caller, perm, resource, caller->who.team_id, err);
 }

@@ -41,7 +41,7 @@ int fb_core_user_list(fb_core *c, fb_caller *caller, json_t **out, fb_core_err *
     size_t n = 0;
     fb_err e = {{0}};
     /* moves to policy: who sees which team's users */
-    int st = fb_auth_user_list(c->store, caller->who.is_admin ? NULL : caller->who.team_id, &users, &n, &e);
+    int st = fb_auth_user_list(c->store, fb_policy_sees_all_teams(&caller->who) ? NULL : caller->who.team_id, &users, &n, &e);
     if (st != FB_AUTH_OK)
         return core_auth_error(st, &e, err);
     json_t *arr = json_array();

@@ -190,6 +190,13 @@ const char *fb_verdict_name(fb_verdict v);
  * p is an admin.  False for a NULL principal, an inconsistent one, or an
  * empty/NULL team. */
 bool fb_policy_can_see(const fb_principal *p, const char *team_id);
+/* Whether p sees every team's resources (listings need no team filter). */
+bool fb_policy_sees_all_teams(const fb_principal *p);
+/* An org gate: what spans every team (the audit log, metrics of the whole
+ * organisation) is for admins only, whatever their keys' scopes say; the
+ * permission itself is decided by fb_policy_decide as usual.  `what`
+ * names it in the reason. */
+fb_verdict fb_policy_org_wide(const fb_principal *p, const char *what, fb_decision *out);
 
 /* What a key-management request is about, for the reasons' wording. */
 typedef enum fb_key_action {

@@ -22,6 +22,18 @@ bool fb_policy_can_see(const fb_principal *p, const char *team_id)
     return p->is_admin || (p->team_id[0] && strcmp(p->team_id, team_id) == 0);
 }
 
+bool fb_policy_sees_all_teams(const fb_principal *p)
+{
+    return p && fb_policy_consistent(p) && p->is_admin;
+}
+
+fb_verdict fb_policy_org_wide(const fb_principal *p, const char *what, fb_decision *out)
+{
+    if (!fb_policy_sees_all_teams(p))
+        return fb_policy_say(out, FB_DENY, "%s spans all teams: admins only", what);
+    return fb_policy_say(out, FB_ALLOW, "admin");
+}
+
 /* Lists the names of the bits in mask, comma-separated. */
 static void perm_list(fb_perm mask, char *out, size_t cap)
 {

@@ -462,6 +462,24 @@ static void test_visibility(void **state)
     assert_false(fb_policy_can_see(&teamless, ""));
 }
 
+/* Org gates: what spans every team is for admins, whatever the scopes. */
+static void test_org_wide(void **state)
+{
+    (void)state;
+    fb_decision d;
+    fb_principal admin = principal(FB_ROLE_ADMIN, "tm_z"), operator = principal(FB_ROLE_OPERATOR, "tm_a");
+    expect(fb_policy_org_wide(&admin, "the audit log", &d), &d, FB_ALLOW, "admin");
+    expect(fb_policy_org_wide(&operator, "the audit log", &d), &d, FB_DENY,
+           "the audit log spans all teams: admins only");
+    fb_principal liar = operator;
+    liar.is_admin = true; /* admin flag without the admin role */
+    expect(fb_policy_org_wide(&liar, "metrics", &d), &d, FB_DENY, "metrics spans all teams: admins only");
+    assert_true(fb_policy_sees_all_teams(&admin));
+    assert_false(fb_policy_sees_all_teams(&operator));
+    assert_false(fb_policy_sees_all_teams(&liar));
+    assert_false(fb_policy_sees_all_teams(NULL));
+}
+
 /* The owner/ceiling rule, once for creating and revoking keys. */
 static void test_key_manage(void **state)
 {
@@ -575,6 +593,7 @@ int main(void)
         cmocka_unit_test(test_key_scopes_narrow), cmocka_unit_test(test_several_bits),
         cmocka_unit_test(test_cross_team),       cmocka_unit_test(test_deny_by_default),
         cmocka_unit_test(test_effective),        cmocka_unit_test(test_visibility),
+        cmocka_unit_test(test_org_wide),
         cmocka_unit_test(test_key_manage),       cmocka_unit_test(test_key_strength),
         cmocka_unit_test(test_key_expiry),       cmocka_unit_test(test_quota),
         cmocka_unit_test(test_needs_approval_verdict),
