@@ -244,4 +244,124 @@ typedef struct fb_quota_limits {
 fb_verdict fb_policy_quota(const fb_quota_usage *usage, const fb_quota_usage *request,
                            const fb_quota_limits *limits, fb_decision *out);
 
+/* ---- egress: network grants and destination addresses (egress.c) ----------
+ *
+ * The grammar of a network grant, the organisation ceiling (network.allow)
+ * and network.deny, which are all lists of entries:
+ *
+ *   host.example.com        that exact host name, ports 80 and 443
+ *   *.example.com           any subdomain of example.com (not example.com)
+ *   host.example.com:8443   that host, that port only (also *.d:PORT)
+ *
+ * Names are case-insensitive (stored lowercased, one trailing dot dropped),
+ * letters, digits and hyphens in labels of 1..63, at most 253 in all, at
+ * least two labels.  Refused with an error naming the entry: IP literals
+ * in every spelling inet_aton(3) accepts (127.1, 2130706433, 0x7f.1,
+ * 017700000001) and IPv6 (bracketed or not), a numeric last label, "*",
+ * a wildcard anywhere but the whole first label, a wildcard over a single
+ * label ("*.com"), URLs, paths, user info, empty labels, ports outside
+ * 1..65535.
+ *
+ * In network.deny an entry without a port denies every port.
+ */
+
+#define FB_EGRESS_HOST_MAX    253
+#define FB_EGRESS_MAX_ENTRIES 64
+
+typedef struct fb_egress_entry {
+    char host[FB_EGRESS_HOST_MAX + 1]; /* lowercased; for a wildcard, the domain after "*." */
+    bool wildcard;                     /* "*.host": subdomains of host, never host itself */
+    uint16_t port;                     /* 0: none given (80 and 443; in a deny list: all) */
+} fb_egress_entry;
+
+typedef struct fb_egress_list {
+    size_t count;
+    fb_egress_entry entries[FB_EGRESS_MAX_ENTRIES];
+} fb_egress_list;
+
+/* Typed errors of the parsers below (returned negated is not used: they
+ * return one of these, FB_EGRESS_OK on success). */
+typedef enum fb_egress_code {
+    FB_EGRESS_OK = 0,
+    FB_EGRESS_EINVAL,    /* the entry is not in the grammar; err names it and why */
+    FB_EGRESS_ELITERAL,  /* an IP literal where a host name is needed */
+    FB_EGRESS_ETOOMANY,  /* more than FB_EGRESS_MAX_ENTRIES entries */
+} fb_egress_code;
+
+/* One entry ("pypi.org", "*.pythonhosted.org", "api.example.com:8443"). */
+fb_egress_code fb_egress_entry_parse(const char *text, fb_egress_entry *out, fb_err *err);
+/* A host name alone (what a client asks the proxy for): the same checks as
+ * an entry without wildcard or port; out gets the canonical form
+ * (lowercased, trailing dot dropped).  cap must be > FB_EGRESS_HOST_MAX. */
+fb_egress_code fb_egress_host_parse(const char *text, char *out, size_t cap, fb_err *err);
+/* Appends one parsed entry; duplicates are kept once. */
+fb_egress_code fb_egress_list_add(fb_egress_list *list, const char *text, fb_err *err);
+/* A whole list from n strings; *out is reset first.  The first bad entry
+ * fails the whole list. */
+fb_egress_code fb_egress_list_parse(const char *const *texts, size_t n, fb_egress_list *out, fb_err *err);
+/* "pypi.org", "*.pythonhosted.org:8443": the canonical text of an entry. */
+void fb_egress_entry_format(const fb_egress_entry *e, char *out, size_t cap);
+
+/* Whether host (canonical) and port fall inside e.  deny_style: a port-less
+ * entry means every port instead of 80 and 443. */
+bool fb_egress_entry_matches(const fb_egress_entry *e, const char *host, uint16_t port, bool deny_style);
+/* Whether everything inner allows, outer allows too. */
+bool fb_egress_entry_within(const fb_egress_entry *inner, const fb_egress_entry *outer);
+
+/* A grant at creation: every entry must fall inside some ceiling entry and
+ * none may overlap network.deny.  DENY names the first entry that does not
+ * ("network grant entry 'x.org' is outside the organisation's network.allow").
+ * ceiling NULL: no ceiling (`forgebox run`, the host's own operator); deny
+ * may be NULL. */
+fb_verdict fb_egress_grant_check(const fb_egress_list *grant, const fb_egress_list *ceiling,
+                                 const fb_egress_list *deny, fb_decision *out);
+
+/* One connection request: host (as the client sent it, checked and
+ * canonicalised here) and port against the sandbox's grant, the ceiling
+ * (NULL: none) and deny (NULL: none; it always wins).  The reason says
+ * which rule decided: "IP literal", "not in this sandbox's allowlist",
+ * "denied by network.deny", "outside network.allow", "allowed by grant
+ * entry 'x'". */
+fb_verdict fb_egress_decide(const char *host, uint16_t port, const fb_egress_list *grant,
+                            const fb_egress_list *ceiling, const fb_egress_list *deny, fb_decision *out);
+
+/* A resolved destination: family AF_INET (bytes[0..3]) or AF_INET6. */
+typedef struct fb_egress_addr {
+    int family;
+    uint8_t bytes[16];
+    uint16_t port; /* host order; 0 where it plays no part */
+} fb_egress_addr;
+
+typedef enum fb_addr_class {
+    FB_ADDR_PUBLIC = 0,
+    FB_ADDR_THIS_NETWORK, /* 0.0.0.0/8, :: */
+    FB_ADDR_LOOPBACK,     /* 127/8, ::1 */
+    FB_ADDR_PRIVATE,      /* 10/8, 172.16/12, 192.168/16, fc00::/7 */
+    FB_ADDR_LINK_LOCAL,   /* 169.254/16 (cloud metadata), fe80::/10 */
+    FB_ADDR_CGNAT,        /* 100.64/10 */
+    FB_ADDR_MULTICAST,    /* 224/4, ff00::/8 */
+    FB_ADDR_BROADCAST,    /* 255.255.255.255 */
+    FB_ADDR_DOCUMENTATION,/* 192.0.2/24, 198.51.100/24, 203.0.113/24, 2001:db8::/32, 3fff::/20 */
+    FB_ADDR_RESERVED,     /* 192.0.0/24, 192.88.99/24, 198.18/15, 240/4, Teredo,
+                             fec0::/10, 64:ff9b:1::/48, everything outside 2000::/3 */
+} fb_addr_class;
+
+/* The class of an address.  IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible
+ * (::a.b.c.d), NAT64 (64:ff9b::/96) and 6to4 (2002:AABB:CCDD::/48) forms
+ * take the class of the IPv4 address inside them. */
+fb_addr_class fb_egress_addr_class(const fb_egress_addr *a);
+/* "public", "loopback", "private", "link-local", ... */
+const char *fb_addr_class_name(fb_addr_class c);
+/* "127.0.0.1:8080" or "[::1]:8080" (numeric only, port required) -> *out.
+ * An allow_private entry, or a network.hosts address with port 0 allowed
+ * when allow_no_port. */
+fb_egress_code fb_egress_addr_parse(const char *text, bool allow_no_port, fb_egress_addr *out, fb_err *err);
+/* "127.0.0.1:8080", "[::1]:443" (port omitted when 0). */
+void fb_egress_addr_format(const fb_egress_addr *a, char *out, size_t cap);
+/* Whether the proxy may connect to a (its port included): public
+ * addresses yes; any other class only when allow_private lists exactly
+ * that address and port (an IPv4-mapped address compares as its IPv4). */
+fb_verdict fb_egress_addr_decide(const fb_egress_addr *a, const fb_egress_addr *allow_private, size_t n_private,
+                                 fb_decision *out);
+
 #endif
