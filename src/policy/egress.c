@@ -429,7 +429,7 @@ fb_addr_class fb_egress_addr_class(const fb_egress_addr *a)
         return FB_ADDR_PRIVATE;
     if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80)
         return FB_ADDR_LINK_LOCAL;
-    if ((b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8) || (b[0] == 0x3f && (b[1] & 0xf0) == 0xf0))
+    if ((b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8) || (b[0] == 0x3f && b[1] == 0xff && (b[2] & 0xf0) == 0))
         return FB_ADDR_DOCUMENTATION;
     if ((b[0] & 0xe0) != 0x20)
         return FB_ADDR_RESERVED; /* outside 2000::/3: fec0::/10, 64:ff9b:1::/48, 100::/64, unassigned */
