@@ -279,21 +279,16 @@ bool fb_egress_entry_within(const fb_egress_entry *inner, const fb_egress_entry 
     return is_subdomain(inner->host, outer->host) || (inner->wildcard && strcmp(inner->host, outer->host) == 0);
 }
 
-/* Whether some name (and port) both entries allow: a deny entry that
- * overlaps a grant entry at all. */
-static bool overlaps(const fb_egress_entry *grant, const fb_egress_entry *deny)
+/* Whether a deny entry covers all of a grant entry (a port-less deny
+ * entry covers every port).  Partial overlaps are left to the decision at
+ * connection time, where deny wins. */
+static bool denied_whole(const fb_egress_entry *grant, const fb_egress_entry *deny)
 {
-    bool ports = !deny->port || (grant->port ? grant->port == deny->port : deny->port == 80 || deny->port == 443);
-    if (!ports)
+    if (deny->port && grant->port != deny->port)
         return false;
-    if (!grant->wildcard && !deny->wildcard)
-        return strcmp(grant->host, deny->host) == 0;
-    if (grant->wildcard && deny->wildcard)
-        return strcmp(grant->host, deny->host) == 0 || is_subdomain(grant->host, deny->host) ||
-               is_subdomain(deny->host, grant->host);
-    if (grant->wildcard)
-        return is_subdomain(deny->host, grant->host);
-    return is_subdomain(grant->host, deny->host);
+    fb_egress_entry any_port = *deny;
+    any_port.port = grant->port;
+    return fb_egress_entry_within(grant, &any_port);
 }
 
 fb_verdict fb_egress_grant_check(const fb_egress_list *grant, const fb_egress_list *ceiling,
@@ -311,8 +306,8 @@ fb_verdict fb_egress_grant_check(const fb_egress_list *grant, const fb_egress_li
                 return fb_policy_say(out, FB_DENY, "network grant entry '%.100s' is outside network.allow", text);
         }
         for (size_t j = 0; deny && j < deny->count; j++)
-            if (overlaps(g, &deny->entries[j]))
-                return fb_policy_say(out, FB_DENY, "network grant entry '%.100s' overlaps network.deny", text);
+            if (denied_whole(g, &deny->entries[j]))
+                return fb_policy_say(out, FB_DENY, "network grant entry '%.100s' is inside network.deny", text);
     }
     return fb_policy_say(out, FB_ALLOW, "allowed");
 }

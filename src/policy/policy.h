@@ -309,7 +309,9 @@ bool fb_egress_entry_matches(const fb_egress_entry *e, const char *host, uint16_
 bool fb_egress_entry_within(const fb_egress_entry *inner, const fb_egress_entry *outer);
 
 /* A grant at creation: every entry must fall inside some ceiling entry and
- * none may overlap network.deny.  DENY names the first entry that does not
+ * none may lie wholly inside a network.deny entry (a partial overlap, such
+ * as "*.example.com" beside a denied "secret.example.com", is decided per
+ * connection, where deny wins).  DENY names the first entry that fails
  * ("network grant entry 'x.org' is outside the organisation's network.allow").
  * ceiling NULL: no ceiling (`forgebox run`, the host's own operator); deny
  * may be NULL. */

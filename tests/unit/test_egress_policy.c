@@ -275,16 +275,24 @@ static void test_grant_check(void **state)
     assert_string_equal(d.reason, "network grant entry 'pypi.org' is outside network.allow");
     assert_int_equal(fb_egress_grant_check(&empty, &empty, NULL, &d), FB_ALLOW);
 
-    /* deny overlapping a grant entry refuses it at creation */
-    fb_egress_list deny = list_of("files.pythonhosted.org:443", NULL, NULL);
+    /* a grant entry wholly inside network.deny is refused at creation */
+    fb_egress_list deny = list_of("pypi.org", NULL, NULL);
     assert_int_equal(fb_egress_grant_check(&g, NULL, &deny, &d), FB_DENY);
-    assert_string_equal(d.reason, "network grant entry '*.pythonhosted.org' overlaps network.deny");
-    fb_egress_list deny3 = list_of("pypi.org:8080", NULL, NULL);
-    assert_int_equal(fb_egress_grant_check(&g, NULL, &deny3, &d), FB_ALLOW); /* 8080 is not granted */
-    fb_egress_list deny4 = list_of("*.pypi.org", NULL, NULL);
-    assert_int_equal(fb_egress_grant_check(&g, NULL, &deny4, &d), FB_ALLOW); /* subdomains only */
-    fb_egress_list deny5 = list_of("*.net.pythonhosted.org", NULL, NULL);
-    assert_int_equal(fb_egress_grant_check(&g, NULL, &deny5, &d), FB_DENY);
+    assert_string_equal(d.reason, "network grant entry 'pypi.org' is inside network.deny");
+    fb_egress_list deny_wild = list_of("*.pythonhosted.org", NULL, NULL);
+    assert_int_equal(fb_egress_grant_check(&g, NULL, &deny_wild, &d), FB_DENY);
+    assert_string_equal(d.reason, "network grant entry '*.pythonhosted.org' is inside network.deny");
+    fb_egress_list g_port = list_of("pypi.org:8443", NULL, NULL);
+    fb_egress_list deny_port = list_of("pypi.org:8443", NULL, NULL);
+    assert_int_equal(fb_egress_grant_check(&g_port, NULL, &deny_port, &d), FB_DENY);
+    assert_int_equal(fb_egress_grant_check(&g_port, NULL, &deny, &d), FB_DENY); /* port-less deny: every port */
+    /* partial overlaps pass here and are refused per connection */
+    fb_egress_list partial = list_of("files.pythonhosted.org:443", "pypi.org:8080", "*.pypi.org");
+    assert_int_equal(fb_egress_grant_check(&g, NULL, &partial, &d), FB_ALLOW);
+    assert_int_equal(fb_egress_grant_check(&g_port, NULL, &partial, &d), FB_ALLOW);
+    assert_int_equal(fb_egress_grant_check(&g, &ceiling, &partial, &d), FB_ALLOW);
+    expect("files.pythonhosted.org", 443, &g, NULL, &partial, FB_DENY, "denied by network.deny");
+    expect("files.pythonhosted.org", 80, &g, NULL, &partial, FB_ALLOW, "allowed by grant entry '*.pythonhosted.org'");
 }
 
 /* ---- addresses ------------------------------------------------------------------ */
