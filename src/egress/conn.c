@@ -58,6 +58,7 @@ typedef struct egress_conn {
     size_t upstream_head_len;
     uint64_t bytes_up, bytes_down; /* relayed by this connection */
     bool client_eof, up_eof, up_shut, client_shut;
+    bool over_cap; /* accepted beyond max_conns: answered 429 once its head is in */
     fb_egress_outcome outcome;
     int status;
     char reason[320];
@@ -157,6 +158,23 @@ static void reply(egress_conn *c, fb_egress_outcome o, int status, const char *b
     enter(c, S_REPLYING);
 }
 
+/* Ends the connection once what is already queued for the client is out
+ * (bytes relayed before a cut must still arrive). */
+static void drain_then_finish(egress_conn *c)
+{
+    if (c->up) {
+        bufferevent_free(c->up);
+        c->up = NULL;
+    }
+    if (evbuffer_get_length(bufferevent_get_output(c->client)) == 0) {
+        finish(c);
+        return;
+    }
+    bufferevent_disable(c->client, EV_READ);
+    bufferevent_enable(c->client, EV_WRITE);
+    enter(c, S_REPLYING);
+}
+
 /* ---- upstream ------------------------------------------------------------------ */
 
 static void on_up_event(struct bufferevent *bev, short what, void *arg);
@@ -243,7 +261,7 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
     }
     if (what & BEV_EVENT_ERROR) {
         note(c, c->outcome, c->status, "%.150s; upstream error", c->reason);
-        finish(c);
+        drain_then_finish(c);
     }
 }
 
@@ -324,6 +342,11 @@ static void on_head(egress_conn *c)
                   p->limits.header_max);
         return;
     }
+    if (c->over_cap) {
+        reply(c, FB_EGRESS_LIMITED, 429, "ForgeBox egress: this sandbox already has %zu connections open",
+              p->limits.max_conns);
+        return;
+    }
     fb_err err = {{0}};
     int status = fb_egress_request_parse(head, look, &c->req, &err);
     if (status) {
@@ -344,6 +367,7 @@ static void on_head(egress_conn *c)
         return;
     }
     note(c, FB_EGRESS_ALLOWED, 0, "%s", d.reason);
+    memcpy(c->req.host, c->host, sizeof c->req.host); /* allowed: canonical, and what goes upstream */
     if (c->sb->bytes_up >= p->limits.max_bytes_up || c->sb->bytes_down >= p->limits.max_bytes_down) {
         reply(c, FB_EGRESS_LIMITED, 429, "ForgeBox egress: this sandbox's byte budget is used up");
         return;
@@ -410,7 +434,7 @@ static void relay(egress_conn *c, struct bufferevent *from)
         if (move < n) {
             note(c, FB_EGRESS_LIMITED, 0, "byte cap reached: this sandbox may send %s at most %llu bytes",
                  upward ? "out" : "in", (unsigned long long)cap);
-            finish(c);
+            drain_then_finish(c);
             return;
         }
     }
@@ -566,11 +590,15 @@ void egress_conn_accept(egress_sandbox *sb, int fd)
     bufferevent_setcb(bev, on_client_read, on_client_write, on_client_event, c);
     bufferevent_setwatermark(bev, EV_WRITE, LOW_WATER, 0);
     enter(c, S_HEAD);
-    if (sb->n_conns > p->limits.max_conns) {
-        reply(c, FB_EGRESS_LIMITED, 429, "ForgeBox egress: this sandbox already has %zu connections open",
-              p->limits.max_conns);
+    /* Beyond the cap a connection is still read up to its head, so that the
+     * client gets a 429 rather than a broken pipe; beyond twice the cap it
+     * is closed at once, so a flood cannot hold descriptors. */
+    if (sb->n_conns > 2 * p->limits.max_conns) {
+        note(c, FB_EGRESS_LIMITED, 0, "closed at once: more than twice %zu connections open", p->limits.max_conns);
+        finish(c);
         return;
     }
+    c->over_cap = sb->n_conns > p->limits.max_conns;
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
