@@ -248,10 +248,15 @@ static void on_up_event(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     egress_conn *c = arg;
     if (c->state == S_CONNECTING) {
-        if (what & BEV_EVENT_CONNECTED)
+        if (what & BEV_EVENT_CONNECTED) {
             start_relay(c);
-        else
-            connect_next(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+            return;
+        }
+        int e = 0;
+        socklen_t len = sizeof e;
+        if (getsockopt(bufferevent_getfd(c->up), SOL_SOCKET, SO_ERROR, &e, &len) < 0 || e == 0)
+            e = EVUTIL_SOCKET_ERROR();
+        connect_next(c, strerror(e));
         return;
     }
     if (what & BEV_EVENT_EOF) {

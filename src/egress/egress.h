@@ -119,6 +119,12 @@ fb_egress_rc fb_egress_start(const fb_egress_settings *s, fb_egress **out, fb_er
  * path goes to path_out (cap >= 108 always suffices). */
 fb_egress_rc fb_egress_add_sandbox(fb_egress *p, const char *sandbox_id, const fb_egress_list *grant, char *path_out,
                                    size_t cap, fb_err *err);
+/* Hands the proxy one already-connected stream (a Unix socket or one end
+ * of a socketpair) as a connection of sandbox_id, as if it had arrived on
+ * that sandbox's listener: for a host-side bridge that demultiplexes one
+ * channel (a virtio-serial port) into streams and so knows the sandbox by
+ * the channel.  The proxy owns fd from the call on, failure included. */
+fb_egress_rc fb_egress_adopt(fb_egress *p, const char *sandbox_id, int fd, fb_err *err);
 /* Closes the sandbox's listener (and unlinks it) and every connection it
  * has open; each of those ends in an audit event. */
 fb_egress_rc fb_egress_remove_sandbox(fb_egress *p, const char *sandbox_id, fb_err *err);

@@ -31,7 +31,7 @@
 
 #include "egress/internal.h"
 
-enum cmd_kind { CMD_ADD, CMD_REMOVE, CMD_STOP };
+enum cmd_kind { CMD_ADD, CMD_ADOPT, CMD_REMOVE, CMD_STOP };
 
 typedef struct cmd {
     enum cmd_kind kind;
@@ -39,6 +39,7 @@ typedef struct cmd {
     const fb_egress_list *grant;
     char *path_out;
     size_t cap;
+    int fd; /* CMD_ADOPT */
     fb_egress_rc rc;
     fb_err err;
     sem_t done;
@@ -198,6 +199,17 @@ static void on_command(evutil_socket_t fd, short what, void *arg)
     case CMD_ADD:
         c->rc = add_sandbox(p, c);
         break;
+    case CMD_ADOPT: {
+        egress_sandbox *sb = find(p, c->id, NULL);
+        if (sb) {
+            evutil_make_socket_nonblocking(c->fd);
+            egress_conn_accept(sb, c->fd);
+        } else {
+            close(c->fd);
+            c->rc = fb_fail_code(&c->err, FB_EGRESS_RC_NOT_FOUND, "no egress listener for sandbox %.64s", c->id);
+        }
+        break;
+    }
     case CMD_REMOVE:
         if (find(p, c->id, &link))
             drop_sandbox(link);
@@ -373,6 +385,20 @@ fb_egress_rc fb_egress_add_sandbox(fb_egress *p, const char *sandbox_id, const f
         return fb_fail_code(err, FB_EGRESS_RC_INVALID, "fb_egress_add_sandbox: missing argument");
     cmd c = {.kind = CMD_ADD, .id = sandbox_id, .grant = grant, .path_out = path_out, .cap = cap};
     return run_command(p, &c, err);
+}
+
+fb_egress_rc fb_egress_adopt(fb_egress *p, const char *sandbox_id, int fd, fb_err *err)
+{
+    if (!p || !sandbox_id || fd < 0) {
+        if (fd >= 0)
+            close(fd);
+        return fb_fail_code(err, FB_EGRESS_RC_INVALID, "fb_egress_adopt: missing argument");
+    }
+    cmd c = {.kind = CMD_ADOPT, .id = sandbox_id, .fd = fd};
+    fb_egress_rc rc = run_command(p, &c, err);
+    if (rc == FB_EGRESS_RC_SYSTEM && c.err.msg[0] == '\0')
+        close(fd); /* never reached the proxy's thread */
+    return rc;
 }
 
 fb_egress_rc fb_egress_remove_sandbox(fb_egress *p, const char *sandbox_id, fb_err *err)
