@@ -13,6 +13,7 @@ audit event per connection as a JSON line, and the tests check them.
 import json
 import os
 import queue
+import shutil
 import socket
 import socketserver
 import struct
@@ -143,6 +144,7 @@ def probe_factory():
     for p in made:
         if p.proc.poll() is None:
             p.close()
+        shutil.rmtree(p.dir, ignore_errors=True)
 
 
 def dial(path, data=b"", timeout=10):
