@@ -570,3 +570,22 @@ def test_dns_answer_is_checked_and_used_once(servers, probe_factory):
         assert "cannot resolve gone.test (DNS: " in body
     finally:
         dns.close()
+
+
+def test_resolution_slower_than_the_connect_timeout_gets_504(servers, probe_factory):
+    """A DNS server that never answers: the connect deadline covers resolution, and the
+    abandoned lookup finishing later (or at shutdown) touches nothing freed."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        p = probe_factory("--dns-servers", f"127.0.0.1:{silent.getsockname()[1]}", "--connect-timeout-ms", "500",
+                          "--sandbox", "sb=slow.test")
+        start = time.monotonic()
+        body, ev = refused(p, b"CONNECT slow.test:443 HTTP/1.1\r\n\r\n", status=504)
+        assert 0.4 < time.monotonic() - start < 3
+        assert body.startswith("ForgeBox egress: could not reach slow.test port 443 within 500 ms")
+        assert ev["outcome"] == "limited"
+        silent.settimeout(5)
+        assert b"slow" in silent.recvfrom(512)[0]  # the query went to our server, and only there
+    finally:
+        silent.close()
