@@ -279,8 +279,8 @@ typedef struct fb_egress_list {
     fb_egress_entry entries[FB_EGRESS_MAX_ENTRIES];
 } fb_egress_list;
 
-/* Typed errors of the parsers below (returned negated is not used: they
- * return one of these, FB_EGRESS_OK on success). */
+/* What the parsers below return: FB_EGRESS_OK, or the kind of error (the
+ * fb_err carries the message, which names the offending entry). */
 typedef enum fb_egress_code {
     FB_EGRESS_OK = 0,
     FB_EGRESS_EINVAL,    /* the entry is not in the grammar; err names it and why */
