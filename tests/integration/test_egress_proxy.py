@@ -479,15 +479,16 @@ def test_flood_of_connects_then_service_continues(servers, probe_factory):
 
 # ---- garbage --------------------------------------------------------------------------------------
 
+# Fixed bytes (the parallel workers must collect the same test ids).
 @pytest.mark.parametrize("junk", [
     b"\x00" * 64 + b"\r\n\r\n",
-    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(200) + b"\r\n\r\n",  # TLS hello to a proxy
+    b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(200)) + b"\r\n\r\n",  # TLS hello to a proxy
     b"GET / HTTP/1.1\r\nHost: api.test\r\n\r\n",
     b"GET http://api.test/ HTTP/1.1\nHost: x\n\n\r\n\r\n",
     b"CONNECT api.test:80 HTTP/1.1\r\n folded: x\r\n\r\n",
     b"GET http://a@api.test/ HTTP/1.1\r\n\r\n",
     b"GET https://api.test/ HTTP/1.1\r\n\r\n",
-])
+], ids=["nul", "tls-hello", "origin-form", "bare-lf", "folded", "userinfo", "https-absolute"])
 def test_garbage_gets_400_and_proxy_survives(servers, probe_factory, junk):
     p = probe_factory(*basic(servers))
     body, ev = refused(p, junk, status=400)
