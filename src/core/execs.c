@@ -384,8 +384,7 @@ void core_execs_sweep(fb_core *c)
     size_t n = 0;
     LOCK(c);
     for (size_t i = 0; i < c->reg.n; i++) {
-        core_sandbox *s = c->reg.items[i];
-        for (core_exec *e = s->sb ? s->execs : NULL; e; e = e->next) {
+        for (core_exec *e = c->reg.items[i]->execs; e; e = e->next) {
             if (e->noted)
                 continue;
             if (ended(e)) {
