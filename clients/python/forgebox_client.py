@@ -12,6 +12,12 @@ API it speaks is docs/openapi.yaml; every method here is one route there.
         print(r["stdout"])
         for event, data in fb.exec_stream(sb["id"], ["sh", "-c", "echo hi; echo oops >&2"]):
             print(event, data)
+        # A stream can be left and resumed: each event has an id.
+        stream = fb.exec_stream(sb["id"], ["sh", "-c", "for i in 1 2 3; do echo $i; sleep 1; done"])
+        first = next(stream)
+        stream.close()
+        for ev in fb.resume_exec(sb["id"], stream.exec_id, after=first.id):
+            print(ev.event, ev.data, ev.id)
     finally:
         fb.delete_sandbox(sb["id"])
 
@@ -25,7 +31,7 @@ import json
 import ssl
 import urllib.parse
 
-__all__ = ["Client", "ApiError", "Response"]
+__all__ = ["Client", "ApiError", "Response", "Event", "ExecStream"]
 
 # Longest SSE line accepted; a stream line longer than this is an error,
 # not unbounded memory.
@@ -290,34 +296,47 @@ class Client:
                           timeout=self._exec_timeout(timeout_s))
 
     def exec_stream(self, sandbox_id, cmd, stdin=None, env=None, cwd=None, timeout_s=None):
-        """Runs cmd and yields (event, data) as the output arrives, data
-        being the event's JSON-decoded data: ("stdout", {"data": text}),
-        ("stderr", {"data": text}), and finally ("exit", {exit_code, signal,
-        duration_ms, truncated, timed_out, oom}).  Data that is not JSON is
-        yielded as text.
-        Stopping the iteration early closes the connection, which kills the
-        command.  Errors before the stream starts raise ApiError as usual; a
-        stream that ends without an exit event raises ApiError too."""
+        """Runs cmd and returns an ExecStream: iterate it for Event(event,
+        data) tuples as the output arrives, data being the event's
+        JSON-decoded data: ("stdout", {"data": text}), ("stderr", {"data":
+        text}), and finally ("exit", {exit_code, signal, duration_ms,
+        truncated, timed_out, oom}) - or ("exit", {"error", "code"}) if the
+        sandbox failed.  Data that is not JSON is yielded as text.  Each
+        event's .id is where to resume after it.
+
+        The stream's exec_id names the command (known once the request is
+        answered).  Closing the stream early disconnects; the command runs
+        on for the server's limits.exec_reattach_s, during which
+        resume_exec(sandbox_id, stream.exec_id, stream.last_id) continues
+        exactly where this stream stopped; after that it is killed.  Errors
+        before the stream starts raise ApiError as usual; a stream that ends
+        without an exit event raises ApiError too."""
         body = self._exec_body(cmd, stdin, env, cwd, timeout_s)
         conn, resp = self._open("POST", "/v1/sandboxes/%s/exec" % _quote(sandbox_id), body,
                                 {"Accept": "text/event-stream"}, self._exec_timeout(timeout_s))
-        try:
-            if resp.status >= 400:
-                raise self._error(resp.status, resp.headers, resp.read())
-            request_id = resp.headers.get("X-Request-Id")
-            ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
-            if ctype != "text/event-stream":
-                raise ApiError(resp.status, "bad_response",
-                               "expected text/event-stream, got %s" % (ctype or "no Content-Type"),
-                               request_id)
-            for event, data in _sse_events(resp, request_id):
-                yield event, data
-                if event == "exit":
-                    return
-            raise ApiError(resp.status, "stream_ended",
-                           "the event stream ended before the exit event", request_id)
-        finally:
-            conn.close()
+        return ExecStream(self, conn, resp)
+
+    def resume_exec(self, sandbox_id, exec_id, after=None):
+        """The events of a running or recently finished exec, as an
+        ExecStream, from after (an event id from an earlier stream; None:
+        from the start).  Nothing left after it (it was the exit event):
+        an empty stream."""
+        path = "/v1/sandboxes/%s/execs/%s/events" % (_quote(sandbox_id), _quote(exec_id))
+        if after is not None:
+            path += "?" + urllib.parse.urlencode({"after": str(after)})
+        conn, resp = self._open("GET", path, None, {"Accept": "text/event-stream"})
+        return ExecStream(self, conn, resp)
+
+    def exec_status(self, sandbox_id, exec_id):
+        """{id, sandbox_id, started_at, state} with state "running",
+        "exited" (and "result": how it ended) or "failed" (and "error":
+        {code, message}: the sandbox failed or was deleted)."""
+        return self._call("GET", "/v1/sandboxes/%s/execs/%s" % (_quote(sandbox_id), _quote(exec_id)))
+
+    def cancel_exec(self, sandbox_id, exec_id):
+        """Kills a running command (its exit event follows in its stream);
+        a no-op for one that has ended."""
+        self._call("DELETE", "/v1/sandboxes/%s/execs/%s" % (_quote(sandbox_id), _quote(exec_id)))
 
     def put_file(self, sandbox_id, path, data):
         """Writes bytes to path inside the sandbox; returns {path, size}."""
@@ -382,10 +401,107 @@ class Client:
         return self._call("GET", "/v1/audit/verify")
 
 
+class Event(tuple):
+    """One server-sent event: a tuple (event, data), plus .id, the id to
+    resume after it (None if the server sent none)."""
+
+    def __new__(cls, event, data, id=None):
+        self = tuple.__new__(cls, (event, data))
+        self.id = id
+        return self
+
+    event = property(lambda self: self[0])
+    data = property(lambda self: self[1])
+
+    def __repr__(self):
+        return "Event(%r, %r, id=%r)" % (self[0], self[1], self.id)
+
+
+class ExecStream:
+    """The events of one exec (Client.exec_stream, Client.resume_exec).
+    Iterate it for Event tuples; exec_id is the exec's id, last_id the id
+    of the last event handed out (pass it to resume_exec to continue after
+    it).  close() disconnects (also on leaving a with block)."""
+
+    def __init__(self, client, conn, resp):
+        self._conn = conn
+        self.exec_id = None
+        self.sandbox_id = None
+        self.last_id = None
+        self.request_id = resp.headers.get("X-Request-Id")
+        self._first = None
+        self._done = False
+        try:
+            if resp.status >= 400:
+                raise client._error(resp.status, resp.headers, resp.read())
+            if resp.status == 204:      # resumed after the end: nothing left
+                self._done = True
+                conn.close()
+                self._events = iter(())
+                return
+            ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+            if ctype != "text/event-stream":
+                raise ApiError(resp.status, "bad_response",
+                               "expected text/event-stream, got %s" % (ctype or "no Content-Type"),
+                               self.request_id)
+            self._status = resp.status
+            self._events = _sse_events(resp, self.request_id)
+            # The first event names the exec; read it now so exec_id is known.
+            first = next(self._events, None)
+            if first is not None and first[0] == "exec" and isinstance(first[1], dict):
+                self.exec_id = first[1].get("exec_id")
+                self.sandbox_id = first[1].get("sandbox_id")
+                self.last_id = first.id
+            else:
+                self._first = first
+        except BaseException:
+            conn.close()
+            raise
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        ev, self._first = self._first, None
+        if ev is None:
+            try:
+                ev = next(self._events, None)
+            except BaseException:
+                self.close()
+                raise
+        if ev is None:
+            self.close()
+            raise ApiError(self._status, "stream_ended", "the event stream ended before the exit event",
+                           self.request_id)
+        if ev.id is not None:
+            self.last_id = ev.id
+        if ev[0] == "exit":
+            self.close()
+        return ev
+
+    def close(self):
+        self._done = True
+        self._conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self._conn.close()
+        except Exception:
+            pass
+
+
 def _sse_events(resp, request_id):
     """Parses a text/event-stream incrementally (as each line arrives) and
-    yields (event, data), data JSON-decoded when it is JSON."""
-    event, data = None, []
+    yields Events, data JSON-decoded when it is JSON."""
+    event, data, last_id = None, [], None
     while True:
         line = resp.readline(MAX_SSE_LINE + 1)
         if not line:
@@ -401,7 +517,7 @@ def _sse_events(resp, request_id):
                     value = json.loads(payload)
                 except ValueError:
                     value = payload
-                yield event or "message", value
+                yield Event(event or "message", value, last_id)
             event, data = None, []
             continue
         if text.startswith(":"):
@@ -413,4 +529,6 @@ def _sse_events(resp, request_id):
             event = value
         elif name == "data":
             data.append(value)
-        # id and retry are not used by this API
+        elif name == "id" and "\0" not in value:
+            last_id = value   # the spec: the last id seen holds for later events too
+        # retry is not used by this API

@@ -36,6 +36,7 @@ class Fake:
         self.teams = []
         self.counter = 0
         self.stream_plan = None     # list of bytes chunks, or callables, for SSE
+        self.execs = {}             # exec id -> its status
         self.rate_limited = False
         self.lock = threading.Lock()
 
@@ -141,6 +142,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self._json(200, {"exit_code": 0, "signal": None, "stdout": json.dumps(data),
                                         "stderr": "", "duration_ms": 5, "truncated": False,
                                         "timed_out": False, "oom": False})
+            if rest == "execs" and len(parts) >= 6:
+                xid = urllib.parse.unquote(parts[5])
+                if xid not in self.fake.execs:
+                    return self._error(404, "not_found", "no such exec")
+                if len(parts) == 7 and parts[6] == "events" and method == "GET":
+                    if self.fake.stream_plan is None:
+                        return self._send(204)
+                    return self._stream()
+                if len(parts) == 6 and method == "GET":
+                    return self._json(200, self.fake.execs[xid])
+                if len(parts) == 6 and method == "DELETE":
+                    self.fake.execs[xid]["state"] = "exited"
+                    return self._send(204)
             if rest == "files":
                 fpath = query.get("path", [None])[0]
                 if not fpath:
@@ -408,6 +422,65 @@ def test_exec_stream_early_close(server, client):
     gen = client.exec_stream(sb["id"], ["true"])
     assert next(gen) == ("stdout", {"data": "1"})
     gen.close()  # closes the connection; must not hang or raise
+
+
+def sse_id(event, obj, id):
+    return ("id: %s\nevent: %s\ndata: %s\n\n" % (id, event, json.dumps(obj))).encode()
+
+
+def test_exec_stream_names_the_exec_and_gives_event_ids(server, client):
+    sb = client.create_sandbox()
+    exit_obj = {"exit_code": 0, "signal": None, "duration_ms": 1, "truncated": False, "timed_out": False,
+                "oom": False}
+    server.stream_plan = [sse_id("exec", {"exec_id": "x_1", "sandbox_id": sb["id"]}, "0"),
+                          sse_id("stdout", {"data": "a"}, "1"),
+                          sse("stderr", {"data": "b"}),          # no id: the last one holds (SSE rules)
+                          sse_id("stdout", {"data": "\u00e9"}, "5:2"),
+                          sse_id("exit", exit_obj, "6")]
+    stream = client.exec_stream(sb["id"], ["true"])
+    assert (stream.exec_id, stream.sandbox_id, stream.last_id) == ("x_1", sb["id"], "0")
+    events = list(stream)
+    assert events == [("stdout", {"data": "a"}), ("stderr", {"data": "b"}), ("stdout", {"data": "\u00e9"}),
+                      ("exit", exit_obj)]                       # the exec event is not among them
+    assert [e.id for e in events] == ["1", "1", "5:2", "6"]
+    assert events[0].event == "stdout" and events[0].data == {"data": "a"}
+    assert stream.last_id == "6"
+
+
+def test_resume_exec_sends_the_position(server, client):
+    sb = client.create_sandbox()
+    server.execs["x_1"] = {"id": "x_1", "sandbox_id": sb["id"], "state": "running",
+                           "started_at": "2025-01-01T00:00:00Z"}
+    server.stream_plan = [sse_id("exec", {"exec_id": "x_1", "sandbox_id": sb["id"]}, "5:2"),
+                          sse_id("stdout", {"data": "rest"}, "9"), sse_id("exit", {"exit_code": 0}, "10")]
+    stream = client.resume_exec(sb["id"], "x_1", after="5:2")
+    assert stream.exec_id == "x_1" and stream.last_id == "5:2"
+    assert [tuple(e) for e in stream] == [("stdout", {"data": "rest"}), ("exit", {"exit_code": 0})]
+    method, path, headers, _ = last(server)
+    assert (method, path) == ("GET", "/v1/sandboxes/%s/execs/x_1/events?after=5%%3A2" % sb["id"])
+    assert headers["Accept"] == "text/event-stream"
+    client.resume_exec(sb["id"], "x_1")
+    assert last(server)[1] == "/v1/sandboxes/%s/execs/x_1/events" % sb["id"]
+    server.stream_plan = None                                  # nothing after that event: 204
+    assert list(client.resume_exec(sb["id"], "x_1", after=10)) == []
+    with pytest.raises(ApiError) as e:
+        client.resume_exec(sb["id"], "x_404")
+    assert (e.value.status, e.value.code) == (404, "not_found")
+
+
+def test_exec_status_and_cancel(server, client):
+    sb = client.create_sandbox()
+    server.execs["x_1"] = {"id": "x_1", "sandbox_id": sb["id"], "state": "running",
+                           "started_at": "2025-01-01T00:00:00Z"}
+    assert client.exec_status(sb["id"], "x_1")["state"] == "running"
+    assert last(server)[:2] == ("GET", "/v1/sandboxes/%s/execs/x_1" % sb["id"])
+    assert client.cancel_exec(sb["id"], "x_1") is None
+    assert last(server)[:2] == ("DELETE", "/v1/sandboxes/%s/execs/x_1" % sb["id"])
+    assert client.exec_status(sb["id"], "x_1")["state"] == "exited"
+    with pytest.raises(ApiError) as e:
+        client.cancel_exec(sb["id"], "../x_1")
+    assert e.value.status == 404
+    assert last(server)[1] == "/v1/sandboxes/%s/execs/..%%2Fx_1" % sb["id"]
 
 
 # ---- files ---------------------------------------------------------------------

@@ -62,6 +62,7 @@ const struct cfg_key cfg_keys[] = {
     {"limits.rate_burst", K_UINT, OFF(limits.rate_burst), false, 1, 1000000},
     {"limits.max_connections", K_UINT, OFF(limits.max_connections), false, 1, 65536},
     {"limits.request_timeout_s", K_UINT, OFF(limits.request_timeout_s), false, 1, 3600},
+    {"limits.exec_reattach_s", K_UINT, OFF(limits.exec_reattach_s), false, 0, 3600},
     {"quotas.max_sandboxes_per_team", K_UINT, OFF(quotas.max_sandboxes_per_team), false, 1, 100000},
     {"quotas.max_memory_mib_per_team", K_UINT, OFF(quotas.max_memory_mib_per_team), false, FB_MIN_MEMORY_MIB, 16ull * 1024 * 1024},
     {"quotas.max_vcpus_per_team", K_UINT, OFF(quotas.max_vcpus_per_team), false, 1, 1000000},
@@ -456,6 +457,7 @@ int fb_config_defaults(fb_config *cfg)
     cfg->limits.rate_burst = 20;
     cfg->limits.max_connections = 256;
     cfg->limits.request_timeout_s = 30;
+    cfg->limits.exec_reattach_s = 10;
     cfg->quotas.max_sandboxes_per_team = 10;
     cfg->quotas.max_memory_mib_per_team = 8192;
     cfg->quotas.max_vcpus_per_team = 32;

@@ -52,7 +52,7 @@ typedef enum {
 /* Longest value any key accepts, after ${VAR} interpolation. */
 #define FB_CONFIG_MAX_VALUE 3000
 /* Number of keys (the size of the bookkeeping arrays below). */
-#define FB_CONFIG_NKEYS 27
+#define FB_CONFIG_NKEYS 28
 
 typedef struct fb_config {
     char *listen;             /* "host:port" or "[v6addr]:port" */
@@ -86,6 +86,7 @@ typedef struct fb_config {
         uint64_t rate_burst;
         uint64_t max_connections;
         uint64_t request_timeout_s;
+        uint64_t exec_reattach_s; /* a streamed exec outlives its client this long */
     } limits;
     struct {
         uint64_t max_sandboxes_per_team;

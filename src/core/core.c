@@ -190,14 +190,7 @@ int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_
     if (fb_audit_verify(c->store, &entries, &bad, &verr) < 0)
         fb_log("error", NULL, "the audit chain does not verify", json_pack("{s:s}", "error", verr.msg));
     reap_previous(c);
-    if (core_spawner_start() < 0) {
-        core_spawner_stop();
-        fb_store_close(c->store);
-        free(c);
-        return fb_fail(err, "cannot start the sandbox spawner threads");
-    }
     if (pthread_create(&c->reaper, NULL, core_reaper_main, c) != 0) {
-        core_spawner_stop();
         fb_store_close(c->store);
         free(c);
         return fb_fail(err, "cannot start the TTL reaper thread");
@@ -233,14 +226,11 @@ void fb_core_close(fb_core *c)
         return;
     c->stopping = 1;
     fb_core_shutdown_sandboxes(c, "gateway shutdown");
-    core_spawner_stop();
     if (c->reaper_running)
         pthread_join(c->reaper, NULL);
     fb_core_shutdown_sandboxes(c, "gateway shutdown"); /* anything created meanwhile */
-    /* Exec threads are detached; each ends promptly once its sandbox is
-     * gone, and writes its audit entry on the way out: wait for them. */
-    for (int t = 0; t < 600 && __atomic_load_n(&c->exec_threads, __ATOMIC_SEQ_CST) > 0; t++)
-        usleep(50000);
+    /* Execs need no waiting: finalising their sandboxes noted their end,
+     * and no thread of ours runs one. */
     fb_store_close(c->store);
     free(c->reg.items);
     free(c);

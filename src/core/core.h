@@ -15,8 +15,8 @@
  * reference keeps the sandbox's memory alive until it is put back, and
  * records the permission it was opened for, so a service that needs
  * sandboxes:exec refuses a reference opened for sandboxes:read.  Deleting
- * or expiring a sandbox never waits for anyone: it kills the sandbox and
- * cancels its execs, and whoever drops the last reference finishes the
+ * or expiring a sandbox never waits for anyone: it kills the sandbox, which
+ * ends its execs, and whoever drops the last reference finishes the
  * destruction.
  */
 #ifndef FB_CORE_H
@@ -79,7 +79,7 @@ typedef struct fb_core fb_core;
 
 /* Opens the store (which must be initialised), checks the audit chain
  * (a broken chain is logged, not fatal), clears sandboxes a previous
- * process left behind, and starts the spawner and the TTL reaper. */
+ * process left behind, and starts the reaper (TTLs, abandoned execs). */
 int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_err *err);
 /* Destroys every live sandbox (audited with `reason`) and waits, bounded,
  * until they are gone.  Callable more than once. */
@@ -163,18 +163,31 @@ void fb_core_sandbox_info(const fb_sb_ref *ref, fb_sandbox_info *out);
  * returns at once even while its execs wind down.  Consumes ref. */
 int fb_core_sandbox_delete(fb_core *c, fb_caller *caller, fb_sb_ref *ref, fb_core_err *err);
 
-/* ---- execs (execs.c) ------------------------------------------------------------------ */
+/* ---- execs (execs.c) ------------------------------------------------------------------
+ *
+ * An exec is a command started in a sandbox and read through the sandbox's
+ * own event log (sandbox.h: fb_exec_next), so it outlives whoever started
+ * it: a streamed exec's client may go and come back (within
+ * limits.exec_reattach_s) and resume at any position.  Each is linked to its
+ * sandbox's registry entry: retiring the sandbox kills it with the sandbox,
+ * and the newest FB_EXEC_KEEP_FINISHED finished execs of a live sandbox stay
+ * readable until the sandbox goes.  Handles are references: each is put
+ * back with fb_core_exec_release, before fb_core_close. */
 
-/* Limits checked before anything is sent to a sandbox. */
+/* Limits checked before anything is sent to a sandbox (the sandbox checks
+ * what the protocol can carry: FB_E_TOO_LARGE there is a 400 here). */
 #define FB_EXEC_MAX_ARGS 4096
 #define FB_EXEC_MAX_ENV 256
 #define FB_EXEC_MAX_TIMEOUT_S 3600
 #define FB_EXEC_DEFAULT_TIMEOUT_S 60
+/* Finished execs kept readable per live sandbox (the newest ones). */
+#define FB_EXEC_KEEP_FINISHED 16
+#define FB_EXEC_ID_MAX 24
 
 typedef struct fb_core_exec_spec {
     const char *const *argv;   /* NULL-terminated */
-    const char *const *names;  /* env names, NULL-terminated (or NULL) */
-    const char *const *values; /* env values, parallel to names */
+    const fb_env_var *env;     /* nenv key/value pairs, passed on as they are */
+    size_t nenv;
     const char *cwd;           /* NULL: /workspace */
     uint64_t timeout_s;        /* 0: the default */
     const char *stdin_data;    /* NULL: no stdin */
@@ -182,37 +195,47 @@ typedef struct fb_core_exec_spec {
 } fb_core_exec_spec;
 
 typedef enum fb_core_exec_mode {
-    FB_EXEC_COLLECT, /* output gathered for one answer at the end */
-    FB_EXEC_STREAM,  /* output as events, through a bounded buffer */
+    FB_EXEC_PLAIN,   /* the caller waits for the end; releasing the handle before it kills it */
+    FB_EXEC_STREAM,  /* the caller reads events, attached; the command survives a detached
+                        caller for limits.exec_reattach_s, then is cancelled */
 } fb_core_exec_mode;
 
 typedef struct fb_core_exec fb_core_exec;
 
-typedef enum fb_core_event_kind { FB_CORE_EV_STDOUT = 1, FB_CORE_EV_STDERR = 2, FB_CORE_EV_EXIT = 3 } fb_core_event_kind;
-typedef struct fb_core_exec_event {
-    uint64_t seq;              /* 1, 2, 3 ... */
-    fb_core_event_kind kind;
-    char *data;                /* output bytes (not NUL-safe: use len); owned by the caller */
-    size_t len;
-} fb_core_exec_event;
-
-/* Starts a command in the sandbox on its own thread; the exec keeps its
- * own reference to the sandbox until the command ends, so the caller may
- * put ref back at once.  Release the exec with fb_core_exec_release. */
+/* Starts a command in the sandbox (ref opened for sandboxes:exec).  The
+ * handle holds the exec, never the sandbox: put ref back at once.  A
+ * request the protocol cannot carry is BAD_REQUEST and leaves the sandbox
+ * as it was; 16 commands running already is CONFLICT. */
 int fb_core_exec_start(fb_core *c, fb_caller *caller, fb_sb_ref *ref, const fb_core_exec_spec *spec,
                        fb_core_exec_mode mode, fb_core_exec **out, fb_core_err *err);
-/* STREAM mode: the next event after after_seq, waiting up to timeout_ms.
- * 1: *ev filled (free ev->data); 0: nothing yet; -1: no more events. */
-int fb_core_exec_next(fb_core_exec *x, uint64_t after_seq, fb_core_exec_event *ev, int timeout_ms);
-/* Asks the command to stop (it is killed); returns at once. */
-void fb_core_exec_cancel(fb_core_exec *x);
-/* true once the command has ended (waits up to timeout_ms). */
+/* An exec of the sandbox by id (running, or one of the newest finished);
+ * NOT_FOUND otherwise.  attach: the caller reads its events (a streamed
+ * exec then runs on while it is attached). */
+int fb_core_exec_open(fb_core *c, fb_caller *caller, fb_sb_ref *ref, const char *exec_id, bool attach,
+                      fb_core_exec **out, fb_core_err *err);
+const char *fb_core_exec_id(const fb_core_exec *x);
+/* The event log at pos: fb_exec_next's contract (1 event, 0 nothing in
+ * time, -1 past the end).  Free ev with fb_exec_event_clear. */
+int fb_core_exec_next(fb_core_exec *x, uint64_t pos, fb_exec_event *ev, int timeout_ms);
+/* true once the command has ended (waits up to timeout_ms, -1: no limit). */
 bool fb_core_exec_wait(fb_core_exec *x, int timeout_ms);
-/* After the end: 0 with the outcome, or -1 with why the sandbox failed.
- * COLLECT mode also hands out the gathered output (borrowed). */
-int fb_core_exec_outcome(fb_core_exec *x, fb_exec_result *res, fb_core_err *err);
-void fb_core_exec_output(fb_core_exec *x, const char **out, size_t *out_len, const char **errs, size_t *err_len);
-/* The caller is done with x (cancels a command still running). */
+/* Kills the command (its exit follows in the log).  caller non-NULL: an
+ * API request, audited; NULL: the adapter's own (its client went away). */
+void fb_core_exec_cancel(fb_core *c, fb_caller *caller, fb_core_exec *x);
+
+typedef struct fb_core_exec_status {
+    char id[FB_EXEC_ID_MAX];
+    char sandbox_id[32];
+    char started_at[40];
+    bool ended;
+    fb_errc code;              /* ended: FB_OK (result holds the outcome) or why it failed */
+    char message[512];
+    fb_exec_result result;
+    uint64_t dropped;          /* output bytes the log could not keep */
+} fb_core_exec_status;
+void fb_core_exec_status_of(fb_core_exec *x, fb_core_exec_status *st);
+/* The caller is done with x: a PLAIN exec still running is killed, an
+ * attached reader detaches. */
 void fb_core_exec_release(fb_core_exec *x);
 
 /* ---- files (files.c) -------------------------------------------------------------------- */

@@ -1,472 +1,426 @@
 /*
- * execs.c - the exec service: a command in a sandbox as an object with a
- * life of its own (core.h).
+ * execs.c - the exec service: commands in a sandbox, read through the
+ * sandbox's own event log (core.h).
  *
- * An exec runs on its own thread and owns a reference to its sandbox for
- * exactly as long as the command runs.  Whoever asked for it (an HTTP
- * request, later a task) holds a second reference to the exec object only,
- * never to the sandbox, so a consumer that stops reading cannot keep a
- * sandbox alive: retiring the sandbox kills it and cancels its execs,
- * which wakes a producer waiting for buffer space.
+ * The sandbox does the work (sandbox.h): its I/O thread runs any number of
+ * commands at once and appends what each produces to that exec's bounded
+ * event log, which any number of readers read at their own pace and which
+ * lives as long as someone holds the exec.  So no thread here runs a
+ * command and no buffer here copies its output: a slow reader stalls
+ * nobody (finding 9 of issue 6), and a client that disconnects can come
+ * back and resume.  What stays here is what is the service's:
  *
- * Output goes one of two ways: COLLECT gathers it for one answer at the
- * end (the sandbox caps it); STREAM queues it as numbered events in a
- * bounded buffer that the consumer drains with fb_core_exec_next.  When the
- * buffer is full the command waits (back-pressure, as a pipe would), but
- * only until it is cancelled.
+ * - the rules before anything is sent (limits; what the protocol cannot
+ *   carry is a 400 and the sandbox stays usable: finding 10);
+ * - linking each exec to its sandbox's registry entry, so that the exec
+ *   can be found by id, goes with the sandbox, and is killed with it
+ *   (retiring kills the sandbox, which ends every exec at once: nobody
+ *   waits for anyone);
+ * - who may stay away how long: a PLAIN exec dies with its caller
+ *   (finding 13); a STREAM exec whose last reader left is cancelled after
+ *   limits.exec_reattach_s unless a reader comes back (the reaper's sweep);
+ * - the audit entry and the duration metric of each exec's end, written
+ *   once by whoever notices the end first (a reader, the sweep, or the
+ *   sandbox's finalisation);
+ * - how many finished execs a live sandbox keeps readable (the newest
+ *   FB_EXEC_KEEP_FINISHED; older ones are let go).
  *
- * Today the command runs through the synchronous fb_sandbox_exec; when the
- * sandbox supervisor's asynchronous execs arrive, the thread below is what
- * goes, and the event buffer becomes a view of the sandbox's own event log.
+ * Locking: an exec's links, reference count and reader bookkeeping are
+ * guarded by the registry lock (they change rarely).  The order is the
+ * registry lock, then the sandbox's own lock (inside fb_exec_*); nothing
+ * blocks under the registry lock, and audit entries are written outside it.
  */
 #define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "core/internal.h"
-#include "proto/proto.h"
-
-/* Most output a STREAM exec queues for a slow reader. */
-#define STREAM_BUFFER_BYTES (1u << 20)
-/* Room kept in a protocol header for what is not argv, env or cwd. */
-#define HEADER_SLACK 1024u
-
-typedef struct ev_node {
-    fb_core_exec_event ev;
-    struct ev_node *next;
-} ev_node;
-
-typedef struct outbuf {
-    char *data;
-    size_t len, cap;
-    bool lost;         /* memory ran out: the answer says truncated */
-} outbuf;
 
 struct core_exec {
     fb_core *c;
-    core_sandbox *s;
-    core_exec *next;              /* in s->execs, under the registry lock */
-    fb_caller caller;             /* for the audit entry at the end */
+    fb_exec *x;                 /* the sandbox's exec: one reference, ours */
+    char id[FB_EXEC_ID_MAX];
     char sandbox_id[32];
+    char started_at[40];
+    uint64_t t0_ns;
+    fb_caller caller;           /* who started it: the audit entry of its end */
     fb_core_exec_mode mode;
-    char **argv, **env, *cwd;
-    int stdin_fd;
-    uint64_t timeout_ms;
-
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    volatile sig_atomic_t cancel;
-    int refs;                     /* the thread's and the consumer's */
-    bool done;
-    outbuf out, err;              /* COLLECT */
-    ev_node *head, *tail;         /* STREAM */
-    size_t queued;
-    uint64_t next_seq;
-    fb_exec_result res;
-    fb_core_err ferr;
-    int rc;
+    /* Under the registry lock: */
+    core_sandbox *s;            /* while linked; NULL once let go */
+    core_exec *next;            /* in s->execs */
+    int refs;                   /* the sandbox's list's, and each handle's */
+    int readers;                /* attached handles */
+    uint64_t alone_since_ns;    /* STREAM with no reader: since when */
+    bool cancelled;
+    bool noted;                 /* the end is audited and counted */
 };
 
-core_exec **core_exec_next_link(core_exec *x)
+/* A handle: what a caller holds. */
+struct fb_core_exec {
+    core_exec *cx;
+    bool attached;              /* a reader (STREAM start, or opened to read) */
+    bool plain_owner;           /* the PLAIN exec's starter: releasing it early kills it */
+};
+
+#define LOCK(c) pthread_mutex_lock(&(c)->reg.lock)
+#define UNLOCK(c) pthread_mutex_unlock(&(c)->reg.lock)
+
+static bool ended(core_exec *cx)
 {
-    return &x->next;
+    return fb_exec_wait(cx->x, 0, NULL, NULL) != FB_E_TIMEOUT;
 }
 
-void core_exec_cancel_locked(core_exec *x)
+static void unref(core_exec *cx)
 {
-    pthread_mutex_lock(&x->lock);
-    x->cancel = 1;
-    pthread_cond_broadcast(&x->cond);
-    pthread_mutex_unlock(&x->lock);
-}
-
-void fb_core_exec_cancel(fb_core_exec *xp)
-{
-    core_exec_cancel_locked((core_exec *)xp);
-}
-
-static void free_strv(char **v)
-{
-    for (char **p = v; p && *p; p++)
-        free(*p);
-    free(v);
-}
-
-static void exec_free(core_exec *x)
-{
-    free_strv(x->argv);
-    free_strv(x->env);
-    free(x->cwd);
-    if (x->stdin_fd >= 0)
-        close(x->stdin_fd);
-    free(x->out.data);
-    free(x->err.data);
-    for (ev_node *n = x->head, *next; n; n = next) {
-        next = n->next;
-        free(n->ev.data);
-        free(n);
-    }
-    pthread_mutex_destroy(&x->lock);
-    pthread_cond_destroy(&x->cond);
-    free(x);
-}
-
-static void exec_unref(core_exec *x)
-{
-    pthread_mutex_lock(&x->lock);
-    bool last = --x->refs == 0;
-    pthread_mutex_unlock(&x->lock);
-    if (last)
-        exec_free(x);
-}
-
-static void outbuf_add(outbuf *b, const void *data, size_t len)
-{
-    if (b->lost)
+    fb_core *c = cx->c;
+    LOCK(c);
+    bool last = --cx->refs == 0;
+    UNLOCK(c);
+    if (!last)
         return;
-    if (b->len + len + 1 > b->cap) {
-        size_t ncap = b->cap ? b->cap : 4096;
-        while (ncap < b->len + len + 1)
-            ncap *= 2;
-        char *nd = realloc(b->data, ncap);
-        if (!nd) {
-            b->lost = true; /* said in the answer (truncated), not dropped silently */
-            return;
+    fb_exec_unref(cx->x);
+    free(cx);
+}
+
+/* Lets the oldest finished execs of cx's sandbox go, beyond the newest
+ * FB_EXEC_KEEP_FINISHED. */
+static void trim(fb_core *c, core_exec *cx)
+{
+    core_exec *drop = NULL;
+    int kept = 0;
+    LOCK(c);
+    core_sandbox *s = cx->s;
+    for (core_exec **p = s ? &s->execs : NULL; p && *p;) {
+        core_exec *e = *p;
+        if (e->noted && ++kept > FB_EXEC_KEEP_FINISHED) {
+            *p = e->next;
+            e->s = NULL;
+            e->next = drop; /* unlinked: next is free to chain the dropped */
+            drop = e;
+        } else {
+            p = &e->next;
         }
-        b->data = nd;
-        b->cap = ncap;
     }
-    memcpy(b->data + b->len, data, len);
-    b->len += len;
-    b->data[b->len] = '\0';
+    UNLOCK(c);
+    while (drop) {
+        core_exec *e = drop;
+        drop = e->next;
+        unref(e);
+    }
 }
 
-/* Queues one event; the caller holds x->lock.  false: out of memory. */
-static bool push_event(core_exec *x, fb_core_event_kind kind, const void *data, size_t len)
+/* The end of the exec, audited and counted once, if it has ended. */
+static void note_end(core_exec *cx)
 {
-    ev_node *n = calloc(1, sizeof *n);
-    char *copy = len ? malloc(len) : NULL;
-    if (!n || (len && !copy)) {
-        free(n);
-        free(copy);
-        return false;
-    }
-    if (len)
-        memcpy(copy, data, len);
-    n->ev = (fb_core_exec_event){.seq = ++x->next_seq, .kind = kind, .data = copy, .len = len};
-    if (x->tail)
-        x->tail->next = n;
-    else
-        x->head = n;
-    x->tail = n;
-    x->queued += len;
-    pthread_cond_broadcast(&x->cond);
-    return true;
-}
-
-static void on_output(void *ctx, int stream, const void *data, size_t len)
-{
-    core_exec *x = ctx;
-    pthread_mutex_lock(&x->lock);
-    if (x->mode == FB_EXEC_COLLECT) {
-        outbuf_add(stream == FB_STREAM_STDOUT ? &x->out : &x->err, data, len);
-    } else {
-        /* Back-pressure, bounded by cancellation: a reader that stops
-         * reading stalls only its own command, and only until the
-         * sandbox is deleted or expires (which cancels this). */
-        while (x->queued > 0 && x->queued + len > STREAM_BUFFER_BYTES && !x->cancel)
-            pthread_cond_wait(&x->cond, &x->lock);
-        if (!x->cancel && !push_event(x, stream == FB_STREAM_STDOUT ? FB_CORE_EV_STDOUT : FB_CORE_EV_STDERR, data, len))
-            x->res.truncated = true;
-    }
-    pthread_mutex_unlock(&x->lock);
-}
-
-static void *exec_main(void *arg)
-{
-    core_exec *x = arg;
-    fb_core *c = x->c;
-    fb_exec_req xr = {
-        .argv = (const char *const *)x->argv,
-        .env = (const char *const *)x->env,
-        .cwd = x->cwd,
-        .timeout_ms = x->timeout_ms,
-        .stdin_fd = x->stdin_fd,
-        .on_output = on_output,
-        .ctx = x,
-        .cancel = &x->cancel,
-    };
+    fb_core *c = cx->c;
     fb_exec_result res;
-    fb_err ferr = {{0}};
-    uint64_t t0 = fb_now_ns();
-    pthread_mutex_lock(&x->s->use);
-    int rc = x->cancel ? fb_fail(&ferr, "the exec was cancelled before it started")
-                       : fb_sandbox_exec(x->s->sb, &xr, &res, &ferr);
-    pthread_mutex_unlock(&x->s->use);
-    core_metrics_exec_duration((double)(fb_now_ns() - t0) / 1e9);
-    core_registry_unlink_exec(&c->reg, x->s, x);
-    core_registry_put(c, x->s); /* the sandbox may be finalised here */
-    x->s = NULL;
-    fb_core_audit(c, &x->caller, "exec", x->sandbox_id, "exec", rc < 0 ? "error" : "allowed",
-                  rc < 0 ? ferr.msg : (res.timed_out ? "timed out" : "completed"));
-    pthread_mutex_lock(&x->lock);
-    x->rc = rc;
-    if (rc < 0) {
-        fb_core_fail(&x->ferr, FB_CORE_SANDBOX_FAILED, "%s", ferr.msg);
-    } else {
-        bool lost = x->res.truncated || x->out.lost || x->err.lost;
-        x->res = res;
-        x->res.truncated |= lost;
-    }
-    if (x->mode == FB_EXEC_STREAM)
-        push_event(x, FB_CORE_EV_EXIT, NULL, 0);
-    x->done = true;
-    pthread_cond_broadcast(&x->cond);
-    pthread_mutex_unlock(&x->lock);
-    exec_unref(x);
-    __atomic_sub_fetch(&c->exec_threads, 1, __ATOMIC_SEQ_CST); /* c is not touched after this */
-    return NULL;
+    fb_err e = {{0}};
+    fb_errc code = fb_exec_wait(cx->x, 0, &res, &e);
+    if (code == FB_E_TIMEOUT)
+        return;
+    LOCK(c);
+    bool first = !cx->noted;
+    cx->noted = true;
+    bool cancelled = cx->cancelled;
+    UNLOCK(c);
+    if (!first)
+        return;
+    core_metrics_exec_duration(code == FB_OK ? (double)res.duration_ms / 1e3
+                                             : (double)(fb_time_monotonic_ns() - cx->t0_ns) / 1e9);
+    char why[640];
+    if (code != FB_OK)
+        snprintf(why, sizeof why, "%s: %s", cx->id, e.msg);
+    else
+        snprintf(why, sizeof why, "%s: %s", cx->id,
+                 !res.started  ? "did not start"
+                 : cancelled   ? "cancelled"
+                 : res.timed_out ? "timed out"
+                                 : "completed");
+    fb_core_audit(c, &cx->caller, "exec", cx->sandbox_id, "exec", code == FB_OK ? "allowed" : "error", why);
+    trim(c, cx);
 }
 
-/* The limits of one exec, checked here before anything reaches the
- * sandbox, so that a request the protocol cannot carry is a 400 and the
- * sandbox stays usable (finding 10 of issue 6).  The encoded size is
- * measured the way the header will carry it. */
+static void cancel(core_exec *cx)
+{
+    LOCK(cx->c);
+    cx->cancelled = true;
+    UNLOCK(cx->c);
+    fb_exec_cancel(cx->x);
+}
+
+/* ---- starting ------------------------------------------------------------------ */
+
+/* The service's own limits; what the protocol can carry is the sandbox's
+ * to say (fb_exec_start refuses it up front). */
 static int check_spec(const fb_core_exec_spec *spec, fb_core_err *err)
 {
-    size_t argc = 0, envc = 0;
-    while (spec->argv && spec->argv[argc])
+    size_t argc = 0;
+    while (spec->argv && spec->argv[argc] && argc <= FB_EXEC_MAX_ARGS)
         argc++;
     if (argc == 0 || argc > FB_EXEC_MAX_ARGS)
         return fb_core_fail(err, FB_CORE_BAD_REQUEST, "\"cmd\" must be a non-empty array of at most %d strings",
                             FB_EXEC_MAX_ARGS);
     if (!spec->argv[0][0])
         return fb_core_fail(err, FB_CORE_BAD_REQUEST, "\"cmd\"[0] must be a non-empty string");
-    while (spec->names && spec->names[envc])
-        envc++;
-    if (envc > FB_EXEC_MAX_ENV)
+    if (spec->nenv > FB_EXEC_MAX_ENV || (spec->nenv && !spec->env))
         return fb_core_fail(err, FB_CORE_BAD_REQUEST, "\"env\" must be an object of at most %d strings",
                             FB_EXEC_MAX_ENV);
-    for (size_t i = 0; i < envc; i++)
-        if (!spec->names[i][0] || strchr(spec->names[i], '=') || !spec->values[i])
+    for (size_t i = 0; i < spec->nenv; i++)
+        if (!spec->env[i].key || !spec->env[i].value)
             return fb_core_fail(err, FB_CORE_BAD_REQUEST, "\"env\" keys must be names and values strings");
     if (spec->cwd && (spec->cwd[0] != '/' || strlen(spec->cwd) > 4096))
         return fb_core_fail(err, FB_CORE_BAD_REQUEST, "\"cwd\" must be an absolute path");
     if (spec->timeout_s > FB_EXEC_MAX_TIMEOUT_S)
         return fb_core_fail(err, FB_CORE_BAD_REQUEST, "\"timeout_s\" must be an integer between 1 and %d",
                             FB_EXEC_MAX_TIMEOUT_S);
-    /* moves to proto: the header's limits defined once, with a typed too_large */
-    json_t *h = json_object(), *argv = json_array(), *env = json_object();
-    json_object_set_new(h, "argv", argv);
-    json_object_set_new(h, "env", env);
-    for (size_t i = 0; i < argc; i++)
-        json_array_append_new(argv, json_string(spec->argv[i]));
-    for (size_t i = 0; i < envc; i++)
-        json_object_set_new(env, spec->names[i], json_string(spec->values[i]));
-    if (spec->cwd)
-        json_object_set_new(h, "cwd", json_string(spec->cwd));
-    char *text = json_dumps(h, JSON_COMPACT);
-    json_decref(h);
-    size_t n = text ? strlen(text) : SIZE_MAX;
-    free(text);
-    if (n == SIZE_MAX)
-        return fb_core_fail(err, FB_CORE_BAD_REQUEST, "the command or its environment is not valid text");
-    if (n > FB_PROTO_MAX_HEADER - HEADER_SLACK)
-        return fb_core_fail(err, FB_CORE_BAD_REQUEST,
-                            "the command, its environment and working directory take %zu bytes encoded; "
-                            "at most %u are allowed",
-                            n, FB_PROTO_MAX_HEADER - HEADER_SLACK);
     return 0;
 }
 
-static char **strv_dup(const char *const *v, size_t n)
+/* What a refusal of fb_exec_start means to the caller. */
+static int start_error(fb_errc code, const fb_err *e, fb_core_err *err)
 {
-    char **o = calloc(n + 1, sizeof *o);
-    for (size_t i = 0; o && i < n; i++)
-        if (!(o[i] = strdup(v[i]))) {
-            free_strv(o);
-            return NULL;
-        }
-    return o;
-}
-
-static int fill(core_exec *x, const fb_core_exec_spec *spec, fb_core_err *err)
-{
-    size_t argc = 0, envc = 0;
-    while (spec->argv[argc])
-        argc++;
-    while (spec->names && spec->names[envc])
-        envc++;
-    x->argv = strv_dup(spec->argv, argc);
-    x->env = calloc(envc + 1, sizeof *x->env);
-    if (!x->argv || !x->env)
-        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
-    for (size_t i = 0; i < envc; i++)
-        if (asprintf(&x->env[i], "%s=%s", spec->names[i], spec->values[i]) < 0) {
-            x->env[i] = NULL;
-            return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
-        }
-    if (spec->cwd && !(x->cwd = strdup(spec->cwd)))
-        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
-    x->timeout_ms = (spec->timeout_s ? spec->timeout_s : FB_EXEC_DEFAULT_TIMEOUT_S) * 1000;
-    if (spec->stdin_data) {
-        /* A memfd holding the bytes: read to EOF like a file. */
-        x->stdin_fd = memfd_create("fb-stdin", MFD_CLOEXEC);
-        if (x->stdin_fd < 0 || fb_write_all(x->stdin_fd, spec->stdin_data, spec->stdin_len) < 0 ||
-            lseek(x->stdin_fd, 0, SEEK_SET) < 0)
-            return fb_core_fail(err, FB_CORE_UNAVAILABLE, "cannot stage stdin");
+    switch (code) {
+    case FB_E_BAD_REQUEST:
+    case FB_E_TOO_LARGE:
+        return fb_core_fail(err, FB_CORE_BAD_REQUEST, "%s", e->msg);
+    case FB_E_BUSY:
+        return fb_core_fail(err, FB_CORE_CONFLICT, "%s", e->msg);
+    case FB_E_NOMEM:
+    case FB_E_RESOURCE:
+        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "%s", e->msg);
+    default:
+        return fb_core_fail(err, FB_CORE_SANDBOX_FAILED, "%s", e->msg);
     }
-    return 0;
 }
 
-int fb_core_exec_start(fb_core *c, fb_caller *caller, fb_sb_ref *ref, const fb_core_exec_spec *spec, fb_core_exec_mode mode,
-                       fb_core_exec **out, fb_core_err *err)
+/* stdin as a memfd holding the bytes: the sandbox reads it to EOF. */
+static int stage_stdin(const fb_core_exec_spec *spec)
+{
+    int fd = memfd_create("fb-stdin", MFD_CLOEXEC);
+    if (fd >= 0 && (fb_write_all(fd, spec->stdin_data, spec->stdin_len) < 0 || lseek(fd, 0, SEEK_SET) < 0)) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+int fb_core_exec_start(fb_core *c, fb_caller *caller, fb_sb_ref *ref, const fb_core_exec_spec *spec,
+                       fb_core_exec_mode mode, fb_core_exec **out, fb_core_err *err)
 {
     if (!(ref->perm & FB_PERM_SANDBOXES_EXEC))
         return fb_core_fail(err, FB_CORE_INTERNAL, "internal: exec with a reference not opened for it");
     if (check_spec(spec, err) < 0)
         return -1;
-    core_exec *x = calloc(1, sizeof *x);
-    if (!x)
-        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
-    pthread_mutex_init(&x->lock, NULL);
-    pthread_cond_init(&x->cond, NULL);
-    x->stdin_fd = -1;
-    x->c = c;
-    x->mode = mode;
-    x->caller = *caller;
-    memcpy(x->sandbox_id, ref->s->id, sizeof x->sandbox_id);
-    if (fill(x, spec, err) < 0) {
-        exec_free(x);
-        return -1;
-    }
-    core_sandbox *s = core_registry_get(&c->reg, ref->s->id);
-    if (s != ref->s) {
-        if (s)
-            core_registry_put(c, s);
-        exec_free(x);
+    core_sandbox *s = ref->s; /* ref keeps s and s->sb alive */
+    LOCK(c);
+    bool dying = s->dying;
+    UNLOCK(c);
+    if (dying)
         return fb_core_fail(err, FB_CORE_NOT_FOUND, "no such resource");
+    fb_core_exec *h = calloc(1, sizeof *h);
+    core_exec *cx = calloc(1, sizeof *cx);
+    int in = spec->stdin_data ? stage_stdin(spec) : -1;
+    if (!h || !cx || (spec->stdin_data && in < 0)) {
+        free(h);
+        free(cx);
+        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory staging the command");
     }
-    x->s = s;
-    x->refs = 2;
-    core_registry_link_exec(&c->reg, s, x);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_t t;
-    __atomic_add_fetch(&c->exec_threads, 1, __ATOMIC_SEQ_CST);
-    int rc = pthread_create(&t, &attr, exec_main, x);
-    pthread_attr_destroy(&attr);
-    if (rc != 0) {
-        __atomic_sub_fetch(&c->exec_threads, 1, __ATOMIC_SEQ_CST);
-        core_registry_unlink_exec(&c->reg, s, x);
-        core_registry_put(c, s);
-        exec_free(x);
-        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "cannot start the exec thread");
+    fb_exec_req req = {
+        .argv = spec->argv,
+        .envv = spec->env,
+        .nenv = spec->nenv,
+        .cwd = spec->cwd,
+        .timeout_ms = (spec->timeout_s ? spec->timeout_s : FB_EXEC_DEFAULT_TIMEOUT_S) * 1000,
+        .stdin_fd = in,
+    };
+    fb_err ferr = {{0}};
+    fb_errc code = fb_exec_start(s->sb, &req, &cx->x, &ferr); /* dups stdin */
+    if (in >= 0)
+        close(in);
+    if (code != FB_OK) {
+        free(h);
+        free(cx);
+        return start_error(code, &ferr, err);
     }
-    *out = (fb_core_exec *)x;
+    cx->c = c;
+    core_new_id("x_", cx->id, sizeof cx->id);
+    memcpy(cx->sandbox_id, s->id, sizeof cx->sandbox_id);
+    struct timespec now = fb_time_now_ts();
+    fb_time_format(&now, cx->started_at);
+    cx->t0_ns = fb_time_monotonic_ns();
+    cx->caller = *caller;
+    cx->mode = mode;
+    h->cx = cx;
+    h->attached = mode == FB_EXEC_STREAM;
+    h->plain_owner = mode == FB_EXEC_PLAIN;
+    /* Linked even if the sandbox is retiring meanwhile: ref holds it, so
+     * its finalisation (which lets every linked exec go) comes later. */
+    LOCK(c);
+    cx->refs = 2;
+    cx->readers = h->attached;
+    cx->s = s;
+    cx->next = s->execs;
+    s->execs = cx;
+    UNLOCK(c);
+    *out = h;
     return 0;
 }
 
-/* The absolute CLOCK_REALTIME time timeout_ms from now, for timed waits. */
-static struct timespec deadline_after(int timeout_ms)
+/* ---- finding and reading ------------------------------------------------------------ */
+
+int fb_core_exec_open(fb_core *c, fb_caller *caller, fb_sb_ref *ref, const char *exec_id, bool attach,
+                      fb_core_exec **out, fb_core_err *err)
 {
-    struct timespec t;
-    clock_gettime(CLOCK_REALTIME, &t);
-    t.tv_sec += timeout_ms / 1000;
-    t.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (t.tv_nsec >= 1000000000L) {
-        t.tv_sec++;
-        t.tv_nsec -= 1000000000L;
+    (void)caller; /* the sandbox's permission was decided and audited when ref was opened */
+    if (!(ref->perm & FB_PERM_SANDBOXES_EXEC))
+        return fb_core_fail(err, FB_CORE_INTERNAL, "internal: exec lookup with a reference not opened for it");
+    fb_core_exec *h = calloc(1, sizeof *h);
+    if (!h)
+        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
+    core_exec *cx = NULL;
+    LOCK(c);
+    for (core_exec *e = ref->s->execs; e && exec_id; e = e->next)
+        if (strcmp(e->id, exec_id) == 0) {
+            cx = e;
+            cx->refs++;
+            cx->readers += attach;
+            break;
+        }
+    UNLOCK(c);
+    if (!cx) {
+        free(h);
+        return fb_core_fail(err, FB_CORE_NOT_FOUND, "no such exec");
     }
-    return t;
+    h->cx = cx;
+    h->attached = attach;
+    *out = h;
+    return 0;
 }
 
-int fb_core_exec_next(fb_core_exec *xp, uint64_t after_seq, fb_core_exec_event *ev, int timeout_ms)
+const char *fb_core_exec_id(const fb_core_exec *h)
 {
-    core_exec *x = (core_exec *)xp;
-    struct timespec until = deadline_after(timeout_ms);
-    pthread_mutex_lock(&x->lock);
-    for (;;) {
-        /* What the consumer has seen is dropped: the buffer holds only
-         * what is still to be read. */
-        while (x->head && x->head->ev.seq <= after_seq) {
-            ev_node *n = x->head;
-            x->head = n->next;
-            if (!x->head)
-                x->tail = NULL;
-            x->queued -= n->ev.len;
-            free(n->ev.data);
-            free(n);
-            pthread_cond_broadcast(&x->cond);
-        }
-        if (x->head) {
-            ev_node *n = x->head;
-            *ev = n->ev;
-            ev->data = NULL;
-            if (n->ev.len && (ev->data = malloc(n->ev.len)))
-                memcpy(ev->data, n->ev.data, n->ev.len);
-            else if (n->ev.len)
-                ev->len = 0;
-            pthread_mutex_unlock(&x->lock);
-            return 1;
-        }
-        if (x->done) {
-            pthread_mutex_unlock(&x->lock);
-            return -1;
-        }
-        if (pthread_cond_timedwait(&x->cond, &x->lock, &until) == ETIMEDOUT) {
-            pthread_mutex_unlock(&x->lock);
-            return 0;
-        }
-    }
+    return h->cx->id;
 }
 
-bool fb_core_exec_wait(fb_core_exec *xp, int timeout_ms)
+int fb_core_exec_next(fb_core_exec *h, uint64_t pos, fb_exec_event *ev, int timeout_ms)
 {
-    core_exec *x = (core_exec *)xp;
-    struct timespec until = deadline_after(timeout_ms);
-    pthread_mutex_lock(&x->lock);
-    while (!x->done && pthread_cond_timedwait(&x->cond, &x->lock, &until) != ETIMEDOUT)
-        ;
-    bool done = x->done;
-    pthread_mutex_unlock(&x->lock);
-    return done;
-}
-
-int fb_core_exec_outcome(fb_core_exec *xp, fb_exec_result *res, fb_core_err *err)
-{
-    core_exec *x = (core_exec *)xp;
-    pthread_mutex_lock(&x->lock);
-    int rc = x->done ? x->rc : fb_core_fail(&x->ferr, FB_CORE_INTERNAL, "internal: the exec has not ended");
-    if (rc < 0 && err)
-        *err = x->ferr;
-    if (rc == 0)
-        *res = x->res;
-    pthread_mutex_unlock(&x->lock);
+    int rc = fb_exec_next(h->cx->x, pos, ev, timeout_ms);
+    if (rc == 1 && (ev->kind == FB_EXEC_EV_EXIT || ev->kind == FB_EXEC_EV_ERROR))
+        note_end(h->cx);
     return rc;
 }
 
-void fb_core_exec_output(fb_core_exec *xp, const char **out, size_t *out_len, const char **errs, size_t *err_len)
+bool fb_core_exec_wait(fb_core_exec *h, int timeout_ms)
 {
-    core_exec *x = (core_exec *)xp;
-    *out = x->out.data ? x->out.data : "";
-    *out_len = x->out.len;
-    *errs = x->err.data ? x->err.data : "";
-    *err_len = x->err.len;
+    if (fb_exec_wait(h->cx->x, timeout_ms, NULL, NULL) == FB_E_TIMEOUT)
+        return false;
+    note_end(h->cx);
+    return true;
 }
 
-void fb_core_exec_release(fb_core_exec *xp)
+void fb_core_exec_cancel(fb_core *c, fb_caller *caller, fb_core_exec *h)
 {
-    core_exec *x = (core_exec *)xp;
-    if (!x)
+    cancel(h->cx);
+    if (caller)
+        fb_core_audit(c, caller, "exec", h->cx->sandbox_id, "cancel", "allowed", h->cx->id);
+}
+
+void fb_core_exec_status_of(fb_core_exec *h, fb_core_exec_status *st)
+{
+    core_exec *cx = h->cx;
+    memset(st, 0, sizeof *st);
+    memcpy(st->id, cx->id, sizeof st->id);
+    memcpy(st->sandbox_id, cx->sandbox_id, sizeof st->sandbox_id);
+    memcpy(st->started_at, cx->started_at, sizeof st->started_at);
+    fb_err e = {{0}};
+    st->code = fb_exec_wait(cx->x, 0, &st->result, &e);
+    st->ended = st->code != FB_E_TIMEOUT;
+    if (!st->ended)
+        st->code = FB_OK;
+    else if (st->code != FB_OK)
+        snprintf(st->message, sizeof st->message, "%s", e.msg);
+    if (st->ended)
+        note_end(cx);
+}
+
+void fb_core_exec_release(fb_core_exec *h)
+{
+    if (!h)
         return;
-    core_exec_cancel_locked(x); /* harmless once it has ended */
-    exec_unref(x);
+    core_exec *cx = h->cx;
+    fb_core *c = cx->c;
+    bool done = ended(cx);
+    if (h->plain_owner && !done)
+        cancel(cx); /* its caller went away: the command goes too (finding 13) */
+    bool cancel_now = false;
+    if (h->attached) {
+        LOCK(c);
+        if (--cx->readers == 0 && cx->mode == FB_EXEC_STREAM && !done) {
+            cx->alone_since_ns = fb_time_monotonic_ns();
+            cancel_now = c->cfg->limits.exec_reattach_s == 0 && !cx->cancelled;
+        }
+        UNLOCK(c);
+    }
+    if (cancel_now)
+        cancel(cx);
+    if (done)
+        note_end(cx);
+    unref(cx);
+    free(h);
+}
+
+/* ---- the reaper's side --------------------------------------------------------------- */
+
+#define SWEEP_MAX 64
+
+void core_execs_sweep(fb_core *c)
+{
+    uint64_t now = fb_time_monotonic_ns();
+    uint64_t grace = c->cfg->limits.exec_reattach_s * 1000000000ull;
+    core_exec *over[SWEEP_MAX];
+    size_t n = 0;
+    LOCK(c);
+    for (size_t i = 0; i < c->reg.n; i++) {
+        for (core_exec *e = c->reg.items[i]->execs; e; e = e->next) {
+            if (e->noted)
+                continue;
+            if (ended(e)) {
+                if (n < SWEEP_MAX) { /* the rest next round */
+                    e->refs++;
+                    over[n++] = e;
+                }
+            } else if (e->mode == FB_EXEC_STREAM && e->readers == 0 && !e->cancelled &&
+                       now - e->alone_since_ns >= grace) {
+                /* Nobody came back for it: it does not run on. */
+                e->cancelled = true;
+                fb_exec_cancel(e->x);
+                fb_log("info", e->caller.request_id, "exec cancelled: its stream was abandoned",
+                       json_pack("{s:s, s:s}", "sandbox", e->sandbox_id, "exec", e->id));
+            }
+        }
+    }
+    UNLOCK(c);
+    for (size_t i = 0; i < n; i++) {
+        note_end(over[i]);
+        unref(over[i]);
+    }
+}
+
+void core_execs_forget(fb_core *c, core_sandbox *s)
+{
+    LOCK(c);
+    core_exec *list = s->execs;
+    s->execs = NULL;
+    for (core_exec *e = list; e; e = e->next)
+        e->s = NULL;
+    UNLOCK(c);
+    while (list) {
+        core_exec *e = list;
+        list = e->next;
+        note_end(e); /* the sandbox is destroyed: every exec has ended */
+        unref(e);
+    }
 }

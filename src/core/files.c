@@ -78,9 +78,8 @@ static void *upload_main(void *arg)
 {
     fb_upload *u = arg;
     core_sandbox *s = u->ref->s;
-    pthread_mutex_lock(&s->use);
+    /* Execs and other transfers may use the sandbox meanwhile. */
     u->code = s->sb ? fb_file_put(s->sb, u->path, u->rfd, 0644, &u->ferr) : sandbox_gone(&u->ferr);
-    pthread_mutex_unlock(&s->use);
     /* Whatever is left unread is refused: the writer gets EPIPE. */
     close(u->rfd);
     u->rfd = -1;
@@ -184,10 +183,8 @@ int fb_core_file_get(fb_core *c, fb_caller *caller, fb_sb_ref *ref, const char *
         return -1;
     core_sandbox *s = ref->s;
     fb_err ferr = {{0}};
-    pthread_mutex_lock(&s->use);
     fb_errc code = s->sb ? fb_file_get(s->sb, path, fd, c->cfg->limits.max_file_bytes, &ferr) : sandbox_gone(&ferr);
     int r = code == FB_OK ? 0 : -1;
-    pthread_mutex_unlock(&s->use);
     fb_core_audit(c, caller, "file", s->id, "get", r < 0 ? "error" : "allowed", r < 0 ? ferr.msg : path);
     if (r < 0)
         return fb_core_fail(err, file_error_code(code), "%s", ferr.msg);

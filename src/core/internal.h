@@ -1,7 +1,8 @@
 /*
  * internal.h - what the service layer's files share (src/core only).
  *
- * The registry of live sandboxes, the spawner and the metrics counters.
+ * The registry of live sandboxes, the execs linked to them, and the
+ * metrics counters.
  */
 #ifndef FB_CORE_INTERNAL_H
 #define FB_CORE_INTERNAL_H
@@ -20,7 +21,7 @@
  *
  * An entry is reference-counted.  The table itself holds one reference
  * while the sandbox is live; retiring it (delete, TTL, shutdown) marks it
- * dying, kills it, cancels its execs and drops the table's reference.
+ * dying, kills it (which ends its execs) and drops the table's reference.
  * Whoever drops the last reference finalises: destroys the sandbox,
  * records its end and removes the entry, which until then still counts
  * against its team's quota.  Nobody ever waits for anybody's exec. */
@@ -37,12 +38,13 @@ typedef struct core_sandbox {
     uint64_t ttl_s;
     char created_at[40], expires_at[40];
     uint64_t expires_ns;        /* monotonic deadline; 0 until active */
-    fb_sandbox *sb;             /* NULL while being created */
-    pthread_mutex_t use;        /* one exec or transfer at a time */
+    fb_sandbox *sb;             /* NULL while being created; any number of execs and
+                                   transfers use it at once */
     int refs;
     bool dying;
     char end_state[16];         /* recorded when finalised */
-    core_exec *execs;           /* live execs, to cancel on retire */
+    core_exec *execs;           /* running and recently finished, newest first
+                                   (execs.c, under the registry lock) */
 } core_sandbox;
 
 typedef struct core_registry {
@@ -65,7 +67,6 @@ struct fb_core {
     pthread_t reaper;
     bool reaper_running;
     volatile sig_atomic_t stopping;
-    int exec_threads;           /* detached exec threads still running (atomic) */
 };
 
 void core_registry_init(core_registry *r);
@@ -92,21 +93,14 @@ size_t core_registry_count(core_registry *r, const char *backend);
 /* Entries that are up (live or dying), not those being created. */
 size_t core_registry_size(core_registry *r);
 
-/* Execs register with their sandbox so that retiring it cancels them. */
-void core_registry_link_exec(core_registry *r, core_sandbox *s, core_exec *x);
-void core_registry_unlink_exec(core_registry *r, core_sandbox *s, core_exec *x);
-/* Called with the registry lock held: cancel one exec (execs.c). */
-void core_exec_cancel_locked(core_exec *x);
-/* The next exec in a sandbox's list (execs.c owns the struct). */
-core_exec **core_exec_next_link(core_exec *x);
-
-/* ---- the spawner (spawner.c) -------------------------------------------------
- * A sandbox's processes carry a parent-death signal tied to the *thread*
- * that created them; request threads come and go, so creates run on a
- * few threads that live as long as the service. */
-int core_spawner_start(void);
-void core_spawner_stop(void);
-int core_spawn_sandbox(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *err);
+/* ---- execs (execs.c) -------------------------------------------------------------
+ * Called by the reaper every round: notes the end of execs nobody is
+ * watching (audit, metrics) and cancels streamed execs whose client has
+ * been gone longer than limits.exec_reattach_s.  Never blocks. */
+void core_execs_sweep(fb_core *c);
+/* The sandbox is destroyed (its execs have ended): notes them and lets
+ * them go.  Handles held elsewhere stay readable. */
+void core_execs_forget(fb_core *c, core_sandbox *s);
 
 /* ---- sandbox lifecycle helpers (sandboxes.c) ---------------------------------- */
 

@@ -2,11 +2,12 @@
  * registry.c - the table of live sandboxes (internal.h).
  *
  * A small array under one mutex.  Entries are reference-counted: the
- * table holds one reference while a sandbox is live, and every lookup,
- * exec or transfer holds one more.  Retiring (delete, TTL, shutdown)
- * kills the sandbox first, cancels its execs, marks it dying so that no
- * new lookup finds it, and drops the table's reference; the last holder
- * finalises it.  So the TTL reaper, DELETE and shutdown never wait for a
+ * table holds one reference while a sandbox is live, and every lookup
+ * or transfer holds one more (an exec holds none: it reads the sandbox's
+ * event log, which outlives the sandbox).  Retiring (delete, TTL,
+ * shutdown) kills the sandbox first, which ends its execs, marks it dying
+ * so that no new lookup finds it, and drops the table's reference; the
+ * last holder finalises it.  So the TTL reaper, DELETE and shutdown never wait for a
  * command or a client, and nobody ever frees an entry another thread is
  * still using (the creator, in particular, holds its reference from the
  * reservation until its answer is written: finding 7 of issue 6).
@@ -102,7 +103,6 @@ void core_registry_drop(core_registry *r, core_sandbox *s)
     pthread_mutex_lock(&r->lock);
     unlist(r, s);
     pthread_mutex_unlock(&r->lock);
-    pthread_mutex_destroy(&s->use);
     free(s);
 }
 
@@ -132,7 +132,6 @@ void core_registry_put(fb_core *c, core_sandbox *s)
     pthread_mutex_lock(&r->lock);
     unlist(r, s);
     pthread_mutex_unlock(&r->lock);
-    pthread_mutex_destroy(&s->use);
     free(s);
 }
 
@@ -146,10 +145,9 @@ bool core_registry_retire(fb_core *c, core_sandbox *s, const char *end_state)
     }
     s->dying = true;
     snprintf(s->end_state, sizeof s->end_state, "%s", end_state);
-    /* Kill first: an exec or transfer in flight ends now, and lets go. */
+    /* Kill first: every exec and transfer in flight ends now (the
+     * sandbox fails them with "killed"), and lets go. */
     fb_sandbox_kill(s->sb);
-    for (core_exec *x = s->execs; x; x = *core_exec_next_link(x))
-        core_exec_cancel_locked(x);
     pthread_mutex_unlock(&r->lock);
     core_registry_put(c, s); /* the table's reference */
     return true;
@@ -199,25 +197,4 @@ size_t core_registry_size(core_registry *r)
         k += r->items[i]->sb != NULL;
     pthread_mutex_unlock(&r->lock);
     return k;
-}
-
-void core_registry_link_exec(core_registry *r, core_sandbox *s, core_exec *x)
-{
-    pthread_mutex_lock(&r->lock);
-    *core_exec_next_link(x) = s->execs;
-    s->execs = x;
-    if (s->dying)
-        core_exec_cancel_locked(x);
-    pthread_mutex_unlock(&r->lock);
-}
-
-void core_registry_unlink_exec(core_registry *r, core_sandbox *s, core_exec *x)
-{
-    pthread_mutex_lock(&r->lock);
-    for (core_exec **p = &s->execs; *p; p = core_exec_next_link(*p))
-        if (*p == x) {
-            *p = *core_exec_next_link(x);
-            break;
-        }
-    pthread_mutex_unlock(&r->lock);
 }

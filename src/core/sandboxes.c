@@ -1,11 +1,12 @@
 /*
  * sandboxes.c - the sandbox service: create, list, open, delete, and the
- * TTL reaper (core.h).
+ * reaper (TTLs, and the exec sweep of execs.c) (core.h).
  *
  * Creation reserves the team's quota and a registry entry first (one step
  * under the registry lock, so racing creates cannot both take the last
- * slot), boots the sandbox on a spawner thread, and only then starts its
- * clock: a sandbox queued behind other boots does not arrive expired.  The
+ * slot), boots the sandbox (on src/sandbox's spawner threads), and only
+ * then starts its clock: a sandbox queued behind other boots does not
+ * arrive expired.  The
  * creator holds a reference from the reservation until it has written its
  * answer, so the reaper cannot free the entry under it.
  */
@@ -83,7 +84,6 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
     core_sandbox *s = calloc(1, sizeof *s);
     if (!s)
         return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
-    pthread_mutex_init(&s->use, NULL);
     snprintf(s->team_id, sizeof s->team_id, "%s", caller->who.team_id);
     snprintf(s->key_id, sizeof s->key_id, "%s", caller->who.key_id);
     snprintf(s->backend, sizeof s->backend, "%s", fb_backend_name(sc.backend));
@@ -95,7 +95,6 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
     char why[160] = "";
     int q = core_registry_reserve(c, s, why, sizeof why);
     if (q != 0) {
-        pthread_mutex_destroy(&s->use);
         free(s);
         core_metrics_sandbox_created("denied");
         fb_core_audit(c, caller, "sandbox", "sandboxes", "create", "denied", q > 0 ? why : "out of memory");
@@ -104,7 +103,9 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
     }
     fb_sandbox *sb = NULL;
     fb_err ferr = {{0}};
-    if (core_spawn_sandbox(&sc, &sb, &ferr) < 0) {
+    /* Boots on the sandbox module's long-lived spawner threads (the
+     * sandbox's parent-death signal is tied to the booting thread). */
+    if (fb_sandbox_create(&sc, &sb, &ferr) < 0) {
         core_registry_drop(&c->reg, s);
         core_metrics_sandbox_created("error");
         fb_core_audit(c, caller, "sandbox", "sandboxes", "create", "error", ferr.msg);
@@ -216,10 +217,11 @@ int fb_core_sandbox_delete(fb_core *c, fb_caller *caller, fb_sb_ref *ref, fb_cor
 
 void core_sandbox_finalise(fb_core *c, core_sandbox *s)
 {
-    pthread_mutex_lock(&s->use);
+    /* Nobody else holds a reference, so no transfer is in flight; execs
+     * hold none, and their logs outlive the sandbox. */
     fb_sandbox_destroy(s->sb);
     s->sb = NULL;
-    pthread_mutex_unlock(&s->use);
+    core_execs_forget(c, s);
     fb_err e = {{0}};
     if (fb_store_sandbox_set_state(c->store, s->id, s->end_state[0] ? s->end_state : "destroyed", &e) < 0)
         fb_log("error", NULL, "cannot record a sandbox's end",
@@ -241,6 +243,7 @@ void *core_reaper_main(void *arg)
             }
             core_registry_put(c, due[i]);
         }
+        core_execs_sweep(c);
         for (int t = 0; t < 5 && !c->stopping; t++)
             usleep(100000);
     }

@@ -106,6 +106,7 @@ struct gw_req {
 extern const gw_route gw_routes_health[];
 extern const gw_route gw_routes_sandboxes[];
 extern const gw_route gw_routes_execs[];
+extern const gw_route gw_routes_exec_events[];
 extern const gw_route gw_routes_files[];
 extern const gw_route gw_routes_keys[];
 extern const gw_route gw_routes_users[];
@@ -116,6 +117,17 @@ extern const gw_route gw_routes_audit[];
 size_t gw_routes_count(void);
 const gw_route *gw_route_at(size_t i);
 const gw_route_def *gw_route_defs(void);
+
+/* ---- execs (h_execs.c, h_exec_events.c) ------------------------------------------ */
+
+/* How a command ended, as the API shows it (ExecExit). */
+json_t *gw_exec_result_json(const fb_exec_result *res, uint64_t dropped);
+/* The {exec_id} exec of the {id} sandbox (the route's resolved sandbox,
+ * which is put back); NULL: answered, with *rc. */
+fb_core_exec *gw_exec_open(gw_req *r, bool attach, enum MHD_Result *rc);
+/* Answers with x's events as server-sent events from `from` (a resume
+ * token, "0" for the start; NULL: "0"), and takes x. */
+enum MHD_Result gw_exec_stream(gw_req *r, fb_core_exec *x, const char *from);
 
 /* ---- responses (respond.c) ---------------------------------------------------- */
 

@@ -1,8 +1,8 @@
 /*
  * router.c - route pattern matching (router.h).
  *
- * Walks pattern and path together; a "{id}" segment takes the path up to
- * the next "/" if it is a well-formed id.  Linear in the path's length,
+ * Walks pattern and path together; a "{name}" segment ("{id}",
+ * "{exec_id}") takes the path up to the next "/" if it is a well-formed id.  Linear in the path's length,
  * no recursion, no backtracking: a hostile path costs what it weighs.
  */
 #include "gateway/router.h"
@@ -20,7 +20,8 @@ bool gw_route_match(const char *pattern, const char *path, gw_params *params)
     const char *p = pattern, *u = path;
     params->n = 0;
     while (*p && *u) {
-        if (strncmp(p, "{id}", 4) == 0) {
+        const char *close = *p == '{' ? strchr(p, '}') : NULL;
+        if (close) {
             size_t n = 0;
             while (u[n] && u[n] != '/' && n <= GW_ID_MAX_LEN) {
                 if (!id_char(u[n]))
@@ -32,7 +33,7 @@ bool gw_route_match(const char *pattern, const char *path, gw_params *params)
             memcpy(params->v[params->n], u, n);
             params->v[params->n][n] = '\0';
             params->n++;
-            p += 4;
+            p = close + 1;
             u += n;
             continue;
         }

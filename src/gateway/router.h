@@ -3,8 +3,9 @@
  *
  * Pure: no I/O, no allocation, no libmicrohttpd, so that the unit tests
  * and the fuzzer drive it directly.  A pattern is literal text with
- * "{id}" segments; an id is 1..64 characters of [A-Za-z0-9_-] (so no
- * "/", "." or "%" ever reaches a handler through one).  The first route
+ * "{name}" segments ("{id}", "{exec_id}": the name only documents); an
+ * id is 1..64 characters of [A-Za-z0-9_-] (so no "/", "." or "%" ever
+ * reaches a handler through one).  The first route
  * whose pattern and method both match wins; a path that matches some
  * pattern with another method is "method not allowed".
  */
@@ -30,7 +31,7 @@ typedef struct gw_params {
 
 enum { GW_ROUTE_NONE = -1, GW_ROUTE_BAD_METHOD = -2 };
 
-/* Whether path matches pattern; fills params (n = the number of {id}). */
+/* Whether path matches pattern; fills params (n = the number of {name}). */
 bool gw_route_match(const char *pattern, const char *path, gw_params *params);
 /* The index of the matching route in defs[0..n), GW_ROUTE_NONE or
  * GW_ROUTE_BAD_METHOD; params is filled for a match. */

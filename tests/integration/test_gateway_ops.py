@@ -351,13 +351,27 @@ def test_ttl_is_enforced_even_while_an_exec_runs():
 
 
 def test_abandoned_stream_stops_its_command():
-    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000"])
+    # An abandoned stream's command runs on for limits.exec_reattach_s (so
+    # that its client can come back), then no longer.
+    g = started(["limits.rate_rps=1000", "limits.rate_burst=1000", "limits.exec_reattach_s=2"])
     try:
         c = g.admin()
         s = c.create_sandbox()
-        stream = c.exec_stream(s["id"], ["sh", "-c", "echo started; sleep 600"], timeout_s=900)
+        beat = "echo started; i=0; while :; do i=$((i+1)); echo $i > /workspace/beat; sleep 0.1; done"
+        stream = c.exec_stream(s["id"], ["sh", "-c", beat], timeout_s=900)
         assert next(stream)[0] == "stdout"
         stream.close()                           # the client goes away
+        t0 = time.monotonic()
+
+        def beating():
+            before = c.get_file(s["id"], "/workspace/beat")
+            time.sleep(0.6)
+            return c.get_file(s["id"], "/workspace/beat") != before
+
+        while beating():
+            assert time.monotonic() - t0 < 2 + 5, "the abandoned command runs on"
+        assert time.monotonic() - t0 >= 2 - 0.7  # not before the grace period
+        assert c.exec_status(s["id"], stream.exec_id)["result"]["signal"] == 9
         quick = g.client(g.admin_key)
         quick.timeout = 60
         assert quick.exec(s["id"], ["echo", "next"])["stdout"] == "next\n"

@@ -121,7 +121,8 @@ static void test_defaults(void **state)
         "\"network\":{\"internet\":false},"
         "\"limits\":{\"max_body_bytes\":1048576,\"max_header_bytes\":16384,"
         "\"max_file_bytes\":67108864,\"max_output_bytes\":8388608,\"rate_rps\":10,"
-        "\"rate_burst\":20,\"max_connections\":256,\"request_timeout_s\":30},"
+        "\"rate_burst\":20,\"max_connections\":256,\"request_timeout_s\":30,"
+        "\"exec_reattach_s\":10},"
         "\"quotas\":{\"max_sandboxes_per_team\":10,\"max_memory_mib_per_team\":8192,"
         "\"max_vcpus_per_team\":32}}");
     free(json);

@@ -23,7 +23,6 @@
 static core_sandbox *entry(const char *team, uint64_t mem, uint64_t vcpus, int n)
 {
     core_sandbox *s = calloc(1, sizeof *s);
-    pthread_mutex_init(&s->use, NULL);
     snprintf(s->team_id, sizeof s->team_id, "%s", team);
     snprintf(s->id, sizeof s->id, "pending-%s-%d", team, n);
     s->memory_mib = mem;

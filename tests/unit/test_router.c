@@ -26,7 +26,7 @@ static const gw_route_def defs[] = {
     {"GET", "/v1/sandboxes/{id}"},
     {"DELETE", "/v1/sandboxes/{id}"},
     {"POST", "/v1/sandboxes/{id}/exec"},
-    {"GET", "/v1/things/{id}/parts/{id}"},
+    {"GET", "/v1/things/{id}/parts/{part_id}"},
 };
 #define NDEFS (sizeof defs / sizeof defs[0])
 
@@ -109,10 +109,10 @@ static void test_real_table(void **state)
         char path[128], want[128];
         size_t k = 0;
         for (const char *c = rt->def.pattern; *c && k < sizeof path - 8;) {
-            if (strncmp(c, "{id}", 4) == 0) {
+            if (*c == '{') { /* any {name} segment */
                 memcpy(path + k, "id-1", 4);
                 k += 4;
-                c += 4;
+                c = strchr(c, '}') + 1;
             } else {
                 path[k++] = *c++;
             }
