@@ -182,6 +182,8 @@ int fb_core_sandbox_delete(fb_core *c, fb_caller *caller, fb_sb_ref *ref, fb_cor
 #define FB_EXEC_DEFAULT_TIMEOUT_S 60
 /* Finished execs kept readable per live sandbox (the newest ones). */
 #define FB_EXEC_KEEP_FINISHED 16
+/* ... for this long after their end (seconds), unless someone is reading. */
+#define FB_EXEC_KEEP_FINISHED_S 60
 #define FB_EXEC_ID_MAX 24
 
 typedef struct fb_core_exec_spec {

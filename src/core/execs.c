@@ -23,7 +23,10 @@
  *   once by whoever notices the end first (a reader, the sweep, or the
  *   sandbox's finalisation);
  * - how many finished execs a live sandbox keeps readable (the newest
- *   FB_EXEC_KEEP_FINISHED; older ones are let go).
+ *   FB_EXEC_KEEP_FINISHED; older ones are let go) and for how long: an
+ *   unread finished exec's log (up to its output cap) is let go
+ *   FB_EXEC_KEEP_FINISHED_S after its end, so memory held for late readers
+ *   does not outlive their chance to come back.
  *
  * Locking: an exec's links, reference count and reader bookkeeping are
  * guarded by the registry lock (they change rarely).  The order is the
@@ -56,6 +59,7 @@ struct core_exec {
     uint64_t alone_since_ns;    /* STREAM with no reader: since when */
     bool cancelled;
     bool noted;                 /* the end is audited and counted */
+    uint64_t noted_ns;          /* when (monotonic) */
 };
 
 /* A handle: what a caller holds. */
@@ -124,6 +128,8 @@ static void note_end(core_exec *cx)
     LOCK(c);
     bool first = !cx->noted;
     cx->noted = true;
+    if (first)
+        cx->noted_ns = fb_time_monotonic_ns();
     bool cancelled = cx->cancelled;
     UNLOCK(c);
     if (!first)
@@ -380,14 +386,24 @@ void core_execs_sweep(fb_core *c)
 {
     uint64_t now = fb_time_monotonic_ns();
     uint64_t grace = c->cfg->limits.exec_reattach_s * 1000000000ull;
+    uint64_t keep = FB_EXEC_KEEP_FINISHED_S * 1000000000ull;
     core_exec *over[SWEEP_MAX];
+    core_exec *drop = NULL;
     size_t n = 0;
     LOCK(c);
     for (size_t i = 0; i < c->reg.n; i++) {
-        for (core_exec *e = c->reg.items[i]->execs; e; e = e->next) {
-            if (e->noted)
-                continue;
-            if (ended(e)) {
+        core_sandbox *s = c->reg.items[i];
+        for (core_exec **p = &s->execs; *p;) {
+            core_exec *e = *p;
+            if (e->noted) {
+                if (e->readers == 0 && now - e->noted_ns >= keep) {
+                    *p = e->next; /* its late readers had their chance */
+                    e->s = NULL;
+                    e->next = drop;
+                    drop = e;
+                    continue;
+                }
+            } else if (ended(e)) {
                 if (n < SWEEP_MAX) { /* the rest next round */
                     e->refs++;
                     over[n++] = e;
@@ -400,12 +416,18 @@ void core_execs_sweep(fb_core *c)
                 fb_log("info", e->caller.request_id, "exec cancelled: its stream was abandoned",
                        json_pack("{s:s, s:s}", "sandbox", e->sandbox_id, "exec", e->id));
             }
+            p = &e->next;
         }
     }
     UNLOCK(c);
     for (size_t i = 0; i < n; i++) {
         note_end(over[i]);
         unref(over[i]);
+    }
+    while (drop) {
+        core_exec *e = drop;
+        drop = e->next;
+        unref(e);
     }
 }
 
