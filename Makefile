@@ -13,12 +13,12 @@ CFLAGS  ?= -O2 -g
 override CFLAGS  += -std=gnu17 $(WARN) $(HARDEN) -Isrc -MMD -MP $(EXTRA_CFLAGS)
 override LDFLAGS += -pie -Wl,-z,relro,-z,now $(EXTRA_LDFLAGS)
 
-HOST_LIBS  := -ljansson -lsodium -lsqlite3 -lmicrohttpd -lyaml -lpthread -lm
+HOST_LIBS  := -ljansson -lsodium -lsqlite3 -lmicrohttpd -lyaml -lcurl -lpthread -lm
 AGENT_LIBS := -ljansson -lseccomp
 
 COMMON_SRC := src/common/util.c src/common/time.c src/common/utf8.c $(wildcard src/proto/*.c)
 AGENT_SRC  := $(wildcard src/agent/*.c)
-LIB_SRC    := $(wildcard src/sandbox/*.c src/image/*.c src/store/*.c src/audit/*.c src/auth/*.c src/policy/*.c src/config/*.c src/core/*.c src/gateway/*.c) $(COMMON_SRC)
+LIB_SRC    := $(wildcard src/sandbox/*.c src/image/*.c src/store/*.c src/audit/*.c src/auth/*.c src/policy/*.c src/config/*.c src/core/*.c src/gateway/*.c src/llm/*.c) $(COMMON_SRC)
 CLI_SRC    := $(wildcard src/cli/*.c)
 
 COMMON_OBJ      := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
@@ -92,12 +92,12 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(LIB_OBJ)
 unit: $(UNIT_TESTS)
 	./tests/run-unit.sh $(UNIT_TESTS)
 
-test: deps all image $(UNIT_TESTS) $(BUILD)/fb-driver
+test: deps all image $(UNIT_TESTS) $(BUILD)/fb-driver $(BUILD)/fb-llm-probe
 	./tests/run-all.sh
 
 # The black-box suite alone (real sandboxes, a real gateway), in parallel
 # workers like `make test`.  PYTEST_ARGS narrows it: PYTEST_ARGS='-k jail'.
-integration: all image $(BUILD)/fb-driver
+integration: all image $(BUILD)/fb-driver $(BUILD)/fb-llm-probe
 	./tests/run-integration.sh $(PYTEST_ARGS)
 
 run: deps all image
@@ -132,6 +132,10 @@ $(BUILD)/fb-bench: bench/fb_bench.c $(LIB_OBJ)
 
 # Test drivers that use the sandbox library directly.
 $(BUILD)/fb-driver: tests/tools/fb_driver.c $(LIB_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)
+
+# One provider call (src/llm) against tests/tools/fake_llm.py.
+$(BUILD)/fb-llm-probe: tests/tools/fb_llm_probe.c $(LIB_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)
 
 # ---- fuzzing (clang's libFuzzer) --------------------------------------------
