@@ -2,8 +2,10 @@
  * http.c - one provider call over libcurl: the POST, its retries, and the
  * mapping of everything that can go wrong onto fb_llm_errc.
  *
- * Why each limit: the connect timeout and the low-speed ("idle") timeout
- * mean a provider that accepts and then says nothing cannot hold a task
+ * Why each limit: the connect timeout and the idle timeout (no byte for
+ * timeout_s, checked in the progress callback: libcurl's own low-speed
+ * check averages over a window, so a burst then silence goes unnoticed
+ * for seconds more than asked) mean a provider that accepts and then says nothing cannot hold a task
  * forever, while a long answer that keeps streaming is never cut; the
  * response cap bounds memory whatever the server sends; only http and
  * https are allowed and redirects are not followed, so a base_url or a
@@ -44,6 +46,7 @@ struct xfer {
     char *body;
     size_t blen, bcap, total;
     long retry_after;         /* seconds, -1 when not given */
+    struct timespec last_rx;  /* when a byte last arrived (or the start) */
     int errc;                 /* set by a callback that stopped the transfer */
     fb_err err;
 };
@@ -62,10 +65,16 @@ static int on_event(void *user, const char *event, const char *data, size_t len,
     return x->p->wire->event(x->t, event, data, len, err);
 }
 
+static void touch(struct xfer *x)
+{
+    clock_gettime(CLOCK_MONOTONIC, &x->last_rx);
+}
+
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *user)
 {
     struct xfer *x = user;
     size_t n = size * nmemb;
+    touch(x);
     if (x->status == 0)
         curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &x->status);
     bool ok = x->status >= 200 && x->status < 300;
@@ -109,6 +118,7 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *user)
     struct xfer *x = user;
     size_t n = size * nmemb;
     static const char name[] = "retry-after:";
+    touch(x);
     if (n > 5 && strncmp(ptr, "HTTP/", 5) == 0) {
         x->retry_after = -1; /* a new response (after a 100 Continue, say) */
     } else if (n > sizeof name - 1 && strncasecmp(ptr, name, sizeof name - 1) == 0) {
@@ -133,6 +143,16 @@ static int on_progress(void *user, curl_off_t dt, curl_off_t dn, curl_off_t ut, 
     struct xfer *x = user;
     if (x->rq->cancel && atomic_load(x->rq->cancel)) {
         x->errc = fb_fail_code(&x->err, FB_LLM_ECANCELLED, "cancelled");
+        return 1;
+    }
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec - x->last_rx.tv_sec > (time_t)x->p->timeout_s ||
+        (now.tv_sec - x->last_rx.tv_sec == (time_t)x->p->timeout_s && now.tv_nsec >= x->last_rx.tv_nsec)) {
+        if (x->status == 0 && x->total == 0)
+            x->errc = fb_fail_code(&x->err, FB_LLM_ETIMEOUT, "no response within %u s", x->p->timeout_s);
+        else
+            x->errc = fb_fail_code(&x->err, FB_LLM_ETIMEOUT, "the response stalled for %u s", x->p->timeout_s);
         return 1;
     }
     return 0;
@@ -197,9 +217,9 @@ static int curl_failure(const struct xfer *x, CURLcode cc, fb_err *err)
     const char *what = curl_easy_strerror(cc);
     switch (cc) {
     case CURLE_OPERATION_TIMEDOUT:
-        if (x->status == 0 && x->total == 0)
-            return fb_fail_code(err, FB_LLM_ETIMEOUT, "no response within %u s (%s)", x->p->timeout_s, what);
-        return fb_fail_code(err, FB_LLM_ETIMEOUT, "the response stalled for %u s (%s)", x->p->timeout_s, what);
+        /* Only the connect timeout is libcurl's; idle is on_progress's. */
+        return fb_fail_code(err, FB_LLM_ETIMEOUT, "could not connect within %u s (%s)",
+                            x->p->connect_timeout_s, what);
     case CURLE_PARTIAL_FILE:
     case CURLE_RECV_ERROR:
         if (x->status)
@@ -259,8 +279,7 @@ static int attempt(struct xfer *x, struct curl_slist *headers, const char *body,
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(body));
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, (long)p->connect_timeout_s);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)p->timeout_s);
+    touch(x);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
