@@ -87,6 +87,12 @@ static int messages(json_t *msgs, const fb_llm_conv *conv)
     return 0;
 }
 
+static json_t *tool_shape(const fb_llm_tool *t)
+{
+    return json_pack("{s:s, s:s, s:O}", "name", t->name, "description", t->description ? t->description : "",
+                     "input_schema", t->schema);
+}
+
 static json_t *encode(const fb_llm_request *rq, fb_err *err)
 {
     json_t *msgs = json_array();
@@ -97,23 +103,11 @@ static json_t *encode(const fb_llm_request *rq, fb_err *err)
         goto oom;
     if (rq->conv->system && json_object_set_new(body, "system", json_string(rq->conv->system)) < 0)
         goto oom;
-    if (rq->ntools) {
-        json_t *tools = json_array();
-        if (!tools || json_object_set_new(body, "tools", tools) < 0)
-            goto oom;
-        for (size_t i = 0; i < rq->ntools; i++) {
-            const fb_llm_tool *t = &rq->tools[i];
-            json_t *one = json_pack("{s:s, s:s, s:O}", "name", t->name, "description",
-                                    t->description ? t->description : "", "input_schema", t->schema);
-            if (json_array_append_new(tools, one) < 0)
-                goto oom;
-        }
-    }
+    if (llm_encode_tools(body, rq, tool_shape) < 0)
+        goto oom;
     return body;
 oom:
-    json_decref(body);
-    fb_fail_code(err, FB_LLM_EINVAL, "cannot build the request (out of memory, or text that is not UTF-8)");
-    return NULL;
+    return llm_encode_failed(body, err);
 }
 
 /* ---- response ----------------------------------------------------------- */

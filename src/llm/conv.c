@@ -24,6 +24,26 @@ uint64_t llm_juint(const json_t *obj, const char *key)
     return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
 }
 
+int llm_encode_tools(json_t *body, const fb_llm_request *rq, json_t *(*shape)(const fb_llm_tool *t))
+{
+    if (rq->ntools == 0)
+        return 0;
+    json_t *tools = json_array();
+    if (!tools || json_object_set_new(body, "tools", tools) < 0)
+        return -1;
+    for (size_t i = 0; i < rq->ntools; i++)
+        if (json_array_append_new(tools, shape(&rq->tools[i])) < 0)
+            return -1;
+    return 0;
+}
+
+json_t *llm_encode_failed(json_t *body, fb_err *err)
+{
+    json_decref(body);
+    fb_fail_code(err, FB_LLM_EINVAL, "cannot build the request (out of memory, or text that is not UTF-8)");
+    return NULL;
+}
+
 void llm_call_clear(fb_llm_tool_call *c)
 {
     free(c->id);

@@ -81,6 +81,11 @@ int llm_turn_result(struct llm_turn *t, fb_llm_response *r, fb_err *err);
 /* Copies one tool call (conv.c). */
 int llm_call_copy(fb_llm_tool_call *dst, const fb_llm_tool_call *src);
 void llm_call_clear(fb_llm_tool_call *c);
+/* Sets body's "tools" to shape(tool) for each of rq's tools (none: no
+ * key); -1 when out of memory. */
+int llm_encode_tools(json_t *body, const fb_llm_request *rq, json_t *(*shape)(const fb_llm_tool *t));
+/* Drops body, fills err and returns NULL: the end of a failed encode. */
+json_t *llm_encode_failed(json_t *body, fb_err *err);
 /* A JSON string's text, or NULL. */
 const char *llm_jstr(const json_t *obj, const char *key);
 /* A non-negative JSON integer, or 0. */

@@ -73,6 +73,12 @@ static json_t *message_json(const fb_llm_message *m)
     return NULL;
 }
 
+static json_t *tool_shape(const fb_llm_tool *t)
+{
+    return json_pack("{s:s, s:{s:s, s:s, s:O}}", "type", "function", "function", "name", t->name,
+                     "description", t->description ? t->description : "", "parameters", t->schema);
+}
+
 static json_t *encode(const fb_llm_request *rq, fb_err *err)
 {
     json_t *msgs = json_array();
@@ -87,19 +93,8 @@ static json_t *encode(const fb_llm_request *rq, fb_err *err)
     for (size_t i = 0; i < rq->conv->n; i++)
         if (json_array_append_new(msgs, message_json(&rq->conv->msgs[i])) < 0)
             goto oom;
-    if (rq->ntools) {
-        json_t *tools = json_array();
-        if (!tools || json_object_set_new(body, "tools", tools) < 0)
-            goto oom;
-        for (size_t i = 0; i < rq->ntools; i++) {
-            const fb_llm_tool *t = &rq->tools[i];
-            json_t *one = json_pack("{s:s, s:{s:s, s:s, s:O}}", "type", "function", "function",
-                                    "name", t->name, "description", t->description ? t->description : "",
-                                    "parameters", t->schema);
-            if (json_array_append_new(tools, one) < 0)
-                goto oom;
-        }
-    }
+    if (llm_encode_tools(body, rq, tool_shape) < 0)
+        goto oom;
     if (rq->max_tokens && json_object_set_new(body, "max_tokens", json_integer(rq->max_tokens)) < 0)
         goto oom;
     if (rq->stream &&
@@ -107,9 +102,7 @@ static json_t *encode(const fb_llm_request *rq, fb_err *err)
         goto oom;
     return body;
 oom:
-    json_decref(body);
-    fb_fail_code(err, FB_LLM_EINVAL, "cannot build the request (out of memory, or text that is not UTF-8)");
-    return NULL;
+    return llm_encode_failed(body, err);
 }
 
 /* ---- response ----------------------------------------------------------- */
