@@ -132,6 +132,8 @@ static int tool_use(struct llm_turn *t, long index, const json_t *b, fb_err *err
         return fb_fail_code(err, FB_LLM_EINVAL, "out of memory receiving a response");
     if (json_is_object(input))
         a->start_input = json_incref((json_t *)input);
+    else if (input)
+        a->bad_input = true;
     return 0;
 }
 

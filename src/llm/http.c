@@ -5,15 +5,17 @@
  * Why each limit: the connect timeout and the idle timeout (no byte for
  * timeout_s, checked in the progress callback: libcurl's own low-speed
  * check averages over a window, so a burst then silence goes unnoticed
- * for seconds more than asked) mean a provider that accepts and then says nothing cannot hold a task
- * forever, while a long answer that keeps streaming is never cut; the
- * response cap bounds memory whatever the server sends; only http and
- * https are allowed and redirects are not followed, so a base_url or a
- * Location header cannot turn the call into file:// or a request that
- * carries the key somewhere else.  The write callback looks at the status
- * before the first body byte: a 2xx stream goes to the SSE parser as it
- * arrives, anything else is buffered (an error body only up to
- * ERR_BODY_CAP, the rest dropped) to be decoded at the end.
+ * for longer than asked) mean a provider that accepts and then says
+ * nothing cannot hold a task forever, while a long answer that keeps
+ * streaming is never cut.  The response cap bounds memory whatever the
+ * server sends.  Only http and https are allowed and redirects are not
+ * followed, so a base_url or a Location header cannot turn the call into
+ * file:// or a request that carries the key somewhere else; for the same
+ * reason the *_proxy environment variables are not used (the key goes
+ * where base_url says).  The write callback looks at the status before
+ * the first body byte: a 2xx stream goes to the SSE parser as it arrives,
+ * anything else is buffered (an error body only up to ERR_BODY_CAP, the
+ * rest dropped) to be decoded at the end.
  *
  * Retries: 429 and 5xx, at most max_retries times, waiting Retry-After
  * seconds when the server says so (capped at FB_LLM_MAX_RETRY_WAIT_S),
@@ -274,6 +276,7 @@ static int attempt(struct xfer *x, struct curl_slist *headers, const char *body,
     curl_easy_setopt(h, CURLOPT_URL, p->url);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_PROXY, ""); /* no *_proxy from the environment */
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);

@@ -45,6 +45,7 @@ struct llm_call_acc {
     char *args;           /* arguments text as it arrives in pieces */
     size_t alen, acap;
     json_t *start_input;  /* anthropic: input in content_block_start */
+    bool bad_input;       /* anthropic: an input that is not an object */
     bool finished;
 };
 

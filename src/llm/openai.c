@@ -142,12 +142,16 @@ static int tool_calls(struct llm_turn *t, const json_t *arr, fb_err *err)
         struct llm_call_acc *a = llm_turn_call(t, index, err);
         if (!a)
             return FB_LLM_EMALFORMED;
-        const char *args = llm_jstr(fn, "arguments");
+        const json_t *jargs = json_object_get(fn, "arguments");
+        /* Some servers send the arguments as an object, not its text. */
+        char *dumped = json_is_object(jargs) ? json_dumps(jargs, JSON_COMPACT) : NULL;
+        const char *args = dumped ? dumped : json_string_value(jargs);
         int rc = set_str(&a->id, llm_jstr(tc, "id"), err);
         if (!rc)
             rc = set_str(&a->name, llm_jstr(fn, "name"), err);
         if (!rc && args)
             rc = llm_turn_call_args(t, a, args, strlen(args), err);
+        free(dumped);
         if (rc)
             return rc;
     }

@@ -9,6 +9,8 @@
  * response size cap), so a model that never stops cannot grow memory
  * without bound even when the HTTP layer's count is per attempt.
  */
+#define _GNU_SOURCE
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -112,8 +114,17 @@ int llm_turn_call_finish(struct llm_turn *t, struct llm_call_acc *a, fb_err *err
     if (a->finished)
         return 0;
     a->finished = true;
-    if (!a->id || !a->name || !a->id[0] || !a->name[0])
-        return fb_fail_code(err, FB_LLM_EMALFORMED, "tool call %ld has no id or name", a->index);
+    if (!a->name || !a->name[0])
+        return fb_fail_code(err, FB_LLM_EMALFORMED, "tool call %ld has no name", a->index);
+    if (!a->id || !a->id[0]) {
+        /* Some local servers give no ids; the call still needs one for its
+         * result, and such a server does not check what comes back. */
+        free(a->id);
+        if (asprintf(&a->id, "call_%ld", a->index) < 0) {
+            a->id = NULL;
+            return fb_fail_code(err, FB_LLM_EINVAL, "out of memory receiving a response");
+        }
+    }
     fb_llm_tool_call *nc = realloc(t->calls, (t->ncalls + 1) * sizeof *nc);
     if (!nc)
         return fb_fail_code(err, FB_LLM_EINVAL, "out of memory receiving a response");
@@ -122,7 +133,9 @@ int llm_turn_call_finish(struct llm_turn *t, struct llm_call_acc *a, fb_err *err
     memset(c, 0, sizeof *c);
     c->id = steal_pointer(&a->id);
     c->name = steal_pointer(&a->name);
-    if (a->alen > 0 || !a->start_input) {
+    if (a->bad_input && a->alen == 0) {
+        c->input = NULL;
+    } else if (a->alen > 0 || !a->start_input) {
         /* Arguments that are not a JSON object stay NULL in input: the
          * model's mistake, answered by the engine with an error result. */
         json_t *in = json_loadb(a->args ? a->args : "", a->alen, JSON_REJECT_DUPLICATES, NULL);

@@ -318,3 +318,52 @@ def test_config_errors_name_the_key(tmp_path, yaml_text, needle):
     out = json.loads(p.stdout)
     assert p.returncode == 2 and out["error"] == "config"
     assert needle in out["message"], out["message"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_redirect_is_not_followed(fake, tmp_path, kind):
+    """A Location header must not send the request (and its key) anywhere else."""
+    with FakeLLM(key=None, models={"m1"}) as other:
+        other.script = [{"text": "stolen"}]
+        cfg = write_config(tmp_path, kind, fake.url)
+        path = "/v1/chat/completions" if kind == "openai" else "/v1/messages"
+        fake.script = [{"status": 307, "location": other.url + path}]
+        out = probe(cfg, simple(), False)
+        assert out["error"] == "transport" and "307" in out["message"]
+        assert other.requests == []
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_proxy_environment_is_not_used(fake, tmp_path, kind):
+    with FakeLLM(key=None, models={"m1"}) as proxy:
+        proxy.script = [{"text": "via proxy"}]
+        cfg = write_config(tmp_path, kind, fake.url)
+        fake.script = [{"text": "direct"}]
+        env = dict(os.environ, http_proxy=proxy.url, HTTP_PROXY=proxy.url, ALL_PROXY=proxy.url,
+                   NO_PROXY="", no_proxy="")
+        p = subprocess.run([PROBE, "--config", cfg, "--provider", "p1"], input=json.dumps(simple()),
+                           capture_output=True, text=True, timeout=30, env=env)
+        assert json.loads(p.stdout)["text"] == "direct"
+        assert proxy.requests == []
+
+
+@pytest.mark.parametrize("stream", MODES)
+def test_openai_local_server_quirks(fake, tmp_path, stream):
+    """No tool call ids (one is made up per index) and arguments as an object."""
+    cfg = write_config(tmp_path, "openai", fake.url)
+    fake.script = [{"no_ids": True, "args_object": not stream, "tool_calls": [
+        {"id": "-", "name": "bash", "arguments": '{"command": "pwd"}'},
+        {"id": "-", "name": "glob", "arguments": '{"pattern": "*.c"}'}]}]
+    out = probe(cfg, simple(), stream)
+    assert out["tool_calls"] == [
+        {"id": "call_0", "name": "bash", "input": {"command": "pwd"}},
+        {"id": "call_1", "name": "glob", "input": {"pattern": "*.c"}}]
+
+
+@params
+def test_arguments_that_are_not_an_object(fake, tmp_path, kind, stream):
+    """The model's mistake is not a transport error: the call comes back with no input."""
+    cfg = write_config(tmp_path, kind, fake.url)
+    fake.script = [{"tool_calls": [{"id": "c1", "name": "bash", "arguments": '["not", "an object"]'}]}]
+    out = probe(cfg, simple(), stream)
+    assert out["tool_calls"] == [{"id": "c1", "name": "bash", "input": None}]

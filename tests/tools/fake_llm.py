@@ -24,6 +24,9 @@ A reply is a dict:
   {"stall": S, ...}        after the first part of a stream, S seconds of silence
   {"big": N}               a well-formed body of about N bytes
   {"stream_error": "overloaded_error"}  an error event inside a stream
+  {"status": 307, "location": URL}       a redirect
+  "no_ids": True / "args_object": True   (openai) tool calls without ids /
+                           with arguments as an object, as some local servers send
 Before the script, every request is checked as a real provider would: the
 key (Authorization: Bearer / x-api-key; a wrong one gets 401 in the
 provider's error shape, ECHOING the key it got, as some providers do), the
@@ -124,6 +127,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             headers = {}
             if "retry_after" in r:
                 headers["Retry-After"] = str(r["retry_after"])
+            if "location" in r:
+                headers["Location"] = r["location"]
             kind = {429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}.get(
                 r["status"], "invalid_request_error")
             return self._error(r["status"], kind, r.get("message", "scripted error"), headers)
@@ -176,6 +181,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             msg["tool_calls"] = [{"id": c["id"], "type": "function",
                                   "function": {"name": c["name"], "arguments": c["arguments"]}}
                                  for c in calls]
+            for tc in msg["tool_calls"]:
+                if r.get("no_ids"):
+                    del tc["id"]
+                if r.get("args_object"):
+                    tc["function"]["arguments"] = json.loads(tc["function"]["arguments"])
         return {"id": "chatcmpl-1", "object": "chat.completion", "model": "m1",
                 "choices": [{"index": 0, "message": msg,
                              "finish_reason": r.get("stop", "tool_calls" if calls else "stop")}],
@@ -192,8 +202,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         ev = [chunk({"role": "assistant", "content": ""})]
         ev += [chunk({"content": p}) for p in self.pieces(r.get("text", ""), n)]
         for i, c in enumerate(r.get("tool_calls", [])):
-            ev.append(chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
-                                             "function": {"name": c["name"], "arguments": ""}}]}))
+            first = {"index": i, "id": c["id"], "type": "function",
+                     "function": {"name": c["name"], "arguments": ""}}
+            if r.get("no_ids"):
+                del first["id"]
+            ev.append(chunk({"tool_calls": [first]}))
             ev += [chunk({"tool_calls": [{"index": i, "function": {"arguments": p}}]})
                    for p in self.pieces(c["arguments"], n)]
         if r.get("stream_error"):
