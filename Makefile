@@ -115,7 +115,7 @@ sanitize:
 # caused it (the binary aborts), and tests/run-integration.sh fails the run
 # if any report landed in build-san/sanitizer/.
 sanitize-integration: all image
-	$(SAN_MAKE) build-san/forgebox build-san/fb-driver
+	$(SAN_MAKE) build-san/forgebox build-san/fb-driver build-san/fb-llm-probe
 	FORGEBOX_BIN=$(CURDIR)/build-san/forgebox FORGEBOX_SANITIZED=1 \
 	    FORGEBOX_IMAGE=$(CURDIR)/$(IMAGE) ./tests/run-integration.sh $(PYTEST_ARGS)
 
