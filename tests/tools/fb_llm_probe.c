@@ -59,6 +59,7 @@ static void print_line(json_t *o)
     if (s)
         printf("%s\n", s);
     free(s);
+    json_decref(o);
     fflush(stdout);
 }
 
@@ -80,7 +81,7 @@ int main(int argc, char **argv)
 {
     const char *cfg_path = NULL, *name = NULL;
     bool stream = false;
-    struct seen seen = {json_array(), json_array(), false};
+    struct seen seen = {NULL, NULL, false};
     size_t max_resp = 0;
     unsigned retry_base = 0;
     for (int i = 1; i < argc; i++) {
@@ -106,11 +107,13 @@ int main(int argc, char **argv)
     fb_config cfg;
     if (fb_config_defaults(&cfg) < 0 || fb_config_load_file(&cfg, cfg_path, true, &err) < 0) {
         print_line(json_pack("{s:b, s:s, s:s}", "ok", 0, "error", "config", "message", err.msg));
+        fb_config_free(&cfg);
         return 2;
     }
     const fb_config_provider *pc = fb_config_provider_find(&cfg, name);
     if (!pc) {
         print_line(json_pack("{s:b, s:s, s:s}", "ok", 0, "error", "config", "message", "no such provider"));
+        fb_config_free(&cfg);
         return 2;
     }
     json_error_t jerr;
@@ -119,6 +122,9 @@ int main(int argc, char **argv)
     fb_llm_conv_init(&conv);
     if (!in || fb_llm_conv_from_json(&conv, in, &err) < 0) {
         fprintf(stderr, "fb-llm-probe: bad request JSON: %s\n", in ? err.msg : jerr.text);
+        fb_llm_conv_free(&conv);
+        json_decref(in);
+        fb_config_free(&cfg);
         return 2;
     }
     const json_t *jt = json_object_get(in, "tools");
@@ -131,6 +137,8 @@ int main(int argc, char **argv)
                                  json_object_get(t, "input_schema")};
     }
 
+    seen.deltas = json_array();
+    seen.calls = json_array();
     fb_llm_provider_opts opts = fb_config_provider_opts(pc);
     opts.max_response_bytes = max_resp;
     opts.retry_base_ms = retry_base;
