@@ -126,7 +126,7 @@ static int tool_use(struct llm_turn *t, long index, const json_t *b, fb_err *err
         return FB_LLM_EMALFORMED;
     const char *id = llm_jstr(b, "id"), *name = llm_jstr(b, "name");
     const json_t *input = json_object_get(b, "input");
-    if (!id || !name || a->id)
+    if (!id || !name || a->id || a->finished || a->start_input || a->bad_input)
         return fb_fail_code(err, FB_LLM_EMALFORMED, "tool_use block %ld without id and name, or twice", index);
     if (!(a->id = strdup(id)) || !(a->name = strdup(name)))
         return fb_fail_code(err, FB_LLM_EINVAL, "out of memory receiving a response");

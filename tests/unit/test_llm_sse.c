@@ -248,6 +248,24 @@ static void test_stream_cut_at_every_point_is_an_error(void **state)
     }
 }
 
+/* Found by fuzz_llm_stream: a tool_use block started again at an index
+ * whose call had ended leaked the first input; now it is malformed. */
+static void test_anthropic_block_index_reused(void **state)
+{
+    (void)state;
+    static const char again[] =
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,"
+        "\"content_block\":{\"type\":\"tool_use\",\"id\":\"a\",\"name\":\"bash\",\"input\":{}}}\n\n"
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n"
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,"
+        "\"content_block\":{\"type\":\"tool_use\",\"id\":\"b\",\"name\":\"bash\",\"input\":{}}}\n\n"
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    fb_llm_response r;
+    fb_err err = {{0}};
+    assert_int_equal(decode_stream(&llm_wire_anthropic, again, 0, &r, &err), FB_LLM_EMALFORMED);
+    assert_string_equal(err.msg, "tool_use block 0 without id and name, or twice");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -258,6 +276,7 @@ int main(void)
         cmocka_unit_test(test_openai_stream_split_everywhere),
         cmocka_unit_test(test_anthropic_stream_split_everywhere),
         cmocka_unit_test(test_stream_cut_at_every_point_is_an_error),
+        cmocka_unit_test(test_anthropic_block_index_reused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
