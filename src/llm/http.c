@@ -80,7 +80,8 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *user)
     if (x->status == 0)
         curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &x->status);
     bool ok = x->status >= 200 && x->status < 300;
-    if (ok && n > x->p->max_response_bytes - x->total) {
+    /* Error bodies count too: an endless one would otherwise never end. */
+    if (n > x->p->max_response_bytes - x->total) {
         x->errc = fb_fail_code(&x->err, FB_LLM_ETOOLARGE, "the response is larger than %zu bytes",
                                x->p->max_response_bytes);
         return 0;
@@ -199,10 +200,13 @@ fail:
 }
 
 /* The provider's error message from an error body, made safe to show. */
-static void provider_message(const struct xfer *x, char *out, size_t cap)
+static void provider_message(struct xfer *x, char *out, size_t cap)
 {
     char raw[400] = "";
-    json_t *j = x->body ? json_loadb(x->body, x->blen, 0, NULL) : NULL;
+    /* The key out first, so that no cut below can leave a piece of it. */
+    if (x->body)
+        llm_redact(x->body, x->p->key, x->p->key_len);
+    json_t *j = x->body ? json_loadb(x->body, strlen(x->body), 0, NULL) : NULL;
     if (j)
         x->p->wire->error_text(j, raw, sizeof raw);
     json_decref(j);

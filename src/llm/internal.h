@@ -124,6 +124,10 @@ struct fb_llm_provider {
     size_t max_response_bytes;
 };
 
+/* Replaces every occurrence of key in the NUL-terminated msg (in place,
+ * never longer) with "[redacted]" (or '*'s for a key shorter than that). */
+void llm_redact(char *msg, const char *key, size_t key_len);
+
 /* POSTs body and fills t, with the retries; returns 0 or an errc. */
 int llm_http_exchange(const fb_llm_provider *p, const fb_llm_request *rq, const char *body,
                       struct llm_turn *t, unsigned *attempts, fb_err *err);

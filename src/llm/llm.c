@@ -133,7 +133,7 @@ fb_llm_kind fb_llm_provider_kind(const fb_llm_provider *p)
 
 /* ---- one turn ----------------------------------------------------------- */
 
-static void redact(char *msg, const char *key, size_t key_len)
+void llm_redact(char *msg, const char *key, size_t key_len)
 {
     static const char mark[] = "[redacted]";
     char *hit;
@@ -152,9 +152,9 @@ static void redact(char *msg, const char *key, size_t key_len)
 static int finish_error(const fb_llm_provider *p, int rc, fb_err *err)
 {
     if (err) {
-        redact(err->msg, p->key, p->key_len);
+        llm_redact(err->msg, p->key, p->key_len);
         fb_fail_prefix(err, "provider %s", p->name);
-        redact(err->msg, p->key, p->key_len);
+        llm_redact(err->msg, p->key, p->key_len);
     }
     return rc;
 }

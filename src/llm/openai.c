@@ -167,7 +167,9 @@ static int choice(struct llm_turn *t, const json_t *obj, const char *what, fb_er
         return 0; /* the usage chunk */
     const json_t *c = json_array_get(choices, 0);
     const json_t *m = json_object_get(c, what);
-    if (!json_is_object(m))
+    /* A last chunk with only finish_reason may leave delta out or null. */
+    bool optional = strcmp(what, "delta") == 0 && (!m || json_is_null(m));
+    if (!json_is_object(m) && !optional)
         return fb_fail_code(err, FB_LLM_EMALFORMED, "choices[0] has no %s", what);
     const json_t *content = json_object_get(m, "content");
     if (content && !json_is_null(content) && !json_is_string(content))

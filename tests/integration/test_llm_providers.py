@@ -367,3 +367,16 @@ def test_arguments_that_are_not_an_object(fake, tmp_path, kind, stream):
     fake.script = [{"tool_calls": [{"id": "c1", "name": "bash", "arguments": '["not", "an object"]'}]}]
     out = probe(cfg, simple(), stream)
     assert out["tool_calls"] == [{"id": "c1", "name": "bash", "input": None}]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("pad", [0, 250, 290, 300, 310, 320, 380, 395, 420])
+def test_echoed_key_is_redacted_wherever_messages_are_cut(fake, tmp_path, kind, pad):
+    """No piece of the key survives, whichever length cut the message."""
+    cfg = write_config(tmp_path, kind, fake.url)
+    fake.script = [{"status": 400, "message": "x" * pad + "bad key {key} end"}]
+    out = probe(cfg, simple(), False)
+    assert out["error"] == "bad_request"
+    text = json.dumps(out)
+    for i in range(len(KEY) - 5):
+        assert KEY[i:i + 6] not in text, (pad, out["message"])

@@ -18,6 +18,7 @@ A reply is a dict:
    "pieces": N (split text and arguments into N-character deltas),
    "crlf": True (stream lines end with CRLF), "ping": True (anthropic ping)}
   {"status": 429|500|..., "retry_after": S, "message": "..."}  an error reply
+                           ("{key}" in the message: the key the request carried)
   {"malformed": True}      a body (or a stream chunk) that is not JSON
   {"cut": True, ...}       the stream (or body) stops half way, then the
                            connection closes
@@ -110,6 +111,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             auth = self.headers.get("Authorization", "")
             got = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+        self.got_key = got or ""
         if fake.key is not None and got != fake.key:
             kind = "authentication_error" if self.anthropic else "invalid_request_error"
             return self._error(401, kind, "Incorrect API key provided: %s" % got)
@@ -131,7 +133,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 headers["Location"] = r["location"]
             kind = {429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}.get(
                 r["status"], "invalid_request_error")
-            return self._error(r["status"], kind, r.get("message", "scripted error"), headers)
+            msg = r.get("message", "scripted error").replace("{key}", self.got_key)
+            return self._error(r["status"], kind, msg, headers)
         if r.get("malformed") and not stream:
             return self._send(200, raw=b'{"id": "x", "choices": [ {"message": ')
         if r.get("big"):
