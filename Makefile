@@ -13,12 +13,12 @@ CFLAGS  ?= -O2 -g
 override CFLAGS  += -std=gnu17 $(WARN) $(HARDEN) -Isrc -MMD -MP $(EXTRA_CFLAGS)
 override LDFLAGS += -pie -Wl,-z,relro,-z,now $(EXTRA_LDFLAGS)
 
-HOST_LIBS  := -ljansson -lsodium -lsqlite3 -lmicrohttpd -lyaml -levent -lcares -lpthread -lm
+HOST_LIBS  := -ljansson -lsodium -lsqlite3 -lmicrohttpd -lyaml -levent -lcares -lcurl -lpthread -lm
 AGENT_LIBS := -ljansson -lseccomp
 
 COMMON_SRC := src/common/util.c src/common/time.c src/common/utf8.c $(wildcard src/proto/*.c)
 AGENT_SRC  := $(wildcard src/agent/*.c)
-LIB_SRC    := $(wildcard src/sandbox/*.c src/image/*.c src/store/*.c src/audit/*.c src/auth/*.c src/policy/*.c src/config/*.c src/core/*.c src/gateway/*.c src/egress/*.c) $(COMMON_SRC)
+LIB_SRC    := $(wildcard src/sandbox/*.c src/image/*.c src/store/*.c src/audit/*.c src/auth/*.c src/policy/*.c src/config/*.c src/core/*.c src/gateway/*.c src/egress/*.c src/llm/*.c) $(COMMON_SRC)
 CLI_SRC    := $(wildcard src/cli/*.c)
 
 COMMON_OBJ      := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
@@ -92,12 +92,12 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(LIB_OBJ)
 unit: $(UNIT_TESTS)
 	./tests/run-unit.sh $(UNIT_TESTS)
 
-test: deps all image $(UNIT_TESTS) $(BUILD)/fb-driver $(BUILD)/fb-egress-probe
+test: deps all image $(UNIT_TESTS) $(BUILD)/fb-driver $(BUILD)/fb-egress-probe $(BUILD)/fb-llm-probe
 	./tests/run-all.sh
 
 # The black-box suite alone (real sandboxes, a real gateway), in parallel
 # workers like `make test`.  PYTEST_ARGS narrows it: PYTEST_ARGS='-k jail'.
-integration: all image $(BUILD)/fb-driver $(BUILD)/fb-egress-probe
+integration: all image $(BUILD)/fb-driver $(BUILD)/fb-egress-probe $(BUILD)/fb-llm-probe
 	./tests/run-integration.sh $(PYTEST_ARGS)
 
 run: deps all image
@@ -115,7 +115,7 @@ sanitize:
 # caused it (the binary aborts), and tests/run-integration.sh fails the run
 # if any report landed in build-san/sanitizer/.
 sanitize-integration: all image
-	$(SAN_MAKE) build-san/forgebox build-san/fb-driver
+	$(SAN_MAKE) build-san/forgebox build-san/fb-driver build-san/fb-egress-probe build-san/fb-llm-probe
 	FORGEBOX_BIN=$(CURDIR)/build-san/forgebox FORGEBOX_SANITIZED=1 \
 	    FORGEBOX_IMAGE=$(CURDIR)/$(IMAGE) ./tests/run-integration.sh $(PYTEST_ARGS)
 
@@ -138,6 +138,10 @@ $(BUILD)/fb-driver: tests/tools/fb_driver.c $(LIB_OBJ)
 $(BUILD)/fb-egress-probe: tests/tools/fb_egress_probe.c $(LIB_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)
 
+# One provider call (src/llm) against tests/tools/fake_llm.py.
+$(BUILD)/fb-llm-probe: tests/tools/fb_llm_probe.c $(LIB_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)
+
 # ---- fuzzing (clang's libFuzzer) --------------------------------------------
 # Each target runs for FUZZ_TIME seconds from the corpus kept in
 # tests/fuzz/corpus/<target>/; new finds go to build-fuzz/, the repository's
@@ -156,6 +160,10 @@ $(FUZZ_BUILD)/fuzz_proto: tests/fuzz/fuzz_proto.c $(COMMON_SRC)
 $(FUZZ_BUILD)/fuzz_router: tests/fuzz/fuzz_router.c $(LIB_SRC) $(BUILD)/gen/migrations.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(HOST_LIBS)
+$(FUZZ_BUILD)/fuzz_llm_stream: tests/fuzz/fuzz_llm_stream.c src/llm/sse.c src/llm/turn.c src/llm/conv.c \
+		src/llm/openai.c src/llm/anthropic.c src/common/util.c src/common/time.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -ljansson
 $(FUZZ_BUILD)/fuzz_body: tests/fuzz/fuzz_body.c src/gateway/body.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -ljansson

@@ -482,6 +482,7 @@ void fb_config_free(fb_config *cfg)
         cfg->src_[i] = NULL;
         cfg->redact_[i] = false;
     }
+    cfg_providers_free(cfg);
 }
 
 int fb_config_set(fb_config *cfg, const char *key, const char *value, const char *source,
@@ -578,6 +579,8 @@ char *fb_config_dump_json(const fb_config *cfg)
         if (!v || json_object_set_new(parent, leaf, v) < 0)
             ok = false;
     }
+    if (ok && cfg_providers_dump(cfg, root) < 0)
+        ok = false;
     char *out = ok ? json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(root);
     return out;

@@ -35,6 +35,7 @@
 #include <stdint.h>
 
 #include "common/util.h"
+#include "llm/llm.h"
 #include "sandbox/sandbox.h"
 
 typedef enum {
@@ -53,6 +54,24 @@ typedef enum {
 #define FB_CONFIG_MAX_VALUE 3000
 /* Number of keys (the size of the bookkeeping arrays below). */
 #define FB_CONFIG_NKEYS 28
+
+/* Most providers one file may define. */
+#define FB_CONFIG_MAX_PROVIDERS 64
+
+/* One entry of the providers: mapping (forgebox.yaml only: a mapping of
+ * names has no FORGEBOX_* form).  name is [a-z0-9_-]{1,64}; base_url is
+ * http(s) (fb_llm_url_allowed); api_key is NULL when the provider takes
+ * none, always shown as "[redacted]" and wiped when freed. */
+typedef struct fb_config_provider {
+    char *name;
+    fb_llm_kind kind;
+    char *base_url;
+    char *api_key;
+    uint64_t timeout_s;       /* idle timeout; 0: FB_LLM_DEFAULT_TIMEOUT_S */
+    uint64_t max_retries;
+    bool max_retries_set;     /* false: FB_LLM_DEFAULT_MAX_RETRIES */
+    char *src;                /* "PATH:LINE" of its name, for messages */
+} fb_config_provider;
 
 typedef struct fb_config {
     char *listen;             /* "host:port" or "[v6addr]:port" */
@@ -93,6 +112,8 @@ typedef struct fb_config {
         uint64_t max_memory_mib_per_team;
         uint64_t max_vcpus_per_team;  /* vCPUs of a team's live sandboxes */
     } quotas;
+    fb_config_provider *providers;  /* in file order */
+    size_t nproviders;
 
     /* Bookkeeping, private to config.c: where each key's value came from
      * (NULL: compiled default) and whether the value was built from a
@@ -149,6 +170,11 @@ int fb_config_listen_split(const char *listen, char *host, size_t host_cap, uint
                            fb_err *err);
 
 const char *fb_log_level_name(fb_log_level level);
+
+/* The provider called name, or NULL. */
+const fb_config_provider *fb_config_provider_find(const fb_config *cfg, const char *name);
+/* The options fb_llm_provider_new takes for p (pointing into p). */
+fb_llm_provider_opts fb_config_provider_opts(const fb_config_provider *p);
 
 /* Frees every string cfg owns; cfg may then be reused with
  * fb_config_defaults.  Safe to call twice. */

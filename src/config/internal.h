@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <yaml.h>
 
 #include "config/config.h"
 
@@ -62,5 +63,20 @@ size_t cfg_edit_distance(const char *a, const char *b);
 /* Parses value for k and, only if it is valid, stores it with its source. */
 int cfg_set_value(fb_config *cfg, const struct cfg_key *k, const char *value, const char *source, bool redact,
                   fb_err *err);
+
+/* yaml.c: expands ${VAR} and $${ (why filled on failure, never with a
+ * variable's value); *secret when a variable's name looks secret. */
+int cfg_interpolate(const char *in, char **out, bool *secret, char *why, size_t why_cap);
+size_t cfg_yaml_line(const yaml_node_t *n);
+bool cfg_yaml_is_null(const yaml_node_t *n);
+/* A scalar's text, NULL when it holds a NUL byte. */
+const char *cfg_yaml_text(const yaml_node_t *n);
+
+/* providers.c: the providers: mapping of forgebox.yaml into cfg. */
+int cfg_yaml_providers(fb_config *cfg, yaml_document_t *doc, const yaml_node_t *map, const char *path,
+                       fb_err *err);
+void cfg_providers_free(fb_config *cfg);
+/* Adds "providers" to a dump; -1 when out of memory. */
+int cfg_providers_dump(const fb_config *cfg, json_t *root);
 
 #endif

@@ -4,7 +4,8 @@
  *
  * The file is read whole (capped at FB_CONFIG_MAX_FILE_BYTES) and parsed
  * as one YAML document; every leaf must be a known key set once, and every
- * value goes through cfg_set_value with "PATH:LINE" as its source.
+ * value goes through cfg_set_value with "PATH:LINE" as its source.  The
+ * one key whose value is a mapping of names, providers, is providers.c's.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -32,7 +33,7 @@ static bool secret_name(const char *name)
 
 /* Expands ${VAR} from the environment and $${ to ${.  On failure returns -1
  * with why filled in (never containing a variable's value). */
-static int interpolate(const char *in, char **out, bool *secret, char *why, size_t why_cap)
+int cfg_interpolate(const char *in, char **out, bool *secret, char *why, size_t why_cap)
 {
     size_t cap = FB_CONFIG_MAX_VALUE + 1, n = 0;
     cleanup_free char *buf = malloc(cap);
@@ -111,12 +112,12 @@ struct file_ctx {
     size_t line_of[NKEYS]; /* where this file set each key; 0: not yet */
 };
 
-static size_t line_of_node(const yaml_node_t *n)
+size_t cfg_yaml_line(const yaml_node_t *n)
 {
     return n->start_mark.line + 1;
 }
 
-static bool is_null_scalar(const yaml_node_t *n)
+bool cfg_yaml_is_null(const yaml_node_t *n)
 {
     if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
         return false;
@@ -126,7 +127,7 @@ static bool is_null_scalar(const yaml_node_t *n)
 }
 
 /* A scalar's text, refusing embedded NULs ("\0" in a double-quoted string). */
-static const char *scalar_text(const yaml_node_t *n)
+const char *cfg_yaml_text(const yaml_node_t *n)
 {
     const char *v = (const char *)n->data.scalar.value;
     return strlen(v) == n->data.scalar.length ? v : NULL;
@@ -145,15 +146,15 @@ static int apply_leaf(struct file_ctx *c, const struct cfg_key *k, const yaml_no
     if (val->type != YAML_SCALAR_NODE)
         return fb_fail(err, "config: %s (%s): must be a single value, not a %s", k->name, source,
                        val->type == YAML_MAPPING_NODE ? "mapping" : "list");
-    if (is_null_scalar(val))
+    if (cfg_yaml_is_null(val))
         return cfg_set_value(c->cfg, k, "", source, false, err);
-    const char *text = scalar_text(val);
+    const char *text = cfg_yaml_text(val);
     if (!text)
         return fb_fail(err, "config: %s (%s): contains a NUL byte", k->name, source);
     char why[400];
     bool secret = false;
     cleanup_free char *expanded = NULL;
-    if (interpolate(text, &expanded, &secret, why, sizeof why) < 0)
+    if (cfg_interpolate(text, &expanded, &secret, why, sizeof why) < 0)
         return fb_fail(err, "config: %s (%s): %s", k->name, source, why);
     return cfg_set_value(c->cfg, k, expanded, source, secret, err);
 }
@@ -167,8 +168,8 @@ static int walk_mapping(struct file_ctx *c, const yaml_node_t *map, const char *
         yaml_node_t *vn = yaml_document_get_node(c->doc, pair->value);
         if (!kn || !vn)
             return fb_fail(err, "config: %s: malformed YAML document", c->path);
-        size_t line = line_of_node(kn);
-        const char *name = kn->type == YAML_SCALAR_NODE ? scalar_text(kn) : NULL;
+        size_t line = cfg_yaml_line(kn);
+        const char *name = kn->type == YAML_SCALAR_NODE ? cfg_yaml_text(kn) : NULL;
         if (!name || name[0] == '\0')
             return fb_fail(err, "config: %s:%zu: keys must be plain names", c->path, line);
 
@@ -180,7 +181,7 @@ static int walk_mapping(struct file_ctx *c, const yaml_node_t *map, const char *
                 strcmp((const char *)pk->data.scalar.value, name) == 0)
                 return fb_fail(err, "config: %s%s%s (%s:%zu): set twice in this file (first at line %zu)",
                                section ? section : "", section ? "." : "", name, c->path, line,
-                               line_of_node(pk));
+                               cfg_yaml_line(pk));
         }
 
         char full[2 * MAX_NAME + 2];
@@ -193,8 +194,13 @@ static int walk_mapping(struct file_ctx *c, const yaml_node_t *map, const char *
         }
         snprintf(full, sizeof full, "%s%s%s", section ? section : "", section ? "." : "", name);
 
+        if (!section && strcmp(full, "providers") == 0) {
+            if (cfg_yaml_providers(c->cfg, c->doc, vn, c->path, err) < 0)
+                return -1;
+            continue;
+        }
         if (!section && cfg_is_section(full)) {
-            if (is_null_scalar(vn))
+            if (cfg_yaml_is_null(vn))
                 continue; /* "limits:" with nothing under it */
             if (vn->type != YAML_MAPPING_NODE)
                 return fb_fail(err, "config: %s (%s:%zu): must be a mapping of %s.* keys", full,
@@ -298,14 +304,14 @@ int fb_config_load_file(fb_config *cfg, const char *path, bool required, fb_err 
             yaml_node_t *nroot = yaml_document_get_root_node(&next);
             if (nroot)
                 rc = fb_fail(err, "config: %s:%zu: only one YAML document is allowed", path,
-                             line_of_node(nroot));
+                             cfg_yaml_line(nroot));
             yaml_document_delete(&next);
         }
     }
-    if (rc == 0 && root && !is_null_scalar(root)) {
+    if (rc == 0 && root && !cfg_yaml_is_null(root)) {
         if (root->type != YAML_MAPPING_NODE) {
             rc = fb_fail(err, "config: %s:%zu: the top level must be a mapping of keys", path,
-                         line_of_node(root));
+                         cfg_yaml_line(root));
         } else {
             struct file_ctx c = {.cfg = cfg, .doc = &doc, .path = path};
             rc = walk_mapping(&c, root, NULL, err);
