@@ -8,6 +8,7 @@
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -52,7 +53,7 @@ def main():
         non2xx = [l for l in out.splitlines() if "Non-2xx" in l]
     finally:
         g.close()
-        g.tmp.cleanup()
+        shutil.rmtree(g.dir, ignore_errors=True)
     print()
     print(f"{'gateway measurement':40} {'forgebox':>10} {'baseline':>10} {'ratio':>7}  baseline is")
     print(f"{'exec round trip through the API':40} {api*1000:8.2f}ms {direct*1000:8.2f}ms "
