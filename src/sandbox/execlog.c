@@ -313,6 +313,12 @@ void fb_xlog_stdin_ready_locked(fb_sandbox *sb, fb_exec *x)
 {
     if (x->stdin_fd < 0 || x->done)
         return;
+    /* Read only what the channel can take now: bytes read from the fd and
+     * then refused by a full queue would be lost (and the command would
+     * wait for an EOF that never comes).  Nothing else sends between this
+     * check and the send below: both run under sb->mu. */
+    if (fb_chan_queued(&sb->chan) + FB_PROTO_MAX_HEADER + MAX_READ_CHUNK > FB_CHAN_MAX_QUEUED)
+        return;
     static __thread uint8_t buf[MAX_READ_CHUNK];
     ssize_t r = read(x->stdin_fd, buf, sizeof buf);
     if (r < 0 && (errno == EINTR || errno == EAGAIN))
@@ -321,7 +327,7 @@ void fb_xlog_stdin_ready_locked(fb_sandbox *sb, fb_exec *x)
     fb_msg_stdin m = {.eof = r <= 0};
     json_t *h = fb_msg_encode_stdin(x->id, &m, &err);
     if (fb_sup_send_locked(sb, h, buf, r > 0 ? (size_t)r : 0, &err) != FB_OK)
-        r = 0; /* the queue is full or the sandbox ended: stdin is over */
+        r = 0; /* the sandbox ended (room was checked above): stdin is over */
     if (r <= 0) {
         close(x->stdin_fd);
         x->stdin_fd = -1;
