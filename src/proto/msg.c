@@ -126,6 +126,8 @@ json_t *fb_msg_encode_hello(uint64_t id, const fb_msg_hello *m, fb_err *err)
         rc = set_u64(h, "nofile", m->nofile, err);
     if (rc == 0)
         rc = set_u64(h, "max_output", m->max_output, err);
+    if (rc == 0 && m->net)
+        rc = set_bool(h, "net", true, err);
     return done(h, rc);
 }
 
@@ -346,7 +348,7 @@ int fb_msg_decode_simple(const fb_frame *f, fb_err *err)
 int fb_msg_decode_hello(const fb_frame *f, fb_msg_hello *m, fb_err *err)
 {
     static const char *const fields[] = {"t", "id", "version", "workspace_mib", "tmp_mib",
-                                         "nproc", "nofile", "max_output", NULL};
+                                         "nproc", "nofile", "max_output", "net", NULL};
     *m = (fb_msg_hello){.workspace_mib = 64, .tmp_mib = 64, .nproc = 256, .nofile = 1024,
                         .max_output = 1 << 20};
     if (fb_hdr_only(f->hdr, fields, err) < 0 ||
@@ -355,7 +357,8 @@ int fb_msg_decode_hello(const fb_frame *f, fb_msg_hello *m, fb_err *err)
         fb_hdr_u64(f->hdr, "tmp_mib", false, 1 << 20, &m->tmp_mib, err) < 0 ||
         fb_hdr_u64(f->hdr, "nproc", false, 1 << 20, &m->nproc, err) < 0 ||
         fb_hdr_u64(f->hdr, "nofile", false, 1 << 20, &m->nofile, err) < 0 ||
-        fb_hdr_u64(f->hdr, "max_output", false, FB_MAX_OUTPUT_CAP, &m->max_output, err) < 0)
+        fb_hdr_u64(f->hdr, "max_output", false, FB_MAX_OUTPUT_CAP, &m->max_output, err) < 0 ||
+        (json_object_get(f->hdr, "net") && fb_hdr_bool(f->hdr, "net", &m->net, err) < 0))
         return -1;
     if (m->workspace_mib == 0 || m->tmp_mib == 0 || m->nproc < 8 || m->nofile < 16)
         return fb_fail(err, "limits too small to run anything");

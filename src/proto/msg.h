@@ -62,6 +62,7 @@ typedef struct fb_env_var {
 
 typedef struct fb_msg_hello {
     uint64_t version, workspace_mib, tmp_mib, nproc, nofile, max_output;
+    bool net;                /* a network grant: serve the egress bridge (absent: false) */
 } fb_msg_hello;
 
 typedef struct fb_msg_ready {

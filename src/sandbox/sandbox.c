@@ -77,6 +77,9 @@ const char *fb_sandbox_isolation(const fb_sandbox *sb)
 
 static int validate_config(const fb_sandbox_config *c, fb_err *err)
 {
+    if (c->net_adopt && c->backend != FB_BACKEND_JAIL)
+        return fb_fail(err, "a network grant needs the jail backend in this version (the VM's "
+                            "egress bridge is not built yet)");
     uint64_t min_mem = c->backend == FB_BACKEND_VM ? FB_MIN_VM_MEMORY_MIB : FB_MIN_MEMORY_MIB;
     if (c->memory_mib < min_mem || c->memory_mib > FB_MAX_MEMORY_MIB)
         return fb_fail(err, "memory must be between %llu and %d MiB", (unsigned long long)min_mem,
@@ -215,7 +218,7 @@ fb_errc fb_sandbox_boot_here(const fb_sandbox_config *cfg, fb_sandbox **out, fb_
     }
     sb->cfg = *cfg;
     sb->slot = -1;
-    sb->slot_fd = sb->chan_fd = sb->console_fd = sb->pidfd = sb->wake_fd = -1;
+    sb->slot_fd = sb->chan_fd = sb->console_fd = sb->pidfd = sb->wake_fd = sb->net_fd = -1;
     sb->pid = -1;
     sb->ops = cfg->backend == FB_BACKEND_JAIL ? &fb_backend_jail : &fb_backend_vm;
     if (fb_sup_init(sb, err) < 0)
@@ -396,6 +399,8 @@ void fb_sandbox_destroy(fb_sandbox *sb)
         close(sb->chan_fd);
     if (sb->console_fd >= 0)
         close(sb->console_fd);
+    if (sb->net_fd >= 0)
+        close(sb->net_fd);
     if (sb->pidfd >= 0)
         close(sb->pidfd);
     if (sb->run_path[0]) {
@@ -416,7 +421,7 @@ void fb_sandbox_destroy(fb_sandbox *sb)
     }
     /* The memory stays until the last exec handle goes. */
     pthread_mutex_lock(&sb->mu);
-    sb->chan_fd = sb->console_fd = sb->pidfd = -1;
+    sb->chan_fd = sb->console_fd = sb->pidfd = sb->net_fd = -1;
     sb->pid = -1;
     fb_sup_unref_unlock(sb);
 }

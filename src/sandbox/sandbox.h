@@ -41,6 +41,15 @@ typedef struct fb_sandbox_config {
     const char *image_dir;
     const char *state_dir;   /* image verification cache */
     const char *run_dir;     /* runtime files, e.g. /run/forgebox */
+    /* A network grant (jail only for now).  When set, fb-agent listens on
+     * 127.0.0.1:3128 inside the sandbox and hands each accepted TCP
+     * connection to the host over a channel of its own (SCM_RIGHTS on a
+     * socketpair); the I/O thread checks it is a stream socket and calls
+     * net_adopt(net_ctx, sandbox_id, fd), which owns fd from then on (the
+     * egress proxy's fb_egress_adopt).  The sandbox is known by the channel
+     * the fd came on, never by what it says.  NULL: no network at all. */
+    void (*net_adopt)(void *net_ctx, const char *sandbox_id, int fd);
+    void *net_ctx;
 } fb_sandbox_config;
 
 /* Limits enforced on configs (documented in docs/cli.md). */

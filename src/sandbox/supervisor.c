@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -322,10 +324,69 @@ static int check_requests_locked(fb_sandbox *sb, uint64_t now, int timeout)
     return timeout;
 }
 
+/* The egress bridge: each message on net_fd carries one accepted TCP
+ * connection's fd from fb-agent.  Only a stream socket is handed on (the
+ * agent is inside the sandbox: it could send anything); the sandbox is
+ * this one because the fd came on this sandbox's channel.  At most
+ * NET_BATCH per wakeup, so a flood cannot starve the agent channel. */
+#define NET_BATCH 16
+static void take_net_conns(fb_sandbox *sb)
+{
+    for (int i = 0; i < NET_BATCH; i++) {
+        char byte;
+        struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+        union {
+            struct cmsghdr h;
+            char buf[CMSG_SPACE(sizeof(int) * 4)];
+        } u;
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                            .msg_controllen = sizeof u.buf};
+        ssize_t r = recvmsg(sb->net_fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (r <= 0) {
+            if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+                /* The agent closed its end: no more connections. */
+                close(sb->net_fd);
+                sb->net_fd = -1;
+            }
+            return;
+        }
+        int fd = -1;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                continue;
+            size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            int *fds = (int *)(void *)CMSG_DATA(c);
+            for (size_t k = 0; k < nfd; k++) {
+                if (fd < 0)
+                    fd = fds[k];
+                else
+                    close(fds[k]); /* one fd per message */
+            }
+        }
+        if (fd < 0)
+            continue;
+        int type = 0;
+        socklen_t tl = sizeof type;
+        struct stat st;
+        if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+            getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_STREAM ||
+            !sb->cfg.net_adopt) {
+            close(fd);
+            continue;
+        }
+        /* The proxy's hand-over may wait for its thread: not under mu. */
+        pthread_mutex_unlock(&sb->mu);
+        sb->cfg.net_adopt(sb->cfg.net_ctx, sb->id, fd);
+        pthread_mutex_lock(&sb->mu);
+        if (sb->stopping || sb->dead || sb->net_fd < 0)
+            return;
+    }
+}
+
 static void *io_main(void *arg)
 {
     fb_sandbox *sb = arg;
-    enum { MAXFDS = 3 + FB_MAX_EXECS };
+    enum { MAXFDS = 4 + FB_MAX_EXECS };
     struct pollfd fds[MAXFDS];
     struct fb_exec *owner[MAXFDS];
     pthread_mutex_lock(&sb->mu);
@@ -342,6 +403,11 @@ static void *io_main(void *arg)
         if (sb->console_fd >= 0) {
             con = n;
             fds[n++] = (struct pollfd){.fd = sb->console_fd, .events = POLLIN};
+        }
+        int net = -1;
+        if (sb->net_fd >= 0) {
+            net = n;
+            fds[n++] = (struct pollfd){.fd = sb->net_fd, .events = POLLIN};
         }
         int first_exec = n;
         if (fb_chan_queued(&sb->chan) < SEND_BACKPRESSURE)
@@ -365,6 +431,8 @@ static void *io_main(void *arg)
         }
         if (con >= 0 && fds[con].revents)
             fb_sup_drain_console(sb);
+        if (net >= 0 && fds[net].revents)
+            take_net_conns(sb);
         /* Stdin before reading the channel: an exit read there may end
          * (and free) an exec whose fd is in fds. */
         for (int i = first_exec; i < n; i++)
@@ -394,7 +462,7 @@ static fb_errc handshake(fb_sandbox *sb, fb_err *err)
 {
     fb_msg_hello hello = {.version = FB_PROTO_VERSION, .workspace_mib = sb->cfg.disk_mib,
                           .tmp_mib = sb->cfg.tmp_mib, .nproc = sb->cfg.pids, .nofile = 1024,
-                          .max_output = sb->cfg.max_output};
+                          .max_output = sb->cfg.max_output, .net = sb->net_fd >= 0};
     uint64_t id = sb->next_id++;
     json_t *h = fb_msg_encode_hello(id, &hello, err);
     if (!h)
@@ -495,7 +563,7 @@ int fb_sandbox_attach_fd(int fd, const fb_sandbox_config *cfg, fb_sandbox **out,
     }
     sb->cfg = *cfg;
     sb->slot = -1;
-    sb->slot_fd = sb->console_fd = sb->pidfd = sb->wake_fd = -1;
+    sb->slot_fd = sb->console_fd = sb->pidfd = sb->wake_fd = sb->net_fd = -1;
     sb->pid = -1;
     sb->chan_fd = fd;
     snprintf(sb->id, sizeof sb->id, "sb-attached-%d", fd);
