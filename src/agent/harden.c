@@ -9,8 +9,10 @@
  *   - clone3 answers ENOSYS, so glibc falls back to clone, whose flags the
  *     filter can see; clone with any CLONE_NEW* flag is refused.
  *   - socket/socketpair only for AF_UNIX (socket for AF_INET/AF_INET6,
- *     SOCK_STREAM only, with a network grant).  AF_VSOCK reaches the hypervisor from any namespace and
- *     AF_NETLINK/AF_PACKET/raw sockets are kernel attack surface.
+ *     SOCK_STREAM only, with a network grant: the in-sandbox egress
+ *     listener is all it reaches).  AF_VSOCK reaches the hypervisor from
+ *     any namespace and AF_NETLINK/AF_PACKET/raw sockets (and UDP, so no
+ *     DNS query) are kernel attack surface or a way around the proxy.
  *   - ioctl TIOCSTI (typing into a terminal) and personality changes other
  *     than a query are refused.
  *   - RLIMIT_CORE cannot be changed (setrlimit, prlimit64 with a new
