@@ -325,8 +325,8 @@ static int check_requests_locked(fb_sandbox *sb, uint64_t now, int timeout)
 }
 
 /* The egress bridge: each message on net_fd carries one accepted TCP
- * connection's fd from fb-agent.  Only a stream socket is handed on (the
- * agent is inside the sandbox: it could send anything); the sandbox is
+ * connection's fd from fb-agent.  Only a connected stream socket is handed
+ * on (the agent is inside the sandbox: it could send anything); the sandbox is
  * this one because the fd came on this sandbox's channel.  At most
  * NET_BATCH per wakeup, so a flood cannot starve the agent channel. */
 #define NET_BATCH 16
@@ -365,11 +365,12 @@ static void take_net_conns(fb_sandbox *sb)
         }
         if (fd < 0)
             continue;
-        int type = 0;
-        socklen_t tl = sizeof type;
+        int type = 0, listening = 1;
+        socklen_t tl = sizeof type, ll = sizeof listening;
         struct stat st;
         if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
             getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_STREAM ||
+            getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) < 0 || listening ||
             !sb->cfg.net_adopt) {
             close(fd);
             continue;

@@ -1257,6 +1257,36 @@ static void test_exec_round_trip(void **state)
     fb_frame_clear(&f);
 }
 
+/* hello's "net": sent only when true, absent means false, a non-boolean
+ * is refused (the agent starts the egress bridge only on a real true). */
+static void test_hello_net_flag(void **state)
+{
+    (void)state;
+    fb_err err = {{0}};
+    for (int net = 0; net < 2; net++) {
+        fb_msg_hello m = {.version = 1, .workspace_mib = 8, .tmp_mib = 8, .nproc = 64, .nofile = 64,
+                          .max_output = 1024, .net = net};
+        json_t *h = fb_msg_encode_hello(7, &m, &err);
+        assert_non_null(h);
+        assert_true((json_object_get(h, "net") != NULL) == (net == 1));
+        fb_frame f;
+        to_frame(h, NULL, 0, &f);
+        fb_msg_hello d;
+        assert_int_equal(fb_msg_decode_hello(&f, &d, &err), 0);
+        assert_int_equal(d.net, net);
+        fb_frame_clear(&f);
+    }
+    json_error_t jerr;
+    json_t *h = json_loads("{\"t\":\"hello\",\"id\":1,\"version\":1,\"net\":1}", 0, &jerr);
+    assert_non_null(h);
+    fb_frame f;
+    to_frame(h, NULL, 0, &f);
+    fb_msg_hello d;
+    assert_int_equal(fb_msg_decode_hello(&f, &d, &err), -1);
+    assert_non_null(strstr(err.msg, "net"));
+    fb_frame_clear(&f);
+}
+
 static void expect_exec_refused(const char *json, const char *fragment)
 {
     json_error_t jerr;
@@ -1463,6 +1493,7 @@ int main(void)
         cmocka_unit_test(test_hdr_new),
         cmocka_unit_test(test_errc_names_round_trip),
         cmocka_unit_test(test_exec_round_trip),
+        cmocka_unit_test(test_hello_net_flag),
         cmocka_unit_test(test_exec_decoder_is_strict),
         cmocka_unit_test(test_exec_encoder_refuses_what_cannot_travel),
         cmocka_unit_test(test_exit_round_trip),
