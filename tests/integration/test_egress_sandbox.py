@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from conftest import EXIT_USAGE
+from conftest import EXIT_USAGE, forgebox
 
 PAGE = b"hello from the simulated internet\n"
 
@@ -306,3 +306,19 @@ def test_config_from_the_environment(run, config, web, monkeypatch):
             f"http://test.example:{web}/")
     assert r.rc == 0, r
     assert r.stdout.startswith("STATUS 200\n"), r
+
+
+def test_doctor_warns_while_allow_private_is_set(config, web):
+    r = forgebox("doctor", "--config", config())
+    assert r.rc == 0, r
+    assert "network:     network.allow 0 entries, network.deny 0, network.hosts 1 names\n" in r.stdout, r
+    assert (f"warning:     network.allow_private lets sandboxes with a grant reach 127.0.0.1:{web}, "
+            "a loopback address\n") in r.stdout, r
+
+
+def test_doctor_reports_a_bad_network_config(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("network:\n  internet: true\n")
+    r = forgebox("doctor", "--config", str(bad))
+    assert r.rc == 1, r
+    assert "config:      config: network.internet" in r.stdout, r
