@@ -322,3 +322,41 @@ def test_doctor_reports_a_bad_network_config(tmp_path):
     r = forgebox("doctor", "--config", str(bad))
     assert r.rc == 1, r
     assert "config:      config: network.internet" in r.stdout, r
+
+
+def test_git_clones_over_http_through_the_proxy(run, tmp_path):
+    # A git-style client: git's dumb HTTP protocol from a host directory,
+    # reached only through the proxy (git reads http_proxy itself).
+    import functools
+    import subprocess
+    src = tmp_path / "src"
+    src.mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
+    subprocess.run(git + ["init", "-q", str(src)], check=True)
+    (src / "README").write_text("cloned through the egress proxy\n")
+    subprocess.run(git + ["-C", str(src), "add", "README"], check=True)
+    subprocess.run(git + ["-C", str(src), "commit", "-qm", "one"], check=True)
+    served = tmp_path / "served"
+    served.mkdir()
+    subprocess.run(git + ["clone", "-q", "--bare", str(src), str(served / "repo.git")], check=True)
+    subprocess.run(["git", "-C", str(served / "repo.git"), "update-server-info"], check=True)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    srv = _Server(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        port = srv.server_address[1]
+        cfg = tmp_path / "forgebox.yaml"
+        cfg.write_text("network:\n  hosts:\n    git.example: [127.0.0.1]\n"
+                       f'  allow_private: ["127.0.0.1:{port}"]\n')
+        r = run("jail", "--config", str(cfg), "--allow-net", f"git.example:{port}", "--",
+                "sh", "-c", f"git clone -q http://git.example:{port}/repo.git /workspace/r && "
+                            "cat /workspace/r/README")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert r.rc == 0, r
+    assert r.stdout == "cloned through the egress proxy\n", r
