@@ -17,6 +17,7 @@
 #include "agent/harden.h"
 #include "agent/pid1.h"
 #include "proto/msg.h"
+#include "proto/relay.h"
 #include "proto/proto.h"
 
 /* The protocol's limits (FB_MAX_EXECS, FB_MAX_ARGV, ...) are proto/msg.h's. */
@@ -38,6 +39,9 @@ typedef struct fb_agent {
     fb_exec *execs[FB_MAX_EXECS];
     int net_fd;            /* the egress bridge's channel to the host (jail), or -1 */
     int net_listen;        /* 127.0.0.1:3128 with a network grant, else -1 */
+    bool relay_on;         /* vm with a grant: connections travel as net_* frames */
+    uint64_t relay_next;   /* the last stream id given */
+    fb_relay relay;
 } fb_agent;
 
 /* Queues a frame to the host and drops h.  A full queue means the host has
@@ -60,6 +64,8 @@ int fb_agent_reply_ok(fb_agent *a, uint64_t id, json_t *extra, const void *paylo
 int fb_net_start(fb_agent *a, fb_err *err);
 /* Hands waiting connections to the host (called when net_listen polls in). */
 void fb_net_accept(fb_agent *a);
+/* A net_* frame from the host (vm). */
+void fb_net_frame(fb_agent *a, const fb_frame *f);
 
 /* exec.c */
 int fb_exec_start(fb_agent *a, const fb_frame *f);

@@ -161,6 +161,11 @@ static void dispatch(fb_agent *a, const fb_frame *f)
     case FB_MSG_FILE_MKDIR:
         fb_files_handle(a, f);
         return;
+    case FB_MSG_NET_DATA:
+    case FB_MSG_NET_ACK:
+    case FB_MSG_NET_CLOSE:
+        fb_net_frame(a, f);
+        return;
     case FB_MSG_STATS:
     case FB_MSG_PING:
     case FB_MSG_SHUTDOWN:
@@ -185,7 +190,7 @@ static void dispatch(fb_agent *a, const fb_frame *f)
 
 static void serve(fb_agent *a)
 {
-    enum { MAXFDS = 3 + 4 * FB_MAX_EXECS };
+    enum { MAXFDS = 3 + 4 * FB_MAX_EXECS + FB_NET_MAX_STREAMS };
     struct pollfd fds[MAXFDS];
     fb_exec *owner[MAXFDS];
     int which[MAXFDS];
@@ -212,6 +217,12 @@ static void serve(fb_agent *a)
             net = n;
             fds[n++] = (struct pollfd){.fd = a->net_listen, .events = POLLIN};
         }
+        int first_stream = n, nstreams = 0;
+        if (a->relay_on) {
+            nstreams = (int)fb_relay_pollfds(&a->relay, fds + n, (size_t)(MAXFDS - n),
+                                             fb_chan_queued(&a->chan) < FB_BACKPRESSURE);
+            n += nstreams;
+        }
         int first_exec = n;
         n += fb_exec_pollfds(a, fds + n, MAXFDS - n, owner + n, which + n);
         int pr = poll(fds, (nfds_t)n, timeout);
@@ -225,6 +236,9 @@ static void serve(fb_agent *a)
             while (read(a->sigfd, &si, sizeof si) > 0)
                 ;
         }
+        /* Streams first: reading the channel below may end one in fds. */
+        if (nstreams)
+            fb_relay_io(&a->relay, fds + first_stream, (size_t)nstreams);
         if (net >= 0 && fds[net].revents)
             fb_net_accept(a);
         fb_exec_reap(a);

@@ -12,6 +12,11 @@
  * per-sandbox limits (connections, bytes, timeouts) apply.  The sandbox's
  * network namespace has nothing but lo, so the listener is the only place
  * an AF_INET socket can lead.
+ *
+ * In a VM descriptors cannot cross the virtio-serial port: there each
+ * connection becomes a stream of net_* frames on the agent channel
+ * (proto/relay.h), with a window per direction; the host turns each into
+ * a socketpair whose other end it gives to the proxy.
  */
 #define _GNU_SOURCE
 #include "agent/agent.h"
@@ -46,10 +51,25 @@ static int lo_up(fb_err *err)
     return 0;
 }
 
+static int relay_send(void *ctx, json_t *h, const void *payload, size_t len)
+{
+    fb_agent *a = ctx;
+    fb_err err = {{0}};
+    int rc = fb_chan_send(&a->chan, h, payload, len, &err);
+    json_decref(h);
+    return rc;
+}
+
 int fb_net_start(fb_agent *a, fb_err *err)
 {
-    if (a->net_fd < 0)
+    if (a->net_fd < 0 && a->mode != FB_MODE_VM)
         return fb_fail(err, "a network grant, but no egress bridge channel (--net-fd)");
+    if (a->net_fd < 0) {
+        /* A VM: descriptors cannot cross virtio-serial; streams travel
+         * as frames on the agent channel (proto/relay.h). */
+        fb_relay_init(&a->relay, relay_send, a);
+        a->relay_on = true;
+    }
     if (lo_up(err) < 0)
         return -1;
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
@@ -73,6 +93,17 @@ void fb_net_accept(fb_agent *a)
         int c = accept4(a->net_listen, NULL, NULL, SOCK_CLOEXEC);
         if (c < 0)
             return;
+        if (a->relay_on) {
+            uint64_t id = ++a->relay_next;
+            fb_err err = {{0}};
+            fb_msg_net m = {.type = FB_MSG_NET_OPEN};
+            json_t *h = fb_relay_add(&a->relay, id, c) == 0 ? fb_msg_encode_net(id, &m, &err) : NULL;
+            if (!h)
+                close(c); /* too many streams: the client sees a reset */
+            else
+                (void)relay_send(a, h, NULL, 0);
+            continue;
+        }
         char byte = 'c';
         struct iovec iov = {.iov_base = &byte, .iov_len = 1};
         union {
@@ -92,4 +123,10 @@ void fb_net_accept(fb_agent *a)
         (void)sendmsg(a->net_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
         close(c);
     }
+}
+
+void fb_net_frame(fb_agent *a, const fb_frame *f)
+{
+    if (a->relay_on)
+        fb_relay_frame(&a->relay, f);
 }

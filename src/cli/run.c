@@ -59,8 +59,8 @@ static void run_usage(FILE *out)
             "  --state-dir DIR       state directory (default /var/lib/forgebox)\n"
             "  --accel auto|kvm|tcg  vm accelerator (default auto)\n"
             "  --allow-net HOST[,HOST...]  let CMD reach these hosts through the egress\n"
-            "                        proxy (repeatable; pypi.org, *.example.com, host:8443;\n"
-            "                        jail backend only for now); default: no network\n"
+            "                        proxy (repeatable; pypi.org, *.example.com, host:8443);\n"
+            "                        default: no network\n"
             "  --config FILE         forgebox.yaml for network.* (default $FORGEBOX_CONFIG,\n"
             "                        else /etc/forgebox/forgebox.yaml if it exists)\n"
             "  -q, --quiet           no notes on stderr\n"
@@ -283,8 +283,6 @@ int fb_cmd_run(int argc, char **argv)
     if (optind >= argc)
         return bad_usage("no command given%s; use: forgebox run [options] -- CMD [ARG...]", "");
     char **cmd = argv + optind;
-    if (net.grant.count && cfg.backend != FB_BACKEND_JAIL)
-        return bad_usage("--allow-net needs --backend jail in this version%s", "");
 
     /* Local files are opened before any sandbox exists: a typo costs nothing. */
     int put_fds[MAX_TRANSFERS];

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "image/image.h"
+#include "proto/relay.h"
 #include "sandbox/supervisor.h"
 
 
@@ -77,9 +78,6 @@ const char *fb_sandbox_isolation(const fb_sandbox *sb)
 
 static int validate_config(const fb_sandbox_config *c, fb_err *err)
 {
-    if (c->net_adopt && c->backend != FB_BACKEND_JAIL)
-        return fb_fail(err, "a network grant needs the jail backend in this version (the VM's "
-                            "egress bridge is not built yet)");
     uint64_t min_mem = c->backend == FB_BACKEND_VM ? FB_MIN_VM_MEMORY_MIB : FB_MIN_MEMORY_MIB;
     if (c->memory_mib < min_mem || c->memory_mib > FB_MAX_MEMORY_MIB)
         return fb_fail(err, "memory must be between %llu and %d MiB", (unsigned long long)min_mem,
@@ -401,6 +399,8 @@ void fb_sandbox_destroy(fb_sandbox *sb)
         close(sb->console_fd);
     if (sb->net_fd >= 0)
         close(sb->net_fd);
+    if (sb->relay)
+        fb_relay_close_all(sb->relay);
     if (sb->pidfd >= 0)
         close(sb->pidfd);
     if (sb->run_path[0]) {
