@@ -213,7 +213,9 @@ static void serve(fb_agent *a)
         fds[1].revents = 0;
         int n = 2;
         int net = -1;
-        if (a->net_listen >= 0) {
+        /* In a VM each connection costs a net_open frame: accept only
+         * while the channel has room (the rest wait in the backlog). */
+        if (a->net_listen >= 0 && (!a->relay_on || fb_chan_queued(&a->chan) < FB_BACKPRESSURE)) {
             net = n;
             fds[n++] = (struct pollfd){.fd = a->net_listen, .events = POLLIN};
         }

@@ -97,11 +97,15 @@ void fb_net_accept(fb_agent *a)
             uint64_t id = ++a->relay_next;
             fb_err err = {{0}};
             fb_msg_net m = {.type = FB_MSG_NET_OPEN};
-            json_t *h = fb_relay_add(&a->relay, id, c) == 0 ? fb_msg_encode_net(id, &m, &err) : NULL;
-            if (!h)
+            json_t *h = fb_msg_encode_net(id, &m, &err);
+            if (!h || fb_relay_add(&a->relay, id, c) < 0) {
+                json_decref(h);
                 close(c); /* too many streams: the client sees a reset */
-            else
-                (void)relay_send(a, h, NULL, 0);
+                continue;
+            }
+            /* Queued for sure: main.c polls the listener only while the
+             * channel has room. */
+            (void)relay_send(a, h, NULL, 0);
             continue;
         }
         char byte = 'c';
