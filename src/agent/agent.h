@@ -17,6 +17,7 @@
 #include "agent/harden.h"
 #include "agent/pid1.h"
 #include "proto/msg.h"
+#include "proto/relay.h"
 #include "proto/proto.h"
 
 /* The protocol's limits (FB_MAX_EXECS, FB_MAX_ARGV, ...) are proto/msg.h's. */
@@ -36,6 +37,11 @@ typedef struct fb_agent {
     fb_seccomp_progs seccomp;
     uint64_t max_output;   /* default per-exec output cap, from hello */
     fb_exec *execs[FB_MAX_EXECS];
+    int net_fd;            /* the egress bridge's channel to the host (jail), or -1 */
+    int net_listen;        /* 127.0.0.1:3128 with a network grant, else -1 */
+    bool relay_on;         /* vm with a grant: connections travel as net_* frames */
+    uint64_t relay_next;   /* the last stream id given */
+    fb_relay relay;
 } fb_agent;
 
 /* Queues a frame to the host and drops h.  A full queue means the host has
@@ -49,6 +55,17 @@ void fb_agent_die(fb_agent *a, const char *fmt, ...) __attribute__((noreturn, fo
 int fb_agent_reply_error(fb_agent *a, uint64_t id, fb_errc code, const char *msg);
 /* Replies {"t":"ok","id":id} plus the fields of extra (stolen; may be NULL). */
 int fb_agent_reply_ok(fb_agent *a, uint64_t id, json_t *extra, const void *payload, size_t len);
+
+/* net.c: the egress bridge (only with a network grant).  Tool processes
+ * reach the proxy at http://127.0.0.1:FB_NET_PROXY_PORT. */
+#define FB_NET_PROXY_PORT 3128
+#define FB_NET_PROXY_URL "http://127.0.0.1:3128"
+/* Brings lo up and listens; -1 with err. */
+int fb_net_start(fb_agent *a, fb_err *err);
+/* Hands waiting connections to the host (called when net_listen polls in). */
+void fb_net_accept(fb_agent *a);
+/* A net_* frame from the host (vm). */
+void fb_net_frame(fb_agent *a, const fb_frame *f);
 
 /* exec.c */
 int fb_exec_start(fb_agent *a, const fb_frame *f);

@@ -93,9 +93,26 @@ static fb_exec *find_exec(fb_agent *a, uint64_t id)
 
 /* envp, built once from the request's pairs plus the defaults it does not
  * override.  Strings are owned (free_env). */
-static char **build_env(const fb_msg_exec *m, fb_err *err)
+static const char *const proxy_env[] = {
+    "HTTP_PROXY=" FB_NET_PROXY_URL, "HTTPS_PROXY=" FB_NET_PROXY_URL, "ALL_PROXY=" FB_NET_PROXY_URL,
+    "http_proxy=" FB_NET_PROXY_URL, "https_proxy=" FB_NET_PROXY_URL, "all_proxy=" FB_NET_PROXY_URL,
+    "NO_PROXY=localhost,127.0.0.1", "no_proxy=localhost,127.0.0.1", NULL,
+};
+
+/* The defaults, plus the proxy's variables with a network grant. */
+static const char *default_at(size_t d, bool net)
+{
+    size_t nbase = sizeof default_env / sizeof default_env[0] - 1;
+    if (d < nbase)
+        return default_env[d];
+    return net ? proxy_env[d - nbase] : NULL;
+}
+
+static char **build_env(const fb_msg_exec *m, bool net, fb_err *err)
 {
     size_t ndef = sizeof default_env / sizeof default_env[0] - 1;
+    if (net)
+        ndef += sizeof proxy_env / sizeof proxy_env[0] - 1;
     char **env = calloc(ndef + m->nenv + 1, sizeof *env);
     if (!env) {
         fb_fail(err, "out of memory");
@@ -106,11 +123,12 @@ static char **build_env(const fb_msg_exec *m, fb_err *err)
         if (asprintf(&env[n], "%s=%s", m->env[i].key, m->env[i].value) >= 0)
             n++;
     for (size_t d = 0; d < ndef; d++) {
-        size_t klen = strcspn(default_env[d], "=");
+        const char *def = default_at(d, net);
+        size_t klen = strcspn(def, "=");
         bool overridden = false;
         for (size_t i = 0; i < m->nenv && !overridden; i++)
-            overridden = strlen(m->env[i].key) == klen && memcmp(m->env[i].key, default_env[d], klen) == 0;
-        if (!overridden && (env[n] = strdup(default_env[d])))
+            overridden = strlen(m->env[i].key) == klen && memcmp(m->env[i].key, def, klen) == 0;
+        if (!overridden && (env[n] = strdup(def)))
             n++;
     }
     env[n] = NULL;
@@ -225,7 +243,7 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
     uint64_t timeout_ms = m.timeout_ms, max_output = m.max_output ? m.max_output : a->max_output;
     bool want_stdin = m.stdin_pipe;
     const char **argv = (const char **)m.argv;
-    char **env = build_env(&m, &err);
+    char **env = build_env(&m, a->net_listen >= 0, &err);
     if (!env) {
         fb_msg_exec_free(&m);
         return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, err.msg);

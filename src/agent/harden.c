@@ -8,9 +8,11 @@
  * absent from the list.  Three refinements:
  *   - clone3 answers ENOSYS, so glibc falls back to clone, whose flags the
  *     filter can see; clone with any CLONE_NEW* flag is refused.
- *   - socket/socketpair only for AF_UNIX (AF_INET/AF_INET6 with a network
- *     grant).  AF_VSOCK reaches the hypervisor from any namespace and
- *     AF_NETLINK/AF_PACKET/raw sockets are kernel attack surface.
+ *   - socket/socketpair only for AF_UNIX (socket for AF_INET/AF_INET6,
+ *     SOCK_STREAM only, with a network grant: the in-sandbox egress
+ *     listener is all it reaches).  AF_VSOCK reaches the hypervisor from
+ *     any namespace and AF_NETLINK/AF_PACKET/raw sockets (and UDP, so no
+ *     DNS query) are kernel attack surface or a way around the proxy.
  *   - ioctl TIOCSTI (typing into a terminal) and personality changes other
  *     than a query are refused.
  *   - RLIMIT_CORE cannot be changed (setrlimit, prlimit64 with a new
@@ -210,16 +212,18 @@ int fb_seccomp_prepare(bool allow_inet, fb_seccomp_progs *out, fb_err *err)
     /* clone3 hides its flags behind a pointer: make glibc fall back. */
     if (rc == 0)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
-    /* Sockets: AF_UNIX, and the internet families only with a grant. */
-    int families[3] = {AF_UNIX, AF_INET, AF_INET6};
-    int nfam = allow_inet ? 3 : 1;
-    for (int i = 0; i < nfam && rc == 0; i++) {
-        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
-                              SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i]));
-        if (rc == 0)
-            rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socketpair), 1,
-                                  SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i]));
-    }
+    /* Sockets: AF_UNIX; with a grant also AF_INET/AF_INET6, TCP only
+     * (SOCK_STREAM, whatever SOCK_NONBLOCK/SOCK_CLOEXEC): never SOCK_RAW,
+     * and no UDP, so no DNS query leaves a tool process. */
+    if (rc == 0)
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+    if (rc == 0)
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socketpair), 1, SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+    const int inet[2] = {AF_INET, AF_INET6};
+    for (int i = 0; i < 2 && allow_inet && rc == 0; i++)
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 2,
+                              SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)inet[i]),
+                              SCMP_A1(SCMP_CMP_MASKED_EQ, 0xf /* SOCK_TYPE_MASK */, SOCK_STREAM));
     /* ioctl: allowed here; the second filter takes out TIOCSTI. */
     if (rc == 0)
         rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 0);

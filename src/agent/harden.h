@@ -39,7 +39,7 @@ typedef struct fb_tool_limits {
     uint64_t nproc;     /* RLIMIT_NPROC */
     uint64_t nofile;    /* RLIMIT_NOFILE */
     uint64_t fsize;     /* RLIMIT_FSIZE, bytes */
-    bool allow_inet;    /* only with a network grant (not yet offered) */
+    bool allow_inet;    /* only with a network grant: TCP sockets to the egress bridge */
 } fb_tool_limits;
 
 /* Compiles the filters (in the agent, once). */

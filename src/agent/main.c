@@ -2,7 +2,8 @@
  * main.c - fb-agent: the guest side of every sandbox.
  *
  *   fb-agent --vm --channel /dev/vportNpM   (PID 1 of a microVM, from initramfs)
- *   fb-agent --jail --channel-fd N          (PID 1 of a jail's pid namespace)
+ *   fb-agent --jail --channel-fd N [--net-fd N]  (PID 1 of a jail's pid namespace;
+ *                                                 --net-fd: the egress bridge, net.c)
  *
  * It mounts what the sandbox needs, waits for the host's "hello" (which
  * carries the scratch sizes and limits), then serves requests until told to
@@ -91,8 +92,10 @@ static int handle_hello(fb_agent *a, const fb_frame *f)
     /* ENOSPC should arrive before SIGXFSZ; fsize is a backstop. */
     uint64_t larger = m.workspace_mib > m.tmp_mib ? m.workspace_mib : m.tmp_mib;
     a->limits.fsize = (larger + 1) * 1024 * 1024;
-    a->limits.allow_inet = false;
+    a->limits.allow_inet = m.net;
     a->max_output = m.max_output;
+    if (m.net && fb_net_start(a, &err) < 0)
+        die(a, "%s", err.msg);
     if (fb_seccomp_prepare(a->limits.allow_inet, &a->seccomp, &err) < 0)
         die(a, "%s", err.msg);
     a->ready = true;
@@ -158,6 +161,11 @@ static void dispatch(fb_agent *a, const fb_frame *f)
     case FB_MSG_FILE_MKDIR:
         fb_files_handle(a, f);
         return;
+    case FB_MSG_NET_DATA:
+    case FB_MSG_NET_ACK:
+    case FB_MSG_NET_CLOSE:
+        fb_net_frame(a, f);
+        return;
     case FB_MSG_STATS:
     case FB_MSG_PING:
     case FB_MSG_SHUTDOWN:
@@ -182,7 +190,7 @@ static void dispatch(fb_agent *a, const fb_frame *f)
 
 static void serve(fb_agent *a)
 {
-    enum { MAXFDS = 2 + 4 * FB_MAX_EXECS };
+    enum { MAXFDS = 3 + 4 * FB_MAX_EXECS + FB_NET_MAX_STREAMS };
     struct pollfd fds[MAXFDS];
     fb_exec *owner[MAXFDS];
     int which[MAXFDS];
@@ -203,7 +211,22 @@ static void serve(fb_agent *a)
         fds[1].fd = a->sigfd;
         fds[1].events = POLLIN;
         fds[1].revents = 0;
-        int n = 2 + fb_exec_pollfds(a, fds + 2, MAXFDS - 2, owner + 2, which + 2);
+        int n = 2;
+        int net = -1;
+        /* In a VM each connection costs a net_open frame: accept only
+         * while the channel has room (the rest wait in the backlog). */
+        if (a->net_listen >= 0 && (!a->relay_on || fb_chan_queued(&a->chan) < FB_BACKPRESSURE)) {
+            net = n;
+            fds[n++] = (struct pollfd){.fd = a->net_listen, .events = POLLIN};
+        }
+        int first_stream = n, nstreams = 0;
+        if (a->relay_on) {
+            nstreams = (int)fb_relay_pollfds(&a->relay, fds + n, (size_t)(MAXFDS - n),
+                                             fb_chan_queued(&a->chan) < FB_BACKPRESSURE);
+            n += nstreams;
+        }
+        int first_exec = n;
+        n += fb_exec_pollfds(a, fds + n, MAXFDS - n, owner + n, which + n);
         int pr = poll(fds, (nfds_t)n, timeout);
         if (pr < 0) {
             if (errno == EINTR)
@@ -215,8 +238,13 @@ static void serve(fb_agent *a)
             while (read(a->sigfd, &si, sizeof si) > 0)
                 ;
         }
+        /* Streams first: reading the channel below may end one in fds. */
+        if (nstreams)
+            fb_relay_io(&a->relay, fds + first_stream, (size_t)nstreams);
+        if (net >= 0 && fds[net].revents)
+            fb_net_accept(a);
         fb_exec_reap(a);
-        for (int i = 2; i < n; i++)
+        for (int i = first_exec; i < n; i++)
             if (fds[i].revents)
                 fb_exec_handle_io(a, owner[i], which[i], fds[i].revents);
         if (fds[0].revents & POLLOUT && fb_chan_flush(&a->chan, &err) < 0)
@@ -250,7 +278,7 @@ static void serve(fb_agent *a)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: fb-agent --vm --channel PATH | --jail --channel-fd N\n"
+    fprintf(stderr, "usage: fb-agent --vm --channel PATH | --jail --channel-fd N [--net-fd N]\n"
                     "The ForgeBox guest agent; started by the sandbox, not by hand.\n");
     exit(2);
 }
@@ -261,6 +289,7 @@ int main(int argc, char **argv)
     memset(&agent, 0, sizeof agent);
     agent.chan.fd = -1;
     agent.sigfd = -1;
+    agent.net_fd = agent.net_listen = -1;
     const char *channel = NULL;
     int channel_fd = -1;
     bool vm = false, jail = false;
@@ -276,6 +305,12 @@ int main(int argc, char **argv)
             if (fb_parse_u64(argv[++i], 3, 1023, &v) < 0)
                 usage();
             channel_fd = (int)v;
+        } else if (strcmp(argv[i], "--net-fd") == 0 && i + 1 < argc) {
+            uint64_t v;
+            if (fb_parse_u64(argv[++i], 3, 1023, &v) < 0)
+                usage();
+            agent.net_fd = (int)v;
+            fb_set_cloexec(agent.net_fd, true);
         } else
             usage();
     }

@@ -8,7 +8,10 @@
  * (actually created in a throwaway child, not guessed from files), and
  * what the jail needs of the host kernel besides: a time namespace, loop
  * devices for its own read-only mount of the rootfs, and Landlock, which
- * keeps one exec's processes out of another's /proc/PID/mem.
+ * keeps one exec's processes out of another's /proc/PID/mem.  It also
+ * reads forgebox.yaml (--config, FORGEBOX_CONFIG, the default path) and
+ * warns for every network.allow_private entry: each is a private address
+ * sandboxes with a grant can reach.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,6 +26,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "config/config.h"
 #include "image/image.h"
 #include "sandbox/sandbox.h"
 
@@ -118,14 +122,44 @@ static int probe_jail_kernel(char *out, size_t cap)
     return 0;
 }
 
+/* The network: keys of forgebox.yaml, with a warning per allow_private
+ * entry (each lets the egress proxy reach a private address). */
+static bool report_network(const char *config_flag)
+{
+    bool required = false;
+    const char *path = fb_config_path(config_flag, environ, &required);
+    fb_config cfg;
+    fb_err err = {{0}};
+    int rc = fb_config_defaults(&cfg);
+    if (rc == 0)
+        rc = fb_config_load_file(&cfg, path, required, &err);
+    if (rc < 0) {
+        printf("  config:      %s\n", err.msg);
+        fb_config_free(&cfg);
+        return false;
+    }
+    printf("  network:     network.allow %zu entries, network.deny %zu, network.hosts %zu names\n",
+           cfg.network.allow.count, cfg.network.deny.count, cfg.network.nhosts);
+    for (size_t i = 0; i < cfg.network.nallow_private; i++) {
+        char a[64];
+        fb_egress_addr_format(&cfg.network.allow_private[i], a, sizeof a);
+        printf("  warning:     network.allow_private lets sandboxes with a grant reach %s, a %s address\n", a,
+               fb_addr_class_name(fb_egress_addr_class(&cfg.network.allow_private[i])));
+    }
+    fb_config_free(&cfg);
+    return true;
+}
+
 int fb_cmd_doctor(int argc, char **argv)
 {
-    const char *image_flag = NULL;
+    const char *image_flag = NULL, *config_flag = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--image") == 0 && i + 1 < argc)
             image_flag = argv[++i];
+        else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            config_flag = argv[++i];
         else {
-            fprintf(stderr, "usage: forgebox doctor [--image DIR]\n");
+            fprintf(stderr, "usage: forgebox doctor [--image DIR] [--config FILE]\n");
             return FB_EXIT_USAGE;
         }
     }
@@ -168,5 +202,6 @@ int fb_cmd_doctor(int argc, char **argv)
     bool jail_ok = root && jail_image && cg_ok && ns_ok && jk_ok && caps.userns;
     printf("  backend vm:  %s\n", vm_ok ? (caps.kvm_usable ? "ready (kvm)" : "ready (tcg)") : "cannot run");
     printf("  backend jail: %s\n", jail_ok ? "ready" : "cannot run");
-    return vm_ok && jail_ok ? 0 : 1;
+    bool cfg_ok = report_network(config_flag);
+    return vm_ok && jail_ok && cfg_ok ? 0 : 1;
 }

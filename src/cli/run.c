@@ -58,6 +58,11 @@ static void run_usage(FILE *out)
             "  --image DIR           guest image directory\n"
             "  --state-dir DIR       state directory (default /var/lib/forgebox)\n"
             "  --accel auto|kvm|tcg  vm accelerator (default auto)\n"
+            "  --allow-net HOST[,HOST...]  let CMD reach these hosts through the egress\n"
+            "                        proxy (repeatable; pypi.org, *.example.com, host:8443);\n"
+            "                        default: no network\n"
+            "  --config FILE         forgebox.yaml for network.* (default $FORGEBOX_CONFIG,\n"
+            "                        else /etc/forgebox/forgebox.yaml if it exists)\n"
             "  -q, --quiet           no notes on stderr\n"
             "\n"
             "exit codes: the command's own; %d timeout; %d out of memory; %d sandbox\n"
@@ -148,7 +153,7 @@ static int get_file(fb_sandbox *sb, const char *remote, const char *local, fb_er
 int fb_cmd_run(int argc, char **argv)
 {
     enum { O_BACKEND = 1, O_MEMORY, O_VCPUS, O_TIMEOUT, O_DISK, O_PIDS, O_MAXOUT, O_ENV, O_CWD,
-           O_PUT, O_GET, O_IMAGE, O_STATE, O_ACCEL, O_HELP };
+           O_PUT, O_GET, O_IMAGE, O_STATE, O_ACCEL, O_ALLOW_NET, O_CONFIG, O_HELP };
     static const struct option opts[] = {
         {"backend", required_argument, NULL, O_BACKEND}, {"memory", required_argument, NULL, O_MEMORY},
         {"vcpus", required_argument, NULL, O_VCPUS},     {"timeout", required_argument, NULL, O_TIMEOUT},
@@ -158,6 +163,8 @@ int fb_cmd_run(int argc, char **argv)
         {"put", required_argument, NULL, O_PUT},         {"get", required_argument, NULL, O_GET},
         {"image", required_argument, NULL, O_IMAGE},     {"state-dir", required_argument, NULL, O_STATE},
         {"accel", required_argument, NULL, O_ACCEL},     {"quiet", no_argument, NULL, 'q'},
+        {"allow-net", required_argument, NULL, O_ALLOW_NET},
+        {"config", required_argument, NULL, O_CONFIG},
         {"help", no_argument, NULL, O_HELP},             {NULL, 0, NULL, 0},
     };
     fb_sandbox_config cfg;
@@ -167,8 +174,11 @@ int fb_cmd_run(int argc, char **argv)
     size_t nenv = 0;
     transfer puts[MAX_TRANSFERS], gets[MAX_TRANSFERS];
     size_t nput = 0, nget = 0;
-    const char *cwd = NULL, *image_flag = NULL, *state_flag = NULL;
+    const char *cwd = NULL, *image_flag = NULL, *state_flag = NULL, *config_flag = NULL;
     bool quiet = false;
+    static fb_run_net net; /* large (the grant); one run per process */
+    memset(&net, 0, sizeof net);
+    fb_err err = {{0}};
 
     opterr = 0;
     optind = 1;
@@ -253,6 +263,13 @@ int fb_cmd_run(int argc, char **argv)
             else
                 return bad_usage("--accel must be auto, kvm or tcg, not '%.64s'", optarg);
             break;
+        case O_ALLOW_NET:
+            if (fb_run_net_add(&net, optarg, &err) < 0)
+                return bad_usage("--allow-net: %s", err.msg);
+            break;
+        case O_CONFIG:
+            config_flag = optarg;
+            break;
         case 'q':
             quiet = true;
             break;
@@ -289,17 +306,26 @@ int fb_cmd_run(int argc, char **argv)
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    fb_err err = {{0}};
+    if (fb_run_net_start(&net, config_flag, &cfg, &err) < 0) {
+        fprintf(stderr, "forgebox: %s\n", err.msg);
+        return FB_EXIT_USAGE;
+    }
     fb_sandbox *sb = NULL;
     if (fb_sandbox_create(&cfg, &sb, &err) < 0) {
         fprintf(stderr, "forgebox: sandbox failure: %s\n", err.msg);
+        fb_run_net_stop(&net);
         return FB_EXIT_SANDBOX;
+    }
+    int status = 0;
+    if (fb_run_net_register(&net, fb_sandbox_id(sb), &err) < 0) {
+        fprintf(stderr, "forgebox: %s\n", err.msg);
+        status = FB_EXIT_SANDBOX;
+        goto out;
     }
     if (!quiet && strcmp(fb_sandbox_isolation(sb), "tcg") == 0)
         fprintf(stderr, "forgebox: note: no usable hardware virtualization here; the VM runs under "
                         "TCG emulation, which upstream QEMU does not treat as a security boundary\n");
 
-    int status = 0;
     for (size_t i = 0; i < nput; i++) {
         unsigned mode = access(puts[i].local, X_OK) == 0 ? 0755 : 0644;
         if (fb_sandbox_put(sb, puts[i].remote, put_fds[i], mode, &err) < 0) {
@@ -364,5 +390,6 @@ out:
         if (put_fds[i] >= 0)
             close(put_fds[i]);
     fb_sandbox_destroy(sb);
+    fb_run_net_stop(&net);
     return status;
 }

@@ -53,7 +53,6 @@ const struct cfg_key cfg_keys[] = {
     {"sandbox.max_ttl_s", K_UINT, OFF(sandbox.max_ttl_s), false, 1, 7 * 86400},
     {"sandbox.max_memory_mib", K_UINT, OFF(sandbox.max_memory_mib), false, FB_MIN_MEMORY_MIB, FB_MAX_MEMORY_MIB},
     {"sandbox.max_vcpus", K_UINT, OFF(sandbox.max_vcpus), false, 1, FB_MAX_VCPUS},
-    {"network.internet", K_BOOL, OFF(network.internet), false, 0, 0},
     {"limits.max_body_bytes", K_SIZE, OFF(limits.max_body_bytes), false, 1 * KIB, 64 * MIB},
     {"limits.max_header_bytes", K_SIZE, OFF(limits.max_header_bytes), false, 1 * KIB, 1 * MIB},
     {"limits.max_file_bytes", K_SIZE, OFF(limits.max_file_bytes), false, 1, 1 * GIB},
@@ -448,7 +447,6 @@ int fb_config_defaults(fb_config *cfg)
     cfg->sandbox.max_ttl_s = 3600;
     cfg->sandbox.max_memory_mib = 4096;
     cfg->sandbox.max_vcpus = 8;
-    cfg->network.internet = false;
     cfg->limits.max_body_bytes = 1 * MIB;
     cfg->limits.max_header_bytes = 16 * KIB;
     cfg->limits.max_file_bytes = 64 * MIB;
@@ -483,6 +481,7 @@ void fb_config_free(fb_config *cfg)
         cfg->redact_[i] = false;
     }
     cfg_providers_free(cfg);
+    cfg_network_free(cfg);
 }
 
 int fb_config_set(fb_config *cfg, const char *key, const char *value, const char *source,
@@ -579,6 +578,8 @@ char *fb_config_dump_json(const fb_config *cfg)
         if (!v || json_object_set_new(parent, leaf, v) < 0)
             ok = false;
     }
+    if (ok && cfg_network_dump(cfg, root) < 0)
+        ok = false;
     if (ok && cfg_providers_dump(cfg, root) < 0)
         ok = false;
     char *out = ok ? json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;

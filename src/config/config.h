@@ -36,6 +36,7 @@
 
 #include "common/util.h"
 #include "llm/llm.h"
+#include "policy/policy.h"
 #include "sandbox/sandbox.h"
 
 typedef enum {
@@ -53,7 +54,7 @@ typedef enum {
 /* Longest value any key accepts, after ${VAR} interpolation. */
 #define FB_CONFIG_MAX_VALUE 3000
 /* Number of keys (the size of the bookkeeping arrays below). */
-#define FB_CONFIG_NKEYS 28
+#define FB_CONFIG_NKEYS 27
 
 /* Most providers one file may define. */
 #define FB_CONFIG_MAX_PROVIDERS 64
@@ -72,6 +73,15 @@ typedef struct fb_config_provider {
     bool max_retries_set;     /* false: FB_LLM_DEFAULT_MAX_RETRIES */
     char *src;                /* "PATH:LINE" of its name, for messages */
 } fb_config_provider;
+
+/* One entry of network.hosts (forgebox.yaml only). */
+#define FB_CONFIG_MAX_HOSTS 64
+#define FB_CONFIG_MAX_HOST_ADDRS 8
+typedef struct fb_config_host {
+    char *name;                            /* canonical host name */
+    char *addrs[FB_CONFIG_MAX_HOST_ADDRS]; /* numeric, no port */
+    size_t naddrs;
+} fb_config_host;
 
 typedef struct fb_config {
     char *listen;             /* "host:port" or "[v6addr]:port" */
@@ -94,7 +104,12 @@ typedef struct fb_config {
         uint64_t max_vcpus;       /* most a request may ask for */
     } sandbox;
     struct {
-        bool internet;            /* may network:internet grants be used at all */
+        fb_egress_list allow;     /* the ceiling of gateway grants (empty: none) */
+        fb_egress_list deny;      /* always wins, also for forgebox run */
+        fb_egress_addr allow_private[FB_EGRESS_MAX_ENTRIES]; /* exact address:port */
+        size_t nallow_private;
+        fb_config_host *hosts;    /* names answered without DNS */
+        size_t nhosts;
     } network;
     struct {
         uint64_t max_body_bytes;

@@ -72,6 +72,14 @@ bool cfg_yaml_is_null(const yaml_node_t *n);
 /* A scalar's text, NULL when it holds a NUL byte. */
 const char *cfg_yaml_text(const yaml_node_t *n);
 
+/* network.c: one network.KEY of forgebox.yaml (allow, deny, allow_private,
+ * hosts; internet is refused) into cfg. */
+int cfg_yaml_network_key(fb_config *cfg, yaml_document_t *doc, const char *key, const yaml_node_t *v,
+                         const char *path, size_t line, fb_err *err);
+void cfg_network_free(fb_config *cfg);
+/* Adds "network" to a dump; -1 when out of memory. */
+int cfg_network_dump(const fb_config *cfg, json_t *root);
+
 /* providers.c: the providers: mapping of forgebox.yaml into cfg. */
 int cfg_yaml_providers(fb_config *cfg, yaml_document_t *doc, const yaml_node_t *map, const char *path,
                        fb_err *err);

@@ -199,6 +199,16 @@ static int walk_mapping(struct file_ctx *c, const yaml_node_t *map, const char *
                 return -1;
             continue;
         }
+        if (section && strcmp(section, "network") == 0) {
+            if (cfg_yaml_network_key(c->cfg, c->doc, name, vn, c->path, line, err) < 0)
+                return -1;
+            continue;
+        }
+        if (!section && strncmp(full, "network.", 8) == 0) {
+            if (cfg_yaml_network_key(c->cfg, c->doc, full + 8, vn, c->path, line, err) < 0)
+                return -1;
+            continue;
+        }
         if (!section && cfg_is_section(full)) {
             if (cfg_yaml_is_null(vn))
                 continue; /* "limits:" with nothing under it */

@@ -36,7 +36,7 @@ int fb_core_authenticate(fb_core *c, fb_caller *caller, const char *header, size
         }
         return fb_core_fail(err, FB_CORE_UNAUTHORIZED, "missing or invalid API key");
     }
-    caller->who.org_enabled = c->cfg->network.internet ? FB_PERM_NETWORK_INTERNET : 0;
+    caller->who.org_enabled = c->cfg->network.allow.count > 0 ? FB_PERM_NETWORK_INTERNET : 0;
     snprintf(caller->actor, sizeof caller->actor, "key:%s", caller->who.key_id);
     *reason = "api key";
     return 0;

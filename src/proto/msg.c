@@ -28,6 +28,8 @@ static const char *const type_names[] = {
     [FB_MSG_ERROR] = "error",       [FB_MSG_FATAL] = "fatal",
     [FB_MSG_STDOUT] = "stdout",     [FB_MSG_STDERR] = "stderr",
     [FB_MSG_STDIN_ACK] = "stdin_ack", [FB_MSG_EXIT] = "exit",
+    [FB_MSG_NET_OPEN] = "net_open", [FB_MSG_NET_DATA] = "net_data",
+    [FB_MSG_NET_ACK] = "net_ack",   [FB_MSG_NET_CLOSE] = "net_close",
 };
 _Static_assert(sizeof type_names / sizeof type_names[0] == FB_MSG_TYPE_COUNT,
                "every message type needs its wire name");
@@ -105,6 +107,35 @@ static json_t *done(json_t *h, int rc)
     return h;
 }
 
+json_t *fb_msg_encode_net(uint64_t id, const fb_msg_net *m, fb_err *err)
+{
+    if (m->type < FB_MSG_NET_OPEN || m->type > FB_MSG_NET_CLOSE) {
+        fb_fail(err, "internal: %s is not a net message", fb_msg_type_name(m->type));
+        return NULL;
+    }
+    json_t *h = new_hdr(m->type, id, err);
+    if (h && m->type == FB_MSG_NET_ACK)
+        return done(h, set_u64(h, "bytes", m->bytes, err));
+    return h;
+}
+
+int fb_msg_decode_net(const fb_frame *f, fb_msg_net *m, fb_err *err)
+{
+    static const char *const plain[] = {"t", "id", NULL};
+    static const char *const ack[] = {"t", "id", "bytes", NULL};
+    m->type = fb_msg_type_of(f);
+    m->bytes = 0;
+    if (m->type < FB_MSG_NET_OPEN || m->type > FB_MSG_NET_CLOSE)
+        return fb_fail(err, "not a net message");
+    if (fb_hdr_only(f->hdr, m->type == FB_MSG_NET_ACK ? ack : plain, err) < 0)
+        return -1;
+    if (m->type == FB_MSG_NET_ACK && fb_hdr_u64(f->hdr, "bytes", true, FB_NET_WINDOW, &m->bytes, err) < 0)
+        return -1;
+    if (m->type == FB_MSG_NET_DATA ? f->payload_len == 0 || f->payload_len > FB_NET_CHUNK : f->payload_len != 0)
+        return fb_fail(err, "bad payload length %zu for %s", (size_t)f->payload_len, f->type);
+    return 0;
+}
+
 json_t *fb_msg_encode_simple(fb_msg_type t, uint64_t id, fb_err *err)
 {
     return new_hdr(t, id, err);
@@ -126,6 +157,8 @@ json_t *fb_msg_encode_hello(uint64_t id, const fb_msg_hello *m, fb_err *err)
         rc = set_u64(h, "nofile", m->nofile, err);
     if (rc == 0)
         rc = set_u64(h, "max_output", m->max_output, err);
+    if (rc == 0 && m->net)
+        rc = set_bool(h, "net", true, err);
     return done(h, rc);
 }
 
@@ -346,7 +379,7 @@ int fb_msg_decode_simple(const fb_frame *f, fb_err *err)
 int fb_msg_decode_hello(const fb_frame *f, fb_msg_hello *m, fb_err *err)
 {
     static const char *const fields[] = {"t", "id", "version", "workspace_mib", "tmp_mib",
-                                         "nproc", "nofile", "max_output", NULL};
+                                         "nproc", "nofile", "max_output", "net", NULL};
     *m = (fb_msg_hello){.workspace_mib = 64, .tmp_mib = 64, .nproc = 256, .nofile = 1024,
                         .max_output = 1 << 20};
     if (fb_hdr_only(f->hdr, fields, err) < 0 ||
@@ -355,7 +388,8 @@ int fb_msg_decode_hello(const fb_frame *f, fb_msg_hello *m, fb_err *err)
         fb_hdr_u64(f->hdr, "tmp_mib", false, 1 << 20, &m->tmp_mib, err) < 0 ||
         fb_hdr_u64(f->hdr, "nproc", false, 1 << 20, &m->nproc, err) < 0 ||
         fb_hdr_u64(f->hdr, "nofile", false, 1 << 20, &m->nofile, err) < 0 ||
-        fb_hdr_u64(f->hdr, "max_output", false, FB_MAX_OUTPUT_CAP, &m->max_output, err) < 0)
+        fb_hdr_u64(f->hdr, "max_output", false, FB_MAX_OUTPUT_CAP, &m->max_output, err) < 0 ||
+        (json_object_get(f->hdr, "net") && fb_hdr_bool(f->hdr, "net", &m->net, err) < 0))
         return -1;
     if (m->workspace_mib == 0 || m->tmp_mib == 0 || m->nproc < 8 || m->nofile < 16)
         return fb_fail(err, "limits too small to run anything");

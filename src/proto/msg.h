@@ -35,6 +35,10 @@
 #define FB_MAX_FILE_CHUNK FB_PROTO_MAX_PAYLOAD
 #define FB_STDIN_WINDOW (1024u * 1024u) /* unacknowledged stdin bytes */
 #define FB_MAX_OFFSET (UINT64_MAX >> 1)
+/* The egress bridge over the agent channel (proto/relay.h). */
+#define FB_NET_WINDOW (256u * 1024u)    /* unacknowledged bytes per stream and direction */
+#define FB_NET_CHUNK (64u * 1024u)      /* payload of one net_data */
+#define FB_NET_MAX_STREAMS 32           /* streams open at once per sandbox */
 /* Room the output cap leaves for the agent's truncation marker. */
 #define FB_OUTPUT_MARKER_SLACK 4096u
 
@@ -47,6 +51,8 @@ typedef enum fb_msg_type {
     /* agent -> host */
     FB_MSG_READY, FB_MSG_OK, FB_MSG_ERROR, FB_MSG_FATAL, FB_MSG_STDOUT, FB_MSG_STDERR,
     FB_MSG_STDIN_ACK, FB_MSG_EXIT,
+    /* both ways: the egress bridge's streams over this channel (VM) */
+    FB_MSG_NET_OPEN, FB_MSG_NET_DATA, FB_MSG_NET_ACK, FB_MSG_NET_CLOSE,
     FB_MSG_TYPE_COUNT
 } fb_msg_type;
 
@@ -62,6 +68,7 @@ typedef struct fb_env_var {
 
 typedef struct fb_msg_hello {
     uint64_t version, workspace_mib, tmp_mib, nproc, nofile, max_output;
+    bool net;                /* a network grant: serve the egress bridge (absent: false) */
 } fb_msg_hello;
 
 typedef struct fb_msg_ready {
@@ -130,6 +137,15 @@ typedef struct fb_msg_file_ok {
     int64_t mtime;           /* stat */
 } fb_msg_file_ok;
 
+/* net_open (agent -> host: a connection to the in-sandbox listener, id
+ * chosen by the agent), net_data (payload: bytes), net_ack (bytes written
+ * out), net_close (the sender sends no more on this stream): id is the
+ * stream's. */
+typedef struct fb_msg_net {
+    fb_msg_type type;
+    uint64_t bytes;          /* net_ack */
+} fb_msg_net;
+
 bool fb_msg_signal_allowed(int sig);
 
 /* ---- encoders: a header for fb_chan_send, or NULL with err -------------- */
@@ -144,6 +160,7 @@ json_t *fb_msg_encode_file(uint64_t id, const fb_msg_file *m, fb_err *err);
 json_t *fb_msg_encode_exit(uint64_t id, const fb_msg_exit *m, fb_err *err);
 json_t *fb_msg_encode_error(uint64_t id, const fb_msg_error *m, fb_err *err);
 json_t *fb_msg_encode_fatal(const char *message, fb_err *err);
+json_t *fb_msg_encode_net(uint64_t id, const fb_msg_net *m, fb_err *err);
 /* A message-less request: stats, ping, shutdown; or a bare "ok". */
 json_t *fb_msg_encode_simple(fb_msg_type t, uint64_t id, fb_err *err);
 
@@ -154,6 +171,7 @@ int fb_msg_decode_exec(const fb_frame *f, fb_msg_exec *m, fb_err *err);
 void fb_msg_exec_free(fb_msg_exec *m);
 int fb_msg_decode_stdin(const fb_frame *f, fb_msg_stdin *m, fb_err *err);
 int fb_msg_decode_stdin_ack(const fb_frame *f, fb_msg_stdin_ack *m, fb_err *err);
+int fb_msg_decode_net(const fb_frame *f, fb_msg_net *m, fb_err *err);
 int fb_msg_decode_signal(const fb_frame *f, fb_msg_signal *m, fb_err *err);
 int fb_msg_decode_file(const fb_frame *f, fb_msg_file *m, fb_err *err);
 int fb_msg_decode_exit(const fb_frame *f, fb_msg_exit *m, fb_err *err);

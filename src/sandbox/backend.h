@@ -45,6 +45,8 @@ struct fb_sandbox {
     fb_cgroup cg;
     pid_t pid;                 /* QEMU, or the jail's init (the agent) */
     int chan_fd;
+    int net_fd;                /* jail with a grant: SCM_RIGHTS from fb-agent; else -1 */
+    struct fb_relay *relay;    /* vm with a grant: streams over the agent channel; else NULL */
     fb_chan chan;
     int console_fd;            /* vm: serial console and QEMU's stderr */
     char console[4096];        /* ring of the console's last bytes */

@@ -65,6 +65,7 @@
 typedef struct jail_args {
     const fb_sandbox *sb;
     int chan;
+    int net;           /* the egress bridge's channel, or -1 */
     int rootfs_tree;   /* a detached, read-only mount of rootfs.ext4 */
     char root[4200];   /* run_path/root: the new root */
     char stage[4200];  /* run_path/stage: the /proc cover files */
@@ -387,10 +388,13 @@ static void jail_child(void *arg, int report)
         fb_die_with_error(report, "cannot bind the new root");
     fb_child_pivot(report, ja->root);
     /* The agent talks only through its channel, never to the host's tty. */
-    fb_child_setup_fds(report, devnull, &ja->chan, 1);
+    int keep[2] = {ja->chan, ja->net};
+    fb_child_setup_fds(report, devnull, keep, ja->net >= 0 ? 2 : 1);
     /* No drop here: the agent is root of its own user namespace only, and
      * drops everything itself for each tool process. */
-    char *const argv[] = {"fb-agent", "--jail", "--channel-fd", "3", NULL};
+    char *const argv_net[] = {"fb-agent", "--jail", "--channel-fd", "3", "--net-fd", "4", NULL};
+    char *const argv_plain[] = {"fb-agent", "--jail", "--channel-fd", "3", NULL};
+    char *const *argv = ja->net >= 0 ? argv_net : argv_plain;
     char *const envp[] = {NULL};
     execve("/sbin/fb-agent", argv, envp);
     fb_die_with_error(report, "cannot execute /sbin/fb-agent in the rootfs");
@@ -410,7 +414,7 @@ static uint64_t jail_cgroup_memory(const fb_sandbox *sb)
 
 static int jail_start(fb_sandbox *sb, fb_err *err)
 {
-    jail_args ja = {.sb = sb};
+    jail_args ja = {.sb = sb, .net = -1};
     snprintf(ja.root, sizeof ja.root, "%s/root", sb->run_path);
     snprintf(ja.stage, sizeof ja.stage, "%s/stage", sb->run_path);
     if (make_dir(ja.root, 0755, err) < 0 || make_dir(ja.stage, 0700, err) < 0)
@@ -428,6 +432,16 @@ static int jail_start(fb_sandbox *sb, fb_err *err)
         return -1;
     }
     fb_trace("jail: rootfs mounted");
+    /* The egress bridge: fb-agent passes each accepted connection's fd;
+     * SEQPACKET keeps one fd per message. */
+    int nv[2] = {-1, -1};
+    if (sb->cfg.net_adopt && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, nv) < 0) {
+        close(sv[0]);
+        close(sv[1]);
+        close(tree);
+        return fb_fail_errno(err, "socketpair");
+    }
+    ja.net = nv[1];
     ja.chan = sv[1];
     ja.rootfs_tree = tree;
     fb_spawn sp = {
@@ -444,12 +458,17 @@ static int jail_start(fb_sandbox *sb, fb_err *err)
     pid_t pid = fb_confine_spawn(&sp, err);
     close(sv[1]);
     close(tree);
+    if (nv[1] >= 0)
+        close(nv[1]);
     if (pid < 0) {
         close(sv[0]);
+        if (nv[0] >= 0)
+            close(nv[0]);
         return -1;
     }
     sb->pid = pid;
     sb->chan_fd = sv[0];
+    sb->net_fd = nv[0];
     return 0;
 }
 

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "image/image.h"
+#include "proto/relay.h"
 #include "sandbox/supervisor.h"
 
 
@@ -215,7 +216,7 @@ fb_errc fb_sandbox_boot_here(const fb_sandbox_config *cfg, fb_sandbox **out, fb_
     }
     sb->cfg = *cfg;
     sb->slot = -1;
-    sb->slot_fd = sb->chan_fd = sb->console_fd = sb->pidfd = sb->wake_fd = -1;
+    sb->slot_fd = sb->chan_fd = sb->console_fd = sb->pidfd = sb->wake_fd = sb->net_fd = -1;
     sb->pid = -1;
     sb->ops = cfg->backend == FB_BACKEND_JAIL ? &fb_backend_jail : &fb_backend_vm;
     if (fb_sup_init(sb, err) < 0)
@@ -396,6 +397,10 @@ void fb_sandbox_destroy(fb_sandbox *sb)
         close(sb->chan_fd);
     if (sb->console_fd >= 0)
         close(sb->console_fd);
+    if (sb->net_fd >= 0)
+        close(sb->net_fd);
+    if (sb->relay)
+        fb_relay_close_all(sb->relay);
     if (sb->pidfd >= 0)
         close(sb->pidfd);
     if (sb->run_path[0]) {
@@ -416,7 +421,7 @@ void fb_sandbox_destroy(fb_sandbox *sb)
     }
     /* The memory stays until the last exec handle goes. */
     pthread_mutex_lock(&sb->mu);
-    sb->chan_fd = sb->console_fd = sb->pidfd = -1;
+    sb->chan_fd = sb->console_fd = sb->pidfd = sb->net_fd = -1;
     sb->pid = -1;
     fb_sup_unref_unlock(sb);
 }

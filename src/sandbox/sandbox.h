@@ -41,6 +41,17 @@ typedef struct fb_sandbox_config {
     const char *image_dir;
     const char *state_dir;   /* image verification cache */
     const char *run_dir;     /* runtime files, e.g. /run/forgebox */
+    /* A network grant.  When set, fb-agent listens on 127.0.0.1:3128
+     * inside the sandbox and hands each accepted TCP connection to the
+     * host: in a jail as the fd itself over a channel of its own
+     * (SCM_RIGHTS; only a connected stream socket is accepted), in a VM as
+     * a stream of net_* frames (proto/relay.h) that the host carries on one
+     * end of a socketpair.  The I/O thread then calls
+     * net_adopt(net_ctx, sandbox_id, fd), which owns fd from then on (the
+     * egress proxy's fb_egress_adopt).  The sandbox is known by the channel
+     * the connection came on, never by what it says.  NULL: no network. */
+    void (*net_adopt)(void *net_ctx, const char *sandbox_id, int fd);
+    void *net_ctx;
 } fb_sandbox_config;
 
 /* Limits enforced on configs (documented in docs/cli.md). */

@@ -22,6 +22,8 @@
 #define _GNU_SOURCE
 #include "sandbox/supervisor.h"
 
+#include "proto/relay.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -30,6 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,6 +42,45 @@
 #define HELLO_TIMEOUT_JAIL_MS 15000
 /* Stop reading exec stdin while this much is queued for the agent. */
 #define SEND_BACKPRESSURE (1024u * 1024u)
+
+/* The relay's frames go out like any other (the I/O thread holds mu). */
+static int relay_send(void *ctx, json_t *h, const void *payload, size_t len)
+{
+    fb_err err = {{0}};
+    return fb_sup_send_locked(ctx, h, payload, len, &err) == FB_OK ? 0 : -1;
+}
+
+/* VM egress bridge: a net_open from the agent becomes a socketpair whose
+ * one end the relay carries and whose other end goes to the egress proxy
+ * as this sandbox's (known by its channel); the other net_* frames move
+ * the streams' bytes.  Nothing the agent sends can end the sandbox here. */
+static void net_frame_locked(fb_sandbox *sb, fb_msg_type t, const fb_frame *f)
+{
+    if (!sb->relay)
+        return;
+    if (t != FB_MSG_NET_OPEN) {
+        fb_relay_frame(sb->relay, f);
+        return;
+    }
+    fb_msg_net m;
+    fb_err err = {{0}};
+    int sv[2];
+    if (fb_msg_decode_net(f, &m, &err) < 0)
+        return;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        fb_msg_net c = {.type = FB_MSG_NET_CLOSE};
+        (void)relay_send(sb, fb_msg_encode_net(f->id, &c, &err), NULL, 0);
+        return;
+    }
+    if (fb_relay_add(sb->relay, f->id, sv[0]) < 0) {
+        close(sv[0]);
+        close(sv[1]);
+        fb_msg_net c = {.type = FB_MSG_NET_CLOSE};
+        (void)relay_send(sb, fb_msg_encode_net(f->id, &c, &err), NULL, 0);
+        return;
+    }
+    sb->cfg.net_adopt(sb->cfg.net_ctx, sb->id, sv[1]);
+}
 
 int fb_sup_init(fb_sandbox *sb, fb_err *err)
 {
@@ -53,6 +96,11 @@ int fb_sup_init(fb_sandbox *sb, fb_err *err)
         return fb_fail_errno(err, "eventfd");
     sb->refs = 1;
     sb->next_id = 1;
+    if (sb->cfg.net_adopt && sb->cfg.backend == FB_BACKEND_VM) {
+        if (!(sb->relay = malloc(sizeof *sb->relay)))
+            return fb_fail(err, "out of memory");
+        fb_relay_init(sb->relay, relay_send, sb);
+    }
     return 0;
 }
 
@@ -252,6 +300,10 @@ static void dispatch_locked(fb_sandbox *sb, fb_frame *f)
         fb_sup_die_locked(sb, FB_E_AGENT_FATAL, "sandbox agent failed: %s", m);
         return;
     }
+    if (t >= FB_MSG_NET_OPEN && t <= FB_MSG_NET_CLOSE) {
+        net_frame_locked(sb, t, f);
+        return;
+    }
     if (t < FB_MSG_READY) {
         fb_sup_die_locked(sb, FB_E_PROTOCOL, "sandbox %s sent a frame of type \"%.32s\", which it may not",
                           sb->id, f->type);
@@ -322,10 +374,70 @@ static int check_requests_locked(fb_sandbox *sb, uint64_t now, int timeout)
     return timeout;
 }
 
+/* The egress bridge: each message on net_fd carries one accepted TCP
+ * connection's fd from fb-agent.  Only a connected stream socket is handed
+ * on (the agent is inside the sandbox: it could send anything); the sandbox is
+ * this one because the fd came on this sandbox's channel.  At most
+ * NET_BATCH per wakeup, so a flood cannot starve the agent channel. */
+#define NET_BATCH 16
+static void take_net_conns(fb_sandbox *sb)
+{
+    for (int i = 0; i < NET_BATCH; i++) {
+        char byte;
+        struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+        union {
+            struct cmsghdr h;
+            char buf[CMSG_SPACE(sizeof(int) * 4)];
+        } u;
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                            .msg_controllen = sizeof u.buf};
+        ssize_t r = recvmsg(sb->net_fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (r <= 0) {
+            if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+                /* The agent closed its end: no more connections. */
+                close(sb->net_fd);
+                sb->net_fd = -1;
+            }
+            return;
+        }
+        int fd = -1;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+            if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+                continue;
+            size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            int *fds = (int *)(void *)CMSG_DATA(c);
+            for (size_t k = 0; k < nfd; k++) {
+                if (fd < 0)
+                    fd = fds[k];
+                else
+                    close(fds[k]); /* one fd per message */
+            }
+        }
+        if (fd < 0)
+            continue;
+        int type = 0, listening = 1;
+        socklen_t tl = sizeof type, ll = sizeof listening;
+        struct stat st;
+        if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+            getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_STREAM ||
+            getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) < 0 || listening ||
+            !sb->cfg.net_adopt) {
+            close(fd);
+            continue;
+        }
+        /* The proxy's hand-over may wait for its thread: not under mu. */
+        pthread_mutex_unlock(&sb->mu);
+        sb->cfg.net_adopt(sb->cfg.net_ctx, sb->id, fd);
+        pthread_mutex_lock(&sb->mu);
+        if (sb->stopping || sb->dead || sb->net_fd < 0)
+            return;
+    }
+}
+
 static void *io_main(void *arg)
 {
     fb_sandbox *sb = arg;
-    enum { MAXFDS = 3 + FB_MAX_EXECS };
+    enum { MAXFDS = 4 + FB_MAX_EXECS + FB_NET_MAX_STREAMS };
     struct pollfd fds[MAXFDS];
     struct fb_exec *owner[MAXFDS];
     pthread_mutex_lock(&sb->mu);
@@ -342,6 +454,17 @@ static void *io_main(void *arg)
         if (sb->console_fd >= 0) {
             con = n;
             fds[n++] = (struct pollfd){.fd = sb->console_fd, .events = POLLIN};
+        }
+        int net = -1;
+        if (sb->net_fd >= 0) {
+            net = n;
+            fds[n++] = (struct pollfd){.fd = sb->net_fd, .events = POLLIN};
+        }
+        int first_stream = n, nstreams = 0;
+        if (sb->relay) {
+            nstreams = (int)fb_relay_pollfds(sb->relay, fds + n, (size_t)(MAXFDS - n),
+                                             fb_chan_queued(&sb->chan) < SEND_BACKPRESSURE);
+            n += nstreams;
         }
         int first_exec = n;
         if (fb_chan_queued(&sb->chan) < SEND_BACKPRESSURE)
@@ -365,6 +488,11 @@ static void *io_main(void *arg)
         }
         if (con >= 0 && fds[con].revents)
             fb_sup_drain_console(sb);
+        if (net >= 0 && fds[net].revents)
+            take_net_conns(sb);
+        /* Before the channel is read: a frame may end a stream in fds. */
+        if (nstreams)
+            fb_relay_io(sb->relay, fds + first_stream, (size_t)nstreams);
         /* Stdin before reading the channel: an exit read there may end
          * (and free) an exec whose fd is in fds. */
         for (int i = first_exec; i < n; i++)
@@ -394,7 +522,7 @@ static fb_errc handshake(fb_sandbox *sb, fb_err *err)
 {
     fb_msg_hello hello = {.version = FB_PROTO_VERSION, .workspace_mib = sb->cfg.disk_mib,
                           .tmp_mib = sb->cfg.tmp_mib, .nproc = sb->cfg.pids, .nofile = 1024,
-                          .max_output = sb->cfg.max_output};
+                          .max_output = sb->cfg.max_output, .net = sb->net_fd >= 0 || sb->relay};
     uint64_t id = sb->next_id++;
     json_t *h = fb_msg_encode_hello(id, &hello, err);
     if (!h)
@@ -478,6 +606,9 @@ void fb_sup_unref_unlock(fb_sandbox *sb)
     if (!last)
         return;
     fb_chan_free(&sb->chan);
+    if (sb->relay)
+        fb_relay_close_all(sb->relay);
+    free(sb->relay);
     if (sb->wake_fd >= 0)
         close(sb->wake_fd);
     pthread_cond_destroy(&sb->cv);
@@ -495,7 +626,7 @@ int fb_sandbox_attach_fd(int fd, const fb_sandbox_config *cfg, fb_sandbox **out,
     }
     sb->cfg = *cfg;
     sb->slot = -1;
-    sb->slot_fd = sb->console_fd = sb->pidfd = sb->wake_fd = -1;
+    sb->slot_fd = sb->console_fd = sb->pidfd = sb->wake_fd = sb->net_fd = -1;
     sb->pid = -1;
     sb->chan_fd = fd;
     snprintf(sb->id, sizeof sb->id, "sb-attached-%d", fd);

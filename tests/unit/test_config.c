@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
 
 #include "config/config.h"
 
@@ -94,7 +95,10 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.sandbox.ttl_s, 600);
     assert_int_equal(cfg.sandbox.max_ttl_s, 3600);
     assert_int_equal(cfg.sandbox.max_memory_mib, 4096);
-    assert_false(cfg.network.internet);
+    assert_int_equal(cfg.network.allow.count, 0);
+    assert_int_equal(cfg.network.deny.count, 0);
+    assert_int_equal(cfg.network.nallow_private, 0);
+    assert_int_equal(cfg.network.nhosts, 0);
     assert_int_equal(cfg.limits.max_body_bytes, 1024 * 1024);
     assert_int_equal(cfg.limits.max_header_bytes, 16 * 1024);
     assert_int_equal(cfg.limits.max_file_bytes, 64 * 1024 * 1024);
@@ -118,13 +122,13 @@ static void test_defaults(void **state)
         "\"tls\":{\"cert\":null,\"key\":null},"
         "\"sandbox\":{\"backend\":\"vm\",\"memory_mib\":512,\"vcpus\":1,\"disk_mib\":256,"
         "\"ttl_s\":600,\"max_ttl_s\":3600,\"max_memory_mib\":4096,\"max_vcpus\":8},"
-        "\"network\":{\"internet\":false},"
         "\"limits\":{\"max_body_bytes\":1048576,\"max_header_bytes\":16384,"
         "\"max_file_bytes\":67108864,\"max_output_bytes\":8388608,\"rate_rps\":10,"
         "\"rate_burst\":20,\"max_connections\":256,\"request_timeout_s\":30,"
         "\"exec_reattach_s\":10},"
         "\"quotas\":{\"max_sandboxes_per_team\":10,\"max_memory_mib_per_team\":8192,"
-        "\"max_vcpus_per_team\":32}}");
+        "\"max_vcpus_per_team\":32},"
+        "\"network\":{\"allow\":[],\"deny\":[],\"allow_private\":[],\"hosts\":{}}}");
     free(json);
     fb_config_free(&cfg);
     fb_config_free(&cfg); /* twice is safe */
@@ -146,7 +150,12 @@ static void test_file_overrides_defaults(void **state)
                        "  backend: jail\n"
                        "  memory_mib: 1024\n"
                        "network:\n"
-                       "  internet: yes\n"
+                       "  allow: [PyPI.org, \"*.pythonhosted.org\", \"api.example.com:8443\"]\n"
+                       "  deny: [secret.example.com]\n"
+                       "  allow_private: [\"127.0.0.1:8080\", \"[::1]:443\"]\n"
+                       "  hosts:\n"
+                       "    Test.Example: [127.0.0.1, \"::1\"]\n"
+                       "    one.example: 10.0.0.5\n"
                        "limits:\n"
                        "  max_body_bytes: 2MiB\n"
                        "  max_header_bytes: 32 KiB\n"
@@ -160,7 +169,19 @@ static void test_file_overrides_defaults(void **state)
     assert_string_equal(cfg.image_dir, "/opt/forgebox/image");
     assert_int_equal(cfg.sandbox.backend, FB_BACKEND_JAIL);
     assert_int_equal(cfg.sandbox.memory_mib, 1024);
-    assert_true(cfg.network.internet);
+    assert_int_equal(cfg.network.allow.count, 3);
+    assert_string_equal(cfg.network.allow.entries[0].host, "pypi.org");
+    assert_true(cfg.network.allow.entries[1].wildcard);
+    assert_int_equal(cfg.network.allow.entries[2].port, 8443);
+    assert_int_equal(cfg.network.deny.count, 1);
+    assert_int_equal(cfg.network.nallow_private, 2);
+    assert_int_equal(cfg.network.allow_private[0].port, 8080);
+    assert_int_equal(cfg.network.allow_private[1].family, AF_INET6);
+    assert_int_equal(cfg.network.nhosts, 2);
+    assert_string_equal(cfg.network.hosts[0].name, "test.example");
+    assert_int_equal(cfg.network.hosts[0].naddrs, 2);
+    assert_string_equal(cfg.network.hosts[0].addrs[1], "::1");
+    assert_string_equal(cfg.network.hosts[1].addrs[0], "10.0.0.5");
     assert_int_equal(cfg.limits.max_body_bytes, 2 * 1024 * 1024);
     assert_int_equal(cfg.limits.max_header_bytes, 32 * 1024);
     assert_int_equal(cfg.limits.rate_rps, 5);
@@ -170,7 +191,7 @@ static void test_file_overrides_defaults(void **state)
     assert_string_equal(cfg.state_dir, "/var/lib/forgebox");
 
     char want[600];
-    snprintf(want, sizeof want, "%s:13", path_buf);
+    snprintf(want, sizeof want, "%s:18", path_buf);
     assert_string_equal(fb_config_source(&cfg, "limits.rate_rps"), want);
     assert_string_equal(fb_config_source(&cfg, "sandbox.vcpus"), "default");
 
@@ -240,7 +261,6 @@ static void test_env_overrides_file(void **state)
     char *envp[] = {
         "PATH=/usr/bin",
         "FORGEBOX_LIMITS_RATE_RPS=50",
-        "FORGEBOX_NETWORK_INTERNET=true",
         "FORGEBOX_SANDBOX_MAX_TTL_S=7200",
         "FORGEBOX_IMAGE_DIR=",          /* empty unsets an optional key */
         "FORGEBOX_TRACE=1",             /* other parts of ForgeBox: left alone */
@@ -252,7 +272,6 @@ static void test_env_overrides_file(void **state)
     assert_int_equal(fb_config_apply_env(&cfg, envp, &err), 0);
     assert_int_equal(cfg.limits.rate_rps, 50);
     assert_int_equal(cfg.sandbox.vcpus, 2); /* the file's value stands */
-    assert_true(cfg.network.internet);
     assert_int_equal(cfg.sandbox.max_ttl_s, 7200);
     assert_null(cfg.image_dir);
     assert_string_equal(fb_config_source(&cfg, "limits.rate_rps"), "FORGEBOX_LIMITS_RATE_RPS");
@@ -363,8 +382,24 @@ static void test_type_errors_name_key_and_source(void **state)
     assert_load_fails("limits:\n  max_body_bytes: 128 MiB\n",
                       "config: limits.max_body_bytes (%s:2): must be a size between 1 KiB and "
                       "64 MiB (bytes, or a number with KiB, MiB or GiB), got \"128 MiB\"");
-    assert_load_fails("network:\n  internet: maybe\n",
-                      "config: network.internet (%s:2): must be true or false, got \"maybe\"");
+    assert_load_fails("network:\n  internet: true\n",
+                      "config: network.internet (%s:2): replaced by network.allow, the list of host names "
+                      "sandboxes may be granted (empty: none); see docs/egress.md");
+    assert_load_fails("network.internet: true\n",
+                      "config: network.internet (%s:1): replaced by network.allow, the list of host names "
+                      "sandboxes may be granted (empty: none); see docs/egress.md");
+    assert_load_fails("network:\n  allow: pypi.org\n", "config: network.allow (%s:2): must be a list");
+    assert_load_fails("network:\n  deny: [\"127.0.0.1\"]\n",
+                      "config: network.deny (%s:2): network entry '127.0.0.1' is an IP address; name "
+                      "hosts, never addresses");
+    assert_load_fails("network:\n  allow_private: [\"127.0.0.1\"]\n",
+                      "config: network.allow_private (%s:2): address '127.0.0.1' needs a :port");
+    assert_load_fails("network:\n  hosts:\n    a.example: [\"127.0.0.1:80\"]\n",
+                      "config: network.hosts.a.example (%s:3): '127.0.0.1:80' is not a numeric address "
+                      "without a port");
+    assert_load_fails("network:\n  allowed: []\n",
+                      "config: network.allowed (%s:2): unknown key (network has allow, deny, allow_private "
+                      "and hosts)");
     assert_load_fails("sandbox:\n  backend: firecracker\n",
                       "config: sandbox.backend (%s:2): must be vm or jail, got \"firecracker\"");
     assert_load_fails("log_level: verbose\n",

@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 
 #include "proto/msg.h"
 #include "proto/proto.h"
+#include "proto/relay.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -1257,6 +1259,173 @@ static void test_exec_round_trip(void **state)
     fb_frame_clear(&f);
 }
 
+/* hello's "net": sent only when true, absent means false, a non-boolean
+ * is refused (the agent starts the egress bridge only on a real true). */
+static void test_hello_net_flag(void **state)
+{
+    (void)state;
+    fb_err err = {{0}};
+    for (int net = 0; net < 2; net++) {
+        fb_msg_hello m = {.version = 1, .workspace_mib = 8, .tmp_mib = 8, .nproc = 64, .nofile = 64,
+                          .max_output = 1024, .net = net};
+        json_t *h = fb_msg_encode_hello(7, &m, &err);
+        assert_non_null(h);
+        assert_true((json_object_get(h, "net") != NULL) == (net == 1));
+        fb_frame f;
+        to_frame(h, NULL, 0, &f);
+        fb_msg_hello d;
+        assert_int_equal(fb_msg_decode_hello(&f, &d, &err), 0);
+        assert_int_equal(d.net, net);
+        fb_frame_clear(&f);
+    }
+    json_error_t jerr;
+    json_t *h = json_loads("{\"t\":\"hello\",\"id\":1,\"version\":1,\"net\":1}", 0, &jerr);
+    assert_non_null(h);
+    fb_frame f;
+    to_frame(h, NULL, 0, &f);
+    fb_msg_hello d;
+    assert_int_equal(fb_msg_decode_hello(&f, &d, &err), -1);
+    assert_non_null(strstr(err.msg, "net"));
+    fb_frame_clear(&f);
+}
+
+/* ---- relay: two ends wired back to back through real frames ------------- */
+
+typedef struct relay_wire {
+    fb_frame q[4096];
+    size_t n;
+    int closes;
+} relay_wire;
+
+static int wire_send(void *ctx, json_t *h, const void *p, size_t len)
+{
+    relay_wire *w = ctx;
+    assert_true(w->n < 4096);
+    if (strcmp(json_string_value(json_object_get(h, "t")), "net_close") == 0)
+        w->closes++;
+    to_frame(h, p, len, &w->q[w->n++]);
+    return 0;
+}
+
+static void wire_deliver(relay_wire *w, fb_relay *to)
+{
+    for (size_t i = 0; i < w->n; i++) {
+        fb_relay_frame(to, &w->q[i]);
+        fb_frame_clear(&w->q[i]);
+    }
+    w->n = 0;
+}
+
+static void pump(fb_relay *r)
+{
+    struct pollfd fds[FB_NET_MAX_STREAMS];
+    size_t n = fb_relay_pollfds(r, fds, FB_NET_MAX_STREAMS, true);
+    if (n && poll(fds, n, 0) > 0)
+        fb_relay_io(r, fds, n);
+}
+
+static void test_relay_carries_bytes_both_ways_and_half_closes(void **state)
+{
+    (void)state;
+    static fb_relay a, b;
+    static relay_wire wa, wb; /* wa: frames a sent (for b); wb: for a */
+    memset(&wa, 0, sizeof wa);
+    memset(&wb, 0, sizeof wb);
+    fb_relay_init(&a, wire_send, &wa);
+    fb_relay_init(&b, wire_send, &wb);
+    int x[2], y[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, x), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, y), 0);
+    assert_int_equal(fb_relay_add(&a, 5, x[0]), 0);
+    assert_int_equal(fb_relay_add(&b, 5, y[0]), 0);
+    assert_int_equal(fb_relay_add(&b, 5, y[0]), -1); /* the id is taken */
+    enum { TOTAL = 1024 * 1024 + 333 };
+    static uint8_t out[TOTAL], in[TOTAL];
+    for (size_t i = 0; i < TOTAL; i++)
+        out[i] = (uint8_t)(i * 7 + i / 251);
+    size_t sent = 0, got = 0;
+    bool x_closed = false, y_eof = false;
+    for (int iter = 0; iter < 200000 && !y_eof; iter++) {
+        if (sent < TOTAL) {
+            ssize_t w = write(x[1], out + sent, TOTAL - sent > 50000 ? 50000 : TOTAL - sent);
+            if (w > 0)
+                sent += (size_t)w;
+        } else if (!x_closed) {
+            shutdown(x[1], SHUT_WR);
+            x_closed = true;
+        }
+        pump(&a);
+        wire_deliver(&wa, &b);
+        pump(&b);
+        wire_deliver(&wb, &a);
+        ssize_t r = read(y[1], in + got, TOTAL - got > 0 ? TOTAL - got : 1);
+        if (r > 0)
+            got += (size_t)r;
+        else if (r == 0)
+            y_eof = true;
+    }
+    assert_true(y_eof);
+    assert_int_equal(got, TOTAL);
+    assert_memory_equal(in, out, TOTAL);
+    assert_int_equal(wa.closes, 1);
+    /* The other way, then both sides close: the streams go. */
+    assert_int_equal(write(y[1], "pong", 4), 4);
+    shutdown(y[1], SHUT_WR);
+    char buf[8] = {0};
+    ssize_t r = 0;
+    for (int iter = 0; iter < 1000 && r <= 0; iter++) {
+        pump(&b);
+        wire_deliver(&wb, &a);
+        pump(&a);
+        wire_deliver(&wa, &b);
+        r = read(x[1], buf, sizeof buf);
+    }
+    assert_int_equal(r, 4);
+    assert_string_equal(buf, "pong");
+    for (int iter = 0; iter < 100 && (a.n || b.n); iter++) {
+        pump(&b);
+        wire_deliver(&wb, &a);
+        pump(&a);
+        wire_deliver(&wa, &b);
+    }
+    assert_int_equal(a.n, 0);
+    assert_int_equal(b.n, 0);
+    close(x[1]);
+    close(y[1]);
+}
+
+static void test_relay_closes_a_stream_whose_peer_ignores_the_window(void **state)
+{
+    (void)state;
+    static fb_relay c;
+    static relay_wire w;
+    memset(&w, 0, sizeof w);
+    fb_relay_init(&c, wire_send, &w);
+    int x[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, x), 0);
+    int small = 4096;
+    setsockopt(x[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    setsockopt(x[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+    assert_int_equal(fb_relay_add(&c, 9, x[0]), 0);
+    static uint8_t chunk[FB_NET_CHUNK];
+    fb_err err = {{0}};
+    fb_msg_net m = {.type = FB_MSG_NET_DATA};
+    /* Nobody reads x[1] and nothing is acknowledged: the fifth chunk is
+     * beyond the 256 KiB window. */
+    for (int i = 0; i < 6; i++) {
+        fb_frame f;
+        to_frame(fb_msg_encode_net(9, &m, &err), chunk, sizeof chunk, &f);
+        fb_relay_frame(&c, &f);
+        fb_frame_clear(&f);
+    }
+    assert_int_equal(w.closes, 1);
+    assert_int_equal(c.n, 0); /* the stream is gone; later frames for it are ignored */
+    for (size_t i = 0; i < w.n; i++)
+        fb_frame_clear(&w.q[i]);
+    fb_relay_close_all(&c);
+    close(x[1]);
+}
+
 static void expect_exec_refused(const char *json, const char *fragment)
 {
     json_error_t jerr;
@@ -1463,6 +1632,9 @@ int main(void)
         cmocka_unit_test(test_hdr_new),
         cmocka_unit_test(test_errc_names_round_trip),
         cmocka_unit_test(test_exec_round_trip),
+        cmocka_unit_test(test_hello_net_flag),
+        cmocka_unit_test(test_relay_carries_bytes_both_ways_and_half_closes),
+        cmocka_unit_test(test_relay_closes_a_stream_whose_peer_ignores_the_window),
         cmocka_unit_test(test_exec_decoder_is_strict),
         cmocka_unit_test(test_exec_encoder_refuses_what_cannot_travel),
         cmocka_unit_test(test_exit_round_trip),
