@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "policy/policy.h"
 #include "store/migrations.h"
@@ -442,6 +443,27 @@ static int migrate(fb_sql *s, const char *path, fb_err *err)
     return 0;
 }
 
+/* Changing the journal mode needs an exclusive lock, and SQLite does not
+ * always wait for it through the busy handler: several processes opening a
+ * new store at the same moment (gateways sharing a state directory, or the
+ * CLI beside a starting gateway) can get "database is locked" at once.
+ * Retry for as long as the busy timeout would have waited. */
+static int switch_to_wal(sqlite3 *db, char *mode, size_t cap, fb_err *err)
+{
+    for (int waited_ms = 0;; waited_ms += 10) {
+        fb_err e = {{0}};
+        if (query_one(db, "PRAGMA journal_mode = WAL", NULL, mode, cap, &e) == 0)
+            return 0;
+        int rc = sqlite3_errcode(db) & 0xff;
+        if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || waited_ms >= BUSY_MS) {
+            if (err)
+                *err = e;
+            return -1;
+        }
+        usleep(10 * 1000);
+    }
+}
+
 static int configure(sqlite3 *db, const char *path, fb_err *err)
 {
     int on = 0;
@@ -452,7 +474,7 @@ static int configure(sqlite3 *db, const char *path, fb_err *err)
         return fb_fail(err, "database %s: cannot set the busy timeout: %s", path, sqlite3_errmsg(db));
 
     char mode[16];
-    if (query_one(db, "PRAGMA journal_mode = WAL", NULL, mode, sizeof mode, err) < 0)
+    if (switch_to_wal(db, mode, sizeof mode, err) < 0)
         return fb_fail_prefix(err, "database %s", path);
     if (strcmp(mode, "wal") != 0)
         return fb_fail(err, "database %s: cannot switch to WAL mode (journal mode is %s); is the file system local?",
