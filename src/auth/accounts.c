@@ -22,21 +22,6 @@
 static const char dummy_pwhash[] =
     "$argon2id$v=19$m=65536,t=2,p=1$KeABsDs2v2d7FDcW6KQPdw$9aQPwLyIskAgkVsHDnRHPfJXazXqCKpoLZP11buhyp0";
 
-void fb_auth_time_now(char out[FB_TIME_MAX])
-{
-    fb_time_now(out);
-}
-
-int fb_auth_time_parse(const char *text, struct timespec *out)
-{
-    return fb_time_parse(text, out);
-}
-
-int fb_auth_time_normalise(const char *text, char out[FB_TIME_MAX])
-{
-    return fb_time_normalise(text, out);
-}
-
 const char *fb_auth_fail_name(fb_auth_fail why)
 {
     switch (why) {

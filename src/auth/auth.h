@@ -87,15 +87,6 @@ const char *fb_auth_fail_name(fb_auth_fail why);
 /* fb_team, fb_user and fb_api_key_info are the identity repository's
  * (store/identity.h). */
 
-/* ---- time --------------------------------------------------------------------- */
-
-/* Kept for callers outside src/auth; new code calls common/time.h
- * directly: fb_time_now, fb_time_parse, fb_time_normalise (the same
- * functions under their own names). */
-void fb_auth_time_now(char out[FB_TIME_MAX]);
-int fb_auth_time_parse(const char *text, struct timespec *out);
-int fb_auth_time_normalise(const char *text, char out[FB_TIME_MAX]);
-
 /* ---- passwords ----------------------------------------------------------------- */
 
 /* EINVAL unless 12..1024 characters/bytes (see limits above). */

@@ -328,7 +328,7 @@ int fb_cmd_run(int argc, char **argv)
 
     for (size_t i = 0; i < nput; i++) {
         unsigned mode = access(puts[i].local, X_OK) == 0 ? 0755 : 0644;
-        if (fb_sandbox_put(sb, puts[i].remote, put_fds[i], mode, &err) < 0) {
+        if (fb_file_put(sb, puts[i].remote, put_fds[i], mode, &err) != FB_OK) {
             fprintf(stderr, "forgebox: %s\n", err.msg);
             status = FB_EXIT_SANDBOX;
             goto out;

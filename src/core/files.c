@@ -3,7 +3,7 @@
  * out of it (core.h).
  *
  * An upload is a pipe and a thread: the thread feeds the pipe's read end
- * to the sandbox (fb_sandbox_put reads it to EOF, a chunk at a time) while
+ * to the sandbox (fb_file_put reads it to EOF, a chunk at a time) while
  * the adapter writes the body into the write end as it arrives.  Memory
  * stays bounded whatever the file's size: a pipe's buffer and one chunk
  * (finding 8 of issue 6: bodies used to be buffered whole).  A body that

@@ -354,10 +354,9 @@ int fb_xlog_tick_locked(fb_sandbox *sb, uint64_t now)
 
 /* ---- starting ---------------------------------------------------------------------- */
 
-/* The request as a message: env converted once, from "K=V" if need be. */
-static fb_errc build_msg(const fb_exec_req *req, fb_msg_exec *m, fb_env_var **owned, fb_err *err)
+/* The request as a message: argv and the env pairs go as they are. */
+static fb_errc build_msg(const fb_exec_req *req, fb_msg_exec *m, fb_err *err)
 {
-    *owned = NULL;
     memset(m, 0, sizeof *m);
     if (!req->argv || !req->argv[0]) {
         fb_fail(err, "no command given");
@@ -368,36 +367,6 @@ static fb_errc build_msg(const fb_exec_req *req, fb_msg_exec *m, fb_env_var **ow
         m->argc++;
     m->env = req->envv;
     m->nenv = req->envv ? req->nenv : 0;
-    if (!req->envv && req->env) {
-        size_t n = 0;
-        while (req->env[n] && n <= FB_MAX_ENV)
-            n++;
-        if (n > FB_MAX_ENV) {
-            fb_fail(err, "more than %d environment variables", FB_MAX_ENV);
-            return FB_E_BAD_REQUEST;
-        }
-        fb_env_var *v = calloc(n + 1, sizeof *v);
-        if (!v) {
-            fb_fail(err, "out of memory");
-            return FB_E_NOMEM;
-        }
-        *owned = v;
-        for (size_t i = 0; i < n; i++) {
-            const char *eq = strchr(req->env[i], '=');
-            if (!eq || eq == req->env[i]) {
-                fb_fail(err, "environment entry \"%.64s\" is not KEY=VALUE", req->env[i]);
-                return FB_E_BAD_REQUEST;
-            }
-            v[i].key = strndup(req->env[i], (size_t)(eq - req->env[i]));
-            v[i].value = eq + 1;
-            if (!v[i].key) {
-                fb_fail(err, "out of memory");
-                return FB_E_NOMEM;
-            }
-        }
-        m->env = v;
-        m->nenv = n;
-    }
     m->cwd = req->cwd;
     m->timeout_ms = req->timeout_ms;
     m->max_output = req->max_output;
@@ -405,20 +374,12 @@ static fb_errc build_msg(const fb_exec_req *req, fb_msg_exec *m, fb_env_var **ow
     return FB_OK;
 }
 
-static void free_owned_env(fb_env_var *v)
-{
-    for (fb_env_var *p = v; p && p->key; p++)
-        free((char *)p->key);
-    free(v);
-}
-
 fb_errc fb_exec_start(fb_sandbox *sb, const fb_exec_req *req, fb_exec **out, fb_err *err)
 {
     *out = NULL;
     fb_msg_exec m;
-    fb_env_var *owned;
     uint64_t id = 0;
-    fb_errc code = build_msg(req, &m, &owned, err);
+    fb_errc code = build_msg(req, &m, err);
     if (code == FB_OK) {
         pthread_mutex_lock(&sb->mu);
         code = fb_sup_begin_locked(sb, true, &id, err);
@@ -427,7 +388,6 @@ fb_errc fb_exec_start(fb_sandbox *sb, const fb_exec_req *req, fb_exec **out, fb_
     /* Encoded before anything is queued: what cannot be sent is refused
      * here (FB_E_TOO_LARGE, FB_E_BAD_REQUEST) and the sandbox stays as it was. */
     json_t *h = code == FB_OK ? fb_msg_encode_exec(id, &m, &code, err) : NULL;
-    free_owned_env(owned);
     if (code != FB_OK)
         return code;
     fb_exec *x = calloc(1, sizeof *x);

@@ -117,9 +117,8 @@ enum { FB_STREAM_STDOUT = 1, FB_STREAM_STDERR = 2 };
 
 typedef struct fb_exec_req {
     const char *const *argv;   /* NULL-terminated */
-    const fb_env_var *envv;    /* nenv key/value pairs (preferred) */
+    const fb_env_var *envv;    /* nenv key/value pairs, sent as they are */
     size_t nenv;
-    const char *const *env;    /* or: NULL-terminated "KEY=VALUE" (older callers) */
     const char *cwd;           /* NULL: /workspace */
     uint64_t timeout_ms;
     uint64_t max_output;       /* 0: the sandbox default */
@@ -223,9 +222,6 @@ fb_errc fb_file_put(fb_sandbox *sb, const char *remote, int fd, unsigned mode, f
 /* Copies a sandbox file into a local fd, refusing more than max_bytes
  * (FB_E_TOO_LARGE, checked before anything past max_bytes is written). */
 fb_errc fb_file_get(fb_sandbox *sb, const char *remote, int fd, uint64_t max_bytes, fb_err *err);
-/* The same, returning 0 or -1 (older callers). */
-int fb_sandbox_put(fb_sandbox *sb, const char *remote, int fd, unsigned mode, fb_err *err);
-int fb_sandbox_get(fb_sandbox *sb, const char *remote, int fd, uint64_t max_bytes, fb_err *err);
 
 /* Cleans up what sandboxes of dead managers left in run_dir (their cgroups
  * and runtime directories).  Called on every create; cheap when clean. */

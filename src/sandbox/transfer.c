@@ -111,13 +111,3 @@ fb_errc fb_file_get(fb_sandbox *sb, const char *remote, int fd, uint64_t max_byt
             return FB_OK;
     }
 }
-
-int fb_sandbox_put(fb_sandbox *sb, const char *remote, int fd, unsigned mode, fb_err *err)
-{
-    return fb_file_put(sb, remote, fd, mode, err) == FB_OK ? 0 : -1;
-}
-
-int fb_sandbox_get(fb_sandbox *sb, const char *remote, int fd, uint64_t max_bytes, fb_err *err)
-{
-    return fb_file_get(sb, remote, fd, max_bytes, err) == FB_OK ? 0 : -1;
-}

@@ -286,12 +286,12 @@ static void test_time(void **state)
     (void)state;
     struct timespec ts;
     char out[FB_TIME_MAX];
-    assert_int_equal(fb_auth_time_parse("2030-01-31T12:00:00Z", &ts), 0);
+    assert_int_equal(fb_time_parse("2030-01-31T12:00:00Z", &ts), 0);
     assert_int_equal(ts.tv_sec, 1896091200);
     assert_int_equal(ts.tv_nsec, 0);
-    assert_int_equal(fb_auth_time_normalise("2030-01-31T13:30:00.5+01:30", out), 0);
+    assert_int_equal(fb_time_normalise("2030-01-31T13:30:00.5+01:30", out), 0);
     assert_string_equal(out, "2030-01-31T12:00:00.500000000Z");
-    assert_int_equal(fb_auth_time_normalise("2024-02-29T23:59:59.123456789-00:00", out), 0);
+    assert_int_equal(fb_time_normalise("2024-02-29T23:59:59.123456789-00:00", out), 0);
     assert_string_equal(out, "2024-02-29T23:59:59.123456789Z");
     const char *bad[] = {"",
                          "2030-01-31",
@@ -310,11 +310,11 @@ static void test_time(void **state)
                          "+030-01-31T12:00:00Z",
                          NULL};
     for (size_t i = 0; bad[i]; i++)
-        assert_int_equal(fb_auth_time_parse(bad[i], &ts), -1);
-    assert_int_equal(fb_auth_time_parse(NULL, &ts), -1);
-    fb_auth_time_now(out);
+        assert_int_equal(fb_time_parse(bad[i], &ts), -1);
+    assert_int_equal(fb_time_parse(NULL, &ts), -1);
+    fb_time_now(out);
     assert_int_equal(strlen(out), 30);
-    assert_int_equal(fb_auth_time_parse(out, &ts), 0);
+    assert_int_equal(fb_time_parse(out, &ts), 0);
 }
 
 /* ---- org, teams, users ------------------------------------------------------------- */
