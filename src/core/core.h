@@ -29,6 +29,7 @@
 
 #include "common/util.h"
 #include "config/config.h"
+#include "engine/engine.h"
 #include "policy/policy.h"
 #include "sandbox/sandbox.h"
 
@@ -134,6 +135,9 @@ typedef struct fb_sandbox_info {
     uint64_t memory_mib, vcpus, disk_mib;
     char created_at[40], expires_at[40];
     char isolation[16];
+    char task_id[32];              /* "" unless a task's sandbox */
+    bool has_network;
+    fb_egress_list network;        /* the egress grant (has_network) */
 } fb_sandbox_info;
 
 /* A create request; zero fields take the configured defaults.  has_backend
@@ -143,6 +147,14 @@ typedef struct fb_sandbox_spec {
     fb_backend_kind backend;
     bool has_memory, has_vcpus, has_disk, has_ttl;
     uint64_t memory_mib, vcpus, disk_mib, ttl_s;
+    /* An egress grant: NULL, no network.  Needs network:internet (org-gated:
+     * enabled when network.allow is not empty) and every entry inside
+     * network.allow and outside network.deny (policy: fb_egress_grant_check);
+     * audited.  The sandbox then reaches the egress proxy, and only it. */
+    const fb_egress_list *network;
+    /* Set by the task service only (adapters leave it NULL): the task the
+     * sandbox belongs to, for the sandbox's JSON and egress audit entries. */
+    const char *task_id;
 } fb_sandbox_spec;
 
 int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec *spec,
@@ -255,6 +267,89 @@ void fb_core_upload_abort(fb_upload *u);
 /* Copies a sandbox file into fd (a memfd the caller sends on). */
 int fb_core_file_get(fb_core *c, fb_caller *caller, fb_sb_ref *ref, const char *path, int fd,
                      fb_core_err *err);
+
+/* ---- tasks (tasks*.c) ---------------------------------------------------------------------
+ *
+ * A task is a model working through tools in a sandbox of its own (the
+ * engine, engine.h), on behalf of its creator and inside its creator's
+ * team.  The service owns: validating the request against policy (tools
+ * within the creator's tool-class permissions, approvals, org-forced
+ * approvals, budgets within the org maxima, network grant), the sandbox
+ * (created at start through fb_core_sandbox_create, counted in the team's
+ * quota; kept after the model stops for follow-up messages until the
+ * task's TTL, destroyed when the task ends otherwise), a thread per running
+ * task, the decision and audit of every tool call, approvals (held until a
+ * person with tasks:approve in the task's team decides, or
+ * tasks.approval_timeout_s denies them), the transcript as numbered events
+ * (stored, replayable, followed live) and the task's record in the store.
+ * A gateway restart marks tasks it finds running failed ("the gateway
+ * restarted while the task was running").
+ *
+ * JSON shapes (docs/openapi.yaml):
+ *   task     {id, state, prompt, provider, model, backend, sandbox_id, team_id, created_by,
+ *             tools: [s], approvals: [s], network: {allow: [s]} | null,
+ *             limits: {max_turns, max_tokens, max_tool_calls, timeout_s},
+ *             usage: {input_tokens, output_tokens, turns, tool_calls},
+ *             result: s|null, error: s|null, created_at, started_at|null, finished_at|null}
+ *   approval {id, task_id, call_id, tool, input, state: pending|approved|denied|expired,
+ *             created_at, expires_at, decided_at|null, decided_by|null, reason|null}
+ *   event    {seq, type, at, data}; types: "message" {role, content}, "state" {state,
+ *             error?, result?}, "text", "tool_call", "tool_result", "usage" (engine.h),
+ *             "approval_required" {approval_id, call_id, tool, input, expires_at},
+ *             "approval_resolved" {approval_id, call_id, decision: approved|denied|expired,
+ *             decided_by?, reason?}
+ */
+
+#define FB_TASK_PROMPT_MAX (256u * 1024)
+
+typedef struct fb_task_spec {
+    const char *prompt;             /* required, 1..FB_TASK_PROMPT_MAX bytes of UTF-8 */
+    const char *system;             /* NULL: fb_engine_default_system() */
+    const char *provider;           /* a name under providers: */
+    const char *model;
+    bool has_backend;
+    fb_backend_kind backend;
+    bool has_tools;
+    fb_toolset tools;               /* !has_tools: bash and the file tools the creator may grant */
+    fb_toolset approvals;           /* held for a person (tasks.require_approval adds to it) */
+    const fb_egress_list *network;  /* NULL: none */
+    fb_engine_limits limits;        /* 0 fields: tasks.* defaults; above a maximum: BAD_REQUEST */
+} fb_task_spec;
+
+/* Creates and starts a task (tasks:create, plus network:internet with a
+ * grant); *out is the task's JSON (201). */
+int fb_core_task_create(fb_core *c, fb_caller *caller, const fb_task_spec *spec, json_t **out,
+                        fb_core_err *err);
+/* {"tasks": [task...]}: the caller's team's (every team's for an admin), newest first. */
+int fb_core_task_list(fb_core *c, fb_caller *caller, json_t **out, fb_core_err *err);
+
+typedef struct fb_task_ref fb_task_ref;
+/* Looks a task up (live or stored) and decides `perm` against its team
+ * (audited; unknown and another team's are both NOT_FOUND). */
+int fb_core_task_open(fb_core *c, fb_caller *caller, const char *id, fb_perm perm, fb_task_ref **out,
+                      fb_core_err *err);
+void fb_core_task_put(fb_core *c, fb_task_ref *ref);
+
+int fb_core_task_get(fb_core *c, fb_caller *caller, fb_task_ref *ref, json_t **out, fb_core_err *err);
+/* Stops a task that has not ended (tasks:cancel): CANCELLED, its sandbox
+ * destroyed.  Cancelling an ended task is CONFLICT. */
+int fb_core_task_cancel(fb_core *c, fb_caller *caller, fb_task_ref *ref, json_t **out, fb_core_err *err);
+/* A follow-up user message (tasks:create): continues the conversation in
+ * the same sandbox.  Only a SUCCEEDED task whose sandbox is still kept;
+ * otherwise CONFLICT. */
+int fb_core_task_message(fb_core *c, fb_caller *caller, fb_task_ref *ref, const char *content, json_t **out,
+                         fb_core_err *err);
+/* {"approvals": [approval...]} (tasks:read). */
+int fb_core_task_approvals(fb_core *c, fb_caller *caller, fb_task_ref *ref, json_t **out, fb_core_err *err);
+/* Decides a pending approval (ref opened for tasks:approve).  FORBIDDEN
+ * for the task's creator while tasks.self_approval is false; CONFLICT when
+ * it is no longer pending; NOT_FOUND for an unknown approval id. */
+int fb_core_task_decide(fb_core *c, fb_caller *caller, fb_task_ref *ref, const char *approval_id, bool approve,
+                        const char *reason, json_t **out, fb_core_err *err);
+/* The transcript: the event after sequence number `after` (0: the first).
+ * 1 with *ev (new reference), 0 when none came within timeout_ms, -1 when
+ * the task has ended and `after` is its last event. */
+int fb_core_task_events_next(fb_core *c, fb_task_ref *ref, uint64_t after, json_t **ev, int timeout_ms);
 
 /* ---- identity (keys.c, users.c, teams.c) -------------------------------------------------- */
 

@@ -16,19 +16,20 @@ static const char *const perm_names[FB_PERM_COUNT] = {
     "tasks:create",     "tasks:read",     "tasks:cancel",   "tools:shell",
     "tools:http",       "network:internet", "admin:users",  "admin:config",
     "sandboxes:create", "sandboxes:read", "sandboxes:exec", "audit:read",
-    "keys:manage",
+    "keys:manage",      "tasks:approve",  "tools:files",  "tools:edit",
 };
 
 _Static_assert(FB_PERM_COUNT <= 32, "fb_perm is 32 bits");
-_Static_assert(FB_PERM_KEYS_MANAGE == 1u << (FB_PERM_COUNT - 1), "FB_PERM_COUNT is stale");
+_Static_assert(FB_PERM_TOOLS_EDIT == 1u << (FB_PERM_COUNT - 1), "FB_PERM_COUNT is stale");
 
 #define DEVELOPER_PERMS                                                                            \
     (FB_PERM_TASKS_CREATE | FB_PERM_TASKS_READ | FB_PERM_TASKS_CANCEL | FB_PERM_TOOLS_SHELL |      \
      FB_PERM_TOOLS_HTTP | FB_PERM_SANDBOXES_CREATE | FB_PERM_SANDBOXES_READ |                      \
-     FB_PERM_SANDBOXES_EXEC | FB_PERM_KEYS_MANAGE)
+     FB_PERM_SANDBOXES_EXEC | FB_PERM_KEYS_MANAGE | FB_PERM_TASKS_APPROVE | FB_PERM_TOOLS_FILES |  \
+     FB_PERM_TOOLS_EDIT)
 #define OPERATOR_PERMS                                                                             \
     (FB_PERM_TASKS_READ | FB_PERM_TASKS_CANCEL | FB_PERM_SANDBOXES_READ | FB_PERM_AUDIT_READ |     \
-     FB_PERM_KEYS_MANAGE)
+     FB_PERM_KEYS_MANAGE | FB_PERM_TASKS_APPROVE)
 #define VIEWER_PERMS (FB_PERM_TASKS_READ | FB_PERM_SANDBOXES_READ)
 
 static const struct {
@@ -42,6 +43,80 @@ static const struct {
     [FB_ROLE_VIEWER] = {"viewer", VIEWER_PERMS},
 };
 #define ROLE_COUNT (sizeof roles / sizeof roles[0])
+
+/* ---- tools ------------------------------------------------------------------ */
+
+static const struct {
+    const char *name;
+    fb_perm perm;
+} tools[FB_TOOL_COUNT] = {
+    [FB_TOOL_BASH] = {"bash", FB_PERM_TOOLS_SHELL},
+    [FB_TOOL_FILE_READ] = {"file_read", FB_PERM_TOOLS_FILES},
+    [FB_TOOL_FILE_WRITE] = {"file_write", FB_PERM_TOOLS_EDIT},
+    [FB_TOOL_FILE_EDIT] = {"file_edit", FB_PERM_TOOLS_EDIT},
+    [FB_TOOL_GLOB] = {"glob", FB_PERM_TOOLS_FILES},
+    [FB_TOOL_GREP] = {"grep", FB_PERM_TOOLS_FILES},
+    [FB_TOOL_GIT] = {"git", FB_PERM_TOOLS_SHELL},
+    [FB_TOOL_WEB_FETCH] = {"web_fetch", FB_PERM_TOOLS_HTTP},
+};
+
+int fb_tool_from_name(const char *name, fb_tool *out)
+{
+    if (!name)
+        return -1;
+    for (int i = 0; i < FB_TOOL_COUNT; i++)
+        if (strcmp(name, tools[i].name) == 0) {
+            *out = (fb_tool)i;
+            return 0;
+        }
+    return -1;
+}
+
+const char *fb_tool_name(fb_tool t)
+{
+    return (unsigned)t < FB_TOOL_COUNT ? tools[t].name : NULL;
+}
+
+fb_perm fb_tool_perm(fb_tool t)
+{
+    return (unsigned)t < FB_TOOL_COUNT ? tools[t].perm : 0;
+}
+
+static void sanitise(const char *in, char *out, size_t cap);
+
+int fb_toolset_from_json(const json_t *array, fb_toolset *out, fb_err *err)
+{
+    if (!json_is_array(array))
+        return fb_fail(err, "tools must be a JSON array of tool names");
+    if (json_array_size(array) > 64)
+        return fb_fail(err, "too many tools (at most 64 names)");
+    fb_toolset set = 0;
+    for (size_t i = 0; i < json_array_size(array); i++) {
+        const json_t *v = json_array_get(array, i);
+        fb_tool t;
+        if (!json_is_string(v))
+            return fb_fail(err, "tool #%zu is not a string", i + 1);
+        if (fb_tool_from_name(json_string_value(v), &t) != 0) {
+            char shown[64];
+            sanitise(json_string_value(v), shown, sizeof shown);
+            return fb_fail(err, "unknown tool '%s'", shown);
+        }
+        set |= FB_TOOLSET_OF(t);
+    }
+    *out = set;
+    return 0;
+}
+
+json_t *fb_toolset_to_json(fb_toolset set)
+{
+    json_t *a = json_array();
+    for (int i = 0; a && i < FB_TOOL_COUNT; i++)
+        if ((set & FB_TOOLSET_OF(i)) && json_array_append_new(a, json_string(tools[i].name)) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+    return a;
+}
 
 /* ---- permissions ----------------------------------------------------------- */
 

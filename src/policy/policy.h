@@ -48,6 +48,13 @@
  *   sandboxes:exec       x        x
  *   audit:read           x                   x
  *   keys:manage          x        x          x
+ *   tasks:approve        x        x          x
+ *   tools:files          x        x
+ *   tools:edit           x        x
+ *
+ * Tool classes: a task may be given a tool only when its creator holds the
+ * tool's class permission (tools:shell: bash, git; tools:files: file_read,
+ * glob, grep; tools:edit: file_write, file_edit; tools:http: web_fetch).
  *
  * keys:manage is the right to create, list and revoke one's *own* API keys;
  * acting on another user's keys needs an admin (see auth.h).
@@ -81,8 +88,11 @@ enum {
     FB_PERM_SANDBOXES_EXEC   = 1u << 10, /* sandboxes:exec */
     FB_PERM_AUDIT_READ       = 1u << 11, /* audit:read */
     FB_PERM_KEYS_MANAGE      = 1u << 12, /* keys:manage (one's own keys) */
+    FB_PERM_TASKS_APPROVE    = 1u << 13, /* tasks:approve (decide a held tool call) */
+    FB_PERM_TOOLS_FILES      = 1u << 14, /* tools:files (file_read, glob, grep) */
+    FB_PERM_TOOLS_EDIT       = 1u << 15, /* tools:edit (file_write, file_edit) */
 };
-#define FB_PERM_COUNT 13
+#define FB_PERM_COUNT 16
 #define FB_PERM_ALL   ((fb_perm)((1u << FB_PERM_COUNT) - 1))
 /* Denied organisation-wide unless enabled in fb_principal.org_enabled. */
 #define FB_PERM_ORG_GATED ((fb_perm)FB_PERM_NETWORK_INTERNET)
@@ -97,7 +107,7 @@ const char *fb_perm_name(fb_perm one);
 fb_perm fb_perm_at(size_t i);
 
 /* Longest output of fb_perms_format_json, NUL included. */
-#define FB_PERMS_JSON_MAX 320
+#define FB_PERMS_JSON_MAX 400
 /* Text of a JSON array of permission names (e.g. '["tasks:read"]') ->
  * mask.  Anything but an array of known names is an error whose message
  * names the offending element (sanitised, truncated).  Duplicates are
@@ -111,6 +121,36 @@ int fb_perms_from_json(const json_t *array, fb_perm *out, fb_err *err);
 int fb_perms_format_json(fb_perm mask, char *out, size_t cap);
 /* Mask -> new jansson array of names (NULL on unknown bits or no memory). */
 json_t *fb_perms_to_json(fb_perm mask);
+
+/* ---- tools a task's model may call ------------------------------------------ */
+
+typedef enum fb_tool {
+    FB_TOOL_BASH = 0,
+    FB_TOOL_FILE_READ,
+    FB_TOOL_FILE_WRITE,
+    FB_TOOL_FILE_EDIT,
+    FB_TOOL_GLOB,
+    FB_TOOL_GREP,
+    FB_TOOL_GIT,
+    FB_TOOL_WEB_FETCH,
+    FB_TOOL_COUNT,
+} fb_tool;
+
+/* A set of tools: bit (1u << fb_tool). */
+typedef uint32_t fb_toolset;
+#define FB_TOOLSET_ALL ((fb_toolset)((1u << FB_TOOL_COUNT) - 1))
+#define FB_TOOLSET_OF(t) ((fb_toolset)1u << (t))
+
+/* "bash" -> FB_TOOL_BASH ...; -1 for NULL or an unknown name (exact match). */
+int fb_tool_from_name(const char *name, fb_tool *out);
+/* "bash", "file_read", ...; NULL when out of range. */
+const char *fb_tool_name(fb_tool t);
+/* The class permission a creator needs to give a task tool t. */
+fb_perm fb_tool_perm(fb_tool t);
+/* A JSON array of tool names -> set; an error names the bad element. */
+int fb_toolset_from_json(const json_t *array, fb_toolset *out, fb_err *err);
+/* Set -> new JSON array of names in canonical order (NULL: no memory). */
+json_t *fb_toolset_to_json(fb_toolset set);
 
 /* ---- roles ----------------------------------------------------------------- */
 

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "policy/policy.h"
@@ -21,7 +22,8 @@
 static const char *const all_names[] = {
     "tasks:create",     "tasks:read",     "tasks:cancel",   "tools:shell",   "tools:http",
     "network:internet", "admin:users",    "admin:config",   "sandboxes:create",
-    "sandboxes:read",   "sandboxes:exec", "audit:read",     "keys:manage",
+    "sandboxes:read",   "sandboxes:exec", "audit:read",     "keys:manage",    "tasks:approve",
+    "tools:files",      "tools:edit",
 };
 #define N_NAMES (sizeof all_names / sizeof all_names[0])
 
@@ -34,7 +36,8 @@ static const struct {
     {"tools:shell", "AD"},       {"tools:http", "AD"},       {"network:internet", "A"},
     {"admin:users", "A"},        {"admin:config", "A"},      {"sandboxes:create", "AD"},
     {"sandboxes:read", "ADOV"},  {"sandboxes:exec", "AD"},   {"audit:read", "AO"},
-    {"keys:manage", "ADO"},
+    {"keys:manage", "ADO"},      {"tasks:approve", "ADO"},   {"tools:files", "AD"},
+    {"tools:edit", "AD"},
 };
 
 static const struct {
@@ -61,6 +64,51 @@ static fb_principal principal(fb_role role, const char *team)
 }
 
 /* ---- names and JSON ------------------------------------------------------------ */
+
+static void test_tools(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        fb_perm perm;
+    } want[] = {
+        {"bash", FB_PERM_TOOLS_SHELL},      {"file_read", FB_PERM_TOOLS_FILES}, {"file_write", FB_PERM_TOOLS_EDIT},
+        {"file_edit", FB_PERM_TOOLS_EDIT},  {"glob", FB_PERM_TOOLS_FILES},      {"grep", FB_PERM_TOOLS_FILES},
+        {"git", FB_PERM_TOOLS_SHELL},       {"web_fetch", FB_PERM_TOOLS_HTTP},
+    };
+    assert_int_equal(sizeof want / sizeof want[0], FB_TOOL_COUNT);
+    for (int i = 0; i < FB_TOOL_COUNT; i++) {
+        fb_tool t;
+        assert_int_equal(fb_tool_from_name(want[i].name, &t), 0);
+        assert_int_equal(t, i);
+        assert_string_equal(fb_tool_name(t), want[i].name);
+        assert_int_equal(fb_tool_perm(t), want[i].perm);
+    }
+    fb_tool t;
+    assert_int_equal(fb_tool_from_name("Bash", &t), -1);
+    assert_int_equal(fb_tool_from_name(NULL, &t), -1);
+    assert_null(fb_tool_name(FB_TOOL_COUNT));
+    assert_int_equal(fb_tool_perm(FB_TOOL_COUNT), 0);
+
+    fb_err err = {0};
+    fb_toolset set = 0;
+    json_t *a = json_loads("[\"grep\", \"bash\", \"bash\"]", 0, NULL);
+    assert_int_equal(fb_toolset_from_json(a, &set, &err), 0);
+    assert_int_equal(set, FB_TOOLSET_OF(FB_TOOL_BASH) | FB_TOOLSET_OF(FB_TOOL_GREP));
+    json_t *back = fb_toolset_to_json(set);
+    char *text = json_dumps(back, JSON_COMPACT);
+    assert_string_equal(text, "[\"bash\",\"grep\"]");
+    free(text);
+    json_decref(back);
+    json_decref(a);
+    a = json_loads("[\"bash\", \"rm\\u0001-rf\"]", 0, NULL);
+    assert_int_equal(fb_toolset_from_json(a, &set, &err), -1);
+    assert_string_equal(err.msg, "unknown tool 'rm?-rf'");
+    json_decref(a);
+    a = json_loads("{\"bash\": 1}", 0, NULL);
+    assert_int_equal(fb_toolset_from_json(a, &set, &err), -1);
+    json_decref(a);
+}
 
 static void test_perm_names(void **state)
 {
@@ -587,7 +635,7 @@ static void test_needs_approval_verdict(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_perm_names),       cmocka_unit_test(test_role_names),
+        cmocka_unit_test(test_perm_names), cmocka_unit_test(test_tools),       cmocka_unit_test(test_role_names),
         cmocka_unit_test(test_perms_parse_json), cmocka_unit_test(test_perms_format_json),
         cmocka_unit_test(test_role_table),       cmocka_unit_test(test_org_policy_first),
         cmocka_unit_test(test_key_scopes_narrow), cmocka_unit_test(test_several_bits),
