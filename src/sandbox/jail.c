@@ -26,8 +26,15 @@
  *     are covered by files from a small read-only tmpfs staged here: empty
  *     ones (the kernel command line, disk, interrupt, vm and lock
  *     statistics, ...) and synthetic ones (meminfo from the memory limit,
- *     stat with one line per vCPU, a quiet loadavg, a random boot_id);
- *     uptime and process start times come from the time namespace.
+ *     stat and cpuinfo with one entry per vCPU, a quiet loadavg, a random
+ *     boot_id) and fixed values for host-wide counters under /proc/sys
+ *     (open files, inodes, dentries, entropy); uptime and process start
+ *     times come from the time namespace.  Still the host's: the idle
+ *     field of /proc/uptime (summed over the host's CPUs; covering it
+ *     needs a FUSE view such as lxcfs, which would freeze uptime if done
+ *     with a static file);
+ *   - the jail runs on as many CPUs as it has vCPUs (sched_getaffinity,
+ *     nproc), spread over the manager's CPUs by slot;
  *
  * The steps that need host root (loop mount, mknod, the tmpfs mounts) run
  * in the spawn's intermediate before it gives root up; the rest (proc,
@@ -39,9 +46,11 @@
 #include <fcntl.h>
 #include <linux/loop.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -72,6 +81,8 @@ typedef struct jail_args {
     char meminfo[512];
     char stat[64 * 48 + 256];
     char boot_id[40];
+    char *cpuinfo;     /* malloc'd: one block per vCPU */
+    cpu_set_t cpus;    /* the CPUs the jail may run on: as many as its vCPUs */
 } jail_args;
 
 /* ---- the rootfs: a loop device of our own --------------------------------- */
@@ -173,6 +184,78 @@ static void format_stat(jail_args *ja, unsigned vcpus)
                  (long long)time(NULL));
 }
 
+/* The host's first processor block, reduced to what describes the CPU
+ * model and its features (what CPUID tells any process anyway), read
+ * once: not its number, siblings, cores, APIC ids or clock. */
+static char cpu_template[8192];
+static pthread_once_t cpu_template_once = PTHREAD_ONCE_INIT;
+
+static void read_cpu_template(void)
+{
+    static const char *const keep[] = {"vendor_id", "cpu family", "model", "model name", "stepping",
+                                       "fpu", "fpu_exception", "cpuid level", "wp", "flags", "bugs",
+                                       "bogomips", "clflush size", "cache_alignment", "address sizes",
+                                       NULL};
+    char buf[16384];
+    if (fb_read_file("/proc/cpuinfo", buf, sizeof buf, NULL) < 0)
+        buf[0] = '\0';
+    size_t n = 0;
+    for (char *line = buf, *next; line && *line && *line != '\n'; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        char *colon = strchr(line, ':');
+        if (!colon)
+            continue;
+        size_t klen = (size_t)(colon - line);
+        while (klen > 0 && (line[klen - 1] == '\t' || line[klen - 1] == ' '))
+            klen--;
+        for (const char *const *k = keep; *k; k++)
+            if (strlen(*k) == klen && strncmp(line, *k, klen) == 0 && n + strlen(line) + 2 < sizeof cpu_template) {
+                n += (size_t)snprintf(cpu_template + n, sizeof cpu_template - n, "%s\n", line);
+                break;
+            }
+    }
+}
+
+/* /proc/cpuinfo: one block per vCPU, so that tools counting processors
+ * there see the sandbox's share, not the host's. */
+static int format_cpuinfo(jail_args *ja, unsigned vcpus, fb_err *err)
+{
+    pthread_once(&cpu_template_once, read_cpu_template);
+    size_t block = strlen(cpu_template) + 64, cap = block * vcpus + 1;
+    ja->cpuinfo = malloc(cap);
+    if (!ja->cpuinfo)
+        return fb_fail(err, "out of memory");
+    size_t n = 0;
+    for (unsigned i = 0; i < vcpus; i++)
+        n += (size_t)snprintf(ja->cpuinfo + n, cap - n, "processor\t: %u\n%s\n", i, cpu_template);
+    ja->cpuinfo[n] = '\0';
+    return 0;
+}
+
+/* The jail runs on as many CPUs as it has vCPUs (what nproc(1) and
+ * sched_getaffinity(2) show), picked from the manager's own set and spread
+ * over it by slot so that neighbouring sandboxes start on different CPUs.
+ * The cgroup's CPU quota still bounds what it uses. */
+static void pick_cpus(jail_args *ja, const fb_sandbox *sb)
+{
+    cpu_set_t mine;
+    CPU_ZERO(&ja->cpus);
+    if (sched_getaffinity(0, sizeof mine, &mine) < 0)
+        return;
+    int have[CPU_SETSIZE], n = 0;
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &mine))
+            have[n++] = c;
+    if (n == 0)
+        return;
+    unsigned want = sb->cfg.vcpus < (unsigned)n ? (unsigned)sb->cfg.vcpus : (unsigned)n;
+    unsigned start = (unsigned)(sb->slot > 0 ? sb->slot : 0) * want;
+    for (unsigned i = 0; i < want; i++)
+        CPU_SET(have[(start + i) % (unsigned)n], &ja->cpus);
+}
+
 static void format_boot_id(jail_args *ja)
 {
     uint8_t r[16];
@@ -184,6 +267,17 @@ static void format_boot_id(jail_args *ja)
     snprintf(ja->boot_id, sizeof ja->boot_id, "%.8s-%.4s-%.4s-%.4s-%.12s\n", h, h + 8, h + 12,
              h + 16, h + 20);
 }
+
+/* Host-wide counters under /proc/sys a tool process has no use for: they
+ * are covered by a fixed value (the file must still parse). */
+static const char *const proc_fixed[][2] = {
+    {"sys/fs/file-nr", "1024\t0\t1048576\n"},
+    {"sys/fs/inode-nr", "1024\t0\n"},
+    {"sys/fs/inode-state", "1024\t0\t0\t0\t0\t0\t0\n"},
+    {"sys/fs/dentry-state", "1024\t0\t45\t0\t0\t0\n"},
+    {"sys/kernel/random/entropy_avail", "256\n"},
+};
+#define N_PROC_FIXED (sizeof proc_fixed / sizeof proc_fixed[0])
 
 /* /proc files showing host-wide facts a tool process has no use for: they
  * are covered by an empty file. */
@@ -279,8 +373,14 @@ static void prepare_scratch(int report, const jail_args *ja, uid_t tool)
 static void prepare_stage(int report, const jail_args *ja)
 {
     mount_tmpfs(report, ja->stage, MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                "mode=0755,size=64k,nr_inodes=32");
+                "mode=0755,size=1m,nr_inodes=32");
     stage_file(report, ja->stage, "empty", "");
+    stage_file(report, ja->stage, "cpuinfo", ja->cpuinfo);
+    for (size_t i = 0; i < N_PROC_FIXED; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "fixed%zu", i);
+        stage_file(report, ja->stage, name, proc_fixed[i][1]);
+    }
     stage_file(report, ja->stage, "meminfo", ja->meminfo);
     stage_file(report, ja->stage, "stat", ja->stat);
     stage_file(report, ja->stage, "loadavg", "0.00 0.00 0.00 1/1 1\n");
@@ -290,7 +390,7 @@ static void prepare_stage(int report, const jail_args *ja)
     if (mkdir(p, 0555) < 0)
         fb_die_with_error(report, "cannot create %s", p);
     if (mount(NULL, ja->stage, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-              "size=64k,nr_inodes=32") < 0)
+              "size=1m,nr_inodes=32") < 0)
         fb_die_with_error(report, "cannot make %s read-only", ja->stage);
 }
 
@@ -351,11 +451,16 @@ static void cover_proc(int report, const jail_args *ja)
     }
     static const char *const synthetic[][2] = {
         {"meminfo", "meminfo"}, {"stat", "stat"}, {"loadavg", "loadavg"},
-        {"boot_id", "sys/kernel/random/boot_id"}, {"emptydir", "pressure"},
+        {"boot_id", "sys/kernel/random/boot_id"}, {"emptydir", "pressure"}, {"cpuinfo", "cpuinfo"},
     };
     for (size_t i = 0; i < sizeof synthetic / sizeof synthetic[0]; i++) {
         snprintf(src, sizeof src, "%s/%s", ja->stage, synthetic[i][0]);
         snprintf(dst, sizeof dst, "%s/proc/%s", ja->root, synthetic[i][1]);
+        cover(report, src, dst);
+    }
+    for (size_t i = 0; i < N_PROC_FIXED; i++) {
+        snprintf(src, sizeof src, "%s/fixed%zu", ja->stage, i);
+        snprintf(dst, sizeof dst, "%s/proc/%s", ja->root, proc_fixed[i][0]);
         cover(report, src, dst);
     }
 }
@@ -377,6 +482,8 @@ static void jail_child(void *arg, int report)
     cover_proc(report, ja);
     if (sethostname("forgebox", 8) < 0)
         fb_die_with_error(report, "sethostname");
+    if (CPU_COUNT(&ja->cpus) > 0 && sched_setaffinity(0, sizeof ja->cpus, &ja->cpus) < 0)
+        fb_die_with_error(report, "cannot pin the jail to its CPUs");
 
     snprintf(p, sizeof p, "%s/dev/null", ja->root);
     int devnull = open(p, O_RDWR | O_CLOEXEC);
@@ -412,9 +519,14 @@ static uint64_t jail_cgroup_memory(const fb_sandbox *sb)
     return sb->cfg.memory_mib * 1024 * 1024;
 }
 
+static void jail_args_free(jail_args *ja)
+{
+    free(ja->cpuinfo);
+}
+
 static int jail_start(fb_sandbox *sb, fb_err *err)
 {
-    jail_args ja = {.sb = sb, .net = -1};
+    __attribute__((cleanup(jail_args_free))) jail_args ja = {.sb = sb, .net = -1};
     snprintf(ja.root, sizeof ja.root, "%s/root", sb->run_path);
     snprintf(ja.stage, sizeof ja.stage, "%s/stage", sb->run_path);
     if (make_dir(ja.root, 0755, err) < 0 || make_dir(ja.stage, 0700, err) < 0)
@@ -422,6 +534,9 @@ static int jail_start(fb_sandbox *sb, fb_err *err)
     format_meminfo(&ja, jail_cgroup_memory(sb));
     format_stat(&ja, (unsigned)sb->cfg.vcpus);
     format_boot_id(&ja);
+    pick_cpus(&ja, sb);
+    if (format_cpuinfo(&ja, (unsigned)sb->cfg.vcpus, err) < 0)
+        return -1;
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return fb_fail_errno(err, "socketpair");

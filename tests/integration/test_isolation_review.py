@@ -409,6 +409,51 @@ def test_proc_shows_no_host_facts(run, backend):
         assert out["cpu_count"] == 2
 
 
+CPU_PROBE = r'''
+import json, os
+def rd(path):
+    with open(path) as f:
+        return f.read()
+print(json.dumps({
+    "affinity": sorted(os.sched_getaffinity(0)),
+    "cpuinfo": rd("/proc/cpuinfo"),
+    "counters": {n: rd("/proc/sys/" + n) for n in (
+        "fs/file-nr", "fs/inode-nr", "fs/inode-state", "fs/dentry-state",
+        "kernel/random/entropy_avail")},
+}))
+'''
+
+
+def test_jail_shows_its_own_cpus_and_no_host_counters(run):
+    """A one-vCPU jail on a host with more CPUs: nproc and /proc/cpuinfo
+    count one processor (the host's count would tell a tool how big the
+    machine under it is), and the host-wide counters under /proc/sys
+    (open files, inodes, dentries, entropy) are fixed values, not the
+    host's live ones (a cross-tenant activity signal)."""
+    host_cpus = len(os.sched_getaffinity(0))
+    if host_cpus < 2:
+        pytest.skip("needs a host with at least two CPUs")
+    r = run("jail", "-q", "--vcpus", "1", "--timeout", INNER_TIMEOUT, "--", "python3", "-c", CPU_PROBE)
+    assert (r.rc, r.stderr) == (0, ""), r
+    out = json.loads(r.stdout)
+    assert len(out["affinity"]) == 1, out["affinity"]
+    assert out["affinity"][0] in os.sched_getaffinity(0)
+    blocks = [b for b in out["cpuinfo"].split("\n\n") if b.strip()]
+    assert len(blocks) == 1, out["cpuinfo"]
+    assert blocks[0].startswith("processor\t: 0\n"), blocks[0]
+    assert "model name" in blocks[0] and "flags" in blocks[0]
+    keys = {l.split(":")[0].strip() for l in blocks[0].splitlines()}
+    assert not keys & {"apicid", "initial apicid", "siblings", "cpu cores", "core id", "cpu MHz"}, keys
+    assert out["counters"] == {
+        "fs/file-nr": "1024\t0\t1048576\n",
+        "fs/inode-nr": "1024\t0\n",
+        "fs/inode-state": "1024\t0\t0\t0\t0\t0\t0\n",
+        "fs/dentry-state": "1024\t0\t45\t0\t0\t0\n",
+        "kernel/random/entropy_avail": "256\n",
+    }, out["counters"]
+    assert _host("/proc/sys/fs/file-nr") != out["counters"]["fs/file-nr"]  # control
+
+
 # ---------------------------------------------------------------------------
 # 6. No host core helper for a crash in a jail
 # ---------------------------------------------------------------------------
