@@ -194,6 +194,9 @@ int fb_core_sandbox_delete(fb_core *c, fb_caller *caller, fb_sb_ref *ref, fb_cor
 #define FB_EXEC_DEFAULT_TIMEOUT_S 60
 /* Finished execs kept readable per live sandbox (the newest ones). */
 #define FB_EXEC_KEEP_FINISHED 16
+/* ... while their logs together hold at most this many times
+ * limits.max_output_bytes (the newest one is always kept). */
+#define FB_EXEC_KEEP_FINISHED_OUTPUTS 2
 /* ... for this long after their end (seconds), unless someone is reading. */
 #define FB_EXEC_KEEP_FINISHED_S 60
 #define FB_EXEC_ID_MAX 24

@@ -23,7 +23,9 @@
  *   once by whoever notices the end first (a reader, the sweep, or the
  *   sandbox's finalisation);
  * - how many finished execs a live sandbox keeps readable (the newest
- *   FB_EXEC_KEEP_FINISHED; older ones are let go) and for how long: an
+ *   FB_EXEC_KEEP_FINISHED, and only while their logs together stay within
+ *   FB_EXEC_KEEP_FINISHED_OUTPUTS times the output cap, the newest one
+ *   always; older ones are let go) and for how long: an
  *   unread finished exec's log (up to its output cap) is let go
  *   FB_EXEC_KEEP_FINISHED_S after its end, so memory held for late readers
  *   does not outlive their chance to come back.
@@ -90,16 +92,23 @@ static void unref(core_exec *cx)
 }
 
 /* Lets the oldest finished execs of cx's sandbox go, beyond the newest
- * FB_EXEC_KEEP_FINISHED. */
+ * FB_EXEC_KEEP_FINISHED or the memory budget.  (fb_exec_memory takes the
+ * sandbox's lock: the registry lock comes first, as everywhere.) */
 static void trim(fb_core *c, core_exec *cx)
 {
     core_exec *drop = NULL;
     int kept = 0;
+    uint64_t budget = FB_EXEC_KEEP_FINISHED_OUTPUTS * c->cfg->limits.max_output_bytes, held = 0;
     LOCK(c);
     core_sandbox *s = cx->s;
     for (core_exec **p = s ? &s->execs : NULL; p && *p;) {
         core_exec *e = *p;
-        if (e->noted && ++kept > FB_EXEC_KEEP_FINISHED) {
+        bool over = false;
+        if (e->noted) {
+            held += fb_exec_memory(e->x);
+            over = ++kept > FB_EXEC_KEEP_FINISHED || (kept > 1 && held > budget);
+        }
+        if (over) {
             *p = e->next;
             e->s = NULL;
             e->next = drop; /* unlinked: next is free to chain the dropped */

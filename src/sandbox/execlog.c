@@ -104,6 +104,14 @@ uint64_t fb_exec_id(const fb_exec *x)
     return x->id;
 }
 
+size_t fb_exec_memory(fb_exec *x)
+{
+    pthread_mutex_lock(&x->sb->mu);
+    size_t n = x->data_cap + x->ev_cap * sizeof *x->ev;
+    pthread_mutex_unlock(&x->sb->mu);
+    return n;
+}
+
 /* ---- the end of an exec -------------------------------------------------------- */
 
 static void send_signal_locked(fb_exec *x, int sig)

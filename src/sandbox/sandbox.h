@@ -166,6 +166,8 @@ fb_exec *fb_exec_ref(fb_exec *x);
 void fb_exec_unref(fb_exec *x);
 /* The exec's request id, unique within its sandbox. */
 uint64_t fb_exec_id(const fb_exec *x);
+/* Bytes the exec's log holds in memory (its arena and descriptors). */
+size_t fb_exec_memory(fb_exec *x);
 
 /* The event log.  Every event has a position: output occupies one
  * position per byte, every other event one.  Reading from position p

@@ -212,6 +212,40 @@ def test_finished_execs_stay_readable_bounded_and_go_with_the_sandbox(gw):
         assert e.value.status == 404
 
 
+def test_finished_exec_logs_are_kept_within_a_memory_budget():
+    """Finished execs kept for late readers hold their output in the
+    gateway's memory: a sandbox keeps them only while together they stay
+    within FB_EXEC_KEEP_FINISHED_OUTPUTS (2) times the output cap, the
+    newest always, so 16 finished logs of a full cap each cannot pile up."""
+    g = started(["limits.max_output_bytes=1048576"])
+    try:
+        c = g.admin()
+        sid = c.create_sandbox()["id"]
+        big = ["sh", "-c", "head -c 1048576 /dev/zero | tr '\\0' x"]
+        ids = [c.exec(sid, big)["exec_id"] for _ in range(3)]
+        small = c.exec(sid, ["echo", "small"])["exec_id"]
+        time.sleep(1)                                  # the sweep notes the ends it has not seen
+        with pytest.raises(ApiError) as e:
+            c.exec_status(sid, ids[0])
+        assert e.value.status == 404
+        assert c.exec_status(sid, small)["state"] == "exited"
+        assert output(c.resume_exec(sid, small)) == "small\n"
+        kept = [x for x in ids if _readable(c, sid, x)]
+        assert 1 <= len(kept) <= 2 and kept[-1] == ids[-1], kept
+        assert output(c.resume_exec(sid, ids[-1])) == "x" * 1048576
+    finally:
+        finish(g)
+
+
+def _readable(c, sid, exec_id):
+    try:
+        c.exec_status(sid, exec_id)
+        return True
+    except ApiError as e:
+        assert e.status == 404
+        return False
+
+
 def test_an_exec_of_a_deleted_sandbox_ends_failed(gw):
     c = gw.admin()
     sid = c.create_sandbox()["id"]
