@@ -36,7 +36,11 @@
  * domain or one nested in it: a process an exec leaves behind cannot read
  * or write the memory of a later exec's processes, nor they its, in a jail
  * (the host has no Yama) as in a VM.  Processes of one exec still see each
- * other as before.
+ * other as before.  Where the kernel has Landlock ABI 6 (Linux 6.12), the
+ * domain is also scoped: such a leftover can neither signal a later exec's
+ * processes nor connect to the abstract Unix sockets they create (same
+ * uid, same pid namespace: nothing else tells them apart).  Older kernels
+ * (the guest's 6.1) keep the rest.
  */
 #define _GNU_SOURCE
 #include "agent/harden.h"
@@ -263,11 +267,29 @@ static int set_limit(int resource, uint64_t value, const char *name, fb_err *err
     return 0;
 }
 
+/* The ruleset attribute of Landlock ABI 6 (Debian 12's headers stop at 3). */
+struct landlock_ruleset_attr_v6 {
+    uint64_t handled_access_fs;
+    uint64_t handled_access_net;
+    uint64_t scoped;
+};
+#define FB_LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET (1ull << 0)
+#define FB_LANDLOCK_SCOPE_SIGNAL (1ull << 1)
+#ifndef LANDLOCK_CREATE_RULESET_VERSION
+#define LANDLOCK_CREATE_RULESET_VERSION (1u << 0)
+#endif
+
 /* A fresh Landlock domain for this exec (see the top of this file). */
 static int isolate_exec(fb_err *err)
 {
-    struct landlock_ruleset_attr attr = {.handled_access_fs = LANDLOCK_ACCESS_FS_EXECUTE};
-    cleanup_fd int rs = (int)syscall(SYS_landlock_create_ruleset, &attr, sizeof attr, 0);
+    struct landlock_ruleset_attr_v6 attr = {.handled_access_fs = LANDLOCK_ACCESS_FS_EXECUTE};
+    size_t attr_size = sizeof(struct landlock_ruleset_attr); /* ABI 1-3: handled_access_fs only */
+    long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LANDLOCK_CREATE_RULESET_VERSION);
+    if (abi >= 6) {
+        attr.scoped = FB_LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | FB_LANDLOCK_SCOPE_SIGNAL;
+        attr_size = sizeof attr;
+    }
+    cleanup_fd int rs = (int)syscall(SYS_landlock_create_ruleset, &attr, attr_size, 0);
     if (rs < 0)
         return fb_fail_errno(err, "cannot create a Landlock ruleset (the kernel must have the "
                                   "landlock LSM enabled: it keeps execs out of each other's memory)");

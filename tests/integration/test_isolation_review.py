@@ -234,6 +234,21 @@ def signal0(pid):
         return "OK"
     except OSError as e:
         return errno.errorcode[e.errno]
+import socket
+def listen_abstract(name):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind("\0" + name)
+    s.listen(4)
+    return s
+def connect_abstract(name):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect("\0" + name)
+        return "OK"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+    finally:
+        s.close()
 def publish(path, obj):
     with open(path + ".tmp", "w") as f:
         json.dump(obj, f)
@@ -253,18 +268,22 @@ child = os.fork()
 if child == 0:
     time.sleep(900)
     os._exit(0)
+ls = listen_abstract("fbx-left")
 publish("/workspace/left.json", {"pid": os.getpid(), "own_child": try_mem(child)})
 target = await_file("/workspace/target.json", 300)
 if target != "TIMEOUT":
     publish("/workspace/left-result.json",
-            {"open_mem": try_mem(target["pid"]), "signal0": signal0(target["pid"])})
+            {"open_mem": try_mem(target["pid"]), "signal0": signal0(target["pid"]),
+             "abstract": connect_abstract("fbx-later")})
 time.sleep(900)
 '''
 
 LATER_EXEC = MEM_HELPERS + r'''
 left = await_file("/workspace/left.json", 10)
+ls = listen_abstract("fbx-later")
 out = {"left_own_child": left["own_child"], "open_mem": try_mem(left["pid"]),
-       "signal0": signal0(left["pid"])}
+       "signal0": signal0(left["pid"]), "abstract": connect_abstract("fbx-left"),
+       "own_abstract": connect_abstract("fbx-later")}
 buf = ctypes.create_string_buffer(b"fbx-own-memory")
 with open("/proc/self/mem", "rb") as f:
     f.seek(ctypes.addressof(buf))
@@ -282,6 +301,13 @@ def gw():
     g.start()
     yield g
     assert g.stop() == 0, g.read_log()
+
+
+def host_landlock_abi():
+    """landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    return max(libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1)), 0)
 
 
 @pytest.mark.parametrize("backend", ["jail", "vm"])
@@ -304,12 +330,18 @@ def test_proc_mem_of_another_exec_is_out_of_reach(gw, backend):
     # domain of its own) ...
     assert out["open_mem"] == "ENOENT", out
     # ... nor can the leftover open the later exec's, concurrently running.
-    assert out["leftover_against_me"] == {"open_mem": "ENOENT", "signal0": "OK"}, out
-    # Controls: the process is there and the same uid (signal 0 reaches it
-    # both ways); a process reads its own memory.  Within one exec a jail's
-    # process still reaches its own child's; the VM adds Yama's scope 3,
-    # under which no process may attach to any other, its children too.
-    assert out["signal0"] == "OK", out
+    # Where the kernel has Landlock ABI 6 (the jail runs on the host's
+    # kernel; the VM's guest kernel is 6.1), the domains are also scoped:
+    # neither can signal the other or reach its abstract Unix sockets.
+    scoped = backend == "jail" and host_landlock_abi() >= 6
+    cross = "EPERM" if scoped else "OK"
+    assert out["leftover_against_me"] == {"open_mem": "ENOENT", "signal0": cross, "abstract": cross}, out
+    assert (out["signal0"], out["abstract"]) == (cross, cross), out
+    # Controls: a process reads its own memory and reaches its own exec's
+    # socket.  Within one exec a jail's process still reaches its own
+    # child's memory; the VM adds Yama's scope 3, under which no process
+    # may attach to any other, its children too.
+    assert out["own_abstract"] == "OK", out
     assert out["self_mem"] == "fbx-own-memory", out
     assert out["left_own_child"] == {"jail": "OPEN", "vm": "EACCES"}[backend], out
 
