@@ -75,9 +75,16 @@ typedef struct fb_audit_tail {
 typedef int (*fb_audit_chain_fn)(const fb_audit_head *head, const fb_audit_tail *tail, void *ctx,
                                  fb_audit_row *row, char mac[FB_AUDIT_HASH_HEX + 1], fb_err *err);
 
-/* One IMMEDIATE transaction: reads head and tail, asks chain for the new
- * row, inserts it and moves the head to it.  Nothing is written when
- * chain refuses (FB_STORE_ECONFLICT) or anything fails. */
+/* Appends one entry: reads head and tail, asks chain for the new row,
+ * inserts it and moves the head to it, and returns once the entry is
+ * durable.  Nothing is written when chain refuses (FB_STORE_ECONFLICT) or
+ * anything fails.  Concurrent appends are group-committed: while one
+ * commit is being written, the appends that arrive queue up and go
+ * together in the next transaction, in arrival order, so a busy server
+ * pays one fsync per batch instead of one per entry.  A batch that fails
+ * is retried entry by entry, so each caller gets its own entry's result.
+ * chain may thus run more than once for an entry (on a rolled-back
+ * attempt); it must only fill the row from the head and tail it is given. */
 int fb_store_audit_append(fb_store *st, fb_audit_chain_fn chain, void *ctx, fb_err *err);
 
 /* The head and the tail, in one read. */

@@ -13,6 +13,9 @@
 #ifndef FB_STORE_BACKEND_H
 #define FB_STORE_BACKEND_H
 
+#include <pthread.h>
+#include <stdbool.h>
+
 #include "store/audit_log.h"
 #include "store/identity.h"
 #include "store/sandboxes.h"
@@ -43,8 +46,16 @@ typedef struct fb_sandbox_ops {
     int (*list_live)(fb_store *, char (**)[FB_ID_MAX], size_t *, fb_err *);
 } fb_sandbox_ops;
 
+/* One entry of a group commit: the chain callback and its context. */
+typedef struct fb_audit_append_item {
+    fb_audit_chain_fn chain;
+    void *ctx;
+} fb_audit_append_item;
+
 typedef struct fb_audit_ops {
-    int (*append)(fb_store *, fb_audit_chain_fn, void *, fb_err *);
+    /* Appends n entries in order in one transaction (one durable commit):
+     * all or nothing. */
+    int (*append_batch)(fb_store *, const fb_audit_append_item *, size_t, fb_err *);
     int (*ends)(fb_store *, fb_audit_head *, fb_audit_tail *, fb_err *);
     int (*page)(fb_store *, int64_t, unsigned, fb_audit_head *, fb_audit_row_fn, void *, size_t *, fb_err *);
     int (*query)(fb_store *, const fb_audit_match *, int64_t, unsigned, fb_audit_row_fn, void *, fb_err *);
@@ -60,11 +71,19 @@ typedef struct fb_store_engine {
     const fb_audit_ops *audit;
 } fb_store_engine;
 
+struct audit_waiter;
+
 struct fb_store {
     const fb_store_engine *engine;
     void *impl; /* the engine's connection state */
     char *state_dir;
     char node_id[FB_STORE_NODE_ID_MAX];
+    /* The audit group commit (audit_batch.c): appends waiting for the
+     * next commit, and whether one is being written. */
+    pthread_mutex_t audit_mu;
+    pthread_cond_t audit_cv;
+    struct audit_waiter *audit_queue, **audit_queue_tail;
+    bool audit_leader;
 };
 
 /* The SQLite engine (sqlite_store.c). */

@@ -106,7 +106,24 @@ static int insert_row(fb_sql *db, const fb_audit_row *row, const char *mac, fb_e
     return fb_sql_run(h, "audit: cannot write the head", err);
 }
 
-static int au_append(fb_store *st, fb_audit_chain_fn chain, void *ctx, fb_err *err)
+/* The head and tail the next row chains onto, once row is written. */
+static void advance(fb_audit_head *head, fb_audit_tail *tail, const fb_audit_row *row, const char *mac)
+{
+    const fb_audit_text *h = &row->col[FB_AUDIT_COL_HASH];
+    size_t n = h->n < FB_AUDIT_HASH_HEX ? h->n : FB_AUDIT_HASH_HEX;
+    head->present = head->well_formed = true;
+    head->seq = tail->seq = row->seq;
+    memcpy(head->hash, h->p, n);
+    head->hash[n] = '\0';
+    head->hash_len = h->n;
+    memcpy(head->mac, mac, FB_AUDIT_HASH_HEX + 1);
+    head->mac_len = strlen(mac);
+    tail->found = true;
+    memcpy(tail->hash, head->hash, n + 1);
+    tail->hash_len = h->n;
+}
+
+static int au_append_batch(fb_store *st, const fb_audit_append_item *items, size_t n, fb_err *err)
 {
     cleanup_sql_unlock fb_sql *db = fb_sql_locked(st->impl);
     int rc = fb_sql_begin(db, err);
@@ -114,13 +131,17 @@ static int au_append(fb_store *st, fb_audit_chain_fn chain, void *ctx, fb_err *e
         return rc;
     fb_audit_head head;
     fb_audit_tail tail;
-    fb_audit_row row;
-    char mac[FB_AUDIT_HASH_HEX + 1];
-    memset(&row, 0, sizeof row);
     if ((rc = read_head(db, &head, err)) == 0 && (rc = read_tail(db, &tail, err)) == 0) {
-        if (chain(&head, &tail, ctx, &row, mac, err) < 0)
-            rc = FB_STORE_ECONFLICT;
-        else if ((rc = insert_row(db, &row, mac, err)) == 0)
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            fb_audit_row row;
+            char mac[FB_AUDIT_HASH_HEX + 1];
+            memset(&row, 0, sizeof row);
+            if (items[i].chain(&head, &tail, items[i].ctx, &row, mac, err) < 0)
+                rc = FB_STORE_ECONFLICT;
+            else if ((rc = insert_row(db, &row, mac, err)) == 0)
+                advance(&head, &tail, &row, mac);
+        }
+        if (rc == 0)
             rc = fb_sql_commit(db, err);
     }
     if (rc < 0)
@@ -178,7 +199,7 @@ static int au_query(fb_store *st, const fb_audit_match *m, int64_t after, unsign
 }
 
 const fb_audit_ops fb_sqlite_audit_ops = {
-    .append = au_append,
+    .append_batch = au_append_batch,
     .ends = au_ends,
     .page = au_page,
     .query = au_query,

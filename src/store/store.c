@@ -123,7 +123,12 @@ int fb_store_open(const char *state_dir, fb_store **out, fb_err *err)
         return fb_fail(err, "out of memory");
     }
     st->engine = &fb_sqlite_engine;
+    pthread_mutex_init(&st->audit_mu, NULL);
+    pthread_cond_init(&st->audit_cv, NULL);
+    st->audit_queue_tail = &st->audit_queue;
     if (load_node_id(state_dir, st->node_id, err) < 0 || st->engine->open(st, state_dir, err) < 0) {
+        pthread_cond_destroy(&st->audit_cv);
+        pthread_mutex_destroy(&st->audit_mu);
         free(st->state_dir);
         free(st);
         return -1;
@@ -137,6 +142,8 @@ void fb_store_close(fb_store *st)
     if (!st)
         return;
     st->engine->close(st);
+    pthread_cond_destroy(&st->audit_cv);
+    pthread_mutex_destroy(&st->audit_mu);
     free(st->state_dir);
     free(st);
 }
@@ -174,11 +181,6 @@ int fb_store_sandbox_list_live(fb_store *st, char (**ids)[FB_ID_MAX], size_t *n,
 }
 
 /* ---- audit rows ----------------------------------------------------------------- */
-
-int fb_store_audit_append(fb_store *st, fb_audit_chain_fn chain, void *ctx, fb_err *err)
-{
-    return st->engine->audit->append(st, chain, ctx, err);
-}
 
 int fb_store_audit_ends(fb_store *st, fb_audit_head *head, fb_audit_tail *tail, fb_err *err)
 {

@@ -1,0 +1,90 @@
+/*
+ * audit_batch.c - group commit of audit entries (fb_store_audit_append,
+ * audit_log.h), for every store engine.
+ *
+ * Every authenticated request appends two or three audit entries and must
+ * not be answered before they are durable.  Committed one by one, each
+ * entry costs a transaction and an fsync, and a busy gateway spends its
+ * time waiting for the disk.  Here the appends that arrive while a commit
+ * is being written wait in a queue; when it is done, the first of them
+ * becomes the leader, takes the whole queue (up to BATCH_MAX) and writes
+ * it in one transaction; the others sleep until the leader says their
+ * entry is in (or why not).  Nobody returns before the commit that holds
+ * its entry, so "answered" still implies "durable"; nobody waits longer
+ * than one commit it did not join plus the one it did.  No thread of its
+ * own: the leader is always a caller.
+ *
+ * Order: entries are chained in queue order, which is arrival order under
+ * the queue's lock.  A batch that fails (a refused chain, a full disk) is
+ * retried entry by entry, so each caller gets the outcome of its own
+ * entry, exactly as without batching.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/backend.h"
+
+#define BATCH_MAX 256
+
+struct audit_waiter {
+    fb_audit_append_item item;
+    struct audit_waiter *next;
+    bool done;
+    int rc;
+    fb_err err;
+};
+
+/* Writes a batch taken off the queue (no lock held) and records each
+ * waiter's outcome. */
+static void write_batch(fb_store *st, struct audit_waiter **batch, size_t n)
+{
+    fb_audit_append_item items[BATCH_MAX];
+    for (size_t i = 0; i < n; i++)
+        items[i] = batch[i]->item;
+    fb_err err = {{0}};
+    int rc = st->engine->audit->append_batch(st, items, n, &err);
+    if (rc == 0 || n == 1) {
+        for (size_t i = 0; i < n; i++) {
+            batch[i]->rc = rc;
+            batch[i]->err = err;
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        batch[i]->rc = st->engine->audit->append_batch(st, &items[i], 1, &batch[i]->err);
+}
+
+int fb_store_audit_append(fb_store *st, fb_audit_chain_fn chain, void *ctx, fb_err *err)
+{
+    struct audit_waiter me = {.item = {chain, ctx}};
+    pthread_mutex_lock(&st->audit_mu);
+    *st->audit_queue_tail = &me;
+    st->audit_queue_tail = &me.next;
+    while (!me.done) {
+        if (st->audit_leader) {
+            pthread_cond_wait(&st->audit_cv, &st->audit_mu);
+            continue;
+        }
+        /* Lead: take what is queued (me among it) and write it. */
+        st->audit_leader = true;
+        struct audit_waiter *batch[BATCH_MAX];
+        size_t n = 0;
+        while (st->audit_queue && n < BATCH_MAX) {
+            batch[n++] = st->audit_queue;
+            st->audit_queue = st->audit_queue->next;
+        }
+        if (!st->audit_queue)
+            st->audit_queue_tail = &st->audit_queue;
+        pthread_mutex_unlock(&st->audit_mu);
+        write_batch(st, batch, n);
+        pthread_mutex_lock(&st->audit_mu);
+        for (size_t i = 0; i < n; i++)
+            batch[i]->done = true;
+        st->audit_leader = false;
+        pthread_cond_broadcast(&st->audit_cv);
+    }
+    pthread_mutex_unlock(&st->audit_mu);
+    if (me.rc < 0 && err)
+        *err = me.err;
+    return me.rc;
+}
