@@ -40,7 +40,9 @@
 #include <stdint.h>
 
 #include "common/util.h"
+#include "config/config.h"
 #include "policy/policy.h"
+#include "sandbox/sandbox.h"
 
 typedef struct fb_egress fb_egress;
 
@@ -130,6 +132,20 @@ fb_egress_rc fb_egress_adopt(fb_egress *p, const char *sandbox_id, int fd, fb_er
 fb_egress_rc fb_egress_remove_sandbox(fb_egress *p, const char *sandbox_id, fb_err *err);
 /* Removes every sandbox, stops the thread and frees p.  NULL is fine. */
 void fb_egress_stop(fb_egress *p);
+
+/* ---- wiring (wire.c): what `forgebox run` and the service share ---- */
+
+/* Starts a proxy with the network.* keys of cfg (deny, allow_private,
+ * hosts, dns_servers; allow as the ceiling only when with_ceiling: a
+ * gateway's grants are bound by it, the operator at the shell is not).
+ * runtime_dir is created if missing. */
+fb_egress_rc fb_egress_start_configured(const fb_config *cfg, const char *runtime_dir, bool with_ceiling,
+                                        fb_egress_audit_fn audit, void *audit_ctx, fb_egress **out, fb_err *err);
+/* Points sc's bridge (net_adopt, net_ctx) at p: every connection the
+ * sandbox's fb-agent accepts reaches p as that sandbox's.  Give the
+ * sandbox its grant with fb_egress_add_sandbox once it has its id, and
+ * take it away with fb_egress_remove_sandbox before destroying it. */
+void fb_egress_wire(fb_egress *p, fb_sandbox_config *sc);
 
 /* "allowed", "denied", "limited", "failed". */
 const char *fb_egress_outcome_name(fb_egress_outcome o);
