@@ -13,10 +13,8 @@
  * known by the channel the connection came on, never by what it says.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "egress/egress.h"
 
@@ -29,10 +27,8 @@ fb_egress_rc fb_egress_start_configured(const fb_config *cfg, const char *runtim
         hosts[i] = (fb_egress_host){.name = cfg->network.hosts[i].name,
                                     .addrs = (const char *const *)cfg->network.hosts[i].addrs,
                                     .n_addrs = cfg->network.hosts[i].naddrs};
-    if (mkdir(runtime_dir, 0755) < 0 && errno != EEXIST) {
-        fb_fail_errno(err, "cannot create %s", runtime_dir);
+    if (fb_mkdir_p(runtime_dir, 0755, err) < 0)
         return FB_EGRESS_RC_SYSTEM;
-    }
     fb_egress_settings s = {
         .runtime_dir = runtime_dir,
         .ceiling = with_ceiling ? &cfg->network.allow : NULL,
