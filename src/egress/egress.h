@@ -27,9 +27,12 @@
  * allowed name), Proxy-* headers dropped and "Connection: close", so one
  * connection carries one request to one checked destination.
  *
- * Thread safety: fb_egress_add_sandbox / fb_egress_remove_sandbox /
- * fb_egress_stop may be called from any one thread at a time; they hand
- * their work to the proxy's thread and wait for it.  The audit callback
+ * Thread safety: fb_egress_add_sandbox / fb_egress_adopt /
+ * fb_egress_remove_sandbox may be called from any threads at once (the
+ * gateway's request threads and sandbox bridges do): each hands its work
+ * to the proxy's thread as one pointer-sized write down a pipe, atomic by
+ * POSIX, and waits for it.  fb_egress_stop comes last, after every other
+ * caller is done.  The audit callback
  * runs on the proxy's thread and must not call back into the proxy.
  */
 #ifndef FB_EGRESS_H

@@ -23,6 +23,7 @@ import time
 import pytest
 
 from gateway_fixtures import Gateway, forgebox_client
+from test_egress_sandbox import FETCH
 
 PAGE = "hello from the simulated internet\n"
 
@@ -214,14 +215,6 @@ def sandboxes(admin):
             pass
 
 
-FETCH = """
-import sys, urllib.request, urllib.error
-try:
-    r = urllib.request.urlopen(sys.argv[1], timeout=20)
-    print("STATUS", r.status); sys.stdout.write(r.read().decode())
-except urllib.error.HTTPError as e:
-    print("STATUS", e.code); sys.stdout.write(e.read().decode())
-"""
 
 
 def fetch(client, sid, url):
