@@ -15,9 +15,11 @@
  * the event, with the sandbox's team, task and creator from a small side
  * table (the registry entry may be gone by the time a late event is
  * written), into a bounded ring, and a drainer thread writes the entries.
- * A full ring drops the event, counts it and logs once per burst; the
- * drainer then audits one summary entry with the count, so nothing is
- * lost silently.  Audit outcomes are allowed/denied/error: the proxy's
+ * A full ring drops the event, tallies it per sandbox (outcomes and bytes)
+ * and logs once per burst; once the ring is empty the drainer audits one
+ * summary entry per sandbox with its tally, so nothing is lost silently
+ * and a sandbox that floods the log to hide a connection still shows what
+ * it moved, in aggregate, under its own id.  Audit outcomes are allowed/denied/error: the proxy's
  * own outcome (allowed, denied, limited, failed) is in the reason.
  */
 #define _GNU_SOURCE
@@ -50,6 +52,14 @@ typedef struct queued {
     char reason[256];
 } queued;
 
+/* What the ring had no room for, per sandbox. */
+#define DROP_TALLIES 64
+typedef struct drop_tally {
+    owner who;
+    uint64_t n[4];             /* by fb_egress_outcome */
+    uint64_t up, down;
+} drop_tally;
+
 struct core_egress {
     fb_egress *proxy;
     pthread_mutex_t lock;      /* owners, the ring and the counters */
@@ -58,7 +68,10 @@ struct core_egress {
     size_t nowners, capowners;
     queued *ring;
     size_t head, count;
-    uint64_t dropped;          /* since the last summary entry */
+    uint64_t dropped;          /* since the last summary entries */
+    drop_tally drops[DROP_TALLIES];
+    size_t ndrops;
+    uint64_t dropped_untallied; /* beyond DROP_TALLIES sandboxes */
     bool drop_logged;          /* this burst's log line is written */
     bool stop;
     pthread_t drainer;
@@ -73,13 +86,38 @@ static const owner *find_owner(const core_egress *e, const char *sandbox_id)
     return NULL;
 }
 
+static void tally_drop(core_egress *e, const fb_egress_event *ev)
+{
+    e->dropped++;
+    drop_tally *t = NULL;
+    for (size_t i = 0; i < e->ndrops && !t; i++)
+        if (strcmp(e->drops[i].who.sandbox_id, ev->sandbox_id) == 0)
+            t = &e->drops[i];
+    if (!t && e->ndrops < DROP_TALLIES) {
+        t = &e->drops[e->ndrops++];
+        memset(t, 0, sizeof *t);
+        const owner *o = find_owner(e, ev->sandbox_id);
+        if (o)
+            t->who = *o;
+        else
+            snprintf(t->who.sandbox_id, sizeof t->who.sandbox_id, "%s", ev->sandbox_id);
+    }
+    if (!t) {
+        e->dropped_untallied++;
+        return;
+    }
+    t->n[(unsigned)ev->outcome < 4 ? ev->outcome : FB_EGRESS_FAILED]++;
+    t->up += ev->bytes_up;
+    t->down += ev->bytes_down;
+}
+
 /* On the proxy's thread: copy and go. */
 static void on_event(const fb_egress_event *ev, void *ctx)
 {
     core_egress *e = ctx;
     pthread_mutex_lock(&e->lock);
     if (e->count == QUEUE_CAP) {
-        e->dropped++;
+        tally_drop(e, ev);
         bool log = !e->drop_logged;
         e->drop_logged = true;
         pthread_mutex_unlock(&e->lock);
@@ -132,40 +170,67 @@ static void write_entry(fb_core *c, const queued *q)
     fb_core_audit(c, &who, "egress.connection", q->who.sandbox_id, "connect", audit_outcome(q->outcome), reason);
 }
 
+static void write_drops(fb_core *c, const drop_tally *t, size_t n, uint64_t untallied)
+{
+    for (size_t i = 0; i < n; i++) {
+        fb_caller who;
+        memset(&who, 0, sizeof who);
+        snprintf(who.actor, sizeof who.actor, "%s", t[i].who.actor[0] ? t[i].who.actor : "system");
+        char reason[512];
+        snprintf(reason, sizeof reason,
+                 "dropped=%" PRIu64 " allowed=%" PRIu64 " denied=%" PRIu64 " limited=%" PRIu64 " failed=%" PRIu64
+                 " up=%" PRIu64 " down=%" PRIu64 " team=%s%s%s: egress connection events dropped: the audit "
+                 "queue was full",
+                 t[i].n[0] + t[i].n[1] + t[i].n[2] + t[i].n[3], t[i].n[FB_EGRESS_ALLOWED], t[i].n[FB_EGRESS_DENIED],
+                 t[i].n[FB_EGRESS_LIMITED], t[i].n[FB_EGRESS_FAILED], t[i].up, t[i].down,
+                 t[i].who.team_id[0] ? t[i].who.team_id : "-", t[i].who.task_id[0] ? " task=" : "",
+                 t[i].who.task_id);
+        fb_core_audit(c, &who, "egress.connection", t[i].who.sandbox_id, "connect", "error", reason);
+    }
+    if (untallied) {
+        char reason[200];
+        snprintf(reason, sizeof reason,
+                 "dropped=%" PRIu64 ": egress connection events of further sandboxes dropped: the audit queue "
+                 "was full", untallied);
+        fb_core_audit(c, NULL, "egress.connection", "egress", "connect", "error", reason);
+    }
+}
+
 static void *drainer_main(void *arg)
 {
     fb_core *c = arg;
     core_egress *e = c->egress;
     queued q;
+    drop_tally *drops = malloc(sizeof e->drops);
     pthread_mutex_lock(&e->lock);
     for (;;) {
         while (!e->stop && e->count == 0 && e->dropped == 0)
             pthread_cond_wait(&e->wake, &e->lock);
         if (e->count == 0 && e->dropped == 0)
             break; /* stopping, and everything is written */
-        uint64_t dropped = 0;
-        bool have = e->count > 0;
-        if (have) {
+        if (e->count > 0) {
             q = e->ring[e->head];
             e->head = (e->head + 1) % QUEUE_CAP;
             e->count--;
-        } else {
-            dropped = e->dropped;
-            e->dropped = 0;
-            e->drop_logged = false;
-        }
-        pthread_mutex_unlock(&e->lock);
-        if (have) {
+            pthread_mutex_unlock(&e->lock);
             write_entry(c, &q);
         } else {
-            char reason[160];
-            snprintf(reason, sizeof reason,
-                     "%" PRIu64 " egress connection events were dropped: the audit queue was full", dropped);
-            fb_core_audit(c, NULL, "egress.connection", "egress", "connect", "error", reason);
+            /* The ring is empty: the tallies of what it had no room for. */
+            size_t n = drops ? e->ndrops : 0;
+            if (n)
+                memcpy(drops, e->drops, n * sizeof *drops);
+            uint64_t untallied = e->dropped_untallied + (drops ? 0 : e->dropped);
+            e->ndrops = 0;
+            e->dropped = 0;
+            e->dropped_untallied = 0;
+            e->drop_logged = false;
+            pthread_mutex_unlock(&e->lock);
+            write_drops(c, drops, n, untallied);
         }
         pthread_mutex_lock(&e->lock);
     }
     pthread_mutex_unlock(&e->lock);
+    free(drops);
     return NULL;
 }
 

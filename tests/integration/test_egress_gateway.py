@@ -223,12 +223,23 @@ def fetch(client, sid, url):
     return r["stdout"]
 
 
+def all_entries(client, after=0, **filters):
+    """Every matching audit entry with seq > after, page by page."""
+    out = []
+    while True:
+        page = client.audit(limit=1000, after_seq=after, **filters)["entries"]
+        out += page
+        if len(page) < 1000:
+            return out
+        after = page[-1]["seq"]
+
+
 def egress_entries(client, sid, want=1, timeout=10):
     """The egress.connection entries of sandbox sid (written by the
     gateway's drainer thread, so they may trail the response a little)."""
     deadline = time.monotonic() + timeout
     while True:
-        got = [e for e in client.audit(action="connect", limit=1000)["entries"]
+        got = [e for e in all_entries(client, action="connect")
                if e["event"] == "egress.connection" and e["resource"] == sid]
         if len(got) >= want or time.monotonic() > deadline:
             return got
@@ -494,6 +505,45 @@ def test_deleting_a_sandbox_closes_its_open_tunnels(admin, net):
         stream.close()
     e = egress_entries(admin, sb["id"])[0]
     assert (e["outcome"], fields(e)["host"]) == ("allowed", "hold.example"), e
+
+
+BURST = """
+import socket, sys
+for i in range(int(sys.argv[1])):
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=20)
+    s.sendall(b"x\\r\\n\\r\\n")
+    assert s.recv(4096).startswith(b"HTTP/1.1 400 "), i
+    s.close()
+print("done")
+"""
+
+
+def test_every_connection_is_audited_or_counted_as_dropped(admin, sandboxes, net):
+    # A burst of connections faster than the log's fsyncs: each one is an
+    # entry, or (when the drainer's queue overflowed) counted in a summary
+    # entry; none is lost silently.
+    n = 1500
+    marker = all_entries(admin)[-1]["seq"]
+    sb = sandboxes([f"test.example:{net['port']}"])
+    r = admin.exec(sb["id"], ["python3", "-c", BURST, str(n)], timeout_s=300)
+    assert r["stdout"] == "done\n", r
+    deadline = time.monotonic() + 120
+    while True:
+        mine = [e for e in all_entries(admin, after=marker, action="connect")
+                if e["event"] == "egress.connection" and e["resource"] == sb["id"]]
+        tallies = [fields(e) for e in mine if "dropped" in fields(e)]
+        single = [e for e in mine if "dropped" not in fields(e)]
+        dropped = sum(int(t["dropped"]) for t in tallies)
+        if len(single) + dropped >= n or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(single) + dropped == n, (len(single), dropped)
+    assert all(fields(e)["outcome"] == "failed" and e["outcome"] == "error" for e in single), single[:2]
+    assert all(fields(e)["status"] == "400" for e in single), single[:2]
+    # A tally says what the dropped connections were, under the sandbox's id.
+    for t in tallies:
+        assert int(t["failed"]) == int(t["dropped"]) and t["allowed"] == "0", t
+        assert t["team"] == sb["team_id"], t
 
 
 def test_vm_grant_through_the_api(admin, sandboxes, net):
