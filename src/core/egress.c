@@ -78,12 +78,16 @@ struct core_egress {
     bool drainer_running;
 };
 
-static const owner *find_owner(const core_egress *e, const char *sandbox_id)
+/* Who sandbox_id belongs to, into *out (only its id when not listed). */
+static void owner_of(const core_egress *e, const char *sandbox_id, owner *out)
 {
     for (size_t i = 0; i < e->nowners; i++)
-        if (strcmp(e->owners[i].sandbox_id, sandbox_id) == 0)
-            return &e->owners[i];
-    return NULL;
+        if (strcmp(e->owners[i].sandbox_id, sandbox_id) == 0) {
+            *out = e->owners[i];
+            return;
+        }
+    memset(out, 0, sizeof *out);
+    snprintf(out->sandbox_id, sizeof out->sandbox_id, "%s", sandbox_id);
 }
 
 static void tally_drop(core_egress *e, const fb_egress_event *ev)
@@ -96,11 +100,7 @@ static void tally_drop(core_egress *e, const fb_egress_event *ev)
     if (!t && e->ndrops < DROP_TALLIES) {
         t = &e->drops[e->ndrops++];
         memset(t, 0, sizeof *t);
-        const owner *o = find_owner(e, ev->sandbox_id);
-        if (o)
-            t->who = *o;
-        else
-            snprintf(t->who.sandbox_id, sizeof t->who.sandbox_id, "%s", ev->sandbox_id);
+        owner_of(e, ev->sandbox_id, &t->who);
     }
     if (!t) {
         e->dropped_untallied++;
@@ -128,11 +128,7 @@ static void on_event(const fb_egress_event *ev, void *ctx)
     }
     queued *q = &e->ring[(e->head + e->count) % QUEUE_CAP];
     memset(q, 0, sizeof *q);
-    const owner *o = find_owner(e, ev->sandbox_id);
-    if (o)
-        q->who = *o;
-    else
-        snprintf(q->who.sandbox_id, sizeof q->who.sandbox_id, "%s", ev->sandbox_id);
+    owner_of(e, ev->sandbox_id, &q->who);
     snprintf(q->host, sizeof q->host, "%s", ev->host);
     q->port = ev->port;
     snprintf(q->address, sizeof q->address, "%s", ev->address);
