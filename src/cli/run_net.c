@@ -11,11 +11,9 @@
  * no listener in the sandbox, no proxy variables.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -52,14 +50,6 @@ static void on_audit(const fb_egress_event *ev, void *ctx)
             ev->address, ev->reason);
 }
 
-static void on_adopt(void *ctx, const char *sandbox_id, int fd)
-{
-    fb_err err = {{0}};
-    /* The proxy owns fd from here on, failure included; a failure is a
-     * sandbox that is being removed. */
-    (void)fb_egress_adopt(ctx, sandbox_id, fd, &err);
-}
-
 int fb_run_net_start(fb_run_net *n, const char *config_flag, fb_sandbox_config *sc, fb_err *err)
 {
     if (n->grant.count == 0)
@@ -79,32 +69,15 @@ int fb_run_net_start(fb_run_net *n, const char *config_flag, fb_sandbox_config *
         fb_config_free(&cfg);
         return fb_fail(err, "%s", d.reason);
     }
-    fb_egress_host hosts[FB_CONFIG_MAX_HOSTS];
-    for (size_t i = 0; i < cfg.network.nhosts; i++)
-        hosts[i] = (fb_egress_host){.name = cfg.network.hosts[i].name,
-                                    .addrs = (const char *const *)cfg.network.hosts[i].addrs,
-                                    .n_addrs = cfg.network.hosts[i].naddrs};
-    if (mkdir(sc->run_dir, 0755) < 0 && errno != EEXIST) {
-        fb_config_free(&cfg);
-        return fb_fail_errno(err, "cannot create %s", sc->run_dir);
-    }
-    fb_egress_settings s = {
-        .runtime_dir = sc->run_dir,
-        .ceiling = NULL,
-        .deny = &cfg.network.deny,
-        .allow_private = cfg.network.allow_private,
-        .n_allow_private = cfg.network.nallow_private,
-        .hosts = hosts,
-        .n_hosts = cfg.network.nhosts,
-        .audit = on_audit,
-    };
-    /* Everything is copied at start. */
-    rc = fb_egress_start(&s, &n->proxy, err) == FB_EGRESS_RC_OK ? 0 : -1;
+    /* The proxy and the sandbox's bridge are wired as the gateway's are
+     * (src/egress/wire.c), without the ceiling. */
+    rc = fb_egress_start_configured(&cfg, sc->run_dir, false, on_audit, NULL, &n->proxy, err) == FB_EGRESS_RC_OK
+             ? 0
+             : -1;
     fb_config_free(&cfg);
     if (rc < 0)
         return -1;
-    sc->net_adopt = on_adopt;
-    sc->net_ctx = n->proxy;
+    fb_egress_wire(n->proxy, sc);
     return 0;
 }
 

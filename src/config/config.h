@@ -110,6 +110,7 @@ typedef struct fb_config {
         size_t nallow_private;
         fb_config_host *hosts;    /* names answered without DNS */
         size_t nhosts;
+        char *dns_servers;        /* c-ares "ip[:port],..."; NULL: /etc/resolv.conf */
     } network;
     struct {
         uint64_t max_body_bytes;

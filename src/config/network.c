@@ -8,6 +8,7 @@
  *     allow_private: ["10.0.0.5:3128"]          # exact address:port escape hatch
  *     hosts:                                    # names answered without DNS
  *       mirror.internal: [10.0.0.5]
+ *     dns_servers: ["10.0.0.53", "10.0.0.54:5353"]  # default: /etc/resolv.conf
  *
  * Lists and a mapping of names have no FORGEBOX_* form, so these keys live
  * in the file only (like providers:).  Every entry is checked here with the
@@ -121,6 +122,54 @@ static int one_host(yaml_document_t *doc, const char *name, const yaml_node_t *v
     return 0;
 }
 
+static void hosts_free(fb_config *cfg)
+{
+    for (size_t i = 0; i < cfg->network.nhosts; i++) {
+        free(cfg->network.hosts[i].name);
+        for (size_t k = 0; k < cfg->network.hosts[i].naddrs; k++)
+            free(cfg->network.hosts[i].addrs[k]);
+    }
+    free(cfg->network.hosts);
+    cfg->network.hosts = NULL;
+    cfg->network.nhosts = 0;
+}
+
+/* network.dns_servers: numeric address[:port] entries, joined into the
+ * comma-separated form c-ares takes. */
+static int read_dns(yaml_document_t *doc, const yaml_node_t *v, const char *path, fb_config *cfg, fb_err *err)
+{
+    free(cfg->network.dns_servers);
+    cfg->network.dns_servers = NULL;
+    if (cfg_yaml_is_null(v))
+        return 0;
+    yaml_node_item_t *it, *top;
+    if (seq_items("dns_servers", v, path, &it, &top, err) < 0)
+        return -1;
+    if (top - it > 8)
+        return fb_fail(err, "config: network.dns_servers (%s:%zu): more than 8 servers", path, cfg_yaml_line(v));
+    char csv[8 * 72] = "";
+    size_t used = 0;
+    for (; it < top; it++) {
+        yaml_node_t *n = yaml_document_get_node(doc, *it);
+        const char *text;
+        if (!n || entry_text("dns_servers", n, path, &text, err) < 0)
+            return -1;
+        fb_egress_addr a;
+        fb_err why = {{0}};
+        if (fb_egress_addr_parse(text, true, &a, &why) != FB_EGRESS_OK)
+            return fb_fail(err, "config: network.dns_servers (%s:%zu): %s", path, cfg_yaml_line(n), why.msg);
+        char one[72];
+        fb_egress_addr_format(&a, one, sizeof one);
+        int w = snprintf(csv + used, sizeof csv - used, "%s%s", used ? "," : "", a.port ? one : text);
+        if (w < 0 || (size_t)w >= sizeof csv - used)
+            return fb_fail(err, "config: network.dns_servers (%s:%zu): too long", path, cfg_yaml_line(n));
+        used += (size_t)w;
+    }
+    if (used && !(cfg->network.dns_servers = strdup(csv)))
+        return fb_fail(err, "config: out of memory reading network.dns_servers");
+    return 0;
+}
+
 static int read_hosts(yaml_document_t *doc, const yaml_node_t *v, const char *path, fb_config *cfg, fb_err *err)
 {
     if (cfg_yaml_is_null(v))
@@ -132,7 +181,7 @@ static int read_hosts(yaml_document_t *doc, const yaml_node_t *v, const char *pa
     if (n > FB_CONFIG_MAX_HOSTS)
         return fb_fail(err, "config: network.hosts (%s:%zu): more than %d names", path, cfg_yaml_line(v),
                        FB_CONFIG_MAX_HOSTS);
-    cfg_network_free(cfg);
+    hosts_free(cfg);
     cfg->network.hosts = calloc(n ? n : 1, sizeof *cfg->network.hosts);
     if (!cfg->network.hosts)
         return fb_fail(err, "config: out of memory reading network.hosts");
@@ -164,23 +213,20 @@ int cfg_yaml_network_key(fb_config *cfg, yaml_document_t *doc, const char *key, 
         return read_private(doc, v, path, cfg, err);
     if (strcmp(key, "hosts") == 0)
         return read_hosts(doc, v, path, cfg, err);
+    if (strcmp(key, "dns_servers") == 0)
+        return read_dns(doc, v, path, cfg, err);
     if (strcmp(key, "internet") == 0)
         return fb_fail(err, "config: network.internet (%s:%zu): replaced by network.allow, the list of host "
                        "names sandboxes may be granted (empty: none); see docs/egress.md", path, line);
-    return fb_fail(err, "config: network.%.64s (%s:%zu): unknown key (network has allow, deny, allow_private "
-                   "and hosts)", key, path, line);
+    return fb_fail(err, "config: network.%.64s (%s:%zu): unknown key (network has allow, deny, allow_private, "
+                   "hosts and dns_servers)", key, path, line);
 }
 
 void cfg_network_free(fb_config *cfg)
 {
-    for (size_t i = 0; i < cfg->network.nhosts; i++) {
-        free(cfg->network.hosts[i].name);
-        for (size_t k = 0; k < cfg->network.hosts[i].naddrs; k++)
-            free(cfg->network.hosts[i].addrs[k]);
-    }
-    free(cfg->network.hosts);
-    cfg->network.hosts = NULL;
-    cfg->network.nhosts = 0;
+    hosts_free(cfg);
+    free(cfg->network.dns_servers);
+    cfg->network.dns_servers = NULL;
 }
 
 static json_t *list_json(const fb_egress_list *l)
@@ -213,7 +259,9 @@ int cfg_network_dump(const fb_config *cfg, json_t *root)
     }
     if (json_object_set_new(net, "allow", list_json(&cfg->network.allow)) < 0 ||
         json_object_set_new(net, "deny", list_json(&cfg->network.deny)) < 0 ||
-        json_object_set_new(net, "allow_private", priv) < 0 || json_object_set_new(net, "hosts", hosts) < 0)
+        json_object_set_new(net, "allow_private", priv) < 0 || json_object_set_new(net, "hosts", hosts) < 0 ||
+        json_object_set_new(net, "dns_servers", cfg->network.dns_servers ? json_string(cfg->network.dns_servers)
+                                                                         : json_null()) < 0)
         return -1;
     return 0;
 }

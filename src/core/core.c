@@ -190,7 +190,13 @@ int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_
     if (fb_audit_verify(c->store, &entries, &bad, &verr) < 0)
         fb_log("error", NULL, "the audit chain does not verify", json_pack("{s:s}", "error", verr.msg));
     reap_previous(c);
+    if (core_egress_open(c, err) < 0) {
+        fb_store_close(c->store);
+        free(c);
+        return -1;
+    }
     if (pthread_create(&c->reaper, NULL, core_reaper_main, c) != 0) {
+        core_egress_close(c);
         fb_store_close(c->store);
         free(c);
         return fb_fail(err, "cannot start the TTL reaper thread");
@@ -230,7 +236,9 @@ void fb_core_close(fb_core *c)
         pthread_join(c->reaper, NULL);
     fb_core_shutdown_sandboxes(c, "gateway shutdown"); /* anything created meanwhile */
     /* Execs need no waiting: finalising their sandboxes noted their end,
-     * and no thread of ours runs one. */
+     * and no thread of ours runs one.  The egress proxy's last audit
+     * entries are written before the store closes. */
+    core_egress_close(c);
     fb_store_close(c->store);
     free(c->reg.items);
     free(c);

@@ -43,6 +43,8 @@ typedef struct core_sandbox {
     int refs;
     bool dying;
     char end_state[16];         /* recorded when finalised */
+    char task_id[32];           /* "" unless a task's sandbox */
+    fb_egress_list *network;    /* the egress grant (owned), NULL: no network */
     core_exec *execs;           /* running and recently finished, newest first
                                    (execs.c, under the registry lock) */
 } core_sandbox;
@@ -58,6 +60,8 @@ struct fb_sb_ref {
     fb_perm perm;               /* what it was opened for */
 };
 
+typedef struct core_egress core_egress;
+
 struct fb_core {
     const fb_config *cfg;
     const char *image_dir;
@@ -67,6 +71,7 @@ struct fb_core {
     pthread_t reaper;
     bool reaper_running;
     volatile sig_atomic_t stopping;
+    core_egress *egress;        /* NULL: nothing can be granted (egress.c) */
 };
 
 void core_registry_init(core_registry *r);
@@ -108,6 +113,22 @@ void *core_reaper_main(void *arg);
 /* Destroys a finalised entry's sandbox and records it (registry.c calls
  * this with no lock held). */
 void core_sandbox_finalise(fb_core *c, core_sandbox *s);
+
+/* ---- egress (egress.c) -----------------------------------------------------------
+ * The gateway's egress proxy and its audit drainer: started by fb_core_open
+ * when network.allow is not empty (otherwise c->egress stays NULL), stopped
+ * by fb_core_close after every sandbox is gone. */
+int core_egress_open(fb_core *c, fb_err *err);
+void core_egress_close(fb_core *c);
+/* Before booting: points sc's bridge at the proxy (UNAVAILABLE without one). */
+int core_egress_wire(fb_core *c, fb_sandbox_config *sc, fb_core_err *err);
+/* Once booted: the sandbox's grant, and who it belongs to for the audit
+ * entries of its connections. */
+int core_egress_grant(fb_core *c, const char *sandbox_id, const char *team_id, const char *task_id,
+                      const char *actor, const fb_egress_list *grant, fb_err *err);
+/* Takes the grant away: closes the sandbox's listener and open tunnels
+ * (each audited).  Unknown ids are fine. */
+void core_egress_revoke(fb_core *c, const char *sandbox_id);
 
 /* ---- metrics (metrics.c) ------------------------------------------------------- */
 

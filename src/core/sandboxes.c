@@ -9,6 +9,13 @@
  * arrive expired.  The
  * creator holds a reference from the reservation until it has written its
  * answer, so the reaper cannot free the entry under it.
+ *
+ * A network grant is decided before anything boots: network:internet
+ * (fb_core_permit, audited; org-gated on a non-empty network.allow), then
+ * every entry inside network.allow and outside network.deny (policy), a
+ * refusal audited and answered naming the entry.  The sandbox is wired to
+ * the gateway's egress proxy (egress.c) before it boots and given its
+ * grant once it has its id; finalising takes the grant away.
  */
 #define _GNU_SOURCE
 #include <stdio.h>
@@ -31,6 +38,36 @@ static void info_of(const core_sandbox *s, fb_sandbox_info *o)
     o->disk_mib = s->disk_mib;
     memcpy(o->created_at, s->created_at, sizeof o->created_at);
     memcpy(o->expires_at, s->expires_at, sizeof o->expires_at);
+    memcpy(o->task_id, s->task_id, sizeof o->task_id);
+    o->has_network = s->network != NULL;
+    if (s->network)
+        o->network = *s->network;
+}
+
+/* The decision on a create's network grant (nothing to decide without
+ * one): the permission, then the ceiling and network.deny, audited. */
+static int decide_grant(fb_core *c, fb_caller *caller, const fb_egress_list *grant, fb_core_err *err)
+{
+    if (fb_core_permit(c, caller, FB_PERM_NETWORK_INTERNET, "sandboxes", caller->who.team_id, err) < 0)
+        return -1;
+    fb_decision d;
+    if (fb_egress_grant_check(grant, &c->cfg->network.allow, &c->cfg->network.deny, &d) != FB_ALLOW) {
+        fb_core_audit(c, caller, "sandbox", "sandboxes", "create", "denied", d.reason);
+        return fb_core_fail(err, FB_CORE_FORBIDDEN, "%s", d.reason);
+    }
+    return 0;
+}
+
+/* "grant: a.example, *.b.example" for the creation's audit entry. */
+static void grant_text(const fb_egress_list *g, const char *task_id, char *out, size_t cap)
+{
+    size_t used = (size_t)snprintf(out, cap, "%s%s%s", task_id[0] ? "; task " : "", task_id,
+                                   g ? "; network grant:" : "");
+    for (size_t i = 0; g && i < g->count && used < cap; i++) {
+        char e[FB_EGRESS_HOST_MAX + 16];
+        fb_egress_entry_format(&g->entries[i], e, sizeof e);
+        used += (size_t)snprintf(out + used, cap - used, "%s %s", i ? "," : "", e);
+    }
 }
 
 static int in_range(const char *name, bool has, uint64_t v, uint64_t def, uint64_t min, uint64_t max,
@@ -75,17 +112,29 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
 {
     if (fb_core_permit(c, caller, FB_PERM_SANDBOXES_CREATE, "sandboxes", caller->who.team_id, err) < 0)
         return -1;
+    const fb_egress_list *grant = spec->network && spec->network->count ? spec->network : NULL;
+    if (grant && decide_grant(c, caller, grant, err) < 0)
+        return -1;
     fb_sandbox_config sc;
     uint64_t ttl = 0;
     if (config_for(c, spec, &sc, &ttl, err) < 0)
         return -1;
+    if (grant && core_egress_wire(c, &sc, err) < 0)
+        return -1;
     if (c->stopping)
         return fb_core_fail(err, FB_CORE_UNAVAILABLE, "the gateway is shutting down");
     core_sandbox *s = calloc(1, sizeof *s);
-    if (!s)
+    fb_egress_list *owned = grant ? malloc(sizeof *owned) : NULL;
+    if (!s || (grant && !owned)) {
+        free(s);
+        free(owned);
         return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
+    }
+    if (owned)
+        *owned = *grant;
     snprintf(s->team_id, sizeof s->team_id, "%s", caller->who.team_id);
     snprintf(s->key_id, sizeof s->key_id, "%s", caller->who.key_id);
+    snprintf(s->task_id, sizeof s->task_id, "%s", spec->task_id ? spec->task_id : "");
     snprintf(s->backend, sizeof s->backend, "%s", fb_backend_name(sc.backend));
     s->memory_mib = sc.memory_mib;
     s->vcpus = sc.vcpus;
@@ -96,6 +145,7 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
     int q = core_registry_reserve(c, s, why, sizeof why);
     if (q != 0) {
         free(s);
+        free(owned);
         core_metrics_sandbox_created("denied");
         fb_core_audit(c, caller, "sandbox", "sandboxes", "create", "denied", q > 0 ? why : "out of memory");
         return q > 0 ? fb_core_fail(err, FB_CORE_QUOTA, "%s", why)
@@ -105,7 +155,15 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
     fb_err ferr = {{0}};
     /* Boots on the sandbox module's long-lived spawner threads (the
      * sandbox's parent-death signal is tied to the booting thread). */
-    if (fb_sandbox_create(&sc, &sb, &ferr) < 0) {
+    int booted = fb_sandbox_create(&sc, &sb, &ferr);
+    if (booted == 0 && grant &&
+        core_egress_grant(c, fb_sandbox_id(sb), s->team_id, s->task_id, caller->actor[0] ? caller->actor : "system",
+                          grant, &ferr) < 0) {
+        fb_sandbox_destroy(sb);
+        booted = -1;
+    }
+    if (booted < 0) {
+        free(owned);
         core_registry_drop(&c->reg, s);
         core_metrics_sandbox_created("error");
         fb_core_audit(c, caller, "sandbox", "sandboxes", "create", "error", ferr.msg);
@@ -113,6 +171,7 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
         return fb_core_fail(err, FB_CORE_SANDBOX_FAILED, "the sandbox could not be started (details in the server log)");
     }
     snprintf(s->isolation, sizeof s->isolation, "%s", fb_sandbox_isolation(sb));
+    s->network = owned;
     /* The clock starts now that the sandbox is up, not when it was asked for. */
     struct timespec now = fb_time_now_ts();
     char created[FB_TIME_MAX], expires[FB_TIME_MAX];
@@ -125,7 +184,11 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
         fb_log("error", caller->request_id, "cannot record sandbox",
                json_pack("{s:s, s:s}", "sandbox", s->id, "error", ferr.msg));
     core_metrics_sandbox_created("ok");
-    fb_core_audit(c, caller, "sandbox", s->id, "create", "allowed", s->isolation);
+    char extra[1024];
+    grant_text(grant, s->task_id, extra, sizeof extra);
+    char reason[sizeof extra + 16];
+    snprintf(reason, sizeof reason, "%s%s", s->isolation, extra);
+    fb_core_audit(c, caller, "sandbox", s->id, "create", "allowed", reason);
     info_of(s, out);
     core_registry_put(c, s); /* the creator's reference */
     return 0;
@@ -136,13 +199,17 @@ int fb_core_sandbox_list(fb_core *c, fb_caller *caller, fb_sandbox_info **out, s
     if (fb_core_permit(c, caller, FB_PERM_SANDBOXES_READ, "sandboxes", caller->who.team_id, err) < 0)
         return -1;
     core_sandbox **all = calloc(4096, sizeof *all);
-    fb_sandbox_info *infos = calloc(4096, sizeof *infos);
-    if (!all || !infos) {
+    if (!all)
+        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
+    size_t k = 0, m = core_registry_all(&c->reg, all, 4096);
+    /* An info carries a whole grant (about 17 KiB): as many as there are. */
+    fb_sandbox_info *infos = calloc(m ? m : 1, sizeof *infos);
+    if (!infos) {
+        for (size_t i = 0; i < m; i++)
+            core_registry_put(c, all[i]);
         free(all);
-        free(infos);
         return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
     }
-    size_t k = 0, m = core_registry_all(&c->reg, all, 4096);
     for (size_t i = 0; i < m; i++) {
         if (fb_policy_can_see(&caller->who, all[i]->team_id))
             info_of(all[i], &infos[k++]);
@@ -218,7 +285,13 @@ int fb_core_sandbox_delete(fb_core *c, fb_caller *caller, fb_sb_ref *ref, fb_cor
 void core_sandbox_finalise(fb_core *c, core_sandbox *s)
 {
     /* Nobody else holds a reference, so no transfer is in flight; execs
-     * hold none, and their logs outlive the sandbox. */
+     * hold none, and their logs outlive the sandbox.  Its grant goes
+     * first: its tunnels close (audited) and nothing new is adopted. */
+    if (s->network) {
+        core_egress_revoke(c, s->id);
+        free(s->network);
+        s->network = NULL;
+    }
     fb_sandbox_destroy(s->sb);
     s->sb = NULL;
     core_execs_forget(c, s);

@@ -27,9 +27,12 @@
  * allowed name), Proxy-* headers dropped and "Connection: close", so one
  * connection carries one request to one checked destination.
  *
- * Thread safety: fb_egress_add_sandbox / fb_egress_remove_sandbox /
- * fb_egress_stop may be called from any one thread at a time; they hand
- * their work to the proxy's thread and wait for it.  The audit callback
+ * Thread safety: fb_egress_add_sandbox / fb_egress_adopt /
+ * fb_egress_remove_sandbox may be called from any threads at once (the
+ * gateway's request threads and sandbox bridges do): each hands its work
+ * to the proxy's thread as one pointer-sized write down a pipe, atomic by
+ * POSIX, and waits for it.  fb_egress_stop comes last, after every other
+ * caller is done.  The audit callback
  * runs on the proxy's thread and must not call back into the proxy.
  */
 #ifndef FB_EGRESS_H
@@ -40,7 +43,9 @@
 #include <stdint.h>
 
 #include "common/util.h"
+#include "config/config.h"
 #include "policy/policy.h"
+#include "sandbox/sandbox.h"
 
 typedef struct fb_egress fb_egress;
 
@@ -130,6 +135,20 @@ fb_egress_rc fb_egress_adopt(fb_egress *p, const char *sandbox_id, int fd, fb_er
 fb_egress_rc fb_egress_remove_sandbox(fb_egress *p, const char *sandbox_id, fb_err *err);
 /* Removes every sandbox, stops the thread and frees p.  NULL is fine. */
 void fb_egress_stop(fb_egress *p);
+
+/* ---- wiring (wire.c): what `forgebox run` and the service share ---- */
+
+/* Starts a proxy with the network.* keys of cfg (deny, allow_private,
+ * hosts, dns_servers; allow as the ceiling only when with_ceiling: a
+ * gateway's grants are bound by it, the operator at the shell is not).
+ * runtime_dir is created if missing. */
+fb_egress_rc fb_egress_start_configured(const fb_config *cfg, const char *runtime_dir, bool with_ceiling,
+                                        fb_egress_audit_fn audit, void *audit_ctx, fb_egress **out, fb_err *err);
+/* Points sc's bridge (net_adopt, net_ctx) at p: every connection the
+ * sandbox's fb-agent accepts reaches p as that sandbox's.  Give the
+ * sandbox its grant with fb_egress_add_sandbox once it has its id, and
+ * take it away with fb_egress_remove_sandbox before destroying it. */
+void fb_egress_wire(fb_egress *p, fb_sandbox_config *sc);
 
 /* "allowed", "denied", "limited", "failed". */
 const char *fb_egress_outcome_name(fb_egress_outcome o);

@@ -14,15 +14,59 @@ static const gw_field create_fields[] = {
     {"vcpus", GW_T_INT, false, NULL},
     {"disk_mib", GW_T_INT, false, NULL},
     {"ttl_s", GW_T_INT, false, NULL},
+    {"network", GW_T_OBJECT, false, "\"network\" must be an object {\"allow\": [host, ...]}"},
     {NULL, 0, false, NULL},
 };
 
 static json_t *sandbox_json(const fb_sandbox_info *s)
 {
-    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s}", "id", s->id, "team_id", s->team_id,
-                     "backend", s->backend, "state", "running", "memory_mib", (json_int_t)s->memory_mib, "vcpus",
-                     (json_int_t)s->vcpus, "disk_mib", (json_int_t)s->disk_mib, "created_at", s->created_at,
-                     "expires_at", s->expires_at);
+    json_t *net = json_null();
+    if (s->has_network) {
+        json_t *allow = json_array();
+        for (size_t i = 0; i < s->network.count; i++) {
+            char text[FB_EGRESS_HOST_MAX + 16];
+            fb_egress_entry_format(&s->network.entries[i], text, sizeof text);
+            json_array_append_new(allow, json_string(text));
+        }
+        net = json_pack("{s:o}", "allow", allow);
+    }
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:s, s:o}", "id", s->id, "team_id", s->team_id,
+                          "backend", s->backend, "state", "running", "memory_mib", (json_int_t)s->memory_mib,
+                          "vcpus", (json_int_t)s->vcpus, "disk_mib", (json_int_t)s->disk_mib, "created_at",
+                          s->created_at, "expires_at", s->expires_at, "network", net);
+    if (j && s->task_id[0])
+        json_object_set_new(j, "task_id", json_string(s->task_id));
+    return j;
+}
+
+/* "network": {"allow": [entry, ...]}, exactly: each entry in the egress
+ * grammar (policy.h), a refusal naming it. */
+static int network_field(json_t *net, fb_egress_list *out, char *why, size_t cap)
+{
+    memset(out, 0, sizeof *out);
+    json_t *allow = json_object_get(net, "allow");
+    if (json_object_size(net) != 1 || !json_is_array(allow)) {
+        snprintf(why, cap, "\"network\" must be an object with exactly one key, \"allow\": an array of host names");
+        return -1;
+    }
+    if (json_array_size(allow) > FB_EGRESS_MAX_ENTRIES) {
+        snprintf(why, cap, "\"network.allow\" has more than %d entries", FB_EGRESS_MAX_ENTRIES);
+        return -1;
+    }
+    size_t i;
+    json_t *v;
+    json_array_foreach(allow, i, v) {
+        fb_err e = {{0}};
+        if (!json_is_string(v)) {
+            snprintf(why, cap, "\"network.allow\"[%zu] must be a string", i);
+            return -1;
+        }
+        if (fb_egress_list_add(out, json_string_value(v), &e) != FB_EGRESS_OK) {
+            snprintf(why, cap, "\"network.allow\"[%zu]: %.400s", i, e.msg);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* An integer field as the service's (has, value); a negative number is
@@ -52,6 +96,14 @@ static enum MHD_Result sandbox_create(gw_req *r)
     int_field(r->json, "vcpus", &spec.has_vcpus, &spec.vcpus);
     int_field(r->json, "disk_mib", &spec.has_disk, &spec.disk_mib);
     int_field(r->json, "ttl_s", &spec.has_ttl, &spec.ttl_s);
+    json_t *net = json_object_get(r->json, "network");
+    fb_egress_list grant;
+    if (net) {
+        char why[512];
+        if (network_field(net, &grant, why, sizeof why) < 0)
+            return gw_send_error(r, 400, "bad_request", why);
+        spec.network = &grant;
+    }
     fb_sandbox_info info;
     fb_core_err err = {0};
     if (fb_core_sandbox_create(r->g->core, &r->caller, &spec, &info, &err) < 0)

@@ -128,7 +128,7 @@ static void test_defaults(void **state)
         "\"exec_reattach_s\":10},"
         "\"quotas\":{\"max_sandboxes_per_team\":10,\"max_memory_mib_per_team\":8192,"
         "\"max_vcpus_per_team\":32},"
-        "\"network\":{\"allow\":[],\"deny\":[],\"allow_private\":[],\"hosts\":{}}}");
+        "\"network\":{\"allow\":[],\"deny\":[],\"allow_private\":[],\"hosts\":{},\"dns_servers\":null}}");
     free(json);
     fb_config_free(&cfg);
     fb_config_free(&cfg); /* twice is safe */
@@ -398,8 +398,10 @@ static void test_type_errors_name_key_and_source(void **state)
                       "config: network.hosts.a.example (%s:3): '127.0.0.1:80' is not a numeric address "
                       "without a port");
     assert_load_fails("network:\n  allowed: []\n",
-                      "config: network.allowed (%s:2): unknown key (network has allow, deny, allow_private "
-                      "and hosts)");
+                      "config: network.allowed (%s:2): unknown key (network has allow, deny, allow_private, "
+                      "hosts and dns_servers)");
+    assert_load_fails("network:\n  dns_servers: [\"dns.example\"]\n",
+                      "config: network.dns_servers (%s:2): address 'dns.example' is not a numeric IPv4 or IPv6 address");
     assert_load_fails("sandbox:\n  backend: firecracker\n",
                       "config: sandbox.backend (%s:2): must be vm or jail, got \"firecracker\"");
     assert_load_fails("log_level: verbose\n",
