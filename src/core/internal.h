@@ -201,6 +201,8 @@ void *core_task_main(void *arg);
 void core_task_emit(fb_core *c, core_task *t, const char *type, json_t *data);
 /* The same for a task only the store has (start-up recovery). */
 void core_task_emit_stored(fb_core *c, const char *task_id, const char *type, json_t *data);
+/* Waits on t's condition variable for at most ms (tasks lock held). */
+void core_task_timedwait(fb_core *c, core_task *t, uint64_t ms);
 /* Sets t's state and announces it with a "state" event (lock not held). */
 void core_task_set_state(fb_core *c, core_task *t, fb_task_state s);
 /* The engine's authorize hook (task_approvals.c): decides, audits and,
