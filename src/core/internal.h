@@ -79,7 +79,8 @@ typedef struct core_task {
     char *prompt, *system;          /* system NULL: the engine's default */
     bool has_backend;
     fb_backend_kind backend;
-    fb_toolset tools, approvals, held; /* held: approvals and tasks.require_approval */
+    fb_toolset tools, approvals, held; /* held: approvals and tasks.require_approval, within tools
+                                          (what the task's JSON shows as "approvals") */
     bool has_network;
     fb_egress_list network;
     fb_engine_limits limits;

@@ -80,7 +80,7 @@ int core_task_record(const core_task *t, fb_task_record *r)
     r->prompt = strdup(t->prompt);
     r->system = t->system ? strdup(t->system) : NULL;
     r->tools = dump(fb_toolset_to_json(t->tools));
-    r->approvals = dump(fb_toolset_to_json(t->approvals));
+    r->approvals = dump(fb_toolset_to_json(t->held)); /* what is held: the org's forced ones too */
     r->network = t->has_network ? dump(network_json(&t->network)) : NULL;
     r->limits = dump(limits_json(&t->limits));
     r->usage = dump(usage_json(&t->usage));
