@@ -115,6 +115,8 @@ typedef struct core_tasks {
     core_task **items;
     size_t n, cap;
     size_t running;                 /* tasks past the queue */
+    bool stopping;                  /* the service is shutting down: no new task, runs
+                                       cancelled and left unfinished in the store */
 } core_tasks;
 
 struct fb_task_ref {
@@ -183,8 +185,10 @@ void core_tasks_init(core_tasks *ts);
 /* Start-up: this node's tasks the store has as not ended are failed ("the
  * gateway restarted while the task was running"), their approvals expired. */
 void core_tasks_recover(fb_core *c);
-/* Shutdown: cancels every running task and joins the threads (bounded);
- * what was running stays unfinished in the store for the next start-up. */
+/* Shutdown (the first step of fb_core_shutdown_sandboxes, since tasks run
+ * in sandboxes): refuses new tasks, cancels every running one and joins
+ * the threads (bounded); what was running stays unfinished in the store
+ * for the next start-up.  Callable more than once. */
 void core_tasks_shutdown(fb_core *c);
 void core_tasks_free(core_tasks *ts);
 /* A reference to t (lock held by the caller) / dropping one (lock not held). */

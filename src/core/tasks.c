@@ -340,7 +340,7 @@ int fb_core_task_create(fb_core *c, fb_caller *caller, const fb_task_spec *spec,
         fb_core_permit(c, caller, FB_PERM_SANDBOXES_CREATE, "tasks", caller->who.team_id, err) < 0 ||
         check_spec(c, spec, err) < 0)
         return -1;
-    if (c->stopping)
+    if (c->stopping || c->tasks.stopping)
         return fb_core_fail(err, FB_CORE_UNAVAILABLE, "the gateway is shutting down");
     core_task *t = task_new(caller, spec, c->cfg);
     if (!t)
@@ -661,6 +661,7 @@ void core_tasks_recover(fb_core *c)
 void core_tasks_shutdown(fb_core *c)
 {
     pthread_mutex_lock(&c->tasks.lock);
+    c->tasks.stopping = true;
     for (size_t i = 0; i < c->tasks.n; i++) {
         atomic_store(&c->tasks.items[i]->cancel, true);
         pthread_cond_broadcast(&c->tasks.items[i]->cond);

@@ -243,6 +243,20 @@ def test_restart_fails_a_waiting_task(env, tmp_path):
     evs = events(c, t["id"])
     assert evs[-1][1] == "state" and evs[-1][2]["data"] == {"state": "failed",
                                                              "error": "the gateway restarted while the task was running"}
+    # An orderly stop in the middle of a tool call: the task is stopped
+    # promptly (not failed by its sandbox going away) and failed on restart.
+    fake.script = [{"tool_calls": [call("c1", "bash", command="sleep 60")]}]
+    t = create(c, tools=["bash"])
+    deadline = time.monotonic() + 30
+    while not any(e[1] == "tool_call" for e in events_live(c, t["id"])):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    started = time.monotonic()
+    assert g.stop() == 0, g.read_log()
+    assert time.monotonic() - started < 20
+    g.start()
+    t2 = g.admin().request("GET", f"/v1/tasks/{t['id']}").body
+    assert t2["state"] == "failed" and t2["error"] == "the gateway restarted while the task was running"
     assert g.stop() == 0, g.read_log()
 
 
