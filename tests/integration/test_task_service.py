@@ -315,3 +315,32 @@ def events_live(c, tid):
                 cur[k] = v
     finally:
         conn.close()
+
+
+def test_max_running_queues_the_rest(env):
+    """tasks.max_running=1: a second task waits queued while the first
+    holds its slot (here: waiting for an approval), and runs once the
+    first is cancelled; cancelling a queued task needs no sandbox."""
+    fake = env["fake"]
+    g = TaskGateway(fake.url, settings=["sandbox.backend=jail", "limits.rate_rps=1000", "limits.rate_burst=1000",
+                                        "tasks.max_running=1", "tasks.ttl_s=0"])
+    g.init()
+    g.start()
+    c = g.admin()
+    fake.script = [{"tool_calls": [call("c1", "bash", command="true")]}]
+    first = create(c, tools=["bash"], approvals=["bash"])
+    wait_state(c, first["id"], {"waiting_approval"})
+    second = create(c, tools=["bash"])
+    third = create(c, tools=["bash"])
+    time.sleep(1)
+    assert c.request("GET", f"/v1/tasks/{second['id']}").body["state"] == "queued"
+    r = c.request("POST", f"/v1/tasks/{third['id']}/cancel")
+    assert r.status == 200 and r.body["state"] == "cancelled" and r.body["sandbox_id"] is None
+    fake.script = [{"text": "second done"}]
+    r = c.request("POST", f"/v1/tasks/{first['id']}/cancel")
+    assert r.status == 200 and r.body["state"] == "cancelled"
+    assert [a["state"] for a in c.request("GET", f"/v1/tasks/{first['id']}/approvals").body["approvals"]] == \
+        ["expired"]
+    done = wait_state(c, second["id"], {"succeeded", "failed"})
+    assert done["state"] == "succeeded" and done["result"] == "second done"
+    assert g.stop() == 0, g.read_log()
