@@ -50,32 +50,27 @@ static void on_audit(const fb_egress_event *ev, void *ctx)
             ev->address, ev->reason);
 }
 
-int fb_run_net_start(fb_run_net *n, const char *config_flag, fb_sandbox_config *sc, fb_err *err)
+int fb_cli_config_load(const char *config_flag, fb_config *cfg, fb_err *err)
+{
+    bool required = false;
+    const char *path = fb_config_path(config_flag, environ, &required);
+    if (fb_config_defaults(cfg) < 0 || fb_config_load_file(cfg, path, required, err) < 0) {
+        fb_config_free(cfg);
+        return -1;
+    }
+    return 0;
+}
+
+int fb_run_net_start(fb_run_net *n, const fb_config *cfg, fb_sandbox_config *sc, fb_err *err)
 {
     if (n->grant.count == 0)
         return 0;
-    bool required = false;
-    const char *path = fb_config_path(config_flag, environ, &required);
-    fb_config cfg;
-    int rc = fb_config_defaults(&cfg);
-    if (rc == 0)
-        rc = fb_config_load_file(&cfg, path, required, err);
-    if (rc < 0) {
-        fb_config_free(&cfg);
-        return -1;
-    }
     fb_decision d;
-    if (fb_egress_grant_check(&n->grant, NULL, &cfg.network.deny, &d) != FB_ALLOW) {
-        fb_config_free(&cfg);
+    if (fb_egress_grant_check(&n->grant, NULL, &cfg->network.deny, &d) != FB_ALLOW)
         return fb_fail(err, "%s", d.reason);
-    }
     /* The proxy and the sandbox's bridge are wired as the gateway's are
      * (src/egress/wire.c), without the ceiling. */
-    rc = fb_egress_start_configured(&cfg, sc->run_dir, false, on_audit, NULL, &n->proxy, err) == FB_EGRESS_RC_OK
-             ? 0
-             : -1;
-    fb_config_free(&cfg);
-    if (rc < 0)
+    if (fb_egress_start_configured(cfg, sc->run_dir, false, on_audit, NULL, &n->proxy, err) != FB_EGRESS_RC_OK)
         return -1;
     fb_egress_wire(n->proxy, sc);
     return 0;

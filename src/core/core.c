@@ -2,6 +2,9 @@
  * core.c - the service's life (open, shutdown, close), typed errors, and
  * the two things every service does: audit and decide (core.h).
  *
+ * Opening fails what a previous process left running (sandboxes, tasks);
+ * closing stops the tasks before the sandboxes they run in.
+ *
  * Every permission decision goes through fb_core_permit, which decides with
  * src/policy and writes the audit entry in the same step; an allow that
  * cannot be audited is refused, so nothing is ever done unaudited.
@@ -174,6 +177,7 @@ int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_
     c->cfg = cfg;
     c->image_dir = image_dir;
     core_registry_init(&c->reg);
+    core_tasks_init(&c->tasks);
     if (fb_store_open(cfg->state_dir, &c->store, err) < 0) {
         free(c);
         return -1;
@@ -195,6 +199,7 @@ int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_
         free(c);
         return -1;
     }
+    core_tasks_recover(c);
     if (pthread_create(&c->reaper, NULL, core_reaper_main, c) != 0) {
         core_egress_close(c);
         fb_store_close(c->store);
@@ -208,6 +213,7 @@ int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_
 
 void fb_core_shutdown_sandboxes(fb_core *c, const char *reason)
 {
+    core_tasks_shutdown(c); /* their threads hold sandboxes: they go first */
     core_sandbox **all = calloc(4096, sizeof *all);
     if (!all)
         return;
@@ -241,5 +247,6 @@ void fb_core_close(fb_core *c)
     core_egress_close(c);
     fb_store_close(c->store);
     free(c->reg.items);
+    core_tasks_free(&c->tasks);
     free(c);
 }
