@@ -44,8 +44,8 @@ def write_config(tmp_path, kind, url, extra=""):
     return str(cfg)
 
 
-def task(cfg, *args, prompt="do the task", input=None, key=KEY, timeout=60):
-    return forgebox("task", "run", "--backend", "jail", "--config", cfg, "--provider", "p1",
+def task(cfg, *args, prompt="do the task", input=None, key=KEY, timeout=60, backend="jail"):
+    return forgebox("task", "run", "--backend", backend, "--config", cfg, "--provider", "p1",
                     "--model", "m1", *args, prompt, input=input, timeout=timeout,
                     env={"FB_TEST_LLM_KEY": key})
 
@@ -149,6 +149,48 @@ def test_git_runs_in_workspace(fake, tmp_path):
     assert got["g6"][0] == ("ls: cannot access '/tmp/pwned': No such file or directory\n"
                             "[exit code: 0]")
     assert got["g7"][0] == 'git: field "args" must be a list of 1 to 256 strings'
+
+
+def test_vm_backend_has_the_tools_programs(fake, tmp_path):
+    # The same tools in a microVM: python3 (file tools, glob), grep, git.
+    cfg = write_config(tmp_path, "openai", fake.url)
+    fake.script = [
+        {"tool_calls": [call("v1", "file_write", path="src/m.py", content="print('vm')\n"),
+                        call("v2", "glob", pattern="**/*.py"),
+                        call("v3", "grep", pattern="vm", glob="*.py"),
+                        call("v4", "git", args=["--version"]),
+                        call("v5", "bash", command="python3 src/m.py; id -u")]},
+        {"text": "ok"},
+    ]
+    r = task(cfg, "--tool", "file_write", "--tool", "glob", "--tool", "grep", "--tool", "git",
+             "--tool", "bash", backend="vm", timeout=180)
+    assert r.rc == 0, r
+    got = results(fake.requests[1])
+    assert got["v1"][0] == "wrote 12 bytes to src/m.py"
+    assert got["v2"][0] == "src/m.py\n"
+    assert got["v3"][0] == "src/m.py:1:print('vm')\n"
+    assert got["v4"][0].startswith("git version 2.39."), got["v4"]
+    assert got["v5"][0] == "vm\n1000\n[exit code: 0]"
+
+
+def test_provider_key_never_reaches_the_sandbox(fake, tmp_path):
+    # forgebox's own environment holds the key (forgebox.yaml reads it from
+    # ${FB_TEST_LLM_KEY}); the sandbox's commands must see neither.
+    cfg = write_config(tmp_path, "openai", fake.url)
+    fake.script = [
+        {"tool_calls": [call("k1", "bash", command="env; cat /proc/self/environ | tr '\\0' '\\n'"),
+                        call("k2", "bash", command="grep -rs -l -e " + KEY + " / --exclude-dir=proc "
+                                                   "--exclude-dir=sys | head -5; true")]},
+        {"text": "ok"},
+    ]
+    r = task(cfg)
+    assert r.rc == 0, r
+    got = results(fake.requests[1])
+    assert "PATH=" in got["k1"][0] and "HOME=/workspace" in got["k1"][0], got["k1"]
+    assert KEY not in got["k1"][0] and "FB_TEST_LLM_KEY" not in got["k1"][0], got["k1"]
+    # Nothing but the command line of this very grep holds it.
+    assert got["k2"][0] == "[exit code: 0]", got["k2"]
+    assert KEY not in r.stderr.replace("grep -rs -l -e " + KEY, "")
 
 
 # ---- budgets, cancel ------------------------------------------------------------------
