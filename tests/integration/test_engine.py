@@ -299,6 +299,21 @@ def test_sigint_during_an_approval_wait(fake, tmp_path):
     assert "[result] bash (error)\n    not run: the task ended\n" in err.read_text()
 
 
+def test_sigint_during_a_provider_call(fake, tmp_path):
+    cfg = write_config(tmp_path, "anthropic", fake.url)
+    fake.script = [{"text": "a long and slow answer", "stall": 30}]
+    p, err = spawn_task(cfg, tmp_path)
+    deadline = time.monotonic() + 20
+    while not fake.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the stream has started and stalls
+    start = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    assert finish(p) == 128 + signal.SIGINT, err.read_text()
+    assert time.monotonic() - start < 5
+    assert "forgebox: task cancelled: cancelled (0 turns, 0 tool calls" in err.read_text()
+
+
 def test_timeout_during_an_approval_wait(fake, tmp_path):
     cfg = write_config(tmp_path, "openai", fake.url)
     fake.script = [{"tool_calls": [call("s1", "bash", command="echo hi")]}]
