@@ -242,7 +242,7 @@ static int parse_args(int argc, char **argv, struct task_opts *o, fb_cli_box *bo
     fb_err err = {{0}};
     opterr = 0;
     optind = 1;
-    for (int c; (c = getopt_long(argc, argv, "+q", opts, NULL)) != -1;) {
+    for (int c; (c = getopt_long(argc, argv, "q", opts, NULL)) != -1;) {
         switch (c) {
         case O_PROVIDER: o->provider = optarg; break;
         case O_MODEL: o->model = optarg; break;

@@ -523,3 +523,17 @@ def test_timeout_interrupts_a_stalled_provider(fake, tmp_path, kind):
     assert r.rc == EXIT_BUDGET, r
     assert "task budget_exceeded: timeout_s (2) reached (0 turns" in r.stderr, r
     assert took < 15, took
+
+
+def test_prompt_before_options_and_after_double_dash(fake, tmp_path):
+    cfg = write_config(tmp_path, "openai", fake.url)
+    fake.script = [{"text": "first"}, {"text": "second"}]
+    env = {"FB_TEST_LLM_KEY": KEY}
+    r = forgebox("task", "run", "fix the bug", "--backend", "jail", "--config", cfg,
+                 "--provider", "p1", "--model", "m1", env=env)
+    assert r.rc == 0, r
+    r = forgebox("task", "run", "--backend", "jail", "--config", cfg, "--provider", "p1",
+                 "--model", "m1", "--", "-v is broken", env=env)
+    assert r.rc == 0, r
+    assert [q["body"]["messages"][-1]["content"] for q in fake.requests] == ["fix the bug",
+                                                                             "-v is broken"]
