@@ -74,6 +74,8 @@ static void task_run_usage(FILE *out)
             "  --system TEXT         the system prompt (default: ForgeBox's own)\n"
             "  --no-stream           ask for whole responses instead of streams\n"
             "  --max-output BYTES    cap on each tool result (default %u)\n"
+            "  --events FILE         append every engine event to FILE as a JSON line\n"
+            "                        ({\"type\", \"data\"}: text, tool_call, tool_result, usage)\n"
             "  --image DIR, --state-dir DIR   as for forgebox run\n"
             "  -q, --quiet           no notes on stderr\n"
             "\n"
@@ -93,7 +95,19 @@ static int bad_usage(const char *fmt, const char *arg)
 struct view {
     bool text_open;     /* the model's text did not end with a newline yet */
     fb_toolset approve;
+    FILE *events;       /* --events: every engine event as a JSON line */
 };
+
+static void log_event(struct view *v, const char *type, json_t *data)
+{
+    if (!v->events)
+        return;
+    json_t *line = json_pack("{sssO}", "type", type, "data", data);
+    if (line && json_dumpf(line, v->events, JSON_COMPACT) == 0)
+        fputc('\n', v->events);
+    fflush(v->events);
+    json_decref(line);
+}
 
 static void end_text(struct view *v)
 {
@@ -121,6 +135,7 @@ static void show_output(const char *s)
 static void on_event(void *user, const char *type, json_t *data)
 {
     struct view *v = user;
+    log_event(v, type, data);
     if (strcmp(type, "text") == 0) {
         const char *d = json_string_value(json_object_get(data, "delta"));
         size_t n = d ? strlen(d) : 0;
@@ -203,7 +218,7 @@ static fb_verdict on_authorize(void *user, const fb_llm_tool_call *call, int too
 /* ---- the verb ----------------------------------------------------------------------- */
 
 struct task_opts {
-    const char *provider, *model, *config, *system, *prompt;
+    const char *provider, *model, *config, *system, *prompt, *events;
     fb_toolset tools, approve;
     bool tools_set, no_stream, quiet;
     fb_engine_limits limits;
@@ -225,7 +240,7 @@ static int parse_tool(const char *arg, fb_toolset *set, const char *flag)
 static int parse_args(int argc, char **argv, struct task_opts *o, fb_cli_box *box)
 {
     enum { O_PROVIDER = 1, O_MODEL, O_TOOL, O_APPROVE, O_TURNS, O_TOKENS, O_CALLS, O_TIMEOUT, O_BACKEND,
-           O_ALLOW_NET, O_CONFIG, O_SYSTEM, O_NO_STREAM, O_MAXOUT, O_IMAGE, O_STATE, O_HELP };
+           O_ALLOW_NET, O_CONFIG, O_SYSTEM, O_NO_STREAM, O_MAXOUT, O_IMAGE, O_STATE, O_EVENTS, O_HELP };
     static const struct option opts[] = {
         {"provider", required_argument, NULL, O_PROVIDER}, {"model", required_argument, NULL, O_MODEL},
         {"tool", required_argument, NULL, O_TOOL},         {"approve", required_argument, NULL, O_APPROVE},
@@ -237,6 +252,7 @@ static int parse_args(int argc, char **argv, struct task_opts *o, fb_cli_box *bo
         {"no-stream", no_argument, NULL, O_NO_STREAM},     {"max-output", required_argument, NULL, O_MAXOUT},
         {"image", required_argument, NULL, O_IMAGE},       {"state-dir", required_argument, NULL, O_STATE},
         {"quiet", no_argument, NULL, 'q'},                 {"help", no_argument, NULL, O_HELP},
+        {"events", required_argument, NULL, O_EVENTS},
         {NULL, 0, NULL, 0},
     };
     fb_err err = {{0}};
@@ -289,6 +305,7 @@ static int parse_args(int argc, char **argv, struct task_opts *o, fb_cli_box *bo
             break;
         case O_IMAGE: box->image_flag = optarg; break;
         case O_STATE: box->state_flag = optarg; break;
+        case O_EVENTS: o->events = optarg; break;
         case 'q': o->quiet = true; break;
         case O_HELP:
             task_run_usage(stdout);
@@ -352,21 +369,23 @@ static int task_run(int argc, char **argv)
     if (rc != 0)
         return rc < 0 ? 0 : rc;
 
+    struct view v = {.approve = o.approve};
+    if (o.events && !(v.events = fopen(o.events, "ae"))) {
+        fprintf(stderr, "forgebox: cannot open %s: %s\n", o.events, strerror(errno));
+        return FB_EXIT_USAGE;
+    }
     static fb_config conf;
     fb_llm_provider *provider = NULL;
     if ((rc = open_provider(&o, &conf, &provider)) != 0)
-        return rc;
+        goto done;
     fb_cli_catch_signals(on_signal);
     rc = fb_cli_box_up(&box, &conf, o.quiet);
     fb_config_free(&conf);
-    if (rc != 0) {
-        fb_llm_provider_free(provider);
-        return rc;
-    }
+    if (rc != 0)
+        goto done;
 
     fb_llm_conv conv;
     fb_llm_conv_init(&conv);
-    struct view v = {.approve = o.approve};
     fb_engine_usage usage = {0};
     fb_engine_run run = {.provider = provider, .model = o.model, .no_stream = o.no_stream, .tools = o.tools,
                          .sandbox = box.sb, .network = box.net.grant.count > 0, .max_tool_output = o.max_output,
@@ -388,7 +407,10 @@ static int task_run(int argc, char **argv)
     fb_engine_outcome_free(&out);
     fb_llm_conv_free(&conv);
     fb_cli_box_down(&box);
+done:
     fb_llm_provider_free(provider);
+    if (v.events)
+        fclose(v.events);
     return rc;
 }
 

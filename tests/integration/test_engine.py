@@ -537,3 +537,25 @@ def test_prompt_before_options_and_after_double_dash(fake, tmp_path):
     assert r.rc == 0, r
     assert [q["body"]["messages"][-1]["content"] for q in fake.requests] == ["fix the bug",
                                                                              "-v is broken"]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_event_stream(fake, tmp_path, stream):
+    # What a host of the engine receives, in order (--events writes it out).
+    cfg = write_config(tmp_path, "anthropic", fake.url)
+    fake.script = [{"text": "Hi", "pieces": 1, "usage": [5, 3],
+                    "tool_calls": [call("c1", "bash", command="echo x")]},
+                   {"text": "Bye", "pieces": 2, "usage": [8, 2]}]
+    events = tmp_path / "events.jsonl"
+    r = task(cfg, "--events", str(events), *([] if stream else ["--no-stream"]))
+    assert r.rc == 0, r
+    got = [json.loads(line) for line in events.read_text().splitlines()]
+    texts = (["H", "i"], ["By", "e"]) if stream else (["Hi"], ["Bye"])
+    assert got == (
+        [{"type": "text", "data": {"delta": d}} for d in texts[0]] +
+        [{"type": "tool_call", "data": {"call_id": "c1", "tool": "bash", "input": {"command": "echo x"}}},
+         {"type": "tool_result", "data": {"call_id": "c1", "tool": "bash", "output": "x\n[exit code: 0]",
+                                          "is_error": False}},
+         {"type": "usage", "data": {"input_tokens": 5, "output_tokens": 3, "turns": 1, "tool_calls": 1}}] +
+        [{"type": "text", "data": {"delta": d}} for d in texts[1]] +
+        [{"type": "usage", "data": {"input_tokens": 13, "output_tokens": 5, "turns": 2, "tool_calls": 1}}])
