@@ -96,6 +96,7 @@ struct view {
     bool text_open;     /* the model's text did not end with a newline yet */
     fb_toolset approve;
     FILE *events;       /* --events: every engine event as a JSON line */
+    bool tty;           /* stdout is a terminal: the model's text is made safe too */
 };
 
 static void log_event(struct view *v, const char *type, json_t *data)
@@ -107,6 +108,39 @@ static void log_event(struct view *v, const char *type, json_t *data)
         fputc('\n', v->events);
     fflush(v->events);
     json_decref(line);
+}
+
+/* Text from the model or a tool, made safe for a terminal: control bytes
+ * other than newline and tab, DEL and the C1 controls (U+0080-U+009F)
+ * are shown as escapes, so that output a prompt injection put there
+ * cannot drive the operator's terminal (retitle it, write the clipboard,
+ * hide lines).  malloc'd; NULL when out of memory. */
+static char *term_safe(const char *s, size_t n, size_t *outlen)
+{
+    char *out = malloc(n * 6 + 1);
+    size_t o = 0;
+    for (size_t i = 0; out && i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == 0xC2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 && (unsigned char)s[i + 1] <= 0x9F)
+            o += (size_t)sprintf(out + o, "\\u%04x", (unsigned char)s[++i]);
+        else if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7F)
+            o += (size_t)sprintf(out + o, "\\x%02x", c);
+        else
+            out[o++] = (char)c;
+    }
+    if (out)
+        out[o] = '\0';
+    *outlen = o;
+    return out;
+}
+
+/* fprintf(f, fmt, safe text): fmt has one %s. */
+static void put_safe(FILE *f, const char *fmt, const char *s, size_t n)
+{
+    size_t len = 0;
+    char *safe = term_safe(s ? s : "", s ? n : 0, &len);
+    fprintf(f, fmt, safe ? safe : "(out of memory)");
+    free(safe);
 }
 
 static void end_text(struct view *v)
@@ -124,7 +158,7 @@ static void show_output(const char *s)
     while (shown < len && lines < SHOW_LINES && shown < SHOW_BYTES) {
         const char *nl = memchr(s + shown, '\n', len - shown);
         size_t n = nl ? (size_t)(nl - (s + shown)) : len - shown;
-        fprintf(stderr, "    %.*s\n", (int)n, s + shown);
+        put_safe(stderr, "    %s\n", s + shown, n);
         shown += n + (nl != NULL);
         lines++;
     }
@@ -140,20 +174,26 @@ static void on_event(void *user, const char *type, json_t *data)
         const char *d = json_string_value(json_object_get(data, "delta"));
         size_t n = d ? strlen(d) : 0;
         if (n) {
-            (void)fb_write_all(STDOUT_FILENO, d, n);
+            size_t len = n;
+            char *safe = v->tty ? term_safe(d, n, &len) : NULL;
+            (void)fb_write_all(STDOUT_FILENO, safe ? safe : d, len);
+            free(safe);
             v->text_open = d[n - 1] != '\n';
         }
     } else if (strcmp(type, "tool_call") == 0) {
         end_text(v);
         char *in = json_dumps(json_object_get(data, "input"), JSON_COMPACT | JSON_ENCODE_ANY);
         size_t inlen = in ? strlen(in) : 0;
-        fprintf(stderr, "[tool] %s %.*s%s\n", json_string_value(json_object_get(data, "tool")),
-                SHOW_INPUT, in ? in : "null", inlen > SHOW_INPUT ? "..." : "");
+        const char *tool = json_string_value(json_object_get(data, "tool"));
+        put_safe(stderr, "[tool] %s ", tool, tool ? strlen(tool) : 0);
+        put_safe(stderr, "%s", in ? in : "null", inlen > SHOW_INPUT ? SHOW_INPUT : inlen);
+        fprintf(stderr, "%s\n", inlen > SHOW_INPUT ? "..." : "");
         free(in);
     } else if (strcmp(type, "tool_result") == 0) {
         bool err = json_is_true(json_object_get(data, "is_error"));
-        fprintf(stderr, "[result] %s%s\n", json_string_value(json_object_get(data, "tool")),
-                err ? " (error)" : "");
+        const char *tool = json_string_value(json_object_get(data, "tool"));
+        put_safe(stderr, "[result] %s", tool, tool ? strlen(tool) : 0);
+        fprintf(stderr, "%s\n", err ? " (error)" : "");
         show_output(json_string_value(json_object_get(data, "output")));
     } else {
         end_text(v);
@@ -197,7 +237,8 @@ static fb_verdict on_authorize(void *user, const fb_llm_tool_call *call, int too
         return FB_ALLOW; /* the engine refuses what was not offered */
     end_text(v);
     char *in = call->input ? json_dumps(call->input, JSON_COMPACT) : NULL;
-    fprintf(stderr, "approve %s %s? [y/N] ", call->name, in ? in : "(invalid arguments)");
+    put_safe(stderr, "approve %s ", call->name, strlen(call->name));
+    put_safe(stderr, "%s? [y/N] ", in ? in : "(invalid arguments)", in ? strlen(in) : 19);
     fflush(stderr);
     free(in);
     char answer[64];
@@ -369,7 +410,7 @@ static int task_run(int argc, char **argv)
     if (rc != 0)
         return rc < 0 ? 0 : rc;
 
-    struct view v = {.approve = o.approve};
+    struct view v = {.approve = o.approve, .tty = isatty(STDOUT_FILENO)};
     if (o.events && !(v.events = fopen(o.events, "ae"))) {
         fprintf(stderr, "forgebox: cannot open %s: %s\n", o.events, strerror(errno));
         return FB_EXIT_USAGE;

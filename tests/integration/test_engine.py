@@ -559,3 +559,17 @@ def test_event_stream(fake, tmp_path, stream):
          {"type": "usage", "data": {"input_tokens": 5, "output_tokens": 3, "turns": 1, "tool_calls": 1}}] +
         [{"type": "text", "data": {"delta": d}} for d in texts[1]] +
         [{"type": "usage", "data": {"input_tokens": 13, "output_tokens": 5, "turns": 2, "tool_calls": 1}}])
+
+
+def test_terminal_escapes_in_tool_output_are_shown_not_obeyed(fake, tmp_path):
+    # A file planted by a prompt injection: the operator's terminal must not
+    # execute its escape sequences (set the title, write the clipboard); the
+    # model still gets the bytes as they are.
+    cfg = write_config(tmp_path, "openai", fake.url)
+    fake.script = [{"tool_calls": [call("t1", "bash", command="printf 'a\\033]52;c;cHduZWQ=\\007b\\302\\233c'")]},
+                   {"text": "ok"}]
+    r = task(cfg)
+    assert r.rc == 0, r
+    assert results(fake.requests[1])["t1"][0] == "a\x1b]52;c;cHduZWQ=\x07b\x9bc\n[exit code: 0]"
+    assert "[result] bash\n    a\\x1b]52;c;cHduZWQ=\\x07b\\u009bc\n" in r.stderr, r
+    assert "\x1b" not in r.stderr and "\x07" not in r.stderr and "\x9b" not in r.stderr
