@@ -56,6 +56,10 @@ providers:
     api_key: ${{FB_TEST_WRONG_KEY}}
     max_retries: 0
 tasks:
+  default_max_turns: 10
+  default_max_tokens: 50000
+  default_max_tool_calls: 20
+  default_timeout_s: 60
   max_turns: {ORG_MAX["max_turns"]}
   max_tokens: {ORG_MAX["max_tokens"]}
   max_tool_calls: {ORG_MAX["max_tool_calls"]}

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from task_helpers import (APPROVAL_TIMEOUT_S, MODEL, ORG_MAX, PROVIDER_KEY, WRONG_KEY, ApiError, Env,
-                          audit_mentioning, call, events, expect_error, make_gateway, of_type, results,
+from task_helpers import (APPROVAL_TIMEOUT_S, MODEL, ORG_MAX, PROVIDER_KEY, WRONG_KEY, Env,
+                          call, events, expect_error, make_gateway, of_type, results,
                           say, tool_messages, tools, wait_for_event, wait_state)
 
 FINAL = {"succeeded", "failed", "cancelled", "budget_exceeded"}

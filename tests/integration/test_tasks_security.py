@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from task_helpers import (PROVIDER_KEY, WRONG_KEY, Env, audit_mentioning, call, events, of_type, results,
+from task_helpers import (PROVIDER_KEY, WRONG_KEY, Env, audit_mentioning, call, events, results,
                           say, tool_messages, tools, wait_state)
 
 FINAL = {"succeeded", "failed", "cancelled", "budget_exceeded"}
