@@ -27,6 +27,8 @@ static void usage(FILE *out)
             "                                  write or check a guest image manifest\n"
             "  audit verify|export [--state-dir DIR]\n"
             "                                  check the audit hash chain, or print it as JSON lines\n"
+            "  task list|show|approve|deny|cancel|events [--url URL]\n"
+            "                                  the tasks of a gateway (`forgebox task --help`)\n"
             "  version                         print the version\n"
             "\n"
             "`forgebox run --help` lists the options of run.\n");
@@ -89,6 +91,8 @@ int main(int argc, char **argv)
         return fb_cmd_image(argc - 1, argv + 1);
     if (strcmp(cmd, "audit") == 0)
         return fb_cmd_audit(argc - 1, argv + 1);
+    if (strcmp(cmd, "task") == 0 && !(argc > 2 && strcmp(argv[2], "run") == 0))
+        return fb_cli_task_remote(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("forgebox %s\n", FORGEBOX_VERSION);
         return 0;

@@ -9,10 +9,14 @@ and the sandbox.  The attacks (prompt injection, provider keys inside the
 sandbox, tools not granted) are in test_tasks_security.py.
 """
 import json
+import os
 import signal
+import subprocess
 import time
 
 import pytest
+
+from conftest import FORGEBOX
 
 from task_helpers import (APPROVAL_TIMEOUT_S, MODEL, ORG_MAX, PROVIDER_KEY, WRONG_KEY, Env,
                           call, events, expect_error, make_gateway, of_type, results,
@@ -543,3 +547,79 @@ def test_gateway_restart_marks_a_running_task_failed(env):
             expect_error(lambda: admin.get_sandbox(t["sandbox_id"]), 404, "not_found")
     finally:
         assert g.stop() == 0
+
+
+# ---- the CLI against the gateway (forgebox task ...) ------------------------------------
+
+
+def cli(env, client, *args, key_file=None):
+    """forgebox task ARGS with the client's key in FORGEBOX_API_KEY (or a key file)."""
+    key = client._key.reveal()
+    e = {"FORGEBOX_URL": env.g.url}
+    if key_file is None:
+        e["FORGEBOX_API_KEY"] = key
+    p = subprocess.run([FORGEBOX, "task", *args], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, **e))
+    assert key not in p.stdout and key not in p.stderr
+    return p
+
+
+def test_cli_list_show_and_events(env):
+    env.script(tools(call("bash", {"command": "printf 'out\\033]0;title\\007\\n'"}, "c1")), say("cli done"))
+    t = env.create(prompt="cli prompt", tools=["bash"])
+    wait_state(env.dev, t["id"], FINAL)
+    p = cli(env, env.dev, "list")
+    assert p.returncode == 0, p.stderr
+    header, *rows = p.stdout.splitlines()
+    assert header.split()[:3] == ["ID", "STATE", "PROVIDER/MODEL"]
+    row = [r for r in rows if r.startswith(t["id"])]
+    assert len(row) == 1 and "succeeded" in row[0] and "fake/m1" in row[0] and "cli prompt" in row[0]
+    p = cli(env, env.dev, "list", "--json")
+    assert p.returncode == 0 and t["id"] in [x["id"] for x in json.loads(p.stdout)["tasks"]]
+    p = cli(env, env.dev, "show", t["id"])
+    assert p.returncode == 0, p.stderr
+    assert "state        succeeded" in p.stdout and "cli done" in p.stdout
+    assert json.loads(cli(env, env.dev, "show", t["id"], "--json").stdout)["id"] == t["id"]
+    p = cli(env, env.dev, "events", t["id"])
+    assert p.returncode == 0, p.stderr
+    assert '-> bash {"command":' in p.stdout and "== succeeded" in p.stdout
+    assert "\033" not in p.stdout and "\007" not in p.stdout     # the tool's escape codes are defused
+    p = cli(env, env.dev, "events", t["id"], "--json", "--after", "2")
+    lines = [json.loads(x) for x in p.stdout.splitlines()]
+    assert lines == events(env.dev, t["id"], after=2)
+
+
+def test_cli_approve_deny_cancel(env):
+    t, a = held_task(env)
+    p = cli(env, env.dev, "approve", t["id"], a["id"])          # the creator: refused
+    assert p.returncode == 1 and "403 forbidden" in p.stderr, p.stderr
+    p = cli(env, env.dev2, "deny", t["id"], a["id"], "--reason", "no thanks")
+    assert p.returncode == 0, p.stderr
+    assert "denied" in p.stdout
+    assert wait_state(env.dev, t["id"], FINAL)["state"] == "succeeded"
+    assert env.dev.task_approvals(t["id"])["approvals"][0]["reason"] == "no thanks"
+    env.script(tools(call("bash", {"command": "sleep 60"}, "s1")))
+    t = env.create(tools=["bash"])
+    wait_for_event(env.dev, t["id"], "tool_call")
+    p = cli(env, env.dev, "cancel", t["id"])
+    assert p.returncode == 0 and "cancelled" in p.stdout, (p.stdout, p.stderr)
+    p = cli(env, env.dev, "cancel", t["id"])
+    assert p.returncode == 1 and "409 conflict" in p.stderr
+
+
+def test_cli_errors_name_the_gateways_code(env, tmp_path):
+    p = cli(env, env.other, "show", "tk-0000000000000000")
+    assert p.returncode == 1 and "404 not_found" in p.stderr and "(request " in p.stderr
+    keyfile = tmp_path / "key"
+    keyfile.write_text(env.readonly._key.reveal() + "\n")
+    p = cli(env, env.readonly, "list", "--key-file", str(keyfile), key_file=True)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([FORGEBOX, "task", "list", "--key", "fbk_x"], capture_output=True, text=True,
+                       env=dict(os.environ, FORGEBOX_URL=env.g.url))
+    assert p.returncode == 2 and "never taken as an argument" in p.stderr and "fbk_x" not in p.stderr
+    p = subprocess.run([FORGEBOX, "task", "list"], capture_output=True, text=True,
+                       env={k: v for k, v in os.environ.items() if k not in ("FORGEBOX_URL", "FORGEBOX_API_KEY")})
+    assert p.returncode == 2 and "FORGEBOX_URL" in p.stderr
+    p = subprocess.run([FORGEBOX, "task", "list", "--url", env.g.url], capture_output=True, text=True,
+                       env=dict(os.environ, FORGEBOX_API_KEY="fbk_0123456789ab_" + "A" * 43))
+    assert p.returncode == 1 and "401 unauthorized" in p.stderr
