@@ -6,3 +6,4 @@ set -eu
 cd "$(dirname "$0")/.."
 /usr/bin/python3 bench/bench.py "$@"
 /usr/bin/python3 bench/gateway.py
+/usr/bin/python3 bench/tasks.py
