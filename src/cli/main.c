@@ -80,6 +80,9 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "run") == 0)
         return fb_cmd_run(argc - 1, argv + 1);
+    /* `task run` is local (task_run.c); every other task verb talks to a gateway. */
+    if (strcmp(cmd, "task") == 0 && !(argc > 2 && strcmp(argv[2], "run") == 0))
+        return fb_cli_task_remote(argc - 1, argv + 1);
     if (strcmp(cmd, "task") == 0)
         return fb_cmd_task(argc - 1, argv + 1);
     if (strcmp(cmd, "doctor") == 0)
@@ -94,8 +97,6 @@ int main(int argc, char **argv)
         return fb_cmd_image(argc - 1, argv + 1);
     if (strcmp(cmd, "audit") == 0)
         return fb_cmd_audit(argc - 1, argv + 1);
-    if (strcmp(cmd, "task") == 0 && !(argc > 2 && strcmp(argv[2], "run") == 0))
-        return fb_cli_task_remote(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("forgebox %s\n", FORGEBOX_VERSION);
         return 0;
