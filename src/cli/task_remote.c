@@ -145,6 +145,24 @@ static int remote_setup(remote *r, const char *url, const char *key_file, fb_err
     return 0;
 }
 
+/* Makes *buf hold at least need bytes (doubling), refusing beyond max. */
+static int grow(char **buf, size_t *cap, size_t need, size_t max)
+{
+    if (need <= *cap)
+        return 0;
+    if (need > max)
+        return -1;
+    size_t c = *cap ? *cap : 1024;
+    while (c < need)
+        c *= 2;
+    char *n = realloc(*buf, c);
+    if (!n)
+        return -1;
+    *buf = n;
+    *cap = c;
+    return 0;
+}
+
 typedef struct body_buf {
     char *data;
     size_t len, cap;
@@ -155,19 +173,9 @@ static size_t body_write(char *ptr, size_t size, size_t nmemb, void *user)
 {
     body_buf *b = user;
     size_t n = size * nmemb;
-    if (b->len + n + 1 > BODY_MAX) {
-        b->too_big = true;
+    if (grow(&b->data, &b->cap, b->len + n + 1, BODY_MAX) < 0) {
+        b->too_big = b->len + n + 1 > BODY_MAX;
         return 0;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *d = realloc(b->data, cap);
-        if (!d)
-            return 0;
-        b->data = d;
-        b->cap = cap;
     }
     memcpy(b->data + b->len, ptr, n);
     b->len += n;
@@ -248,6 +256,23 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *user)
     return n;
 }
 
+/* Runs the request with write_fn receiving the body; the status in
+ * *status, the request id in *hs.  Frees h and hdrs. */
+static CURLcode perform(CURL *h, struct curl_slist *hdrs, curl_write_callback write_fn, void *write_data,
+                        hdr_state *hs, long *status)
+{
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_fn);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, write_data);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, hs);
+    CURLcode rc = curl_easy_perform(h);
+    *status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
+    curl_easy_cleanup(h);
+    curl_slist_free_all(hdrs);
+    return rc;
+}
+
 /* One request; on 2xx *out is the decoded JSON (NULL for an empty body)
  * and 0 is returned; otherwise the error is printed and 1 returned. */
 static int remote_call(const remote *r, const char *method, const char *path, json_t *body, json_t **out)
@@ -262,16 +287,9 @@ static int remote_call(const remote *r, const char *method, const char *path, js
     }
     body_buf b = {0};
     hdr_state hs = {{0}};
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_write);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, &hs);
+    long status;
     curl_easy_setopt(h, CURLOPT_TIMEOUT, 120L);
-    CURLcode rc = curl_easy_perform(h);
-    long status = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(h);
-    curl_slist_free_all(hdrs);
+    CURLcode rc = perform(h, hdrs, body_write, &b, &hs, &status);
     int ret = 0;
     if (rc != CURLE_OK) {
         fprintf(stderr, "forgebox task: %s %s: %s\n", method, r->url,
@@ -475,23 +493,6 @@ typedef struct sse_state {
     CURL *h;
 } sse_state;
 
-static int grow(char **buf, size_t *cap, size_t need)
-{
-    if (need <= *cap)
-        return 0;
-    if (need > SSE_LINE_MAX)
-        return -1;
-    size_t c = *cap ? *cap : 1024;
-    while (c < need)
-        c *= 2;
-    char *n = realloc(*buf, c);
-    if (!n)
-        return -1;
-    *buf = n;
-    *cap = c;
-    return 0;
-}
-
 static void sse_line(sse_state *s)
 {
     char *l = s->line;
@@ -514,7 +515,7 @@ static void sse_line(sse_state *s)
     if (*v == ' ')
         v++;
     size_t n = strlen(v);
-    if (grow(&s->data, &s->dcap, s->dlen + n + 2) < 0) {
+    if (grow(&s->data, &s->dcap, s->dlen + n + 2, SSE_LINE_MAX) < 0) {
         s->bad = true;
         return;
     }
@@ -534,7 +535,7 @@ static size_t sse_write(char *ptr, size_t size, size_t nmemb, void *user)
         return body_write(ptr, size, nmemb, &s->err);
     for (size_t i = 0; i < n; i++) {
         if (ptr[i] == '\n') {
-            if (grow(&s->line, &s->cap, s->len + 1) < 0)
+            if (grow(&s->line, &s->cap, s->len + 1, SSE_LINE_MAX) < 0)
                 return 0;
             sse_line(s);
             s->len = 0;
@@ -542,7 +543,7 @@ static size_t sse_write(char *ptr, size_t size, size_t nmemb, void *user)
                 return 0;
             continue;
         }
-        if (grow(&s->line, &s->cap, s->len + 2) < 0) {
+        if (grow(&s->line, &s->cap, s->len + 2, SSE_LINE_MAX) < 0) {
             s->bad = true;
             return 0;
         }
@@ -566,15 +567,8 @@ static int follow_events(const remote *r, const char *path, long long after, eve
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     sse_state s = {.printer = p, .h = h};
     hdr_state hs = {{0}};
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sse_write);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &s);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, &hs);
-    CURLcode rc = curl_easy_perform(h);
-    long status = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(h);
-    curl_slist_free_all(hdrs);
+    long status;
+    CURLcode rc = perform(h, hdrs, sse_write, &s, &hs, &status);
     int ret = 0;
     if (p->in_text)
         putchar('\n');
