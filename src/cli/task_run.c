@@ -195,6 +195,8 @@ static fb_verdict on_authorize(void *user, const fb_llm_tool_call *call, int too
                  atomic_load(&cancel_flag) ? "the task ended" : "the terminal gave no answer (stdin is closed)");
         return FB_DENY;
     }
+    if (!isatty(STDIN_FILENO))
+        fprintf(stderr, "%s\n", answer); /* a tty echoed it already */
     if (strcasecmp(answer, "y") == 0 || strcasecmp(answer, "yes") == 0)
         return FB_ALLOW;
     snprintf(reason, cap, "the operator denied this call at the terminal");
