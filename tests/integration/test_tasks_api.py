@@ -228,7 +228,8 @@ def test_approve_runs_the_held_call(env):
     t = wait_state(env.dev, t["id"], FINAL)
     assert t["state"] == "succeeded" and t["result"] == "finished"
     evs = events(env.dev, t["id"])
-    assert results(evs)["h1"] == {"call_id": "h1", "tool": "bash", "output": "ok\n", "is_error": False}
+    assert results(evs)["h1"] == {"call_id": "h1", "tool": "bash", "output": "ok\n[exit code: 0]",
+                                  "is_error": False}
     assert "ran.txt" in results(evs)["g1"]["output"]
     [res] = of_type(evs, "approval_resolved")
     assert res["data"]["decision"] == "approved" and res["data"]["approval_id"] == a["id"]
@@ -306,13 +307,23 @@ def test_org_policy_forces_an_approval_the_request_did_not_ask(env):
     """forgebox.yaml: tasks.require_approval: [git]."""
     env.script(tools(call("git", {"args": ["init", "-q"]}, "git1")), say("inited"))
     t = env.create(tools=["git"], approvals=[])
-    assert "git" in t["approvals"]
     ev = wait_for_event(env.dev, t["id"], "approval_required")
     assert ev["data"]["tool"] == "git"
     env.dev2.decide_approval(t["id"], ev["data"]["approval_id"], "approve")
     t = wait_state(env.dev, t["id"], FINAL)
     assert t["state"] == "succeeded"
     assert results(events(env.dev, t["id"]))["git1"]["is_error"] is False
+    assert [a["state"] for a in env.dev.task_approvals(t["id"])["approvals"]] == ["approved"]
+
+
+@pytest.mark.xfail(strict=True, reason="task service (wip-service): the task's \"approvals\" shows only the "
+                   "requested tools, not those tasks.require_approval forces (held = approvals | "
+                   "require_approval is enforced but not shown); docs/openapi.yaml says it includes them")
+def test_the_task_shows_the_approvals_org_policy_forces(env):
+    env.script(say("nothing to do"))
+    t = env.create(tools=["git", "bash"], approvals=["bash"])
+    assert t["approvals"] == ["bash", "git"]
+    assert env.dev.get_task(t["id"])["approvals"] == ["bash", "git"]
 
 
 # ---- validation and permissions at creation ---------------------------------------
@@ -352,9 +363,10 @@ def test_bad_create_requests_are_400(env, body, needle):
     assert env.fake.requests == []
 
 
-def test_oversized_prompt_is_413(env):
+def test_oversized_prompt_is_400_and_oversized_body_413(env):
     st, _, data = raw_create(env.dev, dict(GOOD, prompt="x" * (256 * 1024 + 1)))
-    assert st == 413 and data["error"]["code"] == "too_large", data
+    assert st == 400 and data["error"]["code"] == "bad_request", data
+    assert "prompt" in data["error"]["message"]
     st, _, data = raw_create(env.dev, dict(GOOD, prompt="x" * (2 * 1024 * 1024)))
     assert st == 413 and data["error"]["code"] == "too_large", data
     # Exactly the maximum is fine.
