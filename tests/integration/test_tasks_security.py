@@ -139,6 +139,14 @@ def test_web_fetch_without_a_network_grant_is_refused(env):
 def test_web_fetch_to_a_host_outside_the_grant_is_refused_and_audited(env):
     """network.allow lists allowed.example; the admin's task is granted it.
     Neither evil.example nor the gateway's own address may be fetched."""
+    # The gateway's network grants come with issue 8 (POST /v1/sandboxes
+    # {"network": ...}); without them a task's sandbox has no proxy at all.
+    st, _, body = env.admin.request("POST", "/v1/sandboxes",
+                                    body={"backend": "jail", "network": {"allow": ["allowed.example"]}})
+    if st == 400:
+        pytest.skip("this build's gateway has no network grants (issue 8 not merged)")
+    assert st == 201, body
+    env.admin.delete_sandbox(body["id"])
     port = env.g.port
     t, evs = run(env,
                  tools(call("web_fetch", {"url": "http://evil.example/payload"}, "w1"),
