@@ -237,6 +237,17 @@ def audit_mentioning(admin, *needles, outcome=None):
     return out
 
 
+def tool_refusals(admin, task_id):
+    """The audit entries of the task's tool calls a policy refused:
+    {call_id: (action, reason)}."""
+    out = {}
+    for e in audit_entries(admin):
+        if e["event"] == "task.tool" and e["resource"] == task_id and e["outcome"] == "denied":
+            call_id = e["reason"].split(":", 1)[0].replace("call ", "", 1)
+            out[call_id] = (e["action"], e["reason"])
+    return out
+
+
 def tool_messages(request):
     """The tool results a provider request carried (openai format)."""
     return [m for m in request["body"]["messages"] if m.get("role") == "tool"]

@@ -14,8 +14,8 @@ import os
 
 import pytest
 
-from task_helpers import (PROVIDER_KEY, WRONG_KEY, Env, audit_mentioning, call, events, results,
-                          say, tool_messages, tools, wait_state)
+from task_helpers import (PROVIDER_KEY, WRONG_KEY, Env, audit_mentioning, call, events, results, say,
+                          tool_messages, tool_refusals, tools, wait_state)
 
 FINAL = {"succeeded", "failed", "cancelled", "budget_exceeded"}
 
@@ -91,7 +91,9 @@ def test_prompt_injection_in_a_workspace_file_is_contained(env):
     assert carriers == ["assistant", "tool"]     # the model's own file_write call, and the read's result
     # web_fetch was not granted: refused, named, audited.
     assert r["fetch"]["is_error"] is True and "web_fetch" in r["fetch"]["output"]
-    assert audit_mentioning(env.admin, t["id"], "web_fetch", outcome="denied"), "no audit entry for web_fetch"
+    refused = tool_refusals(env.admin, t["id"])
+    assert set(refused) == {"fetch"}, refused       # the policy refused only that; the rest failed in the sandbox
+    assert refused["fetch"][0] == "tool:web_fetch"
     # Writes outside /workspace fail inside the sandbox; the host is untouched.
     for cid in ("cron", "dotdot", "rootfs"):
         assert r[cid]["is_error"] is True, r[cid]
@@ -123,8 +125,10 @@ def test_a_tool_not_granted_is_refused_named_and_audited(env):
     assert offered == ["file_read"]
     told = {m["tool_call_id"]: m["content"] for m in tool_messages(env.fake.requests[1])}
     assert "bash" in told["b1"] and "teleport" in told["x1"]
-    assert audit_mentioning(env.admin, t["id"], "bash", outcome="denied"), "no audit entry naming bash"
-    assert audit_mentioning(env.admin, t["id"], "teleport", outcome="denied"), "no audit entry naming teleport"
+    refused = tool_refusals(env.admin, t["id"])
+    assert set(refused) == {"b1", "x1"}, refused
+    assert refused["b1"][0] == "tool:bash" and "bash was not granted" in refused["b1"][1]
+    assert "teleport" in refused["x1"][1]
 
 
 def test_web_fetch_without_a_network_grant_is_refused(env):
@@ -177,7 +181,10 @@ def test_the_provider_key_is_nowhere_in_the_sandbox(env):
               f"{build}; k=\"{key}\"; "
               "found=$(timeout 60 grep -rlsI -D skip --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev "
               "-e \"$k\" -e FB_TEST_PROVIDER_KEY /); echo \"grep-rc=$? found=[$found]\"; "
-              "grep -c \"$k\" /proc/self/environ; echo self-rc=$?")
+              "grep -c \"$k\" /proc/self/environ; echo self-rc=$?; "
+              # The same search finds what is there (it does read the files).
+              "grep -rlsI -D skip --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -e 'root:x:0:0:' /etc; "
+              "echo files=$(find / -xdev -type f 2>/dev/null | wc -l)")
     t, evs = run(env, tools(call("bash", {"command": script, "timeout_s": 90}, "s1")), say("ok"),
                  tools=["bash"])
     assert t["state"] == "succeeded", t
@@ -185,6 +192,7 @@ def test_the_provider_key_is_nowhere_in_the_sandbox(env):
     # grep says 1 (nothing found) or 2 (nothing found, some files unreadable); 124 would be its timeout.
     assert "PATH=" in out and "self-rc=1" in out and "found=[]" in out, out[-2000:]
     assert ("grep-rc=1 " in out or "grep-rc=2 " in out), out[-2000:]
+    assert "/etc/passwd\n" in out, out[-2000:]
     assert_no_key(out)
     assert "FB_TEST_PROVIDER_KEY" not in out.split("---")[0]
     # The provider saw the key (the fake checks it), so it was in use all along.
