@@ -258,6 +258,7 @@ def test_deny_tells_the_model_and_runs_nothing(env):
     assert t["state"] == "succeeded"
     r = results(events(env.dev, t["id"]))
     assert r["h1"]["is_error"] is True and "denied" in r["h1"]["output"]
+    assert "not today" in r["h1"]["output"]        # the denier's reason reaches the model
     assert "ran.txt" not in r["g1"]["output"]      # the held command never ran
     told = tool_messages(env.fake.requests[1])
     assert told[0]["tool_call_id"] == "h1" and "denied" in told[0]["content"]
@@ -272,7 +273,7 @@ def test_undecided_approval_expires_and_is_denied(env):
     evs = events(env.dev, t["id"])
     [res] = of_type(evs, "approval_resolved")
     assert res["data"]["decision"] == "expired"
-    assert results(evs)["h1"]["is_error"] is True
+    assert results(evs)["h1"]["is_error"] is True and "in time" in results(evs)["h1"]["output"]
     assert "ran.txt" not in results(evs)["g1"]["output"]
 
 
