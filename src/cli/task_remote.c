@@ -739,7 +739,8 @@ int fb_cli_task_remote(int argc, char **argv)
         if (strcmp(verb, verbs[i].name) == 0)
             want = verbs[i].nargs;
     if (want < 0) {
-        fprintf(stderr, "forgebox task: unknown verb '%.32s'\n", verb);
+        fprintf(stderr, "forgebox task: unknown task command '%.32s' (run, list, show, approve, deny, cancel, "
+                        "events)\n", verb);
         return usage(stderr, FB_EXIT_USAGE);
     }
     if (nargs != want) {
