@@ -532,6 +532,23 @@ def test_events_follow_a_running_task_live(env):
     assert types.index("approval_required") < types.index("approval_resolved") < types.index("tool_result")
 
 
+def test_a_stream_left_mid_task_resumes_exactly_where_it_stopped(env):
+    t, a = held_task(env)
+    with env.dev.task_events(t["id"]) as s:
+        first = []
+        for ev in s:
+            first.append(ev.data)
+            if ev.data["type"] == "approval_required":
+                break
+        last_id = s.last_id
+    assert last_id == str(first[-1]["seq"])
+    env.dev2.decide_approval(t["id"], a["id"], "approve")
+    rest = events(env.dev, t["id"], after=int(last_id))
+    assert rest[0]["seq"] == first[-1]["seq"] + 1
+    assert first + rest == events(env.dev, t["id"])
+    assert rest[-1]["data"]["state"] == "succeeded"
+
+
 def test_bad_last_event_id_is_400(env):
     env.script(say("ok"))
     t = env.create()
