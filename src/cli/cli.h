@@ -65,6 +65,13 @@ typedef struct fb_cli_box {
 int fb_cli_box_up(fb_cli_box *b, const fb_config *conf, bool quiet);
 /* Destroys the sandbox and stops the proxy. */
 void fb_cli_box_down(fb_cli_box *b);
+/* SIGINT, SIGTERM and SIGHUP to handler (no SA_RESTART: a blocked wait
+ * returns EINTR), SIGPIPE ignored (a closed stdout must not kill us
+ * before cleanup). */
+void fb_cli_catch_signals(void (*handler)(int));
+/* "forgebox VERB: " fmt (with one %s for arg), then a pointer to --help;
+ * returns FB_EXIT_USAGE. */
+int fb_cli_bad_usage(const char *verb, const char *fmt, const char *arg);
 
 int fb_cmd_run(int argc, char **argv);
 int fb_cmd_task(int argc, char **argv);

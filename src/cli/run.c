@@ -73,10 +73,7 @@ static void run_usage(FILE *out)
 
 static int bad_usage(const char *fmt, const char *arg)
 {
-    fprintf(stderr, "forgebox run: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'forgebox run --help'.\n");
-    return FB_EXIT_USAGE;
+    return fb_cli_bad_usage("run", fmt, arg);
 }
 
 static void on_output(void *ctx, int stream, const void *data, size_t len)
@@ -293,12 +290,7 @@ int fb_cmd_run(int argc, char **argv)
         }
     }
 
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    fb_cli_catch_signals(on_signal);
 
     /* forgebox.yaml matters to run only for network.*: without a grant it
      * is not read at all. */

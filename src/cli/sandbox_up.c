@@ -6,6 +6,7 @@
  * the same way and report failures with the same exit codes.
  */
 #define _GNU_SOURCE
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -45,4 +46,22 @@ void fb_cli_box_down(fb_cli_box *b)
         fb_sandbox_destroy(b->sb);
     b->sb = NULL;
     fb_run_net_stop(&b->net);
+}
+
+void fb_cli_catch_signals(void (*handler)(int))
+{
+    struct sigaction sa = {.sa_handler = handler};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int fb_cli_bad_usage(const char *verb, const char *fmt, const char *arg)
+{
+    fprintf(stderr, "forgebox %s: ", verb);
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry 'forgebox %s --help'.\n", verb);
+    return FB_EXIT_USAGE;
 }

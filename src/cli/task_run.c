@@ -85,10 +85,7 @@ static void task_run_usage(FILE *out)
 
 static int bad_usage(const char *fmt, const char *arg)
 {
-    fprintf(stderr, "forgebox task run: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\nTry 'forgebox task run --help'.\n");
-    return FB_EXIT_USAGE;
+    return fb_cli_bad_usage("task run", fmt, arg);
 }
 
 /* ---- what the operator sees ----------------------------------------------------- */
@@ -245,8 +242,7 @@ static int parse_args(int argc, char **argv, struct task_opts *o, fb_cli_box *bo
     fb_err err = {{0}};
     opterr = 0;
     optind = 1;
-    int c;
-    while ((c = getopt_long(argc, argv, "+q", opts, NULL)) != -1) {
+    for (int c; (c = getopt_long(argc, argv, "+q", opts, NULL)) != -1;) {
         switch (c) {
         case O_PROVIDER: o->provider = optarg; break;
         case O_MODEL: o->model = optarg; break;
@@ -360,12 +356,7 @@ static int task_run(int argc, char **argv)
     fb_llm_provider *provider = NULL;
     if ((rc = open_provider(&o, &conf, &provider)) != 0)
         return rc;
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    fb_cli_catch_signals(on_signal);
     rc = fb_cli_box_up(&box, &conf, o.quiet);
     fb_config_free(&conf);
     if (rc != 0) {

@@ -249,8 +249,9 @@ int tool_exec(const fb_tool_ctx *ctx, const tool_cmd *cmd, tool_output *out, too
     if (abandoned(ctx, a))
         return -1;
     uint64_t timeout_s = cmd->timeout_s ? cmd->timeout_s : FB_ENGINE_TOOL_TIMEOUT_DEFAULT_S;
+    uint64_t now = fb_time_monotonic_ns();
     if (ctx->deadline_ns) {
-        uint64_t left_s = (ctx->deadline_ns - fb_time_monotonic_ns() + 999999999ull) / 1000000000ull;
+        uint64_t left_s = ctx->deadline_ns > now ? (ctx->deadline_ns - now + 999999999ull) / 1000000000ull : 0;
         if (left_s < timeout_s)
             timeout_s = left_s ? left_s : 1;
     }

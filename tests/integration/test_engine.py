@@ -44,8 +44,8 @@ def write_config(tmp_path, kind, url, extra=""):
     return str(cfg)
 
 
-def task(cfg, *args, prompt="do the task", input=None, key=KEY, timeout=60):
-    return forgebox("task", "run", "--backend", "jail", "--config", cfg, "--provider", "p1",
+def task(cfg, *args, prompt="do the task", input=None, key=KEY, timeout=60, backend="jail"):
+    return forgebox("task", "run", "--backend", backend, "--config", cfg, "--provider", "p1",
                     "--model", "m1", *args, prompt, input=input, timeout=timeout,
                     env={"FB_TEST_LLM_KEY": key})
 
@@ -90,7 +90,7 @@ def test_multi_tool_loop(fake, tmp_path, kind, stream):
         {"text": "I will write the file.", "usage": [100, 10],
          "tool_calls": [call("c1", "file_write", path="d/a.txt", content="hello\nworld\n"),
                         call("c2", "bash", command="cat d/a.txt; exit 3")]},
-        {"usage": [200, 20],
+        {"usage": [200, 20], "pieces": 1,
          "tool_calls": [call("c3", "file_read", path="d/a.txt"),
                         call("c4", "file_edit", path="d/a.txt", old_string="world", new_string="there"),
                         call("c5", "grep", pattern="th.re"),
@@ -151,6 +151,48 @@ def test_git_runs_in_workspace(fake, tmp_path):
     assert got["g7"][0] == 'git: field "args" must be a list of 1 to 256 strings'
 
 
+def test_vm_backend_has_the_tools_programs(fake, tmp_path):
+    # The same tools in a microVM: python3 (file tools, glob), grep, git.
+    cfg = write_config(tmp_path, "openai", fake.url)
+    fake.script = [
+        {"tool_calls": [call("v1", "file_write", path="src/m.py", content="print('vm')\n"),
+                        call("v2", "glob", pattern="**/*.py"),
+                        call("v3", "grep", pattern="vm", glob="*.py"),
+                        call("v4", "git", args=["--version"]),
+                        call("v5", "bash", command="python3 src/m.py; id -u")]},
+        {"text": "ok"},
+    ]
+    r = task(cfg, "--tool", "file_write", "--tool", "glob", "--tool", "grep", "--tool", "git",
+             "--tool", "bash", backend="vm", timeout=180)
+    assert r.rc == 0, r
+    got = results(fake.requests[1])
+    assert got["v1"][0] == "wrote 12 bytes to src/m.py"
+    assert got["v2"][0] == "src/m.py\n"
+    assert got["v3"][0] == "src/m.py:1:print('vm')\n"
+    assert got["v4"][0].startswith("git version 2.39."), got["v4"]
+    assert got["v5"][0] == "vm\n1000\n[exit code: 0]"
+
+
+def test_provider_key_never_reaches_the_sandbox(fake, tmp_path):
+    # forgebox's own environment holds the key (forgebox.yaml reads it from
+    # ${FB_TEST_LLM_KEY}); the sandbox's commands must see neither.
+    cfg = write_config(tmp_path, "openai", fake.url)
+    fake.script = [
+        {"tool_calls": [call("k1", "bash", command="env; cat /proc/self/environ | tr '\\0' '\\n'"),
+                        call("k2", "bash", command="grep -rs -l -e " + KEY + " / --exclude-dir=proc "
+                                                   "--exclude-dir=sys | head -5; true")]},
+        {"text": "ok"},
+    ]
+    r = task(cfg)
+    assert r.rc == 0, r
+    got = results(fake.requests[1])
+    assert "PATH=" in got["k1"][0] and "HOME=/workspace" in got["k1"][0], got["k1"]
+    assert KEY not in got["k1"][0] and "FB_TEST_LLM_KEY" not in got["k1"][0], got["k1"]
+    # Nothing but the command line of this very grep holds it.
+    assert got["k2"][0] == "[exit code: 0]", got["k2"]
+    assert KEY not in r.stderr.replace("grep -rs -l -e " + KEY, "")
+
+
 # ---- budgets, cancel ------------------------------------------------------------------
 
 
@@ -193,29 +235,76 @@ def test_timeout_during_a_slow_command(fake, tmp_path):
     assert took < 20, took
 
 
-def test_sigint_cancels_and_destroys_the_sandbox(fake, tmp_path):
-    cfg = write_config(tmp_path, "openai", fake.url)
-    fake.script = [{"tool_calls": [call("s1", "bash", command="sleep 60")]}]
+def spawn_task(cfg, tmp_path, *args):
+    """`forgebox task run` in the background, stdin an open pipe nobody writes
+    to, stderr in a file: (process, stderr path)."""
     env = dict(os.environ, FORGEBOX_IMAGE=IMAGE, FORGEBOX_RUN_DIR=RUN_DIR, FB_TEST_LLM_KEY=KEY)
-    p = subprocess.Popen([FORGEBOX, "task", "run", "--backend", "jail", "--config", cfg,
-                          "--provider", "p1", "--model", "m1", "go"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env=env)
+    err = tmp_path / "stderr"
+    with open(err, "wb") as f:
+        p = subprocess.Popen([FORGEBOX, "task", "run", "--backend", "jail", "--config", cfg,
+                              "--provider", "p1", "--model", "m1", *args, "go"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=f, env=env)
+    return p, err
+
+
+def wait_for(path, text, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in path.read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError("never saw %r in %r" % (text, path.read_text()))
+
+
+def finish(p, timeout=15):
+    # wait, not communicate: stdin stays open (closing it answers approvals).
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not os.path.isdir(RUN_DIR) or not any(
-                n.startswith("sb-") for n in os.listdir(RUN_DIR)):
-            time.sleep(0.1)
-        time.sleep(1.0)  # the call is running by now
-        p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=20)
+        p.wait(timeout=timeout)
     finally:
         if p.poll() is None:
             p.kill()
             p.wait()
-    assert p.returncode == 128 + signal.SIGINT, err
-    assert b"forgebox: task cancelled: cancelled" in err
-    assert not [n for n in os.listdir(RUN_DIR) if n.startswith("sb-")]
+        p.stdin.close()
+        p.stdout.close()
+    return p.returncode
+
+
+def sandboxes():
+    return [n for n in os.listdir(RUN_DIR) if n.startswith("sb-")] if os.path.isdir(RUN_DIR) else []
+
+
+def test_sigint_during_a_command_cancels_and_destroys_the_sandbox(fake, tmp_path):
+    cfg = write_config(tmp_path, "openai", fake.url)
+    fake.script = [{"tool_calls": [call("s1", "bash", command="sleep 60")]}]
+    p, err = spawn_task(cfg, tmp_path)
+    wait_for(err, "[tool] bash")
+    time.sleep(0.5)  # the command is running by now
+    start = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    assert finish(p) == 128 + signal.SIGINT, err.read_text()
+    assert time.monotonic() - start < 5
+    assert "forgebox: task cancelled: cancelled (1 turns, 1 tool calls" in err.read_text()
+    assert sandboxes() == []
+
+
+def test_sigint_during_an_approval_wait(fake, tmp_path):
+    # The hook is waiting for the terminal; the cancel reaches it.
+    cfg = write_config(tmp_path, "anthropic", fake.url)
+    fake.script = [{"tool_calls": [call("s1", "bash", command="echo hi")]}]
+    p, err = spawn_task(cfg, tmp_path, "--approve", "bash")
+    wait_for(err, "? [y/N] ")
+    p.send_signal(signal.SIGINT)
+    assert finish(p) == 128 + signal.SIGINT, err.read_text()
+    assert "forgebox: task cancelled: cancelled" in err.read_text()
+    assert "[result] bash (error)\n    not run: the task ended\n" in err.read_text()
+
+
+def test_timeout_during_an_approval_wait(fake, tmp_path):
+    cfg = write_config(tmp_path, "openai", fake.url)
+    fake.script = [{"tool_calls": [call("s1", "bash", command="echo hi")]}]
+    p, err = spawn_task(cfg, tmp_path, "--approve", "bash", "--timeout", "2")
+    assert finish(p, timeout=20) == EXIT_BUDGET, err.read_text()
+    assert "forgebox: task budget_exceeded: timeout_s (2) reached" in err.read_text()
 
 
 # ---- provider failures -----------------------------------------------------------------
