@@ -207,6 +207,7 @@ int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_
 
 void fb_core_shutdown_sandboxes(fb_core *c, const char *reason)
 {
+    core_tasks_shutdown(c); /* their threads hold sandboxes: they go first */
     core_sandbox **all = calloc(4096, sizeof *all);
     if (!all)
         return;
@@ -230,7 +231,6 @@ void fb_core_close(fb_core *c)
     if (!c)
         return;
     c->stopping = 1;
-    core_tasks_shutdown(c); /* their threads hold sandboxes: they go first */
     fb_core_shutdown_sandboxes(c, "gateway shutdown");
     if (c->reaper_running)
         pthread_join(c->reaper, NULL);

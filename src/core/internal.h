@@ -79,7 +79,8 @@ typedef struct core_task {
     char *prompt, *system;          /* system NULL: the engine's default */
     bool has_backend;
     fb_backend_kind backend;
-    fb_toolset tools, approvals, held; /* held: approvals and tasks.require_approval */
+    fb_toolset tools, approvals, held; /* held: approvals and tasks.require_approval, within tools
+                                          (what the task's JSON shows as "approvals") */
     bool has_network;
     fb_egress_list network;
     fb_engine_limits limits;
@@ -114,6 +115,8 @@ typedef struct core_tasks {
     core_task **items;
     size_t n, cap;
     size_t running;                 /* tasks past the queue */
+    bool stopping;                  /* the service is shutting down: no new task, runs
+                                       cancelled and left unfinished in the store */
 } core_tasks;
 
 struct fb_task_ref {
@@ -182,8 +185,10 @@ void core_tasks_init(core_tasks *ts);
 /* Start-up: this node's tasks the store has as not ended are failed ("the
  * gateway restarted while the task was running"), their approvals expired. */
 void core_tasks_recover(fb_core *c);
-/* Shutdown: cancels every running task and joins the threads (bounded);
- * what was running stays unfinished in the store for the next start-up. */
+/* Shutdown (the first step of fb_core_shutdown_sandboxes, since tasks run
+ * in sandboxes): refuses new tasks, cancels every running one and joins
+ * the threads (bounded); what was running stays unfinished in the store
+ * for the next start-up.  Callable more than once. */
 void core_tasks_shutdown(fb_core *c);
 void core_tasks_free(core_tasks *ts);
 /* A reference to t (lock held by the caller) / dropping one (lock not held). */
@@ -201,6 +206,8 @@ void *core_task_main(void *arg);
 void core_task_emit(fb_core *c, core_task *t, const char *type, json_t *data);
 /* The same for a task only the store has (start-up recovery). */
 void core_task_emit_stored(fb_core *c, const char *task_id, const char *type, json_t *data);
+/* Waits on t's condition variable for at most ms (tasks lock held). */
+void core_task_timedwait(fb_core *c, core_task *t, uint64_t ms);
 /* Sets t's state and announces it with a "state" event (lock not held). */
 void core_task_set_state(fb_core *c, core_task *t, fb_task_state s);
 /* The engine's authorize hook (task_approvals.c): decides, audits and,

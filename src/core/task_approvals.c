@@ -54,14 +54,7 @@ static int wait_decision(fb_core *c, core_task *t, const char *aid, uint64_t exp
             result = 3;
         if (result)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 200000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&t->cond, &c->tasks.lock, &ts);
+        core_task_timedwait(c, t, 200);
     }
     if (result >= 3) {
         /* Expired or cancelled: recorded as expired unless a person's

@@ -84,6 +84,16 @@ void core_task_set_state(fb_core *c, core_task *t, fb_task_state s)
 
 /* ---- reading -------------------------------------------------------------------------- */
 
+void core_task_timedwait(fb_core *c, core_task *t, uint64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + (ms % 1000) * 1000000ull;
+    ts.tv_sec += (time_t)(ms / 1000 + ns / 1000000000ull);
+    ts.tv_nsec = (long)(ns % 1000000000ull);
+    pthread_cond_timedwait(&t->cond, &c->tasks.lock, &ts);
+}
+
 static bool live_ended(const core_task *t)
 {
     return fb_task_state_final(t->state) && (!t->has_thread || t->thread_done);
@@ -106,16 +116,7 @@ static int next_live(fb_core *c, core_task *t, uint64_t after, json_t **ev, int 
         uint64_t now = fb_time_monotonic_ns();
         if (now >= deadline)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t wait = deadline - now;
-        ts.tv_sec += (time_t)(wait / 1000000000ull);
-        ts.tv_nsec += (long)(wait % 1000000000ull);
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&t->cond, &c->tasks.lock, &ts);
+        core_task_timedwait(c, t, (deadline - now + 999999) / 1000000);
     }
     pthread_mutex_unlock(&c->tasks.lock);
     return 0;

@@ -186,7 +186,7 @@ static void finish(fb_core *c, core_task *t, fb_task_state state, const char *re
 static void release_sandbox(fb_core *c, core_task *t, core_sandbox *s, bool keep)
 {
     uint64_t ttl = c->cfg->tasks.ttl_s;
-    if (keep && ttl > 0 && !c->stopping) {
+    if (keep && ttl > 0) {
         sandbox_keep(c, s, ttl);
         pthread_mutex_lock(&c->tasks.lock);
         t->keep_until_ns = fb_time_monotonic_ns() + ttl * 1000000000ull;
@@ -235,10 +235,12 @@ void *core_task_main(void *arg)
         fb_llm_provider_free(p);
         give_slot(c);
     }
-    bool requested = atomic_load(&t->cancel) && t->cancelled_by_request;
+    pthread_mutex_lock(&c->tasks.lock);
+    bool requested = atomic_load(&t->cancel) && t->cancelled_by_request, stopping = c->tasks.stopping;
+    pthread_mutex_unlock(&c->tasks.lock);
     if (!ran)
         out.state = atomic_load(&t->cancel) ? FB_TASK_CANCELLED : FB_TASK_FAILED;
-    if (c->stopping && out.state == FB_TASK_CANCELLED && !requested) {
+    if (stopping && out.state == FB_TASK_CANCELLED && !requested) {
         /* Left unfinished in the store on purpose: see the top comment. */
     } else if (out.state == FB_TASK_CANCELLED) {
         finish(c, t, FB_TASK_CANCELLED, out.result, "cancelled by request");
@@ -246,7 +248,7 @@ void *core_task_main(void *arg)
         finish(c, t, out.state, out.result, ran ? out.error : why);
     }
     if (s)
-        release_sandbox(c, t, s, out.state == FB_TASK_SUCCEEDED);
+        release_sandbox(c, t, s, out.state == FB_TASK_SUCCEEDED && !stopping);
     if (!s || out.state != FB_TASK_SUCCEEDED) {
         pthread_mutex_lock(&c->tasks.lock);
         t->keep_until_ns = fb_time_monotonic_ns() + 60ull * 1000000000ull;

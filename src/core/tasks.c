@@ -80,7 +80,7 @@ int core_task_record(const core_task *t, fb_task_record *r)
     r->prompt = strdup(t->prompt);
     r->system = t->system ? strdup(t->system) : NULL;
     r->tools = dump(fb_toolset_to_json(t->tools));
-    r->approvals = dump(fb_toolset_to_json(t->approvals));
+    r->approvals = dump(fb_toolset_to_json(t->held)); /* what is held: the org's forced ones too */
     r->network = t->has_network ? dump(network_json(&t->network)) : NULL;
     r->limits = dump(limits_json(&t->limits));
     r->usage = dump(usage_json(&t->usage));
@@ -340,7 +340,7 @@ int fb_core_task_create(fb_core *c, fb_caller *caller, const fb_task_spec *spec,
         fb_core_permit(c, caller, FB_PERM_SANDBOXES_CREATE, "tasks", caller->who.team_id, err) < 0 ||
         check_spec(c, spec, err) < 0)
         return -1;
-    if (c->stopping)
+    if (c->stopping || c->tasks.stopping)
         return fb_core_fail(err, FB_CORE_UNAVAILABLE, "the gateway is shutting down");
     core_task *t = task_new(caller, spec, c->cfg);
     if (!t)
@@ -515,14 +515,7 @@ static void wait_ended(fb_core *c, core_task *t, int seconds)
     uint64_t until = fb_time_monotonic_ns() + (uint64_t)seconds * 1000000000ull;
     pthread_mutex_lock(&c->tasks.lock);
     while (!(fb_task_state_final(t->state) && t->thread_done) && fb_time_monotonic_ns() < until) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&t->cond, &c->tasks.lock, &ts);
+        core_task_timedwait(c, t, 100);
     }
     pthread_mutex_unlock(&c->tasks.lock);
 }
@@ -578,14 +571,22 @@ int fb_core_task_message(fb_core *c, fb_caller *caller, fb_task_ref *ref, const 
     const char *why = NULL;
     core_sandbox *s = NULL;
     if (t) {
+        /* Claimed under the lock (QUEUED), so that two follow-ups cannot
+         * both start a run, nor the sweep let the task go meanwhile. */
         pthread_mutex_lock(&c->tasks.lock);
         if (t->state != FB_TASK_SUCCEEDED || !t->thread_done)
             why = t->state == FB_TASK_SUCCEEDED || !fb_task_state_final(t->state)
                       ? "the task is still running"
                       : "only a succeeded task takes follow-up messages";
+        else
+            t->state = FB_TASK_QUEUED;
         pthread_mutex_unlock(&c->tasks.lock);
-        if (!why && !(s = core_registry_get(&c->reg, t->sandbox_id)))
+        if (!why && !(s = core_registry_get(&c->reg, t->sandbox_id))) {
             why = "the task's sandbox is gone (tasks.ttl_s has passed)";
+            pthread_mutex_lock(&c->tasks.lock);
+            t->state = FB_TASK_SUCCEEDED;
+            pthread_mutex_unlock(&c->tasks.lock);
+        }
     } else {
         why = "the task's sandbox is gone (tasks.ttl_s has passed)";
     }
@@ -600,11 +601,14 @@ int fb_core_task_message(fb_core *c, fb_caller *caller, fb_task_ref *ref, const 
     int added = fb_llm_conv_add_user(&t->conv, content);
     if (added == 0) {
         t->sb = s;
-        t->state = FB_TASK_QUEUED;
         t->error[0] = '\0';
         t->finished_at[0] = '\0';
+        free(t->result);
+        t->result = NULL;
         atomic_store(&t->cancel, false);
         t->cancelled_by_request = false;
+    } else {
+        t->state = FB_TASK_SUCCEEDED;
     }
     pthread_mutex_unlock(&c->tasks.lock);
     if (added < 0) {
@@ -657,6 +661,7 @@ void core_tasks_recover(fb_core *c)
 void core_tasks_shutdown(fb_core *c)
 {
     pthread_mutex_lock(&c->tasks.lock);
+    c->tasks.stopping = true;
     for (size_t i = 0; i < c->tasks.n; i++) {
         atomic_store(&c->tasks.items[i]->cancel, true);
         pthread_cond_broadcast(&c->tasks.items[i]->cond);

@@ -8,6 +8,7 @@
  *     store/identity.h    org, teams, users, API keys
  *     store/sandboxes.h   the records of sandboxes a gateway runs
  *     store/audit_log.h   the rows of the hash-chained audit log
+ *     store/tasks.h       tasks, their transcript events and approvals
  *
  * An fb_store dispatches every call through a table of operations
  * (store/backend.h); today the one implementation is SQLite (a WAL database
