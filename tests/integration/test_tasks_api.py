@@ -322,9 +322,6 @@ def test_org_policy_forces_an_approval_the_request_did_not_ask(env):
     assert [a["state"] for a in env.dev.task_approvals(t["id"])["approvals"]] == ["approved"]
 
 
-@pytest.mark.xfail(strict=True, reason="task service (wip-service): the task's \"approvals\" shows only the "
-                   "requested tools, not those tasks.require_approval forces (held = approvals | "
-                   "require_approval is enforced but not shown); docs/openapi.yaml says it includes them")
 def test_the_task_shows_the_approvals_org_policy_forces(env):
     env.script(say("nothing to do"))
     t = env.create(tools=["git", "bash"], approvals=["bash"])
