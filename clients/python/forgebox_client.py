@@ -407,7 +407,8 @@ class Client:
         its seq (as text).  From the start (or after the event whose seq is
         `after`), then live, until the task has ended and its last event is
         out.  A connection that breaks before that is resumed where it
-        stopped (Last-Event-ID), up to `reconnect` times in a row."""
+        stopped (Last-Event-ID), up to `reconnect` times in a row; then
+        ApiError(200, "stream_ended", ...) is raised."""
         return TaskEventStream(self, task_id, after, reconnect)
 
     def _open_task_events(self, task_id, after):
@@ -619,7 +620,8 @@ class TaskEventStream:
     {seq, type, at, data}; last_id is the seq of the last event handed out.
     It ends when the gateway ends the stream (the task has ended and every
     event is out).  A connection that breaks before a final "state" event
-    is reopened after last_id (bounded).  close() disconnects."""
+    is reopened after last_id, up to `reconnect` times in a row; after
+    that ApiError("stream_ended").  close() disconnects."""
 
     def __init__(self, client, task_id, after, reconnect):
         self._client = client
@@ -678,9 +680,13 @@ class TaskEventStream:
             # follow-up message would start a new stream.
             if self._conn is not None:
                 self._conn.close()
-            if self._ended or failures >= self._reconnect:
+            if self._ended:
                 self._done = True
                 break
+            if failures >= self._reconnect:
+                self._done = True
+                raise ApiError(200, "stream_ended", "the task's event stream ended %d times in a row before the "
+                               "task did (last event %s)" % (failures + 1, self.last_id), self.request_id)
             failures += 1
             self._connect()
         raise StopIteration

@@ -709,6 +709,10 @@ def test_task_events_from_a_position_and_errors(server, client):
 
 def test_task_events_give_up_when_the_gateway_keeps_ending_early(server, client):
     server.task_events = [ev(1, "state", state="running")]
-    got = list(client.task_events("tk-1", reconnect=2))
-    assert [e.data["seq"] for e in got] == [1]
+    got = []
+    with pytest.raises(ApiError) as e:
+        for x in client.task_events("tk-1", reconnect=2):
+            got.append(x)
+    assert e.value.code == "stream_ended" and "last event 1" in e.value.message
+    assert [x.data["seq"] for x in got] == [1]
     assert len([r for r in server.requests if r[1] == "/v1/tasks/tk-1/events"]) == 3
