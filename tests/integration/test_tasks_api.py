@@ -366,6 +366,36 @@ def test_bad_create_requests_are_400(env, body, needle):
     assert env.fake.requests == []
 
 
+def test_statuses_are_the_documented_ones(env):
+    """Each answer's status is one docs/openapi.yaml lists for its route."""
+    import yaml
+    doc = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "openapi.yaml")))
+
+    def check(method, route, st):
+        assert str(st) in doc["paths"][route][method.lower()]["responses"], (method, route, st)
+
+    env.script(tools(call("bash", {"command": "sleep 30"}, "s1")))
+    st, _, t = raw_create(env.dev, dict(GOOD, tools=["bash"]))
+    assert st == 201
+    check("POST", "/v1/tasks", st)
+    tid = t["id"]
+    wait_for_event(env.dev, tid, "tool_call")
+    for method, path, route, body, want in [
+            ("GET", "/v1/tasks", "/v1/tasks", None, 200),
+            ("GET", f"/v1/tasks/{tid}", "/v1/tasks/{id}", None, 200),
+            ("GET", f"/v1/tasks/{tid}/approvals", "/v1/tasks/{id}/approvals", None, 200),
+            ("POST", f"/v1/tasks/{tid}/approvals/ap_0000000000000000", "/v1/tasks/{id}/approvals/{aid}",
+             {"decision": "approve"}, 404),
+            ("POST", f"/v1/tasks/{tid}/messages", "/v1/tasks/{id}/messages", {"content": "x"}, 409),
+            ("POST", f"/v1/tasks/{tid}/cancel", "/v1/tasks/{id}/cancel", None, 200),
+            ("POST", f"/v1/tasks/{tid}/cancel", "/v1/tasks/{id}/cancel", None, 409),
+            ("GET", f"/v1/tasks/{tid}/events?after=x", "/v1/tasks/{id}/events", None, 400)]:
+        who = env.dev2 if "/approvals/" in path else env.dev     # the creator may not decide at all
+        st, _, _ = who.request(method, path, body=json.dumps(body) if body else None, raw=True)
+        assert st == want, (method, path, st)
+        check(method, route, st)
+
+
 def test_oversized_prompt_is_400_and_oversized_body_413(env):
     st, _, data = raw_create(env.dev, dict(GOOD, prompt="x" * (256 * 1024 + 1)))
     assert st == 400 and data["error"]["code"] == "bad_request", data
