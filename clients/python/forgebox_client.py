@@ -618,9 +618,9 @@ class TaskEventStream:
     """The events of one task (Client.task_events).  Iterate it for
     Event(type, event, id) tuples, event being the whole event object
     {seq, type, at, data}; last_id is the seq of the last event handed out.
-    It ends when the gateway ends the stream (the task has ended and every
-    event is out).  A connection that breaks before a final "state" event
-    is reopened after last_id, up to `reconnect` times in a row; after
+    It ends when the gateway ends the stream and the task has ended (a
+    final "state" event went by, or the task says so).  A connection that
+    breaks before that is reopened after last_id, up to `reconnect` times in a row; after
     that ApiError("stream_ended").  close() disconnects."""
 
     def __init__(self, client, task_id, after, reconnect):
@@ -662,10 +662,11 @@ class TaskEventStream:
     def __next__(self):
         failures = 0
         while not self._done:
+            broken = False
             try:
                 ev = next(self._events, None)
             except (OSError, http.client.HTTPException):
-                ev = None
+                ev, broken = None, True
                 if self._ended:
                     raise
             if ev is not None:
@@ -680,6 +681,10 @@ class TaskEventStream:
             # follow-up message would start a new stream.
             if self._conn is not None:
                 self._conn.close()
+            if not self._ended and not broken:
+                # The gateway ended the stream on purpose without a final
+                # state in it (e.g. resumed after the last event): ask.
+                self._ended = self._client.get_task(self.task_id)["state"] in TASK_FINAL_STATES
             if self._ended:
                 self._done = True
                 break

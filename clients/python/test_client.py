@@ -40,6 +40,7 @@ class Fake:
         self.rate_limited = False
         self.task_events = []       # event objects {seq, type, at, data} of task tk-1
         self.cut_after = None       # the first events stream breaks after this seq
+        self.task_state = None      # what GET /v1/tasks/tk-1 says (None: succeeded after 3 requests)
         self.lock = threading.Lock()
 
     def next_id(self, prefix):
@@ -214,7 +215,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 return self._error(404, "not_found", "no such task")
             rest = "/".join(parts[4:])
             if rest == "" and method == "GET":
-                state = "succeeded" if len(self.fake.requests) > 3 else "running"
+                state = self.fake.task_state or ("succeeded" if len(self.fake.requests) > 3 else "running")
                 return self._json(200, {"id": tid, "state": state})
             if rest == "events" and method == "GET":
                 return self._task_stream(int(self.headers.get("Last-Event-ID") or 0))
@@ -707,8 +708,17 @@ def test_task_events_from_a_position_and_errors(server, client):
     assert e.value.status == 404 and e.value.code == "not_found"
 
 
+def test_task_events_after_the_last_event_of_an_ended_task(server, client):
+    server.task_events = [ev(1, "state", state="running"), ev(2, "state", state="succeeded")]
+    for _ in range(4):
+        server.requests.append(("pad", "", {}, b""))   # the fake's task is succeeded after 3 requests
+    assert list(client.task_events("tk-1", after=2)) == []
+    assert [r[1] for r in server.requests[-2:]] == ["/v1/tasks/tk-1/events", "/v1/tasks/tk-1"]
+
+
 def test_task_events_give_up_when_the_gateway_keeps_ending_early(server, client):
     server.task_events = [ev(1, "state", state="running")]
+    server.task_state = "running"
     got = []
     with pytest.raises(ApiError) as e:
         for x in client.task_events("tk-1", reconnect=2):
