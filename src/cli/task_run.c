@@ -74,6 +74,8 @@ static void task_run_usage(FILE *out)
             "  --system TEXT         the system prompt (default: ForgeBox's own)\n"
             "  --no-stream           ask for whole responses instead of streams\n"
             "  --max-output BYTES    cap on each tool result (default %u)\n"
+            "  --events FILE         append every engine event to FILE as a JSON line\n"
+            "                        ({\"type\", \"data\"}: text, tool_call, tool_result, usage)\n"
             "  --image DIR, --state-dir DIR   as for forgebox run\n"
             "  -q, --quiet           no notes on stderr\n"
             "\n"
@@ -93,7 +95,53 @@ static int bad_usage(const char *fmt, const char *arg)
 struct view {
     bool text_open;     /* the model's text did not end with a newline yet */
     fb_toolset approve;
+    FILE *events;       /* --events: every engine event as a JSON line */
+    bool tty;           /* stdout is a terminal: the model's text is made safe too */
 };
+
+static void log_event(struct view *v, const char *type, json_t *data)
+{
+    if (!v->events)
+        return;
+    json_t *line = json_pack("{sssO}", "type", type, "data", data);
+    if (line && json_dumpf(line, v->events, JSON_COMPACT) == 0)
+        fputc('\n', v->events);
+    fflush(v->events);
+    json_decref(line);
+}
+
+/* Text from the model or a tool, made safe for a terminal: control bytes
+ * other than newline and tab, DEL and the C1 controls (U+0080-U+009F)
+ * are shown as escapes, so that output a prompt injection put there
+ * cannot drive the operator's terminal (retitle it, write the clipboard,
+ * hide lines).  malloc'd; NULL when out of memory. */
+static char *term_safe(const char *s, size_t n, size_t *outlen)
+{
+    char *out = malloc(n * 6 + 1);
+    size_t o = 0;
+    for (size_t i = 0; out && i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == 0xC2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 && (unsigned char)s[i + 1] <= 0x9F)
+            o += (size_t)sprintf(out + o, "\\u%04x", (unsigned char)s[++i]);
+        else if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7F)
+            o += (size_t)sprintf(out + o, "\\x%02x", c);
+        else
+            out[o++] = (char)c;
+    }
+    if (out)
+        out[o] = '\0';
+    *outlen = o;
+    return out;
+}
+
+/* fprintf(f, fmt, safe text): fmt has one %s. */
+static void put_safe(FILE *f, const char *fmt, const char *s, size_t n)
+{
+    size_t len = 0;
+    char *safe = term_safe(s ? s : "", s ? n : 0, &len);
+    fprintf(f, fmt, safe ? safe : "(out of memory)");
+    free(safe);
+}
 
 static void end_text(struct view *v)
 {
@@ -110,7 +158,7 @@ static void show_output(const char *s)
     while (shown < len && lines < SHOW_LINES && shown < SHOW_BYTES) {
         const char *nl = memchr(s + shown, '\n', len - shown);
         size_t n = nl ? (size_t)(nl - (s + shown)) : len - shown;
-        fprintf(stderr, "    %.*s\n", (int)n, s + shown);
+        put_safe(stderr, "    %s\n", s + shown, n);
         shown += n + (nl != NULL);
         lines++;
     }
@@ -121,24 +169,31 @@ static void show_output(const char *s)
 static void on_event(void *user, const char *type, json_t *data)
 {
     struct view *v = user;
+    log_event(v, type, data);
     if (strcmp(type, "text") == 0) {
         const char *d = json_string_value(json_object_get(data, "delta"));
         size_t n = d ? strlen(d) : 0;
         if (n) {
-            (void)fb_write_all(STDOUT_FILENO, d, n);
+            size_t len = n;
+            char *safe = v->tty ? term_safe(d, n, &len) : NULL;
+            (void)fb_write_all(STDOUT_FILENO, safe ? safe : d, len);
+            free(safe);
             v->text_open = d[n - 1] != '\n';
         }
     } else if (strcmp(type, "tool_call") == 0) {
         end_text(v);
         char *in = json_dumps(json_object_get(data, "input"), JSON_COMPACT | JSON_ENCODE_ANY);
         size_t inlen = in ? strlen(in) : 0;
-        fprintf(stderr, "[tool] %s %.*s%s\n", json_string_value(json_object_get(data, "tool")),
-                SHOW_INPUT, in ? in : "null", inlen > SHOW_INPUT ? "..." : "");
+        const char *tool = json_string_value(json_object_get(data, "tool"));
+        put_safe(stderr, "[tool] %s ", tool, tool ? strlen(tool) : 0);
+        put_safe(stderr, "%s", in ? in : "null", inlen > SHOW_INPUT ? SHOW_INPUT : inlen);
+        fprintf(stderr, "%s\n", inlen > SHOW_INPUT ? "..." : "");
         free(in);
     } else if (strcmp(type, "tool_result") == 0) {
         bool err = json_is_true(json_object_get(data, "is_error"));
-        fprintf(stderr, "[result] %s%s\n", json_string_value(json_object_get(data, "tool")),
-                err ? " (error)" : "");
+        const char *tool = json_string_value(json_object_get(data, "tool"));
+        put_safe(stderr, "[result] %s", tool, tool ? strlen(tool) : 0);
+        fprintf(stderr, "%s\n", err ? " (error)" : "");
         show_output(json_string_value(json_object_get(data, "output")));
     } else {
         end_text(v);
@@ -182,7 +237,8 @@ static fb_verdict on_authorize(void *user, const fb_llm_tool_call *call, int too
         return FB_ALLOW; /* the engine refuses what was not offered */
     end_text(v);
     char *in = call->input ? json_dumps(call->input, JSON_COMPACT) : NULL;
-    fprintf(stderr, "approve %s %s? [y/N] ", call->name, in ? in : "(invalid arguments)");
+    put_safe(stderr, "approve %s ", call->name, strlen(call->name));
+    put_safe(stderr, "%s? [y/N] ", in ? in : "(invalid arguments)", in ? strlen(in) : 19);
     fflush(stderr);
     free(in);
     char answer[64];
@@ -203,7 +259,7 @@ static fb_verdict on_authorize(void *user, const fb_llm_tool_call *call, int too
 /* ---- the verb ----------------------------------------------------------------------- */
 
 struct task_opts {
-    const char *provider, *model, *config, *system, *prompt;
+    const char *provider, *model, *config, *system, *prompt, *events;
     fb_toolset tools, approve;
     bool tools_set, no_stream, quiet;
     fb_engine_limits limits;
@@ -225,7 +281,7 @@ static int parse_tool(const char *arg, fb_toolset *set, const char *flag)
 static int parse_args(int argc, char **argv, struct task_opts *o, fb_cli_box *box)
 {
     enum { O_PROVIDER = 1, O_MODEL, O_TOOL, O_APPROVE, O_TURNS, O_TOKENS, O_CALLS, O_TIMEOUT, O_BACKEND,
-           O_ALLOW_NET, O_CONFIG, O_SYSTEM, O_NO_STREAM, O_MAXOUT, O_IMAGE, O_STATE, O_HELP };
+           O_ALLOW_NET, O_CONFIG, O_SYSTEM, O_NO_STREAM, O_MAXOUT, O_IMAGE, O_STATE, O_EVENTS, O_HELP };
     static const struct option opts[] = {
         {"provider", required_argument, NULL, O_PROVIDER}, {"model", required_argument, NULL, O_MODEL},
         {"tool", required_argument, NULL, O_TOOL},         {"approve", required_argument, NULL, O_APPROVE},
@@ -237,12 +293,13 @@ static int parse_args(int argc, char **argv, struct task_opts *o, fb_cli_box *bo
         {"no-stream", no_argument, NULL, O_NO_STREAM},     {"max-output", required_argument, NULL, O_MAXOUT},
         {"image", required_argument, NULL, O_IMAGE},       {"state-dir", required_argument, NULL, O_STATE},
         {"quiet", no_argument, NULL, 'q'},                 {"help", no_argument, NULL, O_HELP},
+        {"events", required_argument, NULL, O_EVENTS},
         {NULL, 0, NULL, 0},
     };
     fb_err err = {{0}};
     opterr = 0;
     optind = 1;
-    for (int c; (c = getopt_long(argc, argv, "+q", opts, NULL)) != -1;) {
+    for (int c; (c = getopt_long(argc, argv, "q", opts, NULL)) != -1;) {
         switch (c) {
         case O_PROVIDER: o->provider = optarg; break;
         case O_MODEL: o->model = optarg; break;
@@ -289,6 +346,7 @@ static int parse_args(int argc, char **argv, struct task_opts *o, fb_cli_box *bo
             break;
         case O_IMAGE: box->image_flag = optarg; break;
         case O_STATE: box->state_flag = optarg; break;
+        case O_EVENTS: o->events = optarg; break;
         case 'q': o->quiet = true; break;
         case O_HELP:
             task_run_usage(stdout);
@@ -352,21 +410,23 @@ static int task_run(int argc, char **argv)
     if (rc != 0)
         return rc < 0 ? 0 : rc;
 
+    struct view v = {.approve = o.approve, .tty = isatty(STDOUT_FILENO)};
+    if (o.events && !(v.events = fopen(o.events, "ae"))) {
+        fprintf(stderr, "forgebox: cannot open %s: %s\n", o.events, strerror(errno));
+        return FB_EXIT_USAGE;
+    }
     static fb_config conf;
     fb_llm_provider *provider = NULL;
     if ((rc = open_provider(&o, &conf, &provider)) != 0)
-        return rc;
+        goto done;
     fb_cli_catch_signals(on_signal);
     rc = fb_cli_box_up(&box, &conf, o.quiet);
     fb_config_free(&conf);
-    if (rc != 0) {
-        fb_llm_provider_free(provider);
-        return rc;
-    }
+    if (rc != 0)
+        goto done;
 
     fb_llm_conv conv;
     fb_llm_conv_init(&conv);
-    struct view v = {.approve = o.approve};
     fb_engine_usage usage = {0};
     fb_engine_run run = {.provider = provider, .model = o.model, .no_stream = o.no_stream, .tools = o.tools,
                          .sandbox = box.sb, .network = box.net.grant.count > 0, .max_tool_output = o.max_output,
@@ -388,7 +448,10 @@ static int task_run(int argc, char **argv)
     fb_engine_outcome_free(&out);
     fb_llm_conv_free(&conv);
     fb_cli_box_down(&box);
+done:
     fb_llm_provider_free(provider);
+    if (v.events)
+        fclose(v.events);
     return rc;
 }
 

@@ -299,6 +299,21 @@ def test_sigint_during_an_approval_wait(fake, tmp_path):
     assert "[result] bash (error)\n    not run: the task ended\n" in err.read_text()
 
 
+def test_sigint_during_a_provider_call(fake, tmp_path):
+    cfg = write_config(tmp_path, "anthropic", fake.url)
+    fake.script = [{"text": "a long and slow answer", "stall": 30}]
+    p, err = spawn_task(cfg, tmp_path)
+    deadline = time.monotonic() + 20
+    while not fake.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the stream has started and stalls
+    start = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    assert finish(p) == 128 + signal.SIGINT, err.read_text()
+    assert time.monotonic() - start < 5
+    assert "forgebox: task cancelled: cancelled (0 turns, 0 tool calls" in err.read_text()
+
+
 def test_timeout_during_an_approval_wait(fake, tmp_path):
     cfg = write_config(tmp_path, "openai", fake.url)
     fake.script = [{"tool_calls": [call("s1", "bash", command="echo hi")]}]
@@ -508,3 +523,53 @@ def test_timeout_interrupts_a_stalled_provider(fake, tmp_path, kind):
     assert r.rc == EXIT_BUDGET, r
     assert "task budget_exceeded: timeout_s (2) reached (0 turns" in r.stderr, r
     assert took < 15, took
+
+
+def test_prompt_before_options_and_after_double_dash(fake, tmp_path):
+    cfg = write_config(tmp_path, "openai", fake.url)
+    fake.script = [{"text": "first"}, {"text": "second"}]
+    env = {"FB_TEST_LLM_KEY": KEY}
+    r = forgebox("task", "run", "fix the bug", "--backend", "jail", "--config", cfg,
+                 "--provider", "p1", "--model", "m1", env=env)
+    assert r.rc == 0, r
+    r = forgebox("task", "run", "--backend", "jail", "--config", cfg, "--provider", "p1",
+                 "--model", "m1", "--", "-v is broken", env=env)
+    assert r.rc == 0, r
+    assert [q["body"]["messages"][-1]["content"] for q in fake.requests] == ["fix the bug",
+                                                                             "-v is broken"]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_event_stream(fake, tmp_path, stream):
+    # What a host of the engine receives, in order (--events writes it out).
+    cfg = write_config(tmp_path, "anthropic", fake.url)
+    fake.script = [{"text": "Hi", "pieces": 1, "usage": [5, 3],
+                    "tool_calls": [call("c1", "bash", command="echo x")]},
+                   {"text": "Bye", "pieces": 2, "usage": [8, 2]}]
+    events = tmp_path / "events.jsonl"
+    r = task(cfg, "--events", str(events), *([] if stream else ["--no-stream"]))
+    assert r.rc == 0, r
+    got = [json.loads(line) for line in events.read_text().splitlines()]
+    texts = (["H", "i"], ["By", "e"]) if stream else (["Hi"], ["Bye"])
+    assert got == (
+        [{"type": "text", "data": {"delta": d}} for d in texts[0]] +
+        [{"type": "tool_call", "data": {"call_id": "c1", "tool": "bash", "input": {"command": "echo x"}}},
+         {"type": "tool_result", "data": {"call_id": "c1", "tool": "bash", "output": "x\n[exit code: 0]",
+                                          "is_error": False}},
+         {"type": "usage", "data": {"input_tokens": 5, "output_tokens": 3, "turns": 1, "tool_calls": 1}}] +
+        [{"type": "text", "data": {"delta": d}} for d in texts[1]] +
+        [{"type": "usage", "data": {"input_tokens": 13, "output_tokens": 5, "turns": 2, "tool_calls": 1}}])
+
+
+def test_terminal_escapes_in_tool_output_are_shown_not_obeyed(fake, tmp_path):
+    # A file planted by a prompt injection: the operator's terminal must not
+    # execute its escape sequences (set the title, write the clipboard); the
+    # model still gets the bytes as they are.
+    cfg = write_config(tmp_path, "openai", fake.url)
+    fake.script = [{"tool_calls": [call("t1", "bash", command="printf 'a\\033]52;c;cHduZWQ=\\007b\\302\\233c'")]},
+                   {"text": "ok"}]
+    r = task(cfg)
+    assert r.rc == 0, r
+    assert results(fake.requests[1])["t1"][0] == "a\x1b]52;c;cHduZWQ=\x07b\x9bc\n[exit code: 0]"
+    assert "[result] bash\n    a\\x1b]52;c;cHduZWQ=\\x07b\\u009bc\n" in r.stderr, r
+    assert "\x1b" not in r.stderr and "\x07" not in r.stderr and "\x9b" not in r.stderr
