@@ -7,3 +7,4 @@ cd "$(dirname "$0")/.."
 /usr/bin/python3 bench/bench.py "$@"
 /usr/bin/python3 bench/gateway.py
 /usr/bin/python3 bench/egress.py
+/usr/bin/python3 bench/tasks.py

@@ -21,6 +21,15 @@ API it speaks is docs/openapi.yaml; every method here is one route there.
     finally:
         fb.delete_sandbox(sb["id"])
 
+    # A task: a model working through tools in a sandbox of its own.
+    t = fb.create_task("List the files", provider="local", model="qwen2.5-coder",
+                       tools=["bash", "file_read"], approvals=["bash"],
+                       limits={"max_turns": 10})
+    for ev in fb.task_events(t["id"]):          # replay, then live, until it ends
+        if ev.event == "approval_required":
+            fb.decide_approval(t["id"], ev.data["data"]["approval_id"], "approve")
+    print(fb.wait_task(t["id"])["result"])
+
 Any answer with a status of 400 or more raises ApiError(status, code,
 message, request_id).  The API key is sent in the Authorization header and
 appears nowhere else: not in exceptions, reprs or the object's attributes.
@@ -29,13 +38,18 @@ appears nowhere else: not in exceptions, reprs or the object's attributes.
 import http.client
 import json
 import ssl
+import time
 import urllib.parse
 
-__all__ = ["Client", "ApiError", "Response", "Event", "ExecStream"]
+__all__ = ["Client", "ApiError", "Response", "Event", "ExecStream", "TaskEventStream", "TASK_FINAL_STATES"]
 
 # Longest SSE line accepted; a stream line longer than this is an error,
 # not unbounded memory.
 MAX_SSE_LINE = 16 * 1024 * 1024
+
+# The states in which a task has ended (docs/tasks.md).  A succeeded task
+# may still take a follow-up message, which runs it again.
+TASK_FINAL_STATES = frozenset({"succeeded", "failed", "cancelled", "budget_exceeded"})
 
 
 class ApiError(Exception):
@@ -352,6 +366,108 @@ class Client:
         return self._call("GET", "/v1/sandboxes/%s/files?%s" % (_quote(sandbox_id), q),
                           headers={"Accept": "application/octet-stream"}, want="bytes")
 
+    # ---- tasks -------------------------------------------------------------
+
+    def create_task(self, prompt, provider, model, system=None, backend=None, tools=None,
+                    approvals=None, network=None, limits=None):
+        """Creates and starts a task (201): a model (provider, a name under
+        the gateway's `providers:`, and model) working on prompt with tools
+        (a list of tool names; None: bash and the file tools the key may
+        grant) in a sandbox of its own.  approvals: tools whose calls wait
+        for a person.  network: a list of hosts (or {"allow": [...]}) the
+        task's sandbox may reach through the egress proxy.  limits: {max_turns,
+        max_tokens, timeout_s, max_tool_calls} (absent ones: the defaults).
+        Returns the Task."""
+        body = {"prompt": prompt, "provider": provider, "model": model}
+        if system is not None:
+            body["system"] = system
+        if backend is not None:
+            body["backend"] = backend
+        if tools is not None:
+            body["tools"] = list(tools)
+        if approvals is not None:
+            body["approvals"] = list(approvals)
+        if network is not None:
+            body["network"] = dict(network) if isinstance(network, dict) else {"allow": list(network)}
+        if limits is not None:
+            body["limits"] = dict(limits)
+        return self._call("POST", "/v1/tasks", body=body)
+
+    def list_tasks(self):
+        """{"tasks": [Task, ...]}: the caller's team's, newest first."""
+        return self._call("GET", "/v1/tasks")
+
+    def get_task(self, task_id):
+        """The Task: {id, state, result, error, usage, provider, model, ...}."""
+        return self._call("GET", "/v1/tasks/" + _quote(task_id))
+
+    def task_events(self, task_id, after=None, reconnect=3):
+        """The task's transcript as a TaskEventStream of Event(type, event,
+        id): event is the whole event object {seq, type, at, data} and id
+        its seq (as text).  From the start (or after the event whose seq is
+        `after`), then live, until the task has ended and its last event is
+        out.  A connection that breaks before that is resumed where it
+        stopped (Last-Event-ID), up to `reconnect` times in a row; then
+        ApiError(200, "stream_ended", ...) is raised."""
+        return TaskEventStream(self, task_id, after, reconnect)
+
+    def _open_task_events(self, task_id, after):
+        headers = {"Accept": "text/event-stream"}
+        if after is not None:
+            headers["Last-Event-ID"] = str(after)
+        # A stream may be quiet for as long as a tool runs or a person
+        # decides: no read timeout beyond the client's own.
+        return self._open("GET", "/v1/tasks/%s/events" % _quote(task_id), None, headers)
+
+    def task_approvals(self, task_id):
+        """{"approvals": [Approval, ...]}: {id, tool, input, state:
+        pending|approved|denied|expired, ...}."""
+        return self._call("GET", "/v1/tasks/%s/approvals" % _quote(task_id))
+
+    def decide_approval(self, task_id, approval_id, decision, reason=None):
+        """Decides a held tool call: decision "approve" or "deny" (also
+        True/False).  Returns the Approval as decided."""
+        if decision is True:
+            decision = "approve"
+        elif decision is False:
+            decision = "deny"
+        if decision not in ("approve", "deny"):
+            raise ValueError("decision must be 'approve' or 'deny'")
+        body = {"decision": decision}
+        if reason is not None:
+            body["reason"] = reason
+        return self._call("POST", "/v1/tasks/%s/approvals/%s" % (_quote(task_id), _quote(approval_id)),
+                          body=body)
+
+    def approve(self, task_id, approval_id, reason=None):
+        return self.decide_approval(task_id, approval_id, "approve", reason)
+
+    def deny(self, task_id, approval_id, reason=None):
+        return self.decide_approval(task_id, approval_id, "deny", reason)
+
+    def cancel_task(self, task_id):
+        """Stops a task that has not ended; returns the Task (cancelled).
+        An ended task is 409 conflict."""
+        return self._call("POST", "/v1/tasks/%s/cancel" % _quote(task_id))
+
+    def send_task_message(self, task_id, content):
+        """A follow-up message to a succeeded task whose sandbox is still
+        kept: the same conversation continues in the same sandbox.  Returns
+        the Task (running again)."""
+        return self._call("POST", "/v1/tasks/%s/messages" % _quote(task_id), body={"content": content})
+
+    def wait_task(self, task_id, timeout=300, states=TASK_FINAL_STATES, poll=0.1):
+        """Polls until the task is in one of `states` (default: ended) and
+        returns it; TimeoutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            t = self.get_task(task_id)
+            if t["state"] in states:
+                return t
+            if time.monotonic() >= deadline:
+                raise TimeoutError("task %s still %s after %ss" % (task_id, t["state"], timeout))
+            time.sleep(poll)
+
     # ---- identity --------------------------------------------------------
 
     def create_key(self, name, scopes, expires_at=None, user_id=None):
@@ -494,6 +610,107 @@ class ExecStream:
     def __del__(self):
         try:
             self._conn.close()
+        except Exception:
+            pass
+
+
+class TaskEventStream:
+    """The events of one task (Client.task_events).  Iterate it for
+    Event(type, event, id) tuples, event being the whole event object
+    {seq, type, at, data}; last_id is the seq of the last event handed out.
+    It ends when the gateway ends the stream and the task has ended (a
+    final "state" event went by, or the task says so).  A connection that
+    breaks before that is reopened after last_id, up to `reconnect` times in a row; after
+    that ApiError("stream_ended").  close() disconnects."""
+
+    def __init__(self, client, task_id, after, reconnect):
+        self._client = client
+        self.task_id = task_id
+        self.last_id = None if after is None else str(after)
+        self._reconnect = reconnect
+        self._conn = None
+        self._events = None
+        self._done = False
+        self._ended = False     # a final state event was seen
+        self.request_id = None
+        self._connect()         # errors (401/403/404) are raised here, at once
+
+    def _connect(self):
+        conn, resp = self._client._open_task_events(self.task_id, self.last_id)
+        self.request_id = resp.headers.get("X-Request-Id")
+        try:
+            if resp.status >= 400:
+                raise self._client._error(resp.status, resp.headers, resp.read())
+            if resp.status == 204:      # nothing after last_id: the task has ended
+                conn.close()
+                self._conn, self._events, self._ended = None, iter(()), True
+                return
+            ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
+            if ctype != "text/event-stream":
+                raise ApiError(resp.status, "bad_response",
+                               "expected text/event-stream, got %s" % (ctype or "no Content-Type"),
+                               self.request_id)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        self._events = _sse_events(resp, self.request_id)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        failures = 0
+        while not self._done:
+            broken = False
+            try:
+                ev = next(self._events, None)
+            except (OSError, http.client.HTTPException):
+                ev, broken = None, True
+                if self._ended:
+                    raise
+            if ev is not None:
+                failures = 0
+                if ev.id is not None:
+                    self.last_id = ev.id
+                if isinstance(ev.data, dict) and ev.data.get("type") == "state":
+                    state = (ev.data.get("data") or {}).get("state")
+                    self._ended = state in TASK_FINAL_STATES
+                return ev
+            # The stream ended.  After a final state that is its end; a
+            # follow-up message would start a new stream.
+            if self._conn is not None:
+                self._conn.close()
+            if not self._ended and not broken:
+                # The gateway ended the stream on purpose without a final
+                # state in it (e.g. resumed after the last event): ask.
+                self._ended = self._client.get_task(self.task_id)["state"] in TASK_FINAL_STATES
+            if self._ended:
+                self._done = True
+                break
+            if failures >= self._reconnect:
+                self._done = True
+                raise ApiError(200, "stream_ended", "the task's event stream ended %d times in a row before the "
+                               "task did (last event %s)" % (failures + 1, self.last_id), self.request_id)
+            failures += 1
+            self._connect()
+        raise StopIteration
+
+    def close(self):
+        self._done = True
+        if self._conn is not None:
+            self._conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            if self._conn is not None:
+                self._conn.close()
         except Exception:
             pass
 

@@ -38,6 +38,9 @@ class Fake:
         self.stream_plan = None     # list of bytes chunks, or callables, for SSE
         self.execs = {}             # exec id -> its status
         self.rate_limited = False
+        self.task_events = []       # event objects {seq, type, at, data} of task tk-1
+        self.cut_after = None       # the first events stream breaks after this seq
+        self.task_state = None      # what GET /v1/tasks/tk-1 says (None: succeeded after 3 requests)
         self.lock = threading.Lock()
 
     def next_id(self, prefix):
@@ -202,6 +205,29 @@ class Handler(http.server.BaseHTTPRequestHandler):
                      "reason": "api key", "source_ip": "127.0.0.1", "request_id": "req-0",
                      "prev_hash": "00", "hash": "ab", "query": {k: v[0] for k, v in query.items()}}
             return self._json(200, {"entries": [entry]})
+        if path == "/v1/tasks" and method == "POST":
+            return self._json(201, dict(data, id="tk-1", state="queued"))
+        if path == "/v1/tasks" and method == "GET":
+            return self._json(200, {"tasks": [{"id": "tk-1", "state": "running"}]})
+        if path.startswith("/v1/tasks/"):
+            tid = urllib.parse.unquote(parts[3])
+            if tid != "tk-1":
+                return self._error(404, "not_found", "no such task")
+            rest = "/".join(parts[4:])
+            if rest == "" and method == "GET":
+                state = self.fake.task_state or ("succeeded" if len(self.fake.requests) > 3 else "running")
+                return self._json(200, {"id": tid, "state": state})
+            if rest == "events" and method == "GET":
+                return self._task_stream(int(self.headers.get("Last-Event-ID") or 0))
+            if rest == "approvals" and method == "GET":
+                return self._json(200, {"approvals": [{"id": "ap-1", "state": "pending"}]})
+            if rest.startswith("approvals/") and method == "POST":
+                state = {"approve": "approved", "deny": "denied"}[data["decision"]]
+                return self._json(200, {"id": urllib.parse.unquote(parts[5]), "state": state})
+            if rest == "cancel" and method == "POST":
+                return self._json(200, {"id": tid, "state": "cancelled"})
+            if rest == "messages" and method == "POST":
+                return self._json(200, {"id": tid, "state": "running"})
         if path == "/v1/audit/verify":
             return self._json(200, {"intact": True, "entries": 3, "first_bad_seq": None,
                                     "message": "audit chain intact"})
@@ -225,6 +251,27 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
         self.close_connection = True
+
+    def _task_stream(self, after):
+        """The task's events after `after`; the first stream breaks (no
+        final chunk) after fake.cut_after."""
+        self.send_response(200)
+        self.send_header("X-Request-Id", self._rid())
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.close_connection = True
+        for ev in self.fake.task_events:
+            if ev["seq"] <= after:
+                continue
+            frame = ("id: %d\nevent: %s\ndata: %s\n\n" % (ev["seq"], ev["type"], json.dumps(ev))).encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(frame), frame))
+            self.wfile.flush()
+            if self.fake.cut_after == ev["seq"]:
+                self.fake.cut_after = None
+                return                          # the connection drops mid-stream
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     def do_GET(self):
         self._handle("GET")
@@ -587,3 +634,95 @@ def test_raw_request(server, client):
 
     r = client.request("GET", "/metrics")
     assert r.status == 200 and r.body.startswith(b"# TYPE")
+
+
+# ---- tasks ----------------------------------------------------------------------
+
+
+def ev(seq, type_, **data):
+    return {"seq": seq, "type": type_, "at": "2026-12-02T00:00:00Z", "data": data}
+
+
+def test_create_task_sends_only_what_is_given(server, client):
+    t = client.create_task("fix it", provider="local", model="m", tools=("bash", "file_read"),
+                           approvals=["bash"], network=["pypi.org"], limits={"max_turns": 3})
+    _, path, headers, body = last(server)
+    assert path == "/v1/tasks" and headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"prompt": "fix it", "provider": "local", "model": "m",
+                                "tools": ["bash", "file_read"], "approvals": ["bash"],
+                                "network": {"allow": ["pypi.org"]}, "limits": {"max_turns": 3}}
+    assert t["id"] == "tk-1" and t["state"] == "queued"
+    client.create_task("p", provider="x", model="y", network={"allow": []}, system="be brief", backend="jail")
+    assert json.loads(last(server)[3]) == {"prompt": "p", "provider": "x", "model": "y", "system": "be brief",
+                                           "backend": "jail", "network": {"allow": []}}
+
+
+def test_task_routes(server, client):
+    assert client.list_tasks() == {"tasks": [{"id": "tk-1", "state": "running"}]}
+    assert client.task_approvals("tk-1")["approvals"][0]["id"] == "ap-1"
+    assert client.decide_approval("tk-1", "ap/1", "approve", reason="ok")["state"] == "approved"
+    method, path, _, body = last(server)
+    assert (method, path) == ("POST", "/v1/tasks/tk-1/approvals/ap%2F1")
+    assert json.loads(body) == {"decision": "approve", "reason": "ok"}
+    assert client.deny("tk-1", "ap-1")["state"] == "denied"
+    assert json.loads(last(server)[3]) == {"decision": "deny"}
+    with pytest.raises(ValueError):
+        client.decide_approval("tk-1", "ap-1", "maybe")
+    assert client.cancel_task("tk-1")["state"] == "cancelled"
+    assert last(server)[:2] == ("POST", "/v1/tasks/tk-1/cancel")
+    assert client.send_task_message("tk-1", "more")["state"] == "running"
+    assert json.loads(last(server)[3]) == {"content": "more"}
+    with pytest.raises(ApiError) as e:
+        client.get_task("../keys")
+    assert e.value.status == 404 and last(server)[1] == "/v1/tasks/..%2Fkeys"
+
+
+def test_wait_task_polls_until_final(server, client):
+    t = client.wait_task("tk-1", timeout=10, poll=0.01)
+    assert t["state"] == "succeeded"
+    with pytest.raises(TimeoutError):
+        Client(server.url, api_key=KEY).wait_task("tk-1", timeout=0, states={"nope"})
+
+
+def test_task_events_resume_after_a_broken_connection(server, client):
+    server.task_events = [ev(1, "state", state="running"), ev(2, "text", delta="hi"),
+                          ev(3, "tool_call", call_id="c", tool="bash", input={}),
+                          ev(4, "state", state="succeeded", result="hi")]
+    server.cut_after = 2
+    s = client.task_events("tk-1")
+    got = list(s)
+    assert [e.data["seq"] for e in got] == [1, 2, 3, 4]
+    assert [e.event for e in got] == ["state", "text", "tool_call", "state"]
+    assert got[2].id == "3" and s.last_id == "4"
+    gets = [r for r in server.requests if r[1] == "/v1/tasks/tk-1/events"]
+    assert len(gets) == 2
+    assert "Last-Event-ID" not in gets[0][2] and gets[1][2]["Last-Event-ID"] == "2"
+
+
+def test_task_events_from_a_position_and_errors(server, client):
+    server.task_events = [ev(1, "state", state="running"), ev(2, "state", state="failed", error="x")]
+    assert [e.data["seq"] for e in client.task_events("tk-1", after=1)] == [2]
+    assert last(server)[2]["Last-Event-ID"] == "1"
+    with pytest.raises(ApiError) as e:
+        client.task_events("tk-2")
+    assert e.value.status == 404 and e.value.code == "not_found"
+
+
+def test_task_events_after_the_last_event_of_an_ended_task(server, client):
+    server.task_events = [ev(1, "state", state="running"), ev(2, "state", state="succeeded")]
+    for _ in range(4):
+        server.requests.append(("pad", "", {}, b""))   # the fake's task is succeeded after 3 requests
+    assert list(client.task_events("tk-1", after=2)) == []
+    assert [r[1] for r in server.requests[-2:]] == ["/v1/tasks/tk-1/events", "/v1/tasks/tk-1"]
+
+
+def test_task_events_give_up_when_the_gateway_keeps_ending_early(server, client):
+    server.task_events = [ev(1, "state", state="running")]
+    server.task_state = "running"
+    got = []
+    with pytest.raises(ApiError) as e:
+        for x in client.task_events("tk-1", reconnect=2):
+            got.append(x)
+    assert e.value.code == "stream_ended" and "last event 1" in e.value.message
+    assert [x.data["seq"] for x in got] == [1]
+    assert len([r for r in server.requests if r[1] == "/v1/tasks/tk-1/events"]) == 3

@@ -28,6 +28,8 @@ static void usage(FILE *out)
             "                                  write or check a guest image manifest\n"
             "  audit verify|export [--state-dir DIR]\n"
             "                                  check the audit hash chain, or print it as JSON lines\n"
+            "  task list|show|approve|deny|cancel|events [--url URL]\n"
+            "                                  the tasks of a gateway (`forgebox task --help`)\n"
             "  version                         print the version\n"
             "\n"
             "`forgebox run --help` lists the options of run.\n");
@@ -78,6 +80,9 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "run") == 0)
         return fb_cmd_run(argc - 1, argv + 1);
+    /* `task run` is local (task_run.c); every other task verb talks to a gateway. */
+    if (strcmp(cmd, "task") == 0 && !(argc > 2 && strcmp(argv[2], "run") == 0))
+        return fb_cli_task_remote(argc - 1, argv + 1);
     if (strcmp(cmd, "task") == 0)
         return fb_cmd_task(argc - 1, argv + 1);
     if (strcmp(cmd, "doctor") == 0)

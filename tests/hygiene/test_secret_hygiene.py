@@ -1,9 +1,15 @@
 """Runs once after the whole integration suite (tests/run-integration.sh),
 over what every parallel worker saw: no secret created anywhere in the run -
-admin keys, API keys, passwords - appears in any gateway log line, any
-audit entry, any store file, or any response body the tests received,
-except the one response that shows a new key once (POST /v1/keys, 201) and
-`admin init`'s own output.
+admin keys, API keys, passwords, and the model providers' keys the task
+tests configure - appears in any gateway log line, any audit entry, any
+store file, or any response body the tests received (task events included:
+they carry what every tool printed inside a task's sandbox, and
+tests/integration/test_tasks_security.py has a task search its sandbox's
+environment and files for the key), except the one response that shows a
+new key once (POST /v1/keys, 201) and `admin init`'s own output.  A
+provider key (the tests' start with "sk-") must not appear even in part:
+any 12 characters of it in a row count as a leak, as a message cut at a
+length limit could keep a piece.
 
 Each worker leaves FORGEBOX_EVIDENCE_DIR/evidence-PID.json (see
 tests/integration/gateway_fixtures.py) and the gateways' directories; this
@@ -28,6 +34,9 @@ def secret_forms(s):
     # The id names the key in audit entries; the secret must never appear.
     if s.startswith("fbk_") and len(s) == 60:
         return [s[17:]]
+    if s.startswith("sk-") and len(s) >= 16:
+        body = s[3:]
+        return [body[i:i + 12] for i in range(len(body) - 11)]
     return [s]
 
 
@@ -46,6 +55,7 @@ def test_no_secret_anywhere_in_this_run():
     assert EVIDENCE_DIR, "run through tests/run-integration.sh (FORGEBOX_EVIDENCE_DIR)"
     secrets, recorded, gateways = load_evidence()
     assert len(secrets) > 1, "the gateway tests should have created secrets"
+    assert any(s.startswith("sk-") for s in secrets), "the task tests should have configured provider keys"
     assert recorded, "the gateway tests should have made requests"
     haystacks = []
     for method, path, status, body in recorded:

@@ -103,7 +103,13 @@ def free_port():
 
 
 class Gateway:
-    def __init__(self, settings=(), state_dir=None):
+    """settings: --set KEY=VALUE strings.  config: the text of a
+    forgebox.yaml (written to the gateway's directory, passed as --config),
+    for what --set cannot say (providers:, lists).  env: variables added to
+    the daemon's environment (a provider key referred to as ${VAR}); their
+    values count as secrets for the hygiene check."""
+
+    def __init__(self, settings=(), state_dir=None, config=None, env=None):
         self.dir = tempfile.mkdtemp(prefix="fbx-gw-")
         if not EVIDENCE_DIR:   # nobody will read it after this process
             atexit.register(shutil.rmtree, self.dir, True)
@@ -112,6 +118,13 @@ class Gateway:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.settings = list(settings)
+        self.config_path = None
+        if config is not None:
+            self.config_path = os.path.join(self.dir, "forgebox.yaml")
+            with open(self.config_path, "w") as f:
+                f.write(config)
+        self.env = dict(env or {})
+        SECRETS.update(v for v in self.env.values() if v)
         self.proc = None
         self.admin_key = None
         GATEWAYS.append(self)
@@ -129,10 +142,13 @@ class Gateway:
     def start(self):
         argv = [FORGEBOX, "serve", "--listen", f"127.0.0.1:{self.port}", "--state-dir", self.state,
                 "--image", IMAGE, "--set", f"run_dir={RUN_DIR}"]
+        if self.config_path:
+            argv += ["--config", self.config_path]
         for kv in self.settings:
             argv += ["--set", kv]
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL,
+                                     env=dict(os.environ, **self.env))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
