@@ -249,3 +249,35 @@ void *core_reaper_main(void *arg)
     }
     return NULL;
 }
+
+int fb_core_sandbox_set_ttl(fb_core *c, fb_caller *caller, fb_sb_ref *ref, uint64_t ttl_s, fb_sandbox_info *out,
+                            fb_core_err *err)
+{
+    if (!(ref->perm & FB_PERM_SANDBOXES_CREATE))
+        return fb_core_fail(err, FB_CORE_INTERNAL, "internal: timeout change with a reference not opened for it");
+    if (ttl_s < 1 || ttl_s > c->cfg->sandbox.max_ttl_s)
+        return fb_core_fail(err, FB_CORE_BAD_REQUEST, "the timeout must be between 1 and %llu seconds",
+                            (unsigned long long)c->cfg->sandbox.max_ttl_s);
+    core_sandbox *s = ref->s;
+    /* The new deadline counts from now, as a create's does from the boot. */
+    struct timespec now = fb_time_now_ts();
+    char expires[FB_TIME_MAX];
+    fb_time_format_after(now, (int64_t)ttl_s, expires);
+    uint64_t deadline = fb_time_monotonic_ns() + ttl_s * 1000000000ull;
+    pthread_mutex_lock(&c->reg.lock);
+    bool dying = s->dying;
+    if (!dying) {
+        s->ttl_s = ttl_s;
+        s->expires_ns = deadline;
+        snprintf(s->expires_at, sizeof s->expires_at, "%s", expires);
+    }
+    pthread_mutex_unlock(&c->reg.lock);
+    if (dying)
+        return fb_core_fail(err, FB_CORE_NOT_FOUND, "no such resource");
+    char reason[64];
+    snprintf(reason, sizeof reason, "ttl_s=%llu", (unsigned long long)ttl_s);
+    fb_core_audit(c, caller, "sandbox", s->id, "set_ttl", "allowed", reason);
+    if (out)
+        info_of(s, out);
+    return 0;
+}
