@@ -65,12 +65,14 @@ const struct cfg_key cfg_keys[] = {
     {"quotas.max_sandboxes_per_team", K_UINT, OFF(quotas.max_sandboxes_per_team), false, 1, 100000},
     {"quotas.max_memory_mib_per_team", K_UINT, OFF(quotas.max_memory_mib_per_team), false, FB_MIN_MEMORY_MIB, 16ull * 1024 * 1024},
     {"quotas.max_vcpus_per_team", K_UINT, OFF(quotas.max_vcpus_per_team), false, 1, 1000000},
+    /* The E2B-compatible listener (src/compat/e2b): off unless set. */
+    {"e2b.listen", K_LISTEN, OFF(e2b.listen), true, 0, 0},
 };
 
 _Static_assert(sizeof cfg_keys / sizeof cfg_keys[0] == FB_CONFIG_NKEYS,
                "FB_CONFIG_NKEYS in config.h must match the key table");
 
-const char *const cfg_sections[] = {"tls", "sandbox", "network", "limits", "quotas"};
+const char *const cfg_sections[] = {"tls", "sandbox", "network", "limits", "quotas", "e2b"};
 
 /* FORGEBOX_ variables that belong to other parts of ForgeBox (the CLI, the
  * image build, the test harness); never reported as misspelt keys. */
@@ -352,6 +354,8 @@ int cfg_set_value(fb_config *cfg, const struct cfg_key *k, const char *value, co
 
     switch (k->type) {
     case K_LISTEN:
+        if (k->optional && value[0] == '\0')
+            break;
         if (fb_config_listen_split(value, NULL, 0, NULL, NULL) < 0)
             return cfg_fail_value(err, k, source, value, redact,
                               "must be HOST:PORT or [IPV6]:PORT with a port between 1 and 65535");

@@ -54,7 +54,7 @@ typedef enum {
 /* Longest value any key accepts, after ${VAR} interpolation. */
 #define FB_CONFIG_MAX_VALUE 3000
 /* Number of keys (the size of the bookkeeping arrays below). */
-#define FB_CONFIG_NKEYS 27
+#define FB_CONFIG_NKEYS 28
 
 /* Most providers one file may define. */
 #define FB_CONFIG_MAX_PROVIDERS 64
@@ -127,6 +127,9 @@ typedef struct fb_config {
         uint64_t max_memory_mib_per_team;
         uint64_t max_vcpus_per_team;  /* vCPUs of a team's live sandboxes */
     } quotas;
+    struct {
+        char *listen;             /* the E2B-compatible listener's "host:port"; NULL: off */
+    } e2b;
     fb_config_provider *providers;  /* in file order */
     size_t nproviders;
 

@@ -29,6 +29,7 @@
 
 #include <sodium.h>
 
+#include "gateway/authgate.h"
 #include "gateway/gw.h"
 
 static void client_ip(struct MHD_Connection *conn, char *out, size_t cap)
@@ -44,7 +45,7 @@ static void client_ip(struct MHD_Connection *conn, char *out, size_t cap)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)cap);
 }
 
-/* Authentication and the rate limits.  false: answered. */
+/* Authentication and the rate limits (authgate.c).  false: answered. */
 static bool authenticate(gw_req *r, enum MHD_Result *rc)
 {
     fb_gateway *g = r->g;
@@ -53,41 +54,24 @@ static bool authenticate(gw_req *r, enum MHD_Result *rc)
     size_t hlen = 0;
     if (MHD_lookup_connection_value_n(r->conn, MHD_HEADER_KIND, "Authorization", 13, &h, &hlen) != MHD_YES)
         h = NULL;
+    fb_gateway_shared sh = {g->core, g->cfg, g->rl, g->rl_user, g->fails};
+    int wait = 0;
     const char *why = "";
     fb_core_err err = {0};
-    if (fb_core_authenticate(g->core, &r->caller, h, hlen, &why, &err) < 0) {
-        /* Failures are audited, but a source (an address, an IPv6 /64)
-         * that keeps failing is slowed down first, and so is everybody
-         * at once beyond a global budget: nobody can flood the log (and
-         * the disk) without a key.  Beyond the budget: 429, a log line. */
-        int wait = gw_failgate_take(g->fails, r->caller.source_ip);
-        if (wait > 0) {
-            fb_log("warn", r->caller.request_id, "authentication failures rate-limited",
-                   json_pack("{s:s, s:s}", "ip", r->caller.source_ip, "reason", why));
-            *rc = gw_send_429(r, wait, "too many failed authentications from this address");
-            return false;
-        }
-        fb_core_audit_auth(g->core, &r->caller, r->rt->def.pattern,
-                           err.code == FB_CORE_INTERNAL ? "error" : "denied", why);
+    switch (gw_auth_gate(&sh, &r->caller, h, hlen, r->rt->def.pattern, &wait, &why, &err)) {
+    case GW_GATE_OK:
+        return true;
+    case GW_GATE_DENIED:
         *rc = gw_send_core_error(r, &err);
         return false;
-    }
-    /* One bucket per key, and a wider one per user, so that minting more
-     * keys does not buy more requests. */
-    char ukey[80];
-    snprintf(ukey, sizeof ukey, "user:%s", r->caller.who.user_id);
-    int wait = gw_ratelimit_take(g->rl, r->caller.who.key_id);
-    if (wait == 0)
-        wait = gw_ratelimit_take(g->rl_user, ukey);
-    if (wait > 0) {
-        *rc = gw_send_429(r, wait, "too many requests for this key");
+    case GW_GATE_LIMITED:
+        *rc = gw_send_429(r, wait, why);
         return false;
+    case GW_GATE_UNAUDITED:
+        break;
     }
-    if (fb_core_audit_auth(g->core, &r->caller, r->rt->def.pattern, "allowed", "api key") < 0) {
-        *rc = gw_send_error(r, 503, "unavailable", "the audit log cannot be written; refusing to act unaudited");
-        return false;
-    }
-    return true;
+    *rc = gw_send_error(r, 503, "unavailable", why);
+    return false;
 }
 
 /* The route's permission on its resource.  false: answered. */
@@ -360,6 +344,11 @@ static void free_secret_text(char *key)
 
 int fb_gateway_run(const fb_config *cfg, const char *image_dir, fb_err *err)
 {
+    return fb_gateway_run_with(cfg, image_dir, NULL, err);
+}
+
+int fb_gateway_run_with(const fb_config *cfg, const char *image_dir, const fb_gateway_companion *comp, fb_err *err)
+{
     fb_gateway g;
     memset(&g, 0, sizeof g);
     g.cfg = cfg;
@@ -404,6 +393,14 @@ int fb_gateway_run(const fb_config *cfg, const char *image_dir, fb_err *err)
         fb_core_close(g.core);
         goto out;
     }
+    /* A companion listener shares the service and the rate limits. */
+    fb_gateway_shared sh = {g.core, cfg, g.rl, g.rl_user, g.fails};
+    void *cstate = NULL;
+    if (comp && comp->start(&sh, &cstate, err) < 0) {
+        MHD_stop_daemon(g.daemon);
+        fb_core_close(g.core);
+        goto out;
+    }
     fb_core_audit(g.core, NULL, "config", "gateway", "start", "allowed", cfg->listen);
     char *dump = fb_config_dump_json(cfg);
     json_error_t je;
@@ -417,8 +414,12 @@ int fb_gateway_run(const fb_config *cfg, const char *image_dir, fb_err *err)
     sigwait(&sigs, &sig);
     fb_log("info", NULL, "shutting down", json_pack("{s:i}", "signal", sig));
     MHD_quiesce_daemon(g.daemon);
+    if (comp)
+        comp->quiesce(cstate);
     fb_core_shutdown_sandboxes(g.core, "gateway shutdown");
     MHD_stop_daemon(g.daemon);
+    if (comp)
+        comp->stop(cstate); /* puts back what it holds of the service */
     fb_core_shutdown_sandboxes(g.core, "gateway shutdown");
     fb_core_audit(g.core, NULL, "config", "gateway", "stop", "allowed", "signal");
     fb_core_close(g.core);

@@ -1,0 +1,339 @@
+/*
+ * listener.c - the E2B-compatible listener's daemon and request pipeline
+ * (e2b.h, internal.h).
+ *
+ * One libmicrohttpd daemon, thread per connection like the native
+ * gateway's, on e2b.listen.  The SDKs send two kinds of requests to it
+ * (E2B_API_URL and E2B_SANDBOX_URL both point here):
+ *
+ * - control requests carry the ForgeBox API key in X-API-Key; they pass
+ *   the same gate as the native API (gateway/authgate.h: authentication,
+ *   the failure gate, the key's and user's budgets, all audited, with the
+ *   gateway's own rate limiters), then the service decides and audits
+ *   each permission;
+ * - in-sandbox ("envd" and code interpreter) requests name their sandbox
+ *   in E2b-Sandbox-Id and carry its envd access token in X-Access-Token.
+ *   The token stands for the key that created the sandbox (boxes.c); a
+ *   wrong or missing one is a 401 charged to the source's failure budget
+ *   like a bad key, a good one charges that key's request budget, and the
+ *   service opens the sandbox for the key's principal, deciding and
+ *   auditing the permission against the sandbox's team as for the native
+ *   API.  (E2B's other form, the sandbox in the host name, is not used
+ *   when E2B_SANDBOX_URL is set, and is not served.)
+ *
+ * As in the gateway, everything that can be decided from the headers is
+ * decided before the body is read; bodies are capped (limits.max_body_bytes,
+ * or limits.max_file_bytes for uploads, which stream into the sandbox).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <sodium.h>
+
+#include "compat/e2b/internal.h"
+
+static void client_ip(struct MHD_Connection *conn, char *out, size_t cap)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    snprintf(out, cap, "unknown");
+    if (!ci || !ci->client_addr)
+        return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)cap);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)cap);
+}
+
+/* A failed credential: audited unless the source is over its budget. */
+static enum MHD_Result refuse(e2b_req *r, const char *why)
+{
+    int wait = gw_failgate_take(r->s->sh.fails, r->caller.source_ip);
+    if (wait > 0)
+        return e2b_send_429(r, wait, "too many failed authentications from this address");
+    fb_core_metrics_auth_failure();
+    fb_core_audit_auth(r->s->sh.core, &r->caller, r->api == E2B_API_ENVD ? "e2b envd" : "e2b control", "denied",
+                       why);
+    return e2b_send_error(r, 401, "invalid credentials");
+}
+
+/* Control API: X-API-Key through the gateway's gate.  false: answered. */
+static bool gate_control(e2b_req *r, enum MHD_Result *rc)
+{
+    const char *key = NULL;
+    size_t klen = 0;
+    if (MHD_lookup_connection_value_n(r->conn, MHD_HEADER_KIND, "X-API-Key", 9, &key, &klen) != MHD_YES)
+        key = NULL;
+    char hdr[512];
+    size_t hlen = 0;
+    if (key && klen < sizeof hdr - 8) {
+        memcpy(hdr, "Bearer ", 7);
+        memcpy(hdr + 7, key, klen);
+        hlen = 7 + klen;
+    }
+    int wait = 0;
+    const char *why = "";
+    fb_core_err err = {0};
+    gw_gate_result g = gw_auth_gate(&r->s->sh, &r->caller, hlen ? hdr : NULL, hlen, "e2b control", &wait, &why, &err);
+    sodium_memzero(hdr, sizeof hdr);
+    switch (g) {
+    case GW_GATE_OK:
+        return true;
+    case GW_GATE_DENIED:
+        *rc = e2b_send_core_error(r, &err);
+        return false;
+    case GW_GATE_LIMITED:
+        *rc = e2b_send_429(r, wait, why);
+        return false;
+    case GW_GATE_UNAUDITED:
+        break;
+    }
+    *rc = e2b_send_error(r, 503, why);
+    return false;
+}
+
+/* envd: the sandbox's access token.  false: answered. */
+static bool gate_envd(e2b_req *r, const char *sandbox_id, enum MHD_Result *rc)
+{
+    r->box = e2b_box_get(r->s->boxes, sandbox_id);
+    const char *token = e2b_header(r, "X-Access-Token");
+    if (!r->box) {
+        /* Unknown here: a sandbox this listener did not hand out, or one
+         * that is gone.  The SDK reads 502 on /health as "not running". */
+        if (strcmp(r->url, "/health") == 0) {
+            *rc = e2b_send_error(r, 502, "the sandbox is not running");
+            return false;
+        }
+        *rc = refuse(r, "unknown sandbox or access token");
+        return false;
+    }
+    if (!e2b_box_token_ok(r->box, token)) {
+        *rc = refuse(r, "wrong envd access token");
+        return false;
+    }
+    fb_caller c;
+    e2b_box_caller(r->box, &r->caller, &c);
+    r->caller = c;
+    char ukey[80];
+    snprintf(ukey, sizeof ukey, "user:%s", r->caller.who.user_id);
+    int wait = gw_ratelimit_take(r->s->sh.rl, r->caller.who.key_id);
+    if (wait == 0)
+        wait = gw_ratelimit_take(r->s->sh.rl_user, ukey);
+    if (wait > 0) {
+        *rc = e2b_send_429(r, wait, "too many requests for this key");
+        return false;
+    }
+    if (fb_core_audit_auth(r->s->sh.core, &r->caller, "e2b envd", "allowed", "envd access token") < 0) {
+        *rc = e2b_send_error(r, 503, "the audit log cannot be written; refusing to act unaudited");
+        return false;
+    }
+    return true;
+}
+
+static e2b_req *req_new(e2b_srv *s, struct MHD_Connection *conn, const char *method, const char *url)
+{
+    e2b_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->s = s;
+    r->conn = conn;
+    r->method = method;
+    r->url = url;
+    uint8_t b[8];
+    char hex[17];
+    fb_random_bytes(b, sizeof b);
+    fb_hex(b, sizeof b, hex);
+    snprintf(r->caller.request_id, sizeof r->caller.request_id, "req_%s", hex);
+    client_ip(conn, r->caller.source_ip, sizeof r->caller.source_ip);
+    snprintf(r->caller.action, sizeof r->caller.action, "%s %.60s (e2b)", method, url);
+    return r;
+}
+
+/* Everything before the body.  false: answered. */
+static bool gate(e2b_req *r, enum MHD_Result *rc)
+{
+    const fb_config *cfg = r->s->sh.cfg;
+    const char *sid = e2b_header(r, "E2b-Sandbox-Id");
+    r->api = sid ? E2B_API_ENVD : E2B_API_CONTROL;
+    if (r->api == E2B_API_ENVD ? !gate_envd(r, sid, rc) : !gate_control(r, rc))
+        return false;
+    r->cap = e2b_files_streams(r) ? cfg->limits.max_file_bytes : cfg->limits.max_body_bytes;
+    const char *cl = e2b_header(r, "Content-Length");
+    uint64_t n;
+    if (cl && (fb_parse_u64(cl, 0, UINT64_MAX >> 1, &n) < 0 || n > r->cap)) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the body exceeds the %llu-byte limit", (unsigned long long)r->cap);
+        *rc = e2b_send_error(r, 413, msg);
+        return false;
+    }
+    if (e2b_files_streams(r)) {
+        bool answered = false;
+        *rc = e2b_files_begin(r, &answered);
+        return !answered;
+    }
+    return true;
+}
+
+static enum MHD_Result take_body(e2b_req *r, const char *data, size_t n)
+{
+    if (r->too_large || r->received + n > r->cap) {
+        if (!r->too_large && r->upload)
+            e2b_files_abort(r);
+        r->too_large = true;
+        return MHD_YES;
+    }
+    r->received += n;
+    if (r->upload) {
+        e2b_files_chunk(r, data, n);
+        return MHD_YES;
+    }
+    if (e2b_files_streams(r))
+        return MHD_YES;
+    if (r->len + n + 1 > r->bufcap) {
+        size_t ncap = r->bufcap ? r->bufcap : 4096;
+        while (ncap < r->len + n + 1)
+            ncap *= 2;
+        char *nb = realloc(r->body, ncap);
+        if (!nb)
+            return MHD_NO;
+        r->body = nb;
+        r->bufcap = ncap;
+    }
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+    r->body[r->len] = '\0';
+    return MHD_YES;
+}
+
+static enum MHD_Result dispatch(e2b_req *r)
+{
+    if (r->too_large) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "the body exceeds the %llu-byte limit", (unsigned long long)r->cap);
+        return e2b_send_error(r, 413, msg);
+    }
+    if (e2b_files_streams(r))
+        return e2b_files_end(r);
+    return r->api == E2B_API_ENVD ? e2b_envd(r) : e2b_control(r);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)version;
+    e2b_req *r = *con_cls;
+    if (!r) {
+        r = req_new(cls, conn, method, url);
+        if (!r)
+            return MHD_NO;
+        *con_cls = r;
+        enum MHD_Result rc = MHD_YES;
+        gate(r, &rc);
+        return rc;
+    }
+    r->conn = conn;
+    if (r->answered) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        enum MHD_Result rc = take_body(r, upload_data, *upload_data_size);
+        *upload_data_size = 0;
+        return rc;
+    }
+    return dispatch(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    (void)toe;
+    e2b_srv *s = cls;
+    e2b_req *r = *con_cls;
+    if (r) {
+        if (r->upload)
+            e2b_files_abort(r);
+        e2b_box_put(s->boxes, r->box);
+        free(r->body);
+        free(r);
+    }
+    *con_cls = NULL;
+}
+
+static int listen_addr(const char *listen, struct sockaddr_storage *ss, uint16_t *port, bool *v6, fb_err *err)
+{
+    char host[256];
+    if (fb_config_listen_split(listen, host, sizeof host, port, err) < 0)
+        return -1;
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+    *v6 = false;
+    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(*port);
+    } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(*port);
+        *v6 = true;
+    } else {
+        return fb_fail(err, "config: e2b.listen: \"%s\" is not an IP address", host);
+    }
+    return 0;
+}
+
+static int e2b_start(const struct fb_gateway_shared *sh, void **state, fb_err *err)
+{
+    const fb_config *cfg = sh->cfg;
+    struct sockaddr_storage ss;
+    uint16_t port;
+    bool v6;
+    if (listen_addr(cfg->e2b.listen, &ss, &port, &v6, err) < 0)
+        return -1;
+    e2b_srv *s = calloc(1, sizeof *s);
+    if (!s || !(s->boxes = e2b_boxes_new())) {
+        free(s);
+        return fb_fail(err, "out of memory");
+    }
+    s->sh = *sh;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+                     (v6 ? MHD_USE_IPv6 : 0);
+    size_t mem_limit = (size_t)cfg->limits.max_header_bytes + 32 * 1024;
+    unsigned per_ip = (unsigned)(cfg->limits.max_connections / 4 > 4 ? cfg->limits.max_connections / 4 : 4);
+    s->daemon = MHD_start_daemon(flags, port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &ss,
+                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem_limit, MHD_OPTION_CONNECTION_LIMIT,
+                                 (unsigned)cfg->limits.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->limits.request_timeout_s,
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    if (!s->daemon) {
+        e2b_boxes_free(s->boxes);
+        free(s);
+        return fb_fail(err, "cannot listen on %s for e2b.listen (in use, or not an address of this host?)",
+                       cfg->e2b.listen);
+    }
+    fb_core_audit(sh->core, NULL, "config", "e2b", "start", "allowed", cfg->e2b.listen);
+    fb_log("info", NULL, "forgebox e2b-compatible listener", json_pack("{s:s}", "listen", cfg->e2b.listen));
+    *state = s;
+    return 0;
+}
+
+static void e2b_quiesce(void *state)
+{
+    e2b_srv *s = state;
+    MHD_quiesce_daemon(s->daemon);
+}
+
+static void e2b_stop(void *state)
+{
+    e2b_srv *s = state;
+    MHD_stop_daemon(s->daemon);
+    e2b_boxes_free(s->boxes);
+    free(s);
+}
+
+const fb_gateway_companion fb_e2b_companion = {e2b_start, e2b_quiesce, e2b_stop};
