@@ -127,11 +127,30 @@ static void test_defaults(void **state)
         "\"rate_burst\":20,\"max_connections\":256,\"request_timeout_s\":30,"
         "\"exec_reattach_s\":10},"
         "\"quotas\":{\"max_sandboxes_per_team\":10,\"max_memory_mib_per_team\":8192,"
-        "\"max_vcpus_per_team\":32},"
+        "\"max_vcpus_per_team\":32},\"e2b\":{\"listen\":null},"
         "\"network\":{\"allow\":[],\"deny\":[],\"allow_private\":[],\"hosts\":{}}}");
     free(json);
     fb_config_free(&cfg);
     fb_config_free(&cfg); /* twice is safe */
+}
+
+/* e2b.listen: off by default, HOST:PORT from the file or --set, an empty
+ * value turns it off again, anything else is refused with the key's name. */
+static void test_e2b_listen(void **state)
+{
+    (void)state;
+    fb_config cfg;
+    fb_err err = {{0}};
+    assert_int_equal(load_text(&cfg, "e2b:\n  listen: 127.0.0.1:49983\n", &err), 0);
+    assert_string_equal(cfg.e2b.listen, "127.0.0.1:49983");
+    assert_int_equal(fb_config_set(&cfg, "e2b.listen", "[::1]:3000", "--set", &err), 0);
+    assert_string_equal(cfg.e2b.listen, "[::1]:3000");
+    assert_int_equal(fb_config_set(&cfg, "e2b.listen", "", "--set", &err), 0);
+    assert_null(cfg.e2b.listen);
+    assert_int_equal(fb_config_set(&cfg, "e2b.listen", "localhost", "--set", &err), -1);
+    assert_non_null(strstr(err.msg, "e2b.listen"));
+    assert_null(cfg.e2b.listen);
+    fb_config_free(&cfg);
 }
 
 /* ---- layers -------------------------------------------------------------- */
@@ -689,6 +708,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_e2b_listen),
         cmocka_unit_test(test_file_overrides_defaults),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_config_path),
