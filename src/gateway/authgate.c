@@ -7,7 +7,8 @@
  * global budget: nobody can flood the log (and the disk) without a key.
  * Beyond the budget: 429 and a log line.  A good key is charged to its own
  * bucket and to a wider one per user, so that minting more keys does not
- * buy more requests.
+ * buy more requests.  And one table maps the service's typed errors to
+ * HTTP statuses for every adapter.
  */
 #define _GNU_SOURCE
 #include "gateway/authgate.h"
@@ -45,4 +46,24 @@ gw_gate_result gw_auth_gate(const fb_gateway_shared *sh, fb_caller *caller, cons
         return GW_GATE_UNAUDITED;
     }
     return GW_GATE_OK;
+}
+
+static const int status_of[FB_CORE_NCODES] = {
+    [FB_CORE_OK] = 200,
+    [FB_CORE_BAD_REQUEST] = 400,
+    [FB_CORE_UNAUTHORIZED] = 401,
+    [FB_CORE_FORBIDDEN] = 403,
+    [FB_CORE_NOT_FOUND] = 404,
+    [FB_CORE_CONFLICT] = 409,
+    [FB_CORE_TOO_LARGE] = 413,
+    [FB_CORE_QUOTA] = 429,
+    [FB_CORE_FILE_ERROR] = 400,
+    [FB_CORE_SANDBOX_FAILED] = 503,
+    [FB_CORE_UNAVAILABLE] = 503,
+    [FB_CORE_INTERNAL] = 500,
+};
+
+int gw_http_status(fb_core_code code)
+{
+    return (unsigned)code < FB_CORE_NCODES && status_of[code] ? status_of[code] : 500;
 }

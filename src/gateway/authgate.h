@@ -23,6 +23,8 @@ typedef struct fb_gateway_shared {
     gw_ratelimit *rl;       /* per API key */
     gw_ratelimit *rl_user;  /* per user, across their keys */
     gw_failgate *fails;     /* failed authentications per source, per /64, globally */
+    const char *tls_cert;   /* PEM text while the gateway runs (NULL: plain HTTP) */
+    const char *tls_key;
 } fb_gateway_shared;
 
 typedef enum gw_gate_result {
@@ -37,5 +39,8 @@ typedef enum gw_gate_result {
  * request_id must be set. */
 gw_gate_result gw_auth_gate(const fb_gateway_shared *sh, fb_caller *caller, const char *header, size_t len,
                             const char *resource, int *wait, const char **why, fb_core_err *err);
+
+/* The HTTP status of a service's typed error (one table for every adapter). */
+int gw_http_status(fb_core_code code);
 
 #endif

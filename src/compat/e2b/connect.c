@@ -153,13 +153,12 @@ int e2b_rpc_frame(char **buf, size_t *len, size_t *cap, unsigned flags, json_t *
     return 0;
 }
 
-enum MHD_Result e2b_rpc_reply(e2b_req *r, json_t *msg)
+/* A whole stream answered at once: msg (if any), then the end (flag 2). */
+static enum MHD_Result send_frames(e2b_req *r, json_t *msg, json_t *end)
 {
-    if (!e2b_rpc_is_stream(r))
-        return e2b_send_json(r, 200, msg);
     char *buf = NULL;
     size_t len = 0, cap = 0;
-    if (e2b_rpc_frame(&buf, &len, &cap, 0, msg) < 0 || e2b_rpc_frame(&buf, &len, &cap, 2, json_object()) < 0) {
+    if ((msg && e2b_rpc_frame(&buf, &len, &cap, 0, msg) < 0) || e2b_rpc_frame(&buf, &len, &cap, 2, end) < 0) {
         free(buf);
         return e2b_send_empty(r, 503);
     }
@@ -169,22 +168,20 @@ enum MHD_Result e2b_rpc_reply(e2b_req *r, json_t *msg)
     return e2b_queue(r, 200, resp, "application/connect+json");
 }
 
+enum MHD_Result e2b_rpc_reply(e2b_req *r, json_t *msg)
+{
+    if (!e2b_rpc_is_stream(r))
+        return e2b_send_json(r, 200, msg);
+    return send_frames(r, msg, json_object());
+}
+
 enum MHD_Result e2b_rpc_error(e2b_req *r, e2b_rpc_code code, const char *msg)
 {
     json_t *m = json_string(msg);
     json_t *err = json_pack("{s:s, s:o}", "code", codes[code].name, "message", m ? m : json_string(""));
     if (!e2b_rpc_is_stream(r))
         return e2b_send_json(r, codes[code].status, err);
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    if (e2b_rpc_frame(&buf, &len, &cap, 2, json_pack("{s:o}", "error", err)) < 0) {
-        free(buf);
-        return e2b_send_empty(r, 503);
-    }
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, buf, MHD_RESPMEM_MUST_FREE);
-    if (!resp)
-        free(buf);
-    return e2b_queue(r, 200, resp, "application/connect+json");
+    return send_frames(r, NULL, json_pack("{s:o}", "error", err));
 }
 
 enum MHD_Result e2b_rpc_core_error(e2b_req *r, const fb_core_err *err)

@@ -28,17 +28,6 @@
 
 #define CLIENT_ID "forgebox"
 
-static bool valid_id(const char *s, size_t n)
-{
-    if (n == 0 || n > 31)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
-              s[i] == '_' || s[i] == '-'))
-            return false;
-    return true;
-}
-
 /* The sandbox JSON the SDK parses (Sandbox, ListedSandbox, SandboxDetail). */
 static json_t *sandbox_json(e2b_srv *s, const fb_sandbox_info *info, bool with_token)
 {
@@ -293,7 +282,7 @@ enum MHD_Result e2b_control(e2b_req *r)
     const char *id = p + 11;
     const char *slash = strchr(id, '/');
     size_t idlen = slash ? (size_t)(slash - id) : strlen(id);
-    if (!valid_id(id, idlen))
+    if (!e2b_valid_id(id, idlen, 31))
         return e2b_send_error(r, 404, "sandbox not found");
     char sid[32];
     memcpy(sid, id, idlen);

@@ -22,6 +22,17 @@
 
 #include "compat/e2b/internal.h"
 
+bool e2b_valid_id(const char *s, size_t n, size_t max)
+{
+    if (n == 0 || n > max)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
+              s[i] == '_' || s[i] == '-'))
+            return false;
+    return true;
+}
+
 bool e2b_path(const char *in, char *out, size_t cap)
 {
     static const char home[] = E2B_HOME;

@@ -24,18 +24,6 @@
 
 #define REPL_PATH "/tmp/fb-e2b-repl.py"
 
-static bool valid_ctx(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > 40)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= '0' && s[i] <= '9') ||
-              s[i] == '_' || s[i] == '-'))
-            return false;
-    return true;
-}
-
 /* Puts repl.py into the sandbox (once per sandbox). */
 static int ship_repl(e2b_req *r, fb_sb_ref *ref, fb_core_err *err)
 {
@@ -119,7 +107,7 @@ enum MHD_Result e2b_execute(e2b_req *r, fb_sb_ref *ref)
     const char *bad = !code ? "\"code\" is required"
                       : lang && strcmp(lang, "python") != 0 && strcmp(lang, "py") != 0
                           ? "only python runs on this server"
-                      : ctx && !valid_ctx(ctx)        ? "bad context_id"
+                      : ctx && !e2b_valid_id(ctx, strlen(ctx), 40)        ? "bad context_id"
                       : envs && !json_is_null(envs) && !json_is_object(envs) ? "\"env_vars\" must be an object"
                                                                               : NULL;
     if (bad) {

@@ -199,6 +199,9 @@ enum MHD_Result e2b_execute(e2b_req *r, fb_sb_ref *ref);
 extern const unsigned char fb_e2b_repl_py[];
 extern const size_t fb_e2b_repl_py_len;
 
+/* Whether s[0..n) is 1..max characters of [A-Za-z0-9_-] (ids in paths
+ * and bodies). */
+bool e2b_valid_id(const char *s, size_t n, size_t max);
 /* Paths as E2B names them: relative ones and /home/user live in
  * /workspace.  false: too long. */
 bool e2b_path(const char *in, char *out, size_t cap);

@@ -26,28 +26,14 @@
  * or limits.max_file_bytes for uploads, which stream into the sandbox).
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include <sodium.h>
 
 #include "compat/e2b/internal.h"
-
-static void client_ip(struct MHD_Connection *conn, char *out, size_t cap)
-{
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    snprintf(out, cap, "unknown");
-    if (!ci || !ci->client_addr)
-        return;
-    const struct sockaddr *sa = ci->client_addr;
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)cap);
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)cap);
-}
+#include "gateway/listener.h"
 
 /* A failed credential: audited unless the source is over its budget. */
 static enum MHD_Result refuse(e2b_req *r, const char *why)
@@ -80,19 +66,11 @@ static bool gate_control(e2b_req *r, enum MHD_Result *rc)
     fb_core_err err = {0};
     gw_gate_result g = gw_auth_gate(&r->s->sh, &r->caller, hlen ? hdr : NULL, hlen, "e2b control", &wait, &why, &err);
     sodium_memzero(hdr, sizeof hdr);
-    switch (g) {
-    case GW_GATE_OK:
+    if (g == GW_GATE_OK)
         return true;
-    case GW_GATE_DENIED:
-        *rc = e2b_send_core_error(r, &err);
-        return false;
-    case GW_GATE_LIMITED:
-        *rc = e2b_send_429(r, wait, why);
-        return false;
-    case GW_GATE_UNAUDITED:
-        break;
-    }
-    *rc = e2b_send_error(r, 503, why);
+    *rc = g == GW_GATE_DENIED    ? e2b_send_core_error(r, &err)
+          : g == GW_GATE_LIMITED ? e2b_send_429(r, wait, why)
+                                 : e2b_send_error(r, 503, why); /* the audit log cannot be written */
     return false;
 }
 
@@ -145,19 +123,11 @@ static bool gate_envd(e2b_req *r, const char *sandbox_id, enum MHD_Result *rc)
 static e2b_req *req_new(e2b_srv *s, struct MHD_Connection *conn, const char *method, const char *url)
 {
     e2b_req *r = calloc(1, sizeof *r);
-    if (!r)
-        return NULL;
-    r->s = s;
-    r->conn = conn;
-    r->method = method;
-    r->url = url;
-    uint8_t b[8];
-    char hex[17];
-    fb_random_bytes(b, sizeof b);
-    fb_hex(b, sizeof b, hex);
-    snprintf(r->caller.request_id, sizeof r->caller.request_id, "req_%s", hex);
-    client_ip(conn, r->caller.source_ip, sizeof r->caller.source_ip);
-    snprintf(r->caller.action, sizeof r->caller.action, "%s %.60s (e2b)", method, url);
+    if (r) {
+        *r = (e2b_req){.s = s, .conn = conn, .method = method, .url = url};
+        gw_caller_init(&r->caller, conn);
+        snprintf(r->caller.action, sizeof r->caller.action, "%s %.60s (e2b)", method, url);
+    }
     return r;
 }
 
@@ -201,20 +171,7 @@ static enum MHD_Result take_body(e2b_req *r, const char *data, size_t n)
     }
     if (e2b_files_streams(r))
         return MHD_YES;
-    if (r->len + n + 1 > r->bufcap) {
-        size_t ncap = r->bufcap ? r->bufcap : 4096;
-        while (ncap < r->len + n + 1)
-            ncap *= 2;
-        char *nb = realloc(r->body, ncap);
-        if (!nb)
-            return MHD_NO;
-        r->body = nb;
-        r->bufcap = ncap;
-    }
-    memcpy(r->body + r->len, data, n);
-    r->len += n;
-    r->body[r->len] = '\0';
-    return MHD_YES;
+    return gw_buf_add(&r->body, &r->len, &r->bufcap, data, n) < 0 ? MHD_NO : MHD_YES;
 }
 
 static enum MHD_Result dispatch(e2b_req *r)
@@ -245,16 +202,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return rc;
     }
     r->conn = conn;
-    if (r->answered) {
-        *upload_data_size = 0;
-        return MHD_YES;
-    }
-    if (*upload_data_size) {
-        enum MHD_Result rc = take_body(r, upload_data, *upload_data_size);
-        *upload_data_size = 0;
-        return rc;
-    }
-    return dispatch(r);
+    if (!*upload_data_size)
+        return r->answered ? MHD_YES : dispatch(r);
+    /* A piece of body: dropped unread once answered. */
+    size_t n = *upload_data_size;
+    *upload_data_size = 0;
+    return r->answered ? MHD_YES : take_body(r, upload_data, n);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
@@ -273,56 +226,22 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
-static int listen_addr(const char *listen, struct sockaddr_storage *ss, uint16_t *port, bool *v6, fb_err *err)
-{
-    char host[256];
-    if (fb_config_listen_split(listen, host, sizeof host, port, err) < 0)
-        return -1;
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-    *v6 = false;
-    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons(*port);
-    } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons(*port);
-        *v6 = true;
-    } else {
-        return fb_fail(err, "config: e2b.listen: \"%s\" is not an IP address", host);
-    }
-    return 0;
-}
-
 static int e2b_start(const struct fb_gateway_shared *sh, void **state, fb_err *err)
 {
     const fb_config *cfg = sh->cfg;
-    struct sockaddr_storage ss;
-    uint16_t port;
-    bool v6;
-    if (listen_addr(cfg->e2b.listen, &ss, &port, &v6, err) < 0)
-        return -1;
     e2b_srv *s = calloc(1, sizeof *s);
     if (!s || !(s->boxes = e2b_boxes_new())) {
         free(s);
         return fb_fail(err, "out of memory");
     }
     s->sh = *sh;
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
-                     (v6 ? MHD_USE_IPv6 : 0);
-    size_t mem_limit = (size_t)cfg->limits.max_header_bytes + 32 * 1024;
-    unsigned per_ip = (unsigned)(cfg->limits.max_connections / 4 > 4 ? cfg->limits.max_connections / 4 : 4);
-    s->daemon = MHD_start_daemon(flags, port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, &ss,
-                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem_limit, MHD_OPTION_CONNECTION_LIMIT,
-                                 (unsigned)cfg->limits.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->limits.request_timeout_s,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+    /* TLS as the gateway's: the same certificate when tls.* is set. */
+    s->daemon = gw_listen(cfg, cfg->e2b.listen, "e2b.listen", on_request, s, on_completed, sh->tls_cert,
+                          sh->tls_key, err);
     if (!s->daemon) {
         e2b_boxes_free(s->boxes);
         free(s);
-        return fb_fail(err, "cannot listen on %s for e2b.listen (in use, or not an address of this host?)",
-                       cfg->e2b.listen);
+        return -1;
     }
     fb_core_audit(sh->core, NULL, "config", "e2b", "start", "allowed", cfg->e2b.listen);
     fb_log("info", NULL, "forgebox e2b-compatible listener", json_pack("{s:s}", "listen", cfg->e2b.listen));

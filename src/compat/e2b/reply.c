@@ -14,37 +14,18 @@
 #include <string.h>
 
 #include "compat/e2b/internal.h"
-
-static const int status_of[FB_CORE_NCODES] = {
-    [FB_CORE_OK] = 200,
-    [FB_CORE_BAD_REQUEST] = 400,
-    [FB_CORE_UNAUTHORIZED] = 401,
-    [FB_CORE_FORBIDDEN] = 403,
-    [FB_CORE_NOT_FOUND] = 404,
-    [FB_CORE_CONFLICT] = 409,
-    [FB_CORE_TOO_LARGE] = 413,
-    [FB_CORE_QUOTA] = 429,
-    [FB_CORE_FILE_ERROR] = 400,
-    [FB_CORE_SANDBOX_FAILED] = 503,
-    [FB_CORE_UNAVAILABLE] = 503,
-    [FB_CORE_INTERNAL] = 500,
-};
+#include "gateway/listener.h"
 
 int e2b_status_of(fb_core_code code)
 {
-    return (unsigned)code < FB_CORE_NCODES && status_of[code] ? status_of[code] : 500;
+    return gw_http_status(code);
 }
 
 enum MHD_Result e2b_queue(e2b_req *r, int status, struct MHD_Response *resp, const char *type)
 {
     if (!resp)
         return MHD_NO;
-    if (type)
-        MHD_add_response_header(resp, "Content-Type", type);
-    MHD_add_response_header(resp, "X-Request-Id", r->caller.request_id);
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    enum MHD_Result rc = MHD_queue_response(r->conn, (unsigned)status, resp);
-    MHD_destroy_response(resp);
+    enum MHD_Result rc = gw_queue_with(r->conn, status, resp, type, r->caller.request_id);
     r->answered = true;
     r->status = status;
     fb_core_metrics_request(r->api == E2B_API_ENVD ? "e2b envd" : "e2b control", status);
@@ -102,12 +83,14 @@ enum MHD_Result e2b_send_429(e2b_req *r, int wait, const char *why)
     json_t *body = json_pack("{s:i, s:o}", "code", 429, "message", m ? m : json_string(""));
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    struct MHD_Response *resp =
-        text ? MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE) : NULL;
-    if (resp)
-        MHD_add_response_header(resp, "Retry-After", ra);
-    else
+    if (!text)
+        return e2b_send_empty(r, 503);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
         free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Retry-After", ra); /* the SDK retries after it */
     return e2b_queue(r, 429, resp, "application/json");
 }
 
