@@ -27,7 +27,7 @@ AGENT_OBJ       := $(AGENT_SRC:%.c=$(BUILD)/obj-static/%.o) $(COMMON_SRC:%.c=$(B
 LIB_OBJ         := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/migrations.o $(BUILD)/obj/gen/e2b_repl.o
 HOST_OBJ        := $(CLI_SRC:%.c=$(BUILD)/obj/%.o) $(LIB_OBJ)
 
-.PHONY: all image test unit integration run sanitize sanitize-integration fuzz bench clean deps
+.PHONY: all image e2b-sdk test unit integration run sanitize sanitize-integration fuzz bench clean deps
 all: $(BUILD)/forgebox $(BUILD)/fb-agent
 
 deps:
@@ -109,13 +109,21 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(LIB_OBJ)
 unit: $(UNIT_TESTS)
 	./tests/run-unit.sh $(UNIT_TESTS)
 
-test: deps all image $(UNIT_TESTS) $(BUILD)/fb-driver $(BUILD)/fb-egress-probe $(BUILD)/fb-llm-probe
+test: deps all image e2b-sdk $(UNIT_TESTS) $(BUILD)/fb-driver $(BUILD)/fb-egress-probe $(BUILD)/fb-llm-probe
 	./tests/run-all.sh
 
 # The black-box suite alone (real sandboxes, a real gateway), in parallel
 # workers like `make test`.  PYTEST_ARGS narrows it: PYTEST_ARGS='-k jail'.
-integration: all image $(BUILD)/fb-driver $(BUILD)/fb-egress-probe $(BUILD)/fb-llm-probe
+integration: all image e2b-sdk $(BUILD)/fb-driver $(BUILD)/fb-egress-probe $(BUILD)/fb-llm-probe
 	./tests/run-integration.sh $(PYTEST_ARGS)
+
+# The real E2B SDKs the E2B-compatibility tests drive, pinned by the
+# lockfile (tests/integration/test_e2b_compat.py; the test installs them
+# itself when run alone).
+E2B_SDK := tests/compat/e2b/node_modules/.package-lock.json
+e2b-sdk: $(E2B_SDK)
+$(E2B_SDK): tests/compat/e2b/package.json tests/compat/e2b/package-lock.json
+	npm ci --no-audit --no-fund --prefix tests/compat/e2b
 
 run: deps all image
 	./scripts/demo.sh

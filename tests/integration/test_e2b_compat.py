@@ -76,14 +76,16 @@ def test_sandbox_commands_and_files(e2b):
     assert r["exit"] == {"error": "CommandExitError", "isCommandExitError": True, "exitCode": 7,
                          "stderr": "failing\n"}
     assert r["envs"] == "sandbox-env command-env\n/tmp\n"
+    assert r["identity"] == "1000\nread-only\n"
     assert r["bgListed"] is True and r["bgKilled"] is True
     assert r["bgWait"]["error"] == "CommandExitError" and r["bgWait"]["exitCode"] != 0
     assert r["bgStdout"] == "started\n"
     assert r["stdin"] == "to stdin\n"
     assert r["read"] == "hello from e2b\n" and r["readViaCommand"] == "hello from e2b\n"
     assert r["bytes"] == [0, 1, 255]
+    assert r["octets"] == {"path": "/workspace/deep/er/octets.txt", "name": "octets.txt", "data": "as octets"}
     assert r["madeDir"] is True and r["madeDirAgain"] is False
-    assert r["list"] == ["a.txt:file", "b.bin:file", "newdir:dir", "notes:dir"]
+    assert r["list"] == ["a.txt:file", "b.bin:file", "deep:dir", "newdir:dir", "notes:dir"]
     assert r["existsBefore"] is True and r["existsAfter"] is False
     assert r["moved"] == "hello from e2b\n"
     assert r["readAbsent"] in ("NotFoundError", "FileNotFoundError")
@@ -98,9 +100,10 @@ def test_sandbox_commands_and_files(e2b):
 
 def test_code_interpreter_keeps_state_and_reports_errors(e2b):
     r = scenario(e2b, "code", e2b.keys["a"])
-    assert r["first"] == {"text": "42", "stdout": ["side effect\n"], "stderr": [], "error": None, "count": 1}
+    assert r["env"] == "('sandbox-env', 'run-env')" and r["envAfter"] is None
+    assert r["first"] == {"text": "42", "stdout": ["side effect\n"], "stderr": [], "error": None, "count": 3}
     assert r["second"] == {"text": "41", "stdout": ["kept 41\n"], "stderr": ["warn\n"], "streamed": ["kept 41\n"],
-                           "count": 2}
+                           "count": 4}
     assert r["error"]["name"] == "ZeroDivisionError"
     assert r["error"]["value"] == "division by zero"
     assert r["error"]["traceback"].startswith("Traceback (most recent call last):\n")
@@ -127,3 +130,155 @@ def test_another_teams_sandbox_is_not_found(e2b):
     # ... and it is still there for its own team.
     mine = scenario(e2b, "otherteam", e2b.keys["b"], OTHER_SANDBOX_ID=theirs)
     assert mine["getInfo"] == "no error" and mine["kill"] is True
+
+
+# ---- the wire, without the SDK: what a stranger or a misbehaving client gets --------------
+
+def http(g, method, path, body=None, headers=None, raw=None):
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", int(g.e2b_url.rsplit(":", 1)[1]), timeout=60)
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    h = {"Content-Type": "application/json"} if body is not None else {}
+    h.update(headers or {})
+    conn.request(method, path, body=data, headers=h)
+    resp = conn.getresponse()
+    out = resp.status, dict(resp.getheaders()), resp.read()
+    conn.close()
+    return out
+
+
+def envelope(msg, flags=0):
+    data = json.dumps(msg).encode()
+    return bytes([flags]) + len(data).to_bytes(4, "big") + data
+
+
+def envelopes(data):
+    out = []
+    while data:
+        n = int.from_bytes(data[1:5], "big")
+        out.append((data[0], json.loads(data[5:5 + n])))
+        data = data[5 + n:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def boxes(e2b):
+    """A sandbox of team a and one of team b, with their access tokens."""
+    made = {}
+    for team in ("a", "b"):
+        st, _, body = http(e2b, "POST", "/v2/sandboxes", {"templateID": "base", "timeout": 300},
+                           {"X-API-Key": e2b.keys[team]})
+        assert st == 201, body
+        made[team] = json.loads(body)
+    yield made
+    for team, sb in made.items():
+        http(e2b, "DELETE", f"/sandboxes/{sb['sandboxID']}", headers={"X-API-Key": e2b.keys[team]})
+
+
+def test_create_answers_what_the_sdk_parses(boxes):
+    sb = boxes["a"]
+    assert set(sb) >= {"sandboxID", "templateID", "clientID", "envdVersion", "envdAccessToken", "startedAt",
+                       "endAt", "metadata", "domain"}
+    assert sb["templateID"] == "base" and sb["envdVersion"] == "0.5.7" and sb["domain"] is None
+    assert len(sb["envdAccessToken"]) == 32 and sb["metadata"] == {}
+
+
+def test_control_api_refuses_without_a_good_key(e2b, boxes):
+    for headers in ({}, {"X-API-Key": "fbk_nope_nope"}, {"Authorization": "Bearer " + e2b.keys["a"]}):
+        st, _, body = http(e2b, "GET", "/v2/sandboxes", headers=headers)
+        assert (st, json.loads(body)["code"]) == (401, 401)
+    st, _, body = http(e2b, "POST", "/v2/sandboxes", {"templateID": "no-such-template"},
+                       {"X-API-Key": e2b.keys["a"]})
+    assert st == 400 and "templateID" in json.loads(body)["message"]
+    # A key without sandboxes:create may not create (the service decides, as for /v1).
+    admin = e2b.admin()
+    me = [u for u in admin.list_users()["users"] if u["username"] == "e2b-dev-a"][0]
+    reader = admin.create_key(name="reader", scopes=["sandboxes:read"], user_id=me["id"])["key"]
+    st, _, body = http(e2b, "POST", "/v2/sandboxes", {"templateID": "base"}, {"X-API-Key": reader})
+    assert st == 403, body
+    st, _, body = http(e2b, "GET", "/v2/sandboxes", headers={"X-API-Key": reader})
+    assert st == 200 and boxes["a"]["sandboxID"] in [s["sandboxID"] for s in json.loads(body)]
+    assert boxes["b"]["sandboxID"] not in [s["sandboxID"] for s in json.loads(body)]
+
+
+def test_envd_checks_the_sandboxes_access_token(e2b, boxes):
+    a, b = boxes["a"], boxes["b"]
+    good = {"E2b-Sandbox-Id": a["sandboxID"], "X-Access-Token": a["envdAccessToken"]}
+    assert http(e2b, "GET", "/health", headers=good)[0] == 204
+    for headers in ({"E2b-Sandbox-Id": a["sandboxID"]},
+                    {"E2b-Sandbox-Id": a["sandboxID"], "X-Access-Token": "0" * 32},
+                    {"E2b-Sandbox-Id": a["sandboxID"], "X-Access-Token": b["envdAccessToken"]},
+                    {"E2b-Sandbox-Id": b["sandboxID"], "X-Access-Token": a["envdAccessToken"]},
+                    {"E2b-Sandbox-Id": a["sandboxID"], "X-Access-Token": a["envdAccessToken"][:31]},
+                    {"E2b-Sandbox-Id": "sb-nonexistent", "X-Access-Token": a["envdAccessToken"]}):
+        st, _, body = http(e2b, "GET", "/files?path=/etc/hostname", headers=headers)
+        assert (st, json.loads(body)["code"]) == (401, 401), headers
+        st, _, body = http(e2b, "POST", "/process.Process/List", {}, headers)
+        assert st == 401
+    # The refusals are audited as failed authentications.
+    entries = e2b.admin().audit(outcome="denied", limit=1000)["entries"]
+    assert any(x.get("reason") == "wrong envd access token" for x in entries)
+
+
+def test_connect_rpc_framing_and_errors(e2b, boxes):
+    a = boxes["a"]
+    h = {"E2b-Sandbox-Id": a["sandboxID"], "X-Access-Token": a["envdAccessToken"],
+         "Content-Type": "application/connect+json"}
+    start = {"process": {"cmd": "/bin/sh", "args": ["-c", "printf 'x\\377'; echo err >&2; exit 3"]}}
+    st, hdrs, body = http(e2b, "POST", "/process.Process/Start", headers=h, raw=envelope(start))
+    assert st == 200 and hdrs["Content-Type"] == "application/connect+json"
+    frames = envelopes(body)
+    assert frames[0] == (0, {"event": {"start": {"pid": 1}}})
+    data = [f[1]["event"]["data"] for f in frames[1:-2]]
+    assert {"stdout": "eP8="} in data and {"stderr": "ZXJyCg=="} in data  # bytes, not text
+    assert frames[-2] == (0, {"event": {"end": {"exitCode": 3, "exited": True, "status": "exit status 3"}}})
+    assert frames[-1] == (2, {})
+    # A pty is not there: a clean Connect error in the end-of-stream message.
+    st, _, body = http(e2b, "POST", "/process.Process/Start", headers=h,
+                       raw=envelope({"process": {"cmd": "sh"}, "pty": {"size": {"cols": 80, "rows": 24}}}))
+    assert st == 200 and envelopes(body) == [(2, {"error": {"code": "unimplemented",
+                                                           "message": "ptys are not supported on this server"}})]
+    # Unary JSON: errors are {code, message} with Connect's HTTP statuses.
+    uh = dict(h, **{"Content-Type": "application/json"})
+    st, _, body = http(e2b, "POST", "/filesystem.Filesystem/WatchDir", {"path": "/workspace"}, uh)
+    assert st == 501 and json.loads(body)["code"] == "unimplemented"
+    st, _, body = http(e2b, "POST", "/filesystem.Filesystem/Stat", {"path": "/workspace/none"}, uh)
+    assert st == 404 and json.loads(body)["code"] == "not_found"
+    st, _, body = http(e2b, "POST", "/process.Process/SendSignal", {"process": {"pid": 99}, "signal": 9}, uh)
+    assert st == 404 and json.loads(body)["code"] == "not_found"
+    # A file name with a newline and a tab comes through find -printf whole.
+    st, _, body = http(e2b, "POST", "/files?path=/workspace/odd%0Aname%09x", raw=b"odd", headers=dict(
+        h, **{"Content-Type": "application/octet-stream"}))
+    assert st == 200, body
+    st, _, body = http(e2b, "POST", "/filesystem.Filesystem/ListDir", {"path": "/workspace", "depth": 1}, uh)
+    names = [e["name"] for e in json.loads(body)["entries"]]
+    assert "odd\nname\tx" in names
+
+
+def test_rate_limits_answer_429(e2b):
+    port = free_port()
+    g = Gateway(settings=["sandbox.backend=jail", "limits.rate_rps=1", "limits.rate_burst=2",
+                          f"e2b.listen=127.0.0.1:{port}"])
+    g.init()
+    g.start()
+    try:
+        g.e2b_url = f"http://127.0.0.1:{port}"
+        sts = [http(g, "GET", "/v2/sandboxes", headers={"X-API-Key": g.admin_key}) for _ in range(4)]
+        assert [s[0] for s in sts[:2]] == [200, 200]
+        assert sts[3][0] == 429 and int(sts[3][1]["Retry-After"]) >= 1
+        assert json.loads(sts[3][2]) == {"code": 429, "message": "too many requests for this key"}
+    finally:
+        assert g.stop() == 0
+
+
+def test_off_unless_configured(e2b):
+    """Without e2b.listen nothing else listens: the gateway's log names no
+    E2B listener (the fixture's gateway has one, and says so)."""
+    assert "forgebox e2b-compatible listener" in e2b.read_log()
+    g = Gateway(settings=["sandbox.backend=jail"])
+    g.init()
+    g.start()
+    try:
+        assert "e2b" not in g.read_log().replace('"e2b":{"listen":null}', "")
+    finally:
+        assert g.stop() == 0

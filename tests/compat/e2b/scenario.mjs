@@ -46,6 +46,9 @@ async function lifecycle() {
     envs: { FROM_COMMAND: 'command-env' }, cwd: '/tmp',
   })
   out.envs = envs.stdout
+  // the sandbox's hardening holds for E2B commands too: an unprivileged
+  // user, a read-only root
+  out.identity = (await sbx.commands.run('id -u; touch /etc/forgebox-e2b 2>/dev/null || echo read-only')).stdout
   // background + list + kill
   const bg = await sbx.commands.run('echo started; sleep 300', { background: true })
   await sleep(300)
@@ -71,6 +74,8 @@ async function lifecycle() {
   out.readViaCommand = (await sbx.commands.run('cat /workspace/notes/hello.txt')).stdout
   await sbx.files.write([{ path: 'a.txt', data: 'A' }, { path: 'b.bin', data: new Uint8Array([0, 1, 255]) }])
   out.bytes = Array.from(await sbx.files.read('b.bin', { format: 'bytes' }))
+  const written = await sbx.files.write('/home/user/deep/er/octets.txt', 'as octets', { useOctetStream: true })
+  out.octets = { path: written.path, name: written.name, data: await sbx.files.read('deep/er/octets.txt') }
   out.madeDir = await sbx.files.makeDir('/home/user/newdir')
   out.madeDirAgain = await sbx.files.makeDir('/home/user/newdir')
   const entries = await sbx.files.list('/home/user')
@@ -96,8 +101,12 @@ async function lifecycle() {
 
 async function code() {
   const out = {}
-  const sbx = await CodeSandbox.create()
+  const sbx = await CodeSandbox.create({ envs: { FROM_SANDBOX: 'sandbox-env' } })
   out.id = sbx.sandboxId
+  const env = await sbx.runCode('import os\n(os.environ["FROM_SANDBOX"], os.environ.get("PER_RUN"))',
+                                { envs: { PER_RUN: 'run-env' } })
+  out.env = env.text
+  out.envAfter = (await sbx.runCode('os.environ.get("PER_RUN")')).text ?? null
   const first = await sbx.runCode('x = 41\nprint("side", "effect")\nx + 1')
   out.first = { text: first.text, stdout: first.logs.stdout, stderr: first.logs.stderr,
                 error: first.error ? first.error.name : null, count: first.executionCount }
