@@ -120,6 +120,12 @@ int fb_core_permit_admin(fb_core *c, fb_caller *caller, fb_perm perm, const char
  * over a key's budget, cannot flood the log), then calls fb_core_audit_auth. */
 int fb_core_authenticate(fb_core *c, fb_caller *caller, const char *header, size_t len,
                          const char **reason, fb_core_err *err);
+/* The same for an adapter's own credential issued on a key's behalf (the
+ * E2B listener's envd access token stands for the key that created the
+ * sandbox): the key as it stands now, so revoking it, its expiry, its
+ * owner's disabling and role changes apply to that credential at once. */
+int fb_core_authenticate_key_id(fb_core *c, fb_caller *caller, const char *key_id, const char **reason,
+                                fb_core_err *err);
 /* The audit entry of an authentication: outcome "allowed", "denied" or
  * "error".  -1 when it cannot be written (refuse an allow then). */
 int fb_core_audit_auth(fb_core *c, const fb_caller *caller, const char *resource, const char *outcome,

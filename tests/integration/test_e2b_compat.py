@@ -220,6 +220,23 @@ def test_envd_checks_the_sandboxes_access_token(e2b, boxes):
     assert any(x.get("reason") == "wrong envd access token" for x in entries)
 
 
+def test_a_revoked_key_ends_its_sandboxes_access_tokens(e2b):
+    admin = e2b.admin()
+    me = [u for u in admin.list_users()["users"] if u["username"] == "e2b-dev-a"][0]
+    k = admin.create_key(name="short-lived", scopes=SCOPES, user_id=me["id"])
+    st, _, body = http(e2b, "POST", "/v2/sandboxes", {"templateID": "base"}, {"X-API-Key": k["key"]})
+    assert st == 201
+    sb = json.loads(body)
+    h = {"E2b-Sandbox-Id": sb["sandboxID"], "X-Access-Token": sb["envdAccessToken"]}
+    assert http(e2b, "POST", "/process.Process/List", {}, h)[:1] == (200,)
+    admin.delete_key(k["id"])
+    st, _, body = http(e2b, "POST", "/process.Process/List", {}, h)
+    assert (st, json.loads(body)) == (401, {"code": 401, "message": "invalid credentials"})
+    entries = admin.audit(outcome="denied", limit=1000)["entries"]
+    assert any(x.get("reason") == "revoked" for x in entries)
+    admin.delete_sandbox(sb["sandboxID"])
+
+
 def test_connect_rpc_framing_and_errors(e2b, boxes):
     a = boxes["a"]
     h = {"E2b-Sandbox-Id": a["sandboxID"], "X-Access-Token": a["envdAccessToken"],

@@ -6,8 +6,9 @@
  *
  * The sandbox itself stays the service's: this table never decides a
  * permission nor keeps a sandbox alive.  An entry only remembers who
- * created the sandbox (the principal envd requests act as: E2B's SDKs send
- * the access token there, not the API key) and holds one attached handle
+ * created the sandbox (the key envd requests act for: E2B's SDKs send
+ * the access token there, not the API key; the key is checked as it
+ * stands at each request) and holds one attached handle
  * per command, so a background command outlives the request that started
  * it (a streamed exec without readers would be cancelled) until it ends
  * or the sandbox goes.  Entries go when the sandbox is killed through this
@@ -29,8 +30,7 @@
 struct e2b_box {
     char id[32];
     char token[E2B_TOKEN_LEN + 1];
-    fb_principal who;
-    char actor[64];
+    char key_id[FB_ID_MAX];     /* the key envd requests act for */
     char template_id[64];
     json_t *metadata, *env_vars;
     pthread_mutex_t lock;
@@ -116,8 +116,7 @@ int e2b_box_add(e2b_boxes *b, const fb_sandbox_info *info, const fb_caller *call
     fb_random_bytes(raw, sizeof raw);
     fb_hex(raw, sizeof raw, box->token);
     sodium_memzero(raw, sizeof raw);
-    box->who = caller->who;
-    snprintf(box->actor, sizeof box->actor, "%s", caller->actor);
+    snprintf(box->key_id, sizeof box->key_id, "%s", caller->who.key_id);
     snprintf(box->template_id, sizeof box->template_id, "%s", template_id);
     box->metadata = object_or_empty(metadata);
     box->env_vars = object_or_empty(env_vars);
@@ -193,13 +192,9 @@ json_t *e2b_box_env_vars(const e2b_box *box)
     return json_deep_copy(box->env_vars);
 }
 
-void e2b_box_caller(const e2b_box *box, const fb_caller *req, fb_caller *out)
+const char *e2b_box_key_id(const e2b_box *box)
 {
-    memset(out, 0, sizeof *out);
-    out->who = box->who;
-    memcpy(out->actor, box->actor, sizeof out->actor);
-    memcpy(out->source_ip, req->source_ip, sizeof out->source_ip);
-    memcpy(out->request_id, req->request_id, sizeof out->request_id);
+    return box->key_id;
 }
 
 json_t *e2b_boxes_metadata_of(e2b_boxes *b, const char *id, char *template_out, size_t cap)

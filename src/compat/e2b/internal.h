@@ -115,9 +115,8 @@ const char *e2b_box_template(const e2b_box *box);
 /* New references (json null or objects). */
 json_t *e2b_box_metadata(const e2b_box *box);
 json_t *e2b_box_env_vars(const e2b_box *box);
-/* The caller who holds the sandbox for envd requests, with this request's
- * source address and id. */
-void e2b_box_caller(const e2b_box *box, const fb_caller *req, fb_caller *out);
+/* The key envd requests with the box's token act for (its creator's). */
+const char *e2b_box_key_id(const e2b_box *box);
 /* Metadata of a sandbox by id for listings (new reference; {} if none),
  * and its template ("base" if none). */
 json_t *e2b_boxes_metadata_of(e2b_boxes *b, const char *id, char *template_out, size_t cap);

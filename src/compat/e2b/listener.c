@@ -13,9 +13,11 @@
  *   each permission;
  * - in-sandbox ("envd" and code interpreter) requests name their sandbox
  *   in E2b-Sandbox-Id and carry its envd access token in X-Access-Token.
- *   The token stands for the key that created the sandbox (boxes.c); a
- *   wrong or missing one is a 401 charged to the source's failure budget
- *   like a bad key, a good one charges that key's request budget, and the
+ *   The token stands for the key that created the sandbox (boxes.c),
+ *   checked as that key stands at each request (revoked, expired, owner
+ *   disabled: the token is dead too); a wrong or missing token is a 401
+ *   charged to the source's failure budget like a bad key, a good one
+ *   charges that key's request budget, and the
  *   service opens the sandbox for the key's principal, deciding and
  *   auditing the permission against the sandbox's team as for the native
  *   API.  (E2B's other form, the sandbox in the host name, is not used
@@ -101,9 +103,14 @@ static bool gate_envd(e2b_req *r, const char *sandbox_id, enum MHD_Result *rc)
         *rc = refuse(r, "wrong envd access token");
         return false;
     }
-    fb_caller c;
-    e2b_box_caller(r->box, &r->caller, &c);
-    r->caller = c;
+    /* The token stands for its key, checked as the key stands now: a
+     * revoked or expired key, or a disabled owner, ends its tokens too. */
+    const char *why = "";
+    fb_core_err err = {0};
+    if (fb_core_authenticate_key_id(r->s->sh.core, &r->caller, e2b_box_key_id(r->box), &why, &err) < 0) {
+        *rc = err.code == FB_CORE_INTERNAL ? e2b_send_core_error(r, &err) : refuse(r, why);
+        return false;
+    }
     char ukey[80];
     snprintf(ukey, sizeof ukey, "user:%s", r->caller.who.user_id);
     int wait = gw_ratelimit_take(r->s->sh.rl, r->caller.who.key_id);
