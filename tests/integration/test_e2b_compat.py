@@ -272,6 +272,44 @@ def test_connect_rpc_framing_and_errors(e2b, boxes):
     assert "odd\nname\tx" in names
 
 
+def test_connect_gives_a_v1_sandbox_a_token(e2b):
+    native = e2b.client(e2b.keys["a"]).create_sandbox(backend="jail")
+    st, _, body = http(e2b, "POST", f"/v2/sandboxes/{native['id']}/connect", {"timeout": 200},
+                       {"X-API-Key": e2b.keys["a"]})
+    assert st == 200, body
+    sb = json.loads(body)
+    assert sb["sandboxID"] == native["id"] and len(sb["envdAccessToken"]) == 32
+    h = {"E2b-Sandbox-Id": native["id"], "X-Access-Token": sb["envdAccessToken"],
+         "Content-Type": "application/connect+json"}
+    st, _, body = http(e2b, "POST", "/process.Process/Start", headers=h,
+                       raw=envelope({"process": {"cmd": "echo", "args": ["via e2b"]}}))
+    assert {"stdout": "dmlhIGUyYgo="} in [f[1]["event"].get("data") for f in envelopes(body)[:-1]]
+    # Team b cannot connect to it (404), and the timeout it set is the sandbox's TTL.
+    st, _, _ = http(e2b, "POST", f"/v2/sandboxes/{native['id']}/connect", {}, {"X-API-Key": e2b.keys["b"]})
+    assert st == 404
+    info = e2b.client(e2b.keys["a"]).get_sandbox(native["id"])
+    assert info["expires_at"] == sb["endAt"]
+    e2b.client(e2b.keys["a"]).delete_sandbox(native["id"])
+
+
+def test_quota_is_429(e2b):
+    port = free_port()
+    g = Gateway(settings=["sandbox.backend=jail", "limits.rate_rps=1000", "limits.rate_burst=1000",
+                          "quotas.max_sandboxes_per_team=1", f"e2b.listen=127.0.0.1:{port}"])
+    g.init()
+    g.start()
+    try:
+        g.e2b_url = f"http://127.0.0.1:{port}"
+        h = {"X-API-Key": g.admin_key}
+        st, _, first = http(g, "POST", "/v2/sandboxes", {"templateID": "base"}, h)
+        assert st == 201
+        st, _, body = http(g, "POST", "/v2/sandboxes", {"templateID": "base"}, h)
+        assert st == 429 and json.loads(body)["code"] == 429
+        http(g, "DELETE", f"/sandboxes/{json.loads(first)['sandboxID']}", headers=h)
+    finally:
+        assert g.stop() == 0
+
+
 def test_rate_limits_answer_429(e2b):
     port = free_port()
     g = Gateway(settings=["sandbox.backend=jail", "limits.rate_rps=1", "limits.rate_burst=2",

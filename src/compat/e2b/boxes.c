@@ -11,8 +11,10 @@
  * stands at each request) and holds one attached handle
  * per command, so a background command outlives the request that started
  * it (a streamed exec without readers would be cancelled) until it ends
- * or the sandbox goes.  Entries go when the sandbox is killed through this
- * API, or when a request finds the sandbox gone; the table is bounded.
+ * or the sandbox goes; an ended command nobody reads is forgotten, as envd
+ * forgets it.  Entries go when the sandbox is killed through this API,
+ * when a request finds the sandbox gone, or past the sandbox's TTL; the
+ * table is bounded.
  *
  * Locking: the table lock guards the table and each entry's reference
  * count; an entry's own lock guards its processes and contexts.  Exec
@@ -22,8 +24,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
+
+#include "common/time.h"
 
 #include "compat/e2b/internal.h"
 
@@ -31,6 +36,7 @@ struct e2b_box {
     char id[32];
     char token[E2B_TOKEN_LEN + 1];
     char key_id[FB_ID_MAX];     /* the key envd requests act for */
+    time_t expires;             /* the sandbox's end by its TTL (under the table lock) */
     char template_id[64];
     json_t *metadata, *env_vars;
     pthread_mutex_t lock;
@@ -105,6 +111,41 @@ static json_t *object_or_empty(json_t *j)
     return json_is_object(j) ? json_deep_copy(j) : json_object();
 }
 
+/* A sandbox's end as its TTL says (far away if unreadable: kept). */
+static time_t expiry_of(const char *expires_at)
+{
+    struct timespec t;
+    return fb_time_parse(expires_at, &t) == 0 ? t.tv_sec : (time_t)1 << 40;
+}
+
+/* Entries of sandboxes past their TTL (the reaper has ended them; one
+ * deleted through /v1 goes at its TTL too) leave the table, so that the
+ * handles they hold do not outlive their sandbox by long (table lock held;
+ * returns how many went into gone[]). */
+static size_t sweep_locked(e2b_boxes *b, e2b_box **gone, size_t max)
+{
+    time_t now = fb_time_now_ts().tv_sec;
+    size_t n = 0;
+    for (size_t i = 0; i < b->n && n < max;)
+        if (b->items[i]->expires + 5 < now) {
+            gone[n++] = b->items[i];
+            b->items[i] = b->items[--b->n];
+        } else {
+            i++;
+        }
+    return n;
+}
+
+void e2b_box_set_expiry(e2b_boxes *b, const char *id, const char *expires_at)
+{
+    time_t t = expiry_of(expires_at);
+    pthread_mutex_lock(&b->lock);
+    for (size_t i = 0; i < b->n; i++)
+        if (strcmp(b->items[i]->id, id) == 0)
+            b->items[i]->expires = t;
+    pthread_mutex_unlock(&b->lock);
+}
+
 int e2b_box_add(e2b_boxes *b, const fb_sandbox_info *info, const fb_caller *caller, const char *template_id,
                 json_t *metadata, json_t *env_vars, char token_out[E2B_TOKEN_LEN + 1])
 {
@@ -117,20 +158,27 @@ int e2b_box_add(e2b_boxes *b, const fb_sandbox_info *info, const fb_caller *call
     fb_hex(raw, sizeof raw, box->token);
     sodium_memzero(raw, sizeof raw);
     snprintf(box->key_id, sizeof box->key_id, "%s", caller->who.key_id);
+    box->expires = expiry_of(info->expires_at);
     snprintf(box->template_id, sizeof box->template_id, "%s", template_id);
     box->metadata = object_or_empty(metadata);
     box->env_vars = object_or_empty(env_vars);
     pthread_mutex_init(&box->lock, NULL);
     box->refs = 1;
+    e2b_box *gone[64];
     pthread_mutex_lock(&b->lock);
-    if (b->n == E2B_MAX_BOXES) {
-        pthread_mutex_unlock(&b->lock);
+    size_t ngone = sweep_locked(b, gone, sizeof gone / sizeof gone[0]);
+    bool full = b->n == E2B_MAX_BOXES;
+    if (!full) {
+        b->items[b->n++] = box;
+        memcpy(token_out, box->token, E2B_TOKEN_LEN + 1);
+    }
+    pthread_mutex_unlock(&b->lock);
+    for (size_t i = 0; i < ngone; i++)
+        e2b_box_put(b, gone[i]);
+    if (full) {
         box_free(box);
         return -1;
     }
-    b->items[b->n++] = box;
-    memcpy(token_out, box->token, E2B_TOKEN_LEN + 1);
-    pthread_mutex_unlock(&b->lock);
     return 0;
 }
 
@@ -220,24 +268,26 @@ e2b_proc *e2b_proc_add(e2b_box *box, fb_core_exec *x, json_t *config, const char
     snprintf(p->exec_id, sizeof p->exec_id, "%s", fb_core_exec_id(x));
     snprintf(p->tag, sizeof p->tag, "%s", tag ? tag : "");
     p->refs = 2; /* the box's and the caller's */
+    /* Like envd, forget commands that have ended and that nobody reads
+     * any more (their logs are the service's to keep or let go). */
+    e2b_proc *ended[E2B_MAX_PROCS];
+    size_t nended = 0;
     pthread_mutex_lock(&box->lock);
-    if (box->nprocs == E2B_MAX_PROCS) {
-        /* Forget the oldest command that has ended. */
-        for (size_t i = 0; i < box->nprocs; i++)
-            if (fb_core_exec_wait(box->procs[i]->x, 0)) {
-                e2b_proc *old = box->procs[i];
-                memmove(&box->procs[i], &box->procs[i + 1], (box->nprocs - i - 1) * sizeof box->procs[0]);
-                box->nprocs--;
-                if (proc_drop_locked(old)) {
-                    pthread_mutex_unlock(&box->lock);
-                    proc_free(old);
-                    pthread_mutex_lock(&box->lock);
-                }
-                break;
-            }
+    for (size_t i = 0; i < box->nprocs;) {
+        e2b_proc *old = box->procs[i];
+        if (old->refs == 1 && fb_core_exec_wait(old->x, 0)) {
+            memmove(&box->procs[i], &box->procs[i + 1], (box->nprocs - i - 1) * sizeof box->procs[0]);
+            box->nprocs--;
+            if (proc_drop_locked(old))
+                ended[nended++] = old;
+        } else {
+            i++;
+        }
     }
     if (box->nprocs == E2B_MAX_PROCS) {
         pthread_mutex_unlock(&box->lock);
+        for (size_t i = 0; i < nended; i++)
+            proc_free(ended[i]);
         p->x = NULL; /* still the caller's */
         json_decref(p->config);
         free(p);
@@ -246,6 +296,8 @@ e2b_proc *e2b_proc_add(e2b_box *box, fb_core_exec *x, json_t *config, const char
     p->pid = ++box->next_pid;
     box->procs[box->nprocs++] = p;
     pthread_mutex_unlock(&box->lock);
+    for (size_t i = 0; i < nended; i++)
+        proc_free(ended[i]);
     return p;
 }
 

@@ -253,6 +253,7 @@ static enum MHD_Result retime(e2b_req *r, const char *id, const char *field, boo
     fb_core_sandbox_put(r->s->sh.core, ref);
     if (st < 0)
         return e2b_send_core_error(r, &err);
+    e2b_box_set_expiry(r->s->boxes, id, info.expires_at);
     if (!answer_sandbox)
         return e2b_send_empty(r, 204);
     /* A sandbox created through the native API gets its entry (and

@@ -33,7 +33,7 @@
 #define E2B_ENVD_VERSION "0.5.7"
 #define E2B_TOKEN_LEN 32            /* hex characters of an envd access token */
 #define E2B_MAX_BOXES 4096
-#define E2B_MAX_PROCS 64            /* remembered per sandbox (running ones always) */
+#define E2B_MAX_PROCS 64            /* commands known per sandbox (running, or ended and still read) */
 #define E2B_MAX_CTX 8               /* code interpreter contexts per sandbox */
 #define E2B_HOME "/home/user"       /* E2B's home directory, /workspace here */
 
@@ -102,6 +102,8 @@ void e2b_boxes_free(e2b_boxes *b);
  * caller; token_out receives its envd access token. */
 int e2b_box_add(e2b_boxes *b, const fb_sandbox_info *info, const fb_caller *caller, const char *template_id,
                 json_t *metadata, json_t *env_vars, char token_out[E2B_TOKEN_LEN + 1]);
+/* The sandbox's TTL changed: its entry goes at the new end. */
+void e2b_box_set_expiry(e2b_boxes *b, const char *id, const char *expires_at);
 /* The entry of a sandbox (a reference) or NULL. */
 e2b_box *e2b_box_get(e2b_boxes *b, const char *id);
 void e2b_box_put(e2b_boxes *b, e2b_box *box);
