@@ -263,6 +263,18 @@ def test_connect_rpc_framing_and_errors(e2b, boxes):
     assert st == 404 and json.loads(body)["code"] == "not_found"
     st, _, body = http(e2b, "POST", "/process.Process/SendSignal", {"process": {"pid": 99}, "signal": 9}, uh)
     assert st == 404 and json.loads(body)["code"] == "not_found"
+    # Malformed envelopes: cut short, lying about their length, compressed,
+    # not JSON objects: a clean invalid_argument, nothing runs.
+    for raw in (envelope(start)[:-1], b"\x00\xff\xff\xff\xff{}", b"\x01" + envelope(start)[1:],
+                envelope(start)[:3], b"\x00\x00\x00\x00\x02[]"):
+        st, _, body = http(e2b, "POST", "/process.Process/Start", headers=h, raw=raw)
+        assert st == 200 and envelopes(body) == [(2, {"error": {
+            "code": "invalid_argument", "message": "the body is not a sequence of JSON envelopes"}})], raw
+    for raw in (b"{", b"[1]", b'{"path": "/a", "path": "/b"}'):
+        st, _, body = http(e2b, "POST", "/filesystem.Filesystem/Stat", headers=uh, raw=raw)
+        assert (st, json.loads(body)["code"]) == (400, "invalid_argument"), raw
+    st, _, body = http(e2b, "POST", "/process.Process/List", {}, uh)
+    assert [p["pid"] for p in json.loads(body)["processes"]] == []
     # A file name with a newline and a tab comes through find -printf whole.
     st, _, body = http(e2b, "POST", "/files?path=/workspace/odd%0Aname%09x", raw=b"odd", headers=dict(
         h, **{"Content-Type": "application/octet-stream"}))
