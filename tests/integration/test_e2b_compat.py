@@ -112,6 +112,7 @@ def test_code_interpreter_keeps_state_and_reports_errors(e2b):
     assert "fb-e2b-repl" not in r["error"]["traceback"]
     assert r["error"]["text"] is None
     assert r["afterError"] == "41"
+    assert r["slow"] == {"text": "'slept'", "stdout": ["before\n", "after\n"]}
     assert r["otherContext"] == "5" and r["otherContextSeesX"] == "False"
 
 

@@ -72,10 +72,18 @@ static int ensure_server(e2b_req *r, fb_sb_ref *ref, const char *ctx, const char
 
 static bool fmt(e2b_stream *st, const fb_exec_event *ev)
 {
-    if (!ev)
-        return true; /* NDJSON has no keepalive line */
-    if (ev->kind == FB_EXEC_EV_STDOUT)
+    /* st->ctx is non-NULL while a line is open.  A quiet run gets a line
+     * of a type the SDK skips, between lines only: writing it is how a
+     * client that went away is noticed. */
+    if (!ev) {
+        static const char keepalive[] = "{\"type\":\"keepalive\"}\n";
+        return st->ctx || e2b_stream_append(st, keepalive, sizeof keepalive - 1) == 0;
+    }
+    if (ev->kind == FB_EXEC_EV_STDOUT) {
+        if (ev->len)
+            st->ctx = ev->data[ev->len - 1] == '\n' ? NULL : st;
         return e2b_stream_append(st, ev->data, ev->len) == 0;
+    }
     if (ev->kind == FB_EXEC_EV_ERROR || (ev->kind == FB_EXEC_EV_EXIT && !ev->result.started)) {
         json_t *m = json_string(ev->kind == FB_EXEC_EV_ERROR ? ev->message : ev->result.message);
         json_t *line = json_pack("{s:s, s:s, s:o, s:s}", "type", "error", "name", "SandboxError", "value",
@@ -141,7 +149,7 @@ enum MHD_Result e2b_execute(e2b_req *r, fb_sb_ref *ref)
         return e2b_send_error(r, 503, "out of memory");
     }
     s->x = x;
-    s->idle_ms = 1000;
+    s->idle_ms = 5000;
     s->fmt = fmt;
     s->release = release;
     return e2b_stream_answer(r, s, "application/x-ndjson");

@@ -119,6 +119,10 @@ async function code() {
   out.error = { name: bad.error.name, value: bad.error.value, traceback: bad.error.traceback, text: bad.text ?? null }
   const after = await sbx.runCode('x')
   out.afterError = after.text
+  // a quiet run longer than the keepalive interval: the keepalive lines
+  // between output lines are skipped by the SDK
+  const slow = await sbx.runCode('import time\nprint("before")\ntime.sleep(6)\nprint("after")\n"slept"')
+  out.slow = { text: slow.text, stdout: slow.logs.stdout }
   const ctx = await sbx.createCodeContext()
   const other = await sbx.runCode('y = 5\ny', { context: ctx })
   out.otherContext = other.text
