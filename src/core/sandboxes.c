@@ -19,6 +19,10 @@
 
 #include "core/internal.h"
 
+/* expires_at's text changes after creation (fb_core_sandbox_set_ttl)
+ * while others copy it; this lock keeps each copy whole. */
+static pthread_mutex_t expires_text_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void info_of(const core_sandbox *s, fb_sandbox_info *o)
 {
     memset(o, 0, sizeof *o);
@@ -30,7 +34,9 @@ static void info_of(const core_sandbox *s, fb_sandbox_info *o)
     o->vcpus = s->vcpus;
     o->disk_mib = s->disk_mib;
     memcpy(o->created_at, s->created_at, sizeof o->created_at);
+    pthread_mutex_lock(&expires_text_lock);
     memcpy(o->expires_at, s->expires_at, sizeof o->expires_at);
+    pthread_mutex_unlock(&expires_text_lock);
 }
 
 static int in_range(const char *name, bool has, uint64_t v, uint64_t def, uint64_t min, uint64_t max,
@@ -269,7 +275,9 @@ int fb_core_sandbox_set_ttl(fb_core *c, fb_caller *caller, fb_sb_ref *ref, uint6
     if (!dying) {
         s->ttl_s = ttl_s;
         s->expires_ns = deadline;
+        pthread_mutex_lock(&expires_text_lock);
         snprintf(s->expires_at, sizeof s->expires_at, "%s", expires);
+        pthread_mutex_unlock(&expires_text_lock);
     }
     pthread_mutex_unlock(&c->reg.lock);
     if (dying)

@@ -305,6 +305,23 @@ def test_connect_gives_a_v1_sandbox_a_token(e2b):
     e2b.client(e2b.keys["a"]).delete_sandbox(native["id"])
 
 
+def test_set_timeout_is_the_ttl_the_reaper_keeps(e2b):
+    import time
+    h = {"X-API-Key": e2b.keys["a"]}
+    st, _, body = http(e2b, "POST", "/v2/sandboxes", {"templateID": "base", "timeout": 600}, h)
+    sid = json.loads(body)["sandboxID"]
+    assert http(e2b, "POST", f"/sandboxes/{sid}/timeout", {"timeout": 1}, h)[0] == 204
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and http(e2b, "GET", f"/sandboxes/{sid}", headers=h)[0] == 200:
+        time.sleep(0.5)
+    assert http(e2b, "GET", f"/sandboxes/{sid}", headers=h)[0] == 404
+    st, _, other = http(e2b, "POST", "/v2/sandboxes", {"templateID": "base"}, h)
+    oid = json.loads(other)["sandboxID"]
+    for bad in ({"timeout": 0}, {"timeout": "10"}, {}, {"timeout": 10 ** 9}):
+        assert http(e2b, "POST", f"/sandboxes/{oid}/timeout", bad, h)[0] == 400, bad
+    http(e2b, "DELETE", f"/sandboxes/{oid}", headers=h)
+
+
 def test_quota_is_429(e2b):
     port = free_port()
     g = Gateway(settings=["sandbox.backend=jail", "limits.rate_rps=1000", "limits.rate_burst=1000",
