@@ -81,6 +81,9 @@ def test_sandbox_commands_and_files(e2b):
     assert r["bgWait"]["error"] == "CommandExitError" and r["bgWait"]["exitCode"] != 0
     assert r["bgStdout"] == "started\n"
     assert r["stdin"] == "to stdin\n"
+    assert r["connected"] == {"pid": True, "stdout": "late\n"}
+    assert r["reconnected"] == "via connect\n"
+    assert r["getInfo"] == {"name": "b.bin", "type": "file", "size": 3, "path": "/workspace/b.bin"}
     assert r["read"] == "hello from e2b\n" and r["readViaCommand"] == "hello from e2b\n"
     assert r["bytes"] == [0, 1, 255]
     assert r["octets"] == {"path": "/workspace/deep/er/octets.txt", "name": "octets.txt", "data": "as octets"}

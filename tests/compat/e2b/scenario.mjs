@@ -62,6 +62,12 @@ async function lifecycle() {
     out.bgWait = { error: errName(e), exitCode: e.exitCode }
   }
   out.bgStdout = bg.stdout
+  // connect to a running command from another handle, by pid
+  const late = await sbx.commands.run('sleep 1; echo late', { background: true })
+  const again = await sbx.commands.connect(late.pid)
+  out.connected = { pid: again.pid === late.pid, stdout: (await again.wait()).stdout }
+  const reconnected = await Sandbox.connect(sbx.sandboxId)
+  out.reconnected = (await reconnected.commands.run('echo via connect')).stdout
   // stdin
   const cat = await sbx.commands.run('cat', { background: true, stdin: true })
   await sbx.commands.sendStdin(cat.pid, 'to stdin\n')
@@ -80,6 +86,8 @@ async function lifecycle() {
   out.madeDirAgain = await sbx.files.makeDir('/home/user/newdir')
   const entries = await sbx.files.list('/home/user')
   out.list = entries.map((e) => `${e.name}:${e.type}`).sort()
+  const fi = await sbx.files.getInfo('b.bin')
+  out.getInfo = { name: fi.name, type: fi.type, size: fi.size, path: fi.path }
   out.existsBefore = await sbx.files.exists('a.txt')
   await sbx.files.remove('a.txt')
   out.existsAfter = await sbx.files.exists('a.txt')
