@@ -123,7 +123,10 @@ const char *e2b_box_key_id(const e2b_box *box);
  * and its template ("base" if none). */
 json_t *e2b_boxes_metadata_of(e2b_boxes *b, const char *id, char *template_out, size_t cap);
 
-/* Processes: pids count from 1 per sandbox. */
+/* Processes: pids count from 1 per sandbox.  e2b_proc_add takes x and
+ * config and returns a reference for the caller (the box keeps another);
+ * NULL when the sandbox has E2B_MAX_PROCS commands already: config is
+ * freed, x is still the caller's. */
 e2b_proc *e2b_proc_add(e2b_box *box, fb_core_exec *x, json_t *config /* stolen */, const char *tag);
 e2b_proc *e2b_proc_find(e2b_box *box, uint32_t pid, const char *tag);
 void e2b_proc_put(e2b_box *box, e2b_proc *p);
@@ -131,7 +134,8 @@ void e2b_proc_put(e2b_box *box, e2b_proc *p);
 json_t *e2b_proc_list(e2b_box *box);
 
 /* The code interpreter's contexts: the server exec of a context, if any
- * (a reference to put back with e2b_proc_put), and setting it. */
+ * (a reference to put back with e2b_proc_put), and setting it (takes x;
+ * -1 with x still the caller's when there are E2B_MAX_CTX contexts). */
 e2b_proc *e2b_ctx_server(e2b_box *box, const char *ctx);
 int e2b_ctx_set_server(e2b_box *box, const char *ctx, fb_core_exec *x);
 bool e2b_box_repl_shipped(e2b_box *box, bool set);
