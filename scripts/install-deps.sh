@@ -10,6 +10,7 @@ libseccomp-dev libcap-dev libsodium-dev libjansson-dev libcmocka-dev
 libmicrohttpd-dev libsqlite3-dev libyaml-dev libevent-dev libc-ares-dev libcurl4-gnutls-dev
 qemu-system-x86 busybox-static mmdebstrap e2fsprogs cpio kmod zstd xz-utils
 bubblewrap python3 python3-pytest python3-pytest-xdist python3-yaml hyperfine wrk procps util-linux sqlite3
+nodejs
 "
 
 missing=""
@@ -18,6 +19,10 @@ for p in $PACKAGES; do
         missing="$missing $p"
     fi
 done
+
+# npm (the E2B compatibility tests install the pinned SDKs with it) is its
+# own Debian package; a Node.js from elsewhere brings its own npm.
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 
 if [ -z "$missing" ]; then
     echo "install-deps: all packages present"

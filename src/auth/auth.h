@@ -193,6 +193,13 @@ int fb_auth_key_authenticate(fb_store *st, const char *header_value, fb_principa
 int fb_auth_key_authenticate_n(fb_store *st, const char *value, size_t len, fb_principal *out,
                                fb_auth_fail *why, fb_err *err);
 
+/* The principal of key_id as the key stands now, without its secret: for
+ * a credential the server itself issued on the key's behalf (the E2B
+ * listener's envd access tokens).  The same checks and order as after a
+ * matching secret (revoked, expired, disabled), and the same principal;
+ * unknown for an absent key.  Does not touch last_used_at. */
+int fb_auth_key_principal(fb_store *st, const char *key_id, fb_principal *out, fb_auth_fail *why, fb_err *err);
+
 /* Revokes key_id and, in the same transaction, every key it minted,
  * transitively (finding 14: a leaked key's children die with it).  The
  * owner may revoke their own keys with keys:manage; an admin with

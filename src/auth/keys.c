@@ -306,3 +306,22 @@ int fb_auth_key_list(fb_store *st, const char *user_id, fb_api_key_info **out, s
         return 0;
     return fb_auth_from_store(fb_store_key_list(st, user_id, out, n, err));
 }
+
+int fb_auth_key_principal(fb_store *st, const char *key_id, fb_principal *out, fb_auth_fail *why, fb_err *err)
+{
+    memset(out, 0, sizeof *out);
+    *why = FB_AUTH_FAIL_ERROR;
+    fb_key_auth_row row;
+    memset(&row, 0, sizeof row);
+    int rc = -1;
+    int found = fb_store_key_auth_row(st, key_id, &row, err);
+    if (found == FB_STORE_ENOTFOUND)
+        rc = auth_fail(why, FB_AUTH_FAIL_UNKNOWN, err, "no API key %s", key_id);
+    else if (found == 0 && key_state_check(&row, key_id, why, err) == 0) {
+        fb_auth_fill_principal(out, &row.owner, key_id, row.key.scopes);
+        *why = FB_AUTH_FAIL_NONE;
+        rc = 0;
+    }
+    sodium_memzero(&row, sizeof row);
+    return rc;
+}

@@ -20,6 +20,7 @@
 #include "auth/auth.h"
 #include "cli/cli.h"
 #include "config/config.h"
+#include "compat/e2b/e2b.h"
 #include "gateway/gateway.h"
 #include "store/store.h"
 
@@ -103,7 +104,8 @@ int fb_cmd_serve(int argc, char **argv)
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     char buf[4096];
     const char *image = image_flag ? image_flag : cfg.image_dir ? cfg.image_dir : fb_cli_image_dir(NULL, buf, sizeof buf);
-    rc = fb_gateway_run(&cfg, image, &err);
+    /* e2b.listen: the E2B-compatible listener runs beside the gateway. */
+    rc = fb_gateway_run_with(&cfg, image, cfg.e2b.listen ? &fb_e2b_companion : NULL, &err);
     if (rc < 0)
         fprintf(stderr, "forgebox: %s\n", err.msg);
     fb_config_free(&cfg);

@@ -78,12 +78,14 @@ const struct cfg_key cfg_keys[] = {
     {"tasks.approval_timeout_s", K_UINT, OFF(tasks.approval_timeout_s), false, 1, 7 * 86400},
     {"tasks.ttl_s", K_UINT, OFF(tasks.ttl_s), false, 0, 7 * 86400},
     {"tasks.max_running", K_UINT, OFF(tasks.max_running), false, 1, 10000},
+    /* The E2B-compatible listener (src/compat/e2b): off unless set. */
+    {"e2b.listen", K_LISTEN, OFF(e2b.listen), true, 0, 0},
 };
 
 _Static_assert(sizeof cfg_keys / sizeof cfg_keys[0] == FB_CONFIG_NKEYS,
                "FB_CONFIG_NKEYS in config.h must match the key table");
 
-const char *const cfg_sections[] = {"tls", "sandbox", "network", "limits", "quotas", "tasks"};
+const char *const cfg_sections[] = {"tls", "sandbox", "network", "limits", "quotas", "tasks", "e2b"};
 
 /* FORGEBOX_ variables that belong to other parts of ForgeBox (the CLI, the
  * image build, the test harness); never reported as misspelt keys. */
@@ -366,6 +368,8 @@ int cfg_set_value(fb_config *cfg, const struct cfg_key *k, const char *value, co
 
     switch (k->type) {
     case K_LISTEN:
+        if (k->optional && value[0] == '\0')
+            break;
         if (fb_config_listen_split(value, NULL, 0, NULL, NULL) < 0)
             return cfg_fail_value(err, k, source, value, redact,
                               "must be HOST:PORT or [IPV6]:PORT with a port between 1 and 65535");

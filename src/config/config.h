@@ -54,7 +54,7 @@ typedef enum {
 /* Longest value any key accepts, after ${VAR} interpolation. */
 #define FB_CONFIG_MAX_VALUE 3000
 /* Number of keys (the size of the bookkeeping arrays below). */
-#define FB_CONFIG_NKEYS 40
+#define FB_CONFIG_NKEYS 41
 
 /* Most providers one file may define. */
 #define FB_CONFIG_MAX_PROVIDERS 64
@@ -137,6 +137,9 @@ typedef struct fb_config {
         uint64_t ttl_s;               /* a succeeded task's sandbox is kept this long */
         uint64_t max_running;         /* tasks running at once on this node; more wait queued */
     } tasks;
+    struct {
+        char *listen;             /* the E2B-compatible listener's "host:port"; NULL: off */
+    } e2b;
     fb_config_provider *providers;  /* in file order */
     size_t nproviders;
 

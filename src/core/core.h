@@ -120,6 +120,12 @@ int fb_core_permit_admin(fb_core *c, fb_caller *caller, fb_perm perm, const char
  * over a key's budget, cannot flood the log), then calls fb_core_audit_auth. */
 int fb_core_authenticate(fb_core *c, fb_caller *caller, const char *header, size_t len,
                          const char **reason, fb_core_err *err);
+/* The same for an adapter's own credential issued on a key's behalf (the
+ * E2B listener's envd access token stands for the key that created the
+ * sandbox): the key as it stands now, so revoking it, its expiry, its
+ * owner's disabling and role changes apply to that credential at once. */
+int fb_core_authenticate_key_id(fb_core *c, fb_caller *caller, const char *key_id, const char **reason,
+                                fb_core_err *err);
 /* The audit entry of an authentication: outcome "allowed", "denied" or
  * "error".  -1 when it cannot be written (refuse an allow then). */
 int fb_core_audit_auth(fb_core *c, const fb_caller *caller, const char *resource, const char *outcome,
@@ -174,6 +180,11 @@ void fb_core_sandbox_info(const fb_sb_ref *ref, fb_sandbox_info *out);
 /* Destroys the sandbox (needs a reference opened for sandboxes:create);
  * returns at once even while its execs wind down.  Consumes ref. */
 int fb_core_sandbox_delete(fb_core *c, fb_caller *caller, fb_sb_ref *ref, fb_core_err *err);
+/* Sets the sandbox's time to live to ttl_s from now (1..sandbox.max_ttl_s;
+ * ref opened for sandboxes:create), audited; out (may be NULL) receives
+ * the sandbox as it is now. */
+int fb_core_sandbox_set_ttl(fb_core *c, fb_caller *caller, fb_sb_ref *ref, uint64_t ttl_s, fb_sandbox_info *out,
+                            fb_core_err *err);
 
 /* ---- execs (execs.c) ------------------------------------------------------------------
  *
@@ -209,6 +220,8 @@ typedef struct fb_core_exec_spec {
     uint64_t timeout_s;        /* 0: the default */
     const char *stdin_data;    /* NULL: no stdin */
     size_t stdin_len;
+    bool stdin_pipe;           /* instead: stdin stays open, fed by fb_core_exec_write_stdin
+                                  until fb_core_exec_close_stdin (or the end) */
 } fb_core_exec_spec;
 
 typedef enum fb_core_exec_mode {
@@ -251,6 +264,13 @@ typedef struct fb_core_exec_status {
     uint64_t dropped;          /* output bytes the log could not keep */
 } fb_core_exec_status;
 void fb_core_exec_status_of(fb_core_exec *x, fb_core_exec_status *st);
+/* stdin of an exec started with stdin_pipe: writes all of data (waiting
+ * up to timeout_ms for the command to read); CONFLICT once stdin is closed
+ * or the command ended, UNAVAILABLE when it does not read in time. */
+int fb_core_exec_write_stdin(fb_core_exec *x, const void *data, size_t len, int timeout_ms, fb_core_err *err);
+/* The command sees the end of its input.  Idempotent. */
+void fb_core_exec_close_stdin(fb_core_exec *x);
+bool fb_core_exec_has_stdin(fb_core_exec *x);
 /* The caller is done with x: a PLAIN exec still running is killed, an
  * attached reader detaches. */
 void fb_core_exec_release(fb_core_exec *x);

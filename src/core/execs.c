@@ -39,6 +39,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -53,6 +56,9 @@ struct core_exec {
     uint64_t t0_ns;
     fb_caller caller;           /* who started it: the audit entry of its end */
     fb_core_exec_mode mode;
+    int stdin_w;                /* spec.stdin_pipe: the pipe's write end (-1: none or closed),
+                                   guarded by stdin_lock */
+    pthread_mutex_t stdin_lock;
     /* Under the registry lock: */
     core_sandbox *s;            /* while linked; NULL once let go */
     core_exec *next;            /* in s->execs */
@@ -88,6 +94,9 @@ static void unref(core_exec *cx)
     if (!last)
         return;
     fb_exec_unref(cx->x);
+    if (cx->stdin_w >= 0)
+        close(cx->stdin_w);
+    pthread_mutex_destroy(&cx->stdin_lock);
     free(cx);
 }
 
@@ -237,8 +246,22 @@ int fb_core_exec_start(fb_core *c, fb_caller *caller, fb_sb_ref *ref, const fb_c
         return fb_core_fail(err, FB_CORE_NOT_FOUND, "no such resource");
     fb_core_exec *h = calloc(1, sizeof *h);
     core_exec *cx = calloc(1, sizeof *cx);
-    int in = spec->stdin_data ? stage_stdin(spec) : -1;
-    if (!h || !cx || (spec->stdin_data && in < 0)) {
+    int in = -1, pipe_w = -1;
+    if (spec->stdin_pipe) {
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) == 0) {
+            in = p[0];
+            pipe_w = p[1];
+            fcntl(pipe_w, F_SETFL, O_NONBLOCK);
+        }
+    } else if (spec->stdin_data) {
+        in = stage_stdin(spec);
+    }
+    if (!h || !cx || ((spec->stdin_data || spec->stdin_pipe) && in < 0)) {
+        if (in >= 0)
+            close(in);
+        if (pipe_w >= 0)
+            close(pipe_w);
         free(h);
         free(cx);
         return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory staging the command");
@@ -256,11 +279,15 @@ int fb_core_exec_start(fb_core *c, fb_caller *caller, fb_sb_ref *ref, const fb_c
     if (in >= 0)
         close(in);
     if (code != FB_OK) {
+        if (pipe_w >= 0)
+            close(pipe_w);
         free(h);
         free(cx);
         return start_error(code, &ferr, err);
     }
     cx->c = c;
+    cx->stdin_w = pipe_w;
+    pthread_mutex_init(&cx->stdin_lock, NULL);
     core_new_id("x_", cx->id, sizeof cx->id);
     memcpy(cx->sandbox_id, s->id, sizeof cx->sandbox_id);
     struct timespec now = fb_time_now_ts();
@@ -454,4 +481,59 @@ void core_execs_forget(fb_core *c, core_sandbox *s)
         note_end(e); /* the sandbox is destroyed: every exec has ended */
         unref(e);
     }
+}
+
+/* ---- stdin kept open ---------------------------------------------------------------- */
+
+int fb_core_exec_write_stdin(fb_core_exec *x, const void *data, size_t len, int timeout_ms, fb_core_err *err)
+{
+    core_exec *cx = x->cx;
+    pthread_mutex_lock(&cx->stdin_lock);
+    const unsigned char *p = data;
+    size_t done = 0;
+    int rc = 0;
+    uint64_t deadline = fb_time_monotonic_ns() + (uint64_t)timeout_ms * 1000000ull;
+    while (done < len) {
+        if (cx->stdin_w < 0 || ended(cx)) {
+            rc = fb_core_fail(err, FB_CORE_CONFLICT, "the command's stdin is closed");
+            break;
+        }
+        ssize_t n = write(cx->stdin_w, p + done, len - done);
+        if (n > 0) {
+            done += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            rc = fb_core_fail(err, FB_CORE_CONFLICT, "the command's stdin is closed");
+            break;
+        }
+        uint64_t now = fb_time_monotonic_ns();
+        if (now >= deadline) {
+            rc = fb_core_fail(err, FB_CORE_UNAVAILABLE, "the command is not reading its stdin");
+            break;
+        }
+        struct pollfd pf = {.fd = cx->stdin_w, .events = POLLOUT};
+        poll(&pf, 1, 100);
+    }
+    pthread_mutex_unlock(&cx->stdin_lock);
+    return rc;
+}
+
+void fb_core_exec_close_stdin(fb_core_exec *x)
+{
+    core_exec *cx = x->cx;
+    pthread_mutex_lock(&cx->stdin_lock);
+    if (cx->stdin_w >= 0)
+        close(cx->stdin_w);
+    cx->stdin_w = -1;
+    pthread_mutex_unlock(&cx->stdin_lock);
+}
+
+bool fb_core_exec_has_stdin(fb_core_exec *x)
+{
+    core_exec *cx = x->cx;
+    pthread_mutex_lock(&cx->stdin_lock);
+    bool open = cx->stdin_w >= 0;
+    pthread_mutex_unlock(&cx->stdin_lock);
+    return open;
 }

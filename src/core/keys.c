@@ -15,23 +15,17 @@
 #include "auth/auth.h"
 #include "core/internal.h"
 
-int fb_core_authenticate(fb_core *c, fb_caller *caller, const char *header, size_t len, const char **reason,
-                         fb_core_err *err)
+/* The end of both authentications: the outcome as the service's. */
+static int auth_outcome(fb_core *c, fb_caller *caller, int st, fb_auth_fail why, const fb_err *e,
+                        const char **reason, fb_core_err *err)
 {
-    fb_auth_fail why = FB_AUTH_FAIL_NONE;
-    fb_err e = {{0}};
-    memset(&caller->who, 0, sizeof caller->who);
-    caller->actor[0] = '\0';
-    caller->granted = 0;
-    int st = header ? fb_auth_key_authenticate_n(c->store, header, len, &caller->who, &why, &e)
-                    : fb_auth_key_authenticate(c->store, NULL, &caller->who, &why, &e);
     if (st != FB_AUTH_OK || why != FB_AUTH_FAIL_NONE) {
         memset(&caller->who, 0, sizeof caller->who);
         fb_core_metrics_auth_failure();
         *reason = fb_auth_fail_name(why);
         if (why == FB_AUTH_FAIL_ERROR) {
             fb_log("error", caller->request_id, "authentication could not be decided",
-                   json_pack("{s:s}", "error", e.msg));
+                   json_pack("{s:s}", "error", e->msg));
             return fb_core_fail(err, FB_CORE_INTERNAL, "internal error (see the server log)");
         }
         return fb_core_fail(err, FB_CORE_UNAUTHORIZED, "missing or invalid API key");
@@ -40,6 +34,34 @@ int fb_core_authenticate(fb_core *c, fb_caller *caller, const char *header, size
     snprintf(caller->actor, sizeof caller->actor, "key:%s", caller->who.key_id);
     *reason = "api key";
     return 0;
+}
+
+/* By the key's secret (header) or, for a credential issued on a key's
+ * behalf, by its id alone (key_id). */
+static int authenticate(fb_core *c, fb_caller *caller, const char *header, size_t len, const char *key_id,
+                        const char **reason, fb_core_err *err)
+{
+    fb_auth_fail why = FB_AUTH_FAIL_NONE;
+    fb_err e = {{0}};
+    memset(&caller->who, 0, sizeof caller->who);
+    caller->actor[0] = '\0';
+    caller->granted = 0;
+    int st = key_id ? fb_auth_key_principal(c->store, key_id, &caller->who, &why, &e)
+             : header ? fb_auth_key_authenticate_n(c->store, header, len, &caller->who, &why, &e)
+                      : fb_auth_key_authenticate(c->store, NULL, &caller->who, &why, &e);
+    return auth_outcome(c, caller, st, why, &e, reason, err);
+}
+
+int fb_core_authenticate(fb_core *c, fb_caller *caller, const char *header, size_t len, const char **reason,
+                         fb_core_err *err)
+{
+    return authenticate(c, caller, header, len, NULL, reason, err);
+}
+
+int fb_core_authenticate_key_id(fb_core *c, fb_caller *caller, const char *key_id, const char **reason,
+                                fb_core_err *err)
+{
+    return authenticate(c, caller, NULL, 0, key_id, reason, err);
 }
 
 int fb_core_audit_auth(fb_core *c, const fb_caller *caller, const char *resource, const char *outcome,

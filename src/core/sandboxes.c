@@ -26,6 +26,10 @@
 
 #include "core/internal.h"
 
+/* expires_at's text changes after creation (fb_core_sandbox_set_ttl)
+ * while others copy it; this lock keeps each copy whole. */
+static pthread_mutex_t expires_text_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void info_of(const core_sandbox *s, fb_sandbox_info *o)
 {
     memset(o, 0, sizeof *o);
@@ -37,7 +41,9 @@ static void info_of(const core_sandbox *s, fb_sandbox_info *o)
     o->vcpus = s->vcpus;
     o->disk_mib = s->disk_mib;
     memcpy(o->created_at, s->created_at, sizeof o->created_at);
+    pthread_mutex_lock(&expires_text_lock);
     memcpy(o->expires_at, s->expires_at, sizeof o->expires_at);
+    pthread_mutex_unlock(&expires_text_lock);
     memcpy(o->task_id, s->task_id, sizeof o->task_id);
     o->has_network = s->network != NULL;
     if (s->network)
@@ -321,4 +327,38 @@ void *core_reaper_main(void *arg)
             usleep(100000);
     }
     return NULL;
+}
+
+int fb_core_sandbox_set_ttl(fb_core *c, fb_caller *caller, fb_sb_ref *ref, uint64_t ttl_s, fb_sandbox_info *out,
+                            fb_core_err *err)
+{
+    if (!(ref->perm & FB_PERM_SANDBOXES_CREATE))
+        return fb_core_fail(err, FB_CORE_INTERNAL, "internal: timeout change with a reference not opened for it");
+    if (ttl_s < 1 || ttl_s > c->cfg->sandbox.max_ttl_s)
+        return fb_core_fail(err, FB_CORE_BAD_REQUEST, "the timeout must be between 1 and %llu seconds",
+                            (unsigned long long)c->cfg->sandbox.max_ttl_s);
+    core_sandbox *s = ref->s;
+    /* The new deadline counts from now, as a create's does from the boot. */
+    struct timespec now = fb_time_now_ts();
+    char expires[FB_TIME_MAX];
+    fb_time_format_after(now, (int64_t)ttl_s, expires);
+    uint64_t deadline = fb_time_monotonic_ns() + ttl_s * 1000000000ull;
+    pthread_mutex_lock(&c->reg.lock);
+    bool dying = s->dying;
+    if (!dying) {
+        s->ttl_s = ttl_s;
+        s->expires_ns = deadline;
+        pthread_mutex_lock(&expires_text_lock);
+        snprintf(s->expires_at, sizeof s->expires_at, "%s", expires);
+        pthread_mutex_unlock(&expires_text_lock);
+    }
+    pthread_mutex_unlock(&c->reg.lock);
+    if (dying)
+        return fb_core_fail(err, FB_CORE_NOT_FOUND, "no such resource");
+    char reason[64];
+    snprintf(reason, sizeof reason, "ttl_s=%llu", (unsigned long long)ttl_s);
+    fb_core_audit(c, caller, "sandbox", s->id, "set_ttl", "allowed", reason);
+    if (out)
+        info_of(s, out);
+    return 0;
 }

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "core/core.h"
+#include "gateway/authgate.h"
 #include "gateway/body.h"
 #include "gateway/ratelimit.h"
 #include "gateway/router.h"
@@ -34,9 +35,8 @@
 typedef struct fb_gateway {
     fb_core *core;
     const fb_config *cfg;
-    gw_ratelimit *rl;       /* per API key */
-    gw_ratelimit *rl_user;  /* per user, across their keys */
-    gw_failgate *fails;     /* failed authentications per source, per /64, globally */
+    fb_gateway_shared sh;   /* the same service and config, and the rate limiters and TLS
+                               material every listener shares (authgate.h) */
     struct MHD_Daemon *daemon;
 } fb_gateway;
 

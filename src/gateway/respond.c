@@ -11,26 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/authgate.h"
 #include "gateway/gw.h"
-
-static const int status_of[FB_CORE_NCODES] = {
-    [FB_CORE_OK] = 200,
-    [FB_CORE_BAD_REQUEST] = 400,
-    [FB_CORE_UNAUTHORIZED] = 401,
-    [FB_CORE_FORBIDDEN] = 403,
-    [FB_CORE_NOT_FOUND] = 404,
-    [FB_CORE_CONFLICT] = 409,
-    [FB_CORE_TOO_LARGE] = 413,
-    [FB_CORE_QUOTA] = 429,
-    [FB_CORE_FILE_ERROR] = 400,
-    [FB_CORE_SANDBOX_FAILED] = 503,
-    [FB_CORE_UNAVAILABLE] = 503,
-    [FB_CORE_INTERNAL] = 500,
-};
+#include "gateway/listener.h"
 
 int gw_status_of(fb_core_code code)
 {
-    return (unsigned)code < FB_CORE_NCODES && status_of[code] ? status_of[code] : 500;
+    return gw_http_status(code);
 }
 
 void gw_note_response(gw_req *r, int status)
@@ -46,12 +33,7 @@ enum MHD_Result gw_queue(gw_req *r, int status, struct MHD_Response *resp, const
 {
     if (!resp)
         return MHD_NO;
-    if (type)
-        MHD_add_response_header(resp, "Content-Type", type);
-    MHD_add_response_header(resp, "X-Request-Id", r->caller.request_id);
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    enum MHD_Result rc = MHD_queue_response(r->conn, (unsigned)status, resp);
-    MHD_destroy_response(resp);
+    enum MHD_Result rc = gw_queue_with(r->conn, status, resp, type, r->caller.request_id);
     r->answered = true;
     gw_note_response(r, status);
     return rc;

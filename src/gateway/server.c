@@ -20,31 +20,18 @@
 #define _GNU_SOURCE
 #include "gateway/gateway.h"
 
-#include <arpa/inet.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
 #include <sodium.h>
 
+#include "gateway/authgate.h"
 #include "gateway/gw.h"
+#include "gateway/listener.h"
 
-static void client_ip(struct MHD_Connection *conn, char *out, size_t cap)
-{
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    snprintf(out, cap, "unknown");
-    if (!ci || !ci->client_addr)
-        return;
-    const struct sockaddr *sa = ci->client_addr;
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)cap);
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, out, (socklen_t)cap);
-}
-
-/* Authentication and the rate limits.  false: answered. */
+/* Authentication and the rate limits (authgate.c).  false: answered. */
 static bool authenticate(gw_req *r, enum MHD_Result *rc)
 {
     fb_gateway *g = r->g;
@@ -53,41 +40,23 @@ static bool authenticate(gw_req *r, enum MHD_Result *rc)
     size_t hlen = 0;
     if (MHD_lookup_connection_value_n(r->conn, MHD_HEADER_KIND, "Authorization", 13, &h, &hlen) != MHD_YES)
         h = NULL;
+    int wait = 0;
     const char *why = "";
     fb_core_err err = {0};
-    if (fb_core_authenticate(g->core, &r->caller, h, hlen, &why, &err) < 0) {
-        /* Failures are audited, but a source (an address, an IPv6 /64)
-         * that keeps failing is slowed down first, and so is everybody
-         * at once beyond a global budget: nobody can flood the log (and
-         * the disk) without a key.  Beyond the budget: 429, a log line. */
-        int wait = gw_failgate_take(g->fails, r->caller.source_ip);
-        if (wait > 0) {
-            fb_log("warn", r->caller.request_id, "authentication failures rate-limited",
-                   json_pack("{s:s, s:s}", "ip", r->caller.source_ip, "reason", why));
-            *rc = gw_send_429(r, wait, "too many failed authentications from this address");
-            return false;
-        }
-        fb_core_audit_auth(g->core, &r->caller, r->rt->def.pattern,
-                           err.code == FB_CORE_INTERNAL ? "error" : "denied", why);
+    switch (gw_auth_gate(&g->sh, &r->caller, h, hlen, r->rt->def.pattern, &wait, &why, &err)) {
+    case GW_GATE_OK:
+        return true;
+    case GW_GATE_DENIED:
         *rc = gw_send_core_error(r, &err);
         return false;
-    }
-    /* One bucket per key, and a wider one per user, so that minting more
-     * keys does not buy more requests. */
-    char ukey[80];
-    snprintf(ukey, sizeof ukey, "user:%s", r->caller.who.user_id);
-    int wait = gw_ratelimit_take(g->rl, r->caller.who.key_id);
-    if (wait == 0)
-        wait = gw_ratelimit_take(g->rl_user, ukey);
-    if (wait > 0) {
-        *rc = gw_send_429(r, wait, "too many requests for this key");
+    case GW_GATE_LIMITED:
+        *rc = gw_send_429(r, wait, why);
         return false;
+    case GW_GATE_UNAUDITED:
+        break;
     }
-    if (fb_core_audit_auth(g->core, &r->caller, r->rt->def.pattern, "allowed", "api key") < 0) {
-        *rc = gw_send_error(r, 503, "unavailable", "the audit log cannot be written; refusing to act unaudited");
-        return false;
-    }
-    return true;
+    *rc = gw_send_error(r, 503, "unavailable", why);
+    return false;
 }
 
 /* The route's permission on its resource.  false: answered. */
@@ -180,12 +149,7 @@ static gw_req *req_new(fb_gateway *g, struct MHD_Connection *conn, const char *m
     r->g = g;
     r->conn = conn;
     r->method = method;
-    uint8_t b[8];
-    char hex[17];
-    fb_random_bytes(b, sizeof b);
-    fb_hex(b, sizeof b, hex);
-    snprintf(r->caller.request_id, sizeof r->caller.request_id, "req_%s", hex);
-    client_ip(conn, r->caller.source_ip, sizeof r->caller.source_ip);
+    gw_caller_init(&r->caller, conn);
     int found = gw_route_find(gw_route_defs(), gw_routes_count(), method, url, &r->params);
     r->rt = found >= 0 ? gw_route_at((size_t)found) : NULL;
     const fb_config *cfg = g->cfg;
@@ -214,20 +178,7 @@ static enum MHD_Result take_body(gw_req *r, const char *data, size_t n)
             r->received = r->received; /* the error is kept for the end; drain the rest */
         return MHD_YES;
     }
-    if (r->len + n + 1 > r->bufcap) {
-        size_t ncap = r->bufcap ? r->bufcap : 4096;
-        while (ncap < r->len + n + 1)
-            ncap *= 2;
-        char *nb = realloc(r->body, ncap);
-        if (!nb)
-            return MHD_NO;
-        r->body = nb;
-        r->bufcap = ncap;
-    }
-    memcpy(r->body + r->len, data, n);
-    r->len += n;
-    r->body[r->len] = '\0';
-    return MHD_YES;
+    return gw_buf_add(&r->body, &r->len, &r->bufcap, data, n) < 0 ? MHD_NO : MHD_YES;
 }
 
 static enum MHD_Result dispatch(gw_req *r)
@@ -311,50 +262,6 @@ static char *read_small_file(const char *path, fb_err *err)
     return buf;
 }
 
-static int listen_addr(const fb_config *cfg, struct sockaddr_storage *ss, uint16_t *port, bool *v6, fb_err *err)
-{
-    char host[256];
-    if (fb_config_listen_split(cfg->listen, host, sizeof host, port, err) < 0)
-        return -1;
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
-    *v6 = false;
-    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons(*port);
-    } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons(*port);
-        *v6 = true;
-    } else {
-        return fb_fail(err, "config: listen: \"%s\" is not an IP address", host);
-    }
-    return 0;
-}
-
-static struct MHD_Daemon *start_daemon(fb_gateway *g, const struct sockaddr_storage *ss, uint16_t port, bool v6,
-                                       const char *cert, const char *key)
-{
-    const fb_config *cfg = g->cfg;
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
-                     (v6 ? MHD_USE_IPv6 : 0) | (cert ? MHD_USE_TLS : 0);
-    size_t mem_limit = (size_t)cfg->limits.max_header_bytes + 32 * 1024;
-    /* One address can hold at most a quarter of the connections: a single
-     * slow client (slowloris) cannot take them all. */
-    unsigned per_ip = (unsigned)(cfg->limits.max_connections / 4 > 4 ? cfg->limits.max_connections / 4 : 4);
-    struct MHD_OptionItem tls[] = {
-        {cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)cert},
-        {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)key},
-        {MHD_OPTION_END, 0, NULL},
-    };
-    return MHD_start_daemon(flags, port, NULL, NULL, on_request, g, MHD_OPTION_SOCK_ADDR, ss,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem_limit, MHD_OPTION_CONNECTION_LIMIT,
-                            (unsigned)cfg->limits.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->limits.request_timeout_s,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, g, MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
-}
-
 static void free_secret_text(char *key)
 {
     if (key)
@@ -364,15 +271,15 @@ static void free_secret_text(char *key)
 
 int fb_gateway_run(const fb_config *cfg, const char *image_dir, fb_err *err)
 {
+    return fb_gateway_run_with(cfg, image_dir, NULL, err);
+}
+
+int fb_gateway_run_with(const fb_config *cfg, const char *image_dir, const fb_gateway_companion *comp, fb_err *err)
+{
     fb_gateway g;
     memset(&g, 0, sizeof g);
     g.cfg = cfg;
     fb_log_set_level(fb_log_level_name(cfg->log_level));
-    struct sockaddr_storage ss;
-    uint16_t port;
-    bool v6;
-    if (listen_addr(cfg, &ss, &port, &v6, err) < 0)
-        return -1;
     char *cert = NULL, *key = NULL;
     if (cfg->tls.cert && cfg->tls.key) {
         cert = read_small_file(cfg->tls.cert, err);
@@ -391,20 +298,30 @@ int fb_gateway_run(const fb_config *cfg, const char *image_dir, fb_err *err)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    g.rl = gw_ratelimit_new((double)cfg->limits.rate_rps, (double)cfg->limits.rate_burst);
-    g.rl_user = gw_ratelimit_new(4.0 * (double)cfg->limits.rate_rps, 4.0 * (double)cfg->limits.rate_burst);
+    g.sh.rl = gw_ratelimit_new((double)cfg->limits.rate_rps, (double)cfg->limits.rate_burst);
+    g.sh.rl_user = gw_ratelimit_new(4.0 * (double)cfg->limits.rate_rps, 4.0 * (double)cfg->limits.rate_burst);
     /* Failed authentications per source: the same budget as one key. */
-    g.fails = gw_failgate_new((double)cfg->limits.rate_rps, (double)cfg->limits.rate_burst);
+    g.sh.fails = gw_failgate_new((double)cfg->limits.rate_rps, (double)cfg->limits.rate_burst);
     int rc = -1;
-    if (!g.rl || !g.rl_user || !g.fails) {
+    if (!g.sh.rl || !g.sh.rl_user || !g.sh.fails) {
         fb_fail(err, "out of memory");
         goto out;
     }
     if (fb_core_open(cfg, image_dir, &g.core, err) < 0)
         goto out;
-    g.daemon = start_daemon(&g, &ss, port, v6, cert, key);
+    g.daemon = gw_listen(cfg, cfg->listen, "listen", on_request, &g, on_completed, cert, key, err);
     if (!g.daemon) {
-        fb_fail(err, "cannot listen on %s (in use, or not an address of this host?)", cfg->listen);
+        fb_core_close(g.core);
+        goto out;
+    }
+    /* A companion listener shares the service and the rate limits. */
+    g.sh.core = g.core;
+    g.sh.cfg = cfg;
+    g.sh.tls_cert = cert;
+    g.sh.tls_key = key;
+    void *cstate = NULL;
+    if (comp && comp->start(&g.sh, &cstate, err) < 0) {
+        MHD_stop_daemon(g.daemon);
         fb_core_close(g.core);
         goto out;
     }
@@ -421,16 +338,20 @@ int fb_gateway_run(const fb_config *cfg, const char *image_dir, fb_err *err)
     sigwait(&sigs, &sig);
     fb_log("info", NULL, "shutting down", json_pack("{s:i}", "signal", sig));
     MHD_quiesce_daemon(g.daemon);
+    if (comp)
+        comp->quiesce(cstate);
     fb_core_shutdown_sandboxes(g.core, "gateway shutdown");
     MHD_stop_daemon(g.daemon);
+    if (comp)
+        comp->stop(cstate); /* puts back what it holds of the service */
     fb_core_shutdown_sandboxes(g.core, "gateway shutdown");
     fb_core_audit(g.core, NULL, "config", "gateway", "stop", "allowed", "signal");
     fb_core_close(g.core);
     rc = 0;
 out:
-    gw_ratelimit_free(g.rl);
-    gw_ratelimit_free(g.rl_user);
-    gw_failgate_free(g.fails);
+    gw_ratelimit_free(g.sh.rl);
+    gw_ratelimit_free(g.sh.rl_user);
+    gw_failgate_free(g.sh.fails);
     free_secret_text(key);
     free(cert);
     return rc;

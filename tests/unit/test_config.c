@@ -131,11 +131,30 @@ static void test_defaults(void **state)
         "\"tasks\":{\"default_max_turns\":20,\"default_max_tokens\":200000,\"default_max_tool_calls\":50,"
         "\"default_timeout_s\":900,\"max_turns\":100,\"max_tokens\":2000000,\"max_tool_calls\":500,"
         "\"max_timeout_s\":3600,\"require_approval\":[],\"self_approval\":false,\"approval_timeout_s\":600,"
-        "\"ttl_s\":600,\"max_running\":8},"
+        "\"ttl_s\":600,\"max_running\":8},\"e2b\":{\"listen\":null},"
         "\"network\":{\"allow\":[],\"deny\":[],\"allow_private\":[],\"hosts\":{},\"dns_servers\":null}}");
     free(json);
     fb_config_free(&cfg);
     fb_config_free(&cfg); /* twice is safe */
+}
+
+/* e2b.listen: off by default, HOST:PORT from the file or --set, an empty
+ * value turns it off again, anything else is refused with the key's name. */
+static void test_e2b_listen(void **state)
+{
+    (void)state;
+    fb_config cfg;
+    fb_err err = {{0}};
+    assert_int_equal(load_text(&cfg, "e2b:\n  listen: 127.0.0.1:49983\n", &err), 0);
+    assert_string_equal(cfg.e2b.listen, "127.0.0.1:49983");
+    assert_int_equal(fb_config_set(&cfg, "e2b.listen", "[::1]:3000", "--set", &err), 0);
+    assert_string_equal(cfg.e2b.listen, "[::1]:3000");
+    assert_int_equal(fb_config_set(&cfg, "e2b.listen", "", "--set", &err), 0);
+    assert_null(cfg.e2b.listen);
+    assert_int_equal(fb_config_set(&cfg, "e2b.listen", "localhost", "--set", &err), -1);
+    assert_non_null(strstr(err.msg, "e2b.listen"));
+    assert_null(cfg.e2b.listen);
+    fb_config_free(&cfg);
 }
 
 /* ---- layers -------------------------------------------------------------- */
@@ -727,6 +746,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_e2b_listen),
         cmocka_unit_test(test_file_overrides_defaults),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_config_path),
