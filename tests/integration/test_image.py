@@ -119,3 +119,13 @@ def test_doctor_fails_without_image(tmp_path):
     assert r.rc == 1
     assert "backend vm:  cannot run" in r.stdout
     assert "backend jail: cannot run" in r.stdout
+
+
+def test_image_trusts_the_public_ca_bundle():
+    """HTTPS through an egress grant (pip, git, web_fetch) verifies servers
+    against Debian's CA bundle, pinned in guest/image.conf; without it every
+    TLS connection a grant allows would fail certificate checks."""
+    r = forgebox("run", "--backend", "jail", "--", "python3", "-c",
+                 "import ssl; c = ssl.create_default_context(); "
+                 "print(c.cert_store_stats()['x509_ca'] > 100)")
+    assert (r.rc, r.stdout) == (0, "True\n"), r
