@@ -49,5 +49,7 @@ int fb_cmd_audit(int argc, char **argv);
 int fb_cmd_serve(int argc, char **argv);
 int fb_cmd_admin(int argc, char **argv);
 int fb_cmd_routes(int argc, char **argv);
+/* mcp.c: the MCP stdio transport, forwarding to a gateway's POST /mcp. */
+int fb_cmd_mcp(int argc, char **argv);
 
 #endif
