@@ -35,7 +35,7 @@ json_t *fb_mcp_parse(const char *text, size_t len, bool allow_batch, json_t **er
 {
     *error_reply = NULL;
     json_error_t je;
-    json_t *v = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *v = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!v) {
         *error_reply = fb_mcp_error(NULL, FB_MCP_PARSE_ERROR, "Parse error: %s (line %d, column %d)", je.text,
                                     je.line, je.column);

@@ -131,25 +131,43 @@ json_t *mcp_run_named(fb_mcp_ctx *ctx, const char *id, const char *const *argv, 
     return bad ? bad : exec_collect(ctx, x);
 }
 
-/* argv in a sandbox made for it and destroyed after. */
+/* Destroys the sandbox id of a call that could not use it. */
+static void discard(fb_mcp_ctx *ctx, const char *id)
+{
+    fb_sb_ref *ref = NULL;
+    fb_core_err err = {0};
+    if (fb_core_sandbox_open(ctx->core, ctx->caller, id, FB_PERM_SANDBOXES_CREATE, &ref, &err) < 0 ||
+        fb_core_sandbox_delete(ctx->core, ctx->caller, ref, &err) < 0)
+        fb_log("warn", ctx->caller->request_id, "run_code: cannot destroy the call's sandbox (its TTL will)",
+               json_pack("{s:s, s:s}", "sandbox", id, "error", err.msg));
+}
+
+/* argv in a sandbox made for it and destroyed after.  sandboxes:exec is
+ * decided first, so that a caller who could not run anything in it gets
+ * no sandbox made. */
 static json_t *run_in_fresh(fb_mcp_ctx *ctx, const char *const *argv, uint64_t timeout_s)
 {
+    fb_core_err err = {0};
+    fb_caller *who = ctx->caller;
+    if (fb_core_permit(ctx->core, who, FB_PERM_SANDBOXES_EXEC, "sandboxes", who->who.team_id, &err) < 0)
+        return mcp_fail_core(ctx, &err, NULL);
     fb_sandbox_spec spec;
     memset(&spec, 0, sizeof spec);
     fb_sandbox_info info;
-    fb_core_err err = {0};
-    if (fb_core_sandbox_create(ctx->core, ctx->caller, &spec, &info, &err) < 0)
+    if (fb_core_sandbox_create(ctx->core, who, &spec, &info, &err) < 0)
         return mcp_fail_core(ctx, &err, NULL);
     fb_sb_ref *ref = NULL;
     json_t *res = open_sandbox(ctx, info.id, FB_PERM_SANDBOXES_EXEC | FB_PERM_SANDBOXES_CREATE, &ref);
-    if (res)
+    if (res) {
+        discard(ctx, info.id);
         return res;
+    }
     fb_core_exec *x = NULL;
     res = exec_begin(ctx, ref, argv, timeout_s, &x);
     if (!res)
         res = exec_collect(ctx, x);
-    if (fb_core_sandbox_delete(ctx->core, ctx->caller, ref, &err) < 0)
-        fb_log("warn", ctx->caller->request_id, "run_code: the call's sandbox was gone already",
+    if (fb_core_sandbox_delete(ctx->core, who, ref, &err) < 0)
+        fb_log("warn", who->request_id, "run_code: the call's sandbox was gone already",
                json_pack("{s:s, s:s}", "sandbox", info.id, "error", err.msg));
     return res;
 }
