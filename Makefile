@@ -164,6 +164,9 @@ $(FUZZ_BUILD)/fuzz_llm_stream: tests/fuzz/fuzz_llm_stream.c src/llm/sse.c src/ll
 		src/llm/openai.c src/llm/anthropic.c src/common/util.c src/common/time.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -ljansson
+$(FUZZ_BUILD)/fuzz_mcp: tests/fuzz/fuzz_mcp.c $(LIB_SRC) $(BUILD)/gen/migrations.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(HOST_LIBS)
 $(FUZZ_BUILD)/fuzz_body: tests/fuzz/fuzz_body.c src/gateway/body.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -ljansson

@@ -169,7 +169,7 @@ static enum MHD_Result mcp_post(gw_req *r)
     json_decref(msg);
     char created[FB_MCP_SESSION_ID_MAX] = "";
     if (!sid && ctx.version[0] &&
-        fb_mcp_session_create(r->g->mcp, r->caller.who.key_id, ctx.version, created) < 0) {
+        fb_mcp_session_create(r->g->mcp, r->caller.who.key_id, r->caller.who.user_id, ctx.version, created) < 0) {
         json_decref(reply);
         return refuse(r, 503, FB_MCP_SERVER_ERROR,
                       "Service Unavailable: too many MCP sessions; end unused ones with DELETE /mcp");

@@ -105,19 +105,21 @@ json_t *fb_mcp_tool_call(fb_mcp_ctx *ctx, const char *name, const json_t *args);
 /* ---- Streamable HTTP sessions (session.c) ---------------------------------------------- */
 
 #define FB_MCP_SESSION_ID_MAX 48
-/* Sessions kept at once, per owner (an API key), and idle lifetime. */
+/* Sessions kept at once, per user (across their keys, so that minting keys
+ * buys no more), and idle lifetime. */
 #define FB_MCP_MAX_SESSIONS 1024
-#define FB_MCP_MAX_SESSIONS_PER_OWNER 32
+#define FB_MCP_MAX_SESSIONS_PER_USER 32
 #define FB_MCP_SESSION_IDLE_S 3600
 
 typedef struct fb_mcp_sessions fb_mcp_sessions;
 fb_mcp_sessions *fb_mcp_sessions_new(void);
 void fb_mcp_sessions_free(fb_mcp_sessions *s);
-/* A new session owned by `owner` with the negotiated version; id_out gets
- * its id (random, 0x21..0x7E only).  An owner's oldest session makes room
- * for its newest beyond FB_MCP_MAX_SESSIONS_PER_OWNER; -1 when the table
- * is full of other owners' live sessions. */
-int fb_mcp_session_create(fb_mcp_sessions *s, const char *owner, const char *version,
+/* A new session owned by `owner` (the API key that sent initialize, of
+ * `user`) with the negotiated version; id_out gets its id (random,
+ * 0x21..0x7E only).  Beyond FB_MCP_MAX_SESSIONS_PER_USER the user's least
+ * recently used session makes room; -1 when the table is full of other
+ * users' live sessions. */
+int fb_mcp_session_create(fb_mcp_sessions *s, const char *owner, const char *user, const char *version,
                           char id_out[FB_MCP_SESSION_ID_MAX]);
 /* Looks a live session up for `owner` and marks it used: true with its
  * version.  Unknown, expired and another owner's are all false. */

@@ -10,8 +10,9 @@
  * keys' sessions cannot be probed.
  *
  * The table is small and bounded: FB_MCP_MAX_SESSIONS in all, at most
- * FB_MCP_MAX_SESSIONS_PER_OWNER per key (a client that never sends DELETE
- * loses its oldest session, not the ability to start a new one), and a
+ * FB_MCP_MAX_SESSIONS_PER_USER per user across their keys (a client that
+ * never sends DELETE loses its least recently used session, not the
+ * ability to start a new one; minting keys buys no more room), and a
  * session idle for FB_MCP_SESSION_IDLE_S is gone.  A linear scan under one
  * mutex is plenty for a thousand entries at the rate MCP clients start
  * sessions.
@@ -30,6 +31,7 @@ typedef struct slot {
     bool used;
     char id[FB_MCP_SESSION_ID_MAX];
     char owner[64];
+    char user[64];
     char version[FB_MCP_VERSION_MAX];
     uint64_t last_ns;
 } slot;
@@ -63,7 +65,7 @@ static bool live(const slot *x, uint64_t now)
     return x->used && now - x->last_ns < IDLE_NS;
 }
 
-int fb_mcp_session_create(fb_mcp_sessions *s, const char *owner, const char *version,
+int fb_mcp_session_create(fb_mcp_sessions *s, const char *owner, const char *user, const char *version,
                           char id_out[FB_MCP_SESSION_ID_MAX])
 {
     uint8_t b[16];
@@ -82,18 +84,19 @@ int fb_mcp_session_create(fb_mcp_sessions *s, const char *owner, const char *ver
                 free_slot = x;
             continue;
         }
-        if (strcmp(x->owner, owner) == 0) {
+        if (strcmp(x->user, user) == 0) {
             mine++;
             if (!oldest_mine || x->last_ns < oldest_mine->last_ns)
                 oldest_mine = x;
         }
     }
-    slot *use = mine >= FB_MCP_MAX_SESSIONS_PER_OWNER ? oldest_mine : free_slot;
+    slot *use = mine >= FB_MCP_MAX_SESSIONS_PER_USER ? oldest_mine : free_slot;
     if (use) {
         memset(use, 0, sizeof *use);
         use->used = true;
         snprintf(use->id, sizeof use->id, "mcps_%s", hex);
         snprintf(use->owner, sizeof use->owner, "%s", owner);
+        snprintf(use->user, sizeof use->user, "%s", user);
         snprintf(use->version, sizeof use->version, "%s", version);
         use->last_ns = now;
         memcpy(id_out, use->id, FB_MCP_SESSION_ID_MAX);

@@ -246,7 +246,7 @@ static void test_sessions(void **state)
     fb_mcp_sessions *s = fb_mcp_sessions_new();
     assert_non_null(s);
     char id[FB_MCP_SESSION_ID_MAX], v[FB_MCP_VERSION_MAX];
-    assert_int_equal(fb_mcp_session_create(s, "key_a", "2025-06-18", id), 0);
+    assert_int_equal(fb_mcp_session_create(s, "key_a", "user_a", "2025-06-18", id), 0);
     assert_int_equal(strlen(id), 37);
     for (const char *p = id; *p; p++)
         assert_true(*p >= 0x21 && *p <= 0x7e);
@@ -262,26 +262,30 @@ static void test_sessions(void **state)
     assert_true(fb_mcp_session_end(s, id, "key_a"));
     assert_false(fb_mcp_session_end(s, id, "key_a"));
     assert_false(fb_mcp_session_get(s, id, "key_a", v));
-    /* one key's sessions beyond the cap: its least recently used makes room */
-    static char ids[FB_MCP_MAX_SESSIONS_PER_OWNER][FB_MCP_SESSION_ID_MAX];
-    for (int i = 0; i < FB_MCP_MAX_SESSIONS_PER_OWNER; i++)
-        assert_int_equal(fb_mcp_session_create(s, "key_c", "2025-11-25", ids[i]), 0);
-    assert_true(fb_mcp_session_get(s, ids[0], "key_c", v)); /* used: now the newest */
-    assert_int_equal(fb_mcp_session_create(s, "key_c", "2025-11-25", id), 0);
-    assert_true(fb_mcp_session_get(s, id, "key_c", v));
-    assert_true(fb_mcp_session_get(s, ids[0], "key_c", v));
+    /* one user's sessions beyond the cap, across two keys: the least
+     * recently used makes room */
+    static char ids[FB_MCP_MAX_SESSIONS_PER_USER][FB_MCP_SESSION_ID_MAX];
+    for (int i = 0; i < FB_MCP_MAX_SESSIONS_PER_USER; i++)
+        assert_int_equal(fb_mcp_session_create(s, i % 2 ? "key_c" : "key_d", "user_c", "2025-11-25", ids[i]), 0);
+    assert_true(fb_mcp_session_get(s, ids[0], "key_d", v)); /* used: now the newest */
+    assert_int_equal(fb_mcp_session_create(s, "key_e", "user_c", "2025-11-25", id), 0);
+    assert_true(fb_mcp_session_get(s, id, "key_e", v));
+    assert_true(fb_mcp_session_get(s, ids[0], "key_d", v));
     assert_false(fb_mcp_session_get(s, ids[1], "key_c", v));
-    for (int i = 2; i < FB_MCP_MAX_SESSIONS_PER_OWNER; i++)
-        assert_true(fb_mcp_session_get(s, ids[i], "key_c", v));
+    for (int i = 2; i < FB_MCP_MAX_SESSIONS_PER_USER; i++)
+        assert_true(fb_mcp_session_get(s, ids[i], i % 2 ? "key_c" : "key_d", v));
+    /* another user is not touched by it */
+    assert_int_equal(fb_mcp_session_create(s, "key_f", "user_f", "2025-11-25", id), 0);
+    assert_true(fb_mcp_session_get(s, id, "key_f", v));
     /* a full table refuses newcomers, never another owner's session */
     fb_mcp_sessions_free(s);
     s = fb_mcp_sessions_new();
     char owner[32];
     for (int i = 0; i < FB_MCP_MAX_SESSIONS; i++) {
         snprintf(owner, sizeof owner, "key_%d", i);
-        assert_int_equal(fb_mcp_session_create(s, owner, "2025-11-25", id), 0);
+        assert_int_equal(fb_mcp_session_create(s, owner, owner, "2025-11-25", id), 0);
     }
-    assert_int_equal(fb_mcp_session_create(s, "key_new", "2025-11-25", id), -1);
+    assert_int_equal(fb_mcp_session_create(s, "key_new", "user_new", "2025-11-25", id), -1);
     fb_mcp_sessions_free(s);
 }
 
