@@ -13,8 +13,9 @@ typedef json_t *(*mcp_tool_fn)(fb_mcp_ctx *ctx, const json_t *args);
 
 /* A failed tool: isError true, the message as its text. */
 json_t *mcp_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* A service's typed refusal as a failed tool; what names the object
- * ("sandbox sb-...") for NOT_FOUND. */
+/* A service's typed refusal as a failed tool; what names the sandbox
+ * ("sandbox sb-...") for NOT_FOUND (NULL: the service's own message, for
+ * a file). */
 json_t *mcp_fail_core(fb_mcp_ctx *ctx, const fb_core_err *err, const char *what);
 /* A result: structured (stolen) as structuredContent and, serialised, as
  * the text content (the specification's advice for older clients). */

@@ -111,7 +111,7 @@ json_t *mcp_tool_read_file(fb_mcp_ctx *ctx, const json_t *args)
     if (fd < 0)
         r = mcp_fail("unavailable: cannot stage the file");
     else if (fb_core_file_get(ctx->core, ctx->caller, ref, path, fd, &err) < 0)
-        r = mcp_fail_core(ctx, &err, path);
+        r = mcp_fail_core(ctx, &err, NULL);
     fb_core_sandbox_put(ctx->core, ref);
     if (!r)
         r = file_text(fd, path);
@@ -134,15 +134,15 @@ json_t *mcp_tool_write_file(fb_mcp_ctx *ctx, const json_t *args)
     /* The upload holds its own reference to the sandbox. */
     fb_core_sandbox_put(ctx->core, ref);
     if (rc < 0)
-        return mcp_fail_core(ctx, &err, path);
+        return mcp_fail_core(ctx, &err, NULL);
     uint64_t size = 0;
     if (fb_core_upload_write(up, json_string_value(content), json_string_length(content), &err) < 0) {
         fb_core_err ignored = {0};
         fb_core_upload_finish(up, &size, &ignored);
-        return mcp_fail_core(ctx, &err, path);
+        return mcp_fail_core(ctx, &err, NULL);
     }
     if (fb_core_upload_finish(up, &size, &err) < 0)
-        return mcp_fail_core(ctx, &err, path);
+        return mcp_fail_core(ctx, &err, NULL);
     return mcp_done(json_pack("{s:s, s:I}", "path", path, "size", (json_int_t)size), false);
 }
 

@@ -114,7 +114,9 @@ json_t *mcp_fail_core(fb_mcp_ctx *ctx, const fb_core_err *err, const char *what)
 {
     switch (err->code) {
     case FB_CORE_NOT_FOUND:
-        return mcp_fail("not_found: %s does not exist (or is not in your team)", what ? what : "the object");
+        if (what)
+            return mcp_fail("not_found: %s does not exist (or is not in your team)", what);
+        return mcp_fail("not_found: %s", err->msg);
     case FB_CORE_INTERNAL:
         /* Details go to the log, never to the caller. */
         fb_log("error", ctx->caller->request_id, "internal error", json_pack("{s:s}", "error", err->msg));

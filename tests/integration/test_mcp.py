@@ -153,7 +153,8 @@ def test_every_tool(env):
     r = s[8]["ok"]
     assert r["isError"] is True and r["structuredContent"]["timed_out"] is True
     assert failed(s[9]).startswith("not_found: ")
-    assert failed(s[10]).startswith("not_found: ")
+    assert failed(s[10]) == ("not_found: cannot get /workspace/missing: cannot read /workspace/missing: "
+                             "No such file or directory (not_found)")
     assert failed(s[11]).startswith("list_files: /workspace/hello.txt: Not a directory")
     assert structured(s[12]) == {"sandbox_id": sid, "destroyed": True}
     assert failed(s[13]) == f"not_found: sandbox {sid} does not exist (or is not in your team)"
