@@ -177,15 +177,18 @@ static json_t *parse_answer(const answer *a)
     return a->body ? json_loadb(a->body, a->len, 0, &je) : NULL;
 }
 
-/* Sends one line; writes the answer a request needs.  Returns the HTTP
- * status (0: none). */
-static long forward(bridge *b, const char *line, size_t len, const json_t *id, bool answer_errors)
+/* Sends one line; writes the answer a request needs (id: the request's;
+ * NULL for a notification, or for a line that is no message, whose error
+ * is answered with id null as JSON-RPC says).  Returns the HTTP status (0:
+ * none). */
+static long forward(bridge *b, const char *line, size_t len, const json_t *id, bool is_message,
+                    bool answer_errors)
 {
     answer a;
     char err[256];
     if (exchange(b, "POST", line, len, &a, err, sizeof err) < 0) {
         note("cannot reach the gateway at %s: %s", b->url, err);
-        if (id && answer_errors) {
+        if (id) {
             char msg[400];
             snprintf(msg, sizeof msg, "cannot reach the ForgeBox gateway: %s", err);
             emit(rpc_error(id, msg));
@@ -225,6 +228,8 @@ static long forward(bridge *b, const char *line, size_t len, const json_t *id, b
             emit(json_incref(msg));
         } else if (id) {
             emit(rpc_error(id, text));
+        } else if (!is_message && is_rpc) {
+            emit(json_incref(msg)); /* e.g. -32700 for a line that is not JSON */
         }
     }
     json_decref(msg);
@@ -267,10 +272,11 @@ static void handle_line(bridge *b, const char *line, size_t len)
         b->init_line = strndup(line, len);
         b->session[0] = b->version[0] = '\0';
     }
-    long st = forward(b, line, len, id, init || !b->session[0]);
+    bool is_message = json_is_object(msg) && (method || id);
+    long st = forward(b, line, len, id, is_message, init || !b->session[0]);
     if (st == 404 && !init) {
         if (restart_session(b))
-            forward(b, line, len, id, true);
+            forward(b, line, len, id, is_message, true);
         else if (id)
             emit(rpc_error(id, "the MCP session expired and a new one could not be started: initialize again"));
     }

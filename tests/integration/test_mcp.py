@@ -452,3 +452,120 @@ def test_tool_call_audited_with_its_action(env, key):
                if e["request_id"] == hdr["x-request-id"]]
     assert [(e["resource"], e["outcome"], e["reason"]) for e in entries] == \
         [("sb-0000000000000001", "denied", "no such sandbox")]
+
+
+def test_a_client_that_leaves_has_its_command_killed(env, key):
+    """Each exec has its own process namespace, so the command shows it is
+    alive by counting in a file; once its client hangs up the count stops."""
+    import socket
+    import time
+    a = env["g"].client(key)
+    sb = a.create_sandbox(backend="jail")
+
+    def ticks():
+        st, _, data = a.request("GET", f"/v1/sandboxes/{sb['id']}/files?path=/workspace/tick", raw=True)
+        return data if st == 200 else None
+
+    try:
+        sid = start(env, key)
+        body = json.dumps(rpc("tools/call", id=1, name="exec", arguments={
+            "sandbox_id": sb["id"], "timeout_s": 300,
+            "cmd": ["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /workspace/tick; sleep 0.1; done"]}))
+        s = socket.create_connection(("127.0.0.1", env["g"].port))
+        s.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + key.encode() +
+                  b"\r\nContent-Type: application/json\r\nAccept: application/json\r\nMcp-Session-Id: " +
+                  sid.encode() + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" +
+                  body.encode())
+        deadline = time.monotonic() + 30
+        while ticks() is None:
+            assert time.monotonic() < deadline, "the command never started"
+            time.sleep(0.2)
+        first = ticks()
+        time.sleep(1)
+        assert ticks() != first   # running while its client waits
+        s.close()
+        time.sleep(2)   # the gateway polls for a client gone every 200 ms
+        last = ticks()
+        time.sleep(1.5)
+        assert ticks() == last, "the command outlived its client"
+    finally:
+        a.delete_sandbox(sb["id"])
+
+
+def bridge(env, key, url=None):
+    return subprocess.Popen([FORGEBOX, "mcp"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                            env={"PATH": os.environ["PATH"], "FORGEBOX_URL": url or env["g"].url,
+                                 "FORGEBOX_API_KEY": key})
+
+
+def say(p, msg):
+    p.stdin.write((msg if isinstance(msg, bytes) else json.dumps(msg).encode()) + b"\n")
+    p.stdin.flush()
+
+
+def hear(p, timeout=60):
+    import select
+    if not select.select([p.stdout], [], [], timeout)[0]:
+        raise AssertionError("forgebox mcp wrote no answer")
+    line = p.stdout.readline()
+    assert line.endswith(b"\n"), line
+    return json.loads(line)
+
+
+def test_stdio_raw_lines(env, key):
+    p = bridge(env, key)
+    try:
+        say(p, rpc("initialize", id=1, protocolVersion="2025-06-18", capabilities={},
+                   clientInfo={"name": "raw", "version": "1"}))
+        assert hear(p)["result"]["protocolVersion"] == "2025-06-18"
+        say(p, rpc("notifications/initialized", id=None))
+        say(p, b"")   # blank lines are skipped
+        say(p, b'{"jsonrpc": "2.0", "id": 2, "method": ')
+        r = hear(p)
+        assert (r["id"], r["error"]["code"]) == (None, -32700)
+        say(p, rpc("nope/nope", id="x"))
+        assert hear(p) == {"jsonrpc": "2.0", "id": "x",
+                           "error": {"code": -32601, "message": "Method not found: nope/nope"}}
+        say(p, rpc("tools/list", id=3))
+        assert [t["name"] for t in hear(p)["result"]["tools"]] == TOOLS
+        p.stdin.close()
+        assert p.wait(timeout=30) == 0
+        assert p.stdout.read() == b""
+    finally:
+        if p.poll() is None:
+            p.kill()
+    # the session was ended at end of input
+    ends = env["admin"].audit(actor="key:" + env["keys"]["a"]["id"], action="end")["entries"]
+    assert ends and ends[-1]["event"] == "mcp" and ends[-1]["reason"] == "DELETE /mcp"
+
+
+def test_stdio_restarts_an_expired_session(env):
+    g = Gateway(settings=["sandbox.backend=jail"])
+    g.init()
+    g.start()
+    p = bridge(env, g.admin_key, url=g.url)
+    try:
+        say(p, rpc("initialize", id=1, protocolVersion="2025-11-25", capabilities={},
+                   clientInfo={"name": "raw", "version": "1"}))
+        assert hear(p)["result"]["protocolVersion"] == "2025-11-25"
+        say(p, rpc("notifications/initialized", id=None))
+        say(p, rpc("ping", id=2))
+        assert hear(p) == {"jsonrpc": "2.0", "id": 2, "result": {}}
+        g.stop()   # sessions live in the gateway's memory: a restart ends them
+        g.start()
+        say(p, rpc("tools/list", id=3))
+        r = hear(p)
+        assert r["id"] == 3 and [t["name"] for t in r["result"]["tools"]] == TOOLS
+        g.stop()   # an unreachable gateway: the request is answered with the reason
+        say(p, rpc("ping", id=4))
+        r = hear(p)
+        assert r["id"] == 4 and r["error"]["code"] == -32000
+        assert r["error"]["message"].startswith("cannot reach the ForgeBox gateway: ")
+        p.stdin.close()
+        assert p.wait(timeout=30) == 0
+        assert b"the session had expired: started a new one" in p.stderr.read()
+    finally:
+        if p.poll() is None:
+            p.kill()
+        g.close()
