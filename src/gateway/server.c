@@ -2,7 +2,8 @@
  * server.c - libmicrohttpd glue and the request pipeline (gateway.h, gw.h).
  *
  * Everything that can be decided from the request line and the headers is
- * decided before a single byte of body is read: the route, the caller,
+ * decided before a single byte of body is read: the route, the route's own
+ * screen (MCP's Origin check, before anything else), the caller,
  * the rate limits, the permission on the resolved resource, the
  * Content-Type and the declared size.  So neither a stranger nor a caller
  * without the permission can make the gateway hold a body (finding 8 of
