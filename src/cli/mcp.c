@@ -248,6 +248,11 @@ static bool restart_session(bridge *b)
     char err[256];
     if (exchange(b, "POST", b->init_line, strlen(b->init_line), &a, err, sizeof err) < 0)
         return false;
+    json_t *ans = a.status == 200 ? parse_answer(&a) : NULL;
+    const char *v = json_string_value(json_object_get(json_object_get(ans, "result"), "protocolVersion"));
+    if (v && strlen(v) < sizeof b->version)
+        snprintf(b->version, sizeof b->version, "%s", v);
+    json_decref(ans);
     free(a.body);
     if (a.status != 200 || !a.session[0])
         return false;
@@ -259,6 +264,8 @@ static bool restart_session(bridge *b)
     return true;
 }
 
+static void end_session(bridge *b);
+
 static void handle_line(bridge *b, const char *line, size_t len)
 {
     json_error_t je;
@@ -267,7 +274,8 @@ static void handle_line(bridge *b, const char *line, size_t len)
     const char *method = json_string_value(json_object_get(msg, "method"));
     bool init = method && strcmp(method, "initialize") == 0;
     if (init) {
-        /* A new initialize starts a new session. */
+        /* A new initialize starts a new session; the old one is ended. */
+        end_session(b);
         free(b->init_line);
         b->init_line = strndup(line, len);
         b->session[0] = b->version[0] = '\0';
