@@ -36,7 +36,33 @@ typedef struct tool {
     const char *name, *title, *desc;
     param params[MAX_PARAMS];
     mcp_tool_fn fn;
+    const char *output; /* outputSchema as JSON text; NULL: text content only */
 } tool;
+
+/* The structuredContent each tool returns when it succeeds (tool_exec.c,
+ * tool_files.c build exactly these). */
+#define OUT_RUN                                                                                                 \
+    "{\"type\":\"object\",\"properties\":{\"exit_code\":{\"type\":[\"integer\",\"null\"]},"                        \
+    "\"signal\":{\"type\":[\"integer\",\"null\"]},\"timed_out\":{\"type\":\"boolean\"},\"oom\":{\"type\":\"boolean\"},"   \
+    "\"stdout\":{\"type\":\"string\"},\"stderr\":{\"type\":\"string\"},\"truncated\":{\"type\":\"boolean\"},"          \
+    "\"duration_ms\":{\"type\":\"integer\"}},\"required\":[\"exit_code\",\"signal\",\"timed_out\",\"oom\",\"stdout\","    \
+    "\"stderr\",\"truncated\",\"duration_ms\"]}"
+#define OUT_SANDBOX                                                                                             \
+    "{\"type\":\"object\",\"properties\":{\"sandbox_id\":{\"type\":\"string\"},\"backend\":{\"type\":\"string\"},"      \
+    "\"memory_mib\":{\"type\":\"integer\"},\"vcpus\":{\"type\":\"integer\"},\"disk_mib\":{\"type\":\"integer\"},"       \
+    "\"expires_at\":{\"type\":\"string\"}},\"required\":[\"sandbox_id\",\"backend\",\"memory_mib\",\"vcpus\","          \
+    "\"disk_mib\",\"expires_at\"]}"
+#define OUT_WRITE                                                                                               \
+    "{\"type\":\"object\",\"properties\":{\"path\":{\"type\":\"string\"},\"size\":{\"type\":\"integer\"}},"            \
+    "\"required\":[\"path\",\"size\"]}"
+#define OUT_LIST                                                                                                \
+    "{\"type\":\"object\",\"properties\":{\"path\":{\"type\":\"string\"},\"truncated\":{\"type\":\"boolean\"},"        \
+    "\"entries\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},"   \
+    "\"type\":{\"enum\":[\"file\",\"dir\",\"symlink\",\"other\"]},\"size\":{\"type\":\"integer\"}},"                  \
+    "\"required\":[\"name\",\"type\",\"size\"]}}},\"required\":[\"path\",\"truncated\",\"entries\"]}"
+#define OUT_KILL                                                                                                \
+    "{\"type\":\"object\",\"properties\":{\"sandbox_id\":{\"type\":\"string\"},\"destroyed\":{\"type\":\"boolean\"}},"  \
+    "\"required\":[\"sandbox_id\",\"destroyed\"]}"
 
 static const char *const backends[] = {"jail", "vm", NULL};
 static const char *const languages[] = {"python", "bash", NULL};
@@ -52,7 +78,7 @@ static const tool tools[] = {
        backends, 0, 0},
       {"memory_mib", P_INT, false, "Memory in MiB (default: the server's)", NULL, 1, 1 << 20},
       {"ttl_s", P_INT, false, "Seconds before it is destroyed (default: the server's)", NULL, 1, 1 << 30}},
-     mcp_tool_create_sandbox},
+     mcp_tool_create_sandbox, OUT_SANDBOX},
     {"run_code", "Run code",
      "Runs Python 3 or bash code and returns its exit code, stdout and stderr. Without sandbox_id it runs in a "
      "fresh sandbox destroyed afterwards; with one, in that sandbox (files and state kept).",
@@ -60,31 +86,31 @@ static const tool tools[] = {
       {"language", P_CHOICE, true, "python or bash", languages, 0, 0},
       SANDBOX_ID(false),
       TIMEOUT},
-     mcp_tool_run_code},
+     mcp_tool_run_code, OUT_RUN},
     {"exec", "Run a command",
      "Runs a command (an argv array, no shell) in a sandbox and returns its exit code, stdout and stderr.",
      {{"cmd", P_STRINGS, true, "The command and its arguments, e.g. [\"ls\", \"-l\"]", NULL, 0, 0},
       SANDBOX_ID(true),
       TIMEOUT},
-     mcp_tool_exec},
+     mcp_tool_exec, OUT_RUN},
     {"read_file", "Read a file",
      "Returns a text file of a sandbox (UTF-8, at most 1 MiB).",
      {SANDBOX_ID(true), {"path", P_STRING, true, "Absolute path under /workspace or /tmp", NULL, 0, 0}},
-     mcp_tool_read_file},
+     mcp_tool_read_file, NULL},
     {"write_file", "Write a file",
      "Writes text to a file of a sandbox, replacing it.",
      {SANDBOX_ID(true),
       {"path", P_STRING, true, "Absolute path under /workspace or /tmp", NULL, 0, 0},
       {"content", P_STRING, true, "The file's new content", NULL, 0, 0}},
-     mcp_tool_write_file},
+     mcp_tool_write_file, OUT_WRITE},
     {"list_files", "List a directory",
      "Lists a directory of a sandbox: each entry's name, type (file, dir, symlink, other) and size.",
      {SANDBOX_ID(true), {"path", P_STRING, false, "The directory (default /workspace)", NULL, 0, 0}},
-     mcp_tool_list_files},
+     mcp_tool_list_files, OUT_LIST},
     {"kill_sandbox", "Destroy a sandbox",
      "Destroys a sandbox and everything in it.",
      {SANDBOX_ID(true)},
-     mcp_tool_kill_sandbox},
+     mcp_tool_kill_sandbox, OUT_KILL},
 };
 #define NTOOLS (sizeof tools / sizeof tools[0])
 
@@ -186,8 +212,12 @@ json_t *fb_mcp_tools_list(void)
         }
         json_t *schema = json_pack("{s:s, s:o, s:o, s:b}", "type", "object", "properties", props, "required", req,
                                    "additionalProperties", 0);
-        json_array_append_new(list, json_pack("{s:s, s:s, s:s, s:o}", "name", t->name, "title", t->title,
-                                              "description", t->desc, "inputSchema", schema));
+        json_t *one = json_pack("{s:s, s:s, s:s, s:o}", "name", t->name, "title", t->title, "description",
+                                t->desc, "inputSchema", schema);
+        json_error_t je;
+        if (t->output)
+            json_object_set_new(one, "outputSchema", json_loads(t->output, 0, &je));
+        json_array_append_new(list, one);
     }
     return json_pack("{s:o}", "tools", list);
 }

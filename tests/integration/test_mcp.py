@@ -97,6 +97,7 @@ def test_initialize_and_list_tools(env):
     assert c["capabilities"] == {"tools": {"listChanged": False}}
     assert c["protocolVersion"] == "2025-11-25"
     assert c["sessionId"].startswith("mcps_") and len(c["sessionId"]) == 37
+    assert c["tools"] == 7
     tools = out["steps"][0]["ok"]["tools"]
     assert [t["name"] for t in tools] == TOOLS
     for t in tools:
@@ -105,6 +106,7 @@ def test_initialize_and_list_tools(env):
         assert s["required"] == REQUIRED[t["name"]], t["name"]
         assert set(REQUIRED[t["name"]]) <= set(s["properties"])
         assert t["description"]
+    assert [t["name"] for t in tools if "outputSchema" not in t] == ["read_file"]
     run_code = next(t for t in tools if t["name"] == "run_code")["inputSchema"]["properties"]
     assert run_code["language"]["enum"] == ["python", "bash"]
     assert out["steps"][1] == {"ok": {}}

@@ -188,6 +188,8 @@ static void test_tools_list(void **state)
     for (size_t i = 0; i < 7; i++) {
         json_t *t = json_array_get(tools, i);
         assert_string_equal(json_string_value(json_object_get(t, "name")), names[i]);
+        /* every tool but read_file (text) declares what it returns */
+        assert_int_equal(json_is_object(json_object_get(t, "outputSchema")), i != 3);
         json_t *s = json_object_get(t, "inputSchema");
         assert_string_equal(json_string_value(json_object_get(s, "type")), "object");
         assert_true(json_is_false(json_object_get(s, "additionalProperties")));

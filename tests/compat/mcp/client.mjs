@@ -8,7 +8,9 @@
 // arguments} | {op: "ping"} | {op: "terminate"}; the output (stdout) is one
 // JSON document: {connect: {...}, steps: [{ok: result} | {error: {name,
 // code, message}}]}.  A failed connect is reported, not thrown, so the
-// test can assert on it.
+// test can assert on it.  Right after connecting it lists the tools once,
+// so that the SDK validates every structuredContent against the tool's
+// outputSchema, as a real agent's client does.
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
@@ -51,6 +53,7 @@ try {
     protocolVersion: transport.protocolVersion ?? null,
     sessionId: transport.sessionId ?? null,
     instructions: client.getInstructions() ?? null,
+    tools: (await client.listTools()).tools.length,
   };
 } catch (e) {
   out.connect = { ok: false, error: errorOf(e) };
