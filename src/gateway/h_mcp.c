@@ -19,7 +19,8 @@
  * included when it listens on loopback or on every address), else 403.
  *
  * Sessions: initialize (sent without Mcp-Session-Id) creates one, bound
- * to the key that sent it, and answers with its id; every later POST must
+ * to the key that sent it (to the user, for a caller authenticated
+ * without a key), and answers with its id; every later POST must
  * carry it (400 without, 404 for an unknown, ended or expired one, or one
  * of another key).  MCP-Protocol-Version, when sent, must be a version
  * served (400).  Protocol errors that have no request to answer (bytes
@@ -123,6 +124,16 @@ static bool screen_origin(gw_req *r, enum MHD_Result *rc)
 
 /* ---- POST ---------------------------------------------------------------------------- */
 
+/* Whom a session belongs to: the API key, or (a caller authenticated
+ * without one) the user. */
+static const char *owner_of(gw_req *r, char *buf, size_t cap)
+{
+    if (r->caller.who.key_id[0])
+        return r->caller.who.key_id;
+    snprintf(buf, cap, "user:%s", r->caller.who.user_id);
+    return buf;
+}
+
 /* Whether the client has hung up while its request runs (its request is
  * complete, so a readable end of stream can only mean it left). */
 static bool conn_gone(void *arg)
@@ -153,8 +164,10 @@ static enum MHD_Result mcp_post(gw_req *r)
                       "Bad Request: unsupported MCP-Protocol-Version (supported: 2025-11-25, 2025-06-18, "
                       "2025-03-26, 2024-11-05)");
     const char *sid = header(r, "Mcp-Session-Id");
+    char buf[96];
+    const char *owner = owner_of(r, buf, sizeof buf);
     fb_mcp_ctx ctx = {.core = r->g->core, .caller = &r->caller, .gone = conn_gone, .gone_arg = r->conn};
-    if (sid && !fb_mcp_session_get(r->g->mcp, sid, r->caller.who.key_id, ctx.version))
+    if (sid && !fb_mcp_session_get(r->g->mcp, sid, owner, ctx.version))
         return refuse(r, 404, FB_MCP_SESSION_NOT_FOUND, "Session not found: start a new one with initialize");
     json_t *bad = NULL;
     json_t *msg = fb_mcp_parse(r->body ? r->body : "", r->len, sid && fb_mcp_version_batches(ctx.version), &bad);
@@ -169,7 +182,7 @@ static enum MHD_Result mcp_post(gw_req *r)
     json_decref(msg);
     char created[FB_MCP_SESSION_ID_MAX] = "";
     if (!sid && ctx.version[0] &&
-        fb_mcp_session_create(r->g->mcp, r->caller.who.key_id, r->caller.who.user_id, ctx.version, created) < 0) {
+        fb_mcp_session_create(r->g->mcp, owner, r->caller.who.user_id, ctx.version, created) < 0) {
         json_decref(reply);
         return refuse(r, 503, FB_MCP_SERVER_ERROR,
                       "Service Unavailable: too many MCP sessions; end unused ones with DELETE /mcp");
@@ -186,7 +199,8 @@ static enum MHD_Result mcp_delete(gw_req *r)
     const char *sid = header(r, "Mcp-Session-Id");
     if (!sid)
         return refuse(r, 400, FB_MCP_SERVER_ERROR, "Bad Request: Mcp-Session-Id header is required");
-    if (!fb_mcp_session_end(r->g->mcp, sid, r->caller.who.key_id))
+    char buf[96];
+    if (!fb_mcp_session_end(r->g->mcp, sid, owner_of(r, buf, sizeof buf)))
         return refuse(r, 404, FB_MCP_SESSION_NOT_FOUND, "Session not found");
     fb_core_audit(r->g->core, &r->caller, "mcp", "session", "end", "allowed", "DELETE /mcp");
     return gw_send_raw(r, 204, NULL, NULL, 0, MHD_RESPMEM_PERSISTENT);
