@@ -18,7 +18,7 @@ AGENT_LIBS := -ljansson -lseccomp
 
 COMMON_SRC := src/common/util.c src/common/time.c src/common/utf8.c $(wildcard src/proto/*.c)
 AGENT_SRC  := $(wildcard src/agent/*.c)
-LIB_SRC    := $(wildcard src/sandbox/*.c src/image/*.c src/store/*.c src/audit/*.c src/auth/*.c src/policy/*.c src/config/*.c src/core/*.c src/gateway/*.c src/egress/*.c src/llm/*.c src/engine/*.c src/compat/e2b/*.c) $(COMMON_SRC)
+LIB_SRC    := $(wildcard src/sandbox/*.c src/image/*.c src/store/*.c src/audit/*.c src/auth/*.c src/policy/*.c src/config/*.c src/core/*.c src/gateway/*.c src/egress/*.c src/llm/*.c src/engine/*.c src/compat/e2b/*.c src/mcp/*.c) $(COMMON_SRC)
 CLI_SRC    := $(wildcard src/cli/*.c)
 
 COMMON_OBJ      := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
@@ -189,6 +189,9 @@ $(FUZZ_BUILD)/fuzz_llm_stream: tests/fuzz/fuzz_llm_stream.c src/llm/sse.c src/ll
 		src/llm/openai.c src/llm/anthropic.c src/common/util.c src/common/time.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -ljansson
+$(FUZZ_BUILD)/fuzz_mcp: tests/fuzz/fuzz_mcp.c $(LIB_SRC) $(BUILD)/gen/migrations.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(HOST_LIBS)
 $(FUZZ_BUILD)/fuzz_body: tests/fuzz/fuzz_body.c src/gateway/body.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -ljansson

@@ -12,6 +12,13 @@ qemu-system-x86 busybox-static mmdebstrap e2fsprogs cpio kmod zstd xz-utils
 bubblewrap python3 python3-pytest python3-pytest-xdist python3-yaml hyperfine wrk procps util-linux sqlite3
 nodejs
 "
+# Node.js and npm run the pinned SDK clients of the compatibility tests
+# (tests/compat/mcp).  A nodejs that bundles its own npm (NodeSource's)
+# conflicts with Debian's npm package, so both are asked for only when a
+# command is missing; Debian's nodejs 18 is new enough.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    PACKAGES="$PACKAGES nodejs npm"
+fi
 
 missing=""
 for p in $PACKAGES; do

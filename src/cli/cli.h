@@ -84,5 +84,7 @@ int fb_cmd_routes(int argc, char **argv);
 /* task_remote.c: `forgebox task list|show|approve|deny|cancel|events`
  * against a gateway; argv[0] is "task". */
 int fb_cli_task_remote(int argc, char **argv);
+/* mcp.c: the MCP stdio transport, forwarding to a gateway's POST /mcp. */
+int fb_cmd_mcp(int argc, char **argv);
 
 #endif

@@ -23,6 +23,7 @@ static void usage(FILE *out)
             "  serve [options]                 run the authenticated gateway (docs/configuration.md)\n"
             "  admin init [--state-dir DIR]    create the organisation and the first admin key\n"
             "  routes                          list the gateway's routes\n"
+            "  mcp                             serve MCP on stdio, forwarding to $FORGEBOX_URL (docs/mcp.md)\n"
             "  doctor                          say what this host can do\n"
             "  image seal DIR | verify [--image DIR]\n"
             "                                  write or check a guest image manifest\n"
@@ -91,6 +92,8 @@ int main(int argc, char **argv)
         return fb_cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "admin") == 0)
         return fb_cmd_admin(argc - 1, argv + 1);
+    if (strcmp(cmd, "mcp") == 0)
+        return fb_cmd_mcp(argc - 1, argv + 1);
     if (strcmp(cmd, "routes") == 0)
         return fb_cmd_routes(argc - 1, argv + 1);
     if (strcmp(cmd, "image") == 0)

@@ -31,12 +31,14 @@
 #include "gateway/body.h"
 #include "gateway/ratelimit.h"
 #include "gateway/router.h"
+#include "mcp/mcp.h"
 
 typedef struct fb_gateway {
     fb_core *core;
     const fb_config *cfg;
     fb_gateway_shared sh;   /* the same service and config, and the rate limiters and TLS
                                material every listener shares (authgate.h) */
+    fb_mcp_sessions *mcp;   /* MCP Streamable HTTP sessions (h_mcp.c) */
     struct MHD_Daemon *daemon;
 } fb_gateway;
 
@@ -49,12 +51,15 @@ typedef enum gw_resolve {
     GW_RES_ADMIN,    /* admins only, then perm: `what` spans all teams */
     GW_RES_SANDBOX,  /* the {id} sandbox, opened for perm (404 for unknown or another team's) */
     GW_RES_TASK,     /* the {id} task, opened for perm (404 for unknown or another team's) */
+    GW_RES_KEY,      /* any valid key (authentication audited), no route permission: every
+                        service the handler calls decides and audits its own (MCP) */
 } gw_resolve;
 
 typedef enum gw_body_kind {
     GW_BODY_NONE,    /* ignored (capped at limits.max_body_bytes) */
     GW_BODY_JSON,    /* application/json, parsed against `fields` */
     GW_BODY_STREAM,  /* application/octet-stream, streamed (limits.max_file_bytes) */
+    GW_BODY_RAW,     /* application/json, kept unparsed in r->body for the handler (JSON-RPC) */
 } gw_body_kind;
 
 typedef struct gw_req gw_req;
@@ -81,6 +86,10 @@ typedef struct gw_route {
     bool body_required;
     gw_handler fn;             /* GW_BODY_NONE and GW_BODY_JSON */
     const gw_stream_ops *stream; /* GW_BODY_STREAM */
+    /* Runs after routing, before authentication (NULL: none); false:
+     * answered with *rc.  For checks that must refuse before anything
+     * else, such as MCP's Origin check. */
+    bool (*screen)(gw_req *r, enum MHD_Result *rc);
 } gw_route;
 
 /* One request, from its first callback to its completion. */
@@ -115,6 +124,7 @@ extern const gw_route gw_routes_users[];
 extern const gw_route gw_routes_teams[];
 extern const gw_route gw_routes_audit[];
 extern const gw_route gw_routes_tasks[];
+extern const gw_route gw_routes_mcp[];
 
 /* The assembled table (routes.c). */
 size_t gw_routes_count(void);

@@ -2,7 +2,8 @@
  * server.c - libmicrohttpd glue and the request pipeline (gateway.h, gw.h).
  *
  * Everything that can be decided from the request line and the headers is
- * decided before a single byte of body is read: the route, the caller,
+ * decided before a single byte of body is read: the route, the route's own
+ * screen (MCP's Origin check, before anything else), the caller,
  * the rate limits, the permission on the resolved resource, the
  * Content-Type and the declared size.  So neither a stranger nor a caller
  * without the permission can make the gateway hold a body (finding 8 of
@@ -69,6 +70,7 @@ static bool authorise(gw_req *r, enum MHD_Result *rc)
     snprintf(r->caller.action, sizeof r->caller.action, "%s %s", r->method, rt->def.pattern);
     switch (rt->resolve) {
     case GW_RES_PUBLIC:
+    case GW_RES_KEY:
         return true;
     case GW_RES_TEAM:
         ok = fb_core_permit(core, &r->caller, rt->perm, rt->resource, r->caller.who.team_id, &err);
@@ -113,12 +115,14 @@ static bool gate(gw_req *r, int found, enum MHD_Result *rc)
         return false;
     }
     const gw_route *rt = r->rt;
+    if (rt->screen && !rt->screen(r, rc))
+        return false;
     if (rt->resolve != GW_RES_PUBLIC && !authenticate(r, rc))
         return false;
     if (!authorise(r, rc))
         return false;
     if (rt->body != GW_BODY_NONE && has_body(r)) {
-        const char *want = rt->body == GW_BODY_JSON ? GW_MEDIA_JSON : GW_MEDIA_OCTETS;
+        const char *want = rt->body == GW_BODY_STREAM ? GW_MEDIA_OCTETS : GW_MEDIA_JSON;
         const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Type");
         if (!gw_content_type_is(ct, want)) {
             char msg[128];
@@ -302,8 +306,9 @@ int fb_gateway_run_with(const fb_config *cfg, const char *image_dir, const fb_ga
     g.sh.rl_user = gw_ratelimit_new(4.0 * (double)cfg->limits.rate_rps, 4.0 * (double)cfg->limits.rate_burst);
     /* Failed authentications per source: the same budget as one key. */
     g.sh.fails = gw_failgate_new((double)cfg->limits.rate_rps, (double)cfg->limits.rate_burst);
+    g.mcp = fb_mcp_sessions_new();
     int rc = -1;
-    if (!g.sh.rl || !g.sh.rl_user || !g.sh.fails) {
+    if (!g.sh.rl || !g.sh.rl_user || !g.sh.fails || !g.mcp) {
         fb_fail(err, "out of memory");
         goto out;
     }
@@ -352,6 +357,7 @@ out:
     gw_ratelimit_free(g.sh.rl);
     gw_ratelimit_free(g.sh.rl_user);
     gw_failgate_free(g.sh.fails);
+    fb_mcp_sessions_free(g.mcp);
     free_secret_text(key);
     free(cert);
     return rc;
