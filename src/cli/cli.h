@@ -5,6 +5,7 @@
 #ifndef FB_CLI_H
 #define FB_CLI_H
 
+#include "config/config.h"
 #include "egress/egress.h"
 #include "sandbox/sandbox.h"
 
@@ -17,6 +18,10 @@
 #define FB_EXIT_SANDBOX 125
 #define FB_EXIT_NOEXEC 126
 #define FB_EXIT_NOTFOUND 127
+/* Exit codes of `forgebox task run` (docs/cli.md): 0 succeeded. */
+#define FB_EXIT_TASK_FAILED 1
+#define FB_EXIT_TASK_BUDGET 3
+#define FB_EXIT_TASK_CANCELLED 130
 
 /* --image, else $FORGEBOX_IMAGE, else <dir of the binary>/image, else
  * /var/lib/forgebox/image. */
@@ -32,17 +37,37 @@ typedef struct fb_run_net {
 } fb_run_net;
 /* One --allow-net value, HOST[,HOST...]; -1 with err naming the entry. */
 int fb_run_net_add(fb_run_net *n, const char *arg, fb_err *err);
-/* With a grant: reads network.* from forgebox.yaml (config_flag, else
- * FORGEBOX_CONFIG, else the default path if it exists), checks the grant
- * against network.deny, starts the proxy and points sc->net_adopt at it.
- * Without one: nothing. */
-int fb_run_net_start(fb_run_net *n, const char *config_flag, fb_sandbox_config *sc, fb_err *err);
+/* forgebox.yaml for a shell verb: config_flag, else FORGEBOX_CONFIG, else
+ * the default path if it exists.  -1 with err (cfg freed). */
+int fb_cli_config_load(const char *config_flag, fb_config *cfg, fb_err *err);
+/* With a grant: checks it against cfg's network.deny, starts the proxy
+ * with cfg's network.* and points sc->net_adopt at it.  Without one:
+ * nothing (cfg may then be NULL). */
+int fb_run_net_start(fb_run_net *n, const fb_config *cfg, fb_sandbox_config *sc, fb_err *err);
 /* Gives the created sandbox its grant. */
 int fb_run_net_register(fb_run_net *n, const char *sandbox_id, fb_err *err);
 /* After the sandbox is destroyed. */
 void fb_run_net_stop(fb_run_net *n);
 
+/* sandbox_up.c: the one sandbox of a shell verb (run, task run). */
+typedef struct fb_cli_box {
+    fb_sandbox_config cfg;  /* the caller sets backend, sizes, ...; dirs are filled in */
+    const char *image_flag, *state_flag;
+    char image_buf[4096];
+    fb_run_net net;         /* the caller adds the grant */
+    fb_sandbox *sb;
+} fb_cli_box;
+/* Fills the directories, starts the egress proxy when there is a grant
+ * (network.* from conf, which may be NULL without one), creates the
+ * sandbox and gives it its grant; prints the TCG note unless quiet.
+ * Returns 0, or the exit code (FB_EXIT_USAGE, FB_EXIT_SANDBOX) with the
+ * reason printed on stderr and nothing left running. */
+int fb_cli_box_up(fb_cli_box *b, const fb_config *conf, bool quiet);
+/* Destroys the sandbox and stops the proxy. */
+void fb_cli_box_down(fb_cli_box *b);
+
 int fb_cmd_run(int argc, char **argv);
+int fb_cmd_task(int argc, char **argv);
 int fb_cmd_doctor(int argc, char **argv);
 int fb_cmd_image(int argc, char **argv);
 int fb_cmd_audit(int argc, char **argv);

@@ -19,6 +19,7 @@ static void usage(FILE *out)
             "\n"
             "commands:\n"
             "  run [options] -- CMD [ARG...]   run one command in a fresh sandbox\n"
+            "  task run [options] \"PROMPT\"   run one AI task locally, its tools in a fresh sandbox\n"
             "  serve [options]                 run the authenticated gateway (docs/configuration.md)\n"
             "  admin init [--state-dir DIR]    create the organisation and the first admin key\n"
             "  routes                          list the gateway's routes\n"
@@ -77,6 +78,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "run") == 0)
         return fb_cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "task") == 0)
+        return fb_cmd_task(argc - 1, argv + 1);
     if (strcmp(cmd, "doctor") == 0)
         return fb_cmd_doctor(argc - 1, argv + 1);
     if (strcmp(cmd, "serve") == 0)

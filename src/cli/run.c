@@ -167,17 +167,16 @@ int fb_cmd_run(int argc, char **argv)
         {"config", required_argument, NULL, O_CONFIG},
         {"help", no_argument, NULL, O_HELP},             {NULL, 0, NULL, 0},
     };
-    fb_sandbox_config cfg;
-    fb_sandbox_config_defaults(&cfg);
+    static fb_cli_box box; /* large (the grant); one run per process */
+    memset(&box, 0, sizeof box);
+    fb_sandbox_config_defaults(&box.cfg);
     uint64_t timeout_s = DEFAULT_TIMEOUT_S, v;
     fb_env_var env[FB_MAX_ENV];
     size_t nenv = 0;
     transfer puts[MAX_TRANSFERS], gets[MAX_TRANSFERS];
     size_t nput = 0, nget = 0;
-    const char *cwd = NULL, *image_flag = NULL, *state_flag = NULL, *config_flag = NULL;
+    const char *cwd = NULL, *config_flag = NULL;
     bool quiet = false;
-    static fb_run_net net; /* large (the grant); one run per process */
-    memset(&net, 0, sizeof net);
     fb_err err = {{0}};
 
     opterr = 0;
@@ -187,19 +186,19 @@ int fb_cmd_run(int argc, char **argv)
         switch (c) {
         case O_BACKEND:
             if (strcmp(optarg, "vm") == 0)
-                cfg.backend = FB_BACKEND_VM;
+                box.cfg.backend = FB_BACKEND_VM;
             else if (strcmp(optarg, "jail") == 0)
-                cfg.backend = FB_BACKEND_JAIL;
+                box.cfg.backend = FB_BACKEND_JAIL;
             else
                 return bad_usage("--backend must be vm or jail, not '%.64s'", optarg);
             break;
         case O_MEMORY:
-            if (fb_parse_u64(optarg, FB_MIN_MEMORY_MIB, FB_MAX_MEMORY_MIB, &cfg.memory_mib) < 0)
+            if (fb_parse_u64(optarg, FB_MIN_MEMORY_MIB, FB_MAX_MEMORY_MIB, &box.cfg.memory_mib) < 0)
                 return bad_usage("--memory must be a number of MiB between 64 and 65536, not '%.64s'",
                                  optarg);
             break;
         case O_VCPUS:
-            if (fb_parse_u64(optarg, 1, FB_MAX_VCPUS, &cfg.vcpus) < 0)
+            if (fb_parse_u64(optarg, 1, FB_MAX_VCPUS, &box.cfg.vcpus) < 0)
                 return bad_usage("--vcpus must be between 1 and 64, not '%.64s'", optarg);
             break;
         case O_TIMEOUT:
@@ -207,19 +206,19 @@ int fb_cmd_run(int argc, char **argv)
                 return bad_usage("--timeout must be between 1 and 86400 seconds, not '%.64s'", optarg);
             break;
         case O_DISK:
-            if (fb_parse_u64(optarg, 1, FB_MAX_DISK_MIB, &cfg.disk_mib) < 0)
+            if (fb_parse_u64(optarg, 1, FB_MAX_DISK_MIB, &box.cfg.disk_mib) < 0)
                 return bad_usage("--disk must be a number of MiB between 1 and 65536, not '%.64s'",
                                  optarg);
             break;
         case O_PIDS:
-            if (fb_parse_u64(optarg, FB_MIN_PIDS, FB_MAX_PIDS, &cfg.pids) < 0)
+            if (fb_parse_u64(optarg, FB_MIN_PIDS, FB_MAX_PIDS, &box.cfg.pids) < 0)
                 return bad_usage("--pids must be between 16 and 65536, not '%.64s'", optarg);
             break;
         case O_MAXOUT:
             if (fb_parse_u64(optarg, 1, 1ull << 30, &v) < 0)
                 return bad_usage("--max-output must be between 1 and 1073741824 bytes, not '%.64s'",
                                  optarg);
-            cfg.max_output = v;
+            box.cfg.max_output = v;
             break;
         case O_ENV: {
             /* Split once here: the sandbox API takes key/value pairs. */
@@ -248,23 +247,23 @@ int fb_cmd_run(int argc, char **argv)
             nget++;
             break;
         case O_IMAGE:
-            image_flag = optarg;
+            box.image_flag = optarg;
             break;
         case O_STATE:
-            state_flag = optarg;
+            box.state_flag = optarg;
             break;
         case O_ACCEL:
             if (strcmp(optarg, "auto") == 0)
-                cfg.accel = FB_ACCEL_AUTO;
+                box.cfg.accel = FB_ACCEL_AUTO;
             else if (strcmp(optarg, "kvm") == 0)
-                cfg.accel = FB_ACCEL_KVM;
+                box.cfg.accel = FB_ACCEL_KVM;
             else if (strcmp(optarg, "tcg") == 0)
-                cfg.accel = FB_ACCEL_TCG;
+                box.cfg.accel = FB_ACCEL_TCG;
             else
                 return bad_usage("--accel must be auto, kvm or tcg, not '%.64s'", optarg);
             break;
         case O_ALLOW_NET:
-            if (fb_run_net_add(&net, optarg, &err) < 0)
+            if (fb_run_net_add(&box.net, optarg, &err) < 0)
                 return bad_usage("--allow-net: %s", err.msg);
             break;
         case O_CONFIG:
@@ -294,11 +293,6 @@ int fb_cmd_run(int argc, char **argv)
         }
     }
 
-    char image_buf[4096];
-    cfg.image_dir = fb_cli_image_dir(image_flag, image_buf, sizeof image_buf);
-    cfg.state_dir = fb_cli_state_dir(state_flag);
-    cfg.run_dir = fb_cli_run_dir();
-
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
@@ -306,25 +300,20 @@ int fb_cmd_run(int argc, char **argv)
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (fb_run_net_start(&net, config_flag, &cfg, &err) < 0) {
+    /* forgebox.yaml matters to run only for network.*: without a grant it
+     * is not read at all. */
+    static fb_config conf;
+    bool have_conf = box.net.grant.count > 0;
+    if (have_conf && fb_cli_config_load(config_flag, &conf, &err) < 0) {
         fprintf(stderr, "forgebox: %s\n", err.msg);
         return FB_EXIT_USAGE;
     }
-    fb_sandbox *sb = NULL;
-    if (fb_sandbox_create(&cfg, &sb, &err) < 0) {
-        fprintf(stderr, "forgebox: sandbox failure: %s\n", err.msg);
-        fb_run_net_stop(&net);
-        return FB_EXIT_SANDBOX;
-    }
-    int status = 0;
-    if (fb_run_net_register(&net, fb_sandbox_id(sb), &err) < 0) {
-        fprintf(stderr, "forgebox: %s\n", err.msg);
-        status = FB_EXIT_SANDBOX;
-        goto out;
-    }
-    if (!quiet && strcmp(fb_sandbox_isolation(sb), "tcg") == 0)
-        fprintf(stderr, "forgebox: note: no usable hardware virtualization here; the VM runs under "
-                        "TCG emulation, which upstream QEMU does not treat as a security boundary\n");
+    int status = fb_cli_box_up(&box, have_conf ? &conf : NULL, quiet);
+    if (have_conf)
+        fb_config_free(&conf);
+    if (status != 0)
+        return status;
+    fb_sandbox *sb = box.sb;
 
     for (size_t i = 0; i < nput; i++) {
         unsigned mode = access(puts[i].local, X_OK) == 0 ? 0755 : 0644;
@@ -367,7 +356,7 @@ int fb_cmd_run(int argc, char **argv)
         status = FB_EXIT_TIMEOUT;
     } else if (res.oom) {
         fprintf(stderr, "forgebox: out of memory: the command was killed at the %llu MiB limit\n",
-                (unsigned long long)cfg.memory_mib);
+                (unsigned long long)box.cfg.memory_mib);
         status = FB_EXIT_OOM;
     } else if (cancel_signal) {
         fprintf(stderr, "forgebox: interrupted\n");
@@ -389,7 +378,6 @@ out:
     for (size_t i = 0; i < nput; i++)
         if (put_fds[i] >= 0)
             close(put_fds[i]);
-    fb_sandbox_destroy(sb);
-    fb_run_net_stop(&net);
+    fb_cli_box_down(&box);
     return status;
 }

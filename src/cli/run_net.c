@@ -60,48 +60,43 @@ static void on_adopt(void *ctx, const char *sandbox_id, int fd)
     (void)fb_egress_adopt(ctx, sandbox_id, fd, &err);
 }
 
-int fb_run_net_start(fb_run_net *n, const char *config_flag, fb_sandbox_config *sc, fb_err *err)
+int fb_cli_config_load(const char *config_flag, fb_config *cfg, fb_err *err)
+{
+    bool required = false;
+    const char *path = fb_config_path(config_flag, environ, &required);
+    if (fb_config_defaults(cfg) < 0 || fb_config_load_file(cfg, path, required, err) < 0) {
+        fb_config_free(cfg);
+        return -1;
+    }
+    return 0;
+}
+
+int fb_run_net_start(fb_run_net *n, const fb_config *cfg, fb_sandbox_config *sc, fb_err *err)
 {
     if (n->grant.count == 0)
         return 0;
-    bool required = false;
-    const char *path = fb_config_path(config_flag, environ, &required);
-    fb_config cfg;
-    int rc = fb_config_defaults(&cfg);
-    if (rc == 0)
-        rc = fb_config_load_file(&cfg, path, required, err);
-    if (rc < 0) {
-        fb_config_free(&cfg);
-        return -1;
-    }
     fb_decision d;
-    if (fb_egress_grant_check(&n->grant, NULL, &cfg.network.deny, &d) != FB_ALLOW) {
-        fb_config_free(&cfg);
+    if (fb_egress_grant_check(&n->grant, NULL, &cfg->network.deny, &d) != FB_ALLOW)
         return fb_fail(err, "%s", d.reason);
-    }
     fb_egress_host hosts[FB_CONFIG_MAX_HOSTS];
-    for (size_t i = 0; i < cfg.network.nhosts; i++)
-        hosts[i] = (fb_egress_host){.name = cfg.network.hosts[i].name,
-                                    .addrs = (const char *const *)cfg.network.hosts[i].addrs,
-                                    .n_addrs = cfg.network.hosts[i].naddrs};
-    if (mkdir(sc->run_dir, 0755) < 0 && errno != EEXIST) {
-        fb_config_free(&cfg);
+    for (size_t i = 0; i < cfg->network.nhosts; i++)
+        hosts[i] = (fb_egress_host){.name = cfg->network.hosts[i].name,
+                                    .addrs = (const char *const *)cfg->network.hosts[i].addrs,
+                                    .n_addrs = cfg->network.hosts[i].naddrs};
+    if (mkdir(sc->run_dir, 0755) < 0 && errno != EEXIST)
         return fb_fail_errno(err, "cannot create %s", sc->run_dir);
-    }
     fb_egress_settings s = {
         .runtime_dir = sc->run_dir,
         .ceiling = NULL,
-        .deny = &cfg.network.deny,
-        .allow_private = cfg.network.allow_private,
-        .n_allow_private = cfg.network.nallow_private,
+        .deny = &cfg->network.deny,
+        .allow_private = cfg->network.allow_private,
+        .n_allow_private = cfg->network.nallow_private,
         .hosts = hosts,
-        .n_hosts = cfg.network.nhosts,
+        .n_hosts = cfg->network.nhosts,
         .audit = on_audit,
     };
     /* Everything is copied at start. */
-    rc = fb_egress_start(&s, &n->proxy, err) == FB_EGRESS_RC_OK ? 0 : -1;
-    fb_config_free(&cfg);
-    if (rc < 0)
+    if (fb_egress_start(&s, &n->proxy, err) != FB_EGRESS_RC_OK)
         return -1;
     sc->net_adopt = on_adopt;
     sc->net_ctx = n->proxy;

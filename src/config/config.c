@@ -65,12 +65,25 @@ const struct cfg_key cfg_keys[] = {
     {"quotas.max_sandboxes_per_team", K_UINT, OFF(quotas.max_sandboxes_per_team), false, 1, 100000},
     {"quotas.max_memory_mib_per_team", K_UINT, OFF(quotas.max_memory_mib_per_team), false, FB_MIN_MEMORY_MIB, 16ull * 1024 * 1024},
     {"quotas.max_vcpus_per_team", K_UINT, OFF(quotas.max_vcpus_per_team), false, 1, 1000000},
+    {"tasks.default_max_turns", K_UINT, OFF(tasks.default_max_turns), false, 1, 10000},
+    {"tasks.default_max_tokens", K_UINT, OFF(tasks.default_max_tokens), false, 1, 1000000000},
+    {"tasks.default_max_tool_calls", K_UINT, OFF(tasks.default_max_tool_calls), false, 1, 100000},
+    {"tasks.default_timeout_s", K_UINT, OFF(tasks.default_timeout_s), false, 1, 7 * 86400},
+    {"tasks.max_turns", K_UINT, OFF(tasks.max_turns), false, 1, 10000},
+    {"tasks.max_tokens", K_UINT, OFF(tasks.max_tokens), false, 1, 1000000000},
+    {"tasks.max_tool_calls", K_UINT, OFF(tasks.max_tool_calls), false, 1, 100000},
+    {"tasks.max_timeout_s", K_UINT, OFF(tasks.max_timeout_s), false, 1, 7 * 86400},
+    {"tasks.require_approval", K_TOOLS, OFF(tasks.require_approval), false, 0, 0},
+    {"tasks.self_approval", K_BOOL, OFF(tasks.self_approval), false, 0, 0},
+    {"tasks.approval_timeout_s", K_UINT, OFF(tasks.approval_timeout_s), false, 1, 7 * 86400},
+    {"tasks.ttl_s", K_UINT, OFF(tasks.ttl_s), false, 0, 7 * 86400},
+    {"tasks.max_running", K_UINT, OFF(tasks.max_running), false, 1, 10000},
 };
 
 _Static_assert(sizeof cfg_keys / sizeof cfg_keys[0] == FB_CONFIG_NKEYS,
                "FB_CONFIG_NKEYS in config.h must match the key table");
 
-const char *const cfg_sections[] = {"tls", "sandbox", "network", "limits", "quotas"};
+const char *const cfg_sections[] = {"tls", "sandbox", "network", "limits", "quotas", "tasks"};
 
 /* FORGEBOX_ variables that belong to other parts of ForgeBox (the CLI, the
  * image build, the test harness); never reported as misspelt keys. */
@@ -344,6 +357,7 @@ int cfg_set_value(fb_config *cfg, const struct cfg_key *k, const char *value, co
         uint64_t u;
         bool b;
         int e;
+        fb_toolset t;
     } parsed = {0};
 
     if (strlen(value) > FB_CONFIG_MAX_VALUE)
@@ -401,6 +415,10 @@ int cfg_set_value(fb_config *cfg, const struct cfg_key *k, const char *value, co
         if (!parse_bool(value, &parsed.b))
             return cfg_fail_value(err, k, source, value, redact, "must be true or false");
         break;
+    case K_TOOLS:
+        if (cfg_parse_tools(value, &parsed.t, reason, sizeof reason) < 0)
+            return cfg_fail_value(err, k, source, value, redact, reason);
+        break;
     }
 
     char *src = strdup(source);
@@ -420,6 +438,8 @@ int cfg_set_value(fb_config *cfg, const struct cfg_key *k, const char *value, co
         *FIELD(cfg, k, fb_backend_kind) = (fb_backend_kind)parsed.e;
     } else if (k->type == K_BOOL) {
         *FIELD(cfg, k, bool) = parsed.b;
+    } else if (k->type == K_TOOLS) {
+        *FIELD(cfg, k, fb_toolset) = parsed.t;
     } else {
         *FIELD(cfg, k, uint64_t) = parsed.u;
     }
@@ -459,6 +479,7 @@ int fb_config_defaults(fb_config *cfg)
     cfg->quotas.max_sandboxes_per_team = 10;
     cfg->quotas.max_memory_mib_per_team = 8192;
     cfg->quotas.max_vcpus_per_team = 32;
+    cfg_tasks_defaults(cfg);
     if (!cfg->listen || !cfg->state_dir || !cfg->run_dir) {
         fb_config_free(cfg);
         return -1;
@@ -569,6 +590,9 @@ char *fb_config_dump_json(const fb_config *cfg)
                 break;
             case K_BOOL:
                 v = json_boolean(*CFIELD(cfg, k, bool));
+                break;
+            case K_TOOLS:
+                v = fb_toolset_to_json(*CFIELD(cfg, k, fb_toolset));
                 break;
             default:
                 v = json_integer((json_int_t)*CFIELD(cfg, k, uint64_t));

@@ -54,7 +54,7 @@ typedef enum {
 /* Longest value any key accepts, after ${VAR} interpolation. */
 #define FB_CONFIG_MAX_VALUE 3000
 /* Number of keys (the size of the bookkeeping arrays below). */
-#define FB_CONFIG_NKEYS 27
+#define FB_CONFIG_NKEYS 40
 
 /* Most providers one file may define. */
 #define FB_CONFIG_MAX_PROVIDERS 64
@@ -127,6 +127,15 @@ typedef struct fb_config {
         uint64_t max_memory_mib_per_team;
         uint64_t max_vcpus_per_team;  /* vCPUs of a team's live sandboxes */
     } quotas;
+    struct {                      /* tasks (src/config/tasks.c, docs/configuration.md) */
+        uint64_t default_max_turns, default_max_tokens, default_max_tool_calls, default_timeout_s;
+        uint64_t max_turns, max_tokens, max_tool_calls, max_timeout_s; /* what a request may ask */
+        fb_toolset require_approval;  /* tools whose calls always wait for a person */
+        bool self_approval;           /* a task's creator may approve its calls */
+        uint64_t approval_timeout_s;  /* an undecided approval is denied after this */
+        uint64_t ttl_s;               /* a succeeded task's sandbox is kept this long */
+        uint64_t max_running;         /* tasks running at once on this node; more wait queued */
+    } tasks;
     fb_config_provider *providers;  /* in file order */
     size_t nproviders;
 

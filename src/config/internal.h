@@ -21,6 +21,7 @@ enum key_type {
     K_UINT,     /* decimal integer in [min,max] */
     K_SIZE,     /* bytes, optionally with KiB/MiB/GiB, in [min,max] */
     K_BOOL,     /* true|false (and yes/no, on/off, 1/0) */
+    K_TOOLS,    /* tool names, comma- or space-separated (a YAML list too): an fb_toolset */
 };
 
 struct cfg_key {
@@ -86,5 +87,12 @@ int cfg_yaml_providers(fb_config *cfg, yaml_document_t *doc, const yaml_node_t *
 void cfg_providers_free(fb_config *cfg);
 /* Adds "providers" to a dump; -1 when out of memory. */
 int cfg_providers_dump(const fb_config *cfg, json_t *root);
+
+/* tasks.c: the tasks.* defaults, a list of tool names, a YAML list as that
+ * text.  (A default above its maximum needs no check: the task service
+ * lowers it to the maximum, policy.h fb_policy_task_budget.) */
+void cfg_tasks_defaults(fb_config *cfg);
+int cfg_parse_tools(const char *text, fb_toolset *out, char *why, size_t cap);
+int cfg_yaml_join_list(yaml_document_t *doc, const yaml_node_t *seq, char *out, size_t cap);
 
 #endif

@@ -2,6 +2,9 @@
  * core.c - the service's life (open, shutdown, close), typed errors, and
  * the two things every service does: audit and decide (core.h).
  *
+ * Opening fails what a previous process left running (sandboxes, tasks);
+ * closing stops the tasks before the sandboxes they run in.
+ *
  * Every permission decision goes through fb_core_permit, which decides with
  * src/policy and writes the audit entry in the same step; an allow that
  * cannot be audited is refused, so nothing is ever done unaudited.
@@ -174,6 +177,7 @@ int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_
     c->cfg = cfg;
     c->image_dir = image_dir;
     core_registry_init(&c->reg);
+    core_tasks_init(&c->tasks);
     if (fb_store_open(cfg->state_dir, &c->store, err) < 0) {
         free(c);
         return -1;
@@ -190,6 +194,7 @@ int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_
     if (fb_audit_verify(c->store, &entries, &bad, &verr) < 0)
         fb_log("error", NULL, "the audit chain does not verify", json_pack("{s:s}", "error", verr.msg));
     reap_previous(c);
+    core_tasks_recover(c);
     if (pthread_create(&c->reaper, NULL, core_reaper_main, c) != 0) {
         fb_store_close(c->store);
         free(c);
@@ -225,6 +230,7 @@ void fb_core_close(fb_core *c)
     if (!c)
         return;
     c->stopping = 1;
+    core_tasks_shutdown(c); /* their threads hold sandboxes: they go first */
     fb_core_shutdown_sandboxes(c, "gateway shutdown");
     if (c->reaper_running)
         pthread_join(c->reaper, NULL);
@@ -233,5 +239,6 @@ void fb_core_close(fb_core *c)
      * and no thread of ours runs one. */
     fb_store_close(c->store);
     free(c->reg.items);
+    core_tasks_free(&c->tasks);
     free(c);
 }

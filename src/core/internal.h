@@ -1,8 +1,8 @@
 /*
  * internal.h - what the service layer's files share (src/core only).
  *
- * The registry of live sandboxes, the execs linked to them, and the
- * metrics counters.
+ * The registry of live sandboxes, the execs linked to them, the live
+ * tasks, and the metrics counters.
  */
 #ifndef FB_CORE_INTERNAL_H
 #define FB_CORE_INTERNAL_H
@@ -16,6 +16,7 @@
 #include "policy/policy.h"
 #include "store/sandboxes.h"
 #include "store/store.h"
+#include "store/tasks.h"
 
 /* ---- live sandboxes (registry.c) -------------------------------------------
  *
@@ -43,6 +44,7 @@ typedef struct core_sandbox {
     int refs;
     bool dying;
     char end_state[16];         /* recorded when finalised */
+    char task_id[32];           /* "" unless a task's sandbox */
     core_exec *execs;           /* running and recently finished, newest first
                                    (execs.c, under the registry lock) */
 } core_sandbox;
@@ -58,12 +60,77 @@ struct fb_sb_ref {
     fb_perm perm;               /* what it was opened for */
 };
 
+/* ---- live tasks (tasks*.c) ------------------------------------------------------
+ *
+ * A task is in memory from its creation until it has ended, its thread is
+ * joined, nobody holds a reference and its keep time has passed (a
+ * succeeded task's for tasks.ttl_s, for follow-up messages; others' for a
+ * short grace, for readers of its events); then only the store has it.
+ * One mutex (core_tasks.lock) guards every task's mutable fields; each
+ * task's condition variable wakes its event readers and its approval
+ * wait. */
+
+typedef struct core_task {
+    /* fixed at creation */
+    char id[32];
+    char team_id[FB_ID_MAX], user_id[FB_ID_MAX], key_id[FB_ID_MAX];
+    fb_caller creator;              /* who the sandbox is created as */
+    char provider[FB_TASK_PROVIDER_MAX], model[FB_TASK_MODEL_MAX];
+    char *prompt, *system;          /* system NULL: the engine's default */
+    bool has_backend;
+    fb_backend_kind backend;
+    fb_toolset tools, approvals, held; /* held: approvals and tasks.require_approval */
+    bool has_network;
+    fb_egress_list network;
+    fb_engine_limits limits;
+    char created_at[40];
+    /* under core_tasks.lock */
+    fb_task_state state;
+    char started_at[40], finished_at[40];
+    char *result;
+    char error[512];
+    fb_engine_usage usage;
+    char sandbox_id[32];
+    fb_llm_conv conv;               /* the thread's while it runs */
+    json_t **events;                /* events[i] has seq i + 1 */
+    size_t nev, evcap;
+    pthread_cond_t cond;
+    atomic_bool cancel;
+    bool cancelled_by_request;
+    pthread_t thread;
+    bool has_thread, thread_done;
+    core_sandbox *sb;               /* the sandbox handed to the next run (a reference) */
+    uint64_t keep_until_ns;
+    int refs;
+    char waiting[FB_ID_MAX];        /* the approval being waited for, or "" */
+    int decision;                   /* 0 none yet, 1 approved, 2 denied */
+    char decided_by[FB_ID_MAX];
+    char decide_reason[256];
+} core_task;
+
+typedef struct core_tasks {
+    pthread_mutex_t lock;
+    pthread_cond_t slots;           /* a running slot came free */
+    core_task **items;
+    size_t n, cap;
+    size_t running;                 /* tasks past the queue */
+} core_tasks;
+
+struct fb_task_ref {
+    core_task *t;                   /* NULL: only in the store */
+    char id[32];
+    char team_id[FB_ID_MAX];
+    char user_id[FB_ID_MAX];
+    fb_perm perm;
+};
+
 struct fb_core {
     const fb_config *cfg;
     const char *image_dir;
     fb_store *store;
     char org[160];
     core_registry reg;
+    core_tasks tasks;
     pthread_t reaper;
     bool reaper_running;
     volatile sig_atomic_t stopping;
@@ -108,6 +175,42 @@ void *core_reaper_main(void *arg);
 /* Destroys a finalised entry's sandbox and records it (registry.c calls
  * this with no lock held). */
 void core_sandbox_finalise(fb_core *c, core_sandbox *s);
+
+/* ---- tasks (tasks.c, task_run.c, task_events.c, task_approvals.c) ---------------- */
+
+void core_tasks_init(core_tasks *ts);
+/* Start-up: this node's tasks the store has as not ended are failed ("the
+ * gateway restarted while the task was running"), their approvals expired. */
+void core_tasks_recover(fb_core *c);
+/* Shutdown: cancels every running task and joins the threads (bounded);
+ * what was running stays unfinished in the store for the next start-up. */
+void core_tasks_shutdown(fb_core *c);
+void core_tasks_free(core_tasks *ts);
+/* A reference to t (lock held by the caller) / dropping one (lock not held). */
+void core_task_put(fb_core *c, core_task *t);
+/* The task's record, its text fields built from its live state (lock held). */
+int core_task_record(const core_task *t, fb_task_record *out);
+/* Writes t's record to the store (lock not held); logs a failure. */
+void core_task_save(fb_core *c, core_task *t, bool with_conv);
+/* Starts the thread that runs t (lock not held). */
+int core_task_start(fb_core *c, core_task *t, fb_core_err *err);
+/* The thread's body (task_run.c). */
+void *core_task_main(void *arg);
+/* Appends an event (type, data stolen) to t's transcript: numbered, kept,
+ * stored and announced to readers (lock not held). */
+void core_task_emit(fb_core *c, core_task *t, const char *type, json_t *data);
+/* The same for a task only the store has (start-up recovery). */
+void core_task_emit_stored(fb_core *c, const char *task_id, const char *type, json_t *data);
+/* Sets t's state and announces it with a "state" event (lock not held). */
+void core_task_set_state(fb_core *c, core_task *t, fb_task_state s);
+/* The engine's authorize hook (task_approvals.c): decides, audits and,
+ * for held calls, waits for a person.  user is the core_task_run. */
+typedef struct core_task_run {
+    fb_core *c;
+    core_task *t;
+    fb_engine_run *run;
+} core_task_run;
+fb_verdict core_task_authorize(void *user, const fb_llm_tool_call *call, int tool, char *reason, size_t cap);
 
 /* ---- metrics (metrics.c) ------------------------------------------------------- */
 

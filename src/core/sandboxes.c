@@ -31,6 +31,7 @@ static void info_of(const core_sandbox *s, fb_sandbox_info *o)
     o->disk_mib = s->disk_mib;
     memcpy(o->created_at, s->created_at, sizeof o->created_at);
     memcpy(o->expires_at, s->expires_at, sizeof o->expires_at);
+    memcpy(o->task_id, s->task_id, sizeof o->task_id);
 }
 
 static int in_range(const char *name, bool has, uint64_t v, uint64_t def, uint64_t min, uint64_t max,
@@ -86,6 +87,7 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
         return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
     snprintf(s->team_id, sizeof s->team_id, "%s", caller->who.team_id);
     snprintf(s->key_id, sizeof s->key_id, "%s", caller->who.key_id);
+    snprintf(s->task_id, sizeof s->task_id, "%s", spec->task_id ? spec->task_id : "");
     snprintf(s->backend, sizeof s->backend, "%s", fb_backend_name(sc.backend));
     s->memory_mib = sc.memory_mib;
     s->vcpus = sc.vcpus;

@@ -48,6 +48,7 @@ typedef enum gw_resolve {
     GW_RES_PARAM,    /* the same, audited as the {id} (a key id) */
     GW_RES_ADMIN,    /* admins only, then perm: `what` spans all teams */
     GW_RES_SANDBOX,  /* the {id} sandbox, opened for perm (404 for unknown or another team's) */
+    GW_RES_TASK,     /* the {id} task, opened for perm (404 for unknown or another team's) */
 } gw_resolve;
 
 typedef enum gw_body_kind {
@@ -91,6 +92,7 @@ struct gw_req {
     gw_params params;
     fb_caller caller;
     fb_sb_ref *ref;            /* GW_RES_SANDBOX: put back at completion */
+    fb_task_ref *task;         /* GW_RES_TASK: put back at completion */
     uint64_t cap;              /* body limit */
     bool too_large;
     bool answered;             /* a response is queued; the body is dropped */
@@ -112,6 +114,7 @@ extern const gw_route gw_routes_keys[];
 extern const gw_route gw_routes_users[];
 extern const gw_route gw_routes_teams[];
 extern const gw_route gw_routes_audit[];
+extern const gw_route gw_routes_tasks[];
 
 /* The assembled table (routes.c). */
 size_t gw_routes_count(void);

@@ -113,6 +113,9 @@ static bool authorise(gw_req *r, enum MHD_Result *rc)
     case GW_RES_SANDBOX:
         ok = fb_core_sandbox_open(core, &r->caller, r->params.v[0], rt->perm, &r->ref, &err);
         break;
+    case GW_RES_TASK:
+        ok = fb_core_task_open(core, &r->caller, r->params.v[0], rt->perm, &r->task, &err);
+        break;
     }
     if (ok < 0) {
         *rc = gw_send_core_error(r, &err);
@@ -288,6 +291,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         if (r->stream_state && r->rt && r->rt->stream)
             r->rt->stream->abort(r); /* the body never arrived whole */
         fb_core_sandbox_put(g->core, r->ref);
+        fb_core_task_put(g->core, r->task);
         json_decref(r->json);
         free(r->body);
         free(r);

@@ -24,7 +24,7 @@
  *   4. resource team  a resource of another team is answered NOT_FOUND (the
  *                     caller replies 404, never 403, so ids of other teams'
  *                     resources cannot be probed).  Only admins cross teams.
- *   (task grants and tool classes come later, in the task engine.)
+ *   (task grants and tool classes: "tasks" at the end of this header.)
  *
  * One exception to "first no decides": for a non-admin, another team's
  * resource is NOT_FOUND even when an earlier step would have denied.  A
@@ -405,5 +405,50 @@ void fb_egress_addr_format(const fb_egress_addr *a, char *out, size_t cap);
  * that address and port (an IPv4-mapped address compares as its IPv4). */
 fb_verdict fb_egress_addr_decide(const fb_egress_addr *a, const fb_egress_addr *allow_private, size_t n_private,
                                  fb_decision *out);
+
+
+/* ---- tasks: grants, tool calls, approvals, budgets (tasks.c) ----------------
+ *
+ * A task may use a tool only when its creator may grant it (holds the
+ * tool's class, fb_tool_perm, within fb_policy_effective); every call the
+ * model makes is decided against the task's own grant; calls to tools in
+ * the task's approvals, or in the organisation's tasks.require_approval
+ * (which a task cannot lift), wait for a person with tasks:approve in the
+ * task's team (admins across teams), who is not the task's creator unless
+ * tasks.self_approval is set. */
+
+/* The tools p may give a task. */
+fb_toolset fb_policy_task_grantable(const fb_principal *p);
+/* What a request without "tools" gets: bash and the file tools
+ * (file_read, file_write, file_edit, glob, grep) that p may grant. */
+fb_toolset fb_policy_task_default_tools(const fb_principal *p);
+/* A task request's tools and approvals: every tool named in either must be
+ * grantable by p.  DENY names the first tool (in canonical order) and the
+ * class permission p lacks ("tool bash needs tools:shell, which this key
+ * does not hold"). */
+fb_verdict fb_policy_task_tools(const fb_principal *p, fb_toolset tools, fb_toolset approvals, fb_decision *out);
+/* One tool call: tool is an fb_tool or -1 (a name ForgeBox has no tool
+ * for; name is what the model said, shown sanitised).  DENY "tool X was
+ * not granted to this task" (or "no tool named X"); NEEDS_APPROVAL when
+ * the tool is in held (the task's approvals and the org's forced ones);
+ * ALLOW otherwise. */
+fb_verdict fb_policy_task_call(fb_toolset granted, fb_toolset held, int tool, const char *name, fb_decision *out);
+/* Who may decide a held call of a task of task_team created by
+ * creator_user_id: tasks:approve on the task's team (fb_policy_decide:
+ * NOT_FOUND for another team's task unless admin), and not the creator
+ * unless self_approval. */
+fb_verdict fb_policy_task_approver(const fb_principal *p, const char *task_team, const char *creator_user_id,
+                                   bool self_approval, fb_decision *out);
+
+/* A task's budgets (the same four as the engine's). */
+typedef struct fb_task_budget {
+    uint64_t max_turns, max_tokens, max_tool_calls, timeout_s;
+} fb_task_budget;
+/* The budgets a task runs with: each requested field, or 0 for the default
+ * (defaults above a maximum are lowered to it).  A request above the
+ * organisation's maximum is DENY naming the field ("limits.max_turns 500
+ * is above the organisation's maximum of 100"). */
+fb_verdict fb_policy_task_budget(const fb_task_budget *requested, const fb_task_budget *defaults,
+                                 const fb_task_budget *maxima, fb_task_budget *out, fb_decision *d);
 
 #endif

@@ -3,10 +3,10 @@
  * dispatches through, one sub-table per repository, and the struct behind
  * the opaque fb_store.
  *
- * A storage engine fills the three tables with functions of the same
+ * A storage engine fills the four tables with functions of the same
  * signatures as the public repository calls (store/identity.h,
- * store/sandboxes.h, store/audit_log.h); store.c and identity.c only
- * forward.  Today the SQLite engine (sqlite_*.c) is the one filling them;
+ * store/sandboxes.h, store/audit_log.h, store/tasks.h); store.c, identity.c
+ * and tasks.c only forward.  Today the SQLite engine (sqlite_*.c) is the one filling them;
  * a PostgreSQL engine would add its own tables and an open function, and
  * fb_store_open would pick between them from the configuration.
  */
@@ -20,6 +20,7 @@
 #include "store/identity.h"
 #include "store/sandboxes.h"
 #include "store/store.h"
+#include "store/tasks.h"
 
 typedef struct fb_identity_ops {
     int (*org_get)(fb_store *, bool *, char *, fb_err *);
@@ -52,6 +53,22 @@ typedef struct fb_audit_append_item {
     void *ctx;
 } fb_audit_append_item;
 
+typedef struct fb_task_ops {
+    int (*insert)(fb_store *, const fb_task_record *, fb_err *);
+    int (*update)(fb_store *, const fb_task_record *, fb_err *);
+    int (*get)(fb_store *, const char *, fb_task_record *, fb_err *);
+    int (*list)(fb_store *, const char *, fb_task_record **, size_t *, fb_err *);
+    int (*list_unfinished)(fb_store *, char (**)[FB_ID_MAX], size_t *, fb_err *);
+    int (*event_append)(fb_store *, const char *, uint64_t, const char *, const char *, const char *, fb_err *);
+    int (*events)(fb_store *, const char *, uint64_t, unsigned, fb_task_event_fn, void *, fb_err *);
+    int (*event_last)(fb_store *, const char *, uint64_t *, fb_err *);
+    int (*approval_insert)(fb_store *, const fb_task_approval_record *, fb_err *);
+    int (*approval_decide)(fb_store *, const char *, const char *, const char *, const char *, const char *,
+                           const char *, fb_err *);
+    int (*approval_list)(fb_store *, const char *, fb_task_approval_record **, size_t *, fb_err *);
+    int (*approval_expire_all)(fb_store *, const char *, const char *, size_t *, fb_err *);
+} fb_task_ops;
+
 typedef struct fb_audit_ops {
     /* Appends n entries in order in one transaction (one durable commit):
      * all or nothing. */
@@ -69,6 +86,7 @@ typedef struct fb_store_engine {
     const fb_identity_ops *identity;
     const fb_sandbox_ops *sandboxes;
     const fb_audit_ops *audit;
+    const fb_task_ops *tasks;
 } fb_store_engine;
 
 struct audit_waiter;
@@ -91,5 +109,6 @@ extern const fb_store_engine fb_sqlite_engine;
 extern const fb_identity_ops fb_sqlite_identity_ops;
 extern const fb_sandbox_ops fb_sqlite_sandbox_ops;
 extern const fb_audit_ops fb_sqlite_audit_ops;
+extern const fb_task_ops fb_sqlite_task_ops;
 
 #endif

@@ -73,4 +73,5 @@ const fb_store_engine fb_sqlite_engine = {
     .identity = &fb_sqlite_identity_ops,
     .sandboxes = &fb_sqlite_sandbox_ops,
     .audit = &fb_sqlite_audit_ops,
+    .tasks = &fb_sqlite_task_ops,
 };

@@ -128,6 +128,10 @@ static void test_defaults(void **state)
         "\"exec_reattach_s\":10},"
         "\"quotas\":{\"max_sandboxes_per_team\":10,\"max_memory_mib_per_team\":8192,"
         "\"max_vcpus_per_team\":32},"
+        "\"tasks\":{\"default_max_turns\":20,\"default_max_tokens\":200000,\"default_max_tool_calls\":50,"
+        "\"default_timeout_s\":900,\"max_turns\":100,\"max_tokens\":2000000,\"max_tool_calls\":500,"
+        "\"max_timeout_s\":3600,\"require_approval\":[],\"self_approval\":false,\"approval_timeout_s\":600,"
+        "\"ttl_s\":600,\"max_running\":8},"
         "\"network\":{\"allow\":[],\"deny\":[],\"allow_private\":[],\"hosts\":{}}}");
     free(json);
     fb_config_free(&cfg);
@@ -685,6 +689,38 @@ static void test_redaction(void **state)
                       "value built from a secret variable (not shown)");
 }
 
+/* ---- tasks.* ----------------------------------------------------------------- */
+
+static void test_tasks_keys(void **state)
+{
+    (void)state;
+    fb_config cfg;
+    fb_err err = {{0}};
+    assert_int_equal(load_text(&cfg,
+                               "tasks:\n  require_approval: [bash, file_write]\n  self_approval: true\n"
+                               "  max_turns: 7\n  ttl_s: 0\n",
+                               &err), 0);
+    assert_int_equal(cfg.tasks.require_approval,
+                     FB_TOOLSET_OF(FB_TOOL_BASH) | FB_TOOLSET_OF(FB_TOOL_FILE_WRITE));
+    assert_true(cfg.tasks.self_approval);
+    assert_int_equal(cfg.tasks.max_turns, 7);
+    assert_int_equal(cfg.tasks.ttl_s, 0);
+    char *env[] = {"FORGEBOX_TASKS_REQUIRE_APPROVAL=git,web_fetch", "FORGEBOX_TASKS_MAX_RUNNING=2", NULL};
+    assert_int_equal(fb_config_apply_env(&cfg, env, &err), 0);
+    assert_int_equal(cfg.tasks.require_approval, FB_TOOLSET_OF(FB_TOOL_GIT) | FB_TOOLSET_OF(FB_TOOL_WEB_FETCH));
+    assert_int_equal(cfg.tasks.max_running, 2);
+    char *bad[] = {"FORGEBOX_TASKS_REQUIRE_APPROVAL=bash,rm", NULL};
+    assert_int_equal(fb_config_apply_env(&cfg, bad, &err), -1);
+    assert_string_equal(err.msg, "config: tasks.require_approval (FORGEBOX_TASKS_REQUIRE_APPROVAL): must name tools "
+                                 "(bash, file_read, file_write, file_edit, glob, grep, git, web_fetch); 'rm' is "
+                                 "none, got \"bash,rm\"");
+    fb_config_free(&cfg);
+    assert_load_fails("tasks:\n  require_approval: [bash, [x]]\n",
+                      "config: tasks.require_approval (%s:2): must be a list of tool names");
+    assert_load_fails("tasks:\n  max_running: 0\n",
+                      "config: tasks.max_running (%s:2): must be an integer between 1 and 10000, got \"0\"");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -703,6 +739,7 @@ int main(void)
         cmocka_unit_test(test_tls_half_configured),
         cmocka_unit_test(test_cross_key_limits),
         cmocka_unit_test(test_redaction),
+        cmocka_unit_test(test_tasks_keys),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
