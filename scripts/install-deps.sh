@@ -10,6 +10,7 @@ libseccomp-dev libcap-dev libsodium-dev libjansson-dev libcmocka-dev
 libmicrohttpd-dev libsqlite3-dev libyaml-dev libevent-dev libc-ares-dev libcurl4-gnutls-dev
 qemu-system-x86 busybox-static mmdebstrap e2fsprogs cpio kmod zstd xz-utils
 bubblewrap python3 python3-pytest python3-pytest-xdist python3-yaml hyperfine wrk procps util-linux sqlite3
+chromium chromium-driver python3-selenium openssl
 "
 
 missing=""

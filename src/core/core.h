@@ -407,7 +407,8 @@ void fb_core_metrics_auth_failure(void);
 
 /* Opens a session for username/password.  token_out receives the token
  * (for the cookie; wipe it), *out {session_id, csrf_token, user: {id,
- * username, team_id, role}, expires_at} (new reference).  UNAUTHORIZED for
+ * username, team_id, role}, permissions: [the role's], expires_at} (new
+ * reference).  UNAUTHORIZED for
  * any wrong credential (one message whatever the reason), QUOTA with
  * *retry_after_s when failures are over the limit. */
 int fb_core_session_login(fb_core *c, fb_caller *caller, const char *username, const char *password,
@@ -422,7 +423,7 @@ int fb_core_session_login(fb_core *c, fb_caller *caller, const char *username, c
  * rate limits and CSRF checks). */
 int fb_core_session_authenticate(fb_core *c, fb_caller *caller, const char *token, size_t len,
                                  const char **reason, fb_core_err *err);
-/* {session_id, csrf_token, user, expires_at} of the caller's session;
+/* {session_id, csrf_token, user, permissions} of the caller's session;
  * NOT_FOUND when the caller came in with an API key. */
 int fb_core_session_current(fb_core *c, fb_caller *caller, json_t **out, fb_core_err *err);
 /* Ends the caller's session (audited); NOT_FOUND without one. */

@@ -197,6 +197,9 @@ static json_t *session_json(const char *session_id, const char *csrf, const fb_u
 {
     json_t *o = json_pack("{s:s, s:s, s:{s:s, s:s, s:s, s:s}}", "session_id", session_id, "csrf_token", csrf, "user",
                           "id", u->id, "username", u->username, "team_id", u->team_id, "role", fb_role_name(u->role));
+    /* What the console may offer (the API still decides each request). */
+    if (o)
+        json_object_set_new(o, "permissions", fb_perms_to_json(fb_role_perms(u->role)));
     if (o && expires_at)
         json_object_set_new(o, "expires_at", json_string(expires_at));
     return o;

@@ -108,7 +108,8 @@ def gw():
 def test_login_answers_csrf_user_expiry_and_an_exact_cookie(gw):
     status, headers, body = login(gw, "admin", FIRST_PASSWORD)
     assert status == 201
-    assert set(body) == {"session_id", "csrf_token", "user", "expires_at"}
+    assert set(body) == {"session_id", "csrf_token", "user", "permissions", "expires_at"}
+    assert "admin:users" in body["permissions"] and "audit:read" in body["permissions"]
     assert body["user"]["username"] == "admin" and body["user"]["role"] == "admin"
     assert re.match(r"^ses_[0-9a-f]{16}$", body["session_id"])
     assert re.match(r"^[A-Za-z0-9_-]{43}$", body["csrf_token"])
@@ -174,7 +175,8 @@ def test_cookie_authenticates_with_the_users_role(gw):
     assert e[0]["actor"] == "user:" + s.body["user"]["id"]
     status, _, cur = s.call("GET", "/v1/sessions/current", csrf=False, origin=False)
     assert status == 200
-    assert cur == {"session_id": s.body["session_id"], "csrf_token": s.csrf, "user": s.body["user"]}
+    assert cur == {"session_id": s.body["session_id"], "csrf_token": s.csrf, "user": s.body["user"],
+                   "permissions": s.body["permissions"]}
 
 
 def test_a_viewer_session_gets_the_viewers_permissions_only(gw):
