@@ -21,7 +21,9 @@ export async function render(main) {
   const out = h('div', { id: 'audit-table' });
   const verify = h('span', { id: 'audit-verify' });
   let shown = [];
+  let generation = 0; // a slower earlier load never overwrites a later one
   const load = async () => {
+    const mine = ++generation;
     const q = [];
     for (const k of ['actor', 'action', 'outcome']) if (f[k].value) q.push(`${k}=${enc(f[k].value)}`);
     if (f.since.value) q.push(`since=${enc(isoOf(f.since.value))}`);
@@ -29,6 +31,7 @@ export async function render(main) {
     q.push('limit=1000');
     try {
       const { entries } = await api('GET', `/v1/audit?${q.join('&')}`);
+      if (mine !== generation) return;
       const ev = f.event.value.trim();
       shown = entries.filter((e) => !ev || e.event === ev).reverse();
       out.replaceChildren(h('p', { class: 'muted' }, `${shown.length} entries, newest first`),

@@ -96,8 +96,9 @@ function commandBox(id, signal) {
   return h('div', { class: 'card' }, h('h2', {}, 'Command'), form, out);
 }
 
+// find prints one line per entry (a name holding a newline shows as two).
 function parseListing(text) {
-  return text.split('\0').filter(Boolean).map((rec) => {
+  return text.split('\n').filter(Boolean).map((rec) => {
     const [type, size, ...rest] = rec.split('\t');
     const path = rest.join('\t');
     return { type, size: Number(size), path, name: path.slice(path.lastIndexOf('/') + 1) };
@@ -114,10 +115,10 @@ function fileBrowser(id) {
   const list = h('div', { id: 'fb-list' });
   const msg = h('div', { id: 'fb-msg' });
   const upload = h('input', { id: 'fb-upload', type: 'file' });
-  const refresh = async () => {
-    msg.replaceChildren();
+  const refresh = async (keepMessage) => {
+    if (keepMessage !== true) msg.replaceChildren();
     try {
-      const r = await runQuiet(id, ['find', dir.value, '-mindepth', '1', '-maxdepth', '1', '-printf', '%y\\t%s\\t%p\\0']);
+      const r = await runQuiet(id, ['find', dir.value, '-mindepth', '1', '-maxdepth', '1', '-printf', '%y\\t%s\\t%p\\n']);
       if (r.exit_code !== 0) throw new Error(r.stderr || `find exited ${r.exit_code}`);
       const rows = parseListing(r.stdout);
       list.replaceChildren(table(['', 'name', 'size', ''], rows, (f) => h('tr', { class: 'fb-row' },
@@ -150,7 +151,7 @@ function fileBrowser(id) {
         await api('PUT', `/v1/sandboxes/${enc(id)}/files?path=${enc(path)}`, file);
         upload.value = '';
         msg.replaceChildren(h('span', { class: 'ok', id: 'fb-uploaded' }, `uploaded ${file.name}`));
-        await refresh();
+        await refresh(true);
       } catch (e) { msg.replaceChildren(errorBox(e)); }
     },
   }, upload, h('button', { type: 'submit', id: 'fb-upload-button' }, 'Upload'));
