@@ -131,7 +131,7 @@ static void test_real_table(void **state)
             assert_non_null(rt->stream);
         else
             assert_non_null(rt->fn);
-        if (rt->resolve != GW_RES_PUBLIC)
+        if (rt->resolve != GW_RES_PUBLIC && rt->resolve != GW_RES_SELF)
             assert_true(rt->perm != 0);
     }
     assert_null(listed[n]);
