@@ -346,8 +346,9 @@ def test_task_transcript_and_approval(driver, env):
     d, fake, dev = driver, env["fake"], env["dev"]
     fake.script = [{"text": "I will look. " + XSS[0] + XSS[1], "tool_calls": [
                         call("c1", "bash", command="printf '%s\\n' approved-ran " + shlex.quote(XSS[2]))]},
-                   {"text": "done: " + XSS[3]}]
-    r = dev.request("POST", "/v1/tasks", {"prompt": "Task text " + XSS[1], "provider": "fake", "model": "m1",
+                   {"text": "done: " + XSS[3] + " " + LONG[:20000]}]
+    prompt = "Task text " + XSS[1] + " " + "P" * 5000
+    r = dev.request("POST", "/v1/tasks", {"prompt": prompt, "provider": "fake", "model": "m1",
                                           "backend": "jail", "tools": ["bash"], "approvals": ["bash"]})
     assert r.status == 201, r.body
     tid = r.body["id"]
@@ -357,14 +358,14 @@ def test_task_transcript_and_approval(driver, env):
     shot(d, "07-tasks")
     go(d, env, f"#/tasks/{tid}")
     wait(d, lambda: el(d, "#transcript .approval .approve"), timeout=60, what="the approval buttons")
-    assert text_of(d, "#task-prompt-text") == "Task text " + XSS[1]
+    assert text_of(d, "#task-prompt-text") == prompt
     assert "I will look. " + XSS[0] + XSS[1] in text_of(d, "#transcript")
     assert "approved-ran" in text_of(d, "#transcript .approval pre")
     no_xss(d)
     shot(d, "08-task-approval")
     d.find_element(By.CSS_SELECTOR, "#transcript .approval .approve").click()
     wait(d, lambda: text_of(d, "#task-state") == "succeeded", timeout=60, what="the task's end")
-    wait(d, lambda: "done: " + XSS[3] in text_of(d, "#transcript"), what="the final text")
+    wait(d, lambda: "done: " + XSS[3] + " " + LONG[:20000] in text_of(d, "#transcript"), what="the final text")
     assert text_of(d, "#transcript .approval .approval-status") == "approved"
     assert "approved-ran" in text_of(d, "#transcript .tool_result")
     aps = dev.request("GET", f"/v1/tasks/{tid}/approvals").body["approvals"]
@@ -382,6 +383,8 @@ def test_keys_create_show_once_and_revoke(driver, env):
     wait(d, lambda: el(d, "#key-create") and el(d, "#user-create"), what="the people page")
     d.find_element(By.ID, "key-name").send_keys("from-the-console")
     d.find_element(By.CSS_SELECTOR, '.key-scope[data-scope="sandboxes:read"]').click()
+    d.execute_script("document.getElementById('key-expires').value = '2030-01-02T03:04'")
+    local = d.execute_script("return new Date('2030-01-02T03:04').toISOString().replace(/\\.\\d+Z$/, 'Z')")
     d.find_element(By.ID, "key-create-button").click()
     wait(d, lambda: el(d, "#key-secret"), what="the new key")
     key = text_of(d, "#key-secret")
@@ -391,6 +394,9 @@ def test_keys_create_show_once_and_revoke(driver, env):
     c = g.client(key)
     assert c.request("GET", "/v1/sandboxes").status == 200
     assert c.request("GET", "/v1/keys").status == 403          # only the scope it was given
+    made = [k for k in env["admin"].list_keys()["keys"] if k["name"] == "from-the-console"]
+    assert len(made) == 1 and made[0]["scopes"] == ["sandboxes:read"]
+    assert made[0]["expires_at"].startswith(local[:-1]), (made[0]["expires_at"], local)
     key_id = "key_" + key[4:16]
     wait(d, lambda: el(d, f'tr[data-key="{key_id}"] .key-revoke'), what="the key's row")
     d.execute_script("document.querySelector(arguments[0]).click()", f'tr[data-key="{key_id}"] .key-revoke')
