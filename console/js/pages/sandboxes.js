@@ -174,7 +174,7 @@ async function detailPage(main, id, signal) {
   const net = s.network && s.network.allow ? s.network.allow.join(', ') : 'none';
   main.append(h('h1', {}, 'Sandbox ', h('span', { class: 'mono', id: 'sb-id' }, s.id)),
     h('div', { class: 'card' }, kv([
-      ['team', s.team_id], ['backend', s.backend], ['isolation', s.isolation || (s.backend === 'vm' ? 'virtual machine' : 'namespace jail')],
+      ['team', s.team_id], ['backend', s.backend], ['isolation', s.isolation || 'not reported by this gateway'],
       ['shape', `${s.memory_mib} MiB, ${s.vcpus} vCPU, ${s.disk_mib} MiB disk`],
       ['created', when(s.created_at)], ['expires', [when(s.expires_at), ' (', ttl, ')']],
       ['network grant', net], ['task', s.task_id || '—'],
