@@ -91,3 +91,19 @@ export async function* sse(resp) {
 }
 
 export const enc = encodeURIComponent;
+
+// The newest `keep` audit entries matching query (the API answers oldest
+// first, 1000 at a time): pages forward with after_seq, at most maxPages
+// pages; {entries (oldest first), capped (true if pages were left)}.
+export async function auditNewest(query, keep = 1000, maxPages = 50, signal) {
+  let after = 0;
+  let kept = [];
+  for (let page = 0; page < maxPages; page++) {
+    const sep = query ? '&' : '';
+    const { entries } = await api('GET', `/v1/audit?${query}${sep}limit=1000&after_seq=${after}`, undefined, { signal });
+    kept = kept.concat(entries).slice(-keep);
+    if (entries.length < 1000) return { entries: kept, capped: false };
+    after = entries[entries.length - 1].seq;
+  }
+  return { entries: kept, capped: true };
+}

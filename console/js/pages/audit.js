@@ -2,7 +2,7 @@
 // and time; the chain's verification; export as JSON lines.  Reasons and
 // names come from anyone (a username typed at the login form, a file name)
 // and are text nodes only.
-import { api, enc } from '../api.js';
+import { api, auditNewest, enc } from '../api.js';
 import { h, table, when, errorBox, download } from '../dom.js';
 
 function isoOf(local) {
@@ -28,13 +28,13 @@ export async function render(main) {
     for (const k of ['actor', 'action', 'outcome']) if (f[k].value) q.push(`${k}=${enc(f[k].value)}`);
     if (f.since.value) q.push(`since=${enc(isoOf(f.since.value))}`);
     if (f.until.value) q.push(`until=${enc(isoOf(f.until.value))}`);
-    q.push('limit=1000');
     try {
-      const { entries } = await api('GET', `/v1/audit?${q.join('&')}`);
+      const { entries, capped } = await auditNewest(q.join('&'));
       if (mine !== generation) return;
       const ev = f.event.value.trim();
       shown = entries.filter((e) => !ev || e.event === ev).reverse();
-      out.replaceChildren(h('p', { class: 'muted' }, `${shown.length} entries, newest first`),
+      out.replaceChildren(h('p', { class: 'muted', id: 'audit-count' }, `${shown.length} entries, newest first`,
+        capped ? ' (only the first 50 000 matches were read: narrow the time range to see later ones)' : ''),
         table(['seq', 'time', 'actor', 'event', 'resource', 'action', 'outcome', 'reason', 'source'], shown, (e) => h('tr', { class: 'audit-row' },
           h('td', {}, e.seq), h('td', {}, when(e.ts)), h('td', { class: 'mono' }, e.actor), h('td', {}, e.event),
           h('td', { class: 'mono' }, e.resource), h('td', {}, e.action),

@@ -1,7 +1,7 @@
 // Overview: health, live sandboxes, running tasks, pending approvals,
 // capacity (admins: from /metrics) and recent denials (admins: the audit
 // log), refreshed every few seconds while the page is open.
-import { api, enc } from '../api.js';
+import { api, auditNewest, enc } from '../api.js';
 import { h, table, when, errorBox } from '../dom.js';
 import { can, isAdmin } from '../app.js';
 
@@ -68,8 +68,8 @@ async function draw(main) {
     }));
     cards.push(await section('Recent denials (24 h)', 'ov-denials', async (b) => {
       const since = new Date(Date.now() - 86400000).toISOString().replace(/\.\d+Z$/, 'Z');
-      const { entries } = await api('GET', `/v1/audit?outcome=denied&since=${enc(since)}&limit=1000`);
-      const recent = entries.slice(-10).reverse();
+      const { entries } = await auditNewest(`outcome=denied&since=${enc(since)}`, 10, 20);
+      const recent = entries.reverse();
       b.append(table(['time', 'actor', 'event', 'action', 'reason'], recent, (e) => h('tr', {},
         h('td', {}, when(e.ts)), h('td', {}, e.actor), h('td', {}, e.event), h('td', {}, e.action),
         h('td', {}, e.reason))));
