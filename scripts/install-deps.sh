@@ -10,10 +10,10 @@ libseccomp-dev libcap-dev libsodium-dev libjansson-dev libcmocka-dev
 libmicrohttpd-dev libsqlite3-dev libyaml-dev libevent-dev libc-ares-dev libcurl4-gnutls-dev
 qemu-system-x86 busybox-static mmdebstrap e2fsprogs cpio kmod zstd xz-utils
 bubblewrap python3 python3-pytest python3-pytest-xdist python3-yaml hyperfine wrk procps util-linux sqlite3
-nodejs
+chromium chromium-driver python3-selenium openssl
 "
 # Node.js and npm run the pinned SDK clients of the compatibility tests
-# (tests/compat/mcp).  A nodejs that bundles its own npm (NodeSource's)
+# (tests/compat/e2b, tests/compat/mcp).  A nodejs that bundles its own npm (NodeSource's)
 # conflicts with Debian's npm package, so both are asked for only when a
 # command is missing; Debian's nodejs 18 is new enough.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
@@ -26,10 +26,6 @@ for p in $PACKAGES; do
         missing="$missing $p"
     fi
 done
-
-# npm (the E2B compatibility tests install the pinned SDKs with it) is its
-# own Debian package; a Node.js from elsewhere brings its own npm.
-command -v npm >/dev/null 2>&1 || missing="$missing npm"
 
 if [ -z "$missing" ]; then
     echo "install-deps: all packages present"

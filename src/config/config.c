@@ -80,12 +80,15 @@ const struct cfg_key cfg_keys[] = {
     {"tasks.max_running", K_UINT, OFF(tasks.max_running), false, 1, 10000},
     /* The E2B-compatible listener (src/compat/e2b): off unless set. */
     {"e2b.listen", K_LISTEN, OFF(e2b.listen), true, 0, 0},
+    {"console.session_ttl_s", K_UINT, OFF(console.session_ttl_s), false, 1, 30 * 86400},
+    {"console.max_sessions_per_user", K_UINT, OFF(console.max_sessions_per_user), false, 1, 1000},
+    {"console.max_login_failures", K_UINT, OFF(console.max_login_failures), false, 1, 1000},
 };
 
 _Static_assert(sizeof cfg_keys / sizeof cfg_keys[0] == FB_CONFIG_NKEYS,
                "FB_CONFIG_NKEYS in config.h must match the key table");
 
-const char *const cfg_sections[] = {"tls", "sandbox", "network", "limits", "quotas", "tasks", "e2b"};
+const char *const cfg_sections[] = {"tls", "sandbox", "network", "limits", "quotas", "tasks", "e2b", "console"};
 
 /* FORGEBOX_ variables that belong to other parts of ForgeBox (the CLI, the
  * image build, the test harness); never reported as misspelt keys. */
@@ -480,6 +483,9 @@ int fb_config_defaults(fb_config *cfg)
     cfg->limits.max_connections = 256;
     cfg->limits.request_timeout_s = 30;
     cfg->limits.exec_reattach_s = 10;
+    cfg->console.session_ttl_s = 8 * 3600;
+    cfg->console.max_sessions_per_user = 5;
+    cfg->console.max_login_failures = 5;
     cfg->quotas.max_sandboxes_per_team = 10;
     cfg->quotas.max_memory_mib_per_team = 8192;
     cfg->quotas.max_vcpus_per_team = 32;

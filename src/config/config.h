@@ -54,7 +54,7 @@ typedef enum {
 /* Longest value any key accepts, after ${VAR} interpolation. */
 #define FB_CONFIG_MAX_VALUE 3000
 /* Number of keys (the size of the bookkeeping arrays below). */
-#define FB_CONFIG_NKEYS 41
+#define FB_CONFIG_NKEYS 44
 
 /* Most providers one file may define. */
 #define FB_CONFIG_MAX_PROVIDERS 64
@@ -140,6 +140,11 @@ typedef struct fb_config {
     struct {
         char *listen;             /* the E2B-compatible listener's "host:port"; NULL: off */
     } e2b;
+    struct {                      /* the admin console's sessions (src/core/sessions.c) */
+        uint64_t session_ttl_s;         /* a login lasts this long */
+        uint64_t max_sessions_per_user; /* a new login beyond it ends the oldest */
+        uint64_t max_login_failures;    /* per user, and 4x per address, in 15 minutes */
+    } console;
     fb_config_provider *providers;  /* in file order */
     size_t nproviders;
 

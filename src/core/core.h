@@ -72,6 +72,8 @@ typedef struct fb_caller {
     fb_perm granted;        /* own-team permissions already decided and audited for this
                                request (fb_core_permit records them), so that a service
                                does not decide and audit a second time */
+    char session_id[40];    /* "" unless a console session authenticated the caller */
+    char csrf[48];          /* with session_id: the token its unsafe requests must carry */
 } fb_caller;
 
 /* ---- the service -------------------------------------------------------------- */
@@ -404,6 +406,48 @@ int fb_core_metrics(fb_core *c, fb_caller *caller, char **text, fb_core_err *err
 /* Counts one answered request (route pattern, status). */
 void fb_core_metrics_request(const char *route, int status);
 void fb_core_metrics_auth_failure(void);
+
+/* ---- console sessions (sessions.c) ---------------------------------------------------------
+ *
+ * A console login is a password check (argon2id, fb_auth_password_login)
+ * that opens a session: a random token ("fbs_" and 43 base64url
+ * characters, 256 bits) the browser keeps in an HttpOnly cookie, of which
+ * the store keeps only a BLAKE2b-256 digest.  The session's CSRF token is
+ * derived from the token (keyed BLAKE2b), so it is not stored either.  A
+ * session lasts console.session_ttl_s; a user holds at most
+ * console.max_sessions_per_user (a new login ends the oldest).  Failed
+ * logins are counted per username and per source address in 15-minute
+ * windows (console.max_login_failures, four times that per address);
+ * beyond, logins are refused with QUOTA before any password is checked.
+ * Logins (allowed, denied, refused), logouts, evictions and expiries are
+ * audited (event "session"). */
+
+#define FB_SESSION_TOKEN_MAX 48 /* "fbs_" + 43 + NUL */
+#define FB_SESSION_CSRF_MAX 48  /* 43 + NUL */
+
+/* Opens a session for username/password.  token_out receives the token
+ * (for the cookie; wipe it), *out {session_id, csrf_token, user: {id,
+ * username, team_id, role}, permissions: [the role's], expires_at} (new
+ * reference).  UNAUTHORIZED for
+ * any wrong credential (one message whatever the reason), QUOTA with
+ * *retry_after_s when failures are over the limit. */
+int fb_core_session_login(fb_core *c, fb_caller *caller, const char *username, const char *password,
+                          char token_out[FB_SESSION_TOKEN_MAX], json_t **out, int *retry_after_s,
+                          fb_core_err *err);
+/* Authenticates a session token (len bytes, not NUL-terminated): fills
+ * caller->who (the user's role and team; no key: scopes are the role's),
+ * caller->actor ("user:<id>"), caller->session_id and caller->csrf.
+ * UNAUTHORIZED with *reason ("malformed", "unknown", "expired" - that
+ * session is ended and audited -, "disabled"), INTERNAL when the store
+ * failed.  Success is not audited here (the adapter does it, after its
+ * rate limits and CSRF checks). */
+int fb_core_session_authenticate(fb_core *c, fb_caller *caller, const char *token, size_t len,
+                                 const char **reason, fb_core_err *err);
+/* {session_id, csrf_token, user, permissions} of the caller's session;
+ * NOT_FOUND when the caller came in with an API key. */
+int fb_core_session_current(fb_core *c, fb_caller *caller, json_t **out, fb_core_err *err);
+/* Ends the caller's session (audited); NOT_FOUND without one. */
+int fb_core_session_logout(fb_core *c, fb_caller *caller, fb_core_err *err);
 
 /* ---- logging (log.c) ---------------------------------------------------------------------- */
 

@@ -53,6 +53,7 @@ typedef enum gw_resolve {
     GW_RES_TASK,     /* the {id} task, opened for perm (404 for unknown or another team's) */
     GW_RES_KEY,      /* any valid key (authentication audited), no route permission: every
                         service the handler calls decides and audits its own (MCP) */
+    GW_RES_SELF,     /* any authenticated caller, about itself (its own session) */
 } gw_resolve;
 
 typedef enum gw_body_kind {
@@ -125,6 +126,8 @@ extern const gw_route gw_routes_teams[];
 extern const gw_route gw_routes_audit[];
 extern const gw_route gw_routes_tasks[];
 extern const gw_route gw_routes_mcp[];
+extern const gw_route gw_routes_sessions[];
+extern const gw_route gw_routes_config[];
 
 /* The assembled table (routes.c). */
 size_t gw_routes_count(void);
@@ -141,6 +144,20 @@ fb_core_exec *gw_exec_open(gw_req *r, bool attach, enum MHD_Result *rc);
 /* Answers with x's events as server-sent events from `from` (a resume
  * token, "0" for the start; NULL: "0"), and takes x. */
 enum MHD_Result gw_exec_stream(gw_req *r, fb_core_exec *x, const char *from);
+
+/* ---- the console (session_auth.c, h_sessions.c, h_console.c) ------------------------- */
+
+/* The fbx_session cookie of a request without Authorization: 0 when there
+ * is none (the key path applies), 1 authenticated (rate limits, and for
+ * POST/PUT/PATCH/DELETE the CSRF token and the Origin, checked and
+ * audited), -1 answered with *rc. */
+int gw_session_authenticate(gw_req *r, enum MHD_Result *rc);
+/* Whether the request's Origin (else Referer) is this gateway's own
+ * origin: 1 same, 0 neither header, -1 foreign. */
+int gw_request_origin(gw_req *r);
+/* Whether url is under /console (then gw_console_serve answers it). */
+bool gw_console_path(const char *url);
+enum MHD_Result gw_console_serve(gw_req *r, const char *url);
 
 /* ---- responses (respond.c) ---------------------------------------------------- */
 

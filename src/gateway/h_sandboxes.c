@@ -36,6 +36,10 @@ static json_t *sandbox_json(const fb_sandbox_info *s)
                           s->created_at, "expires_at", s->expires_at, "network", net);
     if (j && s->task_id[0])
         json_object_set_new(j, "task_id", json_string(s->task_id));
+    /* The isolation actually in force ("kvm", "tcg", "userns", ...), as
+     * the backend reports it. */
+    if (j && s->isolation[0])
+        json_object_set_new(j, "isolation", json_string(s->isolation));
     return j;
 }
 

@@ -19,7 +19,7 @@
 static const gw_route *const groups[] = {
     gw_routes_health, gw_routes_sandboxes, gw_routes_execs, gw_routes_exec_events, gw_routes_files,
     gw_routes_keys,   gw_routes_users,     gw_routes_teams, gw_routes_audit,       gw_routes_tasks,
-    gw_routes_mcp,
+    gw_routes_mcp, gw_routes_sessions, gw_routes_config,
 };
 
 static const gw_route *table[MAX_ROUTES];

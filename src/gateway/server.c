@@ -41,6 +41,9 @@ static bool authenticate(gw_req *r, enum MHD_Result *rc)
     size_t hlen = 0;
     if (MHD_lookup_connection_value_n(r->conn, MHD_HEADER_KIND, "Authorization", 13, &h, &hlen) != MHD_YES)
         h = NULL;
+    int by_session = h ? 0 : gw_session_authenticate(r, rc); /* the console's cookie */
+    if (by_session != 0)
+        return by_session > 0;
     int wait = 0;
     const char *why = "";
     fb_core_err err = {0};
@@ -71,6 +74,7 @@ static bool authorise(gw_req *r, enum MHD_Result *rc)
     switch (rt->resolve) {
     case GW_RES_PUBLIC:
     case GW_RES_KEY:
+    case GW_RES_SELF:
         return true;
     case GW_RES_TEAM:
         ok = fb_core_permit(core, &r->caller, rt->perm, rt->resource, r->caller.who.team_id, &err);
@@ -216,6 +220,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!r)
             return MHD_NO;
         *con_cls = r;
+        if (gw_console_path(url)) /* the console's static files (h_console.c) */
+            return gw_console_serve(r, url);
         int found = r->rt ? 0 : gw_route_find(gw_route_defs(), gw_routes_count(), method, url, &r->params);
         enum MHD_Result rc = MHD_YES;
         gate(r, found, &rc);

@@ -19,6 +19,7 @@
 #include "store/audit_log.h"
 #include "store/identity.h"
 #include "store/sandboxes.h"
+#include "store/sessions.h"
 #include "store/store.h"
 #include "store/tasks.h"
 
@@ -52,6 +53,7 @@ typedef struct fb_audit_append_item {
     fb_audit_chain_fn chain;
     void *ctx;
 } fb_audit_append_item;
+
 typedef struct fb_task_ops {
     int (*insert)(fb_store *, const fb_task_record *, fb_err *);
     int (*update)(fb_store *, const fb_task_record *, fb_err *);
@@ -67,6 +69,13 @@ typedef struct fb_task_ops {
     int (*approval_list)(fb_store *, const char *, fb_task_approval_record **, size_t *, fb_err *);
     int (*approval_expire_all)(fb_store *, const char *, const char *, size_t *, fb_err *);
 } fb_task_ops;
+
+typedef struct fb_session_ops {
+    int (*insert)(fb_store *, const fb_session_record *, unsigned, fb_session_end **, size_t *, fb_err *);
+    int (*get)(fb_store *, const uint8_t *, fb_session_record *, fb_err *);
+    int (*del)(fb_store *, const char *, fb_err *);
+    int (*expire)(fb_store *, const char *, fb_session_end **, size_t *, fb_err *);
+} fb_session_ops;
 
 typedef struct fb_audit_ops {
     /* Appends n entries in order in one transaction (one durable commit):
@@ -86,6 +95,7 @@ typedef struct fb_store_engine {
     const fb_sandbox_ops *sandboxes;
     const fb_audit_ops *audit;
     const fb_task_ops *tasks;
+    const fb_session_ops *sessions;
 } fb_store_engine;
 
 struct audit_waiter;
@@ -109,5 +119,6 @@ extern const fb_identity_ops fb_sqlite_identity_ops;
 extern const fb_sandbox_ops fb_sqlite_sandbox_ops;
 extern const fb_audit_ops fb_sqlite_audit_ops;
 extern const fb_task_ops fb_sqlite_task_ops;
+extern const fb_session_ops fb_sqlite_session_ops;
 
 #endif

@@ -74,4 +74,5 @@ const fb_store_engine fb_sqlite_engine = {
     .sandboxes = &fb_sqlite_sandbox_ops,
     .audit = &fb_sqlite_audit_ops,
     .tasks = &fb_sqlite_task_ops,
+    .sessions = &fb_sqlite_session_ops,
 };

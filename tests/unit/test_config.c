@@ -109,6 +109,9 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.limits.request_timeout_s, 30);
     assert_int_equal(cfg.quotas.max_sandboxes_per_team, 10);
     assert_int_equal(cfg.quotas.max_memory_mib_per_team, 8192);
+    assert_int_equal(cfg.console.session_ttl_s, 8 * 3600);
+    assert_int_equal(cfg.console.max_sessions_per_user, 5);
+    assert_int_equal(cfg.console.max_login_failures, 5);
     assert_string_equal(fb_config_source(&cfg, "limits.rate_rps"), "default");
     assert_null(fb_config_source(&cfg, "limits.nope"));
     assert_int_equal(fb_config_validate(&cfg, &err), 0);
@@ -132,6 +135,7 @@ static void test_defaults(void **state)
         "\"default_timeout_s\":900,\"max_turns\":100,\"max_tokens\":2000000,\"max_tool_calls\":500,"
         "\"max_timeout_s\":3600,\"require_approval\":[],\"self_approval\":false,\"approval_timeout_s\":600,"
         "\"ttl_s\":600,\"max_running\":8},\"e2b\":{\"listen\":null},"
+        "\"console\":{\"session_ttl_s\":28800,\"max_sessions_per_user\":5,\"max_login_failures\":5},"
         "\"network\":{\"allow\":[],\"deny\":[],\"allow_private\":[],\"hosts\":{},\"dns_servers\":null}}");
     free(json);
     fb_config_free(&cfg);
