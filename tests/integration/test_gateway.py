@@ -62,6 +62,8 @@ def test_sandbox_lifecycle(gw):
     c = gw.admin()
     sb = c.create_sandbox(backend="jail", memory_mib=256)
     assert sb["backend"] == "jail" and sb["state"] == "running"
+    assert sb["isolation"] == "namespaces"          # what is in force, as the backend says
+    assert c.get_sandbox(sb["id"])["isolation"] == "namespaces"
     assert sb["id"] in [s["id"] for s in c.list_sandboxes()["sandboxes"]]
     r = c.exec(sb["id"], ["sh", "-c", "echo hi; echo err >&2; exit 3"])
     assert (r["exit_code"], r["stdout"], r["stderr"]) == (3, "hi\n", "err\n")
