@@ -269,6 +269,8 @@ static CURLcode perform(CURL *h, struct curl_slist *hdrs, curl_write_callback wr
     *status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
     curl_easy_cleanup(h);
+    for (struct curl_slist *l = hdrs; l; l = l->next)     /* one of them holds the key */
+        sodium_memzero(l->data, strlen(l->data));
     curl_slist_free_all(hdrs);
     return rc;
 }
