@@ -200,7 +200,14 @@ int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_
         return -1;
     }
     core_tasks_recover(c);
+    if (core_journal_start(c, err) < 0) {
+        core_egress_close(c);
+        fb_store_close(c->store);
+        free(c);
+        return -1;
+    }
     if (pthread_create(&c->reaper, NULL, core_reaper_main, c) != 0) {
+        core_journal_stop(c);
         core_egress_close(c);
         fb_store_close(c->store);
         free(c);
@@ -245,6 +252,7 @@ void fb_core_close(fb_core *c)
      * and no thread of ours runs one.  The egress proxy's last audit
      * entries are written before the store closes. */
     core_egress_close(c);
+    core_journal_stop(c); /* drains: every transcript event is written */
     fb_store_close(c->store);
     free(c->reg.items);
     core_tasks_free(&c->tasks);

@@ -129,12 +129,25 @@ struct fb_task_ref {
     fb_perm perm;
 };
 
+/* The task journal (task_journal.c): transcript events on their way to
+ * the store, written in batches by one thread. */
+struct journal_item;
+typedef struct core_journal {
+    pthread_mutex_t lock;
+    pthread_cond_t wake, done;
+    struct journal_item *head, **tail;
+    uint64_t queued, written;
+    pthread_t thread;
+    bool running, stopping;
+} core_journal;
+
 struct fb_core {
     const fb_config *cfg;
     const char *image_dir;
     fb_store *store;
     char org[160];
     core_registry reg;
+    core_journal journal;
     core_tasks tasks;
     pthread_t reaper;
     bool reaper_running;
@@ -200,6 +213,14 @@ void core_egress_revoke(fb_core *c, const char *sandbox_id);
 /* ---- tasks (tasks.c, task_run.c, task_events.c, task_approvals.c) ---------------- */
 
 void core_tasks_init(core_tasks *ts);
+/* The journal: started by fb_core_open, stopped (after draining) by
+ * fb_core_close before the store closes.  add takes data (malloc'd);
+ * flush returns once everything added before it is written. */
+int core_journal_start(fb_core *c, fb_err *err);
+void core_journal_add(fb_core *c, const char *task_id, uint64_t seq, const char *type, char *data,
+                      const char *at);
+void core_journal_flush(fb_core *c);
+void core_journal_stop(fb_core *c);
 /* Start-up: this node's tasks the store has as not ended are failed ("the
  * gateway restarted while the task was running"), their approvals expired. */
 void core_tasks_recover(fb_core *c);

@@ -5,9 +5,10 @@
  * (waiting on its condition variable) and replays a stored one.
  *
  * Numbers are assigned under the tasks lock, so they are dense and in
- * order; the store write happens after, outside the lock (the event is
- * already readable from memory, and the store only matters once the task
- * has left memory, by which time every write has been made).  An event is
+ * order; the store write happens after, in a batch of the task journal's
+ * (task_journal.c: the event is already readable from memory, and the
+ * store only matters once the task has left memory, which waits for the
+ * journal to have written everything).  An event is
  * {seq, type, at, data}: the same object in memory, in the store (data as
  * text) and on the wire.
  */
@@ -18,6 +19,7 @@
 
 #include "core/internal.h"
 
+/* Synchronously: start-up recovery, where nothing else writes. */
 static void store_event(fb_core *c, const char *task_id, uint64_t seq, const char *type, const json_t *data,
                         const char *at)
 {
@@ -58,7 +60,11 @@ void core_task_emit(fb_core *c, core_task *t, const char *type, json_t *data)
     t->events[t->nev++] = ev;
     pthread_cond_broadcast(&t->cond);
     pthread_mutex_unlock(&c->tasks.lock);
-    store_event(c, t->id, seq, type, data, at);
+    char *text = json_dumps(data, JSON_COMPACT);
+    if (text)
+        core_journal_add(c, t->id, seq, type, text, at); /* batched, off this thread (task_journal.c) */
+    else
+        fb_log("error", NULL, "out of memory recording a task event", json_pack("{s:s}", "task", t->id));
     json_decref(data);
 }
 

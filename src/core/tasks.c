@@ -199,16 +199,31 @@ void core_task_put(fb_core *c, core_task *t)
 
 /* Lets go of tasks that have ended and whose keep time has passed: joined,
  * freed; the store answers for them from now on. */
+static bool sweepable(const core_task *t, uint64_t now)
+{
+    return t->refs == 0 && fb_task_state_final(t->state) && (!t->has_thread || t->thread_done) && !t->sb &&
+           now >= t->keep_until_ns;
+}
+
 static void sweep(fb_core *c)
 {
     uint64_t now = fb_time_monotonic_ns();
     core_task *gone[16];
     size_t ngone = 0;
+    bool any = false;
+    pthread_mutex_lock(&c->tasks.lock);
+    for (size_t i = 0; i < c->tasks.n && !any; i++)
+        any = sweepable(c->tasks.items[i], now);
+    pthread_mutex_unlock(&c->tasks.lock);
+    if (!any)
+        return;
+    /* Readers of a task that has left memory read the store: everything
+     * an ended task emitted must be written first. */
+    core_journal_flush(c);
     pthread_mutex_lock(&c->tasks.lock);
     for (size_t i = 0; i < c->tasks.n && ngone < 16;) {
         core_task *t = c->tasks.items[i];
-        if (t->refs == 0 && fb_task_state_final(t->state) && (!t->has_thread || t->thread_done) && !t->sb &&
-            now >= t->keep_until_ns) {
+        if (sweepable(t, now)) {
             gone[ngone++] = t;
             c->tasks.items[i] = c->tasks.items[--c->tasks.n];
             continue;

@@ -61,6 +61,7 @@ typedef struct fb_task_ops {
     int (*list)(fb_store *, const char *, fb_task_record **, size_t *, fb_err *);
     int (*list_unfinished)(fb_store *, char (**)[FB_ID_MAX], size_t *, fb_err *);
     int (*event_append)(fb_store *, const char *, uint64_t, const char *, const char *, const char *, fb_err *);
+    int (*events_append)(fb_store *, const fb_task_event_row *, size_t, fb_err *);
     int (*events)(fb_store *, const char *, uint64_t, unsigned, fb_task_event_fn, void *, fb_err *);
     int (*event_last)(fb_store *, const char *, uint64_t *, fb_err *);
     int (*approval_insert)(fb_store *, const fb_task_approval_record *, fb_err *);

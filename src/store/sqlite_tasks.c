@@ -200,19 +200,37 @@ static int t_list_unfinished(fb_store *st, char (**ids)[FB_ID_MAX], size_t *n, f
 
 /* ---- events ----------------------------------------------------------------------- */
 
-static int t_event_append(fb_store *st, const char *task_id, uint64_t seq, const char *type, const char *data,
-                          const char *at, fb_err *err)
+static int insert_event(fb_sql *db, const fb_task_event_row *e, fb_err *err)
 {
-    if (seq == 0 || seq > INT64_MAX)
+    if (e->seq == 0 || e->seq > INT64_MAX)
         return fb_fail_code(err, FB_STORE_EINVAL, "event sequence number out of range");
-    cleanup_sql_unlock fb_sql *db = fb_sql_locked(st->impl);
     cleanup_stmt fb_sql_stmt *s = NULL;
     int rc = fb_sql_prepare(db, "INSERT INTO task_events (task_id, seq, type, data, at) VALUES (?1, ?2, ?3, ?4, ?5)",
                             &s, err);
-    if (rc == 0 && (rc = fb_sql_bind_text(s, 1, task_id, err)) == 0 &&
-        (rc = fb_sql_bind_int64(s, 2, (int64_t)seq, err)) == 0 && (rc = fb_sql_bind_text(s, 3, type, err)) == 0 &&
-        (rc = fb_sql_bind_text(s, 4, data, err)) == 0 && (rc = fb_sql_bind_text(s, 5, at, err)) == 0)
+    if (rc == 0 && (rc = fb_sql_bind_text(s, 1, e->task_id, err)) == 0 &&
+        (rc = fb_sql_bind_int64(s, 2, (int64_t)e->seq, err)) == 0 && (rc = fb_sql_bind_text(s, 3, e->type, err)) == 0 &&
+        (rc = fb_sql_bind_text(s, 4, e->data, err)) == 0 && (rc = fb_sql_bind_text(s, 5, e->at, err)) == 0)
         rc = fb_sql_run(s, "cannot record the task event", err);
+    return rc;
+}
+
+static int t_event_append(fb_store *st, const char *task_id, uint64_t seq, const char *type, const char *data,
+                          const char *at, fb_err *err)
+{
+    fb_task_event_row row = {task_id, seq, type, data, at};
+    cleanup_sql_unlock fb_sql *db = fb_sql_locked(st->impl);
+    return insert_event(db, &row, err);
+}
+
+static int t_events_append(fb_store *st, const fb_task_event_row *rows, size_t n, fb_err *err)
+{
+    cleanup_sql_unlock fb_sql *db = fb_sql_locked(st->impl);
+    int rc = fb_sql_begin(db, err);
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = insert_event(db, &rows[i], err);
+    if (rc == 0)
+        return fb_sql_commit(db, err);
+    fb_sql_rollback(db);
     return rc;
 }
 
@@ -363,6 +381,7 @@ const fb_task_ops fb_sqlite_task_ops = {
     .list = t_list,
     .list_unfinished = t_list_unfinished,
     .event_append = t_event_append,
+    .events_append = t_events_append,
     .events = t_events,
     .event_last = t_event_last,
     .approval_insert = a_insert,

@@ -67,6 +67,11 @@ int fb_store_task_event_append(fb_store *st, const char *task_id, uint64_t seq, 
     return OPS(st)->event_append(st, task_id, seq, type, data, at, err);
 }
 
+int fb_store_task_events_append(fb_store *st, const fb_task_event_row *rows, size_t n, fb_err *err)
+{
+    return n ? OPS(st)->events_append(st, rows, n, err) : 0;
+}
+
 int fb_store_task_events(fb_store *st, const char *task_id, uint64_t after, unsigned limit, fb_task_event_fn each,
                          void *ctx, fb_err *err)
 {

@@ -75,6 +75,14 @@ int fb_store_task_list_unfinished(fb_store *st, char (**ids)[FB_ID_MAX], size_t 
 /* Appends event seq of a task.  ECOLLISION if that seq exists. */
 int fb_store_task_event_append(fb_store *st, const char *task_id, uint64_t seq, const char *type,
                                const char *data, const char *at, fb_err *err);
+/* One event row, for appending several in one transaction. */
+typedef struct fb_task_event_row {
+    const char *task_id;
+    uint64_t seq;
+    const char *type, *data, *at;
+} fb_task_event_row;
+/* Appends n rows in one transaction (one commit), all or nothing. */
+int fb_store_task_events_append(fb_store *st, const fb_task_event_row *rows, size_t n, fb_err *err);
 /* Calls each for the task's events after seq `after`, in order, at most
  * limit of them; each returning non-zero stops early. */
 typedef int (*fb_task_event_fn)(void *ctx, uint64_t seq, const char *type, const char *data, const char *at);

@@ -260,6 +260,34 @@ def test_restart_fails_a_waiting_task(env, tmp_path):
     assert g.stop() == 0, g.read_log()
 
 
+def test_stored_transcript_is_the_live_one(env):
+    """Transcript events reach the store in batches (task_journal.c): a
+    task streaming many small text deltas, read live, then the gateway
+    stopped and started again - the stored transcript it replays is
+    exactly the one seen live, every event, dense and in order."""
+    fake = env["fake"]
+    g = TaskGateway(fake.url, settings=["sandbox.backend=jail", "limits.rate_rps=1000", "limits.rate_burst=1000",
+                                        "tasks.ttl_s=0"])
+    g.init()
+    g.start()
+    try:
+        c = g.admin()
+        fake.script = [{"text": "streamed in many small pieces " * 20, "pieces": 3,
+                        "tool_calls": [call("c1", "bash", command="echo one")]},
+                       {"text": "and the end " * 10, "pieces": 2}]
+        t = create(c, tools=["bash"])
+        wait_state(c, t["id"], {"succeeded", "failed"})
+        live = events(c, t["id"])
+        assert sum(1 for e in live if e[1] == "text") > 100, len(live)
+        assert live[-1][2]["data"]["state"] == "succeeded"
+        assert g.stop() == 0, g.read_log()
+        g.start()
+        stored = events(g.admin(), t["id"])
+        assert stored == live
+    finally:
+        g.stop()
+
+
 def test_follow_up_message_and_cancel(env):
     """A succeeded task keeps its sandbox for a follow-up (the same files
     are there); cancelling a running one ends it and its sandbox."""
