@@ -31,6 +31,8 @@ static void usage(FILE *out)
             "                                  check the audit hash chain, or print it as JSON lines\n"
             "  task list|show|approve|deny|cancel|events [--url URL]\n"
             "                                  the tasks of a gateway (`forgebox task --help`)\n"
+            "  ca init|issue|revoke|list --dir DIR\n"
+            "                                  the organisation CA for mutual TLS (docs/certificates.md)\n"
             "  version                         print the version\n"
             "\n"
             "`forgebox run --help` lists the options of run.\n");
@@ -100,6 +102,8 @@ int main(int argc, char **argv)
         return fb_cmd_image(argc - 1, argv + 1);
     if (strcmp(cmd, "audit") == 0)
         return fb_cmd_audit(argc - 1, argv + 1);
+    if (strcmp(cmd, "ca") == 0)
+        return fb_cmd_ca(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("forgebox %s\n", FORGEBOX_VERSION);
         return 0;
