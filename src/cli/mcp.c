@@ -32,6 +32,7 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "ca/ca.h"
 #include "cli/cli.h"
 #include "common/util.h"
 
@@ -47,6 +48,7 @@ typedef struct bridge {
     char session[128];
     char version[32];
     char *init_line;            /* the client's initialize, for a replay */
+    fb_ca_client tls;           /* FORGEBOX_CLIENT_*: mutual TLS (src/ca/client.c) */
 } bridge;
 
 typedef struct answer {
@@ -137,6 +139,7 @@ static int exchange(bridge *b, const char *method, const char *body, size_t len,
     curl_easy_setopt(c, CURLOPT_WRITEDATA, a);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, a);
+    fb_ca_client_apply(&b->tls, c, NULL); /* checked once at start-up (fb_cmd_mcp) */
     CURLcode rc = curl_easy_perform(c);
     curl_slist_free_all(h);
     if (rc != CURLE_OK) {
@@ -309,6 +312,7 @@ int fb_cmd_mcp(int argc, char **argv)
                 "usage: forgebox mcp\n"
                 "Serves MCP on stdin/stdout (newline-delimited JSON-RPC), forwarding to the gateway at\n"
                 "$FORGEBOX_URL (default http://127.0.0.1:8420) with the API key in $FORGEBOX_API_KEY.\n"
+                "Mutual TLS: $FORGEBOX_CLIENT_CERT, _KEY, _CA, _CRL (docs/certificates.md).\n"
                 "See docs/mcp.md.\n");
         return help ? 0 : FB_EXIT_USAGE;
     }
@@ -332,6 +336,11 @@ int fb_cmd_mcp(int argc, char **argv)
     snprintf(b.url, sizeof b.url, "%.*s/mcp", (int)bl, base);
     if (asprintf(&b.auth, "Authorization: Bearer %s", key) < 0)
         return 1;
+    fb_err terr = {{0}};
+    if (fb_ca_client_from_env(&b.tls, &terr) < 0) {
+        note("%s", terr.msg);
+        return FB_EXIT_USAGE;
+    }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     b.curl = curl_easy_init();
     if (!b.curl) {

@@ -28,6 +28,7 @@
 
 #include <sodium.h>
 
+#include "ca/ca.h"
 #include "cli/cli.h"
 #include "common/util.h"
 
@@ -39,6 +40,7 @@ typedef struct remote {
     char url[1024];       /* no trailing slash */
     char key[KEY_MAX];    /* "" when none */
     bool json;
+    fb_ca_client tls;     /* FORGEBOX_CLIENT_*: mutual TLS (src/ca/client.c) */
 } remote;
 
 static int usage(FILE *out, int rc)
@@ -52,7 +54,8 @@ static int usage(FILE *out, int rc)
             "       forgebox task events TASK [--after SEQ] [--json]\n"
             "       forgebox task run ...         (runs a task locally: forgebox task run --help)\n"
             "options of every verb: --url URL (else $FORGEBOX_URL), --key-file FILE (else\n"
-            "$FORGEBOX_API_KEY; never the key itself as an argument: others can read argv)\n");
+            "$FORGEBOX_API_KEY; never the key itself as an argument: others can read argv)\n"
+            "mutual TLS: $FORGEBOX_CLIENT_CERT, _KEY, _CA, _CRL (docs/certificates.md)\n");
     return rc;
 }
 
@@ -131,6 +134,8 @@ static int remote_setup(remote *r, const char *url, const char *key_file, fb_err
     if (strlen(url) >= sizeof r->url || strpbrk(url, " \t\r\n"))
         return fb_fail(err, "--url is not a usable URL");
     snprintf(r->url, sizeof r->url, "%s", url);
+    if (fb_ca_client_from_env(&r->tls, err) < 0)
+        return -1;
     size_t n = strlen(r->url);
     while (n > 0 && r->url[n - 1] == '/')
         r->url[--n] = '\0';
@@ -212,6 +217,10 @@ static CURL *remote_handle(const remote *r, const char *method, const char *path
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
     }
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, *hdrs);
+    if (fb_ca_client_apply(&r->tls, h, NULL) < 0) {
+        curl_easy_cleanup(h);
+        return NULL;
+    }
     return h;
 }
 

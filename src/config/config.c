@@ -31,6 +31,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "ca/ca.h"
 #include "config/internal.h"
 
 /* ---- the key table ------------------------------------------------------ */
@@ -45,6 +46,10 @@ const struct cfg_key cfg_keys[] = {
     {"log_level", K_LOGLEVEL, OFF(log_level), false, 0, 0},
     {"tls.cert", K_PATH, OFF(tls.cert), true, 0, 0},
     {"tls.key", K_PATH, OFF(tls.key), true, 0, 0},
+    /* Mutual TLS (src/ca, docs/certificates.md). */
+    {"tls.client_ca", K_PATH, OFF(tls.client_ca), true, 0, 0},
+    {"tls.client_crl", K_PATH, OFF(tls.client_crl), true, 0, 0},
+    {"tls.client_roles", K_ROLES, OFF(tls.client_roles), false, 0, 0},
     {"sandbox.backend", K_BACKEND, OFF(sandbox.backend), false, 0, 0},
     {"sandbox.memory_mib", K_UINT, OFF(sandbox.memory_mib), false, FB_MIN_MEMORY_MIB, FB_MAX_MEMORY_MIB},
     {"sandbox.vcpus", K_UINT, OFF(sandbox.vcpus), false, 1, FB_MAX_VCPUS},
@@ -95,6 +100,8 @@ const char *const cfg_sections[] = {"tls", "sandbox", "network", "limits", "quot
 const char *const cfg_foreign_env[] = {
     "FORGEBOX_CONFIG", "FORGEBOX_TRACE", "FORGEBOX_IMAGE", "FORGEBOX_IMAGE_CACHE",
     "FORGEBOX_BIN", "FORGEBOX_APT_SOURCES", "FORGEBOX_VERSION",
+    /* a client's mutual-TLS identity (src/ca/client.c) */
+    "FORGEBOX_CLIENT_CERT", "FORGEBOX_CLIENT_KEY", "FORGEBOX_CLIENT_CA", "FORGEBOX_CLIENT_CRL",
 };
 const size_t cfg_nforeign_env = sizeof cfg_foreign_env / sizeof cfg_foreign_env[0];
 const size_t cfg_nsections = sizeof cfg_sections / sizeof cfg_sections[0];
@@ -426,6 +433,13 @@ int cfg_set_value(fb_config *cfg, const struct cfg_key *k, const char *value, co
         if (cfg_parse_tools(value, &parsed.t, reason, sizeof reason) < 0)
             return cfg_fail_value(err, k, source, value, redact, reason);
         break;
+    case K_ROLES: {
+        unsigned set = 0;
+        if (fb_ca_roles_parse(value, &set, reason, sizeof reason) < 0)
+            return cfg_fail_value(err, k, source, value, redact, reason);
+        parsed.u = set;
+        break;
+    }
     }
 
     char *src = strdup(source);
@@ -466,6 +480,7 @@ int fb_config_defaults(fb_config *cfg)
     cfg->state_dir = strdup("/var/lib/forgebox");
     cfg->run_dir = strdup("/run/forgebox");
     cfg->log_level = FB_LOG_INFO;
+    cfg->tls.client_roles = FB_CA_ROLE_BIT(FB_CA_ROLE_GATEWAY);
     cfg->sandbox.backend = FB_BACKEND_VM;
     cfg->sandbox.memory_mib = 512;
     cfg->sandbox.vcpus = 1;
@@ -603,6 +618,12 @@ char *fb_config_dump_json(const fb_config *cfg)
                 break;
             case K_TOOLS:
                 v = fb_toolset_to_json(*CFIELD(cfg, k, fb_toolset));
+                break;
+            case K_ROLES:
+                v = json_array();
+                for (int r = 0; v && r < FB_CA_ROLE_COUNT; r++)
+                    if (*CFIELD(cfg, k, uint64_t) & FB_CA_ROLE_BIT(r))
+                        json_array_append_new(v, json_string(fb_ca_role_name((fb_ca_role)r)));
                 break;
             default:
                 v = json_integer((json_int_t)*CFIELD(cfg, k, uint64_t));

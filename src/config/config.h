@@ -54,7 +54,7 @@ typedef enum {
 /* Longest value any key accepts, after ${VAR} interpolation. */
 #define FB_CONFIG_MAX_VALUE 3000
 /* Number of keys (the size of the bookkeeping arrays below). */
-#define FB_CONFIG_NKEYS 44
+#define FB_CONFIG_NKEYS 47
 
 /* Most providers one file may define. */
 #define FB_CONFIG_MAX_PROVIDERS 64
@@ -92,6 +92,9 @@ typedef struct fb_config {
     struct {
         char *cert;           /* NULL: plain HTTP; set with key */
         char *key;
+        char *client_ca;      /* NULL: no client certificates; else mutual TLS, TLS 1.3 only */
+        char *client_crl;     /* NULL: no revocation list */
+        uint64_t client_roles;/* roles a client certificate may carry: FB_CA_ROLE_BIT()s (src/ca) */
     } tls;
     struct {
         fb_backend_kind backend;

@@ -171,6 +171,18 @@ int fb_config_validate(const fb_config *cfg, fb_err *err)
             check_readable_file(c, "tls.key", c->tls.key, err) < 0)
             return -1;
     }
+    if (c->tls.client_ca && !c->tls.cert)
+        return fb_fail(err,
+                       "config: tls.client_ca (%s): needs tls.cert and tls.key (client certificates "
+                       "are asked for only over TLS)",
+                       src_of(c, "tls.client_ca"));
+    if (c->tls.client_crl && !c->tls.client_ca)
+        return fb_fail(err, "config: tls.client_crl (%s): needs tls.client_ca (a CRL is the client CA's)",
+                       src_of(c, "tls.client_crl"));
+    if (c->tls.client_ca && check_readable_file(c, "tls.client_ca", c->tls.client_ca, err) < 0)
+        return -1;
+    if (c->tls.client_crl && check_readable_file(c, "tls.client_crl", c->tls.client_crl, err) < 0)
+        return -1;
     if (c->sandbox.backend == FB_BACKEND_VM && c->sandbox.memory_mib < FB_MIN_VM_MEMORY_MIB)
         return fb_fail(err,
                        "config: sandbox.memory_mib (%s): must be at least %d with the vm backend "

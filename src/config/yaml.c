@@ -143,10 +143,11 @@ static int apply_leaf(struct file_ctx *c, const struct cfg_key *k, const yaml_no
         return fb_fail(err, "config: %s (%s): set twice in this file (first at line %zu)",
                        k->name, source, c->line_of[i]);
     c->line_of[i] = line;
-    if (val->type == YAML_SEQUENCE_NODE && k->type == K_TOOLS) {
+    if (val->type == YAML_SEQUENCE_NODE && (k->type == K_TOOLS || k->type == K_ROLES)) {
         char joined[FB_CONFIG_MAX_VALUE + 1];
         if (cfg_yaml_join_list(c->doc, val, joined, sizeof joined) < 0)
-            return fb_fail(err, "config: %s (%s): must be a list of tool names", k->name, source);
+            return fb_fail(err, "config: %s (%s): must be a list of %s names", k->name, source,
+                           k->type == K_TOOLS ? "tool" : "role");
         return cfg_set_value(c->cfg, k, joined, source, false, err);
     }
     if (val->type != YAML_SCALAR_NODE)

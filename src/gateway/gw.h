@@ -40,6 +40,7 @@ typedef struct fb_gateway {
                                material every listener shares (authgate.h) */
     fb_mcp_sessions *mcp;   /* MCP Streamable HTTP sessions (h_mcp.c) */
     struct MHD_Daemon *daemon;
+    struct gw_mtls *mtls;   /* tls.client_ca set: every request's client certificate (mtls.h) */
 } fb_gateway;
 
 /* How a route finds and authorises what it acts on (server.c runs it

@@ -56,6 +56,15 @@ struct MHD_Daemon *gw_listen(const fb_config *cfg, const char *listen, const cha
                              MHD_AccessHandlerCallback handler, void *cls, MHD_RequestCompletedCallback done,
                              const char *cert, const char *key, fb_err *err)
 {
+    gw_tls tls = {cert, key, NULL, NULL};
+    return gw_listen_tls(cfg, listen, setting, handler, cls, done, cert ? &tls : NULL, err);
+}
+
+struct MHD_Daemon *gw_listen_tls(const fb_config *cfg, const char *listen, const char *setting,
+                                 MHD_AccessHandlerCallback handler, void *cls, MHD_RequestCompletedCallback done,
+                                 const gw_tls *t, fb_err *err)
+{
+    const char *cert = t ? t->cert : NULL;
     struct sockaddr_storage ss;
     uint16_t port;
     bool v6;
@@ -65,11 +74,18 @@ struct MHD_Daemon *gw_listen(const fb_config *cfg, const char *listen, const cha
                      (v6 ? MHD_USE_IPv6 : 0) | (cert ? MHD_USE_TLS : 0);
     size_t mem_limit = (size_t)cfg->limits.max_header_bytes + 32 * 1024;
     unsigned per_ip = (unsigned)(cfg->limits.max_connections / 4 > 4 ? cfg->limits.max_connections / 4 : 4);
-    struct MHD_OptionItem tls[] = {
-        {cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)cert},
-        {MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)key},
-        {MHD_OPTION_END, 0, NULL},
-    };
+    /* Each option present is one more item; the first absent one ends the
+     * list (MHD_OPTION_END), so trust and priorities come only with a cert. */
+    struct MHD_OptionItem tls[5] = {{MHD_OPTION_END, 0, NULL}};
+    size_t n = 0;
+    if (cert) {
+        tls[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cert};
+        tls[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)t->key};
+        if (t->trust)
+            tls[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST, 0, (void *)t->trust};
+        if (t->priorities)
+            tls[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)t->priorities};
+    }
     struct MHD_Daemon *d =
         MHD_start_daemon(flags, port, NULL, NULL, handler, cls, MHD_OPTION_SOCK_ADDR, &ss,
                          MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem_limit, MHD_OPTION_CONNECTION_LIMIT,

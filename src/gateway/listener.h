@@ -26,6 +26,22 @@ struct MHD_Daemon *gw_listen(const fb_config *cfg, const char *listen, const cha
                              MHD_AccessHandlerCallback handler, void *cls, MHD_RequestCompletedCallback done,
                              const char *cert, const char *key, fb_err *err);
 
+/* A listener's TLS: cert/key (PEM text; cert NULL: plain HTTP); trust
+ * (PEM text of a CA, NULL: none) makes the daemon ask every client for a
+ * certificate, which the request handler then decides (gateway/mtls.h);
+ * priorities (a GnuTLS priority string, NULL: the library's default). */
+typedef struct gw_tls {
+    const char *cert;
+    const char *key;
+    const char *trust;
+    const char *priorities;
+} gw_tls;
+
+/* gw_listen with a full TLS setting (tls NULL: plain HTTP). */
+struct MHD_Daemon *gw_listen_tls(const fb_config *cfg, const char *listen, const char *setting,
+                                 MHD_AccessHandlerCallback handler, void *cls, MHD_RequestCompletedCallback done,
+                                 const gw_tls *tls, fb_err *err);
+
 /* A new request's caller: a fresh request id ("req_" and 16 hex) and the
  * client's address. */
 void gw_caller_init(fb_caller *caller, struct MHD_Connection *conn);

@@ -31,6 +31,7 @@
 #include "gateway/authgate.h"
 #include "gateway/gw.h"
 #include "gateway/listener.h"
+#include "gateway/mtls.h"
 
 /* Authentication and the rate limits (authgate.c).  false: answered. */
 static bool authenticate(gw_req *r, enum MHD_Result *rc)
@@ -208,6 +209,29 @@ static enum MHD_Result dispatch(gw_req *r)
     return rt->fn(r);
 }
 
+/* With tls.client_ca, the client certificate before anything else (the
+ * console's files included); a refusal is a 403 and an audit entry
+ * (event tls).  false: answered. */
+static bool client_certificate(gw_req *r, enum MHD_Result *rc)
+{
+    if (!r->g->mtls)
+        return true;
+    fb_ca_peer peer;
+    char reason[400];
+    fb_ca_verdict v = gw_mtls_check(r->g->mtls, r->conn, NULL, &peer, reason, sizeof reason);
+    if (v == FB_CA_OK)
+        return true;
+    char line[480];
+    snprintf(line, sizeof line, "%s: %s", fb_ca_verdict_name(v), reason);
+    fb_core_audit(r->g->core, &r->caller, "tls", peer.name[0] ? peer.name : "-", "client_certificate", "denied",
+                  line);
+    fb_log("warn", r->caller.request_id, "client certificate refused",
+           json_pack("{s:s, s:s, s:s}", "verdict", fb_ca_verdict_name(v), "reason", reason, "source_ip",
+                     r->caller.source_ip));
+    *rc = gw_send_error(r, 403, "client_certificate", line);
+    return false;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
@@ -220,6 +244,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!r)
             return MHD_NO;
         *con_cls = r;
+        enum MHD_Result crc = MHD_YES;
+        if (!client_certificate(r, &crc))
+            return crc;
         if (gw_console_path(url)) /* the console's static files (h_console.c) */
             return gw_console_serve(r, url);
         int found = r->rt ? 0 : gw_route_find(gw_route_defs(), gw_routes_count(), method, url, &r->params);
@@ -320,7 +347,15 @@ int fb_gateway_run_with(const fb_config *cfg, const char *image_dir, const fb_ga
     }
     if (fb_core_open(cfg, image_dir, &g.core, err) < 0)
         goto out;
-    g.daemon = gw_listen(cfg, cfg->listen, "listen", on_request, &g, on_completed, cert, key, err);
+    if (cfg->tls.client_ca &&
+        gw_mtls_open(cfg->tls.client_ca, cfg->tls.client_crl, (unsigned)cfg->tls.client_roles, &g.mtls, err) < 0) {
+        fb_core_close(g.core);
+        goto out;
+    }
+    /* Mutual TLS is TLS 1.3 only: no renegotiation, the client's
+     * certificate encrypted in the handshake. */
+    gw_tls tls = {cert, key, g.mtls ? gw_mtls_trust_pem(g.mtls) : NULL, g.mtls ? FB_CA_TLS_PRIORITY : NULL};
+    g.daemon = gw_listen_tls(cfg, cfg->listen, "listen", on_request, &g, on_completed, cert ? &tls : NULL, err);
     if (!g.daemon) {
         fb_core_close(g.core);
         goto out;
@@ -364,6 +399,7 @@ out:
     gw_ratelimit_free(g.sh.rl_user);
     gw_failgate_free(g.sh.fails);
     fb_mcp_sessions_free(g.mcp);
+    gw_mtls_free(g.mtls);
     free_secret_text(key);
     free(cert);
     return rc;

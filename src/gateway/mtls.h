@@ -1,0 +1,30 @@
+/*
+ * mtls.h - the mutual-TLS screen of a libmicrohttpd listener: the gateway
+ * today (tls.client_ca), a node's internal API next.  It loads the client
+ * CA for the daemon (MHD_OPTION_HTTPS_MEM_TRUST asks every client for a
+ * certificate) and decides each request's peer with src/ca's verifier
+ * before anything else runs.
+ */
+#ifndef FB_GW_MTLS_H
+#define FB_GW_MTLS_H
+
+#include <microhttpd.h>
+
+#include "ca/ca.h"
+#include "common/util.h"
+
+typedef struct gw_mtls gw_mtls;
+
+/* A screen for clients of the roles in role_set signed by the CA in
+ * ca_path, checked against crl_path (NULL: none). */
+int gw_mtls_open(const char *ca_path, const char *crl_path, unsigned role_set, gw_mtls **out, fb_err *err);
+void gw_mtls_free(gw_mtls *m);
+/* The CA's PEM text, for gw_tls.trust. */
+const char *gw_mtls_trust_pem(const gw_mtls *m);
+
+/* Decides the connection's client certificate (want_name non-NULL: the
+ * peer must carry that name); reason: a line for the audit log. */
+fb_ca_verdict gw_mtls_check(gw_mtls *m, struct MHD_Connection *conn, const char *want_name, fb_ca_peer *peer,
+                            char *reason, size_t reason_cap);
+
+#endif
