@@ -95,6 +95,19 @@ static int each_line(const char *dir, const char *file, int (*fn)(json_t *o, voi
     return r;
 }
 
+/* v with room for one more element of size (capacity *cap, n used):
+ * v itself, or a moved copy; NULL when out of memory (v is kept). */
+static void *grow(void *v, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap)
+        return v;
+    size_t nc = *cap ? *cap * 2 : 16;
+    void *nv = realloc(v, nc * size);
+    if (nv)
+        *cap = nc;
+    return nv;
+}
+
 struct revs {
     ca_revocation *v;
     size_t n, cap;
@@ -107,14 +120,10 @@ static int take_revoked(json_t *o, void *arg)
     json_t *w = json_object_get(o, "revoked_at");
     if (!s || strlen(s) >= sizeof rv->v[0].serial || !json_is_integer(w))
         return -1;
-    if (rv->n == rv->cap) {
-        size_t nc = rv->cap ? rv->cap * 2 : 16;
-        ca_revocation *nv = realloc(rv->v, nc * sizeof *nv);
-        if (!nv)
-            return -1;
-        rv->v = nv;
-        rv->cap = nc;
-    }
+    ca_revocation *nv = grow(rv->v, &rv->cap, rv->n, sizeof *nv);
+    if (!nv)
+        return -1;
+    rv->v = nv;
     snprintf(rv->v[rv->n].serial, sizeof rv->v[0].serial, "%s", s);
     rv->v[rv->n].when = (long long)json_integer_value(w);
     rv->n++;
@@ -150,14 +159,10 @@ static int take_issued(json_t *o, void *arg)
     if (!s || !name || r < 0 || !json_is_integer(na) || strlen(s) >= sizeof rs->v[0].serial ||
         strlen(name) >= sizeof rs->v[0].name)
         return -1;
-    if (rs->n == rs->cap) {
-        size_t nc = rs->cap ? rs->cap * 2 : 16;
-        fb_ca_record *nv = realloc(rs->v, nc * sizeof *nv);
-        if (!nv)
-            return -1;
-        rs->v = nv;
-        rs->cap = nc;
-    }
+    fb_ca_record *nv = grow(rs->v, &rs->cap, rs->n, sizeof *nv);
+    if (!nv)
+        return -1;
+    rs->v = nv;
     fb_ca_record *rec = &rs->v[rs->n++];
     memset(rec, 0, sizeof *rec);
     snprintf(rec->serial, sizeof rec->serial, "%s", s);
