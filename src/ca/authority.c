@@ -177,7 +177,7 @@ int ca_write_key(const char *path, gnutls_x509_privkey_t key, fb_err *err)
     int r = fb_create_file_once(path, pem.data, pem.size, err);
     gnutls_memset(pem.data, 0, pem.size);
     gnutls_free(pem.data);
-    return r < 0 ? fb_fail_code(err, -FB_CA_EIO, "%s", err ? err->msg : "cannot write the key") : 0;
+    return r < 0 ? -FB_CA_EIO : 0; /* err says why */
 }
 
 int ca_load(const char *dir, ca_authority *ca, fb_err *err)
@@ -185,8 +185,9 @@ int ca_load(const char *dir, ca_authority *ca, fb_err *err)
     memset(ca, 0, sizeof *ca);
     char p[4096];
     gnutls_datum_t d = {0};
-    if (ca_path(dir, "ca.crt", p, sizeof p, err) < 0 || ca_read_datum(p, &d, err) < 0)
-        return -1;
+    int r;
+    if ((r = ca_path(dir, "ca.crt", p, sizeof p, err)) < 0 || (r = ca_read_datum(p, &d, err)) < 0)
+        return r;
     int rc = gnutls_x509_crt_init(&ca->crt);
     if (rc >= 0)
         rc = gnutls_x509_crt_import(ca->crt, &d, GNUTLS_X509_FMT_PEM);
@@ -195,9 +196,9 @@ int ca_load(const char *dir, ca_authority *ca, fb_err *err)
         ca_unload(ca);
         return ca_tls_fail(err, rc, "ca: reading ca.crt");
     }
-    if (ca_path(dir, "ca.key", p, sizeof p, err) < 0 || ca_read_datum(p, &d, err) < 0) {
+    if ((r = ca_path(dir, "ca.key", p, sizeof p, err)) < 0 || (r = ca_read_datum(p, &d, err)) < 0) {
         ca_unload(ca);
-        return -1;
+        return r;
     }
     rc = gnutls_x509_privkey_init(&ca->key);
     if (rc >= 0)
@@ -257,11 +258,11 @@ int fb_ca_init(const char *dir, const char *org, unsigned days, fb_err *err)
     if (days < 1 || days > CA_MAX_DAYS)
         return fb_fail_code(err, -FB_CA_EINVAL, "ca init: --days must be between 1 and %u", CA_MAX_DAYS);
     if (fb_mkdir_p(dir, 0700, err) < 0)
-        return fb_fail_code(err, -FB_CA_EIO, "%s", err ? err->msg : "cannot create the directory");
+        return -FB_CA_EIO; /* err says why */
     char crt_path[4096], key_path[4096];
     if (ca_path(dir, "ca.crt", crt_path, sizeof crt_path, err) < 0 ||
         ca_path(dir, "ca.key", key_path, sizeof key_path, err) < 0)
-        return -1;
+        return -FB_CA_EINVAL;
     if (access(crt_path, F_OK) == 0 || access(key_path, F_OK) == 0)
         return fb_fail_code(err, -FB_CA_EEXIST,
                             "ca init: %s already holds a CA; refusing to replace it (every certificate it "
@@ -270,8 +271,8 @@ int fb_ca_init(const char *dir, const char *org, unsigned days, fb_err *err)
     gnutls_x509_privkey_t key = NULL;
     gnutls_x509_crt_t crt = NULL;
     if (ca_new_key(&key, err) < 0)
-        return -1;
-    int r = -1, rc = gnutls_x509_crt_init(&crt);
+        return -FB_CA_ETLS;
+    int r = -FB_CA_ETLS, rc = gnutls_x509_crt_init(&crt);
     gnutls_datum_t pem = {0};
     if (rc < 0) {
         ca_tls_fail(err, rc, "ca init");
@@ -285,8 +286,9 @@ int fb_ca_init(const char *dir, const char *org, unsigned days, fb_err *err)
     }
     /* The key first: a crashed init leaves a key without a certificate,
      * which the next init refuses rather than silently pairing anew. */
-    if (ca_write_key(key_path, key, err) < 0)
+    if ((r = ca_write_key(key_path, key, err)) < 0)
         goto out;
+    r = -FB_CA_EIO;
     if (fb_create_file_once(crt_path, pem.data, pem.size, err) < 0 || chmod(crt_path, 0644) < 0)
         goto out;
     r = fb_ca_crl_write(dir, 30, err);

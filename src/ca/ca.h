@@ -50,6 +50,8 @@ bool fb_ca_name_valid(const char *name);
 
 /* ---- the authority (authority.c, issue.c, crl.c, ledger.c) ----------------- */
 
+/* Every fb_ca_* function that can fail returns 0, or minus an fb_ca_code
+ * with the message in err. */
 typedef enum fb_ca_code {
     FB_CA_EOK = 0,
     FB_CA_EEXIST,   /* ca init: a CA is already in the directory */
