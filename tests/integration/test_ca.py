@@ -310,6 +310,27 @@ def test_the_task_cli_presents_its_certificate(mtls_gateway, pki):
     assert "FORGEBOX_CLIENT_CERT and FORGEBOX_CLIENT_KEY must be set together (or neither)" in p.stderr
 
 
+def test_client_roles_from_a_yaml_list(pki):
+    g = Gateway(config=f"""tls:
+  cert: {pki}/server.crt
+  key: {pki}/server.key
+  client_ca: {pki}/ca/ca.crt
+  client_roles: [node]
+""")
+    g.url = g.url.replace("http://", "https://")
+    node = ctx_for(pki, "node")
+    g.client = lambda key=None: RecordingClient(g.url, api_key=key, context=node)
+    g.init()
+    g.start()
+    try:
+        assert get(g, node) == (200, {"status": "ok"})
+        status, body = get(g, ctx_for(pki, "good"))
+        assert status == 403
+        assert body["error"]["message"] == "wrong_role: a gateway certificate (gw-client) may not call this service"
+    finally:
+        g.close()
+
+
 def test_client_ca_needs_tls_and_roles_are_checked(tmp_path, pki):
     p = subprocess.run([FORGEBOX, "serve", "--state-dir", str(tmp_path), "--set", f"tls.client_ca={pki}/ca/ca.crt"],
                        capture_output=True, text=True, timeout=30)
