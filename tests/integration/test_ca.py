@@ -340,3 +340,24 @@ def test_client_ca_needs_tls_and_roles_are_checked(tmp_path, pki):
                        capture_output=True, text=True, timeout=30)
     assert p.returncode != 0
     assert 'unknown role "admin" (roles are node and gateway)' in p.stderr, p.stderr
+
+
+def test_the_mcp_bridge_presents_its_certificate(mtls_gateway, pki):
+    base = {"PATH": os.environ["PATH"], "FORGEBOX_URL": mtls_gateway.url, "FORGEBOX_API_KEY": mtls_gateway.admin_key,
+            "FORGEBOX_CLIENT_CA": str(pki / "ca" / "ca.crt")}
+    init = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                       "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                                  "clientInfo": {"name": "ca-test", "version": "1"}}}).encode() + b"\n"
+
+    def run_bridge(extra):
+        return subprocess.run([FORGEBOX, "mcp"], input=init, capture_output=True, timeout=60, env=dict(base, **extra))
+
+    p = run_bridge({"FORGEBOX_CLIENT_CERT": str(pki / "good.crt"), "FORGEBOX_CLIENT_KEY": str(pki / "good.key")})
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.splitlines()[0])["result"]["protocolVersion"] == "2025-06-18"
+    p = run_bridge({"FORGEBOX_CLIENT_CERT": str(pki / "node.crt"), "FORGEBOX_CLIENT_KEY": str(pki / "node.key")})
+    err = json.loads(p.stdout.splitlines()[0])["error"]
+    assert "wrong_role: a node certificate (node-1) may not call this service" in err["message"], err
+    p = run_bridge({"FORGEBOX_CLIENT_CERT": str(pki / "good.crt")})
+    assert p.returncode == EXIT_USAGE and p.stdout == b""
+    assert b"FORGEBOX_CLIENT_CERT and FORGEBOX_CLIENT_KEY must be set together (or neither)" in p.stderr
