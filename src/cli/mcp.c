@@ -334,13 +334,13 @@ int fb_cmd_mcp(int argc, char **argv)
     bridge b;
     memset(&b, 0, sizeof b);
     snprintf(b.url, sizeof b.url, "%.*s/mcp", (int)bl, base);
-    if (asprintf(&b.auth, "Authorization: Bearer %s", key) < 0)
-        return 1;
     fb_err terr = {{0}};
     if (fb_ca_client_from_env(&b.tls, &terr) < 0) {
         note("%s", terr.msg);
         return FB_EXIT_USAGE;
     }
+    if (asprintf(&b.auth, "Authorization: Bearer %s", key) < 0)
+        return 1;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     b.curl = curl_easy_init();
     if (!b.curl) {
