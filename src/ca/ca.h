@@ -71,6 +71,7 @@ typedef struct fb_ca_issue_req {
     const char *name;
     unsigned days;            /* validity from not_before */
     unsigned backdate_days;   /* not_before = now - this (tests: expired certificates) */
+    unsigned postdate_days;   /* not_before = now + this (tests: not yet valid) */
     const char *const *dns;   /* SAN DNS names, ndns of them */
     size_t ndns;
     const char *const *ips;   /* SAN IP addresses (v4 or v6 text), nips of them */

@@ -56,7 +56,7 @@ static int build_leaf(gnutls_x509_crt_t crt, gnutls_x509_privkey_t key, const ca
 {
     unsigned char serial[CA_SERIAL_BYTES], kid[64];
     size_t kid_len = sizeof kid;
-    time_t from = time(NULL) - 60 - (time_t)req->backdate_days * 86400;
+    time_t from = time(NULL) - 60 - (time_t)req->backdate_days * 86400 + (time_t)req->postdate_days * 86400;
     *not_after = from + 60 + (time_t)req->days * 86400;
     const char *role = fb_ca_role_name(req->role);
     int rc;
@@ -93,7 +93,8 @@ static int check_req(const fb_ca_issue_req *req, const char *prefix, fb_err *err
         return fb_fail_code(err, -FB_CA_EINVAL, "ca issue: --role must be node or gateway");
     if (!fb_ca_name_valid(req->name))
         return fb_fail_code(err, -FB_CA_EINVAL, "ca issue: --name must be 1-64 of A-Z a-z 0-9 . _ - (not starting with . or -)");
-    if (req->days < 1 || req->days > CA_MAX_DAYS || req->backdate_days > CA_MAX_DAYS)
+    if (req->days < 1 || req->days > CA_MAX_DAYS || req->backdate_days > CA_MAX_DAYS ||
+        req->postdate_days > CA_MAX_DAYS)
         return fb_fail_code(err, -FB_CA_EINVAL, "ca issue: --days must be between 1 and %u", CA_MAX_DAYS);
     if (!prefix || !*prefix || strlen(prefix) > 4000)
         return fb_fail_code(err, -FB_CA_EINVAL, "ca issue: --out PREFIX is required");

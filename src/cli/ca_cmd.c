@@ -24,7 +24,7 @@ static void ca_usage(FILE *out)
     fprintf(out,
             "usage: forgebox ca init --dir DIR [--org NAME] [--days N]\n"
             "       forgebox ca issue --dir DIR --role node|gateway --name NAME --out PREFIX [--days N]\n"
-            "                         [--dns NAME]... [--ip ADDR]... [--backdate-days N]\n"
+            "                         [--dns NAME]... [--ip ADDR]... [--backdate-days N | --postdate-days N]\n"
             "       forgebox ca revoke --dir DIR (--serial HEX | --name NAME) [--crl-days N]\n"
             "       forgebox ca list --dir DIR [--json]\n");
 }
@@ -49,7 +49,7 @@ static int parse_days(const char *s, unsigned *out)
 
 struct ca_args {
     const char *dir, *org, *role, *name, *out, *serial;
-    unsigned days, backdate, crl_days;
+    unsigned days, backdate, postdate, crl_days;
     bool days_set, json;
     const char *dns[MAX_SANS], *ips[MAX_SANS];
     size_t ndns, nips;
@@ -63,6 +63,7 @@ static int parse(int argc, char **argv, struct ca_args *a)
         {"name", required_argument, 0, 'n'},   {"out", required_argument, 0, 'O'},
         {"dns", required_argument, 0, 'N'},    {"ip", required_argument, 0, 'i'},
         {"serial", required_argument, 0, 's'}, {"backdate-days", required_argument, 0, 'b'},
+        {"postdate-days", required_argument, 0, 'p'},
         {"crl-days", required_argument, 0, 'c'}, {"json", no_argument, 0, 'j'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0},
     };
@@ -84,6 +85,10 @@ static int parse(int argc, char **argv, struct ca_args *a)
             break;
         case 'b':
             if (parse_days(optarg, &a->backdate) < 0)
+                return -1;
+            break;
+        case 'p':
+            if (parse_days(optarg, &a->postdate) < 0)
                 return -1;
             break;
         case 'c':
@@ -125,7 +130,7 @@ static int cmd_issue(struct ca_args *a)
     }
     fb_ca_issue_req req = {
         .role = (fb_ca_role)role, .name = a->name, .days = a->days_set ? a->days : 365,
-        .backdate_days = a->backdate, .dns = a->dns, .ndns = a->ndns, .ips = a->ips, .nips = a->nips,
+        .backdate_days = a->backdate, .postdate_days = a->postdate, .dns = a->dns, .ndns = a->ndns, .ips = a->ips, .nips = a->nips,
     };
     fb_err err = {{0}};
     char serial[64];

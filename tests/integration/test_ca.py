@@ -166,6 +166,7 @@ def pki(tmp_path_factory):
     issue(d, "node", "node-1", t / "node")
     issue(other, "gateway", "gw-client", t / "foreign")
     issue(d, "gateway", "gw-old", t / "expired", "--backdate-days", "3", "--days", "1")
+    issue(d, "gateway", "gw-new", t / "future", "--postdate-days", "2")
     return t
 
 
@@ -243,6 +244,11 @@ def test_another_ca_is_refused(mtls_gateway, pki):
 
 def test_an_expired_certificate_is_refused(mtls_gateway, pki):
     refused(mtls_gateway, pki, "expired", "expired", "the certificate has expired")
+    still_serves(mtls_gateway, pki)
+
+
+def test_a_certificate_not_valid_yet_is_refused(mtls_gateway, pki):
+    refused(mtls_gateway, pki, "future", "not_yet_valid", "the certificate is not valid yet")
     still_serves(mtls_gateway, pki)
 
 

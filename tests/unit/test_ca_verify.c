@@ -38,15 +38,21 @@ static const char *P(const fx *f, const char *name)
     return b;
 }
 
-static void issue_ok(const fx *f, const char *dir, fb_ca_role role, const char *name, unsigned days, unsigned back)
+static void issue_at(const fx *f, const char *dir, fb_ca_role role, const char *name, unsigned days, unsigned back,
+                     unsigned ahead)
 {
-    fb_ca_issue_req req = {.role = role, .name = name, .days = days, .backdate_days = back};
+    fb_ca_issue_req req = {.role = role, .name = name, .days = days, .backdate_days = back, .postdate_days = ahead};
     fb_err err = {{0}};
     char serial[64];
     int rc = fb_ca_issue(dir, &req, P(f, name), serial, sizeof serial, &err);
     if (rc != 0)
         fail_msg("issue %s: %s", name, err.msg);
     assert_int_equal(strlen(serial), 32);
+}
+
+static void issue_ok(const fx *f, const char *dir, fb_ca_role role, const char *name, unsigned days, unsigned back)
+{
+    issue_at(f, dir, role, name, days, back, 0);
 }
 
 static int setup(void **state)
@@ -63,6 +69,7 @@ static int setup(void **state)
     issue_ok(f, f->ca, FB_CA_ROLE_NODE, "node1", 10, 0);
     issue_ok(f, f->ca, FB_CA_ROLE_GATEWAY, "old", 1, 3);
     issue_ok(f, f->other, FB_CA_ROLE_GATEWAY, "alien", 10, 0);
+    issue_at(f, f->ca, FB_CA_ROLE_GATEWAY, "future", 10, 0, 2);
     *state = f;
     return 0;
 }
@@ -142,6 +149,8 @@ static void test_each_refusal_is_typed(void **state)
     assert_string_equal(why, "the certificate is not signed by this organisation's CA");
     assert_int_equal(decide(v, f, "old", NULL, NULL, why, sizeof why), FB_CA_EXPIRED);
     assert_string_equal(why, "the certificate has expired");
+    assert_int_equal(decide(v, f, "future", NULL, NULL, why, sizeof why), FB_CA_NOT_YET_VALID);
+    assert_string_equal(why, "the certificate is not valid yet");
     assert_int_equal(decide(v, f, "node1", NULL, NULL, why, sizeof why), FB_CA_WRONG_ROLE);
     assert_string_equal(why, "a node certificate (node1) may not call this service");
     unsigned char junk[64];
