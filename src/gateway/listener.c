@@ -56,7 +56,7 @@ struct MHD_Daemon *gw_listen(const fb_config *cfg, const char *listen, const cha
                              MHD_AccessHandlerCallback handler, void *cls, MHD_RequestCompletedCallback done,
                              const char *cert, const char *key, fb_err *err)
 {
-    gw_tls tls = {cert, key, NULL, NULL};
+    gw_tls tls = {cert, key, NULL, NULL, NULL, NULL};
     return gw_listen_tls(cfg, listen, setting, handler, cls, done, cert ? &tls : NULL, err);
 }
 
@@ -76,7 +76,7 @@ struct MHD_Daemon *gw_listen_tls(const fb_config *cfg, const char *listen, const
     unsigned per_ip = (unsigned)(cfg->limits.max_connections / 4 > 4 ? cfg->limits.max_connections / 4 : 4);
     /* Each option present is one more item; the first absent one ends the
      * list (MHD_OPTION_END), so trust and priorities come only with a cert. */
-    struct MHD_OptionItem tls[5] = {{MHD_OPTION_END, 0, NULL}};
+    struct MHD_OptionItem tls[6] = {{MHD_OPTION_END, 0, NULL}};
     size_t n = 0;
     if (cert) {
         tls[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cert};
@@ -85,6 +85,8 @@ struct MHD_Daemon *gw_listen_tls(const fb_config *cfg, const char *listen, const
             tls[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_TRUST, 0, (void *)t->trust};
         if (t->priorities)
             tls[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)t->priorities};
+        if (t->notify)
+            tls[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)t->notify, t->notify_cls};
     }
     struct MHD_Daemon *d =
         MHD_start_daemon(flags, port, NULL, NULL, handler, cls, MHD_OPTION_SOCK_ADDR, &ss,

@@ -35,6 +35,8 @@ typedef struct gw_tls {
     const char *key;
     const char *trust;
     const char *priorities;
+    MHD_NotifyConnectionCallback notify;  /* NULL: none (gw_mtls_notify: report refused handshakes) */
+    void *notify_cls;
 } gw_tls;
 
 /* gw_listen with a full TLS setting (tls NULL: plain HTTP). */

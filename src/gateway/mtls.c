@@ -18,6 +18,13 @@
 struct gw_mtls {
     fb_ca_verifier *v;
     char *trust_pem;
+    gw_mtls_report_fn report;
+    void *report_cls;
+};
+
+/* The per-connection mark behind MHD's socket context: any request seen. */
+struct conn_mark {
+    bool requested;
 };
 
 int gw_mtls_open(const char *ca_path, const char *crl_path, unsigned role_set, gw_mtls **out, fb_err *err)
@@ -45,6 +52,29 @@ void gw_mtls_free(gw_mtls *m)
     free(m);
 }
 
+void gw_mtls_set_reporter(gw_mtls *m, gw_mtls_report_fn fn, void *cls)
+{
+    m->report = fn;
+    m->report_cls = cls;
+}
+
+void gw_mtls_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                    enum MHD_ConnectionNotificationCode toe)
+{
+    gw_mtls *m = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        *socket_context = calloc(1, sizeof(struct conn_mark)); /* NULL: simply not reported */
+        return;
+    }
+    struct conn_mark *mark = *socket_context;
+    *socket_context = NULL;
+    if (mark && !mark->requested && m->report)
+        m->report(m->report_cls, conn,
+                  "the connection closed before any request: the TLS handshake was refused or abandoned "
+                  "(mutual TLS takes TLS 1.3 only)");
+    free(mark);
+}
+
 const char *gw_mtls_trust_pem(const gw_mtls *m)
 {
     return m->trust_pem;
@@ -53,6 +83,9 @@ const char *gw_mtls_trust_pem(const gw_mtls *m)
 fb_ca_verdict gw_mtls_check(gw_mtls *m, struct MHD_Connection *conn, const char *want_name, fb_ca_peer *peer,
                             char *reason, size_t reason_cap)
 {
+    const union MHD_ConnectionInfo *sc = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (sc && sc->socket_context)
+        ((struct conn_mark *)sc->socket_context)->requested = true;
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
     void *session = ci ? ci->tls_session : NULL;
     return fb_ca_verify_session(m->v, session, want_name, peer, reason, reason_cap);

@@ -22,6 +22,17 @@ void gw_mtls_free(gw_mtls *m);
 /* The CA's PEM text, for gw_tls.trust. */
 const char *gw_mtls_trust_pem(const gw_mtls *m);
 
+/* Called for a connection that closed without a single request: its TLS
+ * handshake was refused (a TLS 1.2 client, no common cipher) or abandoned.
+ * The listener's audit sink; conn still answers MHD_get_connection_info. */
+typedef void (*gw_mtls_report_fn)(void *cls, struct MHD_Connection *conn, const char *reason);
+void gw_mtls_set_reporter(gw_mtls *m, gw_mtls_report_fn fn, void *cls);
+/* An MHD_NotifyConnectionCallback (cls: the gw_mtls) for gw_tls.notify:
+ * tracks whether each connection carried a request (gw_mtls_check marks
+ * it) and reports the ones that closed without. */
+void gw_mtls_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                    enum MHD_ConnectionNotificationCode toe);
+
 /* Decides the connection's client certificate (want_name non-NULL: the
  * peer must carry that name); reason: a line for the audit log. */
 fb_ca_verdict gw_mtls_check(gw_mtls *m, struct MHD_Connection *conn, const char *want_name, fb_ca_peer *peer,

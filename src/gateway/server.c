@@ -232,6 +232,16 @@ static bool client_certificate(gw_req *r, enum MHD_Result *rc)
     return false;
 }
 
+/* A connection that closed without a request on the mutual-TLS listener. */
+static void report_handshake(void *cls, struct MHD_Connection *conn, const char *reason)
+{
+    fb_gateway *g = cls;
+    fb_caller caller;
+    memset(&caller, 0, sizeof caller);
+    gw_caller_init(&caller, conn);
+    fb_core_audit(g->core, &caller, "tls", "-", "handshake", "denied", reason);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
@@ -354,7 +364,11 @@ int fb_gateway_run_with(const fb_config *cfg, const char *image_dir, const fb_ga
     }
     /* Mutual TLS is TLS 1.3 only: no renegotiation, the client's
      * certificate encrypted in the handshake. */
-    gw_tls tls = {cert, key, g.mtls ? gw_mtls_trust_pem(g.mtls) : NULL, g.mtls ? FB_CA_TLS_PRIORITY : NULL};
+    gw_tls tls = {cert, key, NULL, NULL, NULL, NULL};
+    if (g.mtls) {
+        gw_mtls_set_reporter(g.mtls, report_handshake, &g);
+        tls = (gw_tls){cert, key, gw_mtls_trust_pem(g.mtls), FB_CA_TLS_PRIORITY, gw_mtls_notify, g.mtls};
+    }
     g.daemon = gw_listen_tls(cfg, cfg->listen, "listen", on_request, &g, on_completed, cert ? &tls : NULL, err);
     if (!g.daemon) {
         fb_core_close(g.core);

@@ -289,6 +289,18 @@ def test_tls_1_2_is_refused_in_the_handshake(mtls_gateway, pki):
         ei.value.reason in ("TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL"), ei.value
     # The same client certificate over TLS 1.3 is served: the version alone was refused.
     still_serves(mtls_gateway, pki)
+    # The refused handshake is audited (event tls, action handshake) with the client's address.
+    deadline = time.monotonic() + 10
+    while True:
+        hs = [e for e in audit_tls(mtls_gateway) if e["action"] == "handshake"]
+        if hs or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert len(hs) == 1, hs
+    assert hs[0]["source_ip"] == "127.0.0.1", hs[0]
+    assert (hs[0]["outcome"], hs[0]["resource"], hs[0]["reason"]) == (
+        "denied", "-", "the connection closed before any request: the TLS handshake was refused or abandoned "
+                       "(mutual TLS takes TLS 1.3 only)")
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
