@@ -259,6 +259,9 @@ int fb_ca_init(const char *dir, const char *org, unsigned days, fb_err *err)
         return fb_fail_code(err, -FB_CA_EINVAL, "ca init: --days must be between 1 and %u", CA_MAX_DAYS);
     if (fb_mkdir_p(dir, 0700, err) < 0)
         return -FB_CA_EIO; /* err says why */
+    /* A directory that existed keeps nobody else's access: it will hold the key. */
+    if (chmod(dir, 0700) < 0)
+        return fb_fail_code(err, -FB_CA_EIO, "ca init: cannot make %s private (chmod 0700): %s", dir, strerror(errno));
     char crt_path[4096], key_path[4096];
     if (ca_path(dir, "ca.crt", crt_path, sizeof crt_path, err) < 0 ||
         ca_path(dir, "ca.key", key_path, sizeof key_path, err) < 0)
