@@ -22,6 +22,7 @@ enum key_type {
     K_SIZE,     /* bytes, optionally with KiB/MiB/GiB, in [min,max] */
     K_BOOL,     /* true|false (and yes/no, on/off, 1/0) */
     K_TOOLS,    /* tool names, comma- or space-separated (a YAML list too): an fb_toolset */
+    K_URL,      /* a store URL (sqlite:// or postgresql://); may carry a password */
 };
 
 struct cfg_key {

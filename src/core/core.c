@@ -178,7 +178,7 @@ int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_
     c->image_dir = image_dir;
     core_registry_init(&c->reg);
     core_tasks_init(&c->tasks);
-    if (fb_store_open(cfg->state_dir, &c->store, err) < 0) {
+    if (fb_store_open_url(cfg->state_dir, cfg->store.url, &c->store, err) < 0) {
         free(c);
         return -1;
     }
