@@ -60,6 +60,9 @@ int core_auth_error(int st, const fb_err *e, fb_core_err *err)
     case FB_AUTH_ENOTFOUND: return fb_core_fail(err, FB_CORE_NOT_FOUND, "%s", e->msg);
     case FB_AUTH_EEXISTS: return fb_core_fail(err, FB_CORE_CONFLICT, "%s", e->msg);
     case FB_AUTH_EDENIED: return fb_core_fail(err, FB_CORE_FORBIDDEN, "%s", e->msg);
+    case FB_AUTH_EUNAVAILABLE:
+        fb_log("error", NULL, "identity store unavailable", json_pack("{s:s}", "error", e->msg));
+        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "the store is unavailable; retry shortly");
     default:
         fb_log("error", NULL, "identity store failure", json_pack("{s:s}", "error", e->msg));
         return fb_core_fail(err, FB_CORE_INTERNAL, "internal error (see the server log)");
