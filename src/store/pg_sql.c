@@ -271,13 +271,20 @@ int fb_sql_bind_blob(fb_sql_stmt *s, int i, const void *p, size_t len, fb_err *e
     return bind_raw(s, i, p ? p : "", len, BYTEAOID, 1, err);
 }
 
+/* Binds n texts from ap to parameters 1..n. */
+static int bind_va(fb_sql_stmt *s, fb_err *err, int n, va_list ap)
+{
+    int rc = 0;
+    for (int i = 1; rc == 0 && i <= n; i++)
+        rc = fb_sql_bind_text(s, i, va_arg(ap, const char *), err);
+    return rc;
+}
+
 int fb_sql_bind_texts(fb_sql_stmt *s, fb_err *err, int n, ...)
 {
     va_list ap;
     va_start(ap, n);
-    int rc = 0;
-    for (int i = 1; rc == 0 && i <= n; i++)
-        rc = fb_sql_bind_text(s, i, va_arg(ap, const char *), err);
+    int rc = bind_va(s, err, n, ap);
     va_end(ap);
     return rc;
 }
@@ -398,6 +405,11 @@ int fb_sql_col_copy(fb_sql_stmt *s, int i, char *out, size_t cap)
     return fits ? 0 : -1;
 }
 
+int fb_sql_read_id(fb_sql_stmt *s, void *elem)
+{
+    return fb_sql_col_copy(s, 0, elem, FB_ID_MAX);
+}
+
 int fb_sql_collect(fb_sql_stmt *s, size_t elem_size, int (*rd)(fb_sql_stmt *, void *), void **out, size_t *n,
                    const char *what, fb_err *err)
 {
@@ -423,23 +435,17 @@ int fb_sql_collect(fb_sql_stmt *s, size_t elem_size, int (*rd)(fb_sql_stmt *, vo
     return 0;
 }
 
-int fb_sql_read_id(fb_sql_stmt *s, void *elem)
-{
-    return fb_sql_col_copy(s, 0, elem, FB_ID_MAX);
-}
-
 int fb_sql_exec_texts(fb_sql *db, const char *sql, const char *what, fb_err *err, int n, ...)
 {
     cleanup_stmt fb_sql_stmt *s = NULL;
     int rc = fb_sql_prepare(db, sql, &s, err);
-    va_list ap;
-    va_start(ap, n);
-    for (int i = 0; rc == 0 && i < n; i++)
-        rc = fb_sql_bind_text(s, i + 1, va_arg(ap, const char *), err);
-    va_end(ap);
-    if (rc == 0)
-        rc = fb_sql_run(s, what, err);
-    return rc;
+    if (rc == 0) {
+        va_list ap;
+        va_start(ap, n);
+        rc = bind_va(s, err, n, ap);
+        va_end(ap);
+    }
+    return rc == 0 ? fb_sql_run(s, what, err) : rc;
 }
 
 int fb_sql_exists(fb_sql *db, const char *sql, const char *param, fb_err *err)
@@ -453,34 +459,35 @@ int fb_sql_exists(fb_sql *db, const char *sql, const char *param, fb_err *err)
 
 /* ---- lock and transactions ----------------------------------------------------------- */
 
+/* A mutex call that fails is a bug (the lock is error-checking). */
+static void must(int rc, const char *what)
+{
+    if (rc == 0)
+        return;
+    fprintf(stderr, "forgebox: internal: store %s: %s\n", what, strerror(rc));
+    abort();
+}
+
 void fb_sql_lock(fb_sql *db)
 {
-    int rc = pthread_mutex_lock(&db->lock);
-    if (rc != 0) {
-        fprintf(stderr, "forgebox: internal: store lock: %s\n", strerror(rc));
-        abort();
-    }
+    must(pthread_mutex_lock(&db->lock), "lock");
 }
 
 void fb_sql_unlock(fb_sql *db)
 {
-    int rc = pthread_mutex_unlock(&db->lock);
-    if (rc != 0) {
-        fprintf(stderr, "forgebox: internal: store unlock: %s\n", strerror(rc));
-        abort();
-    }
+    must(pthread_mutex_unlock(&db->lock), "unlock");
 }
 
 fb_sql *fb_sql_locked(fb_sql *db)
 {
-    fb_sql_lock(db);
+    must(pthread_mutex_lock(&db->lock), "lock");
     return db;
 }
 
 void fb_sql_unlockp(fb_sql **db)
 {
-    if (*db)
-        fb_sql_unlock(*db);
+    if (*db != NULL)
+        must(pthread_mutex_unlock(&(*db)->lock), "unlock");
 }
 
 /* Opens a transaction with the given BEGIN, then runs then (or nothing). */
@@ -577,48 +584,53 @@ fail:
     return -1;
 }
 
-int fb_sql_open(const char *url, fb_sql **out, fb_err *err)
+int fb_sql_schema_version(fb_sql *db)
 {
-    *out = NULL;
-    fb_sql *s = calloc(1, sizeof *s);
-    if (!s)
-        return fb_fail(err, "out of memory");
-    pthread_mutexattr_t attr;
-    pthread_mutexattr_init(&attr);
-    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
-    int mrc = pthread_mutex_init(&s->lock, &attr);
-    pthread_mutexattr_destroy(&attr);
-    if (mrc != 0) {
-        free(s);
-        errno = mrc;
-        return fb_fail_errno(err, "cannot create the store mutex");
-    }
-    s->conn = PQconnectdb(url);
-    if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) {
-        /* libpq's message names host and port, never the password. */
-        const char *m = s->conn ? PQerrorMessage(s->conn) : "out of memory";
-        fb_fail(err, "cannot connect to PostgreSQL: %.*s", (int)strcspn(m, "\n"), m);
-        fb_sql_close(s);
-        return -1;
-    }
-    if (exec_fixed(s, "SET client_min_messages = warning", err) < 0 || migrate(s, err) < 0) {
-        fb_sql_close(s);
-        return -1;
-    }
-    *out = s;
-    return 0;
+    return db->version;
 }
 
 void fb_sql_close(fb_sql *db)
 {
-    if (!db)
-        return;
-    PQfinish(db->conn);
-    pthread_mutex_destroy(&db->lock);
-    free(db);
+    if (db) {
+        PQfinish(db->conn);
+        pthread_mutex_destroy(&db->lock);
+        free(db);
+    }
 }
 
-int fb_sql_schema_version(fb_sql *db)
+/* An error-checking mutex: taking it twice in one thread aborts. */
+static int errorcheck_mutex(pthread_mutex_t *m)
 {
-    return db->version;
+    pthread_mutexattr_t attr;
+    int rc = pthread_mutexattr_init(&attr);
+    if (rc == 0) {
+        pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
+        rc = pthread_mutex_init(m, &attr);
+        pthread_mutexattr_destroy(&attr);
+    }
+    return rc;
+}
+
+int fb_sql_open(const char *url, fb_sql **out, fb_err *err)
+{
+    *out = NULL;
+    fb_sql *s = calloc(1, sizeof *s);
+    int mrc = s ? errorcheck_mutex(&s->lock) : ENOMEM;
+    if (mrc != 0) {
+        free(s);
+        errno = mrc;
+        return fb_fail_errno(err, "cannot create the store connection");
+    }
+    s->conn = PQconnectdb(url);
+    const char *m = s->conn ? PQerrorMessage(s->conn) : "out of memory";
+    int rc = 0;
+    if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) /* libpq names host and port, never the password */
+        rc = fb_fail(err, "cannot connect to PostgreSQL: %.*s", (int)strcspn(m, "\n"), m);
+    else if (exec_fixed(s, "SET client_min_messages = warning", err) < 0 || migrate(s, err) < 0)
+        rc = -1;
+    if (rc < 0)
+        fb_sql_close(s);
+    else
+        *out = s;
+    return rc < 0 ? -1 : 0;
 }
