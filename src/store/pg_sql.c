@@ -621,7 +621,11 @@ int fb_sql_open(const char *url, fb_sql **out, fb_err *err)
         errno = mrc;
         return fb_fail_errno(err, "cannot create the store connection");
     }
-    s->conn = PQconnectdb(url);
+    /* A connect timeout unless the URL sets one: a reconnection attempt
+     * (PQreset) must not hang a request on a host that does not answer. */
+    const char *const keys[] = {"connect_timeout", "dbname", NULL};
+    const char *const vals[] = {"5", url, NULL};
+    s->conn = PQconnectdbParams(keys, vals, 1);
     const char *m = s->conn ? PQerrorMessage(s->conn) : "out of memory";
     int rc = 0;
     if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) /* libpq names host and port, never the password */
