@@ -48,11 +48,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/time.h"
 #include "policy/policy.h"
 #include "store/migrations.h"
 
 /* The advisory lock key every ForgeBox writer takes ("fbstore\0"). */
 #define WRITER_LOCK "7377436577230592"
+#define RETRY_NS 250000000ULL /* between reconnection attempts */
 #define INT8OID 20
 #define INT2OID 21
 #define INT4OID 23
@@ -66,6 +68,7 @@ struct fb_sql {
     int version;
     int64_t changes;
     bool in_tx; /* between begin_with and commit/rollback */
+    uint64_t retry_after_ns; /* no reconnection attempt before (monotonic) */
 };
 
 struct fb_sql_stmt {
@@ -124,9 +127,16 @@ static int ensure_connected(fb_sql *db, fb_err *err)
 {
     if (PQstatus(db->conn) == CONNECTION_OK)
         return 0;
+    /* At most one attempt per RETRY_NS: while the server is away, requests
+     * queued on the store lock fail at once instead of each waiting for a
+     * connection attempt in turn. */
+    uint64_t now = fb_time_monotonic_ns();
+    if (now < db->retry_after_ns)
+        return fb_fail_code(err, FB_STORE_EBUSY, "database: PostgreSQL is unreachable; retrying shortly");
     PQreset(db->conn);
     if (PQstatus(db->conn) == CONNECTION_OK)
         return 0;
+    db->retry_after_ns = fb_time_monotonic_ns() + RETRY_NS;
     int n = (int)strcspn(PQerrorMessage(db->conn), "\n");
     return fb_fail_code(err, FB_STORE_EBUSY, "database: cannot reach PostgreSQL (%.*s); will retry on the next request",
                         n, PQerrorMessage(db->conn));
