@@ -224,3 +224,17 @@ def test_audit_tampering_in_postgres_is_detected(pg, url, tamper, expect):
     r = run("audit", "verify", url=url, state=g.state)
     assert r.returncode == 1, r
     assert expect in r.stderr
+
+
+def test_a_wrong_password_or_url_is_refused_without_echoing_it(pg, url, tmp_path):
+    bad = url.replace(pg.password, "wr0ng-pass-w0rd")
+    r = run("admin", "init", url=bad, state=str(tmp_path / "s"))
+    assert r.returncode == 1
+    assert "password authentication failed" in r.stderr and "wr0ng-pass-w0rd" not in r.stderr + r.stdout
+    r = run("audit", "verify", url="mysql://u:wr0ng-pass-w0rd@h/db", state=str(tmp_path / "s"))
+    assert r.returncode == 1
+    assert "unknown scheme" in r.stderr and "wr0ng-pass-w0rd" not in r.stderr
+    p = subprocess.run([FORGEBOX, "serve", "--state-dir", str(tmp_path / "s")], capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, FORGEBOX_STORE_URL="mysql://u:wr0ng-pass-w0rd@h/db"))
+    assert p.returncode != 0
+    assert "store.url" in p.stderr and "wr0ng-pass-w0rd" not in p.stderr + p.stdout
