@@ -608,6 +608,14 @@ void fb_sql_close(fb_sql *db)
     }
 }
 
+/* Server notices ("relation already exists, skipping") are not for
+ * stderr; the processor stays with the connection across PQreset. */
+static void drop_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 /* An error-checking mutex: taking it twice in one thread aborts. */
 static int errorcheck_mutex(pthread_mutex_t *m)
 {
@@ -631,17 +639,21 @@ int fb_sql_open(const char *url, fb_sql **out, fb_err *err)
         errno = mrc;
         return fb_fail_errno(err, "cannot create the store connection");
     }
-    /* A connect timeout unless the URL sets one: a reconnection attempt
-     * (PQreset) must not hang a request on a host that does not answer. */
-    const char *const keys[] = {"connect_timeout", "dbname", NULL};
-    const char *const vals[] = {"5", url, NULL};
+    /* Timeouts unless the URL sets its own: a reconnection attempt
+     * (PQreset) must not hang a request on a host that does not answer,
+     * nor a query on a server that vanished without closing the socket. */
+    const char *const keys[] = {"connect_timeout", "keepalives_idle", "keepalives_interval", "keepalives_count",
+                                "tcp_user_timeout", "dbname", NULL};
+    const char *const vals[] = {"5", "15", "5", "3", "30000", url, NULL};
     s->conn = PQconnectdbParams(keys, vals, 1);
     const char *m = s->conn ? PQerrorMessage(s->conn) : "out of memory";
     int rc = 0;
     if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) /* libpq names host and port, never the password */
         rc = fb_fail(err, "cannot connect to PostgreSQL: %.*s", (int)strcspn(m, "\n"), m);
-    else if (exec_fixed(s, "SET client_min_messages = warning", err) < 0 || migrate(s, err) < 0)
-        rc = -1;
+    else {
+        PQsetNoticeProcessor(s->conn, drop_notice, NULL);
+        rc = migrate(s, err);
+    }
     if (rc < 0)
         fb_sql_close(s);
     else
