@@ -9,7 +9,7 @@ postgresql://user:password@127.0.0.1:PORT/db URL ForgeBox takes.  stop()
 and restart() drive pg_ctl; close() stops and removes everything.
 
 Run it alone to get a server for manual tests:
-    python3 tests/integration/pg_fixture.py   (prints the URL, Ctrl-C stops)
+    python3 tests/integration/pg_fixture.py   (prints the URL; SIGINT or SIGTERM stops)
 """
 import glob
 import os
@@ -112,12 +112,14 @@ class PgServer:
 
 
 if __name__ == "__main__":
+    import signal
+    import sys
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
     srv = PgServer()
     print(srv.url, flush=True)
     try:
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
     finally:
         srv.close()
