@@ -189,6 +189,10 @@ int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_
     if (fb_auth_org_get(c->store, &initialised, c->org, err) != FB_AUTH_OK || !initialised) {
         fb_store_close(c->store);
         free(c);
+        if (cfg->store.url)
+            return fb_fail(err, "the store store.url names is not initialised: run `forgebox admin init "
+                                "--state-dir %s --store URL` first",
+                           cfg->state_dir);
         return fb_fail(err, "the store in %s is not initialised: run `forgebox admin init --state-dir %s` first",
                        cfg->state_dir, cfg->state_dir);
     }
