@@ -7,10 +7,10 @@ set -eu
 PACKAGES="
 build-essential pkg-config clang libclang-rt-14-dev
 libseccomp-dev libcap-dev libsodium-dev libjansson-dev libcmocka-dev
-libmicrohttpd-dev libsqlite3-dev libyaml-dev libevent-dev libc-ares-dev libcurl4-gnutls-dev libgnutls28-dev
+libmicrohttpd-dev libsqlite3-dev libpq-dev libyaml-dev libevent-dev libc-ares-dev libcurl4-gnutls-dev libgnutls28-dev
 qemu-system-x86 busybox-static mmdebstrap e2fsprogs cpio kmod zstd xz-utils
 bubblewrap python3 python3-pytest python3-pytest-xdist python3-yaml hyperfine wrk procps util-linux sqlite3
-chromium chromium-driver python3-selenium openssl
+chromium chromium-driver python3-selenium openssl postgresql
 "
 # Node.js and npm run the pinned SDK clients of the compatibility tests
 # (tests/compat/e2b, tests/compat/mcp).  A nodejs that bundles its own npm (NodeSource's)

@@ -65,6 +65,7 @@ typedef enum fb_auth_status {
     FB_AUTH_ENOTFOUND = -3, /* no such thing (or not visible to the actor): 404 */
     FB_AUTH_EEXISTS = -4,   /* name taken, org already initialised: 409 */
     FB_AUTH_EDENIED = -5,   /* the actor may not do this: 403 */
+    FB_AUTH_EUNAVAILABLE = -6, /* the store cannot answer now (unreachable, busy): 503 */
 } fb_auth_status;
 
 /* Why an authentication failed (audit only; always 401 on the wire). */

@@ -230,8 +230,10 @@ int fb_auth_key_authenticate_n(fb_store *st, const char *value, size_t len, fb_p
         rc = auth_fail(why, FB_AUTH_FAIL_UNKNOWN, err, "no API key %s", key_id);
         goto out;
     }
-    if (found < 0)
-        goto out; /* why = error, err set */
+    if (found < 0) {
+        rc = fb_auth_from_store(found); /* why = error, err set */
+        goto out;
+    }
     if (!row.digest_ok || sodium_memcmp(row.digest, digest, DIGEST_BYTES) != 0) {
         rc = auth_fail(why, FB_AUTH_FAIL_BAD_SECRET, err, "wrong secret for API key %s", key_id);
         goto out;
@@ -317,6 +319,8 @@ int fb_auth_key_principal(fb_store *st, const char *key_id, fb_principal *out, f
     int found = fb_store_key_auth_row(st, key_id, &row, err);
     if (found == FB_STORE_ENOTFOUND)
         rc = auth_fail(why, FB_AUTH_FAIL_UNKNOWN, err, "no API key %s", key_id);
+    else if (found < 0)
+        rc = fb_auth_from_store(found); /* why = error */
     else if (found == 0 && key_state_check(&row, key_id, why, err) == 0) {
         fb_auth_fill_principal(out, &row.owner, key_id, row.key.scopes);
         *why = FB_AUTH_FAIL_NONE;

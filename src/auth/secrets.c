@@ -101,6 +101,7 @@ int fb_auth_from_store(int status)
     case FB_STORE_ENOTFOUND: return FB_AUTH_ENOTFOUND;
     case FB_STORE_EEXISTS: return FB_AUTH_EEXISTS;
     case FB_STORE_ECONFLICT: return FB_AUTH_EDENIED;
+    case FB_STORE_EBUSY: return FB_AUTH_EUNAVAILABLE;
     default: return FB_AUTH_EINTERNAL;
     }
 }

@@ -27,6 +27,9 @@
  * /var/lib/forgebox/image. */
 const char *fb_cli_image_dir(const char *flag, char *buf, size_t cap);
 const char *fb_cli_state_dir(const char *flag);
+/* --store URL, else $FORGEBOX_STORE_URL (which keeps a password out of the
+ * process list), else NULL: the SQLite store in the state directory. */
+const char *fb_cli_store_url(const char *flag);
 const char *fb_cli_run_dir(void);
 
 /* run_net.c: the network grant of `forgebox run` (--allow-net). */

@@ -68,6 +68,14 @@ const char *fb_cli_state_dir(const char *flag)
     return env && *env ? env : "/var/lib/forgebox";
 }
 
+const char *fb_cli_store_url(const char *flag)
+{
+    if (flag)
+        return flag;
+    const char *env = getenv("FORGEBOX_STORE_URL");
+    return env && *env ? env : NULL;
+}
+
 const char *fb_cli_run_dir(void)
 {
     const char *env = getenv("FORGEBOX_RUN_DIR");

@@ -114,15 +114,18 @@ int fb_cmd_serve(int argc, char **argv)
 
 int fb_cmd_admin(int argc, char **argv)
 {
-    const char *state_flag = NULL;
+    const char *state_flag = NULL, *store_flag = NULL;
     if (argc < 2 || strcmp(argv[1], "init") != 0) {
-        fprintf(stderr, "usage: forgebox admin init [--state-dir DIR] [--org NAME] [--admin USERNAME]\n");
+        fprintf(stderr,
+                "usage: forgebox admin init [--state-dir DIR] [--store URL] [--org NAME] [--admin USERNAME]\n");
         return FB_EXIT_USAGE;
     }
     const char *org = "forgebox", *admin = "admin";
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "--state-dir") == 0 && i + 1 < argc)
             state_flag = argv[++i];
+        else if (strcmp(argv[i], "--store") == 0 && i + 1 < argc)
+            store_flag = argv[++i];
         else if (strcmp(argv[i], "--org") == 0 && i + 1 < argc)
             org = argv[++i];
         else if (strcmp(argv[i], "--admin") == 0 && i + 1 < argc)
@@ -135,7 +138,7 @@ int fb_cmd_admin(int argc, char **argv)
     const char *state = fb_cli_state_dir(state_flag);
     fb_store *st = NULL;
     fb_err err = {{0}};
-    if (sodium_init() < 0 || fb_store_open(state, &st, &err) < 0) {
+    if (sodium_init() < 0 || fb_store_open_url(state, fb_cli_store_url(store_flag), &st, &err) < 0) {
         fprintf(stderr, "forgebox: %s\n", err.msg);
         return 1;
     }

@@ -41,6 +41,7 @@
 const struct cfg_key cfg_keys[] = {
     {"listen", K_LISTEN, OFF(listen), false, 0, 0},
     {"state_dir", K_PATH, OFF(state_dir), false, 0, 0},
+    {"store.url", K_URL, OFF(store.url), true, 0, 0},
     {"run_dir", K_PATH, OFF(run_dir), false, 0, 0},
     {"image_dir", K_PATH, OFF(image_dir), true, 0, 0},
     {"log_level", K_LOGLEVEL, OFF(log_level), false, 0, 0},
@@ -93,7 +94,7 @@ const struct cfg_key cfg_keys[] = {
 _Static_assert(sizeof cfg_keys / sizeof cfg_keys[0] == FB_CONFIG_NKEYS,
                "FB_CONFIG_NKEYS in config.h must match the key table");
 
-const char *const cfg_sections[] = {"tls", "sandbox", "network", "limits", "quotas", "tasks", "e2b", "console"};
+const char *const cfg_sections[] = {"store", "tls", "sandbox", "network", "limits", "quotas", "tasks", "e2b", "console"};
 
 /* FORGEBOX_ variables that belong to other parts of ForgeBox (the CLI, the
  * image build, the test harness); never reported as misspelt keys. */
@@ -348,6 +349,45 @@ int fb_config_listen_split(const char *listen, char *host, size_t host_cap, uint
     return 0;
 }
 
+/* store.url: a scheme we know and no control characters. */
+static bool valid_store_url(const char *s)
+{
+    if (strncmp(s, "sqlite://", 9) != 0 && strncmp(s, "postgresql://", 13) != 0 && strncmp(s, "postgres://", 11) != 0)
+        return false;
+    for (const char *p = s; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return false;
+    return true;
+}
+
+/* Frees a string value, wiping it first (a store URL carries a password). */
+static void free_string(char *s)
+{
+    if (s)
+        explicit_bzero(s, strlen(s));
+    free(s);
+}
+
+/* A store URL for the dump: "scheme://user:[redacted]@host..." when it
+ * carries a password (user:password@ before the host). */
+static json_t *url_shown(const char *url)
+{
+    if (!url)
+        return json_null();
+    const char *auth = strstr(url, "://");
+    auth = auth ? auth + 3 : url;
+    const char *at = strchr(auth, '@');
+    const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    if (!colon)
+        return json_string(url);
+    char *shown = NULL;
+    if (asprintf(&shown, "%.*s:[redacted]%s", (int)(colon - url), url, at) < 0)
+        return NULL;
+    json_t *v = json_string(shown);
+    free(shown);
+    return v;
+}
+
 static bool valid_abs_path(const char *s)
 {
     if (s[0] != '/' || strlen(s) > FB_CONFIG_MAX_VALUE)
@@ -440,18 +480,24 @@ int cfg_set_value(fb_config *cfg, const struct cfg_key *k, const char *value, co
         parsed.u = set;
         break;
     }
+    case K_URL: /* never echoed: it may carry the database password */
+        if (value[0] != '\0' && !valid_store_url(value))
+            return cfg_fail_value(err, k, source, value, true,
+                                  "must be sqlite:///STATE_DIR/forgebox.db or "
+                                  "postgresql://USER:PASSWORD@HOST:PORT/DATABASE");
+        break;
     }
 
     char *src = strdup(source);
     if (!src)
         return fb_fail(err, "config: out of memory");
-    if (k->type == K_LISTEN || k->type == K_PATH) {
+    if (k->type == K_LISTEN || k->type == K_PATH || k->type == K_URL) {
         if (value[0] != '\0' && !(dup = strdup(value))) {
             free(src);
             return fb_fail(err, "config: out of memory");
         }
         char **slot = FIELD(cfg, k, char *);
-        free(*slot);
+        free_string(*slot);
         *slot = dup;
     } else if (k->type == K_LOGLEVEL) {
         *FIELD(cfg, k, fb_log_level) = (fb_log_level)parsed.e;
@@ -517,9 +563,9 @@ void fb_config_free(fb_config *cfg)
     if (!cfg)
         return;
     for (size_t i = 0; i < NKEYS; i++) {
-        if (cfg_keys[i].type == K_LISTEN || cfg_keys[i].type == K_PATH) {
+        if (cfg_keys[i].type == K_LISTEN || cfg_keys[i].type == K_PATH || cfg_keys[i].type == K_URL) {
             char **slot = FIELD(cfg, &cfg_keys[i], char *);
-            free(*slot);
+            free_string(*slot);
             *slot = NULL;
         }
         free(cfg->src_[i]);
@@ -624,6 +670,9 @@ char *fb_config_dump_json(const fb_config *cfg)
                 for (int r = 0; v && r < FB_CA_ROLE_COUNT; r++)
                     if (*CFIELD(cfg, k, uint64_t) & FB_CA_ROLE_BIT(r))
                         json_array_append_new(v, json_string(fb_ca_role_name((fb_ca_role)r)));
+                break;
+            case K_URL:
+                v = url_shown(*CFIELD(cfg, k, char *));
                 break;
             default:
                 v = json_integer((json_int_t)*CFIELD(cfg, k, uint64_t));

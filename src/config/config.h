@@ -54,7 +54,7 @@ typedef enum {
 /* Longest value any key accepts, after ${VAR} interpolation. */
 #define FB_CONFIG_MAX_VALUE 3000
 /* Number of keys (the size of the bookkeeping arrays below). */
-#define FB_CONFIG_NKEYS 47
+#define FB_CONFIG_NKEYS 48
 
 /* Most providers one file may define. */
 #define FB_CONFIG_MAX_PROVIDERS 64
@@ -86,6 +86,12 @@ typedef struct fb_config_host {
 typedef struct fb_config {
     char *listen;             /* "host:port" or "[v6addr]:port" */
     char *state_dir;          /* absolute */
+    struct {
+        /* NULL: SQLite under state_dir; else sqlite:// or postgresql://
+         * (src/store/store.h).  Its password is never shown (the dump
+         * says "[redacted]" in its place) and wiped when freed. */
+        char *url;
+    } store;
     char *run_dir;            /* absolute */
     char *image_dir;          /* absolute, or NULL: the CLI decides */
     fb_log_level log_level;

@@ -23,6 +23,7 @@ enum key_type {
     K_BOOL,     /* true|false (and yes/no, on/off, 1/0) */
     K_TOOLS,    /* tool names, comma- or space-separated (a YAML list too): an fb_toolset */
     K_ROLES,    /* certificate roles (node, gateway), listed like K_TOOLS: a uint64_t role set */
+    K_URL,      /* a store URL (sqlite:// or postgresql://); may carry a password */
 };
 
 struct cfg_key {

@@ -60,6 +60,9 @@ int core_auth_error(int st, const fb_err *e, fb_core_err *err)
     case FB_AUTH_ENOTFOUND: return fb_core_fail(err, FB_CORE_NOT_FOUND, "%s", e->msg);
     case FB_AUTH_EEXISTS: return fb_core_fail(err, FB_CORE_CONFLICT, "%s", e->msg);
     case FB_AUTH_EDENIED: return fb_core_fail(err, FB_CORE_FORBIDDEN, "%s", e->msg);
+    case FB_AUTH_EUNAVAILABLE:
+        fb_log("error", NULL, "identity store unavailable", json_pack("{s:s}", "error", e->msg));
+        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "the store is unavailable; retry shortly");
     default:
         fb_log("error", NULL, "identity store failure", json_pack("{s:s}", "error", e->msg));
         return fb_core_fail(err, FB_CORE_INTERNAL, "internal error (see the server log)");
@@ -178,7 +181,7 @@ int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_
     c->image_dir = image_dir;
     core_registry_init(&c->reg);
     core_tasks_init(&c->tasks);
-    if (fb_store_open(cfg->state_dir, &c->store, err) < 0) {
+    if (fb_store_open_url(cfg->state_dir, cfg->store.url, &c->store, err) < 0) {
         free(c);
         return -1;
     }
@@ -186,6 +189,10 @@ int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_
     if (fb_auth_org_get(c->store, &initialised, c->org, err) != FB_AUTH_OK || !initialised) {
         fb_store_close(c->store);
         free(c);
+        if (cfg->store.url)
+            return fb_fail(err, "the store store.url names is not initialised: run `forgebox admin init "
+                                "--state-dir %s --store URL` first",
+                           cfg->state_dir);
         return fb_fail(err, "the store in %s is not initialised: run `forgebox admin init --state-dir %s` first",
                        cfg->state_dir, cfg->state_dir);
     }

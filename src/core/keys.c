@@ -26,6 +26,8 @@ static int auth_outcome(fb_core *c, fb_caller *caller, int st, fb_auth_fail why,
         if (why == FB_AUTH_FAIL_ERROR) {
             fb_log("error", caller->request_id, "authentication could not be decided",
                    json_pack("{s:s}", "error", e->msg));
+            if (st == FB_AUTH_EUNAVAILABLE)
+                return fb_core_fail(err, FB_CORE_UNAVAILABLE, "the store is unavailable; retry shortly");
             return fb_core_fail(err, FB_CORE_INTERNAL, "internal error (see the server log)");
         }
         return fb_core_fail(err, FB_CORE_UNAUTHORIZED, "missing or invalid API key");

@@ -6,9 +6,10 @@
  * A storage engine fills the four tables with functions of the same
  * signatures as the public repository calls (store/identity.h,
  * store/sandboxes.h, store/audit_log.h, store/tasks.h); store.c, identity.c
- * and tasks.c only forward.  Today the SQLite engine (sqlite_*.c) is the one filling them;
- * a PostgreSQL engine would add its own tables and an open function, and
- * fb_store_open would pick between them from the configuration.
+ * and tasks.c only forward.  Two engines fill them: SQLite (sqlite_*.c)
+ * and PostgreSQL (pg_store.c, pg_sql.c, and the same SQL repositories
+ * compiled with pg_names.h); fb_store_open_url picks one from the store
+ * URL.
  */
 #ifndef FB_STORE_BACKEND_H
 #define FB_STORE_BACKEND_H
@@ -105,6 +106,7 @@ struct fb_store {
     const fb_store_engine *engine;
     void *impl; /* the engine's connection state */
     char *state_dir;
+    char *url; /* the store URL the engine connects to (PostgreSQL), or NULL */
     char node_id[FB_STORE_NODE_ID_MAX];
     /* The audit group commit (audit_batch.c): appends waiting for the
      * next commit, and whether one is being written. */
@@ -121,5 +123,14 @@ extern const fb_sandbox_ops fb_sqlite_sandbox_ops;
 extern const fb_audit_ops fb_sqlite_audit_ops;
 extern const fb_task_ops fb_sqlite_task_ops;
 extern const fb_session_ops fb_sqlite_session_ops;
+
+/* The PostgreSQL engine (pg_store.c); its repository tables are the SQL
+ * repositories compiled with pg_names.h. */
+extern const fb_store_engine fb_pg_engine;
+extern const fb_identity_ops fb_pg_identity_ops;
+extern const fb_sandbox_ops fb_pg_sandbox_ops;
+extern const fb_audit_ops fb_pg_audit_ops;
+extern const fb_task_ops fb_pg_task_ops;
+extern const fb_session_ops fb_pg_session_ops;
 
 #endif

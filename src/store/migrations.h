@@ -2,7 +2,8 @@
  * migrations.h - the schema migrations compiled into the binary.
  *
  * The Makefile turns src/store/migrations/NNN_name.sql into
- * build/gen/migrations.c, one entry per file in file-name order; NNN is the
+ * build/gen/migrations.c, one entry per file in file-name order (and
+ * src/store/migrations/pg/ into fb_pg_migrations); NNN is the
  * schema version the file brings the database to.  Only store.c reads this.
  */
 #ifndef FB_STORE_MIGRATIONS_H
@@ -19,5 +20,8 @@ typedef struct fb_migration {
 
 extern const fb_migration fb_migrations[];
 extern const size_t fb_migrations_count;
+/* The same versions for PostgreSQL, from src/store/migrations/pg/. */
+extern const fb_migration fb_pg_migrations[];
+extern const size_t fb_pg_migrations_count;
 
 #endif

@@ -110,25 +110,74 @@ static int load_node_id(const char *dir, char out[FB_STORE_NODE_ID_MAX], fb_err 
     return fb_fail(err, "%s vanished while being created", path);
 }
 
+/* A sqlite:// URL may only name the database the state directory holds:
+ * the SQLite engine keeps its database beside the node id and the keys. */
+static int check_sqlite_url(const char *state_dir, const char *path, fb_err *err)
+{
+    if (!*path)
+        return 0;
+    const char *slash = strrchr(path, '/');
+    cleanup_free char *want = realpath(state_dir, NULL);
+    cleanup_free char *dir = slash && slash > path ? strndup(path, (size_t)(slash - path)) : NULL;
+    cleanup_free char *got = dir ? realpath(dir, NULL) : NULL;
+    if (path[0] != '/' || !slash || strcmp(slash + 1, "forgebox.db") != 0 || !want || !got || strcmp(want, got) != 0)
+        return fb_fail(err, "store URL sqlite://%s: a SQLite store is STATE_DIR/forgebox.db (here %s/forgebox.db); "
+                            "set the state directory instead",
+                       path, state_dir);
+    return 0;
+}
+
+/* The engine a store URL names (NULL or "" is SQLite). */
+static const fb_store_engine *engine_for(const char *state_dir, const char *url, fb_err *err)
+{
+    if (!url || !*url)
+        return &fb_sqlite_engine;
+    if (strncmp(url, "sqlite://", 9) == 0)
+        return check_sqlite_url(state_dir, url + 9, err) < 0 ? NULL : &fb_sqlite_engine;
+    if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0)
+        return &fb_pg_engine;
+    fb_fail(err, "store URL: unknown scheme (expected sqlite:// or postgresql://)");
+    return NULL;
+}
+
+static void free_url(char *url)
+{
+    if (url) {
+        explicit_bzero(url, strlen(url)); /* it may carry the database password */
+        free(url);
+    }
+}
+
 int fb_store_open(const char *state_dir, fb_store **out, fb_err *err)
+{
+    return fb_store_open_url(state_dir, NULL, out, err);
+}
+
+int fb_store_open_url(const char *state_dir, const char *url, fb_store **out, fb_err *err)
 {
     *out = NULL;
     if (!state_dir || !*state_dir)
         return fb_fail(err, "no state directory given");
     if (prepare_state_dir(state_dir, err) < 0)
         return -1;
+    const fb_store_engine *engine = engine_for(state_dir, url, err);
+    if (!engine)
+        return -1;
     fb_store *st = calloc(1, sizeof *st);
-    if (!st || !(st->state_dir = strdup(state_dir))) {
+    if (!st || !(st->state_dir = strdup(state_dir)) || (url && !(st->url = strdup(url)))) {
+        if (st)
+            free(st->state_dir);
         free(st);
         return fb_fail(err, "out of memory");
     }
-    st->engine = &fb_sqlite_engine;
+    st->engine = engine;
     pthread_mutex_init(&st->audit_mu, NULL);
     pthread_cond_init(&st->audit_cv, NULL);
     st->audit_queue_tail = &st->audit_queue;
     if (load_node_id(state_dir, st->node_id, err) < 0 || st->engine->open(st, state_dir, err) < 0) {
         pthread_cond_destroy(&st->audit_cv);
         pthread_mutex_destroy(&st->audit_mu);
+        free_url(st->url);
         free(st->state_dir);
         free(st);
         return -1;
@@ -144,8 +193,14 @@ void fb_store_close(fb_store *st)
     st->engine->close(st);
     pthread_cond_destroy(&st->audit_cv);
     pthread_mutex_destroy(&st->audit_mu);
+    free_url(st->url);
     free(st->state_dir);
     free(st);
+}
+
+const char *fb_store_engine_name(const fb_store *st)
+{
+    return st->engine->name;
 }
 
 int fb_store_schema_version(fb_store *st)

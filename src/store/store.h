@@ -11,9 +11,9 @@
  *     store/tasks.h       tasks, their transcript events and approvals
  *
  * An fb_store dispatches every call through a table of operations
- * (store/backend.h); today the one implementation is SQLite (a WAL database
- * under the state directory, src/store/sqlite_*.c), and a PostgreSQL one
- * can fill the same table for several nodes.  Every repository call is
+ * (store/backend.h): SQLite (a WAL database under the state directory,
+ * src/store/sqlite_*.c), or PostgreSQL shared by several gateways
+ * (src/store/pg_*.c), chosen by the store URL.  Every repository call is
  * atomic on its own: where it writes several rows (bootstrap, a key and its
  * checks, an audit entry and the head, a revocation and its descendants)
  * they are one transaction.
@@ -65,7 +65,16 @@ const char *fb_store_status_name(int status);
  * directory others can write, a database others can read, and a database
  * newer than this binary.  Returns 0 or -1 with err set. */
 int fb_store_open(const char *state_dir, fb_store **out, fb_err *err);
+/* Same, with the database the store URL names: NULL, "" or
+ * "sqlite:///STATE_DIR/forgebox.db" is the SQLite store above;
+ * "postgresql://user:password@host:port/db" (or postgres://, any libpq
+ * URI) a PostgreSQL database shared by several gateways, migrated on
+ * open.  The state directory still holds the node id and the keys.  The
+ * URL (its password) is never put into err and is wiped on close. */
+int fb_store_open_url(const char *state_dir, const char *url, fb_store **out, fb_err *err);
 void fb_store_close(fb_store *st);
+/* "sqlite" or "postgresql". */
+const char *fb_store_engine_name(const fb_store *st);
 
 /* The schema version after migrations. */
 int fb_store_schema_version(fb_store *st);

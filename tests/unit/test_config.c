@@ -121,6 +121,7 @@ static void test_defaults(void **state)
     assert_string_equal(
         json,
         "{\"listen\":\"127.0.0.1:8420\",\"state_dir\":\"/var/lib/forgebox\","
+        "\"store\":{\"url\":null},"
         "\"run_dir\":\"/run/forgebox\",\"image_dir\":null,\"log_level\":\"info\","
         "\"tls\":{\"cert\":null,\"key\":null,\"client_ca\":null,\"client_crl\":null,\"client_roles\":[\"gateway\"]},"
         "\"sandbox\":{\"backend\":\"vm\",\"memory_mib\":512,\"vcpus\":1,\"disk_mib\":256,"
@@ -652,6 +653,34 @@ static void test_cross_key_limits(void **state)
 
 /* ---- secrets ------------------------------------------------------------------ */
 
+/* store.url carries the database password: the dump shows the URL with
+ * the password replaced, and a bad value is never echoed. */
+static void test_store_url_password_never_shown(void **state)
+{
+    (void)state;
+    fb_config cfg;
+    fb_err err = {{0}};
+    assert_int_equal(fb_config_defaults(&cfg), 0);
+    assert_int_equal(fb_config_set(&cfg, "store.url", "postgresql://fbx:pw-s3cr3t@10.0.0.5:5432/forgebox", NULL,
+                                   &err),
+                     0);
+    assert_string_equal(cfg.store.url, "postgresql://fbx:pw-s3cr3t@10.0.0.5:5432/forgebox");
+    char *json = fb_config_dump_json(&cfg);
+    assert_non_null(json);
+    assert_null(strstr(json, "pw-s3cr3t"));
+    assert_non_null(strstr(json, "\"store\":{\"url\":\"postgresql://fbx:[redacted]@10.0.0.5:5432/forgebox\"}"));
+    free(json);
+    assert_int_equal(fb_config_set(&cfg, "store.url", "mysql://fbx:pw-other@h/db", NULL, &err), -1);
+    assert_null(strstr(err.msg, "pw-other"));
+    assert_string_equal(err.msg, "config: store.url (command line): must be sqlite:///STATE_DIR/forgebox.db or "
+                                 "postgresql://USER:PASSWORD@HOST:PORT/DATABASE, got a value built from a secret "
+                                 "variable (not shown)");
+    assert_string_equal(cfg.store.url, "postgresql://fbx:pw-s3cr3t@10.0.0.5:5432/forgebox"); /* unchanged */
+    assert_int_equal(fb_config_set(&cfg, "store.url", "", NULL, &err), 0); /* unset: SQLite again */
+    assert_null(cfg.store.url);
+    fb_config_free(&cfg);
+}
+
 static void test_redaction(void **state)
 {
     (void)state;
@@ -765,6 +794,7 @@ int main(void)
         cmocka_unit_test(test_tls_half_configured),
         cmocka_unit_test(test_cross_key_limits),
         cmocka_unit_test(test_redaction),
+        cmocka_unit_test(test_store_url_password_never_shown),
         cmocka_unit_test(test_tasks_keys),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);

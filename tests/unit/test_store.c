@@ -592,6 +592,30 @@ static void test_status_names(void **state)
     assert_string_equal(fb_store_status_name(-1000), "unknown");
 }
 
+/* The store URL: SQLite only in the state directory, known schemes only,
+ * and a PostgreSQL that cannot be reached is an error that does not
+ * carry the password. */
+static void test_store_urls(void **state)
+{
+    fixture *f = *state;
+    fb_store *st = NULL;
+    fb_err err = {{0}};
+    char url[300];
+    snprintf(url, sizeof url, "sqlite://%s", f->db);
+    assert_int_equal(fb_store_open_url(f->state, url, &st, &err), 0);
+    assert_string_equal(fb_store_engine_name(st), "sqlite");
+    fb_store_close(st);
+    assert_int_equal(fb_store_open_url(f->state, "sqlite:///elsewhere/forgebox.db", &st, &err), -1);
+    assert_null(st);
+    assert_non_null(strstr(err.msg, "a SQLite store is STATE_DIR/forgebox.db"));
+    assert_int_equal(fb_store_open_url(f->state, "mysql://u:pw@h/db", &st, &err), -1);
+    assert_string_equal(err.msg, "store URL: unknown scheme (expected sqlite:// or postgresql://)");
+    assert_int_equal(fb_store_open_url(f->state, "postgresql://u:pw-s3cr3t@127.0.0.1:1/db", &st, &err), -1);
+    assert_null(st);
+    assert_non_null(strstr(err.msg, "cannot connect to PostgreSQL"));
+    assert_null(strstr(err.msg, "pw-s3cr3t"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -612,6 +636,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_upgrade_from_version_1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_revoke_tree, setup, teardown),
         cmocka_unit_test(test_status_names),
+        cmocka_unit_test_setup_teardown(test_store_urls, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

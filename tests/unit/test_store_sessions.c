@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store_url.h"
 #include "store/identity.h"
 #include "store/sessions.h"
 #include "store/store.h"
@@ -35,7 +36,7 @@ static int setup(void **state)
     fb_err err = {{0}};
     char dir[96];
     snprintf(dir, sizeof dir, "%s/state", f->tmp);
-    if (fb_store_open(dir, &f->st, &err) < 0)
+    if (test_store_open(dir, &f->st, &err) < 0)
         fail_msg("fb_store_open: %s", err.msg);
     fb_team t = {"tm_1", "default", "2026-11-29T10:31:07.000000000Z"};
     fb_user u = {.id = "us_1", .username = "root", .team_id = "tm_1", .role = FB_ROLE_ADMIN};
