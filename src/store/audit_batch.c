@@ -25,9 +25,11 @@
 #include "store/backend.h"
 
 #define BATCH_MAX 256
+#define GROUP_MAX 8 /* entries one caller appends together (fb_store_audit_append_many) */
 
 struct audit_waiter {
-    fb_audit_append_item item;
+    fb_audit_append_item items[GROUP_MAX];
+    size_t n;
     struct audit_waiter *next;
     bool done;
     int rc;
@@ -35,14 +37,16 @@ struct audit_waiter {
 };
 
 /* Writes a batch taken off the queue (no lock held) and records each
- * waiter's outcome. */
+ * waiter's outcome.  A waiter's entries are consecutive and never split. */
 static void write_batch(fb_store *st, struct audit_waiter **batch, size_t n)
 {
-    fb_audit_append_item items[BATCH_MAX];
+    fb_audit_append_item items[BATCH_MAX + GROUP_MAX];
+    size_t total = 0;
     for (size_t i = 0; i < n; i++)
-        items[i] = batch[i]->item;
+        for (size_t j = 0; j < batch[i]->n; j++)
+            items[total++] = batch[i]->items[j];
     fb_err err = {{0}};
-    int rc = st->engine->audit->append_batch(st, items, n, &err);
+    int rc = st->engine->audit->append_batch(st, items, total, &err);
     if (rc == 0 || n == 1) {
         for (size_t i = 0; i < n; i++) {
             batch[i]->rc = rc;
@@ -51,12 +55,17 @@ static void write_batch(fb_store *st, struct audit_waiter **batch, size_t n)
         return;
     }
     for (size_t i = 0; i < n; i++)
-        batch[i]->rc = st->engine->audit->append_batch(st, &items[i], 1, &batch[i]->err);
+        batch[i]->rc = st->engine->audit->append_batch(st, batch[i]->items, batch[i]->n, &batch[i]->err);
 }
 
-int fb_store_audit_append(fb_store *st, fb_audit_chain_fn chain, void *ctx, fb_err *err)
+int fb_store_audit_append_many(fb_store *st, fb_audit_chain_fn chain, void *const *ctxs, size_t count,
+                               fb_err *err)
 {
-    struct audit_waiter me = {.item = {chain, ctx}};
+    if (count == 0 || count > GROUP_MAX)
+        return fb_fail_code(err, FB_STORE_EINVAL, "audit: %zu entries in one append (1 to %d)", count, GROUP_MAX);
+    struct audit_waiter me = {.n = count};
+    for (size_t i = 0; i < count; i++)
+        me.items[i] = (fb_audit_append_item){chain, ctxs[i]};
     pthread_mutex_lock(&st->audit_mu);
     *st->audit_queue_tail = &me;
     st->audit_queue_tail = &me.next;
@@ -68,8 +77,9 @@ int fb_store_audit_append(fb_store *st, fb_audit_chain_fn chain, void *ctx, fb_e
         /* Lead: take what is queued (me among it) and write it. */
         st->audit_leader = true;
         struct audit_waiter *batch[BATCH_MAX];
-        size_t n = 0;
-        while (st->audit_queue && n < BATCH_MAX) {
+        size_t n = 0, entries = 0;
+        while (st->audit_queue && n < BATCH_MAX && entries + st->audit_queue->n <= BATCH_MAX + GROUP_MAX) {
+            entries += st->audit_queue->n;
             batch[n++] = st->audit_queue;
             st->audit_queue = st->audit_queue->next;
         }
@@ -87,4 +97,9 @@ int fb_store_audit_append(fb_store *st, fb_audit_chain_fn chain, void *ctx, fb_e
     if (me.rc < 0 && err)
         *err = me.err;
     return me.rc;
+}
+
+int fb_store_audit_append(fb_store *st, fb_audit_chain_fn chain, void *ctx, fb_err *err)
+{
+    return fb_store_audit_append_many(st, chain, &ctx, 1, err);
 }
