@@ -2,14 +2,17 @@
  * audit_batch.c - group commit of audit entries (fb_store_audit_append,
  * audit_log.h), for every store engine.
  *
- * Every authenticated request appends two or three audit entries and must
- * not be answered before they are durable.  Committed one by one, each
+ * Every authenticated request appends two or three audit entries (its
+ * authentication and permission entries together, fb_store_audit_append_many)
+ * and must not be answered before they are durable.  Committed one by one, each
  * entry costs a transaction and an fsync, and a busy gateway spends its
  * time waiting for the disk.  Here the appends that arrive while a commit
  * is being written wait in a queue; when it is done, the first of them
  * becomes the leader, takes the whole queue (up to BATCH_MAX) and writes
  * it in one transaction; the others sleep until the leader says their
- * entry is in (or why not).  Nobody returns before the commit that holds
+ * entry is in (or why not).  Each waiter sleeps on its own condition
+ * variable and is woken exactly once (done, or "lead the next commit"):
+ * a broadcast to every waiter per commit cost more CPU than the commit.  Nobody returns before the commit that holds
  * its entry, so "answered" still implies "durable"; nobody waits longer
  * than one commit it did not join plus the one it did.  No thread of its
  * own: the leader is always a caller.
@@ -31,6 +34,8 @@ struct audit_waiter {
     fb_audit_append_item items[GROUP_MAX];
     size_t n;
     struct audit_waiter *next;
+    pthread_cond_t cv; /* this waiter's own: woken once, when done or leading */
+    bool lead;
     bool done;
     int rc;
     fb_err err;
@@ -66,16 +71,19 @@ int fb_store_audit_append_many(fb_store *st, fb_audit_chain_fn chain, void *cons
     struct audit_waiter me = {.n = count};
     for (size_t i = 0; i < count; i++)
         me.items[i] = (fb_audit_append_item){chain, ctxs[i]};
+    pthread_cond_init(&me.cv, NULL);
     pthread_mutex_lock(&st->audit_mu);
     *st->audit_queue_tail = &me;
     st->audit_queue_tail = &me.next;
+    if (!st->audit_leader)
+        st->audit_leader = me.lead = true; /* nobody writing: the queue is just me */
     while (!me.done) {
-        if (st->audit_leader) {
-            pthread_cond_wait(&st->audit_cv, &st->audit_mu);
+        if (!me.lead) {
+            pthread_cond_wait(&me.cv, &st->audit_mu);
             continue;
         }
-        /* Lead: take what is queued (me among it) and write it. */
-        st->audit_leader = true;
+        /* Lead: take what is queued (me first) and write it. */
+        me.lead = false;
         struct audit_waiter *batch[BATCH_MAX];
         size_t n = 0, entries = 0;
         while (st->audit_queue && n < BATCH_MAX && entries + st->audit_queue->n <= BATCH_MAX + GROUP_MAX) {
@@ -88,12 +96,23 @@ int fb_store_audit_append_many(fb_store *st, fb_audit_chain_fn chain, void *cons
         pthread_mutex_unlock(&st->audit_mu);
         write_batch(st, batch, n);
         pthread_mutex_lock(&st->audit_mu);
-        for (size_t i = 0; i < n; i++)
+        /* One wake-up per waiter (under the lock, so none has returned
+         * and freed its waiter before it is signalled), and the head of
+         * what queued meanwhile leads the next commit. */
+        for (size_t i = 0; i < n; i++) {
             batch[i]->done = true;
-        st->audit_leader = false;
-        pthread_cond_broadcast(&st->audit_cv);
+            if (batch[i] != &me)
+                pthread_cond_signal(&batch[i]->cv);
+        }
+        if (st->audit_queue) {
+            st->audit_queue->lead = true;
+            pthread_cond_signal(&st->audit_queue->cv);
+        } else {
+            st->audit_leader = false;
+        }
     }
     pthread_mutex_unlock(&st->audit_mu);
+    pthread_cond_destroy(&me.cv);
     if (me.rc < 0 && err)
         *err = me.err;
     return me.rc;
