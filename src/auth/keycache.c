@@ -92,6 +92,11 @@ void fb_auth_keycache_invalidate(void)
     atomic_fetch_add(&generation, 1);
 }
 
+void fb_auth_key_cache_flush(void)
+{
+    fb_auth_keycache_invalidate();
+}
+
 bool fb_auth_keycache_get(const fb_store *st, const char *key_id, const uint8_t secret[KEY_SECRET_BYTES],
                           fb_principal *out)
 {
