@@ -170,6 +170,7 @@ bool fb_audit_valid_outcome(const char *s)
 
 typedef struct append_ctx {
     const char *key_path;
+    const audit_key *key; /* read before the write lock was taken; NULL: read it in chain_start */
     fb_audit_text f[FB_AUDIT_NCOLS];
     char ts[FB_TIME_MAX];
     char prev[HASH_HEX + 1];
@@ -178,9 +179,10 @@ typedef struct append_ctx {
 
 /* The key to hash with, and the hash the new entry chains onto, or a
  * refusal if the log's end is not what its head says. */
-static int chain_start(const fb_audit_head *h, const fb_audit_tail *t, const char *path, audit_key *k,
+static int chain_start(const fb_audit_head *h, const fb_audit_tail *t, const append_ctx *c, audit_key *k,
                        char prev[HASH_HEX + 1], fb_err *err)
 {
+    const char *path = c->key_path;
     bool missing = false;
     if (!h->present) {
         if (t->found)
@@ -192,7 +194,9 @@ static int chain_start(const fb_audit_head *h, const fb_audit_tail *t, const cha
         memcpy(prev, fb_audit_zero_hash, HASH_HEX + 1);
         return 0;
     }
-    if (fb_audit_key_read(path, k, &missing, err) < 0) {
+    if (c->key)
+        *k = *c->key;
+    else if (fb_audit_key_read(path, k, &missing, err) < 0) {
         if (missing)
             return fb_fail(err, "audit key %s is missing but the log has entries; restore the key from backup "
                                 "(a new key would break the chain)",
@@ -218,7 +222,7 @@ static int chain_next(const fb_audit_head *h, const fb_audit_tail *t, void *vctx
 {
     append_ctx *c = vctx;
     cleanup_key audit_key k;
-    if (chain_start(h, t, c->key_path, &k, c->prev, err) < 0)
+    if (chain_start(h, t, c, &k, c->prev, err) < 0)
         return -1;
     /* The timestamp is taken under the write lock, so ts follows seq
      * unless the wall clock itself steps back. */
@@ -282,8 +286,17 @@ int fb_audit_append_many(fb_store *st, const fb_audit_event *evs, size_t n, fb_e
     memset(c, 0, sizeof c);
     char *key_path = fb_audit_key_path(st);
     int rc = key_path ? 0 : fb_fail(err, "out of memory");
+    /* The key is read once for this call, before the store's write lock
+     * (so not once per entry inside every group commit); if it cannot be
+     * read here, chain_start reads it again under the lock and decides
+     * (creating it for an empty log, or refusing). */
+    cleanup_key audit_key key;
+    bool missing = false;
+    fb_err kerr = {{0}};
+    bool have_key = key_path && fb_audit_key_read(key_path, &key, &missing, &kerr) == 0;
     for (size_t i = 0; i < n && rc == 0; i++) {
         c[i].key_path = key_path;
+        c[i].key = have_key ? &key : NULL;
         ctxs[i] = &c[i];
         if (!fields_fill(&c[i], &evs[i]))
             rc = fb_fail(err, "out of memory");

@@ -10,9 +10,10 @@
  * is being written wait in a queue; when it is done, the first of them
  * becomes the leader, takes the whole queue (up to BATCH_MAX) and writes
  * it in one transaction; the others sleep until the leader says their
- * entry is in (or why not).  Each waiter sleeps on its own condition
- * variable and is woken exactly once (done, or "lead the next commit"):
- * a broadcast to every waiter per commit cost more CPU than the commit.  Nobody returns before the commit that holds
+ * entry is in (or why not).  Each waiter sleeps on its own semaphore and
+ * is posted exactly once (done, or "lead the next commit"), outside the
+ * queue's lock: a broadcast to every waiter per commit, or a wake-up that
+ * must first retake the lock, cost more CPU than the commit.  Nobody returns before the commit that holds
  * its entry, so "answered" still implies "durable"; nobody waits longer
  * than one commit it did not join plus the one it did.  No thread of its
  * own: the leader is always a caller.
@@ -22,6 +23,7 @@
  * retried entry by entry, so each caller gets the outcome of its own
  * entry, exactly as without batching.
  */
+#include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,7 +36,7 @@ struct audit_waiter {
     fb_audit_append_item items[GROUP_MAX];
     size_t n;
     struct audit_waiter *next;
-    pthread_cond_t cv; /* this waiter's own: woken once, when done or leading */
+    sem_t wake; /* this waiter's own: posted once, when done or leading */
     bool lead;
     bool done;
     int rc;
@@ -71,21 +73,26 @@ int fb_store_audit_append_many(fb_store *st, fb_audit_chain_fn chain, void *cons
     struct audit_waiter me = {.n = count};
     for (size_t i = 0; i < count; i++)
         me.items[i] = (fb_audit_append_item){chain, ctxs[i]};
-    pthread_cond_init(&me.cv, NULL);
+    sem_init(&me.wake, 0, 0);
     pthread_mutex_lock(&st->audit_mu);
     *st->audit_queue_tail = &me;
     st->audit_queue_tail = &me.next;
     if (!st->audit_leader)
         st->audit_leader = me.lead = true; /* nobody writing: the queue is just me */
-    while (!me.done) {
+    pthread_mutex_unlock(&st->audit_mu);
+    for (;;) {
         if (!me.lead) {
-            pthread_cond_wait(&me.cv, &st->audit_mu);
-            continue;
+            while (sem_wait(&me.wake) < 0)
+                ; /* EINTR */
+            if (me.done)
+                break;
+            continue; /* posted to lead */
         }
         /* Lead: take what is queued (me first) and write it. */
         me.lead = false;
         struct audit_waiter *batch[BATCH_MAX];
         size_t n = 0, entries = 0;
+        pthread_mutex_lock(&st->audit_mu);
         while (st->audit_queue && n < BATCH_MAX && entries + st->audit_queue->n <= BATCH_MAX + GROUP_MAX) {
             entries += st->audit_queue->n;
             batch[n++] = st->audit_queue;
@@ -95,24 +102,28 @@ int fb_store_audit_append_many(fb_store *st, fb_audit_chain_fn chain, void *cons
             st->audit_queue_tail = &st->audit_queue;
         pthread_mutex_unlock(&st->audit_mu);
         write_batch(st, batch, n);
+        /* The head of what queued meanwhile leads the next commit (or
+         * nobody leads), decided under the lock; then one post per waiter,
+         * outside it, so that a woken waiter does not at once block on the
+         * lock.  A waiter reads its flags only after its post, and nobody
+         * touches it after that post. */
         pthread_mutex_lock(&st->audit_mu);
-        /* One wake-up per waiter (under the lock, so none has returned
-         * and freed its waiter before it is signalled), and the head of
-         * what queued meanwhile leads the next commit. */
-        for (size_t i = 0; i < n; i++) {
-            batch[i]->done = true;
-            if (batch[i] != &me)
-                pthread_cond_signal(&batch[i]->cv);
-        }
-        if (st->audit_queue) {
-            st->audit_queue->lead = true;
-            pthread_cond_signal(&st->audit_queue->cv);
-        } else {
+        struct audit_waiter *next = st->audit_queue;
+        if (next)
+            next->lead = true;
+        else
             st->audit_leader = false;
-        }
+        pthread_mutex_unlock(&st->audit_mu);
+        for (size_t i = 0; i < n; i++)
+            batch[i]->done = true;
+        if (next)
+            sem_post(&next->wake); /* first: the next commit starts while the others wake */
+        for (size_t i = 0; i < n; i++)
+            if (batch[i] != &me)
+                sem_post(&batch[i]->wake);
+        break; /* I was in my own batch */
     }
-    pthread_mutex_unlock(&st->audit_mu);
-    pthread_cond_destroy(&me.cv);
+    sem_destroy(&me.wake);
     if (me.rc < 0 && err)
         *err = me.err;
     return me.rc;
