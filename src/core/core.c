@@ -115,7 +115,7 @@ int fb_core_audit(fb_core *c, fb_caller *caller, const char *event, const char *
     ev[n++] = event_of(caller, event, resource, action, outcome, reason);
     fb_err err = {{0}};
     int rc = fb_audit_append_many(c->store, ev, n, &err);
-    if (caller)
+    if (n == 2) /* only then: a caller shared by threads (an exec's) is never written */
         caller->auth_pending[0] = '\0'; /* written, or failed and answered as unaudited */
     if (rc < 0) {
         fb_log("error", caller ? caller->request_id : NULL, "audit append failed",
