@@ -106,3 +106,4 @@ def test_auth_and_permission_entries_go_together_and_in_order(env):
         assert mine[0]["outcome"] == "allowed"
         assert mine[1]["seq"] == mine[0]["seq"] + 1
     assert admin.audit_verify()["intact"] is True
+
