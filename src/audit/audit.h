@@ -71,6 +71,11 @@ typedef struct fb_audit_event {
  * never silently extended and its damage hidden; fb_audit_verify says what
  * is wrong. */
 int fb_audit_append(fb_store *st, const fb_audit_event *ev, fb_err *err);
+/* Appends n (1 to FB_AUDIT_APPEND_MAX) entries in order, consecutive in
+ * the chain, in one transaction: all or none, one fsync (a request's
+ * authentication and permission entries go together). */
+#define FB_AUDIT_APPEND_MAX 8
+int fb_audit_append_many(fb_store *st, const fb_audit_event *evs, size_t n, fb_err *err);
 
 /* Walks the whole log in seq order and checks every entry's hash, the
  * chain of prev_hash links, the sequence (no gap, nothing inserted) and the

@@ -170,6 +170,7 @@ bool fb_audit_valid_outcome(const char *s)
 
 typedef struct append_ctx {
     const char *key_path;
+    const audit_key *key; /* read before the write lock was taken; NULL: read it in chain_start */
     fb_audit_text f[FB_AUDIT_NCOLS];
     char ts[FB_TIME_MAX];
     char prev[HASH_HEX + 1];
@@ -178,9 +179,10 @@ typedef struct append_ctx {
 
 /* The key to hash with, and the hash the new entry chains onto, or a
  * refusal if the log's end is not what its head says. */
-static int chain_start(const fb_audit_head *h, const fb_audit_tail *t, const char *path, audit_key *k,
+static int chain_start(const fb_audit_head *h, const fb_audit_tail *t, const append_ctx *c, audit_key *k,
                        char prev[HASH_HEX + 1], fb_err *err)
 {
+    const char *path = c->key_path;
     bool missing = false;
     if (!h->present) {
         if (t->found)
@@ -192,7 +194,9 @@ static int chain_start(const fb_audit_head *h, const fb_audit_tail *t, const cha
         memcpy(prev, fb_audit_zero_hash, HASH_HEX + 1);
         return 0;
     }
-    if (fb_audit_key_read(path, k, &missing, err) < 0) {
+    if (c->key)
+        *k = *c->key;
+    else if (fb_audit_key_read(path, k, &missing, err) < 0) {
         if (missing)
             return fb_fail(err, "audit key %s is missing but the log has entries; restore the key from backup "
                                 "(a new key would break the chain)",
@@ -218,7 +222,7 @@ static int chain_next(const fb_audit_head *h, const fb_audit_tail *t, void *vctx
 {
     append_ctx *c = vctx;
     cleanup_key audit_key k;
-    if (chain_start(h, t, c->key_path, &k, c->prev, err) < 0)
+    if (chain_start(h, t, c, &k, c->prev, err) < 0)
         return -1;
     /* The timestamp is taken under the write lock, so ts follows seq
      * unless the wall clock itself steps back. */
@@ -242,37 +246,72 @@ static char *clean_field(const char *s)
     return fb_audit_utf8_clean(s, strnlen(s, FB_AUDIT_FIELD_MAX + 4), FB_AUDIT_FIELD_MAX, NULL);
 }
 
-int fb_audit_append(fb_store *st, const fb_audit_event *ev, fb_err *err)
+/* One entry's cleaned fields; false: out of memory (what was made is
+ * freed by fields_free). */
+static bool fields_fill(append_ctx *c, const fb_audit_event *ev)
 {
-    if (sodium_init() < 0)
-        return fb_fail(err, "audit: libsodium failed to initialise");
-    if (!ev)
-        return fb_fail(err, "audit: no event");
-    if (!valid_outcome_text(ev->outcome))
-        return fb_fail(err, "audit: outcome must be allowed, denied or error, not '%.32s'",
-                       ev->outcome ? ev->outcome : "(null)");
     const char *in[FB_AUDIT_NCOLS] = {
         [FB_AUDIT_COL_EVENT] = ev->event,         [FB_AUDIT_COL_ACTOR] = ev->actor,
         [FB_AUDIT_COL_RESOURCE] = ev->resource,   [FB_AUDIT_COL_ACTION] = ev->action,
         [FB_AUDIT_COL_OUTCOME] = ev->outcome,     [FB_AUDIT_COL_REASON] = ev->reason,
         [FB_AUDIT_COL_SOURCE_IP] = ev->source_ip, [FB_AUDIT_COL_REQUEST_ID] = ev->request_id,
     };
-    char *text[FB_AUDIT_NCOLS] = {0};
-    append_ctx c;
-    memset(&c, 0, sizeof c);
-    int rc = 0;
-    for (int i = FB_AUDIT_COL_EVENT; i <= FB_AUDIT_COL_REQUEST_ID && rc == 0; i++) {
-        if (!(text[i] = clean_field(in[i])))
-            rc = fb_fail(err, "out of memory");
-        else
-            c.f[i] = (fb_audit_text){text[i], strlen(text[i]), true};
+    for (int i = FB_AUDIT_COL_EVENT; i <= FB_AUDIT_COL_REQUEST_ID; i++) {
+        char *t = clean_field(in[i]);
+        if (!t)
+            return false;
+        c->f[i] = (fb_audit_text){t, strlen(t), true};
     }
-    if (rc == 0 && !(c.key_path = fb_audit_key_path(st)))
-        rc = fb_fail(err, "out of memory");
-    if (rc == 0 && fb_store_audit_append(st, chain_next, &c, err) < 0)
+    return true;
+}
+
+static void fields_free(append_ctx *c)
+{
+    for (int i = FB_AUDIT_COL_EVENT; i <= FB_AUDIT_COL_REQUEST_ID; i++)
+        free((char *)c->f[i].p);
+}
+
+int fb_audit_append_many(fb_store *st, const fb_audit_event *evs, size_t n, fb_err *err)
+{
+    if (sodium_init() < 0)
+        return fb_fail(err, "audit: libsodium failed to initialise");
+    if (!evs || n == 0 || n > FB_AUDIT_APPEND_MAX)
+        return fb_fail(err, "audit: %zu events in one append (1 to %d)", evs ? n : 0, FB_AUDIT_APPEND_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (!valid_outcome_text(evs[i].outcome))
+            return fb_fail(err, "audit: outcome must be allowed, denied or error, not '%.32s'",
+                           evs[i].outcome ? evs[i].outcome : "(null)");
+    append_ctx c[FB_AUDIT_APPEND_MAX];
+    void *ctxs[FB_AUDIT_APPEND_MAX];
+    memset(c, 0, sizeof c);
+    char *key_path = fb_audit_key_path(st);
+    int rc = key_path ? 0 : fb_fail(err, "out of memory");
+    /* The key is read once for this call, before the store's write lock
+     * (so not once per entry inside every group commit); if it cannot be
+     * read here, chain_start reads it again under the lock and decides
+     * (creating it for an empty log, or refusing). */
+    cleanup_key audit_key key;
+    bool missing = false;
+    fb_err kerr = {{0}};
+    bool have_key = key_path && fb_audit_key_read(key_path, &key, &missing, &kerr) == 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        c[i].key_path = key_path;
+        c[i].key = have_key ? &key : NULL;
+        ctxs[i] = &c[i];
+        if (!fields_fill(&c[i], &evs[i]))
+            rc = fb_fail(err, "out of memory");
+    }
+    if (rc == 0 && fb_store_audit_append_many(st, chain_next, ctxs, n, err) < 0)
         rc = -1;
-    free((char *)c.key_path);
-    for (int i = 0; i < FB_AUDIT_NCOLS; i++)
-        free(text[i]);
+    for (size_t i = 0; i < n; i++)
+        fields_free(&c[i]);
+    free(key_path);
     return rc;
+}
+
+int fb_audit_append(fb_store *st, const fb_audit_event *ev, fb_err *err)
+{
+    if (!ev)
+        return fb_fail(err, "audit: no event");
+    return fb_audit_append_many(st, ev, 1, err);
 }

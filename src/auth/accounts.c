@@ -247,7 +247,9 @@ int fb_auth_user_set_disabled(fb_store *st, const char *user_id, bool disabled, 
 {
     if (!fb_auth_valid_id(user_id, "us_", 16))
         return fb_fail_code(err, FB_AUTH_ENOTFOUND, "no such user");
-    return fb_auth_from_store(fb_store_user_set_disabled(st, user_id, disabled, err));
+    int rc = fb_auth_from_store(fb_store_user_set_disabled(st, user_id, disabled, err));
+    fb_auth_keycache_invalidate(); /* the user's keys stop (or may start) working now */
+    return rc;
 }
 
 int fb_auth_user_set_password(fb_store *st, const char *user_id, const char *password, fb_err *err)

@@ -184,11 +184,21 @@ int fb_auth_key_create_as(fb_store *st, const fb_principal *actor, const char *u
  * of the shape, including ""), unknown, bad_secret, revoked, expired,
  * disabled - checked in that order, the secret before any state of the
  * key is revealed - or error (err says what; answer 500).  A revoked key
- * fails from the moment fb_auth_key_revoke returns: nothing is cached.
- * last_used_at is refreshed on success only, best effort, at most once
- * a minute. */
+ * fails from the moment fb_auth_key_revoke returns, a disabled owner's from
+ * the moment fb_auth_user_set_disabled returns, an expired one from its
+ * expiry on the clock.  A success is remembered in this process for
+ * FB_AUTH_KEYCACHE_TTL_MS (2 s; the same secret only, never a failure), so
+ * that a busy key costs no store read: a change made behind auth's back
+ * (another process on the same store, a hand edit of the database or the
+ * pepper) takes effect within that time, or at once after
+ * fb_auth_key_cache_flush.  last_used_at is refreshed on success only,
+ * best effort, at most once a minute. */
 int fb_auth_key_authenticate(fb_store *st, const char *header_value, fb_principal *out,
                              fb_auth_fail *why, fb_err *err);
+/* Forgets every remembered verification, before it returns: for changes
+ * made behind auth's back (tests, repair tools).  Auth's own revocations
+ * and user changes do this themselves. */
+void fb_auth_key_cache_flush(void);
 /* The same for a counted value that may contain NUL bytes (which are
  * malformed). */
 int fb_auth_key_authenticate_n(fb_store *st, const char *value, size_t len, fb_principal *out,

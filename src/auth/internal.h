@@ -56,6 +56,24 @@ int fb_auth_key_mint(const uint8_t pepper[PEPPER_BYTES], const char *user_id, co
                      const char *expires_norm, const char *parent_key_id, fb_key_record *rec, char *key_out,
                      fb_err *err);
 
+/* ---- verified keys remembered for a moment (keycache.c) ---- */
+
+#define FB_AUTH_KEYCACHE_TTL_MS 2000
+/* Read before the store is read for a verification; passed to put. */
+uint64_t fb_auth_keycache_generation(void);
+/* Everything remembered stops hitting, before this returns (revocations,
+ * disabling or enabling a user). */
+void fb_auth_keycache_invalidate(void);
+/* true: key_id with this very secret was verified less than the TTL ago,
+ * in the current generation, and has not expired by now; *out is its
+ * principal. */
+bool fb_auth_keycache_get(const fb_store *st, const char *key_id, const uint8_t secret[KEY_SECRET_BYTES],
+                          fb_principal *out);
+/* Remembers a successful verification that began at generation gen
+ * (dropped if the generation moved since). expires_at: "" for never. */
+void fb_auth_keycache_put(const fb_store *st, const char *key_id, const uint8_t secret[KEY_SECRET_BYTES],
+                          const fb_principal *who, const char *expires_at, uint64_t gen);
+
 /* The principal of u acting through key_id (or "") with scopes. */
 void fb_auth_fill_principal(fb_principal *p, const fb_user *u, const char *key_id, fb_perm scopes);
 

@@ -10,6 +10,9 @@
  * A key minted through another key records it as its parent; revoking a
  * key revokes its descendants in the same transaction (finding 14), so a
  * leaked key cannot leave live children behind.
+ *
+ * A verified key is remembered for a moment (keycache.c): revoking keys
+ * invalidates that synchronously, and expiry is checked on every hit.
  */
 #define _GNU_SOURCE
 #include <sodium.h>
@@ -220,6 +223,12 @@ int fb_auth_key_authenticate_n(fb_store *st, const char *value, size_t len, fb_p
         goto out;
     }
     snprintf(key_id, sizeof key_id, KEY_ID_PREFIX "%.*s", KEY_ID_HEX, id_hex);
+    if (fb_auth_keycache_get(st, key_id, secret, out)) {
+        *why = FB_AUTH_FAIL_NONE;
+        rc = 0;
+        goto out;
+    }
+    uint64_t gen = fb_auth_keycache_generation(); /* before the store is read */
     if (fb_auth_pepper_load(st, pepper, err) < 0)
         goto out; /* why = error */
     /* The digest is computed before the lookup so that unknown ids and
@@ -244,6 +253,7 @@ int fb_auth_key_authenticate_n(fb_store *st, const char *value, size_t len, fb_p
     *why = FB_AUTH_FAIL_NONE;
     rc = 0;
     touch_key(st, key_id, row.key.last_used_at);
+    fb_auth_keycache_put(st, key_id, secret, out, row.key.expires_at, gen);
 out:
     sodium_memzero(secret, sizeof secret);
     sodium_memzero(pepper, sizeof pepper);
@@ -281,7 +291,9 @@ int fb_auth_key_revoke_tree(fb_store *st, const fb_principal *actor, const char 
         return refused(&d, FB_AUTH_EDENIED, err);
     char now[FB_TIME_MAX];
     fb_time_now(now);
-    return fb_auth_from_store(fb_store_key_revoke_tree(st, key_id, now, revoked, n, err));
+    rc = fb_auth_from_store(fb_store_key_revoke_tree(st, key_id, now, revoked, n, err));
+    fb_auth_keycache_invalidate(); /* before the revocation is answered */
+    return rc;
 }
 
 int fb_auth_key_revoke(fb_store *st, const fb_principal *actor, const char *key_id, fb_err *err)

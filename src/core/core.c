@@ -92,10 +92,10 @@ const char *fb_core_org(const fb_core *c)
 
 /* ---- audit and decisions --------------------------------------------------------------- */
 
-int fb_core_audit(fb_core *c, const fb_caller *caller, const char *event, const char *resource,
-                  const char *action, const char *outcome, const char *reason)
+static fb_audit_event event_of(const fb_caller *caller, const char *event, const char *resource,
+                               const char *action, const char *outcome, const char *reason)
 {
-    fb_audit_event ev = {
+    return (fb_audit_event){
         .event = event,
         .actor = !caller ? "system" : caller->actor[0] ? caller->actor : "anonymous",
         .resource = resource ? resource : "",
@@ -105,13 +105,42 @@ int fb_core_audit(fb_core *c, const fb_caller *caller, const char *event, const 
         .source_ip = caller ? caller->source_ip : "",
         .request_id = caller ? caller->request_id : "",
     };
+}
+
+int fb_core_audit(fb_core *c, fb_caller *caller, const char *event, const char *resource,
+                  const char *action, const char *outcome, const char *reason)
+{
+    /* A deferred authentication entry goes first, in the same commit. */
+    fb_audit_event ev[2];
+    size_t n = 0;
+    if (caller && caller->auth_pending[0])
+        ev[n++] = event_of(caller, "auth", caller->auth_pending, "authenticate", "allowed", "api key");
+    ev[n++] = event_of(caller, event, resource, action, outcome, reason);
     fb_err err = {{0}};
-    if (fb_audit_append(c->store, &ev, &err) < 0) {
+    int rc = fb_audit_append_many(c->store, ev, n, &err);
+    if (n == 2) /* only then: a caller shared by threads (an exec's) is never written */
+        caller->auth_pending[0] = '\0'; /* written, or failed and answered as unaudited */
+    if (rc < 0) {
         fb_log("error", caller ? caller->request_id : NULL, "audit append failed",
                json_pack("{s:s}", "error", err.msg));
         return -1;
     }
     return 0;
+}
+
+void fb_core_audit_auth_defer(fb_caller *caller, const char *resource)
+{
+    snprintf(caller->auth_pending, sizeof caller->auth_pending, "%s", resource && resource[0] ? resource : "-");
+}
+
+int fb_core_audit_flush(fb_core *c, fb_caller *caller)
+{
+    if (!caller || !caller->auth_pending[0])
+        return 0;
+    char resource[sizeof caller->auth_pending];
+    memcpy(resource, caller->auth_pending, sizeof resource);
+    caller->auth_pending[0] = '\0';
+    return fb_core_audit_auth(c, caller, resource, "allowed", "api key");
 }
 
 int fb_core_permit(fb_core *c, fb_caller *caller, fb_perm perm, const char *resource,

@@ -74,6 +74,9 @@ typedef struct fb_caller {
                                does not decide and audit a second time */
     char session_id[40];    /* "" unless a console session authenticated the caller */
     char csrf[48];          /* with session_id: the token its unsafe requests must carry */
+    char auth_pending[96];  /* the resource of an authentication entry (outcome allowed)
+                               not yet written (fb_core_audit_auth_defer), "" if none: the
+                               caller's next audit entry carries it in the same commit */
 } fb_caller;
 
 /* ---- the service -------------------------------------------------------------- */
@@ -96,8 +99,10 @@ const char *fb_core_org(const fb_core *c);
 /* ---- audit and decisions (core.c) ------------------------------------------- */
 
 /* Appends one entry on behalf of caller (NULL: the system).  -1 when the
- * log cannot be written; callers about to allow something refuse then. */
-int fb_core_audit(fb_core *c, const fb_caller *caller, const char *event, const char *resource,
+ * log cannot be written; callers about to allow something refuse then.
+ * A deferred authentication entry of the caller (auth_pending) goes first,
+ * in the same commit, and is then no longer pending. */
+int fb_core_audit(fb_core *c, fb_caller *caller, const char *event, const char *resource,
                   const char *action, const char *outcome, const char *reason);
 /* Decides whether caller may use `perm` on a resource of resource_team
  * (NULL or the caller's team for "in my own team"), audits the decision
@@ -130,8 +135,17 @@ int fb_core_authenticate_key_id(fb_core *c, fb_caller *caller, const char *key_i
                                 fb_core_err *err);
 /* The audit entry of an authentication: outcome "allowed", "denied" or
  * "error".  -1 when it cannot be written (refuse an allow then). */
-int fb_core_audit_auth(fb_core *c, const fb_caller *caller, const char *resource, const char *outcome,
+int fb_core_audit_auth(fb_core *c, fb_caller *caller, const char *resource, const char *outcome,
                        const char *reason);
+/* The entry of a successful authentication, written with the caller's next
+ * audit entry (its permission decision) in one commit instead of a commit
+ * of its own.  Nothing may be done for the caller before that entry
+ * (every service decides a permission first, and that is audited); an
+ * adapter that answers without one calls fb_core_audit_flush. */
+void fb_core_audit_auth_defer(fb_caller *caller, const char *resource);
+/* Writes a deferred authentication entry now (0 if there is none; -1 when
+ * it cannot be written). */
+int fb_core_audit_flush(fb_core *c, fb_caller *caller);
 
 /* ---- sandboxes (sandboxes.c) ----------------------------------------------------- */
 

@@ -66,7 +66,7 @@ int fb_core_authenticate_key_id(fb_core *c, fb_caller *caller, const char *key_i
     return authenticate(c, caller, NULL, 0, key_id, reason, err);
 }
 
-int fb_core_audit_auth(fb_core *c, const fb_caller *caller, const char *resource, const char *outcome,
+int fb_core_audit_auth(fb_core *c, fb_caller *caller, const char *resource, const char *outcome,
                        const char *reason)
 {
     return fb_core_audit(c, caller, "auth", resource, "authenticate", outcome, reason);

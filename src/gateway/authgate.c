@@ -15,8 +15,8 @@
 
 #include <stdio.h>
 
-gw_gate_result gw_auth_gate(const fb_gateway_shared *sh, fb_caller *caller, const char *header, size_t len,
-                            const char *resource, int *wait, const char **why, fb_core_err *err)
+static gw_gate_result gate(const fb_gateway_shared *sh, fb_caller *caller, const char *header, size_t len,
+                           const char *resource, bool defer, int *wait, const char **why, fb_core_err *err)
 {
     const char *reason = "";
     *wait = 0;
@@ -41,11 +41,28 @@ gw_gate_result gw_auth_gate(const fb_gateway_shared *sh, fb_caller *caller, cons
         *why = "too many requests for this key";
         return GW_GATE_LIMITED;
     }
+    if (defer) {
+        fb_core_audit_auth_defer(caller, resource);
+        return GW_GATE_OK;
+    }
     if (fb_core_audit_auth(sh->core, caller, resource, "allowed", "api key") < 0) {
         *why = "the audit log cannot be written; refusing to act unaudited";
         return GW_GATE_UNAUDITED;
     }
     return GW_GATE_OK;
+}
+
+gw_gate_result gw_auth_gate(const fb_gateway_shared *sh, fb_caller *caller, const char *header, size_t len,
+                            const char *resource, int *wait, const char **why, fb_core_err *err)
+{
+    return gate(sh, caller, header, len, resource, false, wait, why, err);
+}
+
+gw_gate_result gw_auth_gate_deferred(const fb_gateway_shared *sh, fb_caller *caller, const char *header,
+                                     size_t len, const char *resource, int *wait, const char **why,
+                                     fb_core_err *err)
+{
+    return gate(sh, caller, header, len, resource, true, wait, why, err);
 }
 
 static const int status_of[FB_CORE_NCODES] = {

@@ -39,6 +39,14 @@ typedef enum gw_gate_result {
  * request_id must be set. */
 gw_gate_result gw_auth_gate(const fb_gateway_shared *sh, fb_caller *caller, const char *header, size_t len,
                             const char *resource, int *wait, const char **why, fb_core_err *err);
+/* The same, but the allow entry is not written on its own: it goes with
+ * the caller's next audit entry (its permission decision) in one commit
+ * (fb_core_audit_auth_defer), and the adapter writes it before any answer
+ * that had none (fb_core_audit_flush).  GW_GATE_UNAUDITED is then reported
+ * by that permission decision (UNAVAILABLE) instead. */
+gw_gate_result gw_auth_gate_deferred(const fb_gateway_shared *sh, fb_caller *caller, const char *header,
+                                     size_t len, const char *resource, int *wait, const char **why,
+                                     fb_core_err *err);
 
 /* The HTTP status of a service's typed error (one table for every adapter). */
 int gw_http_status(fb_core_code code);

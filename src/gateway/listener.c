@@ -4,7 +4,10 @@
  *
  * libmicrohttpd runs in thread-per-connection mode: a slow or stalled
  * client holds only its own thread (and is cut off by the connection
- * timeout), never anyone else's.
+ * timeout), never anyone else's.  Each connection's thread waits with
+ * poll(2) rather than select(2): a gateway running hundreds of sandboxes
+ * holds thousands of descriptors, and select's cost grows with the highest
+ * descriptor number while poll's is one entry (bench/README.md).
  */
 #define _GNU_SOURCE
 #include "gateway/listener.h"
@@ -70,7 +73,7 @@ struct MHD_Daemon *gw_listen_tls(const fb_config *cfg, const char *listen, const
     bool v6;
     if (listen_addr(listen, setting, &ss, &port, &v6, err) < 0)
         return NULL;
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG |
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG |
                      (v6 ? MHD_USE_IPv6 : 0) | (cert ? MHD_USE_TLS : 0);
     size_t mem_limit = (size_t)cfg->limits.max_header_bytes + 32 * 1024;
     unsigned per_ip = (unsigned)(cfg->limits.max_connections / 4 > 4 ? cfg->limits.max_connections / 4 : 4);

@@ -15,6 +15,10 @@
 #include "gateway/gw.h"
 #include "gateway/listener.h"
 
+#define UNAUDITED_BODY                                                                                      \
+    "{\"error\":{\"code\":\"unavailable\",\"message\":\"the audit log cannot be written; refusing to act "      \
+    "unaudited\"}}\n"
+
 int gw_status_of(fb_core_code code)
 {
     return gw_http_status(code);
@@ -31,6 +35,15 @@ void gw_note_response(gw_req *r, int status)
 
 enum MHD_Result gw_queue(gw_req *r, int status, struct MHD_Response *resp, const char *type)
 {
+    /* No answer before its entries are durable: an authentication entry
+     * still waiting for a permission entry to go with is written now. */
+    if (fb_core_audit_flush(r->g->core, &r->caller) < 0) {
+        MHD_destroy_response(resp);
+        resp = MHD_create_response_from_buffer(
+            strlen(UNAUDITED_BODY), (void *)UNAUDITED_BODY, MHD_RESPMEM_PERSISTENT);
+        status = 503;
+        type = "application/json";
+    }
     if (!resp)
         return MHD_NO;
     enum MHD_Result rc = gw_queue_with(r->conn, status, resp, type, r->caller.request_id);

@@ -48,7 +48,7 @@ static bool authenticate(gw_req *r, enum MHD_Result *rc)
     int wait = 0;
     const char *why = "";
     fb_core_err err = {0};
-    switch (gw_auth_gate(&g->sh, &r->caller, h, hlen, r->rt->def.pattern, &wait, &why, &err)) {
+    switch (gw_auth_gate_deferred(&g->sh, &r->caller, h, hlen, r->rt->def.pattern, &wait, &why, &err)) {
     case GW_GATE_OK:
         return true;
     case GW_GATE_DENIED:

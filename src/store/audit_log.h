@@ -86,6 +86,10 @@ typedef int (*fb_audit_chain_fn)(const fb_audit_head *head, const fb_audit_tail 
  * chain may thus run more than once for an entry (on a rolled-back
  * attempt); it must only fill the row from the head and tail it is given. */
 int fb_store_audit_append(fb_store *st, fb_audit_chain_fn chain, void *ctx, fb_err *err);
+/* The same for count (1 to 8) entries of one caller: consecutive in the
+ * chain, written in one transaction (all or none), one fsync. */
+int fb_store_audit_append_many(fb_store *st, fb_audit_chain_fn chain, void *const *ctxs, size_t count,
+                               fb_err *err);
 
 /* The head and the tail, in one read. */
 int fb_store_audit_ends(fb_store *st, fb_audit_head *head, fb_audit_tail *tail, fb_err *err);

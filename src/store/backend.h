@@ -111,7 +111,6 @@ struct fb_store {
     /* The audit group commit (audit_batch.c): appends waiting for the
      * next commit, and whether one is being written. */
     pthread_mutex_t audit_mu;
-    pthread_cond_t audit_cv;
     struct audit_waiter *audit_queue, **audit_queue_tail;
     bool audit_leader;
 };

@@ -28,6 +28,8 @@
 #define fb_sql_rollback fb_pgsql_rollback
 #define fb_sql_prepare fb_pgsql_prepare
 #define fb_sql_finalizep fb_pgsql_finalizep
+#define fb_sql_prepare_cached fb_pgsql_prepare_cached
+#define fb_sql_releasep fb_pgsql_releasep
 #define fb_sql_bind_text fb_pgsql_bind_text
 #define fb_sql_bind_textn fb_pgsql_bind_textn
 #define fb_sql_bind_int64 fb_pgsql_bind_int64

@@ -236,6 +236,19 @@ void fb_sql_finalizep(fb_sql_stmt **sp)
     *sp = NULL;
 }
 
+/* libpq statements here are parameterised texts sent with PQexecParams,
+ * cheap to build: the cached form is the plain one (the cache exists for
+ * SQLite's parser). */
+int fb_sql_prepare_cached(fb_sql *db, const char *sql, fb_sql_stmt **out, fb_err *err)
+{
+    return fb_sql_prepare(db, sql, out, err);
+}
+
+void fb_sql_releasep(fb_sql_stmt **s)
+{
+    fb_sql_finalizep(s);
+}
+
 /* Stores a copy of p (len bytes, NUL-terminated for texts) as parameter i. */
 static int bind_raw(fb_sql_stmt *s, int i, const void *p, size_t len, unsigned type, int fmt, fb_err *err)
 {

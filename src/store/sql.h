@@ -53,6 +53,13 @@ void fb_sql_rollback(fb_sql *db);           /* no-op outside a transaction */
 int fb_sql_prepare(fb_sql *db, const char *sql, fb_sql_stmt **out, fb_err *err);
 void fb_sql_finalizep(fb_sql_stmt **s);
 #define cleanup_stmt __attribute__((cleanup(fb_sql_finalizep)))
+/* The same statement prepared once per connection and kept (the hot
+ * paths: audit appends): sql must be a string literal (the cache is keyed
+ * by its address); lock held from prepare to release.  Released (reset,
+ * bindings cleared) instead of finalized: cleanup_cached. */
+int fb_sql_prepare_cached(fb_sql *db, const char *sql, fb_sql_stmt **out, fb_err *err);
+void fb_sql_releasep(fb_sql_stmt **s);
+#define cleanup_cached __attribute__((cleanup(fb_sql_releasep)))
 
 /* Binds parameter i (from 1); text NULL binds SQL NULL. */
 int fb_sql_bind_text(fb_sql_stmt *s, int i, const char *text, fb_err *err);

@@ -3,8 +3,10 @@
  *
  * Appending is one IMMEDIATE transaction under the store lock: read the
  * head and the newest row, let the chain (src/audit) decide the new row
- * and head, insert and move the head.  Reading hands rows over exactly as
- * stored - a value that is not text is reported as such - because the
+ * and head, insert; the head moves once, to the transaction's last row.
+ * These statements are prepared once per connection
+ * (fb_sql_prepare_cached): parsing them for every entry cost more CPU
+ * than the rest of the append.  Reading hands rows over exactly as stored - a value that is not text is reported as such - because the
  * verifier's job is to notice what someone did to the table.
  *
  * Verification pages each run in one read transaction (a snapshot), the
@@ -32,8 +34,8 @@ static void copy_hex(fb_sql_stmt *s, int col, char out[FB_AUDIT_HASH_HEX + 1], s
 static int read_head(fb_sql *db, fb_audit_head *h, fb_err *err)
 {
     memset(h, 0, sizeof *h);
-    cleanup_stmt fb_sql_stmt *s = NULL;
-    int rc = fb_sql_prepare(db, "SELECT seq, hash, mac FROM audit_head WHERE id = 1", &s, err);
+    cleanup_cached fb_sql_stmt *s = NULL;
+    int rc = fb_sql_prepare_cached(db, "SELECT seq, hash, mac FROM audit_head WHERE id = 1", &s, err);
     if (rc < 0 || (rc = fb_sql_step(s, "audit: cannot read the head", err)) <= 0)
         return rc;
     h->present = true;
@@ -49,8 +51,8 @@ static int read_head(fb_sql *db, fb_audit_head *h, fb_err *err)
 static int read_tail(fb_sql *db, fb_audit_tail *t, fb_err *err)
 {
     memset(t, 0, sizeof *t);
-    cleanup_stmt fb_sql_stmt *s = NULL;
-    int rc = fb_sql_prepare(db, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &s, err);
+    cleanup_cached fb_sql_stmt *s = NULL;
+    int rc = fb_sql_prepare_cached(db, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &s, err);
     if (rc < 0 || (rc = fb_sql_step(s, "audit: cannot read the log", err)) <= 0)
         return rc;
     t->found = true;
@@ -83,25 +85,31 @@ static int each_row(fb_sql_stmt *s, fb_audit_row_fn each, void *ctx, size_t *row
     return rc;
 }
 
-static int insert_row(fb_sql *db, const fb_audit_row *row, const char *mac, fb_err *err)
+static int insert_row(fb_sql *db, const fb_audit_row *row, fb_err *err)
 {
-    cleanup_stmt fb_sql_stmt *s = NULL;
-    int rc = fb_sql_prepare(db, "INSERT INTO audit (" ROW_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            &s, err);
+    cleanup_cached fb_sql_stmt *s = NULL;
+    int rc = fb_sql_prepare_cached(
+        db, "INSERT INTO audit (" ROW_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", &s, err);
     if (rc < 0 || (rc = fb_sql_bind_int64(s, 1, row->seq, err)) < 0)
         return rc;
     for (int i = 0; i < FB_AUDIT_NCOLS && rc == 0; i++)
         rc = fb_sql_bind_textn(s, 2 + i, row->col[i].p, row->col[i].n, err);
-    if (rc < 0 || (rc = fb_sql_run(s, "audit: cannot insert the entry", err)) < 0)
-        return rc;
-    cleanup_stmt fb_sql_stmt *h = NULL;
-    if ((rc = fb_sql_prepare(db,
-                             "INSERT INTO audit_head (id, seq, hash, mac) VALUES (1, ?1, ?2, ?3) "
-                             "ON CONFLICT (id) DO UPDATE SET seq = ?1, hash = ?2, mac = ?3",
-                             &h, err)) < 0 ||
-        (rc = fb_sql_bind_int64(h, 1, row->seq, err)) < 0 ||
-        (rc = fb_sql_bind_textn(h, 2, row->col[FB_AUDIT_COL_HASH].p, row->col[FB_AUDIT_COL_HASH].n, err)) < 0 ||
-        (rc = fb_sql_bind_textn(h, 3, mac, FB_AUDIT_HASH_HEX, err)) < 0)
+    return rc < 0 ? rc : fb_sql_run(s, "audit: cannot insert the entry", err);
+}
+
+/* The head names the newest row: written once per transaction, after its
+ * last row (the rows before it are never a head anyone sees). */
+static int write_head(fb_sql *db, const fb_audit_head *head, fb_err *err)
+{
+    cleanup_cached fb_sql_stmt *h = NULL;
+    int rc;
+    if ((rc = fb_sql_prepare_cached(db,
+                                    "INSERT INTO audit_head (id, seq, hash, mac) VALUES (1, ?1, ?2, ?3) "
+                                    "ON CONFLICT (id) DO UPDATE SET seq = ?1, hash = ?2, mac = ?3",
+                                    &h, err)) < 0 ||
+        (rc = fb_sql_bind_int64(h, 1, head->seq, err)) < 0 ||
+        (rc = fb_sql_bind_textn(h, 2, head->hash, strlen(head->hash), err)) < 0 ||
+        (rc = fb_sql_bind_textn(h, 3, head->mac, FB_AUDIT_HASH_HEX, err)) < 0)
         return rc;
     return fb_sql_run(h, "audit: cannot write the head", err);
 }
@@ -138,9 +146,11 @@ static int au_append_batch(fb_store *st, const fb_audit_append_item *items, size
             memset(&row, 0, sizeof row);
             if (items[i].chain(&head, &tail, items[i].ctx, &row, mac, err) < 0)
                 rc = FB_STORE_ECONFLICT;
-            else if ((rc = insert_row(db, &row, mac, err)) == 0)
+            else if ((rc = insert_row(db, &row, err)) == 0)
                 advance(&head, &tail, &row, mac);
         }
+        if (rc == 0 && n > 0)
+            rc = write_head(db, &head, err);
         if (rc == 0)
             rc = fb_sql_commit(db, err);
     }

@@ -46,10 +46,16 @@
 
 #define BUSY_MS 5000
 
+#define CACHED_MAX 16
+
 struct fb_sql {
     sqlite3 *db;
     pthread_mutex_t lock;
     int version;
+    struct {
+        const char *sql; /* a literal's address */
+        sqlite3_stmt *st;
+    } cached[CACHED_MAX];
 };
 
 /* fb_sql_stmt is never defined: the pointer is a sqlite3_stmt. */
@@ -88,6 +94,38 @@ int fb_sql_prepare(fb_sql *db, const char *sql, fb_sql_stmt **out, fb_err *err)
     }
     *out = (fb_sql_stmt *)(void *)s;
     return 0;
+}
+
+int fb_sql_prepare_cached(fb_sql *db, const char *sql, fb_sql_stmt **out, fb_err *err)
+{
+    size_t i = 0;
+    for (; i < CACHED_MAX && db->cached[i].sql; i++)
+        if (db->cached[i].sql == sql) {
+            *out = (fb_sql_stmt *)(void *)db->cached[i].st;
+            return 0;
+        }
+    if (i == CACHED_MAX)
+        return fb_fail_code(err, FB_STORE_EINVAL, "internal: more than %d cached statements", CACHED_MAX);
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v3(db->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+    if (rc != SQLITE_OK) {
+        sqlite3_finalize(st);
+        *out = NULL;
+        return fail_db(db->db, rc, "database: cannot prepare a statement", err);
+    }
+    db->cached[i].sql = sql;
+    db->cached[i].st = st;
+    *out = (fb_sql_stmt *)(void *)st;
+    return 0;
+}
+
+void fb_sql_releasep(fb_sql_stmt **s)
+{
+    if (*s) {
+        sqlite3_reset(RAW(*s));
+        sqlite3_clear_bindings(RAW(*s));
+    }
+    *s = NULL;
 }
 
 void fb_sql_finalizep(fb_sql_stmt **s)
@@ -536,6 +574,8 @@ void fb_sql_close(fb_sql *db)
 {
     if (!db)
         return;
+    for (size_t i = 0; i < CACHED_MAX && db->cached[i].sql; i++)
+        sqlite3_finalize(db->cached[i].st);
     sqlite3_close_v2(db->db);
     pthread_mutex_destroy(&db->lock);
     free(db);

@@ -172,10 +172,8 @@ int fb_store_open_url(const char *state_dir, const char *url, fb_store **out, fb
     }
     st->engine = engine;
     pthread_mutex_init(&st->audit_mu, NULL);
-    pthread_cond_init(&st->audit_cv, NULL);
     st->audit_queue_tail = &st->audit_queue;
     if (load_node_id(state_dir, st->node_id, err) < 0 || st->engine->open(st, state_dir, err) < 0) {
-        pthread_cond_destroy(&st->audit_cv);
         pthread_mutex_destroy(&st->audit_mu);
         free_url(st->url);
         free(st->state_dir);
@@ -191,7 +189,6 @@ void fb_store_close(fb_store *st)
     if (!st)
         return;
     st->engine->close(st);
-    pthread_cond_destroy(&st->audit_cv);
     pthread_mutex_destroy(&st->audit_mu);
     free_url(st->url);
     free(st->state_dir);

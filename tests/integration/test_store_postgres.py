@@ -4,6 +4,7 @@ one database and one audit chain, a database restart under load, and
 tampering with the audit table.  One PostgreSQL per module; each test
 takes a fresh database of it."""
 import concurrent.futures
+import glob
 import json
 import os
 import shutil
@@ -238,3 +239,16 @@ def test_a_wrong_password_or_url_is_refused_without_echoing_it(pg, url, tmp_path
                        timeout=60, env=dict(os.environ, FORGEBOX_STORE_URL="mysql://u:wr0ng-pass-w0rd@h/db"))
     assert p.returncode != 0
     assert "store.url" in p.stderr and "wr0ng-pass-w0rd" not in p.stderr + p.stdout
+
+
+def test_pg_build_of_the_repositories_calls_only_libpq():
+    """The SQL repositories are compiled twice, the second time with
+    pg_names.h renaming every sql.h function to its libpq version.  A
+    function added to sql.h without a rename would make the PostgreSQL
+    build call the SQLite implementation with a PostgreSQL connection:
+    no object of that build may reference an fb_sql_* symbol."""
+    objs = sorted(glob.glob(os.path.join(ROOT, "build", "obj", "pg", "*.o")))
+    assert objs, "the PostgreSQL build of the repositories is missing"
+    out = subprocess.run(["nm", "-u"] + objs, stdout=subprocess.PIPE, check=True, text=True).stdout
+    leaked = sorted({l.split()[-1] for l in out.splitlines() if l.split() and l.split()[-1].startswith("fb_sql_")})
+    assert leaked == []

@@ -721,6 +721,56 @@ static void test_concurrent_appends_two_stores(void **state)
     check_full_log(f);
 }
 
+/* A request's authentication and permission entries go in one append
+ * (fb_audit_append_many): under concurrent group commits each pair stays
+ * consecutive and in order, and the chain verifies. */
+static void *pair_worker(void *arg)
+{
+    struct worker *w = arg;
+    for (int i = 0; i < PER_THREAD / 2; i++) {
+        char req[32];
+        snprintf(req, sizeof req, "t%d-%d", w->id, i);
+        fb_audit_event ev[2] = {
+            {.event = "auth", .actor = "system", .action = "authenticate", .outcome = "allowed", .request_id = req},
+            {.event = "permission", .actor = "system", .action = "GET /x", .outcome = "allowed",
+             .request_id = req},
+        };
+        fb_err err = {{0}};
+        if (fb_audit_append_many(w->st, ev, 2, &err) < 0) {
+            w->failures++;
+            snprintf(w->msg, sizeof w->msg, "%s", err.msg);
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_pairs_stay_together(void **state)
+{
+    fixture *f = *state;
+    pthread_t t[THREADS];
+    struct worker w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (struct worker){.st = f->st, .id = i};
+        assert_int_equal(pthread_create(&t[i], NULL, pair_worker, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        if (w[i].failures)
+            fail_msg("thread %d: %d appends failed, last: %s", i, w[i].failures, w[i].msg);
+    }
+    const long long total = THREADS * PER_THREAD;
+    verify_ok(f->st, (uint64_t)total);
+    /* Every auth entry is followed by the permission entry of its request. */
+    assert_int_equal(raw_ll(f, "SELECT count(*) FROM audit a JOIN audit b ON b.seq = a.seq + 1 "
+                               "WHERE a.event = 'auth' AND b.event = 'permission' AND a.request_id = b.request_id"),
+                     total / 2);
+    assert_int_equal(raw_ll(f, "SELECT count(*) FROM audit WHERE event = 'auth'"), total / 2);
+    fb_audit_event none[1] = {{.event = "x", .outcome = "allowed"}};
+    fb_err err = {{0}};
+    assert_int_equal(fb_audit_append_many(f->st, none, 0, &err), -1);
+    assert_int_equal(fb_audit_append_many(f->st, none, FB_AUDIT_APPEND_MAX + 1, &err), -1);
+}
+
 /* ---- query and export ------------------------------------------------------- */
 
 static size_t query_count(fb_store *st, const fb_audit_filter *flt, json_t **keep)
@@ -956,6 +1006,7 @@ int main(void)
         T(test_key_symlink_is_refused, setup_log),
         T(test_concurrent_appends_one_store, setup_empty),
         T(test_concurrent_appends_two_stores, setup_empty),
+        T(test_concurrent_pairs_stay_together, setup_empty),
         T(test_query_filters, setup_log),
         T(test_query_time_range, setup_log),
         cmocka_unit_test(test_normalize_time),

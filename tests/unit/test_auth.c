@@ -798,6 +798,7 @@ static void test_key_expiry(void **state)
     gmtime_r(&t, &tm);
     strftime(past, sizeof past, "%Y-%m-%dT%H:%M:%S.000000000Z", &tm);
     raw_exec(f, "UPDATE api_keys SET expires_at = ?1 WHERE id = ?2", past, id);
+    fb_auth_key_cache_flush(); /* the row was moved behind auth's back */
     assert_int_equal(auth_key(f, key, NULL, &err), FB_AUTH_FAIL_EXPIRED);
     assert_no_key_in(err.msg, key);
     /* A wrong secret on an expired key is still bad_secret: the key's state
@@ -957,6 +958,52 @@ static void test_unknown_and_bad_secret(void **state)
     assert_int_equal(auth_key(f, k, NULL, &err), FB_AUTH_FAIL_BAD_SECRET);
     assert_int_equal(auth_key(f, dk, NULL, &err), FB_AUTH_FAIL_BAD_SECRET);
     assert_int_equal(auth_key(f, f->admin_key, NULL, &err), FB_AUTH_FAIL_NONE);
+}
+
+/* Issue 9: a verified key is remembered for a moment, but only for the
+ * very secret that was verified, and never past the key's expiry: the
+ * first authentication at or after its second fails as expired, with no
+ * flush and no change to the row. */
+static void test_key_cache_never_outlives_the_key(void **state)
+{
+    fx *f = *state;
+    fb_err err = {""};
+    fb_user dev = make_user(f, "cora", f->team.id, FB_ROLE_DEVELOPER);
+    char key[FB_AUTH_KEY_TEXT_MAX], id[FB_ID_MAX], exp[FB_TIME_MAX];
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    time_t at = now.tv_sec + 2;
+    struct tm tm;
+    gmtime_r(&at, &tm);
+    strftime(exp, sizeof exp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    make_key(f, dev.id, FB_PERM_TASKS_READ, exp, key, id);
+    assert_int_equal(auth_key(f, key, NULL, &err), FB_AUTH_FAIL_NONE);
+    assert_int_equal(auth_key(f, key, NULL, &err), FB_AUTH_FAIL_NONE); /* remembered */
+    /* The same id with another secret: not a hit, a bad secret. */
+    char wrong[FB_AUTH_KEY_TEXT_MAX];
+    snprintf(wrong, sizeof wrong, "%s", key);
+    wrong[strlen(wrong) - 2] = wrong[strlen(wrong) - 2] == 'A' ? 'B' : 'A';
+    assert_int_equal(auth_key(f, wrong, NULL, &err), FB_AUTH_FAIL_BAD_SECRET);
+    int before = 0, after = 0;
+    for (;;) {
+        clock_gettime(CLOCK_REALTIME, &now);
+        bool due = now.tv_sec >= at;
+        fb_auth_fail why = auth_key(f, key, NULL, &err);
+        if (due) {
+            assert_int_equal(why, FB_AUTH_FAIL_EXPIRED);
+            after++;
+            break;
+        }
+        struct timespec done;
+        clock_gettime(CLOCK_REALTIME, &done);
+        if (done.tv_sec < at) {
+            assert_int_equal(why, FB_AUTH_FAIL_NONE);
+            before++;
+        }
+        usleep(20000);
+    }
+    assert_true(before > 10);
+    assert_int_equal(after, 1);
 }
 
 static void test_disabled_owner(void **state)
@@ -1194,6 +1241,7 @@ static void test_pepper_file(void **state)
 
     /* Readable by others: refused, with a message saying what to do. */
     assert_int_equal(chmod(path, 0644), 0);
+    fb_auth_key_cache_flush(); /* the pepper changes behind auth's back */
     assert_int_equal(auth_key(f, f->admin_key, NULL, &err), FB_AUTH_FAIL_ERROR);
     assert_non_null(strstr(err.msg, "0600"));
     assert_no_key_in(err.msg, f->admin_key);
@@ -1210,6 +1258,7 @@ static void test_pepper_file(void **state)
     assert_true(fd >= 0);
     assert_int_equal(fb_write_all(fd, other, sizeof other), 0);
     close(fd);
+    fb_auth_key_cache_flush();
     assert_int_equal(auth_key(f, f->admin_key, NULL, &err), FB_AUTH_FAIL_BAD_SECRET);
     /* A truncated one: refused. */
     fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
@@ -1252,6 +1301,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_malformed_headers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unknown_and_bad_secret, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disabled_owner, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_cache_never_outlives_the_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scopes_within_role, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cross_team_principals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_hash_is_not_the_key, setup, teardown),
