@@ -66,6 +66,18 @@ def bare_qemu_argv(mem):
                        f"tsc_early_khz={host_tsc_khz()} rdinit=/bin/busybox -- poweroff -f"]
 
 
+GUEST_LOOP = ('n=$1; s=$(date +%s%N); i=0; while [ $i -lt $n ]; do /bin/true; i=$((i+1)); done; '
+              'e=$(date +%s%N); echo $(( (e - s) / n / 1000 ))')
+
+
+def guest_spawn_us(backend, n):
+    """Microseconds the guest itself takes to spawn /bin/true and wait for
+    it (a shell loop inside one sandbox: fork, exec, exit, wait)."""
+    out = subprocess.run([FORGEBOX, "run", "-q", "--backend", backend, "--", "sh", "-c", GUEST_LOOP,
+                          "loop", str(n)], stdout=subprocess.PIPE, env=ENV, check=True).stdout
+    return float(out.decode().split()[-1])
+
+
 def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     rows = []
@@ -95,8 +107,11 @@ def main():
         out = subprocess.run([FB_BENCH, "exec", backend, str(rounds * 20)], stdout=subprocess.PIPE,
                              env=ENV, check=True).stdout
         r = json.loads(out)
+        guest = guest_spawn_us(backend, rounds * 20)
         print(f"{'exec round trip in a live ' + backend:40} {r['median_us']/1000:8.2f}ms "
-              f"{'':>10} {'':>7} {'':>7}  median of {r['count']} (p90 {r['p90_us']/1000:.2f} ms)")
+              f"{guest/1000:8.2f}ms {r['median_us']/guest:6.2f}x {'':>7}  the guest's own fork+exec of "
+              f"/bin/true (a loop inside the sandbox); protocol overhead {(r['median_us']-guest)/1000:.2f} ms; "
+              f"median of {r['count']} (p90 {r['p90_us']/1000:.2f} ms)")
 
     out = subprocess.run([FB_BENCH, "memory", "vm", "512"], stdout=subprocess.PIPE, env=ENV,
                          check=True).stdout
