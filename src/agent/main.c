@@ -285,7 +285,7 @@ static void prefetch_common(void)
 {
     static const char *const files[] = {
         "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/libc.so.6",
-        "/bin/sh", "/bin/bash", "/usr/bin/true", NULL,
+        "/etc/ld.so.cache", "/bin/sh", "/bin/bash", "/usr/bin/true", NULL,
     };
     for (const char *const *f = files; *f; f++) {
         int fd = open(*f, O_RDONLY | O_CLOEXEC);
