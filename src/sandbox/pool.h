@@ -3,10 +3,12 @@
  *
  * Booting is most of a sandbox's start (a jail's namespaces and mounts, a
  * VM's kernel under emulation).  A pool keeps `size` sandboxes of one
- * shape booted to the agent's "ready" and unassigned (fb_sandbox_boot), so
- * that a request of that shape gets one at once (fb_sandbox_assign); a
+ * shape booted to the agent's "ready" (fb_sandbox_boot), assigned to the
+ * pool and warmed with one /bin/true (a sandbox's first process costs more
+ * than later ones), so that a request of that shape gets one at once; a
  * request of another shape gets nothing and boots cold.  A pooled sandbox
- * holds no user data: nothing has run in it, nothing was copied into it.
+ * holds no user data: only that /bin/true has run in it, nothing was
+ * copied into it.
  * It is used once, then destroyed like any other; a background thread
  * boots replacements, and drops (and replaces) any that died while idle.
  *
