@@ -108,10 +108,21 @@ int main(int argc, char **argv)
         run_true(sb);
         uint64_t total, guest;
         rss_split(fb_sandbox_pid(sb), mib * 1024 * 1024, &total, &guest);
+        unsigned long long pss = 0;
+        char path[64], line[256];
+        snprintf(path, sizeof path, "/proc/%d/smaps_rollup", fb_sandbox_pid(sb));
+        FILE *f = fopen(path, "re");
+        while (f && fgets(line, sizeof line, f))
+            if (sscanf(line, "Pss: %llu kB", &pss) == 1)
+                break;
+        if (f)
+            fclose(f);
         uint64_t self_total, self_guest;
         rss_split((int)getpid(), 0, &self_total, &self_guest);
-        printf("{\"rss_kib\": %llu, \"guest_ram_rss_kib\": %llu, \"manager_rss_kib\": %llu}\n",
-               (unsigned long long)total, (unsigned long long)guest, (unsigned long long)self_total);
+        printf("{\"rss_kib\": %llu, \"pss_kib\": %llu, \"guest_ram_rss_kib\": %llu, "
+               "\"manager_rss_kib\": %llu}\n",
+               (unsigned long long)total, pss, (unsigned long long)guest,
+               (unsigned long long)self_total);
         fb_sandbox_destroy(sb);
         return 0;
     }

@@ -276,6 +276,26 @@ static void serve(fb_agent *a)
     }
 }
 
+/* Starts reading what nearly every command needs (the dynamic loader, libc,
+ * the shell) while the host is still saying hello: the root's page cache
+ * is this sandbox's own (a jail's loop device, a VM's disk), so the first
+ * exec would otherwise wait for these reads one page fault at a time.
+ * Asynchronous readahead only; a missing file is fine. */
+static void prefetch_common(void)
+{
+    static const char *const files[] = {
+        "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/libc.so.6",
+        "/etc/ld.so.cache", "/bin/sh", "/bin/bash", "/usr/bin/true", NULL,
+    };
+    for (const char *const *f = files; *f; f++) {
+        int fd = open(*f, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            (void)posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+            close(fd);
+        }
+    }
+}
+
 static void usage(void)
 {
     fprintf(stderr, "usage: fb-agent --vm --channel PATH | --jail --channel-fd N [--net-fd N]\n"
@@ -340,6 +360,7 @@ int main(int argc, char **argv)
     /* The agent must outlive any memory hog it supervises. */
     (void)fb_write_file("/proc/self/oom_score_adj", "-1000", NULL);
 
+    prefetch_common();
     if (fb_pid1_mount_base(agent.mode, &err) < 0)
         die(&agent, "%s", err.msg);
     serve(&agent);

@@ -59,6 +59,9 @@ const struct cfg_key cfg_keys[] = {
     {"sandbox.max_ttl_s", K_UINT, OFF(sandbox.max_ttl_s), false, 1, 7 * 86400},
     {"sandbox.max_memory_mib", K_UINT, OFF(sandbox.max_memory_mib), false, FB_MIN_MEMORY_MIB, FB_MAX_MEMORY_MIB},
     {"sandbox.max_vcpus", K_UINT, OFF(sandbox.max_vcpus), false, 1, FB_MAX_VCPUS},
+    /* The warm pools (src/sandbox/pool.h): off unless set. */
+    {"pool.jail.size", K_UINT, OFF(pool.jail_size), false, 0, 1024},
+    {"pool.vm.size", K_UINT, OFF(pool.vm_size), false, 0, 1024},
     {"limits.max_body_bytes", K_SIZE, OFF(limits.max_body_bytes), false, 1 * KIB, 64 * MIB},
     {"limits.max_header_bytes", K_SIZE, OFF(limits.max_header_bytes), false, 1 * KIB, 1 * MIB},
     {"limits.max_file_bytes", K_SIZE, OFF(limits.max_file_bytes), false, 1, 1 * GIB},
@@ -94,7 +97,8 @@ const struct cfg_key cfg_keys[] = {
 _Static_assert(sizeof cfg_keys / sizeof cfg_keys[0] == FB_CONFIG_NKEYS,
                "FB_CONFIG_NKEYS in config.h must match the key table");
 
-const char *const cfg_sections[] = {"store", "tls", "sandbox", "network", "limits", "quotas", "tasks", "e2b", "console"};
+const char *const cfg_sections[] = {"store", "tls", "sandbox", "network", "limits", "quotas",
+                                    "tasks", "e2b",  "console", "pool",    "pool.jail", "pool.vm"};
 
 /* FORGEBOX_ variables that belong to other parts of ForgeBox (the CLI, the
  * image build, the test harness); never reported as misspelt keys. */
@@ -626,20 +630,20 @@ char *fb_config_dump_json(const fb_config *cfg)
         const struct cfg_key *k = &cfg_keys[i];
         json_t *parent = root;
         const char *leaf = k->name;
-        const char *dot = strchr(k->name, '.');
-        if (dot) {
+        /* One object per section level: pool.jail.size is pool -> jail -> size. */
+        for (const char *dot; ok && (dot = strchr(leaf, '.')); leaf = dot + 1) {
             char sec[MAX_NAME];
-            snprintf(sec, sizeof sec, "%.*s", (int)(dot - k->name), k->name);
-            parent = json_object_get(root, sec);
-            if (!parent) {
-                parent = json_object();
-                if (!parent || json_object_set_new(root, sec, parent) < 0) {
+            snprintf(sec, sizeof sec, "%.*s", (int)(dot - leaf), leaf);
+            json_t *child = json_object_get(parent, sec);
+            if (!child) {
+                child = json_object();
+                if (!child || json_object_set_new(parent, sec, child) < 0)
                     ok = false;
-                    break;
-                }
             }
-            leaf = dot + 1;
+            parent = child;
         }
+        if (!ok)
+            break;
         json_t *v;
         if (cfg->redact_[i]) {
             v = json_string("[redacted]");

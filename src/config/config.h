@@ -54,7 +54,7 @@ typedef enum {
 /* Longest value any key accepts, after ${VAR} interpolation. */
 #define FB_CONFIG_MAX_VALUE 3000
 /* Number of keys (the size of the bookkeeping arrays below). */
-#define FB_CONFIG_NKEYS 48
+#define FB_CONFIG_NKEYS 50
 
 /* Most providers one file may define. */
 #define FB_CONFIG_MAX_PROVIDERS 64
@@ -112,6 +112,10 @@ typedef struct fb_config {
         uint64_t max_memory_mib;  /* most a request may ask for */
         uint64_t max_vcpus;       /* most a request may ask for */
     } sandbox;
+    struct {
+        uint64_t jail_size;       /* pool.jail.size: warm jails of the default shape (0: none) */
+        uint64_t vm_size;         /* pool.vm.size: warm VMs of the default shape (0: none) */
+    } pool;
     struct {
         fb_egress_list allow;     /* the ceiling of gateway grants (empty: none) */
         fb_egress_list deny;      /* always wins, also for forgebox run */

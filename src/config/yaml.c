@@ -216,7 +216,7 @@ static int walk_mapping(struct file_ctx *c, const yaml_node_t *map, const char *
                 return -1;
             continue;
         }
-        if (!section && cfg_is_section(full)) {
+        if (cfg_is_section(full)) { /* also pool.jail under pool */
             if (cfg_yaml_is_null(vn))
                 continue; /* "limits:" with nothing under it */
             if (vn->type != YAML_MAPPING_NODE)

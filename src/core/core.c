@@ -250,12 +250,17 @@ int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_
         return fb_fail(err, "cannot start the TTL reaper thread");
     }
     c->reaper_running = true;
+    if (core_pool_start(c, err) < 0) {
+        fb_core_close(c);
+        return -1;
+    }
     *out = c;
     return 0;
 }
 
 void fb_core_shutdown_sandboxes(fb_core *c, const char *reason)
 {
+    core_pool_stop(c); /* nothing of a user is in them: no audit, no grace */
     core_tasks_shutdown(c); /* their threads hold sandboxes: they go first */
     core_sandbox **all = calloc(4096, sizeof *all);
     if (!all)

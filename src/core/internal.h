@@ -153,6 +153,7 @@ struct fb_core {
     bool reaper_running;
     volatile sig_atomic_t stopping;
     core_egress *egress;        /* NULL: nothing can be granted (egress.c) */
+    struct fb_pool *pools[2];   /* warm pools, [0] vm, [1] jail; NULL: none (pool.c) */
 };
 
 void core_registry_init(core_registry *r);
@@ -190,10 +191,24 @@ void core_execs_forget(fb_core *c, core_sandbox *s);
 
 /* ---- sandbox lifecycle helpers (sandboxes.c) ---------------------------------- */
 
+/* The request, checked against the configured limits, as a sandbox config
+ * (and its TTL). */
+int core_sandbox_config(fb_core *c, const fb_sandbox_spec *spec, fb_sandbox_config *sc, uint64_t *ttl,
+                        fb_core_err *err);
+
 void *core_reaper_main(void *arg);
 /* Destroys a finalised entry's sandbox and records it (registry.c calls
  * this with no lock held). */
 void core_sandbox_finalise(fb_core *c, core_sandbox *s);
+
+/* ---- warm pools (pool.c) ------------------------------------------------------------
+ * Started by fb_core_open from pool.jail.size / pool.vm.size, stopped (their
+ * sandboxes destroyed) first thing in fb_core_shutdown_sandboxes. */
+int core_pool_start(fb_core *c, fb_err *err);
+/* A booted, assigned sandbox of exactly sc's shape, or NULL (count a miss):
+ * the caller has reserved the quota and owns the sandbox. */
+fb_sandbox *core_pool_take(fb_core *c, const fb_sandbox_config *sc);
+void core_pool_stop(fb_core *c);
 
 /* ---- egress (egress.c) -----------------------------------------------------------
  * The gateway's egress proxy and its audit drainer: started by fb_core_open

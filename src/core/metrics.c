@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "core/internal.h"
+#include "sandbox/pool.h"
 
 #define MAX_SERIES 256
 static const double exec_buckets[] = {0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300};
@@ -113,6 +114,7 @@ char *core_metrics_render(core_registry *r)
                "forgebox_auth_failures_total %llu\n",
             (unsigned long long)auth_failures);
     pthread_mutex_unlock(&lock);
+    fb_pool_metrics(f);
     fclose(f);
     return buf;
 }

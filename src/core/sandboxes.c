@@ -13,7 +13,11 @@
  * A network grant is decided before anything boots: network:internet
  * (fb_core_permit, audited; org-gated on a non-empty network.allow), then
  * every entry inside network.allow and outside network.deny (policy), a
- * refusal audited and answered naming the entry.  The sandbox is wired to
+ * refusal audited and answered naming the entry.
+ *
+ * A create without a grant asks the warm pool (pool.c) first: the quota is
+ * reserved the same way before, so a pooled sandbox counts for a team only
+ * once it is the team's.  The sandbox is wired to
  * the gateway's egress proxy (egress.c) before it boots and given its
  * grant once it has its id; finalising takes the grant away.
  */
@@ -90,9 +94,8 @@ static int in_range(const char *name, bool has, uint64_t v, uint64_t def, uint64
     return 0;
 }
 
-/* The request, checked against the configured limits, as a sandbox config. */
-static int config_for(fb_core *c, const fb_sandbox_spec *spec, fb_sandbox_config *sc, uint64_t *ttl,
-                      fb_core_err *err)
+int core_sandbox_config(fb_core *c, const fb_sandbox_spec *spec, fb_sandbox_config *sc, uint64_t *ttl,
+                        fb_core_err *err)
 {
     const fb_config *cfg = c->cfg;
     fb_sandbox_config_defaults(sc);
@@ -123,7 +126,7 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
         return -1;
     fb_sandbox_config sc;
     uint64_t ttl = 0;
-    if (config_for(c, spec, &sc, &ttl, err) < 0)
+    if (core_sandbox_config(c, spec, &sc, &ttl, err) < 0)
         return -1;
     if (grant && core_egress_wire(c, &sc, err) < 0)
         return -1;
@@ -159,9 +162,12 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
     }
     fb_sandbox *sb = NULL;
     fb_err ferr = {{0}};
-    /* Boots on the sandbox module's long-lived spawner threads (the
-     * sandbox's parent-death signal is tied to the booting thread). */
-    int booted = fb_sandbox_create(&sc, &sb, &ferr);
+    /* A warm one of this shape if the pool has it (never with a grant);
+     * else a cold boot on the sandbox module's long-lived spawner threads
+     * (the sandbox's parent-death signal is tied to the booting thread). */
+    if (!grant)
+        sb = core_pool_take(c, &sc);
+    int booted = sb ? 0 : fb_sandbox_create(&sc, &sb, &ferr);
     if (booted == 0 && grant &&
         core_egress_grant(c, fb_sandbox_id(sb), s->team_id, s->task_id, caller->actor[0] ? caller->actor : "system",
                           grant, &ferr) < 0) {

@@ -337,8 +337,10 @@ static pid_t spawn_owned_userns(const fb_spawn *sp, fb_err *err)
     int rc = 0;
     if (mid < 0)
         rc = fb_fail_errno(err, "cannot create the sandbox process (clone)");
+    fb_trace("spawn: intermediate forked");
     if (rc == 0 && sp->cg && fb_cgroup_attach(sp->cg, mid, err) < 0)
         rc = -1;
+    fb_trace("spawn: cgroup attached");
     if (rc == 0 && fb_write_all(sync_pipe[1], "g", 1) < 0)
         rc = fb_fail_errno(err, "cannot release the sandbox process");
     char u;
@@ -348,20 +350,25 @@ static pid_t spawn_owned_userns(const fb_spawn *sp, fb_err *err)
             fb_fail(err, "sandbox setup failed before the user namespace existed");
         rc = -1;
     }
+    fb_trace("spawn: prepared, user namespace made");
     if (rc == 0 && write_maps(mid, sp->uid_base, sp->timens, err) < 0)
         rc = -1;
+    fb_trace("spawn: maps written");
     if (rc == 0 && fb_write_all(sync_pipe[1], "g", 1) < 0)
         rc = fb_fail_errno(err, "cannot release the sandbox process");
     close(sync_pipe[1]);
     int32_t v = -1;
     if (rc == 0 && fb_read_exact(pidp[0], &v, sizeof v) == 0)
         child = (pid_t)v;
+    fb_trace("spawn: child cloned");
     close(pidp[0]);
     if (mid > 0)
         while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
             ;
+    fb_trace("spawn: intermediate reaped");
     if (rc == 0) {
         rc = read_report(report[0], err);
+        fb_trace("spawn: child executed the agent");
         if (rc == 0 && child <= 0)
             rc = fb_fail(err, "sandbox setup failed: the sandbox process was not created");
     }

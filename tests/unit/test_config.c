@@ -126,6 +126,7 @@ static void test_defaults(void **state)
         "\"tls\":{\"cert\":null,\"key\":null,\"client_ca\":null,\"client_crl\":null,\"client_roles\":[\"gateway\"]},"
         "\"sandbox\":{\"backend\":\"vm\",\"memory_mib\":512,\"vcpus\":1,\"disk_mib\":256,"
         "\"ttl_s\":600,\"max_ttl_s\":3600,\"max_memory_mib\":4096,\"max_vcpus\":8},"
+        "\"pool\":{\"jail\":{\"size\":0},\"vm\":{\"size\":0}},"
         "\"limits\":{\"max_body_bytes\":1048576,\"max_header_bytes\":16384,"
         "\"max_file_bytes\":67108864,\"max_output_bytes\":8388608,\"rate_rps\":10,"
         "\"rate_burst\":20,\"max_connections\":256,\"request_timeout_s\":30,"
@@ -745,6 +746,26 @@ static void test_redaction(void **state)
 
 /* ---- tasks.* ----------------------------------------------------------------- */
 
+/* pool.jail.size: a section inside a section, in the file and as
+ * FORGEBOX_POOL_VM_SIZE; out of range and unknown keys are refused. */
+static void test_pool_keys(void **state)
+{
+    (void)state;
+    fb_config cfg;
+    fb_err err = {{0}};
+    assert_int_equal(load_text(&cfg, "pool:\n  jail:\n    size: 3\n", &err), 0);
+    assert_int_equal(cfg.pool.jail_size, 3);
+    assert_int_equal(cfg.pool.vm_size, 0);
+    char *env[] = {"FORGEBOX_POOL_VM_SIZE=2", NULL};
+    assert_int_equal(fb_config_apply_env(&cfg, env, &err), 0);
+    assert_int_equal(cfg.pool.vm_size, 2);
+    fb_config_free(&cfg);
+    assert_load_fails("pool:\n  jail:\n    size: 2000\n",
+                      "config: pool.jail.size (%s:3): must be an integer between 0 and 1024, got \"2000\"");
+    assert_load_fails("pool:\n  jail:\n    sise: 2\n",
+                      "config: \"pool.jail.sise\" (%s:3): unknown key; did you mean pool.jail.size?");
+}
+
 static void test_tasks_keys(void **state)
 {
     (void)state;
@@ -796,6 +817,7 @@ int main(void)
         cmocka_unit_test(test_redaction),
         cmocka_unit_test(test_store_url_password_never_shown),
         cmocka_unit_test(test_tasks_keys),
+        cmocka_unit_test(test_pool_keys),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }

@@ -1,0 +1,191 @@
+"""The warm pool (issue 9, item 2): pool.jail.size / pool.vm.size sandboxes
+of the default shape booted ahead, handed to a matching POST /v1/sandboxes.
+
+A pooled create is a hit (forgebox_pool_hits_total), the sandbox it gets
+carries nothing of an earlier user, another shape misses and boots cold,
+the pool refills, waiting sandboxes count against no team, one that dies
+while waiting is replaced, and shutdown destroys the pool.  Real `forgebox
+serve` processes through the project's Python client."""
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from conftest import leftovers
+from gateway_fixtures import FIRST_PASSWORD, Gateway, forgebox_client
+
+ApiError = forgebox_client.ApiError
+BASE = ["limits.rate_rps=1000", "limits.rate_burst=1000", "quotas.max_sandboxes_per_team=20"]
+DEV = ["sandboxes:create", "sandboxes:read", "sandboxes:exec"]
+
+
+def started(settings):
+    g = Gateway(settings=BASE + list(settings))
+    g.init()
+    g.start()
+    return g
+
+
+def finish(g):
+    rc = g.stop()
+    log = g.read_log()
+    assert "Sanitizer" not in log, log[-4000:]
+    assert rc == 0, log[-4000:]
+
+
+def metric(g, name, backend):
+    text = g.admin().metrics()
+    m = re.search(r'^%s\{backend="%s"\} (\d+)$' % (re.escape(name), backend), text, re.M)
+    assert m, f"{name} missing from /metrics:\n{text}"
+    return int(m.group(1))
+
+
+def wait_ready(g, backend, n, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metric(g, "forgebox_pool_ready", backend) >= n:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the {backend} pool did not reach {n} ready sandboxes "
+                         f"(it has {metric(g, 'forgebox_pool_ready', backend)})")
+
+
+def member(g, team_name, scopes=DEV):
+    a = g.admin()
+    t = a.create_team(team_name)
+    u = a.create_user(username=team_name + "-dev", password=FIRST_PASSWORD, team_id=t["id"],
+                      role="developer")
+    k = a.create_key(name="dev", scopes=scopes, user_id=u["id"])
+    return g.client(k["key"])
+
+
+PROCS = ["sh", "-c", 'for p in /proc/[0-9]*; do tr "\\0" " " < $p/cmdline; echo; done']
+
+
+@pytest.fixture
+def gw():
+    # One per test: a pool's waiting sandboxes are alive for as long as the
+    # gateway, and every test must leave the host as it found it.
+    g = started(["sandbox.backend=jail", "pool.jail.size=2"])
+    yield g
+    finish(g)
+
+
+def test_pooled_create_is_a_hit_and_carries_nothing_of_an_earlier_user(gw):
+    c = gw.admin()
+    wait_ready(gw, "jail", 2)
+    hits, misses = metric(gw, "forgebox_pool_hits_total", "jail"), metric(gw, "forgebox_pool_misses_total", "jail")
+    first = c.create_sandbox()
+    assert first["backend"] == "jail"
+    assert metric(gw, "forgebox_pool_hits_total", "jail") == hits + 1
+    assert metric(gw, "forgebox_pool_misses_total", "jail") == misses
+    r = c.exec(first["id"], ["sh", "-c", "echo secret > /workspace/mine; echo t > /tmp/t; "
+                                         "(sleep 300 &) ; echo started"])
+    assert r["exit_code"] == 0 and r["stdout"] == "started\n", r
+    c.delete_sandbox(first["id"])
+
+    wait_ready(gw, "jail", 2)
+    second = c.create_sandbox()
+    assert second["id"] != first["id"]
+    assert metric(gw, "forgebox_pool_hits_total", "jail") == hits + 2
+    r = c.exec(second["id"], ["sh", "-c", "ls -A /workspace /tmp"])
+    assert r["exit_code"] == 0 and r["stdout"] == "/tmp:\n\n/workspace:\n", r
+    r = c.exec(second["id"], PROCS)
+    assert r["exit_code"] == 0, r
+    assert "sleep" not in r["stdout"], r["stdout"]
+    c.delete_sandbox(second["id"])
+
+
+def test_another_shape_misses_and_boots_cold(gw):
+    c = gw.admin()
+    wait_ready(gw, "jail", 2)
+    hits, misses = metric(gw, "forgebox_pool_hits_total", "jail"), metric(gw, "forgebox_pool_misses_total", "jail")
+    s = c.create_sandbox(memory_mib=256)
+    assert s["memory_mib"] == 256
+    assert metric(gw, "forgebox_pool_misses_total", "jail") == misses + 1
+    assert metric(gw, "forgebox_pool_hits_total", "jail") == hits
+    assert metric(gw, "forgebox_pool_ready", "jail") == 2   # nothing was taken
+    r = c.exec(s["id"], ["sh", "-c", "head -1 /proc/meminfo"])
+    assert r["stdout"].split()[1] == str(256 * 1024), r
+    c.delete_sandbox(s["id"])
+
+
+def test_the_pool_refills_after_takes(gw):
+    c = gw.admin()
+    wait_ready(gw, "jail", 2)
+    taken = [c.create_sandbox()["id"] for _ in range(2)]
+    assert metric(gw, "forgebox_pool_ready", "jail") < 2
+    wait_ready(gw, "jail", 2, timeout=60)
+    for sid in taken:
+        assert c.exec(sid, ["true"])["exit_code"] == 0
+        c.delete_sandbox(sid)
+
+
+def test_a_pooled_sandbox_that_dies_while_waiting_is_replaced(gw):
+    wait_ready(gw, "jail", 2)
+    # The pool's jails are the gateway's children (their init is fb-agent).
+    kids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        ppid = int(st.rsplit(")", 1)[1].split()[1])
+        if ppid == gw.proc.pid and cmd.startswith(b"fb-agent\0--jail"):
+            kids.append(int(pid))
+    assert len(kids) == 2, kids
+    os.kill(kids[0], signal.SIGKILL)
+    c = gw.admin()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:        # the dead one is swept, a new one booted
+        alive = [p for p in kids if os.path.exists(f"/proc/{p}")]
+        if metric(gw, "forgebox_pool_ready", "jail") == 2 and len(alive) == 1:
+            break
+        time.sleep(0.1)
+    hits = metric(gw, "forgebox_pool_hits_total", "jail")
+    for _ in range(2):                        # both waiting ones work
+        s = c.create_sandbox()
+        assert c.exec(s["id"], ["echo", "ok"])["stdout"] == "ok\n"
+        c.delete_sandbox(s["id"])
+    assert metric(gw, "forgebox_pool_hits_total", "jail") == hits + 2
+
+
+def test_waiting_sandboxes_count_against_no_team_and_shutdown_destroys_them():
+    before = set(leftovers())
+    g = started(["sandbox.backend=jail", "pool.jail.size=3", "quotas.max_sandboxes_per_team=1"])
+    try:
+        wait_ready(g, "jail", 3)
+        dev = member(g, "pooled")
+        s = dev.create_sandbox()               # three waiting did not use up the quota of one
+        assert metric(g, "forgebox_pool_hits_total", "jail") == 1
+        with pytest.raises(ApiError) as e:     # once assigned, the team's quota decides
+            dev.create_sandbox()
+        assert e.value.status == 429, e.value
+        assert metric(g, "forgebox_pool_hits_total", "jail") == 1
+        listed = [x["id"] for x in g.admin().list_sandboxes()["sandboxes"]]
+        assert listed == [s["id"]], listed       # waiting ones are nobody's sandboxes
+    finally:
+        finish(g)
+    assert set(leftovers()) - before == set()
+
+
+def test_vm_pool_hit_runs_a_command():
+    g = started(["sandbox.backend=vm", "sandbox.memory_mib=128", "pool.vm.size=1"])
+    try:
+        wait_ready(g, "vm", 1, timeout=180)
+        c = g.admin()
+        s = c.create_sandbox()
+        assert s["backend"] == "vm"
+        assert metric(g, "forgebox_pool_hits_total", "vm") == 1
+        r = c.exec(s["id"], ["sh", "-c", "ls -A /workspace; echo ok"])
+        assert r["exit_code"] == 0 and r["stdout"] == "ok\n", r
+        c.delete_sandbox(s["id"])
+    finally:
+        finish(g)
