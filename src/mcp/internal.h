@@ -33,6 +33,9 @@ json_t *mcp_tool_run_code(fb_mcp_ctx *ctx, const json_t *args);
  * duration_ms}, or a failure without it). */
 json_t *mcp_run_named(fb_mcp_ctx *ctx, const char *id, const char *const *argv, uint64_t timeout_s);
 
+/* tool_task.c */
+json_t *mcp_tool_run_task(fb_mcp_ctx *ctx, const json_t *args);
+
 /* tool_files.c */
 json_t *mcp_tool_create_sandbox(fb_mcp_ctx *ctx, const json_t *args);
 json_t *mcp_tool_kill_sandbox(fb_mcp_ctx *ctx, const json_t *args);

@@ -10,7 +10,7 @@
  * for input validation, so that a model can correct itself; an unknown
  * tool is a JSON-RPC error (-32602).
  *
- * run_task joins the catalogue when the task engine lands (docs/mcp.md).
+ * run_task starts a task of the task engine (tool_task.c).
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -64,6 +64,11 @@ typedef struct tool {
     "{\"type\":\"object\",\"properties\":{\"sandbox_id\":{\"type\":\"string\"},\"destroyed\":{\"type\":\"boolean\"}},"  \
     "\"required\":[\"sandbox_id\",\"destroyed\"]}"
 
+#define OUT_TASK                                                                                                \
+    "{\"type\":\"object\",\"properties\":{\"task_id\":{\"type\":\"string\"},\"state\":{\"type\":\"string\"},"         \
+    "\"result\":{\"type\":[\"string\",\"null\"]},\"error\":{\"type\":[\"string\",\"null\"]},"                     \
+    "\"usage\":{\"type\":\"object\"}},\"required\":[\"task_id\",\"state\",\"result\",\"error\",\"usage\"]}"
+
 static const char *const backends[] = {"jail", "vm", NULL};
 static const char *const languages[] = {"python", "bash", NULL};
 
@@ -111,6 +116,19 @@ static const tool tools[] = {
      "Destroys a sandbox and everything in it.",
      {SANDBOX_ID(true)},
      mcp_tool_kill_sandbox, OUT_KILL},
+    {"run_task", "Run an AI task",
+     "Starts a task: a model (a provider configured on the server, and a model name) works on the prompt "
+     "through tools that run in a sandbox of the task's own. Waits up to wait_s seconds (default 50) and "
+     "returns the task's state, result or error and token usage; a task still running goes on (follow it "
+     "through the REST API or the console, where held tool calls are approved).",
+     {{"prompt", P_STRING, true, "What the model should do", NULL, 0, 0},
+      {"provider", P_STRING, true, "A provider name from the server's configuration", NULL, 0, 0},
+      {"model", P_STRING, true, "The model name at that provider", NULL, 0, 0},
+      {"tools", P_STRINGS, false, "Tools the model may use (bash, file_read, file_write, file_edit, glob, grep, "
+                                  "git, web_fetch); default bash and the file tools your key may grant",
+       NULL, 0, 0},
+      {"wait_s", P_INT, false, "Seconds to wait for the end (0: answer at once)", NULL, 0, 600}},
+     mcp_tool_run_task, OUT_TASK},
 };
 #define NTOOLS (sizeof tools / sizeof tools[0])
 

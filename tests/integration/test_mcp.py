@@ -18,10 +18,12 @@ from conftest import FORGEBOX
 from gateway_fixtures import FIRST_PASSWORD, Gateway
 
 COMPAT = os.path.join(os.path.dirname(__file__), "..", "compat", "mcp")
-TOOLS = ["create_sandbox", "run_code", "exec", "read_file", "write_file", "list_files", "kill_sandbox"]
+TOOLS = ["create_sandbox", "run_code", "exec", "read_file", "write_file", "list_files", "kill_sandbox",
+         "run_task"]
 REQUIRED = {"create_sandbox": [], "run_code": ["code", "language"], "exec": ["cmd", "sandbox_id"],
             "read_file": ["sandbox_id", "path"], "write_file": ["sandbox_id", "path", "content"],
-            "list_files": ["sandbox_id"], "kill_sandbox": ["sandbox_id"]}
+            "list_files": ["sandbox_id"], "kill_sandbox": ["sandbox_id"],
+            "run_task": ["prompt", "provider", "model"]}
 FULL = ["sandboxes:create", "sandboxes:read", "sandboxes:exec"]
 
 
@@ -97,7 +99,7 @@ def test_initialize_and_list_tools(env):
     assert c["capabilities"] == {"tools": {"listChanged": False}}
     assert c["protocolVersion"] == "2025-11-25"
     assert c["sessionId"].startswith("mcps_") and len(c["sessionId"]) == 37
-    assert c["tools"] == 7
+    assert c["tools"] == 8
     tools = out["steps"][0]["ok"]["tools"]
     assert [t["name"] for t in tools] == TOOLS
     for t in tools:
@@ -377,7 +379,7 @@ def test_sessions(env, key):
     st, _, data = post(env, env["keys"]["a2"]["key"], rpc("tools/list"), session=sid)
     assert st == 404 and error_of(data)[:2] == (None, -32001)
     st, _, data = post(env, key, rpc("tools/list"), session=sid)
-    assert st == 200 and len(json.loads(data)["result"]["tools"]) == 7
+    assert st == 200 and len(json.loads(data)["result"]["tools"]) == 8
     # another key cannot end it; its own key can, once
     c2 = env["g"].client(env["keys"]["a2"]["key"])
     assert c2.request("DELETE", "/mcp", headers={"Mcp-Session-Id": sid}, raw=True)[0] == 404
