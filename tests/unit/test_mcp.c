@@ -180,12 +180,12 @@ static void test_classification(void **state)
 static void test_tools_list(void **state)
 {
     (void)state;
-    static const char *const names[] = {"create_sandbox", "run_code",   "exec",        "read_file",
-                                        "write_file",     "list_files", "kill_sandbox"};
+    static const char *const names[] = {"create_sandbox", "run_code",     "exec",    "read_file",
+                                        "write_file",     "list_files",   "kill_sandbox", "run_task"};
     json_t *l = fb_mcp_tools_list();
     json_t *tools = json_object_get(l, "tools");
-    assert_int_equal(json_array_size(tools), 7);
-    for (size_t i = 0; i < 7; i++) {
+    assert_int_equal(json_array_size(tools), 8);
+    for (size_t i = 0; i < 8; i++) {
         json_t *t = json_array_get(tools, i);
         assert_string_equal(json_string_value(json_object_get(t, "name")), names[i]);
         /* every tool but read_file (text) declares what it returns */
@@ -238,8 +238,11 @@ static void test_tool_arguments(void **state)
     expect_invalid("kill_sandbox", "{}", "invalid arguments: \"sandbox_id\" is required");
     expect_invalid("read_file", "{\"sandbox_id\":\"s\",\"path\":\"/x\",\"mode\":1}",
                    "invalid arguments: read_file takes no \"mode\"");
+    expect_invalid("run_task", "{\"prompt\":\"p\",\"provider\":\"f\"}", "invalid arguments: \"model\" is required");
+    expect_invalid("run_task", "{\"prompt\":\"p\",\"provider\":\"f\",\"model\":\"m\",\"wait_s\":601}",
+                   "invalid arguments: \"wait_s\" must be an integer in the range the schema gives");
     fb_mcp_ctx c = ctx_new("2025-11-25");
-    assert_null(fb_mcp_tool_call(&c, "run_task", NULL)); /* not offered (yet): -32602 */
+    assert_null(fb_mcp_tool_call(&c, "no_such_tool", NULL)); /* not offered: -32602 */
 }
 
 static void test_sessions(void **state)
