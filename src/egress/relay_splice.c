@@ -115,15 +115,21 @@ out:
     return rc;
 }
 
+/* Switches d to read/write through a buffer of its own (keeping what the
+ * buffer still holds to write). */
 static bool go_plain(dir *d)
 {
     if (d->cap < PLAIN_BYTES) {
-        char *b = malloc(PLAIN_BYTES);
+        size_t cap = d->len > PLAIN_BYTES ? d->len : PLAIN_BYTES;
+        char *b = malloc(cap);
         if (!b)
             return false;
+        if (d->len)
+            memcpy(b, d->buf + d->off, d->len);
         free(d->buf);
         d->buf = b;
-        d->cap = PLAIN_BYTES;
+        d->cap = cap;
+        d->off = 0;
     }
     d->plain = true;
     return true;
