@@ -14,13 +14,19 @@
  * whole of resolution plus connect in RESOLVING and CONNECTING
  * (connect_timeout_ms), and a last idle period for a REPLYING client that
  * does not read.  Byte budgets are per sandbox and cut a relay at the
- * exact byte; output buffers are bounded (a side stops being read while
- * the other side's output is above HIGH_WATER), so a slow reader cannot
- * make the proxy buffer without limit.
+ * exact byte; buffering is bounded (a side stops being read while what
+ * was read from it is not yet written), so a slow reader cannot make the
+ * proxy buffer without limit.
  *
  * Half-closes are passed on: when one side ends, the other side's write
  * half is shut once what was read has been written; the connection ends
  * when both directions are done.
+ *
+ * Until RELAY both sides are bufferevents.  On entering RELAY the
+ * connection hands their descriptors, with what they hold (the rewritten
+ * head, bytes the client sent early, the 200 of a CONNECT), to
+ * relay_splice.c, which moves the bytes in the kernel; the bufferevents
+ * are gone from then on, REPLYING after a cut included.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,9 +41,6 @@
 #include <event2/bufferevent.h>
 
 #include "egress/internal.h"
-
-#define HIGH_WATER (256 * 1024)
-#define LOW_WATER  (64 * 1024)
 
 enum state { S_HEAD, S_RESOLVING, S_CONNECTING, S_RELAY, S_REPLYING };
 
@@ -57,7 +60,7 @@ typedef struct egress_conn {
     char *upstream_head; /* the rewritten head of an absolute-form request */
     size_t upstream_head_len;
     uint64_t bytes_up, bytes_down; /* relayed by this connection */
-    bool client_eof, up_eof, up_shut, client_shut;
+    egress_relay *relay;           /* RELAY, and REPLYING after it */
     bool over_cap; /* accepted beyond max_conns: answered 429 once its head is in */
     fb_egress_outcome outcome;
     int status;
@@ -65,7 +68,6 @@ typedef struct egress_conn {
 } egress_conn;
 
 static void finish(egress_conn *c);
-static void relay(egress_conn *c, struct bufferevent *from);
 
 static fb_egress *proxy_of(egress_conn *c)
 {
@@ -158,28 +160,9 @@ static void reply(egress_conn *c, fb_egress_outcome o, int status, const char *b
     enter(c, S_REPLYING);
 }
 
-/* Ends the connection once what is already queued for the client is out
- * (bytes relayed before a cut must still arrive). */
-static void drain_then_finish(egress_conn *c)
-{
-    if (c->up) {
-        bufferevent_free(c->up);
-        c->up = NULL;
-    }
-    if (evbuffer_get_length(bufferevent_get_output(c->client)) == 0) {
-        finish(c);
-        return;
-    }
-    bufferevent_disable(c->client, EV_READ);
-    bufferevent_enable(c->client, EV_WRITE);
-    enter(c, S_REPLYING);
-}
-
 /* ---- upstream ------------------------------------------------------------------ */
 
 static void on_up_event(struct bufferevent *bev, short what, void *arg);
-static void on_up_read(struct bufferevent *bev, void *arg);
-static void on_up_write(struct bufferevent *bev, void *arg);
 
 static socklen_t to_sockaddr(const fb_egress_addr *a, struct sockaddr_storage *ss)
 {
@@ -219,55 +202,106 @@ static void connect_next(egress_conn *c, const char *last_error)
         reply(c, FB_EGRESS_FAILED, 503, "ForgeBox egress: out of resources");
         return;
     }
-    bufferevent_setcb(c->up, on_up_read, on_up_write, on_up_event, c);
-    bufferevent_setwatermark(c->up, EV_WRITE, LOW_WATER, 0);
+    bufferevent_setcb(c->up, NULL, NULL, on_up_event, c);
     if (bufferevent_socket_connect(c->up, (struct sockaddr *)&ss, (int)len) < 0)
         connect_next(c, strerror(errno));
 }
 
+/* ---- relaying (relay_splice.c moves the bytes) ------------------------------------ */
+
+static void on_relay_end(void *arg, egress_relay_end how)
+{
+    egress_conn *c = arg;
+    switch (how) {
+    case EGRESS_RELAY_DONE:
+    case EGRESS_RELAY_CLIENT_ERROR:
+    case EGRESS_RELAY_DRAINED:
+        finish(c);
+        return;
+    case EGRESS_RELAY_CUT_UP:
+    case EGRESS_RELAY_CUT_DOWN: {
+        bool upward = how == EGRESS_RELAY_CUT_UP;
+        const fb_egress_limits *l = &proxy_of(c)->limits;
+        note(c, FB_EGRESS_LIMITED, 0, "byte cap reached: this sandbox may send %s at most %llu bytes",
+             upward ? "out" : "in", (unsigned long long)(upward ? l->max_bytes_up : l->max_bytes_down));
+        break;
+    }
+    case EGRESS_RELAY_UP_ERROR:
+        note(c, c->outcome, c->status, "%.150s; upstream error", c->reason);
+        break;
+    }
+    /* bytes relayed before the end must still arrive */
+    if (egress_relay_drain(c->relay))
+        finish(c);
+    else
+        enter(c, S_REPLYING);
+}
+
+/* The descriptor of a bufferevent that is freed without closing it. */
+static int detach(struct bufferevent **bev)
+{
+    int fd = (int)bufferevent_getfd(*bev);
+    bufferevent_setfd(*bev, -1);
+    bufferevent_free(*bev);
+    *bev = NULL;
+    return fd;
+}
+
 static void start_relay(egress_conn *c)
 {
+    fb_egress *p = proxy_of(c);
     enter(c, S_RELAY);
     note(c, FB_EGRESS_ALLOWED, 0, "%s", c->reason);
+    static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
+    struct evbuffer *early = bufferevent_get_input(c->client); /* bytes that came with the head */
+    size_t n_early = evbuffer_get_length(early), n_head = c->req.connect ? 0 : c->upstream_head_len;
+    uint64_t room = c->sb->bytes_up + n_head < p->limits.max_bytes_up ? p->limits.max_bytes_up - c->sb->bytes_up - n_head : 0;
+    size_t move = n_early < room ? n_early : (size_t)room, n_up = n_head + move;
+    size_t n_client = c->req.connect ? sizeof ok - 1 : 0;
+    char *to_up = n_up ? malloc(n_up) : NULL, *to_client = n_client ? malloc(n_client) : NULL;
+    if ((n_up && !to_up) || (n_client && !to_client)) {
+        free(to_up);
+        free(to_client);
+        note(c, FB_EGRESS_FAILED, 0, "%.150s; out of memory for the relay", c->reason);
+        finish(c);
+        return;
+    }
     if (c->req.connect) {
         c->status = 200;
-        static const char ok[] = "HTTP/1.1 200 Connection established\r\n\r\n";
-        evbuffer_add(bufferevent_get_output(c->client), ok, sizeof ok - 1);
+        memcpy(to_client, ok, n_client);
     } else {
-        evbuffer_add(bufferevent_get_output(c->up), c->upstream_head, c->upstream_head_len);
-        c->bytes_up += c->upstream_head_len;
-        c->sb->bytes_up += c->upstream_head_len;
+        memcpy(to_up, c->upstream_head, n_head);
     }
-    bufferevent_enable(c->up, EV_READ | EV_WRITE);
-    bufferevent_enable(c->client, EV_READ | EV_WRITE);
-    relay(c, c->client); /* bytes that came with the head */
+    evbuffer_copyout(early, to_up + n_head, move);
+    c->bytes_up += n_up;
+    c->sb->bytes_up += n_up;
+    int cfd = detach(&c->client), ufd = detach(&c->up);
+    egress_budget up = {&c->sb->bytes_up, p->limits.max_bytes_up, &c->bytes_up};
+    egress_budget down = {&c->sb->bytes_down, p->limits.max_bytes_down, &c->bytes_down};
+    c->relay = egress_relay_start(p->base, cfd, ufd, to_up, n_up, to_client, n_client, up, down, &c->last,
+                                  on_relay_end, c);
+    if (!c->relay) {
+        note(c, FB_EGRESS_FAILED, 0, "%.150s; out of resources for the relay", c->reason);
+        finish(c);
+        return;
+    }
+    if (move < n_early)
+        on_relay_end(c, EGRESS_RELAY_CUT_UP);
 }
 
 static void on_up_event(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
-    egress_conn *c = arg;
-    if (c->state == S_CONNECTING) {
-        if (what & BEV_EVENT_CONNECTED) {
-            start_relay(c);
-            return;
-        }
-        int e = 0;
-        socklen_t len = sizeof e;
-        if (getsockopt(bufferevent_getfd(c->up), SOL_SOCKET, SO_ERROR, &e, &len) < 0 || e == 0)
-            e = EVUTIL_SOCKET_ERROR();
-        connect_next(c, strerror(e));
+    egress_conn *c = arg; /* only while CONNECTING: RELAY has no bufferevents */
+    if (what & BEV_EVENT_CONNECTED) {
+        start_relay(c);
         return;
     }
-    if (what & BEV_EVENT_EOF) {
-        c->up_eof = true;
-        relay(c, c->up);
-        return;
-    }
-    if (what & BEV_EVENT_ERROR) {
-        note(c, c->outcome, c->status, "%.150s; upstream error", c->reason);
-        drain_then_finish(c);
-    }
+    int e = 0;
+    socklen_t len = sizeof e;
+    if (getsockopt(bufferevent_getfd(c->up), SOL_SOCKET, SO_ERROR, &e, &len) < 0 || e == 0)
+        e = EVUTIL_SOCKET_ERROR();
+    connect_next(c, strerror(e));
 }
 
 /* ---- resolution ------------------------------------------------------------------ */
@@ -390,116 +424,29 @@ static void on_head(egress_conn *c)
     resolve(c);
 }
 
-/* ---- relaying ------------------------------------------------------------------------ */
-
-static void shut_write(struct bufferevent *bev)
-{
-    evutil_socket_t fd = bufferevent_getfd(bev);
-    if (fd >= 0)
-        shutdown(fd, SHUT_WR);
-}
-
-/* Passes an ended side on once its bytes are written; finishes when both
- * directions are done. */
-static void check_ends(egress_conn *c)
-{
-    if (c->client_eof && !c->up_shut && evbuffer_get_length(bufferevent_get_output(c->up)) == 0) {
-        shut_write(c->up);
-        c->up_shut = true;
-    }
-    if (c->up_eof && !c->client_shut && evbuffer_get_length(bufferevent_get_output(c->client)) == 0) {
-        shut_write(c->client);
-        c->client_shut = true;
-    }
-    if (c->up_shut && c->client_shut)
-        finish(c);
-}
-
-static void relay(egress_conn *c, struct bufferevent *from)
-{
-    if (c->state != S_RELAY)
-        return;
-    fb_egress *p = proxy_of(c);
-    bool upward = from == c->client;
-    struct bufferevent *to = upward ? c->up : c->client;
-    uint64_t *used = upward ? &c->sb->bytes_up : &c->sb->bytes_down;
-    uint64_t cap = upward ? p->limits.max_bytes_up : p->limits.max_bytes_down;
-    struct evbuffer *in = bufferevent_get_input(from);
-    size_t n = evbuffer_get_length(in);
-    if (n) {
-        touch(c);
-        uint64_t room = *used < cap ? cap - *used : 0;
-        size_t move = n < room ? n : (size_t)room;
-        evbuffer_remove_buffer(in, bufferevent_get_output(to), move);
-        *used += move;
-        if (upward)
-            c->bytes_up += move;
-        else
-            c->bytes_down += move;
-        if (move < n) {
-            note(c, FB_EGRESS_LIMITED, 0, "byte cap reached: this sandbox may send %s at most %llu bytes",
-                 upward ? "out" : "in", (unsigned long long)cap);
-            drain_then_finish(c);
-            return;
-        }
-    }
-    if (evbuffer_get_length(bufferevent_get_output(to)) > HIGH_WATER)
-        bufferevent_disable(from, EV_READ);
-    check_ends(c);
-}
-
 static void on_client_read(struct bufferevent *bev, void *arg)
 {
-    egress_conn *c = arg;
+    (void)bev;
+    egress_conn *c = arg; /* only in HEAD: reading stops once a head is complete */
     touch(c);
     if (c->state == S_HEAD)
         on_head(c);
-    else
-        relay(c, bev);
 }
 
-static void on_up_read(struct bufferevent *bev, void *arg)
-{
-    relay(arg, bev);
-}
-
-/* An output drained below LOW_WATER: read its source again. */
-static void drained(egress_conn *c, struct bufferevent *source)
-{
-    touch(c);
-    if (c->state == S_RELAY && source && !(source == c->client ? c->client_eof : c->up_eof))
-        bufferevent_enable(source, EV_READ);
-    if (c->state == S_RELAY)
-        check_ends(c);
-}
-
+/* Only a REPLYING answer is written through the bufferevent. */
 static void on_client_write(struct bufferevent *bev, void *arg)
 {
     egress_conn *c = arg;
-    if (c->state == S_REPLYING) {
-        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-            finish(c);
-        return;
-    }
-    drained(c, c->up);
-}
-
-static void on_up_write(struct bufferevent *bev, void *arg)
-{
-    (void)bev;
-    egress_conn *c = arg;
-    drained(c, c->client);
+    touch(c);
+    if (c->state == S_REPLYING && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        finish(c);
 }
 
 static void on_client_event(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
+    (void)what;
     egress_conn *c = arg;
-    if ((what & BEV_EVENT_EOF) && c->state == S_RELAY) {
-        c->client_eof = true;
-        relay(c, c->client);
-        return;
-    }
     if (c->state == S_HEAD)
         note(c, FB_EGRESS_FAILED, 0, "client closed before a complete request head");
     else if (c->state == S_RESOLVING || c->state == S_CONNECTING)
@@ -555,7 +502,9 @@ static void finish(egress_conn *c)
         egress_lookup_cancel(c->lookup);
     if (c->up)
         bufferevent_free(c->up);
-    bufferevent_free(c->client);
+    if (c->client)
+        bufferevent_free(c->client);
+    egress_relay_free(c->relay);
     event_free(c->timer);
     free(c->upstream_head);
     if (c->prev)
@@ -593,7 +542,6 @@ void egress_conn_accept(egress_sandbox *sb, int fd)
     sb->conns = c;
     sb->n_conns++;
     bufferevent_setcb(bev, on_client_read, on_client_write, on_client_event, c);
-    bufferevent_setwatermark(bev, EV_WRITE, LOW_WATER, 0);
     enter(c, S_HEAD);
     /* Beyond the cap a connection is still read up to its head, so that the
      * client gets a 429 rather than a broken pipe; beyond twice the cap it

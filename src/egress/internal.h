@@ -67,6 +67,42 @@ void egress_conn_accept(egress_sandbox *sb, int fd);
 /* conn.c: ends every connection of sb (reason "sandbox removed"). */
 void egress_conn_close_all(egress_sandbox *sb);
 
+/* relay_splice.c: the RELAY state's data path (its top comment says how).
+ * A direction's budget: the sandbox's counter and cap, and the
+ * connection's own counter, all advanced by every byte read. */
+typedef struct egress_budget {
+    uint64_t *sandbox_used;
+    uint64_t cap;
+    uint64_t *conn_bytes;
+} egress_budget;
+
+typedef enum egress_relay_end {
+    EGRESS_RELAY_DONE,         /* both sides ended, and each end was passed on */
+    EGRESS_RELAY_CUT_UP,       /* the client sent beyond the sandbox's up budget */
+    EGRESS_RELAY_CUT_DOWN,     /* the destination sent beyond the down budget */
+    EGRESS_RELAY_UP_ERROR,     /* reading or writing the destination failed */
+    EGRESS_RELAY_CLIENT_ERROR, /* reading or writing the client failed */
+    EGRESS_RELAY_DRAINED,      /* after egress_relay_drain: all queued for the client is out */
+} egress_relay_end;
+
+typedef struct egress_relay egress_relay;
+typedef void (*egress_relay_fn)(void *ctx, egress_relay_end how);
+
+/* Relays between client_fd and up_fd (both owned from the call on, failure
+ * included), first writing to_up and to_client (malloc'd, owned; NULL with
+ * 0 for none; already counted).  *last gets the time of every byte moved.
+ * fn runs on the loop, never inside these calls; after an end other than
+ * DRAINED the caller either frees the relay or drains it.  NULL: out of
+ * resources. */
+egress_relay *egress_relay_start(struct event_base *base, int client_fd, int up_fd, char *to_up, size_t n_to_up,
+                                 char *to_client, size_t n_to_client, egress_budget up, egress_budget down,
+                                 struct timeval *last, egress_relay_fn fn, void *ctx);
+/* Closes the destination and stops reading the client; true when nothing
+ * is left for the client (free it now), else fn(DRAINED) comes later. */
+bool egress_relay_drain(egress_relay *r);
+/* Closes both descriptors and frees r.  NULL is fine. */
+void egress_relay_free(egress_relay *r);
+
 /* resolve.c: the addresses of name (port 0), or the reason there are none. */
 typedef void (*egress_resolved_fn)(void *ctx, const fb_egress_addr *addrs, size_t n, const char *why);
 typedef struct egress_lookup egress_lookup;
