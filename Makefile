@@ -216,18 +216,20 @@ FUZZ_FLAGS := -std=gnu17 -Isrc $(shell pkg-config --cflags libpq) -g -O1 -fno-om
               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_RUN   := -max_len=200000 -timeout=10 -rss_limit_mb=2048
 FUZZ_TARGETS := $(patsubst tests/fuzz/fuzz_%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+# Everything the library links from build/gen (schema, console files, the E2B REPL).
+GEN_SRC    := $(BUILD)/gen/migrations.c $(BUILD)/gen/console.c $(BUILD)/gen/e2b_repl.c
 
 $(FUZZ_BUILD)/fuzz_proto: tests/fuzz/fuzz_proto.c $(COMMON_SRC)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -ljansson
-$(FUZZ_BUILD)/fuzz_router: tests/fuzz/fuzz_router.c $(LIB_SRC) $(PG_REPO_OBJ) $(BUILD)/gen/migrations.c $(BUILD)/gen/console.c
+$(FUZZ_BUILD)/fuzz_router: tests/fuzz/fuzz_router.c $(LIB_SRC) $(PG_REPO_OBJ) $(GEN_SRC)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(HOST_LIBS)
 $(FUZZ_BUILD)/fuzz_llm_stream: tests/fuzz/fuzz_llm_stream.c src/llm/sse.c src/llm/turn.c src/llm/conv.c \
 		src/llm/openai.c src/llm/anthropic.c src/common/util.c src/common/time.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ -ljansson
-$(FUZZ_BUILD)/fuzz_mcp: tests/fuzz/fuzz_mcp.c $(LIB_SRC) $(PG_REPO_OBJ) $(BUILD)/gen/migrations.c
+$(FUZZ_BUILD)/fuzz_mcp: tests/fuzz/fuzz_mcp.c $(LIB_SRC) $(PG_REPO_OBJ) $(GEN_SRC)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $^ $(HOST_LIBS)
 $(FUZZ_BUILD)/fuzz_body: tests/fuzz/fuzz_body.c src/gateway/body.c
