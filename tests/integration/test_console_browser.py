@@ -275,6 +275,10 @@ def test_wrong_password_then_login_and_overview(driver, env):
     assert d.get_cookie("fbx_session")["httpOnly"] is True
     assert d.get_cookie("fbx_session")["sameSite"] == "Strict"
     SECRETS.add(d.get_cookie("fbx_session")["value"])
+    # An admin's capacity card: live sandboxes and the warm pools, from /metrics.
+    wait(d, lambda: "forgebox_pool_ready{backend=\"jail\"}" in text_of(d, "#ov-capacity"),
+         what="the pool gauges")
+    assert "forgebox_pool_misses_total{backend=\"vm\"}" in text_of(d, "#ov-capacity")
     shot(d, "02-overview")
 
 

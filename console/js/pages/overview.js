@@ -63,7 +63,10 @@ async function draw(main) {
   if (isAdmin()) {
     cards.push(await section('Capacity', 'ov-capacity', async (b) => {
       const resp = await api('GET', '/metrics', undefined, { raw: true });
-      const lines = metricLines(await resp.text(), 'forgebox_sandboxes_active');
+      const text = await resp.text();
+      // Live sandboxes, and the warm pools: ready, hits and misses per backend.
+      const lines = ['forgebox_sandboxes_active', 'forgebox_pool_ready', 'forgebox_pool_hits_total',
+        'forgebox_pool_misses_total'].flatMap((name) => metricLines(text, name));
       b.append(lines.length ? h('pre', {}, lines.join('\n')) : h('p', { class: 'muted' }, 'no sandbox metrics yet'));
     }));
     cards.push(await section('Recent denials (24 h)', 'ov-denials', async (b) => {
