@@ -128,19 +128,25 @@ def leftovers():
     return found
 
 
+def settled_leftovers(before=(), seconds=10):
+    """leftovers() beyond `before`, looked at again for a while before
+    being believed.  Other managers on the host (parallel workers, other
+    checkouts) start and end sandboxes at any moment; one caught between
+    its QEMU starting and its runtime directory appearing (or the reverse
+    at teardown) is not ours.  A real leak stays."""
+    before = set(before)
+    after = set(leftovers()) - before
+    deadline = time.monotonic() + seconds
+    while after and time.monotonic() < deadline:
+        time.sleep(0.5)
+        after = set(leftovers()) - before
+    return sorted(after)
+
+
 @pytest.fixture(autouse=True)
 def no_leftovers():
     """Every test must leave the host as it found it."""
     before = set(leftovers())
     yield
-    after = set(leftovers()) - before
-    # Other managers on the host (parallel workers, other checkouts) start
-    # and end sandboxes at any moment; one caught between its QEMU starting
-    # and its runtime directory appearing (or the reverse at teardown) is
-    # not ours.  A real leak stays, so look again for a while before
-    # calling it one.
-    deadline = time.monotonic() + 10
-    while after and time.monotonic() < deadline:
-        time.sleep(0.5)
-        after = set(leftovers()) - before
-    assert not after, f"sandbox resources left behind: {sorted(after)}"
+    after = settled_leftovers(before)
+    assert not after, f"sandbox resources left behind: {after}"

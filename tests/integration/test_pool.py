@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import leftovers
+from conftest import leftovers, settled_leftovers
 from gateway_fixtures import FIRST_PASSWORD, Gateway, forgebox_client
 
 ApiError = forgebox_client.ApiError
@@ -173,7 +173,7 @@ def test_waiting_sandboxes_count_against_no_team_and_shutdown_destroys_them():
         assert listed == [s["id"]], listed       # waiting ones are nobody's sandboxes
     finally:
         finish(g)
-    assert set(leftovers()) - before == set()
+    assert settled_leftovers(before) == []
 
 
 def test_vm_pool_hit_runs_a_command():

@@ -7,7 +7,7 @@ import os
 import subprocess
 import time
 
-from conftest import FORGEBOX, IMAGE, RUN_DIR, leftovers
+from conftest import FORGEBOX, IMAGE, RUN_DIR, settled_leftovers
 
 DRIVER = os.path.join(os.path.dirname(FORGEBOX), "fb-driver")
 
@@ -52,4 +52,4 @@ def test_kill_ends_every_exec_in_flight(state_dir):
         assert r["rc"] == -1, r
         assert r["errc"] == "killed", r
         assert "was killed" in r["error"], r
-    assert leftovers() == []
+    assert settled_leftovers() == []
