@@ -24,32 +24,9 @@
 
 #define T0 "2026-11-29T10:31:07.000000000Z"
 
-typedef struct fx {
-    char tmp[64];
-    char dir[96];
-    fb_store *st;
-} fx;
-
 static int setup(void **state)
 {
-    fx *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->tmp, sizeof f->tmp, "/tmp/fb-test-engine-XXXXXX");
-    assert_non_null(mkdtemp(f->tmp));
-    snprintf(f->dir, sizeof f->dir, "%s/a", f->tmp);
-    fb_err err = {{0}};
-    if (test_store_open(f->dir, &f->st, &err) < 0)
-        fail_msg("open: %s", err.msg);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fx *f = *state;
-    fb_store_close(f->st);
-    fb_rm_rf(f->tmp);
-    free(f);
+    test_store_fx_new(state, "engine", false);
     return 0;
 }
 
@@ -73,7 +50,7 @@ static int sandbox(fb_store *st, const char *id, const char *team_id)
 
 static void test_typed_errors(void **state)
 {
-    fx *f = *state;
+    test_store_fx *f = *state;
     fb_err err = {{0}};
     assert_int_equal(team(f->st, "tm_1", "one"), FB_STORE_OK);
     assert_int_equal(team(f->st, "tm_2", "one"), FB_STORE_EEXISTS);    /* a taken name */
@@ -101,7 +78,7 @@ static void test_typed_errors(void **state)
  * state directory; test_store.c covers its records per node.) */
 static void test_sandboxes_belong_to_their_node(void **state)
 {
-    fx *f = *state;
+    test_store_fx *f = *state;
     const char *url = getenv("FORGEBOX_TEST_STORE_URL");
     if (!url || !*url)
         skip();
@@ -135,8 +112,8 @@ static void test_sandboxes_belong_to_their_node(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_typed_errors, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sandboxes_belong_to_their_node, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_typed_errors, setup, test_store_fx_free),
+        cmocka_unit_test_setup_teardown(test_sandboxes_belong_to_their_node, setup, test_store_fx_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,39 +22,12 @@
 #include "store/sessions.h"
 #include "store/store.h"
 
-typedef struct fx {
-    char tmp[64];
-    fb_store *st;
-} fx;
-
 static int setup(void **state)
 {
-    fx *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->tmp, sizeof f->tmp, "/tmp/fb-test-sessions-XXXXXX");
-    assert_non_null(mkdtemp(f->tmp));
+    test_store_fx *f = test_store_fx_new(state, "sessions", true);
     fb_err err = {{0}};
-    char dir[96];
-    snprintf(dir, sizeof dir, "%s/state", f->tmp);
-    if (test_store_open(dir, &f->st, &err) < 0)
-        fail_msg("fb_store_open: %s", err.msg);
-    fb_team t = {"tm_1", "default", "2026-11-29T10:31:07.000000000Z"};
-    fb_user u = {.id = "us_1", .username = "root", .team_id = "tm_1", .role = FB_ROLE_ADMIN};
-    fb_key_record k = {.info = {.id = "key_000000000001", .user_id = "us_1", .name = "k", .scopes = FB_PERM_ALL}};
-    fb_identity_bootstrap b = {"org", "2026-11-29T10:31:07.000000000Z", &t, &u, "x", &k};
-    assert_int_equal(fb_store_bootstrap(f->st, &b, &err), FB_STORE_OK);
     fb_user u2 = {.id = "us_2", .username = "other", .team_id = "tm_1", .role = FB_ROLE_VIEWER};
     assert_int_equal(fb_store_user_insert(f->st, &u2, "x", &err), FB_STORE_OK);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fx *f = *state;
-    fb_store_close(f->st);
-    fb_rm_rf(f->tmp);
-    free(f);
     return 0;
 }
 
@@ -71,7 +44,7 @@ static fb_session_record rec(const char *id, uint8_t tag, const char *user, cons
     return r;
 }
 
-static void insert(fx *f, fb_session_record r, unsigned max, size_t want_evicted, const char *first_evicted)
+static void insert(test_store_fx *f, fb_session_record r, unsigned max, size_t want_evicted, const char *first_evicted)
 {
     fb_session_end *ev = NULL;
     size_t n = 99;
@@ -85,7 +58,7 @@ static void insert(fx *f, fb_session_record r, unsigned max, size_t want_evicted
 
 static void test_found_by_digest_only(void **state)
 {
-    fx *f = *state;
+    test_store_fx *f = *state;
     insert(f, rec("ses_a", 1, "us_1", "2026-12-01T10:00:00.000000000Z", "2026-12-01T18:00:00.000000000Z"), 5, 0,
            NULL);
     fb_session_record got;
@@ -114,7 +87,7 @@ static void test_found_by_digest_only(void **state)
 
 static void test_the_oldest_beyond_the_limit_are_evicted(void **state)
 {
-    fx *f = *state;
+    test_store_fx *f = *state;
     const char *exp = "2026-12-01T18:00:00.000000000Z";
     insert(f, rec("ses_1", 1, "us_1", "2026-12-01T10:00:01.000000000Z", exp), 2, 0, NULL);
     insert(f, rec("ses_2", 2, "us_1", "2026-12-01T10:00:02.000000000Z", exp), 2, 0, NULL);
@@ -134,7 +107,7 @@ static void test_the_oldest_beyond_the_limit_are_evicted(void **state)
 
 static void test_delete_and_expire(void **state)
 {
-    fx *f = *state;
+    test_store_fx *f = *state;
     insert(f, rec("ses_old", 1, "us_1", "2026-12-01T10:00:00.000000000Z", "2026-12-01T11:00:00.000000000Z"), 9, 0,
            NULL);
     insert(f, rec("ses_now", 2, "us_2", "2026-12-01T10:00:00.000000000Z", "2026-12-01T12:00:00.000000000Z"), 9, 0,
@@ -162,9 +135,9 @@ static void test_delete_and_expire(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_found_by_digest_only, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_the_oldest_beyond_the_limit_are_evicted, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_delete_and_expire, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_found_by_digest_only, setup, test_store_fx_free),
+        cmocka_unit_test_setup_teardown(test_the_oldest_beyond_the_limit_are_evicted, setup, test_store_fx_free),
+        cmocka_unit_test_setup_teardown(test_delete_and_expire, setup, test_store_fx_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,39 +23,12 @@
 #include "store/store.h"
 #include "store/tasks.h"
 
-typedef struct fx {
-    char tmp[64];
-    fb_store *st;
-} fx;
-
 static int setup(void **state)
 {
-    fx *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->tmp, sizeof f->tmp, "/tmp/fb-test-tasks-XXXXXX");
-    assert_non_null(mkdtemp(f->tmp));
+    test_store_fx *f = test_store_fx_new(state, "tasks", true);
     fb_err err = {{0}};
-    char dir[96];
-    snprintf(dir, sizeof dir, "%s/state", f->tmp);
-    if (test_store_open(dir, &f->st, &err) < 0)
-        fail_msg("fb_store_open: %s", err.msg);
-    fb_team t = {"tm_1", "default", "2026-11-29T10:31:07.000000000Z"};
-    fb_user u = {.id = "us_1", .username = "root", .team_id = "tm_1", .role = FB_ROLE_ADMIN};
-    fb_key_record k = {.info = {.id = "key_000000000001", .user_id = "us_1", .name = "k", .scopes = FB_PERM_ALL}};
-    fb_identity_bootstrap b = {"org", "2026-11-29T10:31:07.000000000Z", &t, &u, "x", &k};
-    assert_int_equal(fb_store_bootstrap(f->st, &b, &err), FB_STORE_OK);
-    fb_team t2 = {"tm_2", "other", "2026-11-29T10:31:07.000000000Z"};
+    fb_team t2 = {"tm_2", "other", TEST_T0};
     assert_int_equal(fb_store_team_insert(f->st, &t2, &err), FB_STORE_OK);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fx *f = *state;
-    fb_store_close(f->st);
-    fb_rm_rf(f->tmp);
-    free(f);
     return 0;
 }
 
@@ -83,7 +56,7 @@ static fb_task_record task(const char *id, const char *team, const char *created
 
 static void test_round_trip(void **state)
 {
-    fx *f = *state;
+    test_store_fx *f = *state;
     fb_err err = {{0}};
     fb_task_record r = task("tk_1", "tm_1", "2026-12-01T10:00:00.000000000Z", "queued");
     assert_int_equal(fb_store_task_insert(f->st, &r, &err), FB_STORE_OK);
@@ -134,7 +107,7 @@ static void test_round_trip(void **state)
 
 static void test_lists(void **state)
 {
-    fx *f = *state;
+    test_store_fx *f = *state;
     fb_err err = {{0}};
     fb_task_record a = task("tk_a", "tm_1", "2026-12-01T10:00:00.000000000Z", "running");
     fb_task_record b = task("tk_b", "tm_2", "2026-12-01T11:00:00.000000000Z", "waiting_approval");
@@ -185,7 +158,7 @@ static int collect(void *ctx, uint64_t seq, const char *type, const char *data, 
 
 static void test_events(void **state)
 {
-    fx *f = *state;
+    test_store_fx *f = *state;
     fb_err err = {{0}};
     fb_task_record r = task("tk_e", "tm_1", "2026-12-01T10:00:00.000000000Z", "running");
     assert_int_equal(fb_store_task_insert(f->st, &r, &err), 0);
@@ -218,7 +191,7 @@ static void test_events(void **state)
 
 static void test_approvals(void **state)
 {
-    fx *f = *state;
+    test_store_fx *f = *state;
     fb_err err = {{0}};
     fb_task_record r = task("tk_p", "tm_1", "2026-12-01T10:00:00.000000000Z", "waiting_approval");
     assert_int_equal(fb_store_task_insert(f->st, &r, &err), 0);
@@ -265,10 +238,10 @@ static void test_approvals(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_lists, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_events, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_approvals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_round_trip, setup, test_store_fx_free),
+        cmocka_unit_test_setup_teardown(test_lists, setup, test_store_fx_free),
+        cmocka_unit_test_setup_teardown(test_events, setup, test_store_fx_free),
+        cmocka_unit_test_setup_teardown(test_approvals, setup, test_store_fx_free),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
