@@ -589,6 +589,12 @@ int fb_core_task_message(fb_core *c, fb_caller *caller, fb_task_ref *ref, const 
         /* Claimed under the lock (QUEUED), so that two follow-ups cannot
          * both start a run, nor the sweep let the task go meanwhile. */
         pthread_mutex_lock(&c->tasks.lock);
+        /* A task shows succeeded as soon as its outcome is recorded; its
+         * thread then hands the sandbox back and ends.  A follow-up sent
+         * in between waits for that (bounded) rather than being refused. */
+        uint64_t until = fb_time_monotonic_ns() + 10ull * 1000000000ull;
+        while (t->state == FB_TASK_SUCCEEDED && !t->thread_done && fb_time_monotonic_ns() < until)
+            core_task_timedwait(c, t, 100);
         if (t->state != FB_TASK_SUCCEEDED || !t->thread_done)
             why = t->state == FB_TASK_SUCCEEDED || !fb_task_state_final(t->state)
                       ? "the task is still running"
