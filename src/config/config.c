@@ -92,13 +92,22 @@ const struct cfg_key cfg_keys[] = {
     {"console.session_ttl_s", K_UINT, OFF(console.session_ttl_s), false, 1, 30 * 86400},
     {"console.max_sessions_per_user", K_UINT, OFF(console.max_sessions_per_user), false, 1, 1000},
     {"console.max_login_failures", K_UINT, OFF(console.max_login_failures), false, 1, 1000},
+    /* Several hosts (docs/deployment.md): gateways in remote mode place
+     * sandboxes on `forgebox node`s over mutual TLS. */
+    {"nodes.mode", K_NODEMODE, OFF(nodes.mode), false, 0, 0},
+    {"nodes.heartbeat_s", K_UINT, OFF(nodes.heartbeat_s), false, 1, 3600},
+    {"nodes.down_after_s", K_UINT, OFF(nodes.down_after_s), false, 2, 86400},
+    {"nodes.tls_cert", K_PATH, OFF(nodes.tls_cert), true, 0, 0},
+    {"nodes.tls_key", K_PATH, OFF(nodes.tls_key), true, 0, 0},
+    {"nodes.tls_ca", K_PATH, OFF(nodes.tls_ca), true, 0, 0},
+    {"nodes.tls_crl", K_PATH, OFF(nodes.tls_crl), true, 0, 0},
 };
 
 _Static_assert(sizeof cfg_keys / sizeof cfg_keys[0] == FB_CONFIG_NKEYS,
                "FB_CONFIG_NKEYS in config.h must match the key table");
 
 const char *const cfg_sections[] = {"store", "tls", "sandbox", "network", "limits", "quotas",
-                                    "tasks", "e2b",  "console", "pool",    "pool.jail", "pool.vm"};
+                                    "tasks", "e2b",  "console", "pool",    "pool.jail", "pool.vm", "nodes"};
 
 /* FORGEBOX_ variables that belong to other parts of ForgeBox (the CLI, the
  * image build, the test harness); never reported as misspelt keys. */
@@ -443,6 +452,14 @@ int cfg_set_value(fb_config *cfg, const struct cfg_key *k, const char *value, co
         if (parsed.e < 0)
             return cfg_fail_value(err, k, source, value, redact, "must be debug, info, warn or error");
         break;
+    case K_NODEMODE:
+        if (strcasecmp(value, "local") == 0)
+            parsed.e = FB_NODES_LOCAL;
+        else if (strcasecmp(value, "remote") == 0)
+            parsed.e = FB_NODES_REMOTE;
+        else
+            return cfg_fail_value(err, k, source, value, redact, "must be local or remote");
+        break;
     case K_BACKEND:
         if (strcasecmp(value, "vm") == 0)
             parsed.e = FB_BACKEND_VM;
@@ -507,6 +524,8 @@ int cfg_set_value(fb_config *cfg, const struct cfg_key *k, const char *value, co
         *FIELD(cfg, k, fb_log_level) = (fb_log_level)parsed.e;
     } else if (k->type == K_BACKEND) {
         *FIELD(cfg, k, fb_backend_kind) = (fb_backend_kind)parsed.e;
+    } else if (k->type == K_NODEMODE) {
+        *FIELD(cfg, k, fb_nodes_mode) = (fb_nodes_mode)parsed.e;
     } else if (k->type == K_BOOL) {
         *FIELD(cfg, k, bool) = parsed.b;
     } else if (k->type == K_TOOLS) {
@@ -555,6 +574,9 @@ int fb_config_defaults(fb_config *cfg)
     cfg->quotas.max_memory_mib_per_team = 8192;
     cfg->quotas.max_vcpus_per_team = 32;
     cfg_tasks_defaults(cfg);
+    cfg->nodes.mode = FB_NODES_LOCAL;
+    cfg->nodes.heartbeat_s = 2;
+    cfg->nodes.down_after_s = 10;
     if (!cfg->listen || !cfg->state_dir || !cfg->run_dir) {
         fb_config_free(cfg);
         return -1;
@@ -662,6 +684,9 @@ char *fb_config_dump_json(const fb_config *cfg)
                 break;
             case K_BACKEND:
                 v = json_string(fb_backend_name(*CFIELD(cfg, k, fb_backend_kind)));
+                break;
+            case K_NODEMODE:
+                v = json_string(*CFIELD(cfg, k, fb_nodes_mode) == FB_NODES_REMOTE ? "remote" : "local");
                 break;
             case K_BOOL:
                 v = json_boolean(*CFIELD(cfg, k, bool));

@@ -54,7 +54,7 @@ typedef enum {
 /* Longest value any key accepts, after ${VAR} interpolation. */
 #define FB_CONFIG_MAX_VALUE 3000
 /* Number of keys (the size of the bookkeeping arrays below). */
-#define FB_CONFIG_NKEYS 50
+#define FB_CONFIG_NKEYS 57
 
 /* Most providers one file may define. */
 #define FB_CONFIG_MAX_PROVIDERS 64
@@ -82,6 +82,9 @@ typedef struct fb_config_host {
     char *addrs[FB_CONFIG_MAX_HOST_ADDRS]; /* numeric, no port */
     size_t naddrs;
 } fb_config_host;
+
+/* nodes.mode: where a gateway's sandboxes run. */
+typedef enum { FB_NODES_LOCAL = 0, FB_NODES_REMOTE = 1 } fb_nodes_mode;
 
 typedef struct fb_config {
     char *listen;             /* "host:port" or "[v6addr]:port" */
@@ -153,6 +156,15 @@ typedef struct fb_config {
     struct {
         char *listen;             /* the E2B-compatible listener's "host:port"; NULL: off */
     } e2b;
+    struct {                      /* several hosts (docs/deployment.md, docs/node-api.md) */
+        fb_nodes_mode mode;       /* local: this gateway runs sandboxes; remote: nodes do */
+        uint64_t heartbeat_s;     /* a node writes its heartbeat this often */
+        uint64_t down_after_s;    /* a node silent this long is down, its sandboxes lost */
+        char *tls_cert;           /* the gateway's client certificate toward nodes (role gateway) */
+        char *tls_key;
+        char *tls_ca;             /* the organisation CA a node's certificate must chain to */
+        char *tls_crl;            /* NULL: no revocation list */
+    } nodes;
     struct {                      /* the admin console's sessions (src/core/sessions.c) */
         uint64_t session_ttl_s;         /* a login lasts this long */
         uint64_t max_sessions_per_user; /* a new login beyond it ends the oldest */

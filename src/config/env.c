@@ -183,6 +183,25 @@ int fb_config_validate(const fb_config *cfg, fb_err *err)
         return -1;
     if (c->tls.client_crl && check_readable_file(c, "tls.client_crl", c->tls.client_crl, err) < 0)
         return -1;
+    if ((c->nodes.tls_cert == NULL) != (c->nodes.tls_key == NULL))
+        return fb_fail(err, "config: nodes.tls_cert and nodes.tls_key must be set together (%s)",
+                       src_of(c, c->nodes.tls_cert ? "nodes.tls_cert" : "nodes.tls_key"));
+    if (c->nodes.mode == FB_NODES_REMOTE && (!c->nodes.tls_cert || !c->nodes.tls_ca))
+        return fb_fail(err,
+                       "config: nodes.mode (%s): remote needs nodes.tls_cert, nodes.tls_key and nodes.tls_ca "
+                       "(every call to a node is mutual TLS; `forgebox ca issue --role gateway` makes the "
+                       "certificate)",
+                       src_of(c, "nodes.mode"));
+    if (c->nodes.heartbeat_s * 2 > c->nodes.down_after_s)
+        return fb_fail(err,
+                       "config: nodes.down_after_s (%s) must be at least twice nodes.heartbeat_s (%s), "
+                       "or one late heartbeat marks a live node down",
+                       src_of(c, "nodes.down_after_s"), src_of(c, "nodes.heartbeat_s"));
+    const char *node_files[] = {"nodes.tls_cert", "nodes.tls_key", "nodes.tls_ca", "nodes.tls_crl"};
+    const char *node_paths[] = {c->nodes.tls_cert, c->nodes.tls_key, c->nodes.tls_ca, c->nodes.tls_crl};
+    for (size_t i = 0; i < 4; i++)
+        if (node_paths[i] && check_readable_file(c, node_files[i], node_paths[i], err) < 0)
+            return -1;
     if (c->sandbox.backend == FB_BACKEND_VM && c->sandbox.memory_mib < FB_MIN_VM_MEMORY_MIB)
         return fb_fail(err,
                        "config: sandbox.memory_mib (%s): must be at least %d with the vm backend "

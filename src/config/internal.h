@@ -24,6 +24,7 @@ enum key_type {
     K_TOOLS,    /* tool names, comma- or space-separated (a YAML list too): an fb_toolset */
     K_ROLES,    /* certificate roles (node, gateway), listed like K_TOOLS: a uint64_t role set */
     K_URL,      /* a store URL (sqlite:// or postgresql://); may carry a password */
+    K_NODEMODE, /* local|remote: an fb_nodes_mode */
 };
 
 struct cfg_key {

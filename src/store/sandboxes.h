@@ -34,10 +34,46 @@ typedef struct fb_sandbox_record {
  * ECOLLISION if the id exists. */
 int fb_store_sandbox_insert(fb_store *st, const fb_sandbox_record *r, fb_err *err);
 
-/* Sets the state: "creating", "running", "destroyed" or "failed" (else
- * EINVAL); the two final states also set destroyed_at to now.
+/* Sets the state: "creating", "running", "destroyed", "failed" or "lost"
+ * (else EINVAL); the three final states also set destroyed_at to now.  A
+ * record already "lost" stays lost (a node that comes back cannot revive
+ * it): setting any other state on it is FB_STORE_ECONFLICT.
  * ENOTFOUND if there is no such record. */
 int fb_store_sandbox_set_state(fb_store *st, const char *id, const char *state, fb_err *err);
+
+/* Reserves a place for r against its team's quota across every gateway
+ * and node sharing the store: counts the team's records "creating" or
+ * "running" (their number, memory and vCPUs), decides with
+ * fb_policy_quota against lim and, if allowed, inserts r as "creating"
+ * owned by node_id (NULL: this process's own node id) - all under the
+ * store's writer lock, so two gateways racing for a team's last slot
+ * cannot both win.  Returns 0 when reserved, 1 when over quota (reason
+ * says which, as fb_policy_quota words it), -1 on error (ENOTFOUND for an
+ * unknown team, ECOLLISION if the id exists).  fb_store_sandbox_set_state
+ * "running" then confirms it, "failed" gives the place back. */
+int fb_store_sandbox_reserve(fb_store *st, const fb_sandbox_record *r, const char *node_id,
+                             const fb_quota_limits *lim, char *reason, size_t reason_cap, fb_err *err);
+
+/* A record as read back (for a gateway that did not create the sandbox). */
+typedef struct fb_sandbox_row {
+    char id[FB_ID_MAX];
+    char team_id[FB_ID_MAX];
+    char key_id[FB_ID_MAX];          /* "" when none */
+    char backend[8];
+    uint64_t memory_mib, vcpus;
+    char state[12];                  /* creating, running, destroyed, failed, lost */
+    char created_at[40], expires_at[40], destroyed_at[40];
+    char node_id[FB_STORE_NODE_ID_MAX];
+} fb_sandbox_row;
+
+/* One record by id, whoever owns it.  FB_STORE_ENOTFOUND when absent. */
+int fb_store_sandbox_get(fb_store *st, const char *id, fb_sandbox_row *out, fb_err *err);
+/* The live records ("creating" or "running") of every node, or of one
+ * team when team_id is non-NULL (*out malloc'd; NULL when *n == 0). */
+int fb_store_sandbox_list_all_live(fb_store *st, const char *team_id, fb_sandbox_row **out, size_t *n,
+                                   fb_err *err);
+/* A new expiry (RFC 3339) for a live record. */
+int fb_store_sandbox_set_expiry(fb_store *st, const char *id, const char *expires_at, fb_err *err);
 
 /* The ids of this node's records still "creating" or "running", into a
  * malloc'd array (NULL when *n == 0; the caller frees). */
