@@ -45,6 +45,19 @@ fb_errc fb_node_client_attach(fb_node_client *nc, const fb_node_record *node, co
                               const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *err);
 /* PATCH .../sandboxes/{id}: a new deadline on the node. */
 fb_errc fb_node_client_set_expiry(fb_sandbox *sb, const char *expires_at, fb_err *err);
+/* DELETE .../sandboxes/{id}: destroys the sandbox on its node (a 404 -
+ * already gone - is success).  fb_sandbox_destroy afterwards releases the
+ * local handle only: a gateway that shuts down releases its handles and
+ * leaves the sandboxes to the others. */
+fb_errc fb_node_client_delete(fb_sandbox *sb, fb_err *err);
+/* The name of the node a remote sandbox runs on ("" for a local one). */
+const char *fb_node_client_node_name(fb_sandbox *sb);
+
+/* Called (from any thread) whenever a node's certificate is refused, so
+ * that core can audit it: verdict as fb_ca_verdict_name spells it. */
+typedef void (*fb_node_refusal_fn)(void *ctx, const char *node_name, const char *verdict, const char *reason);
+void fb_node_client_on_refusal(fb_node_client *nc, fb_node_refusal_fn fn, void *ctx);
+
 /* GET /node/v1/healthz (for `forgebox doctor` and tests). */
 fb_errc fb_node_client_health(fb_node_client *nc, const fb_node_record *node, fb_err *err);
 

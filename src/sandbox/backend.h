@@ -71,6 +71,13 @@ struct fb_sandbox {
     struct fb_exec *execs;     /* running execs (the sandbox holds a ref) */
     unsigned nexecs;
     struct fb_request *reqs;   /* requests waiting for their reply */
+
+    /* A sandbox that runs on a node (node/client.c): its agent channel
+     * leads to a translator; its file transfers go straight to the node
+     * through these hooks.  NULL for every local sandbox. */
+    const struct fb_sandbox_remote *remote;
+    void *remote_ctx;
+    char remote_isolation[16];
 };
 
 struct fb_backend_ops {

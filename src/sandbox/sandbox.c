@@ -69,6 +69,8 @@ int fb_sandbox_pid(const fb_sandbox *sb)
 
 const char *fb_sandbox_isolation(const fb_sandbox *sb)
 {
+    if (sb->remote_isolation[0])
+        return sb->remote_isolation;
     if (!sb->ops)
         return "none";
     if (sb->ops == &fb_backend_jail)

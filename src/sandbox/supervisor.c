@@ -638,3 +638,14 @@ int fb_sandbox_attach_fd(int fd, const fb_sandbox_config *cfg, fb_sandbox **out,
     *out = sb;
     return 0;
 }
+
+void fb_sandbox_set_remote(fb_sandbox *sb, const char *id, const char *isolation,
+                           const struct fb_sandbox_remote *ops, void *ctx)
+{
+    pthread_mutex_lock(&sb->mu);
+    snprintf(sb->id, sizeof sb->id, "%s", id);
+    snprintf(sb->remote_isolation, sizeof sb->remote_isolation, "%s", isolation);
+    sb->remote = ops;
+    sb->remote_ctx = ctx;
+    pthread_mutex_unlock(&sb->mu);
+}

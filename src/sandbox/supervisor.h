@@ -62,6 +62,18 @@ void fb_sup_drain_console(fb_sandbox *sb);
  * thread, execs and files work as for a real one.  It is assigned. */
 int fb_sandbox_attach_fd(int fd, const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *err);
 
+/* A sandbox that runs on a node (node/client.c builds it with
+ * fb_sandbox_attach_fd around a translator): its id and isolation are the
+ * node's, and its file transfers call these instead of agent requests
+ * (the node's API moves whole files).  ctx must outlive the sandbox's
+ * last transfer. */
+struct fb_sandbox_remote {
+    fb_errc (*put)(void *ctx, fb_sandbox *sb, const char *remote, int fd, unsigned mode, fb_err *err);
+    fb_errc (*get)(void *ctx, fb_sandbox *sb, const char *remote, int fd, uint64_t max_bytes, fb_err *err);
+};
+void fb_sandbox_set_remote(fb_sandbox *sb, const char *id, const char *isolation,
+                           const struct fb_sandbox_remote *ops, void *ctx);
+
 /* ---- execlog.c (called by the I/O thread with sb->mu held) ---- */
 struct fb_exec *fb_xlog_find_locked(fb_sandbox *sb, uint64_t id);
 /* One frame for a running exec; may end the exec or the sandbox. */

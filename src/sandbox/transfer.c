@@ -51,6 +51,8 @@ static fb_errc file_request(fb_sandbox *sb, const fb_msg_file *m, const void *pa
 
 fb_errc fb_file_put(fb_sandbox *sb, const char *remote, int fd, unsigned mode, fb_err *err)
 {
+    if (sb->remote)
+        return sb->remote->put(sb->remote_ctx, sb, remote, fd, mode, err);
     cleanup_free uint8_t *buf = malloc(FILE_CHUNK);
     if (!buf) {
         fb_fail(err, "out of memory");
@@ -82,6 +84,8 @@ fb_errc fb_file_put(fb_sandbox *sb, const char *remote, int fd, unsigned mode, f
 
 fb_errc fb_file_get(fb_sandbox *sb, const char *remote, int fd, uint64_t max_bytes, fb_err *err)
 {
+    if (sb->remote)
+        return sb->remote->get(sb->remote_ctx, sb, remote, fd, max_bytes, err);
     uint64_t offset = 0;
     for (;;) {
         fb_msg_file m = {.type = FB_MSG_FILE_GET, .path = remote, .offset = offset,
