@@ -49,6 +49,7 @@ const char *fb_core_code_name(fb_core_code code)
         [FB_CORE_SANDBOX_FAILED] = "sandbox_failed",
         [FB_CORE_UNAVAILABLE] = "unavailable",
         [FB_CORE_INTERNAL] = "internal",
+        [FB_CORE_LOST] = "lost",
     };
     return (unsigned)code < FB_CORE_NCODES ? names[code] : "internal";
 }
@@ -230,7 +231,13 @@ int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_
     if (fb_audit_verify(c->store, &entries, &bad, &verr) < 0)
         fb_log("error", NULL, "the audit chain does not verify", json_pack("{s:s}", "error", verr.msg));
     reap_previous(c);
+    if (core_nodes_open(c, err) < 0) {
+        fb_store_close(c->store);
+        free(c);
+        return -1;
+    }
     if (core_egress_open(c, err) < 0) {
+        core_nodes_close(c);
         fb_store_close(c->store);
         free(c);
         return -1;
@@ -250,7 +257,8 @@ int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_
         return fb_fail(err, "cannot start the TTL reaper thread");
     }
     c->reaper_running = true;
-    if (core_pool_start(c, err) < 0) {
+    /* In remote mode the nodes keep the warm pools. */
+    if (!core_remote(c) && core_pool_start(c, err) < 0) {
         fb_core_close(c);
         return -1;
     }
@@ -269,7 +277,9 @@ void fb_core_shutdown_sandboxes(fb_core *c, const char *reason)
     for (size_t i = 0; i < n; i++) {
         char id[32];
         memcpy(id, all[i]->id, sizeof id);
-        if (core_registry_retire(c, all[i], "destroyed"))
+        /* Remote mode: the sandboxes live on, served by the other gateways;
+         * only this gateway's handles go. */
+        if (core_registry_retire(c, all[i], core_remote(c) ? "released" : "destroyed") && !core_remote(c))
             fb_core_audit(c, NULL, "sandbox", id, "destroy", "allowed", reason);
         core_registry_put(c, all[i]);
     }
@@ -293,6 +303,7 @@ void fb_core_close(fb_core *c)
      * and no thread of ours runs one.  The egress proxy's last audit
      * entries are written before the store closes. */
     core_egress_close(c);
+    core_nodes_close(c);
     core_journal_stop(c); /* drains: every transcript event is written */
     fb_store_close(c->store);
     free(c->reg.items);

@@ -48,8 +48,9 @@ typedef enum fb_core_code {
     FB_CORE_SANDBOX_FAILED, /* the sandbox itself failed */
     FB_CORE_UNAVAILABLE,    /* cannot act now (out of memory, audit log unwritable, stopping) */
     FB_CORE_INTERNAL,       /* a bug or a store failure: details in the log only */
+    FB_CORE_LOST,           /* nodes.mode remote: the sandbox's node stopped answering (410) */
 } fb_core_code;
-#define FB_CORE_NCODES (FB_CORE_INTERNAL + 1)
+#define FB_CORE_NCODES (FB_CORE_LOST + 1)
 
 typedef struct fb_core_err {
     fb_core_code code;
@@ -157,6 +158,7 @@ typedef struct fb_sandbox_info {
     uint64_t memory_mib, vcpus, disk_mib;
     char created_at[40], expires_at[40];
     char isolation[16];
+    char node[72];                 /* nodes.mode remote: the node that runs it; else "" */
     char task_id[32];              /* "" unless a task's sandbox */
     bool has_network;
     fb_egress_list network;        /* the egress grant (has_network) */

@@ -35,6 +35,7 @@ typedef struct core_sandbox {
     char key_id[40];
     char backend[8];
     char isolation[16];
+    char node[72];              /* nodes.mode remote: the node that runs it */
     uint64_t memory_mib, vcpus, disk_mib;
     uint64_t ttl_s;
     char created_at[40], expires_at[40];
@@ -154,6 +155,7 @@ struct fb_core {
     volatile sig_atomic_t stopping;
     core_egress *egress;        /* NULL: nothing can be granted (egress.c) */
     struct fb_pool *pools[2];   /* warm pools, [0] vm, [1] jail; NULL: none (pool.c) */
+    struct fb_node_client *nodes; /* nodes.mode remote: the nodes run sandboxes (nodes.c); else NULL */
 };
 
 void core_registry_init(core_registry *r);
@@ -165,6 +167,15 @@ int core_registry_reserve(fb_core *c, core_sandbox *s, char *reason, size_t reas
  * creator keeps its reference. */
 void core_registry_activate(core_registry *r, core_sandbox *s, fb_sandbox *sb, const char *created_at,
                             const char *expires_at, uint64_t expires_ns);
+/* nodes.mode remote (the store reserved the quota): adds s, up and
+ * running sb, with refs = table + creator.  -1 out of memory. */
+int core_registry_add_active(core_registry *r, core_sandbox *s, fb_sandbox *sb, const char *created_at,
+                             const char *expires_at, uint64_t expires_ns);
+/* nodes.mode remote: caches s (a sandbox attached on a lookup miss)
+ * unless an entry of its id is there already; returns a reference to the
+ * entry in the table (s or the other one), NULL when out of memory. */
+core_sandbox *core_registry_adopt(core_registry *r, core_sandbox *s, fb_sandbox *sb, const char *created_at,
+                                  const char *expires_at, uint64_t expires_ns);
 /* Creation failed: forget the reservation and free s. */
 void core_registry_drop(core_registry *r, core_sandbox *s);
 /* A reference, or NULL if absent, dying or not yet up. */
@@ -197,6 +208,27 @@ int core_sandbox_config(fb_core *c, const fb_sandbox_spec *spec, fb_sandbox_conf
                         fb_core_err *err);
 
 void *core_reaper_main(void *arg);
+void core_sandbox_info_of(const core_sandbox *s, fb_sandbox_info *o);
+
+/* ---- nodes.mode remote (nodes.c) ------------------------------------------------------
+ * c->nodes is set by core_nodes_open in remote mode only. */
+bool core_remote(const fb_core *c);
+int core_nodes_open(fb_core *c, fb_err *err);
+void core_nodes_close(fb_core *c);
+int core_nodes_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec *spec, fb_sandbox_info *out,
+                              fb_core_err *err);
+/* A registry miss: 0 with *out (a reference) when the store has it
+ * running and it could be attached; 1 when its record is lost, 2 when its
+ * node is down; -1 absent, ended or failing.  team_id gets the owner
+ * (for the permission check) whenever the record exists. */
+int core_nodes_lookup(fb_core *c, const char *id, core_sandbox **out, char *team_id, size_t team_cap);
+/* Finalising a remote entry: DELETE on the node when its end is
+ * "destroyed", then the local handle goes. */
+void core_nodes_finalise(fb_core *c, core_sandbox *s);
+/* The reaper's round (itself paced to nodes.heartbeat_s). */
+void core_nodes_tick(fb_core *c);
+int core_nodes_list(fb_core *c, fb_caller *caller, fb_sandbox_info **out, size_t *n, fb_core_err *err);
+int core_nodes_set_expiry(fb_core *c, core_sandbox *s, const char *expires_at, fb_core_err *err);
 /* Destroys a finalised entry's sandbox and records it (registry.c calls
  * this with no lock held). */
 void core_sandbox_finalise(fb_core *c, core_sandbox *s);

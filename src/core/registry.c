@@ -198,3 +198,51 @@ size_t core_registry_size(core_registry *r)
     pthread_mutex_unlock(&r->lock);
     return k;
 }
+
+/* Appends s as up and running (r->lock held). */
+static int add_active_locked(core_registry *r, core_sandbox *s, fb_sandbox *sb, const char *created_at,
+                             const char *expires_at, uint64_t expires_ns)
+{
+    if (r->n == r->cap) {
+        size_t ncap = r->cap ? r->cap * 2 : 64;
+        core_sandbox **ni = realloc(r->items, ncap * sizeof *ni);
+        if (!ni)
+            return -1;
+        r->items = ni;
+        r->cap = ncap;
+    }
+    snprintf(s->created_at, sizeof s->created_at, "%s", created_at);
+    snprintf(s->expires_at, sizeof s->expires_at, "%s", expires_at);
+    s->expires_ns = expires_ns;
+    s->sb = sb;
+    s->refs = 2;
+    r->items[r->n++] = s;
+    return 0;
+}
+
+int core_registry_add_active(core_registry *r, core_sandbox *s, fb_sandbox *sb, const char *created_at,
+                             const char *expires_at, uint64_t expires_ns)
+{
+    pthread_mutex_lock(&r->lock);
+    int rc = add_active_locked(r, s, sb, created_at, expires_at, expires_ns);
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+core_sandbox *core_registry_adopt(core_registry *r, core_sandbox *s, fb_sandbox *sb, const char *created_at,
+                                  const char *expires_at, uint64_t expires_ns)
+{
+    pthread_mutex_lock(&r->lock);
+    ssize_t i = find(r, s->id);
+    core_sandbox *in = NULL;
+    if (i >= 0) {
+        in = r->items[i]->dying || !r->items[i]->sb ? NULL : r->items[i];
+    } else if (add_active_locked(r, s, sb, created_at, expires_at, expires_ns) == 0) {
+        s->refs = 1; /* the table's; the caller's follows */
+        in = s;
+    }
+    if (in)
+        in->refs++;
+    pthread_mutex_unlock(&r->lock);
+    return in;
+}

@@ -34,13 +34,14 @@
  * while others copy it; this lock keeps each copy whole. */
 static pthread_mutex_t expires_text_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void info_of(const core_sandbox *s, fb_sandbox_info *o)
+void core_sandbox_info_of(const core_sandbox *s, fb_sandbox_info *o)
 {
     memset(o, 0, sizeof *o);
     memcpy(o->id, s->id, sizeof o->id);
     memcpy(o->team_id, s->team_id, sizeof o->team_id);
     memcpy(o->backend, s->backend, sizeof o->backend);
     memcpy(o->isolation, s->isolation, sizeof o->isolation);
+    memcpy(o->node, s->node, sizeof o->node);
     o->memory_mib = s->memory_mib;
     o->vcpus = s->vcpus;
     o->disk_mib = s->disk_mib;
@@ -121,6 +122,8 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
 {
     if (fb_core_permit(c, caller, FB_PERM_SANDBOXES_CREATE, "sandboxes", caller->who.team_id, err) < 0)
         return -1;
+    if (core_remote(c))
+        return core_nodes_sandbox_create(c, caller, spec, out, err);
     const fb_egress_list *grant = spec->network && spec->network->count ? spec->network : NULL;
     if (grant && decide_grant(c, caller, grant, err) < 0)
         return -1;
@@ -201,7 +204,7 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
     char reason[sizeof extra + 16];
     snprintf(reason, sizeof reason, "%s%s", s->isolation, extra);
     fb_core_audit(c, caller, "sandbox", s->id, "create", "allowed", reason);
-    info_of(s, out);
+    core_sandbox_info_of(s, out);
     core_registry_put(c, s); /* the creator's reference */
     return 0;
 }
@@ -210,6 +213,8 @@ int fb_core_sandbox_list(fb_core *c, fb_caller *caller, fb_sandbox_info **out, s
 {
     if (fb_core_permit(c, caller, FB_PERM_SANDBOXES_READ, "sandboxes", caller->who.team_id, err) < 0)
         return -1;
+    if (core_remote(c))
+        return core_nodes_list(c, caller, out, n, err);
     core_sandbox **all = calloc(4096, sizeof *all);
     if (!all)
         return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
@@ -224,7 +229,7 @@ int fb_core_sandbox_list(fb_core *c, fb_caller *caller, fb_sandbox_info **out, s
     }
     for (size_t i = 0; i < m; i++) {
         if (fb_policy_can_see(&caller->who, all[i]->team_id))
-            info_of(all[i], &infos[k++]);
+            core_sandbox_info_of(all[i], &infos[k++]);
         core_registry_put(c, all[i]);
     }
     free(all);
@@ -237,6 +242,21 @@ int fb_core_sandbox_open(fb_core *c, fb_caller *caller, const char *id, fb_perm 
                          fb_core_err *err)
 {
     core_sandbox *s = id ? core_registry_get(&c->reg, id) : NULL;
+    char owner[FB_ID_MAX] = "";
+    int found = s || !id || !core_remote(c) ? -1 : core_nodes_lookup(c, id, &s, owner, sizeof owner);
+    if (!s && found > 0) {
+        /* Lost (or on a node that went down): say so to whoever may see
+         * it; to anyone else it does not exist. */
+        fb_perm saved = caller->granted;
+        caller->granted = 0;
+        int rc = fb_core_permit(c, caller, perm, id, owner, err);
+        caller->granted = saved;
+        if (rc < 0)
+            return -1;
+        if (found == 1)
+            return fb_core_fail(err, FB_CORE_LOST, "sandbox %s was lost: its node stopped answering", id);
+        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "the node running sandbox %s is down", id);
+    }
     if (!s) {
         /* Unknown ids answer like another team's: audited, not found. */
         fb_core_audit(c, caller, "permission", id ? id : "", caller->action, "denied", "no such sandbox");
@@ -273,7 +293,7 @@ void fb_core_sandbox_put(fb_core *c, fb_sb_ref *ref)
 
 void fb_core_sandbox_info(const fb_sb_ref *ref, fb_sandbox_info *out)
 {
-    info_of(ref->s, out);
+    core_sandbox_info_of(ref->s, out);
 }
 
 int fb_core_sandbox_delete(fb_core *c, fb_caller *caller, fb_sb_ref *ref, fb_core_err *err)
@@ -304,6 +324,10 @@ void core_sandbox_finalise(fb_core *c, core_sandbox *s)
         free(s->network);
         s->network = NULL;
     }
+    if (core_remote(c)) {
+        core_nodes_finalise(c, s);
+        return;
+    }
     fb_sandbox_destroy(s->sb);
     s->sb = NULL;
     core_execs_forget(c, s);
@@ -329,6 +353,8 @@ void *core_reaper_main(void *arg)
             core_registry_put(c, due[i]);
         }
         core_execs_sweep(c);
+        if (core_remote(c))
+            core_nodes_tick(c);
         for (int t = 0; t < 5 && !c->stopping; t++)
             usleep(100000);
     }
@@ -349,6 +375,8 @@ int fb_core_sandbox_set_ttl(fb_core *c, fb_caller *caller, fb_sb_ref *ref, uint6
     char expires[FB_TIME_MAX];
     fb_time_format_after(now, (int64_t)ttl_s, expires);
     uint64_t deadline = fb_time_monotonic_ns() + ttl_s * 1000000000ull;
+    if (core_remote(c) && core_nodes_set_expiry(c, s, expires, err) < 0)
+        return -1;
     pthread_mutex_lock(&c->reg.lock);
     bool dying = s->dying;
     if (!dying) {
@@ -365,6 +393,6 @@ int fb_core_sandbox_set_ttl(fb_core *c, fb_caller *caller, fb_sb_ref *ref, uint6
     snprintf(reason, sizeof reason, "ttl_s=%llu", (unsigned long long)ttl_s);
     fb_core_audit(c, caller, "sandbox", s->id, "set_ttl", "allowed", reason);
     if (out)
-        info_of(s, out);
+        core_sandbox_info_of(s, out);
     return 0;
 }

@@ -78,6 +78,7 @@ static const int status_of[FB_CORE_NCODES] = {
     [FB_CORE_SANDBOX_FAILED] = 503,
     [FB_CORE_UNAVAILABLE] = 503,
     [FB_CORE_INTERNAL] = 500,
+    [FB_CORE_LOST] = 410,
 };
 
 int gw_http_status(fb_core_code code)

@@ -40,6 +40,9 @@ static json_t *sandbox_json(const fb_sandbox_info *s)
      * the backend reports it. */
     if (j && s->isolation[0])
         json_object_set_new(j, "isolation", json_string(s->isolation));
+    /* nodes.mode remote: the node that runs it. */
+    if (j && s->node[0])
+        json_object_set_new(j, "node", json_string(s->node));
     return j;
 }
 
