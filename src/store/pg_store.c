@@ -41,4 +41,5 @@ const fb_store_engine fb_pg_engine = {
     .audit = &fb_pg_audit_ops,
     .tasks = &fb_pg_task_ops,
     .sessions = &fb_pg_session_ops,
+    .nodes = &fb_pg_node_ops,
 };

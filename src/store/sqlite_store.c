@@ -75,4 +75,5 @@ const fb_store_engine fb_sqlite_engine = {
     .audit = &fb_sqlite_audit_ops,
     .tasks = &fb_sqlite_task_ops,
     .sessions = &fb_sqlite_session_ops,
+    .nodes = &fb_sqlite_node_ops,
 };
