@@ -47,7 +47,7 @@ static void on_refusal(void *ctx, const char *node_name, const char *verdict, co
     fb_core *c = ctx;
     char why[600];
     snprintf(why, sizeof why, "%s: %s", verdict, reason);
-    fb_core_audit(c, NULL, "node.tls", node_name, "connect", "denied", why);
+    fb_core_audit(c, NULL, "node.tls", node_name, "server_certificate", "denied", why);
     fb_log("warn", NULL, "node certificate refused",
            json_pack("{s:s, s:s, s:s}", "node", node_name, "verdict", verdict, "reason", reason));
 }

@@ -1,0 +1,433 @@
+"""Several hosts, end to end (issue 12, items 2-4): two `forgebox node`s
+(jail backend) and two gateways in nodes.mode: remote, on loopback, sharing
+one real PostgreSQL (pg_fixture.py), every link between them mutual TLS
+with certificates from one `forgebox ca`.
+
+What is checked: placement spreads over the nodes (least loaded) and names
+the node in the sandbox's JSON; a sandbox created through one gateway is
+used through the other (exec streaming, stdin, files, delete); a node
+SIGKILLed mid-exec gives the client a clear error naming it, its sandboxes
+become lost (410, one audit entry each), new sandboxes land on the
+survivor, and restarting the node does not bring them back; the audit
+chain verifies after concurrent writes from both gateways and the nodes;
+a node presenting a certificate for another name, from another CA, or a
+revoked one is refused before it receives a single byte, and audited; a
+gateway presenting a certificate of the wrong role is refused by the node.
+
+Timings are short on purpose (nodes.heartbeat_s 1, nodes.down_after_s 3):
+what is asserted is outcomes, never durations."""
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import FORGEBOX, IMAGE, RUN_DIR
+from gateway_fixtures import FIRST_PASSWORD, SECRETS, Gateway, forgebox_client, free_port
+from pg_fixture import PgServer, pg_bindir
+
+pytestmark = pytest.mark.skipif(pg_bindir() is None,
+                                reason="PostgreSQL is not installed (apt-get install postgresql)")
+
+HEARTBEAT_S, DOWN_AFTER_S = 1, 3
+FAST = ["sandbox.backend=jail", "limits.rate_rps=100000", "limits.rate_burst=100000",
+        f"nodes.heartbeat_s={HEARTBEAT_S}", f"nodes.down_after_s={DOWN_AFTER_S}"]
+_count = [0]
+
+
+def run(*args, url=None, state=None, check=False):
+    env = dict(os.environ, FORGEBOX_FIRST_PASSWORD=FIRST_PASSWORD)
+    argv = [FORGEBOX, *map(str, args)]
+    if state:
+        argv += ["--state-dir", state]
+    if url:
+        argv += ["--store", url]
+    p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+# ---- the organisation's PKI ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    t = tmp_path_factory.mktemp("pki")
+    run("ca", "init", "--dir", t / "ca", "--org", "acme", check=True)
+    run("ca", "init", "--dir", t / "other", "--org", "evil", check=True)
+
+    def issue(ca, role, name, out):
+        run("ca", "issue", "--dir", t / ca, "--role", role, "--name", name, "--out", t / out, "--ip", "127.0.0.1",
+            check=True)
+
+    issue("ca", "gateway", "gw-a", "gw-a")
+    issue("ca", "gateway", "gw-b", "gw-b")
+    issue("ca", "node", "n1", "n1")
+    issue("ca", "node", "n2", "n2")
+    issue("ca", "node", "n3", "n3")
+    issue("ca", "node", "a-impostor", "foreign")   # the right name, another CA
+    issue("ca", "node", "a-impostor", "revoked")
+    run("ca", "revoke", "--dir", t / "ca", "--name", "a-impostor", check=True)
+    return t
+
+
+# ---- the cluster -------------------------------------------------------------------------
+
+
+class Node:
+    """A real `forgebox node` on a loopback port."""
+
+    def __init__(self, pki, url, name, cert=None, state=None):
+        self.pki, self.url, self.name = pki, url, name
+        self.cert = cert or name
+        self.state = state or os.path.join(str(pki), f"node-{name}-{os.getpid()}-{_count[0]}")
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self, audit_key_from):
+        os.makedirs(self.state, mode=0o700, exist_ok=True)
+        for f in ("audit.key", "auth.pepper"):
+            src = os.path.join(audit_key_from, f)
+            if os.path.exists(src):
+                shutil.copy2(src, os.path.join(self.state, f))
+        p = self.pki
+        argv = [FORGEBOX, "node", "--name", self.name, "--listen", self.address, "--state-dir", self.state,
+                "--store", self.url, "--backend", "jail", "--capacity", "8",
+                "--tls-cert", f"{p}/{self.cert}.crt", "--tls-key", f"{p}/{self.cert}.key",
+                "--tls-ca", f"{p}/ca/ca.crt", "--tls-crl", f"{p}/ca/crl.pem", "--image", IMAGE,
+                "--set", f"run_dir={RUN_DIR}", "--set", f"nodes.heartbeat_s={HEARTBEAT_S}",
+                "--set", f"nodes.down_after_s={DOWN_AFTER_S}"]
+        self.log_path = os.path.join(self.state, "node.log")
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.read_log()
+            try:
+                if health(p, self.port)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("node did not come up: " + self.read_log())
+
+    def read_log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=60)
+        if getattr(self, "log", None):
+            self.log.close()
+
+
+def tls_client(pki, who, ca="ca"):
+    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    c.load_verify_locations(cafile=str(pki / ca / "ca.crt"))
+    c.check_hostname = False
+    c.load_cert_chain(str(pki / f"{who}.crt"), str(pki / f"{who}.key"))
+    return c
+
+
+def health(pki, port):
+    import http.client
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=tls_client(pki, "gw-a"))
+    try:
+        conn.request("GET", "/node/v1/healthz")
+        r = conn.getresponse()
+        return r.status, json.loads(r.read() or b"null")
+    finally:
+        conn.close()
+
+
+def make_gateway(pki, url, who, state=None, first=None):
+    settings = FAST + ["nodes.mode=remote", f"nodes.tls_cert={pki}/{who}.crt", f"nodes.tls_key={pki}/{who}.key",
+                       f"nodes.tls_ca={pki}/ca/ca.crt", f"nodes.tls_crl={pki}/ca/crl.pem"]
+    g = Gateway(settings=settings, state_dir=state, env={"FORGEBOX_STORE_URL": url})
+    if first is None:
+        p = run("admin", "init", url=url, state=g.state)
+        assert p.returncode == 0, p.stderr
+        g.admin_key = p.stdout.strip().splitlines()[-1]
+        SECRETS.add(g.admin_key)
+    else:
+        os.makedirs(g.state, mode=0o700)
+        for name in ("auth.pepper", "audit.key"):
+            shutil.copy2(os.path.join(first.state, name), os.path.join(g.state, name))
+        g.admin_key = first.admin_key
+    return g
+
+
+class Cluster:
+    def __init__(self, pg, pki, nodes=("n1", "n2")):
+        _count[0] += 1
+        self.pg, self.pki = pg, pki
+        self.db = f"nodes{os.getpid()}_{_count[0]}"
+        self.url = pg.fresh_database(self.db)
+        self.a = make_gateway(pki, self.url, "gw-a")
+        self.a.start()
+        self.a.admin().list_sandboxes()   # the first audit entries create the audit key
+        self.b = make_gateway(pki, self.url, "gw-b", first=self.a)
+        self.b.start()
+        self.nodes = {n: Node(pki, self.url, n).start(self.a.state) for n in nodes}
+
+    def sql(self, q):
+        return self.pg.psql(q, db=self.db)
+
+    def close(self):
+        if os.environ.get("FBX_NODES_DEBUG"):
+            for n in self.nodes.values():
+                print(f"---- node {n.name}\n" + n.read_log()[-4000:])
+            print("---- gateway a\n" + self.a.read_log()[-4000:])
+        for g in (self.a, self.b):
+            try:
+                for s in g.admin().list_sandboxes()["sandboxes"]:
+                    try:
+                        g.admin().delete_sandbox(s["id"])
+                    except forgebox_client.ApiError:
+                        pass
+            except OSError:
+                pass
+        for n in self.nodes.values():
+            n.stop()
+        self.a.stop()
+        self.b.stop()
+
+    def audit(self, **filters):
+        return self.a.admin().audit(limit=1000, **filters)["entries"]
+
+
+@pytest.fixture(scope="module")
+def pg():
+    srv = PgServer()
+    SECRETS.add(srv.password)
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def cluster(pg, pki):
+    c = Cluster(pg, pki)
+    yield c
+    c.close()
+
+
+def error_of(fn, *a, **kw):
+    with pytest.raises(forgebox_client.ApiError) as e:
+        fn(*a, **kw)
+    return e.value
+
+
+def wait_for(pred, seconds=30, step=0.2):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return pred()
+
+
+# ---- placement, and any gateway serving any sandbox ------------------------------------------
+
+
+def test_placement_spreads_over_the_nodes_and_names_them(cluster):
+    c = cluster.a.admin()
+    made = [c.create_sandbox(backend="jail", memory_mib=128) for _ in range(4)]
+    assert sorted(s["node"] for s in made) == ["n1", "n1", "n2", "n2"]
+    for s in made:
+        assert s["isolation"] == "namespaces"
+        assert c.get_sandbox(s["id"])["node"] == s["node"]
+        assert c.exec(s["id"], ["cat", "/etc/hostname"])["exit_code"] == 0
+    # Records belong to the node that runs them, not to a gateway.
+    ids = {n: cluster.sql(f"SELECT id FROM nodes WHERE name = '{n}'") for n in ("n1", "n2")}
+    for s in made:
+        assert cluster.sql(f"SELECT node_id || ' ' || state FROM sandboxes WHERE id = '{s['id']}'") == \
+            f"{ids[s['node']]} running"
+    # Either gateway lists all of them.
+    assert {s["id"] for s in cluster.b.admin().list_sandboxes()["sandboxes"]} == {s["id"] for s in made}
+    created = [e for e in cluster.audit(action="create") if e["event"] == "sandbox" and e["outcome"] == "allowed"]
+    assert sorted(e["reason"] for e in created) == sorted(f"namespaces; node {s['node']}" for s in made)
+
+
+def test_a_sandbox_created_through_one_gateway_is_used_through_the_other(cluster):
+    s = cluster.a.admin().create_sandbox(backend="jail", memory_mib=128)
+    b = cluster.b.admin()
+    assert b.get_sandbox(s["id"])["node"] == s["node"]
+    # Streaming, stdin, files, all through gateway B.
+    events = list(b.exec_stream(s["id"], ["sh", "-c", "echo one; sleep 0.2; echo two >&2; exit 7"]))
+    assert [(e[0], e[1].get("data")) for e in events[:-1]] == [("stdout", "one\n"), ("stderr", "two\n")]
+    assert events[-1][0] == "exit" and events[-1][1]["exit_code"] == 7
+    assert b.exec(s["id"], ["cat"], stdin="fed through B\n")["stdout"] == "fed through B\n"
+    blob = bytes(range(256)) * 4096   # 1 MiB, every byte value
+    b.put_file(s["id"], "data.bin", blob)
+    assert cluster.a.admin().get_file(s["id"], "data.bin") == blob
+    assert b.exec(s["id"], ["sha256sum", "data.bin"])["stdout"].split()[0] == \
+        __import__("hashlib").sha256(blob).hexdigest()
+    e = error_of(b.get_file, s["id"], "missing.txt")
+    assert e.status in (400, 404)
+    # Delete through B: gone everywhere, on the node too.
+    b.delete_sandbox(s["id"])
+    assert error_of(cluster.a.admin().get_sandbox, s["id"]).status == 404
+    assert cluster.sql(f"SELECT state FROM sandboxes WHERE id = '{s['id']}'") == "destroyed"
+    node = cluster.nodes[s["node"]]
+    import http.client
+    conn = http.client.HTTPSConnection("127.0.0.1", node.port, timeout=10, context=tls_client(cluster.pki, "gw-a"))
+    conn.request("GET", f"/node/v1/sandboxes/{s['id']}")
+    assert conn.getresponse().status == 404
+    conn.close()
+
+
+def test_a_node_killed_mid_exec_loses_its_sandboxes_for_good(cluster):
+    a = cluster.a.admin()
+    s = a.create_sandbox(backend="jail", memory_mib=128)
+    victim, survivor = s["node"], ("n2" if s["node"] == "n1" else "n1")
+    stream = iter(a.exec_stream(s["id"], ["sh", "-c", "echo started; sleep 60"]))
+    assert next(stream)[1]["data"] == "started\n"
+    cluster.nodes[victim].stop(signal.SIGKILL)
+    rest = list(stream)   # ends, with an error naming the node: no hang
+    assert len(rest) == 1 and rest[0][0] == "exit"
+    assert rest[0][1]["code"] == "sandbox_ended"
+    assert f"node {victim}" in rest[0][1]["error"]
+    # Within down_after_s (plus a reaper round) the sandbox is lost: 410
+    # through either gateway, one audit entry in all.
+    lost = wait_for(lambda: cluster.sql(f"SELECT state FROM sandboxes WHERE id = '{s['id']}'") == "lost")
+    assert lost
+    for g in (cluster.a, cluster.b):
+        e = error_of(g.admin().get_sandbox, s["id"])
+        assert (e.status, e.code) == (410, "lost")
+    time.sleep(2 * HEARTBEAT_S)   # both gateways' reapers ran at least once more
+    entries = [e for e in cluster.audit(action="lost") if e["resource"] == s["id"]]
+    assert len(entries) == 1 and entries[0]["event"] == "sandbox"
+    assert cluster.sql(f"SELECT state FROM nodes WHERE name = '{victim}'") == "down"
+    # New work lands on the survivor.
+    t = a.create_sandbox(backend="jail", memory_mib=128)
+    assert t["node"] == survivor
+    assert a.exec(t["id"], ["echo", "fine"])["stdout"] == "fine\n"
+    # The node comes back (same id, same state directory): nothing resurrects.
+    old = cluster.nodes[victim]
+    back = Node(cluster.pki, cluster.url, victim, state=old.state)
+    back.start(cluster.a.state)
+    cluster.nodes[victim] = back
+    assert cluster.sql(f"SELECT state FROM sandboxes WHERE id = '{s['id']}'") == "lost"
+    assert error_of(cluster.b.admin().get_sandbox, s["id"]).status == 410
+    assert cluster.sql(f"SELECT state FROM nodes WHERE name = '{victim}'") == "up"
+
+
+def test_the_audit_chain_verifies_after_concurrent_writes_from_both_gateways(cluster):
+    def work(g, i):
+        c = g.admin()
+        s = c.create_sandbox(backend="jail", memory_mib=128)
+        out = c.exec(s["id"], ["echo", str(i)])["stdout"]
+        c.delete_sandbox(s["id"])
+        return out
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        outs = list(pool.map(lambda i: work(cluster.a if i % 2 else cluster.b, i), range(12)))
+    assert outs == [f"{i}\n" for i in range(12)]
+    r = run("audit", "verify", url=cluster.url, state=cluster.a.state)
+    assert r.returncode == 0 and "audit chain intact" in r.stdout, r.stdout + r.stderr
+    assert cluster.b.admin().audit_verify()["intact"] is True
+
+
+# ---- mutual TLS between gateways and nodes ---------------------------------------------------
+
+
+class Impostor:
+    """A TLS server on loopback presenting `cert`, registered in the store as
+    node a-impostor (it sorts first, so placement tries it first).  It
+    records every byte a client sends after the handshake."""
+
+    def __init__(self, cluster, cert, ca="ca"):
+        self.cluster, self.received, self.handshakes = cluster, bytearray(), 0
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.load_cert_chain(str(cluster.pki / f"{cert}.crt"), str(cluster.pki / f"{cert}.key"))
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.ctx = ctx
+        self.stop = False
+        threading.Thread(target=self.serve, daemon=True).start()
+        now = int(time.time())
+        cluster.sql("INSERT INTO nodes (id, name, address, backend, isolation, capacity, memory_mib, state, "
+                    "registered_at, heartbeat_at, heartbeat_unix) VALUES ('nd_impostor0000001', 'a-impostor', "
+                    f"'127.0.0.1:{self.port}', 'jail', 'namespaces', 8, 4096, 'up', "
+                    f"'2026-01-01T00:00:00.000000000Z', '2026-01-01T00:00:00.000000000Z', {now + 3600})")
+
+    def serve(self):
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                with self.ctx.wrap_socket(conn, server_side=True) as t:
+                    self.handshakes += 1
+                    t.settimeout(3)
+                    while True:
+                        d = t.recv(65536)
+                        if not d:
+                            break
+                        self.received += d
+            except (OSError, ssl.SSLError):
+                pass
+
+    def close(self):
+        self.stop = True
+        self.sock.close()
+        self.cluster.sql("DELETE FROM nodes WHERE id = 'nd_impostor0000001'")
+
+
+@pytest.mark.parametrize("cert,verdict", [
+    ("n3", "wrong_name"),            # a valid node certificate, for another name
+    ("foreign", "other_ca"),         # the right name, from another organisation's CA
+    ("revoked", "revoked"),          # the right name, revoked
+])
+def test_a_node_with_the_wrong_certificate_gets_no_request(cluster, cert, verdict):
+    imp = Impostor(cluster, cert, ca="other" if cert == "foreign" else "ca")
+    try:
+        a = cluster.a.admin()
+        s = a.create_sandbox(backend="jail", memory_mib=128)
+        # Refused, and the placement went on to a real node.
+        assert s["node"] in ("n1", "n2")
+        assert imp.handshakes >= 1
+        assert bytes(imp.received) == b""   # not one byte of the request
+        refusals = [e for e in cluster.audit() if e["event"] == "node.tls" and e["resource"] == "a-impostor"]
+        assert refusals and all(e["outcome"] == "denied" for e in refusals)
+        assert refusals[-1]["action"] == "server_certificate"
+        assert refusals[-1]["reason"].startswith(verdict + ": ")
+        if verdict == "wrong_name":
+            assert "node a-impostor presented a certificate for n3" in refusals[-1]["reason"]
+        # Nothing of it left in the store as live.
+        assert cluster.sql("SELECT count(*) FROM sandboxes WHERE node_id = 'nd_impostor0000001' "
+                           "AND state IN ('creating', 'running')") == "0"
+        a.delete_sandbox(s["id"])
+    finally:
+        imp.close()
+
+
+def test_a_gateway_with_a_certificate_of_the_wrong_role_is_refused_by_the_node(cluster):
+    # A node certificate presented as a gateway's client certificate.
+    g = make_gateway(cluster.pki, cluster.url, "n3", first=cluster.a)
+    g.start()
+    try:
+        e = error_of(g.admin().create_sandbox, backend="jail", memory_mib=128)
+        assert e.status == 503
+        refusals = [x for x in cluster.audit() if x["event"] == "node.tls" and x["outcome"] == "denied"
+                    and x["resource"] in ("n1", "n2")]
+        assert refusals and "wrong_role" in refusals[-1]["reason"]
+        assert cluster.sql("SELECT count(*) FROM sandboxes WHERE state IN ('creating', 'running')") == "0"
+    finally:
+        g.stop()
