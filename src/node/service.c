@@ -50,7 +50,7 @@ fb_errc node_sb_reserve(fb_node *n, const char *id, const char *team_id, node_sb
         return FB_E_NOMEM;
     snprintf(s->id, sizeof s->id, "%s", id);
     snprintf(s->team_id, sizeof s->team_id, "%s", team_id);
-    s->refs = 1;
+    s->refs = 2; /* the registry's and the caller's */
     pthread_mutex_lock(&n->lock);
     fb_errc rc = FB_OK;
     if (n->stopping)
