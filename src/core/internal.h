@@ -222,6 +222,10 @@ int core_nodes_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_sp
  * node is down; -1 absent, ended or failing.  team_id gets the owner
  * (for the permission check) whenever the record exists. */
 int core_nodes_lookup(fb_core *c, const char *id, core_sandbox **out, char *team_id, size_t team_cap);
+/* A cached entry whose record is no longer running is retired ("lost"
+ * or released) and false returned; true when it still runs (or the store
+ * cannot say: the node will). */
+bool core_nodes_still_live(fb_core *c, core_sandbox *s);
 /* Finalising a remote entry: DELETE on the node when its end is
  * "destroyed", then the local handle goes. */
 void core_nodes_finalise(fb_core *c, core_sandbox *s);

@@ -293,6 +293,19 @@ int core_nodes_lookup(fb_core *c, const char *id, core_sandbox **out, char *team
     return in ? 0 : -1;
 }
 
+bool core_nodes_still_live(fb_core *c, core_sandbox *s)
+{
+    fb_sandbox_row row;
+    fb_err e = {{0}};
+    int rc = fb_store_sandbox_get(c->store, s->id, &row, &e);
+    if (rc < 0 && rc != FB_STORE_ENOTFOUND)
+        return true;
+    if (rc == 0 && strcmp(row.state, "running") == 0)
+        return true;
+    core_registry_retire(c, s, rc == 0 && strcmp(row.state, "lost") == 0 ? "lost" : "released");
+    return false;
+}
+
 /* ---- ends ------------------------------------------------------------------------------------ */
 
 void core_nodes_finalise(fb_core *c, core_sandbox *s)

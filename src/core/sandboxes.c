@@ -242,6 +242,12 @@ int fb_core_sandbox_open(fb_core *c, fb_caller *caller, const char *id, fb_perm 
                          fb_core_err *err)
 {
     core_sandbox *s = id ? core_registry_get(&c->reg, id) : NULL;
+    /* Remote mode: another gateway may have deleted it, or its node been
+     * declared down, since this one cached it: the store decides. */
+    if (s && core_remote(c) && !core_nodes_still_live(c, s)) {
+        core_registry_put(c, s);
+        s = NULL;
+    }
     char owner[FB_ID_MAX] = "";
     int found = s || !id || !core_remote(c) ? -1 : core_nodes_lookup(c, id, &s, owner, sizeof owner);
     if (!s && found > 0) {

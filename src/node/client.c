@@ -592,10 +592,14 @@ fb_errc fb_node_client_health(fb_node_client *nc, const fb_node_record *node, fb
 
 /* ---- files ------------------------------------------------------------------------------ */
 
+/* Percent-encodes a sandbox path for the query; a relative path is
+ * relative to /workspace, as the agent has it. */
 static void escape_query(const char *in, char *out, size_t cap)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t k = 0;
+    if (in[0] != '/' && cap > 16)
+        k = (size_t)snprintf(out, cap, "%%2Fworkspace%%2F");
     for (const unsigned char *p = (const unsigned char *)in; *p && k + 4 < cap; p++) {
         if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' ||
             *p == '_' || *p == '.' || *p == '~' || *p == '/') {

@@ -73,7 +73,7 @@ def pki(tmp_path_factory):
     issue("ca", "node", "n1", "n1")
     issue("ca", "node", "n2", "n2")
     issue("ca", "node", "n3", "n3")
-    issue("ca", "node", "a-impostor", "foreign")   # the right name, another CA
+    issue("other", "node", "a-impostor", "foreign")   # the right name, another CA
     issue("ca", "node", "a-impostor", "revoked")
     run("ca", "revoke", "--dir", t / "ca", "--name", "a-impostor", check=True)
     return t
