@@ -189,6 +189,10 @@ static void on_event(nb_exec *x, json_t *ev)
 static bool on_stream_data(void *ctx, const char *data, size_t len)
 {
     nb_exec *x = ctx;
+    /* After the terminal event the node ends the stream itself: read it
+     * to its end so that the connection can be reused. */
+    if (x->terminal)
+        return true;
     for (size_t i = 0; i < len; i++) {
         if (data[i] != '\n') {
             if (x->line_len + 1 >= MAX_EVENT_LINE) {
@@ -218,7 +222,9 @@ static bool on_stream_data(void *ctx, const char *data, size_t len)
         }
         on_event(x, ev);
         json_decref(ev);
-        if (x->terminal || x->bad || atomic_load(&x->b->stop))
+        if (x->terminal)
+            return true;
+        if (x->bad || atomic_load(&x->b->stop))
             return false;
     }
     return true;

@@ -256,6 +256,11 @@ def test_placement_spreads_over_the_nodes_and_names_them(cluster):
             f"{ids[s['node']]} running"
     # Either gateway lists all of them.
     assert {s["id"] for s in cluster.b.admin().list_sandboxes()["sandboxes"]} == {s["id"] for s in made}
+    # Egress grants are not available in remote mode: refused, named, audited.
+    e = error_of(c.create_sandbox, backend="jail", memory_mib=128, network={"allow": ["pypi.org"]})
+    assert (e.status, e.code) == (400, "bad_request") and "remote_network_unsupported" in e.message
+    assert any(x["reason"] == "network grants are not available with nodes.mode remote"
+               for x in cluster.audit(action="create") if x["outcome"] == "denied")
     created = [e for e in cluster.audit(action="create") if e["event"] == "sandbox" and e["outcome"] == "allowed"]
     assert sorted(e["reason"] for e in created) == sorted(f"namespaces; node {s['node']}" for s in made)
 
