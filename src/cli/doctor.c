@@ -19,6 +19,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <linux/landlock.h>
 #include <sys/syscall.h>
@@ -28,7 +29,10 @@
 #include "cli/cli.h"
 #include "config/config.h"
 #include "image/image.h"
+#include "node/client.h"
 #include "sandbox/sandbox.h"
+#include "store/nodes.h"
+#include "store/store.h"
 
 static void qemu_version(char *out, size_t cap)
 {
@@ -122,6 +126,44 @@ static int probe_jail_kernel(char *out, size_t cap)
     return 0;
 }
 
+/* nodes.mode remote: the nodes the store knows, each up one's healthz
+ * called with the gateway's certificate (and its own checked). */
+static bool report_nodes(const fb_config *cfg)
+{
+    fb_store *st = NULL;
+    fb_err err = {{0}};
+    if (fb_store_open_url(cfg->state_dir, cfg->store.url, &st, &err) < 0) {
+        printf("  nodes:       cannot open the store: %s\n", err.msg);
+        return false;
+    }
+    fb_node_record *nodes = NULL;
+    size_t n = 0, healthy = 0;
+    fb_node_client *nc = NULL;
+    bool ok = fb_store_node_list(st, &nodes, &n, &err) == 0;
+    if (!ok)
+        printf("  nodes:       cannot list nodes: %s\n", err.msg);
+    else if (fb_node_client_open(cfg, &nc, &err) < 0) {
+        printf("  nodes:       %s\n", err.msg);
+        ok = false;
+    }
+    for (size_t i = 0; ok && i < n; i++) {
+        fb_err e = {{0}};
+        bool up = strcmp(nodes[i].state, "up") == 0;
+        bool answers = up && fb_node_client_health(nc, &nodes[i], &e) == FB_OK;
+        healthy += answers;
+        printf("  node:        %s (%s, %s, %llu/%llu sandboxes): %s%s%s\n", nodes[i].name, nodes[i].address,
+               nodes[i].backend, (unsigned long long)nodes[i].live, (unsigned long long)nodes[i].capacity,
+               nodes[i].state, up ? (answers ? ", healthz ok" : ", healthz failed: ") : "",
+               up && !answers ? e.msg : "");
+    }
+    if (ok)
+        printf("  nodes:       nodes.mode remote, %zu registered, %zu answering\n", n, healthy);
+    fb_node_client_free(nc);
+    free(nodes);
+    fb_store_close(st);
+    return ok && healthy > 0;
+}
+
 /* The network: keys of forgebox.yaml, with a warning per allow_private
  * entry (each lets the egress proxy reach a private address). */
 static bool report_network(const char *config_flag)
@@ -133,11 +175,14 @@ static bool report_network(const char *config_flag)
     int rc = fb_config_defaults(&cfg);
     if (rc == 0)
         rc = fb_config_load_file(&cfg, path, required, &err);
+    if (rc == 0)
+        rc = fb_config_apply_env(&cfg, environ, &err);
     if (rc < 0) {
         printf("  config:      %s\n", err.msg);
         fb_config_free(&cfg);
         return false;
     }
+    bool nodes_ok = cfg.nodes.mode != FB_NODES_REMOTE || report_nodes(&cfg);
     printf("  network:     network.allow %zu entries, network.deny %zu, network.hosts %zu names\n",
            cfg.network.allow.count, cfg.network.deny.count, cfg.network.nhosts);
     for (size_t i = 0; i < cfg.network.nallow_private; i++) {
@@ -147,7 +192,7 @@ static bool report_network(const char *config_flag)
                fb_addr_class_name(fb_egress_addr_class(&cfg.network.allow_private[i])));
     }
     fb_config_free(&cfg);
-    return true;
+    return nodes_ok;
 }
 
 int fb_cmd_doctor(int argc, char **argv)

@@ -256,6 +256,15 @@ def test_placement_spreads_over_the_nodes_and_names_them(cluster):
             f"{ids[s['node']]} running"
     # Either gateway lists all of them.
     assert {s["id"] for s in cluster.b.admin().list_sandboxes()["sandboxes"]} == {s["id"] for s in made}
+    # `forgebox doctor` with the gateway's configuration lists the nodes and calls their healthz.
+    p = cluster.pki
+    env = dict(os.environ, FORGEBOX_STORE_URL=cluster.url, FORGEBOX_STATE_DIR=cluster.a.state,
+               FORGEBOX_NODES_MODE="remote", FORGEBOX_NODES_TLS_CERT=f"{p}/gw-a.crt",
+               FORGEBOX_NODES_TLS_KEY=f"{p}/gw-a.key", FORGEBOX_NODES_TLS_CA=f"{p}/ca/ca.crt")
+    out = subprocess.run([FORGEBOX, "doctor"], env=env, capture_output=True, text=True, timeout=120).stdout
+    assert "  nodes:       nodes.mode remote, 2 registered, 2 answering\n" in out, out
+    for n in ("n1", "n2"):
+        assert f"  node:        {n} ({cluster.nodes[n].address}, jail, 2/8 sandboxes): up, healthz ok\n" in out, out
     # Egress grants are not available in remote mode: refused, named, audited.
     e = error_of(c.create_sandbox, backend="jail", memory_mib=128, network={"allow": ["pypi.org"]})
     assert (e.status, e.code) == (400, "bad_request") and "remote_network_unsupported" in e.message
