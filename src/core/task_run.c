@@ -66,6 +66,11 @@ static void sandbox_keep(fb_core *c, core_sandbox *s, uint64_t seconds)
     s->expires_ns = fb_time_monotonic_ns() + seconds * 1000000000ull;
     snprintf(s->expires_at, sizeof s->expires_at, "%s", at);
     pthread_mutex_unlock(&c->reg.lock);
+    /* nodes.mode remote: the node destroys it at its own deadline. */
+    fb_core_err err;
+    if (core_remote(c) && s->sb && core_nodes_set_expiry(c, s, at, &err) < 0)
+        fb_log("warn", NULL, "cannot move a task sandbox's deadline on its node",
+               json_pack("{s:s, s:s}", "sandbox", s->id, "error", err.msg));
 }
 
 /* Waits for a running slot.  false: cancelled while queued. */
