@@ -85,8 +85,8 @@ def pki(tmp_path_factory):
 class Node:
     """A real `forgebox node` on a loopback port."""
 
-    def __init__(self, pki, url, name, cert=None, state=None):
-        self.pki, self.url, self.name = pki, url, name
+    def __init__(self, pki, url, name, cert=None, state=None, backend="jail"):
+        self.pki, self.url, self.name, self.backend = pki, url, name, backend
         self.cert = cert or name
         self.state = state or os.path.join(str(pki), f"node-{name}-{os.getpid()}-{_count[0]}")
         self.port = free_port()
@@ -101,7 +101,7 @@ class Node:
                 shutil.copy2(src, os.path.join(self.state, f))
         p = self.pki
         argv = [FORGEBOX, "node", "--name", self.name, "--listen", self.address, "--state-dir", self.state,
-                "--store", self.url, "--backend", "jail", "--capacity", "8",
+                "--store", self.url, "--backend", self.backend, "--capacity", "8",
                 "--tls-cert", f"{p}/{self.cert}.crt", "--tls-key", f"{p}/{self.cert}.key",
                 "--tls-ca", f"{p}/ca/ca.crt", "--tls-crl", f"{p}/ca/crl.pem", "--image", IMAGE,
                 "--set", f"run_dir={RUN_DIR}", "--set", f"nodes.heartbeat_s={HEARTBEAT_S}",
@@ -169,6 +169,8 @@ def make_gateway(pki, url, who, state=None, first=None):
 
 
 class Cluster:
+    """nodes: names of jail nodes, or (name, backend) pairs."""
+
     def __init__(self, pg, pki, nodes=("n1", "n2")):
         _count[0] += 1
         self.pg, self.pki = pg, pki
@@ -179,7 +181,10 @@ class Cluster:
         self.a.admin().list_sandboxes()   # the first audit entries create the audit key
         self.b = make_gateway(pki, self.url, "gw-b", first=self.a)
         self.b.start()
-        self.nodes = {n: Node(pki, self.url, n).start(self.a.state) for n in nodes}
+        self.nodes = {}
+        for n in nodes:
+            name, backend = (n, "jail") if isinstance(n, str) else n
+            self.nodes[name] = Node(pki, self.url, name, backend=backend).start(self.a.state)
 
     def sql(self, q):
         return self.pg.psql(q, db=self.db)
@@ -352,6 +357,22 @@ def test_the_audit_chain_verifies_after_concurrent_writes_from_both_gateways(clu
     r = run("audit", "verify", url=cluster.url, state=cluster.a.state)
     assert r.returncode == 0 and "audit chain intact" in r.stdout, r.stdout + r.stderr
     assert cluster.b.admin().audit_verify()["intact"] is True
+
+
+def test_a_vm_sandbox_goes_to_the_vm_node(pg, pki):
+    cl = Cluster(pg, pki, nodes=("n1", ("n3", "vm")))
+    try:
+        a = cl.a.admin()
+        vm = a.create_sandbox(backend="vm", memory_mib=256)
+        jail = a.create_sandbox(backend="jail", memory_mib=128)
+        assert (vm["node"], jail["node"]) == ("n3", "n1")
+        assert vm["isolation"] in ("kvm", "tcg")
+        r = cl.b.admin().exec(vm["id"], ["sh", "-c", "echo in a vm; exit 4"])
+        assert (r["stdout"], r["exit_code"]) == ("in a vm\n", 4)
+        cl.b.admin().delete_sandbox(vm["id"])
+        assert cl.sql(f"SELECT state FROM sandboxes WHERE id = '{vm['id']}'") == "destroyed"
+    finally:
+        cl.close()
 
 
 # ---- mutual TLS between gateways and nodes ---------------------------------------------------
