@@ -407,8 +407,8 @@ int core_nodes_list(fb_core *c, fb_caller *caller, fb_sandbox_info **out, size_t
     }
     size_t k = 0;
     for (size_t i = 0; i < nrows; i++) {
-        if (!fb_policy_can_see(&caller->who, rows[i].team_id))
-            continue;
+        if (!fb_policy_can_see(&caller->who, rows[i].team_id) || strcmp(rows[i].state, "running") != 0)
+            continue; /* another team's, or still being created */
         fb_sandbox_info *o = &infos[k++];
         snprintf(o->id, sizeof o->id, "%.31s", rows[i].id);
         snprintf(o->team_id, sizeof o->team_id, "%s", rows[i].team_id);

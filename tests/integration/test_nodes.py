@@ -76,6 +76,7 @@ def pki(tmp_path_factory):
     issue("other", "node", "a-impostor", "foreign")   # the right name, another CA
     issue("ca", "node", "a-impostor", "revoked")
     run("ca", "revoke", "--dir", t / "ca", "--name", "a-impostor", check=True)
+    issue("ca", "node", "a-impostor", "full")      # issued after the revocation: valid
     return t
 
 
@@ -383,8 +384,8 @@ class Impostor:
     node a-impostor (it sorts first, so placement tries it first).  It
     records every byte a client sends after the handshake."""
 
-    def __init__(self, cluster, cert, ca="ca"):
-        self.cluster, self.received, self.handshakes = cluster, bytearray(), 0
+    def __init__(self, cluster, cert, answer=None):
+        self.cluster, self.received, self.handshakes, self.answer = cluster, bytearray(), 0, answer
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         ctx.load_cert_chain(str(cluster.pki / f"{cert}.crt"), str(cluster.pki / f"{cert}.key"))
@@ -416,6 +417,13 @@ class Impostor:
                         if not d:
                             break
                         self.received += d
+                        if self.answer and b"\r\n\r\n" in self.received:
+                            head, _, body = bytes(self.received).partition(b"\r\n\r\n")
+                            length = [int(l.split(b":")[1]) for l in head.split(b"\r\n")
+                                      if l.lower().startswith(b"content-length:")]
+                            if len(body) >= (length[0] if length else 0):
+                                t.sendall(self.answer)
+                                break
             except (OSError, ssl.SSLError):
                 pass
 
@@ -431,7 +439,7 @@ class Impostor:
     ("revoked", "revoked"),          # the right name, revoked
 ])
 def test_a_node_with_the_wrong_certificate_gets_no_request(cluster, cert, verdict):
-    imp = Impostor(cluster, cert, ca="other" if cert == "foreign" else "ca")
+    imp = Impostor(cluster, cert)
     try:
         a = cluster.a.admin()
         s = a.create_sandbox(backend="jail", memory_mib=128)
@@ -451,6 +459,35 @@ def test_a_node_with_the_wrong_certificate_gets_no_request(cluster, cert, verdic
         a.delete_sandbox(s["id"])
     finally:
         imp.close()
+
+
+def test_a_full_node_is_skipped_for_the_next(cluster):
+    body = b'{"error":{"code":"capacity","message":"the node runs 8 sandboxes, its capacity"}}'
+    imp = Impostor(cluster, "full", answer=b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    try:
+        a = cluster.a.admin()
+        s = a.create_sandbox(backend="jail", memory_mib=128)
+        assert s["node"] in ("n1", "n2")
+        assert bytes(imp.received).startswith(b"POST /node/v1/sandboxes HTTP/1.1\r\n")
+        # The place reserved on the full node was given back.
+        assert cluster.sql("SELECT state FROM sandboxes WHERE node_id = 'nd_impostor0000001'") == "failed"
+        assert cluster.sql(f"SELECT state FROM sandboxes WHERE id = '{s['id']}'") == "running"
+        a.delete_sandbox(s["id"])
+    finally:
+        imp.close()
+
+
+def test_a_gateway_that_restarts_leaves_the_sandboxes_running(cluster):
+    s = cluster.a.admin().create_sandbox(backend="jail", memory_mib=128)
+    cluster.a.admin().exec(s["id"], ["sh", "-c", "echo kept > kept.txt"])
+    assert cluster.a.stop() == 0
+    # Still running on its node, served by the other gateway.
+    assert cluster.sql(f"SELECT state FROM sandboxes WHERE id = '{s['id']}'") == "running"
+    assert cluster.b.admin().exec(s["id"], ["cat", "kept.txt"])["stdout"] == "kept\n"
+    cluster.a.start()
+    assert cluster.a.admin().exec(s["id"], ["cat", "kept.txt"])["stdout"] == "kept\n"
+    assert not [e for e in cluster.audit(action="destroy") if e["resource"] == s["id"]]
 
 
 def test_a_gateway_with_a_certificate_of_the_wrong_role_is_refused_by_the_node(cluster):
