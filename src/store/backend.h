@@ -54,6 +54,7 @@ typedef struct fb_sandbox_ops {
     int (*get)(fb_store *, const char *, fb_sandbox_row *, fb_err *);
     int (*list_all_live)(fb_store *, const char *, fb_sandbox_row **, size_t *, fb_err *);
     int (*set_expiry)(fb_store *, const char *, const char *, fb_err *);
+    int (*activate)(fb_store *, const char *, const char *, const char *, const char *, fb_err *);
 } fb_sandbox_ops;
 
 typedef struct fb_node_ops {

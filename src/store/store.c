@@ -254,6 +254,12 @@ int fb_store_sandbox_set_expiry(fb_store *st, const char *id, const char *expire
     return st->engine->sandboxes->set_expiry(st, id, expires_at, err);
 }
 
+int fb_store_sandbox_activate(fb_store *st, const char *reserved_id, const char *id, const char *created_at,
+                              const char *expires_at, fb_err *err)
+{
+    return st->engine->sandboxes->activate(st, reserved_id, id, created_at, expires_at, err);
+}
+
 /* ---- nodes -------------------------------------------------------------------------- */
 
 int fb_store_node_register(fb_store *st, const fb_node_record *r, size_t *lost, fb_err *err)

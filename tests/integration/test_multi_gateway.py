@@ -1,0 +1,132 @@
+"""Several gateways on one PostgreSQL database (pg_fixture.PgServer), each
+with its own state directory (docs/deployment.md: a copy of the first
+one's key pepper and audit key, its own node id), jail backend:
+
+- a team's quota is reserved in the shared store, so gateways racing for
+  the team's last slots grant exactly the quota between them, refuse the
+  rest as a single gateway does (429 quota_exceeded), audit every answer,
+  and a slot freed on one gateway is free on the other;
+- a key revoked or a user disabled through one gateway is refused at once
+  by another whose key cache still held it (PostgreSQL LISTEN/NOTIFY), not
+  after the cache's lifetime, which the test sets to 60 s."""
+import os
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import FORGEBOX
+from gateway_fixtures import FIRST_PASSWORD, SECRETS, Gateway, forgebox_client
+from pg_fixture import PgServer, pg_bindir
+
+pytestmark = pytest.mark.skipif(pg_bindir() is None,
+                                reason="PostgreSQL is not installed (apt-get install postgresql)")
+
+FAST = ["sandbox.backend=jail", "limits.rate_rps=100000", "limits.rate_burst=100000"]
+_count = [0]
+
+
+@pytest.fixture(scope="module")
+def pg():
+    srv = PgServer()
+    SECRETS.add(srv.password)
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def url(pg):
+    _count[0] += 1
+    return pg.fresh_database(f"mg{os.getpid()}_{_count[0]}")
+
+
+def first_gateway(url, settings=(), env=None):
+    g = Gateway(settings=FAST + list(settings), env=dict(env or {}, FORGEBOX_STORE_URL=url))
+    p = subprocess.run([FORGEBOX, "admin", "init", "--state-dir", g.state, "--store", url], capture_output=True,
+                       text=True, timeout=120, env=dict(os.environ, FORGEBOX_FIRST_PASSWORD=FIRST_PASSWORD))
+    assert p.returncode == 0, p.stderr
+    g.admin_key = p.stdout.strip().splitlines()[-1]
+    SECRETS.add(g.admin_key)
+    return g
+
+
+def more_gateway(first, url, settings=(), env=None):
+    """Another gateway on the same database: its own state directory and
+    node id, the first one's pepper and audit key (docs/deployment.md)."""
+    g = Gateway(settings=FAST + list(settings), env=dict(env or {}, FORGEBOX_STORE_URL=url))
+    os.makedirs(g.state, mode=0o700)
+    for name in ("auth.pepper", "audit.key"):
+        shutil.copy2(os.path.join(first.state, name), os.path.join(g.state, name))
+    g.admin_key = first.admin_key
+    return g
+
+
+def developer(admin, team_name, scopes=("sandboxes:create", "sandboxes:read", "sandboxes:exec")):
+    team = admin.create_team(team_name)
+    user = admin.create_user(team_name + "-dev", "a long enough password 1", team["id"], "developer")
+    key = admin.create_key("dev", list(scopes), user_id=user["id"])
+    SECRETS.add(key["key"])
+    return team, user, key
+
+
+def test_two_gateways_racing_for_a_teams_last_slots_grant_exactly_the_quota(url):
+    quota = ["quotas.max_sandboxes_per_team=4", "quotas.max_memory_mib_per_team=100000"]
+    g1 = first_gateway(url, quota)
+    g1.start()
+    g1.admin().list_sandboxes()          # the first entries create the audit key
+    g2 = more_gateway(g1, url, quota)
+    g2.start()
+    try:
+        admin = g1.admin()
+        team, _, key = developer(admin, "racers")
+        c1, c2 = g1.client(key["key"]), g2.client(key["key"])
+        first = c1.create_sandbox(backend="jail", memory_mib=128)   # one of four taken
+        # Eight creates at once, four through each gateway, for the last three.
+        clients = [c1, c2] * 4
+        results = [None] * len(clients)
+        go = threading.Barrier(len(clients))
+
+        def create(i):
+            go.wait()
+            try:
+                results[i] = ("ok", clients[i].create_sandbox(backend="jail", memory_mib=128))
+            except forgebox_client.ApiError as e:
+                results[i] = ("refused", e)
+
+        threads = [threading.Thread(target=create, args=(i,)) for i in range(len(clients))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=180)
+        won = [r[1] for r in results if r and r[0] == "ok"]
+        refused = [r[1] for r in results if r and r[0] == "refused"]
+        assert len(won) == 3, results
+        assert len(refused) == 5, results
+        for e in refused:
+            assert (e.status, e.code) == (429, "quota_exceeded"), (e.status, e.code, e.message)
+            assert "team quota exceeded: 4 of 4 sandboxes in use" in e.message
+        # Each gateway runs (and lists) the ones it created; together, four.
+        mine = {s["id"] for s in c1.list_sandboxes()["sandboxes"]} | \
+               {s["id"] for s in c2.list_sandboxes()["sandboxes"]}
+        assert mine == {first["id"]} | {s["id"] for s in won}
+        # Every answer is audited, in the one chain both gateways write.
+        creates = admin.audit(action="create", limit=1000)["entries"]
+        allowed = sorted(e["resource"] for e in creates if e["event"] == "sandbox" and e["outcome"] == "allowed")
+        denied = [e for e in creates if e["event"] == "sandbox" and e["outcome"] == "denied"]
+        assert allowed == sorted([first["id"]] + [s["id"] for s in won])
+        assert len(denied) == 5
+        assert all("team quota exceeded: 4 of 4 sandboxes in use" in e["reason"] for e in denied)
+        assert all(e["actor"] == "key:" + key["id"] for e in denied)
+        # A slot freed through one gateway is free on the other at once.
+        with pytest.raises(forgebox_client.ApiError) as e:
+            c2.create_sandbox(backend="jail", memory_mib=128)
+        assert e.value.status == 429
+        c1.delete_sandbox(first["id"])
+        again = c2.create_sandbox(backend="jail", memory_mib=128)
+        assert c2.exec(again["id"], ["echo", "placed"])["stdout"] == "placed\n"
+        assert admin.audit_verify()["intact"] is True
+    finally:
+        g1.stop()
+        g2.stop()
