@@ -200,6 +200,13 @@ const char *fb_store_engine_name(const fb_store *st)
     return st->engine->name;
 }
 
+int fb_store_watch_identity(fb_store *st, fb_store_watch_fn fn, void *ctx, fb_err *err)
+{
+    if (!fn)
+        return fb_fail_code(err, FB_STORE_EINVAL, "no function to call on identity changes");
+    return st->engine->watch_identity(st, fn, ctx, err);
+}
+
 int fb_store_schema_version(fb_store *st)
 {
     return st->engine->schema_version(st);

@@ -130,3 +130,77 @@ def test_two_gateways_racing_for_a_teams_last_slots_grant_exactly_the_quota(url)
     finally:
         g1.stop()
         g2.stop()
+
+
+LONG_CACHE = {"FORGEBOX_KEYCACHE_TTL_MS": "60000"}   # the TTL alone would keep a revoked key for 60 s
+
+
+def refused_within(client, seconds=10.0):
+    """Polls GET /v1/sandboxes until it is answered 401: the statuses seen
+    and the request id of the last answer."""
+    seen, rid = [], None
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status, hdr, _ = client.request("GET", "/v1/sandboxes", raw=True)
+        seen.append(status)
+        rid = {k.lower(): v for k, v in hdr.items()}.get("x-request-id")
+        if status == 401:
+            break
+        time.sleep(0.05)
+    return seen, rid
+
+
+def warm(client):
+    """Two answers 200: the key is verified and remembered."""
+    for _ in range(2):
+        status, _, _ = client.request("GET", "/v1/sandboxes", raw=True)
+        assert status == 200
+
+
+def hand_revoke(pg, url, key_id):
+    """Revokes a key in the database behind every gateway's back: nothing
+    announces it, so only the key caches' TTL lets it show."""
+    pg.psql(f"UPDATE api_keys SET revoked_at = '2026-01-01T00:00:00.000000000Z' WHERE id = '{key_id}'",
+            db=url.rsplit("/", 1)[1])
+
+
+def test_a_key_revoked_on_one_gateway_is_refused_at_once_by_another(pg, url):
+    g1 = first_gateway(url, env=LONG_CACHE)
+    g1.start()
+    g1.admin().list_sandboxes()
+    g2 = more_gateway(g1, url, env=LONG_CACHE)
+    g2.start()
+    try:
+        admin = g1.admin()
+        _, _, key = developer(admin, "revokers")
+        _, _, control = developer(admin, "controls")
+        _, _, bystander = developer(admin, "bystanders")
+        b, b_control, b_bystander = (g2.client(k["key"]) for k in (key, control, bystander))
+        for c in (b, b_control, b_bystander):
+            warm(c)
+        # The control key, revoked by hand, keeps working on B from its
+        # cache for seconds: the 60 s TTL is in force, so the TTL cannot be
+        # what refuses the revoked key below.
+        hand_revoke(pg, url, control["id"])
+        t_end = time.monotonic() + 3.0
+        while time.monotonic() < t_end:
+            status, _, _ = b_control.request("GET", "/v1/sandboxes", raw=True)
+            assert status == 200
+            time.sleep(0.1)
+        # Revoked through A: B refuses it within the polling bound ...
+        admin.delete_key(key["id"])
+        seen, rid = refused_within(b)
+        assert seen[-1] == 401, seen
+        # ... because B forgot every cached key: the control's hand
+        # revocation shows at the same moment.
+        status, _, _ = b_control.request("GET", "/v1/sandboxes", raw=True)
+        assert status == 401
+        status, _, _ = b_bystander.request("GET", "/v1/sandboxes", raw=True)
+        assert status == 200
+        # B's refusal is audited with the reason.
+        denied = [(e["event"], e["reason"]) for e in admin.audit(outcome="denied", limit=1000)["entries"]
+                  if e["request_id"] == rid]
+        assert denied == [("auth", "revoked")], denied
+    finally:
+        g1.stop()
+        g2.stop()
