@@ -204,3 +204,48 @@ def test_a_key_revoked_on_one_gateway_is_refused_at_once_by_another(pg, url):
     finally:
         g1.stop()
         g2.stop()
+
+
+def wait_for_log(g, text, count, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if g.read_log().count(text) >= count:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_the_identity_watch_listens_again_after_a_postgres_restart(pg, url):
+    g1 = first_gateway(url, env=LONG_CACHE)
+    g1.start()
+    g1.admin().list_sandboxes()
+    g2 = more_gateway(g1, url, env=LONG_CACHE)
+    g2.start()
+    listening = '"msg":"identity watch listening"'
+    try:
+        assert wait_for_log(g2, listening, 1)
+        admin = g1.admin()
+        _, _, key = developer(admin, "revokers")
+        _, _, control = developer(admin, "controls")
+        b, b_control = g2.client(key["key"]), g2.client(control["key"])
+        warm(b)
+        pg.restart(down_seconds=1.5)
+        # B's listener noticed, and listens again on a new connection.
+        assert wait_for_log(g2, '"msg":"identity watch lost its connection', 1)
+        assert wait_for_log(g2, listening, 2), g2.read_log()[-2000:]
+        deadline = time.monotonic() + 30
+        for c in (b, admin):        # both gateways' store connections are back too
+            while c.request("GET", "/v1/sandboxes", raw=True)[0] != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        warm(b)
+        warm(b_control)
+        hand_revoke(pg, url, control["id"])
+        assert b_control.request("GET", "/v1/sandboxes", raw=True)[0] == 200   # from B's cache
+        admin.delete_key(key["id"])
+        seen, _ = refused_within(b)
+        assert seen[-1] == 401, seen
+        assert b_control.request("GET", "/v1/sandboxes", raw=True)[0] == 401   # the whole cache went
+    finally:
+        g1.stop()
+        g2.stop()
