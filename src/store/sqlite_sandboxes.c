@@ -53,9 +53,9 @@ static bool known_state(const char *state)
     return false;
 }
 
-/* After an UPDATE guarded by "state <> 'lost'" changed nothing (lock
- * held): ENOTFOUND when there is no record, 0 when it is lost and lost was
- * asked (nothing to do), ECONFLICT when it is lost and anything else was. */
+/* After a guarded UPDATE changed nothing (lock held): ENOTFOUND when there
+ * is no record, 0 when it already is in the state wanted (nothing to do),
+ * else ECONFLICT naming its state. */
 static int explain_unchanged(fb_sql *db, const char *id, const char *wanted, fb_err *err)
 {
     cleanup_stmt fb_sql_stmt *s = NULL;
@@ -243,7 +243,8 @@ static int sb_set_expiry(fb_store *st, const char *id, const char *expires_at, f
         return fb_fail_code(err, FB_STORE_EINVAL, "sandbox expiry: missing id or time");
     cleanup_sql_unlock fb_sql *db = fb_sql_locked(st->impl);
     int rc = fb_sql_exec_texts(db,
-                               "UPDATE sandboxes SET expires_at = ?1 WHERE id = ?2 AND state IN ('creating', 'running')",
+                               "UPDATE sandboxes SET expires_at = ?1 "
+                               "WHERE id = ?2 AND state IN ('creating', 'running')",
                                "cannot update the sandbox expiry", err, 2, expires_at, id);
     if (rc == 0 && fb_sql_changes(db) == 0) {
         rc = fb_sql_exists(db, "SELECT 1 FROM sandboxes WHERE id = ?1", id, err);
@@ -251,6 +252,22 @@ static int sb_set_expiry(fb_store *st, const char *id, const char *expires_at, f
             rc = rc == 0 ? fb_fail_code(err, FB_STORE_ENOTFOUND, "no sandbox record %.40s", id)
                          : fb_fail_code(err, FB_STORE_ECONFLICT, "sandbox %.40s is no longer live", id);
     }
+    return rc;
+}
+
+static int sb_activate(fb_store *st, const char *reserved_id, const char *id, const char *created_at,
+                       const char *expires_at, fb_err *err)
+{
+    if (!reserved_id || !id || !*id || !created_at || !expires_at)
+        return fb_fail_code(err, FB_STORE_EINVAL, "sandbox activation: missing fields");
+    cleanup_sql_unlock fb_sql *db = fb_sql_locked(st->impl);
+    int rc = fb_sql_exec_texts(db,
+                               "UPDATE sandboxes SET id = ?1, state = 'running', created_at = ?2, expires_at = ?3 "
+                               "WHERE id = ?4 AND state = 'creating'",
+                               "cannot confirm the sandbox reservation", err, 4, id, created_at, expires_at,
+                               reserved_id);
+    if (rc == 0 && fb_sql_changes(db) == 0)
+        rc = explain_unchanged(db, reserved_id, NULL, err); /* ENOTFOUND, or ECONFLICT: not creating */
     return rc;
 }
 
@@ -262,4 +279,5 @@ const fb_sandbox_ops fb_sqlite_sandbox_ops = {
     .get = sb_get,
     .list_all_live = sb_list_all_live,
     .set_expiry = sb_set_expiry,
+    .activate = sb_activate,
 };
