@@ -20,7 +20,8 @@ import time
 import pytest
 
 from conftest import FORGEBOX, RUN_DIR, leftovers, settled_leftovers
-from node_fixtures import CA, Node, NodeClient, SqliteStore, fbx
+from node_fixtures import CA, Node, NodeClient, PgStore, SqliteStore, fbx
+from pg_fixture import PgServer, pg_bindir
 
 
 @pytest.fixture
@@ -404,3 +405,76 @@ def test_sigkill_restart_marks_lost_and_reaps(env):
         assert n2.stop() == 0
     assert store.sandbox_state("sb_k2") == "destroyed"
     assert store.node("node-1")["state"] == "stopped"
+
+
+# ---- PostgreSQL: the store a fleet shares -----------------------------------------------
+
+
+@pytest.mark.skipif(pg_bindir() is None, reason="PostgreSQL is not installed")
+def test_node_on_postgresql(tmp_path):
+    pg = PgServer()
+    try:
+        ca = CA(tmp_path)
+        gw = ca.issue("gateway", "gw-1")
+        store = PgStore(pg, tmp_path / "gw-state")
+        # Without the gateways' audit key the node refuses to start.
+        bare = Node(ca, "node-pg", store, state=tmp_path / "bare")
+        os.makedirs(bare.state, mode=0o700)
+        bare.start(wait=False)
+        assert bare.proc.wait(timeout=60) == 1
+        assert "no audit key at" in bare.log() and "docs/node.md" in bare.log(), bare.log()
+        bare.stop()
+        n = Node(ca, "node-pg", store, state=tmp_path / "node-state", capacity=3,
+                 copy_secrets_from=store.state).start()
+        try:
+            assert n.id != open(os.path.join(store.state, "node.id")).read().strip()
+            row = store.node("node-pg")
+            assert row["state"] == "up" and row["capacity"] == 3 and row["address"] == n.address
+            c = n.client(gw)
+            new_sandbox(n, store, c, "sb_pg1")
+            assert store.sandbox_state("sb_pg1") == "running"
+            x = run(c, "sb_pg1", ["sh", "-c", "echo on-pg"])
+            st, lines = c.events("sb_pg1", x)
+            assert output(lines) == b"on-pg\n"
+            new_sandbox(n, store, c, "sb_pg2")
+            store.declare_down(n.id)
+            assert wait_for(lambda: len(store.audit("node", "register")) == 2, timeout=30)
+            assert store.sandbox_state("sb_pg2") == "lost" and store.sandbox_state("sb_pg1") == "lost"
+            st, body, _ = c.get("/node/v1/sandboxes")
+            assert body == {"sandboxes": []}
+            new_sandbox(n, store, c, "sb_pg3")
+            st, _, _ = c.request("DELETE", "/node/v1/sandboxes/sb_pg3")
+            assert st == 204 and store.sandbox_state("sb_pg3") == "destroyed"
+        finally:
+            assert n.stop() == 0
+        assert store.node("node-pg")["state"] == "stopped"
+        # The node's entries sit in the one chain, which verifies with the gateways' key.
+        p = fbx("audit", "verify", "--state-dir", store.state, "--store", store.url)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert [r[3] for r in store.audit("node")] == ["register", "destroy", "destroy", "register", "stop"], \
+            store.audit("node")
+    finally:
+        pg.close()
+
+
+# ---- one VM --------------------------------------------------------------------------------
+
+
+def test_vm_node_create_exec_delete(env):
+    ca, store, gw = env
+    n = Node(ca, "node-vm", store, backend="vm", capacity=1).start()
+    try:
+        row = store.node("node-vm")
+        assert row["backend"] == "vm" and row["isolation"] in ("kvm", "tcg")
+        c = n.client(gw)
+        store.reserve("sb_vm1", n.id, backend="vm")
+        st, body, _ = c.create("sb_vm1")
+        assert st == 201, body
+        assert body["isolation"] == row["isolation"]
+        x = run(c, "sb_vm1", ["uname", "-s"])
+        st, lines = c.events("sb_vm1", x)
+        assert output(lines) == b"Linux\n" and lines[-1]["result"]["exit_code"] == 0
+        st, _, _ = c.request("DELETE", "/node/v1/sandboxes/sb_vm1")
+        assert st == 204 and store.sandbox_state("sb_vm1") == "destroyed"
+    finally:
+        assert n.stop() == 0
