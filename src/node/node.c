@@ -78,8 +78,8 @@ static int check_audit_key(fb_node *n, fb_err *err)
     size_t k = json_array_size(some);
     json_decref(some);
     if (k > 0)
-        return fb_fail(err, "no audit key at %s, and the store's audit log has entries: copy audit.key and "
-                            "auth.pepper from a gateway's state directory into the node's --state-dir (docs/node.md)",
+        return fb_fail(err, "no audit key at %s, and the store's audit log has entries: copy audit.key (only "
+                            "that file) from a gateway's state directory into the node's --state-dir (docs/node.md)",
                        path);
     fb_log("warn", NULL, "the audit log is empty and this node creates its key: copy audit.key to the gateways",
            json_pack("{s:s}", "path", path));

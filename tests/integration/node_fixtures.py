@@ -302,7 +302,7 @@ class Node:
         self.state = str(state or store.state)
         if copy_secrets_from:
             os.makedirs(self.state, mode=0o700, exist_ok=True)
-            for f in ("audit.key", "auth.pepper"):
+            for f in ("audit.key",):  # a node checks no API key: it gets no pepper
                 src = os.path.join(copy_secrets_from, f)
                 if os.path.exists(src):
                     shutil.copy2(src, os.path.join(self.state, f))
