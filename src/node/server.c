@@ -22,7 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -1054,6 +1054,69 @@ static enum MHD_Result put_end(nreq *r)
     return send_json(r, 201, json_pack("{s:s, s:I}", "path", u->path, "size", (json_int_t)u->size));
 }
 
+/* A download: a thread copies the file into a pipe (fb_file_get), the
+ * response reads the other end as the gateway takes it, so memory stays a
+ * pipe's worth whatever the size.  The answer's status waits for the
+ * first byte or the end: a refusal (missing, too large - decided from the
+ * size the agent reports before any byte) is still an error answer. */
+typedef struct download {
+    fb_node *n;
+    node_sb *s;              /* held until the copy ended */
+    int rfd, wfd;
+    pthread_t thread;
+    bool joined;
+    char path[4097];
+    uint64_t max;
+    fb_errc code;
+    fb_err ferr;
+} download;
+
+static void *download_main(void *arg)
+{
+    download *d = arg;
+    d->code = fb_file_get(d->s->sb, d->path, d->wfd, d->max, &d->ferr);
+    close(d->wfd); /* the reader sees the end */
+    d->wfd = -1;
+    return NULL;
+}
+
+static void download_join(download *d)
+{
+    if (!d->joined)
+        pthread_join(d->thread, NULL);
+    d->joined = true;
+}
+
+static void download_free(void *cls)
+{
+    download *d = cls;
+    if (d->rfd >= 0)
+        close(d->rfd); /* a copy still running gets EPIPE and stops */
+    d->rfd = -1;
+    download_join(d);
+    node_sb_put(d->n, d->s);
+    free(d);
+}
+
+static ssize_t download_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    (void)pos;
+    download *d = cls;
+    for (;;) {
+        ssize_t k = read(d->rfd, out, max);
+        if (k > 0)
+            return k;
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        download_join(d);
+        /* A copy that failed half-way cuts the response short: the
+         * gateway sees a broken body, never a truncated file as whole. */
+        return d->code == FB_OK ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+}
+
 static enum MHD_Result h_files_get(nreq *r)
 {
     const char *path = query(r, "path");
@@ -1069,19 +1132,47 @@ static enum MHD_Result h_files_get(nreq *r)
     enum MHD_Result rc;
     if (!open_sandbox(r, &rc))
         return rc;
-    int fd = memfd_create("fb-node-file", MFD_CLOEXEC);
-    if (fd < 0)
+    download *d = calloc(1, sizeof *d);
+    int p[2];
+    if (!d || pipe2(p, O_CLOEXEC) < 0) {
+        free(d);
         return send_error(r, 503, "unavailable", "cannot stage the file");
-    fb_err err = {{0}};
-    fb_errc c = fb_file_get(r->s->sb, path, fd, max, &err);
-    if (c != FB_OK) {
-        close(fd);
-        return send_errc(r, c, err.msg);
     }
-    off_t size = lseek(fd, 0, SEEK_END);
-    struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64((uint64_t)size, fd, 0);
+    d->n = r->n;
+    d->s = r->s; /* the download holds the request's reference from here */
+    r->s = NULL;
+    d->rfd = p[0];
+    d->wfd = p[1];
+    d->max = max;
+    snprintf(d->path, sizeof d->path, "%s", path);
+    if (pthread_create(&d->thread, NULL, download_main, d) != 0) {
+        close(d->wfd);
+        d->joined = true;
+        download_free(d);
+        return send_error(r, 503, "unavailable", "cannot start the transfer");
+    }
+    struct pollfd pfd = {d->rfd, POLLIN, 0};
+    int ready;
+    do
+        ready = poll(&pfd, 1, (int)(r->n->cfg->limits.request_timeout_s * 1000));
+    while (ready < 0 && errno == EINTR);
+    int avail = 0;
+    if (ready > 0 && ioctl(d->rfd, FIONREAD, &avail) == 0 && avail == 0) {
+        /* The end before any byte: an empty file, or a refusal. */
+        download_join(d);
+        if (d->code != FB_OK) {
+            rc = send_errc(r, d->code, d->ferr.msg);
+            download_free(d);
+            return rc;
+        }
+    } else if (ready <= 0) {
+        download_free(d);
+        return send_error(r, 503, "unavailable", "the sandbox did not start sending the file");
+    }
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, download_read, d,
+                                                                  download_free);
     if (!resp) {
-        close(fd);
+        download_free(d);
         return MHD_NO;
     }
     return queue(r, 200, resp, "application/octet-stream");

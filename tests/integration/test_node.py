@@ -273,6 +273,16 @@ def test_create_exec_stdin_signal_files_delete(env, node):
     assert st == 200 and got == data and h["Content-Type"] == "application/octet-stream"
     st, body, _ = c.get(f"/node/v1/sandboxes/{sid}/files?path=/workspace/blob.bin&max=1000")
     assert st == 413 and body["error"]["code"] == "too_large"
+    # Bigger than a pipe and a protocol chunk both ways; and an empty file.
+    big = os.urandom(5 * 1024 * 1024 + 17)
+    st, body, _ = c.request("PUT", f"/node/v1/sandboxes/{sid}/files?path=/tmp/big.bin", big)
+    assert st == 201 and body["size"] == len(big), body
+    st, got, _ = c.get(f"/node/v1/sandboxes/{sid}/files?path=/tmp/big.bin", raw=True)
+    assert st == 200 and got == big
+    st, body, _ = c.request("PUT", f"/node/v1/sandboxes/{sid}/files?path=/workspace/empty", b"")
+    assert st == 201 and body["size"] == 0, body
+    st, got, _ = c.get(f"/node/v1/sandboxes/{sid}/files?path=/workspace/empty", raw=True)
+    assert st == 200 and got == b""
     x = run(c, sid, ["stat", "-c", "%a %s", "/workspace/blob.bin"])
     assert output(c.events(sid, x)[1]) == f"600 {len(data)}\n".encode()
     for bad in ("/workspace/../etc/passwd", "/etc/passwd", "workspace/x", "/workspace/./x", "/tmp//x", ""):
@@ -478,3 +488,22 @@ def test_vm_node_create_exec_delete(env):
         assert st == 204 and store.sandbox_state("sb_vm1") == "destroyed"
     finally:
         assert n.stop() == 0
+
+
+def test_delete_ends_a_running_exec_and_its_stream(env, node):
+    ca, store, gw = env
+    c = node.client(gw)
+    new_sandbox(node, store, c, "sb_s1")
+    x = run(c, "sb_s1", ["sh", "-c", "echo started; exec sleep 600"])
+    conn = c.conn()
+    conn.request("GET", f"/node/v1/sandboxes/sb_s1/execs/{x}/events")
+    r = conn.getresponse()
+    assert json.loads(r.readline())["kind"] == "stdout"
+    st, _, _ = c.request("DELETE", "/node/v1/sandboxes/sb_s1")
+    assert st == 204
+    rest = [json.loads(l) for l in r.read().splitlines()]
+    conn.close()
+    assert rest[-1]["kind"] == "error" and rest[-1]["code"] == "killed", rest
+    assert store.sandbox_state("sb_s1") == "destroyed"
+    st, body, _ = c.get("/node/v1/healthz")
+    assert body["node"]["live"] == 0
