@@ -438,6 +438,13 @@ def test_node_on_postgresql(tmp_path):
                  copy_secrets_from=store.state).start()
         try:
             assert n.id != open(os.path.join(store.state, "node.id")).read().strip()
+            # Another node (another id) cannot take a live node's name.
+            twin = Node(ca, "node-pg", store, state=tmp_path / "twin-state", copy_secrets_from=store.state)
+            twin.start(wait=False)
+            assert twin.proc.wait(timeout=60) == 1
+            assert f"node name node-pg is held by node {n.id}, which is up" in twin.log(), twin.log()
+            twin.stop()
+            assert store.node("node-pg")["id"] == n.id
             row = store.node("node-pg")
             assert row["state"] == "up" and row["capacity"] == 3 and row["address"] == n.address
             c = n.client(gw)
@@ -507,3 +514,20 @@ def test_delete_ends_a_running_exec_and_its_stream(env, node):
     assert store.sandbox_state("sb_s1") == "destroyed"
     st, body, _ = c.get("/node/v1/healthz")
     assert body["node"]["live"] == 0
+
+
+def test_warm_pool(env):
+    ca, store, gw = env
+    n = Node(ca, "node-pool", store, capacity=2, settings=["pool.jail.size=1"]).start()
+    try:
+        c = n.client(gw)
+        # The default shape (no sizes given) is the pool's.
+        store.reserve("sb_p1", n.id)
+        st, body, _ = c.create("sb_p1", memory_mib=None, vcpus=None)
+        assert st == 201, body
+        x = run(c, "sb_p1", ["echo", "warm"])
+        assert output(c.events("sb_p1", x)[1]) == b"warm\n"
+        new_sandbox(n, store, c, "sb_p2")  # another shape boots cold
+    finally:
+        assert n.stop() == 0  # destroys both and the pool's replacement
+    assert store.sandbox_state("sb_p1") == "destroyed" and store.sandbox_state("sb_p2") == "destroyed"
