@@ -54,6 +54,7 @@ typedef struct fb_sandbox_ops {
     int (*get)(fb_store *, const char *, fb_sandbox_row *, fb_err *);
     int (*list_all_live)(fb_store *, const char *, fb_sandbox_row **, size_t *, fb_err *);
     int (*set_expiry)(fb_store *, const char *, const char *, fb_err *);
+    int (*activate)(fb_store *, const char *, const char *, const char *, const char *, fb_err *);
 } fb_sandbox_ops;
 
 typedef struct fb_node_ops {
@@ -109,6 +110,7 @@ typedef struct fb_store_engine {
     int (*open)(fb_store *st, const char *state_dir, fb_err *err); /* sets st->impl */
     void (*close)(fb_store *st);
     int (*schema_version)(fb_store *st);
+    int (*watch_identity)(fb_store *st, fb_store_watch_fn fn, void *ctx, fb_err *err);
     const fb_identity_ops *identity;
     const fb_sandbox_ops *sandboxes;
     const fb_audit_ops *audit;
@@ -130,7 +132,18 @@ struct fb_store {
     pthread_mutex_t audit_mu;
     struct audit_waiter *audit_queue, **audit_queue_tail;
     bool audit_leader;
+    struct fb_pg_listener *listener; /* fb_store_watch_identity on PostgreSQL (pg_listen.c) */
 };
+
+/* The channel identity changes are announced on (fb_sql_notify). */
+#define FB_STORE_IDENTITY_CHANNEL "forgebox_identity"
+
+/* pg_listen.c: a thread with a connection of its own LISTENing on channel,
+ * calling fn as fb_store_watch_identity says; reconnects until stopped. */
+struct fb_pg_listener;
+int fb_pg_listen_start(const char *url, const char *channel, fb_store_watch_fn fn, void *ctx,
+                       struct fb_pg_listener **out, fb_err *err);
+void fb_pg_listen_stop(struct fb_pg_listener *l);
 
 /* The SQLite engine (sqlite_store.c). */
 extern const fb_store_engine fb_sqlite_engine;

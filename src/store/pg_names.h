@@ -48,6 +48,7 @@
 #define fb_sql_read_id fb_pgsql_read_id
 #define fb_sql_exec_texts fb_pgsql_exec_texts
 #define fb_sql_exists fb_pgsql_exists
+#define fb_sql_notify fb_pgsql_notify
 
 #define fb_sqlite_identity_ops fb_pg_identity_ops
 #define fb_sqlite_sandbox_ops fb_pg_sandbox_ops

@@ -53,9 +53,9 @@ static bool known_state(const char *state)
     return false;
 }
 
-/* After an UPDATE guarded by "state <> 'lost'" changed nothing (lock
- * held): ENOTFOUND when there is no record, 0 when it is lost and lost was
- * asked (nothing to do), ECONFLICT when it is lost and anything else was. */
+/* After a guarded UPDATE changed nothing (lock held): ENOTFOUND when there
+ * is no record, 0 when it already is in the state wanted (nothing to do),
+ * else ECONFLICT naming its state. */
 static int explain_unchanged(fb_sql *db, const char *id, const char *wanted, fb_err *err)
 {
     cleanup_stmt fb_sql_stmt *s = NULL;
@@ -254,6 +254,22 @@ static int sb_set_expiry(fb_store *st, const char *id, const char *expires_at, f
     return rc;
 }
 
+static int sb_activate(fb_store *st, const char *reserved_id, const char *id, const char *created_at,
+                       const char *expires_at, fb_err *err)
+{
+    if (!reserved_id || !id || !*id || !created_at || !expires_at)
+        return fb_fail_code(err, FB_STORE_EINVAL, "sandbox activation: missing fields");
+    cleanup_sql_unlock fb_sql *db = fb_sql_locked(st->impl);
+    int rc = fb_sql_exec_texts(db,
+                               "UPDATE sandboxes SET id = ?1, state = 'running', created_at = ?2, expires_at = ?3 "
+                               "WHERE id = ?4 AND state = 'creating'",
+                               "cannot confirm the sandbox reservation", err, 4, id, created_at, expires_at,
+                               reserved_id);
+    if (rc == 0 && fb_sql_changes(db) == 0)
+        rc = explain_unchanged(db, reserved_id, NULL, err); /* ENOTFOUND, or ECONFLICT: not creating */
+    return rc;
+}
+
 const fb_sandbox_ops fb_sqlite_sandbox_ops = {
     .insert = sb_insert,
     .set_state = sb_set_state,
@@ -262,4 +278,5 @@ const fb_sandbox_ops fb_sqlite_sandbox_ops = {
     .get = sb_get,
     .list_all_live = sb_list_all_live,
     .set_expiry = sb_set_expiry,
+    .activate = sb_activate,
 };

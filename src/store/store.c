@@ -200,6 +200,13 @@ const char *fb_store_engine_name(const fb_store *st)
     return st->engine->name;
 }
 
+int fb_store_watch_identity(fb_store *st, fb_store_watch_fn fn, void *ctx, fb_err *err)
+{
+    if (!fn)
+        return fb_fail_code(err, FB_STORE_EINVAL, "no function to call on identity changes");
+    return st->engine->watch_identity(st, fn, ctx, err);
+}
+
 int fb_store_schema_version(fb_store *st)
 {
     return st->engine->schema_version(st);
@@ -252,6 +259,12 @@ int fb_store_sandbox_list_all_live(fb_store *st, const char *team_id, fb_sandbox
 int fb_store_sandbox_set_expiry(fb_store *st, const char *id, const char *expires_at, fb_err *err)
 {
     return st->engine->sandboxes->set_expiry(st, id, expires_at, err);
+}
+
+int fb_store_sandbox_activate(fb_store *st, const char *reserved_id, const char *id, const char *created_at,
+                              const char *expires_at, fb_err *err)
+{
+    return st->engine->sandboxes->activate(st, reserved_id, id, created_at, expires_at, err);
 }
 
 /* ---- nodes -------------------------------------------------------------------------- */
