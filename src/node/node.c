@@ -178,8 +178,14 @@ int fb_node_run(const fb_node_options *opt, fb_err *err)
     signal(SIGPIPE, SIG_IGN);
 
     int rc = -1;
-    char *cert = read_pem(opt->tls_cert, err);
-    char *key = cert ? read_pem(opt->tls_key, err) : NULL;
+    char *cert = NULL, *key = NULL;
+    if (n.cfg->limits.request_timeout_s <= NODE_KEEPALIVE_S) {
+        fb_fail(err, "limits.request_timeout_s must be above %d s on a node: a quiet exec's stream writes a "
+                     "keep-alive line every %d s", NODE_KEEPALIVE_S, NODE_KEEPALIVE_S);
+        goto out;
+    }
+    cert = read_pem(opt->tls_cert, err);
+    key = cert ? read_pem(opt->tls_key, err) : NULL;
     if (!key)
         goto out;
     if (check_own_cert(opt, cert, err) < 0)

@@ -177,6 +177,16 @@ def test_mtls_refusals_audited(env, node, tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+def test_refuses_a_request_timeout_below_the_keepalive(env):
+    ca, store, gw = env
+    n = Node(ca, "node-1", store, settings=["limits.request_timeout_s=10"])
+    n.start(wait=False)
+    assert n.proc.wait(timeout=60) == 1
+    assert "limits.request_timeout_s must be above 10 s on a node" in n.log(), n.log()
+    n.stop()
+    assert store.node("node-1") is None
+
+
 def test_refuses_to_start_with_a_certificate_of_another_name(env, tmp_path):
     ca, store, gw = env
     n = Node(ca, "node-1", store)
