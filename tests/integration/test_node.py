@@ -237,6 +237,12 @@ def test_create_exec_stdin_signal_files_delete(env, node):
     st, body = c.events(sid, "999")
     assert st == 404
 
+    # env and cwd as given.
+    x = run(c, sid, ["sh", "-c", 'echo "$GREETING"; pwd'], env=[["GREETING", "hi there"]], cwd="/tmp")
+    assert output(c.events(sid, x)[1]) == b"hi there\n/tmp\n"
+    st, body, _ = c.post(f"/node/v1/sandboxes/{sid}/execs", {"argv": ["true"], "env": [["A"]]})
+    assert st == 400 and body["error"]["code"] == "bad_request"
+
     # stdin through the pipe, closed at the end.
     x = run(c, sid, ["sh", "-c", "tr a-z A-Z"], stdin=True)
     st, body, _ = c.post(f"/node/v1/sandboxes/{sid}/execs/{x}/stdin", b"hello ",
@@ -464,6 +470,14 @@ def test_node_on_postgresql(tmp_path):
             st, lines = c.events("sb_pg1", x)
             assert output(lines) == b"on-pg\n"
             new_sandbox(n, store, c, "sb_pg2")
+            # The store goes away and comes back: the node keeps serving, its heartbeat resumes.
+            pg.stop()
+            x = run(c, "sb_pg1", ["echo", "store down"])
+            assert output(c.events("sb_pg1", x)[1]) == b"store down\n"
+            pg.start()
+            beat = store.node("node-pg")["heartbeat_unix"]
+            assert wait_for(lambda: store.node("node-pg")["heartbeat_unix"] > beat, timeout=30)
+            assert store.node("node-pg")["state"] == "up"
             store.declare_down(n.id)
             assert wait_for(lambda: len(store.audit("node", "register")) == 2, timeout=30)
             assert store.sandbox_state("sb_pg2") == "lost" and store.sandbox_state("sb_pg1") == "lost"
