@@ -15,6 +15,7 @@ state directory must hold the audit key of the store's chain
 with PostgreSQL pass a fresh directory and copy_secrets_from= the
 gateway's state directory.
 """
+import atexit
 import http.client
 import json
 import os
@@ -299,6 +300,7 @@ class Node:
                  copy_secrets_from=None, crl=True):
         self.ca, self.name, self.store, self.backend = ca, name, store, backend
         self.dir = tempfile.mkdtemp(prefix="fbx-node-")
+        atexit.register(shutil.rmtree, self.dir, True)
         self.state = str(state or store.state)
         if copy_secrets_from:
             os.makedirs(self.state, mode=0o700, exist_ok=True)
