@@ -489,6 +489,8 @@ static enum MHD_Result h_create(nreq *r)
         refuse = "the sandbox's record is not \"creating\"";
     } else if (strcmp(row.team_id, team_id) != 0) {
         refuse = "the sandbox's record names another team";
+    } else if (strcmp(row.backend, fb_backend_name(n->backend)) != 0) {
+        refuse = "the sandbox's record is for another backend";
     }
     if (refuse) {
         node_sb_remove(n, s);

@@ -338,7 +338,15 @@ def test_create_validation(env, node):
     # A record of another node, or not "creating", is refused.
     store.reserve("sb_v2", "nd_0000000000000000")
     st, body, _ = c.create("sb_v2")
-    assert st == 409 and body["error"]["code"] == "bad_state"
+    assert st == 409 and body["error"] == {"code": "bad_state",
+                                           "message": "the sandbox's record belongs to another node"}
+    store.reserve("sb_v3", node.id, backend="vm")
+    st, body, _ = c.create("sb_v3")
+    assert st == 409 and body["error"]["message"] == "the sandbox's record is for another backend"
+    store.execute("UPDATE sandboxes SET state = 'lost' WHERE id = 'sb_v3'")
+    st, body, _ = c.create("sb_v3")
+    assert st == 409 and body["error"]["message"] == 'the sandbox\'s record is not "creating"'
+    assert store.sandbox_state("sb_v3") == "lost"
     st, body, _ = c.post("/node/v1/sandboxes", b"{not json", headers={"Content-Type": "application/json"})
     assert st == 400 and body["error"]["code"] == "bad_request"
     st, body, _ = c.post("/node/v1/sandboxes", b"{}", headers={"Content-Type": "text/plain"})
