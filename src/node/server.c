@@ -30,6 +30,7 @@
 
 #include "core/core.h"
 #include "gateway/listener.h"
+#include "gateway/ratelimit.h"
 #include "node/internal.h"
 #include "store/sandboxes.h"
 
@@ -267,11 +268,16 @@ static bool client_certificate(nreq *r, enum MHD_Result *rc)
     char line[480], actor[96];
     snprintf(line, sizeof line, "%s: %s", fb_ca_verdict_name(v), reason);
     snprintf(actor, sizeof actor, "%s", peer.name[0] ? peer.name : "anonymous");
-    node_audit(r->n, "node.tls", actor, r->n->name, "client_certificate", "denied", line, r->caller.source_ip,
-               r->caller.request_id);
+    /* Strangers may not write the shared chain at will: each source (and
+     * everybody together) has a budget of audited refusals; beyond it a
+     * refusal is only logged. */
+    bool audited = gw_failgate_take(r->n->failgate, r->caller.source_ip) == 0;
+    if (audited)
+        node_audit(r->n, "node.tls", actor, r->n->name, "client_certificate", "denied", line, r->caller.source_ip,
+                   r->caller.request_id);
     fb_log("warn", r->caller.request_id, "client certificate refused",
-           json_pack("{s:s, s:s, s:s}", "verdict", fb_ca_verdict_name(v), "reason", reason, "source_ip",
-                     r->caller.source_ip));
+           json_pack("{s:s, s:s, s:s, s:b}", "verdict", fb_ca_verdict_name(v), "reason", reason, "source_ip",
+                     r->caller.source_ip, "audited", audited));
     *rc = send_error(r, 403, "forbidden", "%s", line);
     return false;
 }
@@ -284,8 +290,12 @@ static void report_handshake(void *cls, struct MHD_Connection *conn, const char 
     gw_caller_init(&caller, conn);
     char line[480];
     snprintf(line, sizeof line, "handshake: %s", reason);
-    node_audit(n, "node.tls", "anonymous", n->name, "handshake", "denied", line, caller.source_ip,
-               caller.request_id);
+    if (gw_failgate_take(n->failgate, caller.source_ip) == 0)
+        node_audit(n, "node.tls", "anonymous", n->name, "handshake", "denied", line, caller.source_ip,
+                   caller.request_id);
+    else
+        fb_log("warn", caller.request_id, "handshake refused (not audited: over the source's budget)",
+               json_pack("{s:s}", "source_ip", caller.source_ip));
 }
 
 /* ---- JSON helpers ---------------------------------------------------------------------- */
@@ -1329,6 +1339,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 int node_server_start(fb_node *n, const char *cert_pem, const char *key_pem, fb_err *err)
 {
+    n->failgate = gw_failgate_new((double)n->cfg->limits.rate_rps, (double)n->cfg->limits.rate_burst);
+    if (!n->failgate)
+        return fb_fail(err, "out of memory");
     gw_mtls_set_reporter(n->mtls, report_handshake, n);
     gw_tls tls = {cert_pem, key_pem, gw_mtls_trust_pem(n->mtls), FB_CA_TLS_PRIORITY, gw_mtls_notify, n->mtls};
     n->daemon = gw_listen_tls(n->cfg, n->opt->listen, "--listen", on_request, n, on_completed, &tls, err);
@@ -1346,4 +1359,6 @@ void node_server_stop(fb_node *n)
     if (n->daemon)
         MHD_stop_daemon(n->daemon);
     n->daemon = NULL;
+    gw_failgate_free(n->failgate);
+    n->failgate = NULL;
 }

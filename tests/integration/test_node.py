@@ -177,6 +177,26 @@ def test_mtls_refusals_audited(env, node, tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+def test_refusals_flood_is_not_all_audited(env):
+    """A stranger cannot write the shared chain at will: refusals beyond a
+    source's budget (limits.rate_rps / rate_burst) are answered the same
+    but only logged."""
+    ca, store, gw = env
+    n = Node(ca, "node-1", store, settings=["limits.rate_rps=1", "limits.rate_burst=5"]).start()
+    try:
+        stranger = NodeClient(n, None)
+        statuses = [stranger.get("/node/v1/healthz")[0] for _ in range(40)]
+        assert statuses == [403] * 40
+        audited = len(store.audit("node.tls", "client_certificate"))
+        # The burst, plus at most one a second for as long as the flood took.
+        assert 5 <= audited < 40, audited
+        assert n.log().count('"audited":false') == 40 - audited
+        st, _, _ = n.client(gw).get("/node/v1/healthz")
+        assert st == 200
+    finally:
+        n.stop()
+
+
 def test_refuses_a_request_timeout_below_the_keepalive(env):
     ca, store, gw = env
     n = Node(ca, "node-1", store, settings=["limits.request_timeout_s=10"])
