@@ -88,6 +88,7 @@ typedef struct fb_node {
 
     fb_pool *pool;
     gw_mtls *mtls;
+    struct gw_failgate *failgate; /* refusals audited per source (gateway/ratelimit.h) */
     struct MHD_Daemon *daemon;
     pthread_t reaper, heart;
     bool reaper_on, heart_on;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gnutls/gnutls.h>
@@ -55,6 +56,34 @@ static int check_own_cert(const fb_node_options *opt, const char *cert_pem, fb_e
     }
     gnutls_free(der.data);
     return rc;
+}
+
+/* The node writes into the gateways' audit chain: it needs their key,
+ * copied with the secrets directory (docs/node.md).  Only the first
+ * writer of an empty log creates one. */
+static int check_audit_key(fb_node *n, fb_err *err)
+{
+    char path[4096];
+    struct stat kst;
+    if (snprintf(path, sizeof path, "%s/%s", fb_store_state_dir(n->st), FB_AUDIT_KEY_FILE) >= (int)sizeof path)
+        return fb_fail(err, "state directory path too long");
+    if (stat(path, &kst) == 0)
+        return 0;
+    fb_audit_filter f;
+    memset(&f, 0, sizeof f);
+    f.limit = 1;
+    json_t *some = NULL;
+    if (fb_audit_query(n->st, &f, &some, err) < 0)
+        return -1;
+    size_t k = json_array_size(some);
+    json_decref(some);
+    if (k > 0)
+        return fb_fail(err, "no audit key at %s, and the store's audit log has entries: copy audit.key (only "
+                            "that file) from a gateway's state directory into the node's --state-dir (docs/node.md)",
+                       path);
+    fb_log("warn", NULL, "the audit log is empty and this node creates its key: copy audit.key to the gateways",
+           json_pack("{s:s}", "path", path));
+    return 0;
 }
 
 /* /proc/meminfo's MemTotal in MiB (0: unknown). */
@@ -149,8 +178,14 @@ int fb_node_run(const fb_node_options *opt, fb_err *err)
     signal(SIGPIPE, SIG_IGN);
 
     int rc = -1;
-    char *cert = read_pem(opt->tls_cert, err);
-    char *key = cert ? read_pem(opt->tls_key, err) : NULL;
+    char *cert = NULL, *key = NULL;
+    if (n.cfg->limits.request_timeout_s <= NODE_KEEPALIVE_S) {
+        fb_fail(err, "limits.request_timeout_s must be above %d s on a node: a quiet exec's stream writes a "
+                     "keep-alive line every %d s", NODE_KEEPALIVE_S, NODE_KEEPALIVE_S);
+        goto out;
+    }
+    cert = read_pem(opt->tls_cert, err);
+    key = cert ? read_pem(opt->tls_key, err) : NULL;
     if (!key)
         goto out;
     if (check_own_cert(opt, cert, err) < 0)
@@ -161,7 +196,7 @@ int fb_node_run(const fb_node_options *opt, fb_err *err)
     }
     if (gw_mtls_open(opt->tls_ca, opt->tls_crl, FB_CA_ROLE_BIT(FB_CA_ROLE_GATEWAY), &n.mtls, err) < 0)
         goto out;
-    if (fb_store_open_url(opt->state_dir, opt->store_url, &n.st, err) < 0)
+    if (fb_store_open_url(opt->state_dir, opt->store_url, &n.st, err) < 0 || check_audit_key(&n, err) < 0)
         goto out;
     snprintf(n.id, sizeof n.id, "%s", fb_store_node_id(n.st));
     size_node(&n);

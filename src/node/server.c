@@ -22,7 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -30,6 +30,7 @@
 
 #include "core/core.h"
 #include "gateway/listener.h"
+#include "gateway/ratelimit.h"
 #include "node/internal.h"
 #include "store/sandboxes.h"
 
@@ -267,11 +268,16 @@ static bool client_certificate(nreq *r, enum MHD_Result *rc)
     char line[480], actor[96];
     snprintf(line, sizeof line, "%s: %s", fb_ca_verdict_name(v), reason);
     snprintf(actor, sizeof actor, "%s", peer.name[0] ? peer.name : "anonymous");
-    node_audit(r->n, "node.tls", actor, r->n->name, "client_certificate", "denied", line, r->caller.source_ip,
-               r->caller.request_id);
+    /* Strangers may not write the shared chain at will: each source (and
+     * everybody together) has a budget of audited refusals; beyond it a
+     * refusal is only logged. */
+    bool audited = gw_failgate_take(r->n->failgate, r->caller.source_ip) == 0;
+    if (audited)
+        node_audit(r->n, "node.tls", actor, r->n->name, "client_certificate", "denied", line, r->caller.source_ip,
+                   r->caller.request_id);
     fb_log("warn", r->caller.request_id, "client certificate refused",
-           json_pack("{s:s, s:s, s:s}", "verdict", fb_ca_verdict_name(v), "reason", reason, "source_ip",
-                     r->caller.source_ip));
+           json_pack("{s:s, s:s, s:s, s:b}", "verdict", fb_ca_verdict_name(v), "reason", reason, "source_ip",
+                     r->caller.source_ip, "audited", audited));
     *rc = send_error(r, 403, "forbidden", "%s", line);
     return false;
 }
@@ -284,8 +290,12 @@ static void report_handshake(void *cls, struct MHD_Connection *conn, const char 
     gw_caller_init(&caller, conn);
     char line[480];
     snprintf(line, sizeof line, "handshake: %s", reason);
-    node_audit(n, "node.tls", "anonymous", n->name, "handshake", "denied", line, caller.source_ip,
-               caller.request_id);
+    if (gw_failgate_take(n->failgate, caller.source_ip) == 0)
+        node_audit(n, "node.tls", "anonymous", n->name, "handshake", "denied", line, caller.source_ip,
+                   caller.request_id);
+    else
+        fb_log("warn", caller.request_id, "handshake refused (not audited: over the source's budget)",
+               json_pack("{s:s}", "source_ip", caller.source_ip));
 }
 
 /* ---- JSON helpers ---------------------------------------------------------------------- */
@@ -489,6 +499,8 @@ static enum MHD_Result h_create(nreq *r)
         refuse = "the sandbox's record is not \"creating\"";
     } else if (strcmp(row.team_id, team_id) != 0) {
         refuse = "the sandbox's record names another team";
+    } else if (strcmp(row.backend, fb_backend_name(n->backend)) != 0) {
+        refuse = "the sandbox's record is for another backend";
     }
     if (refuse) {
         node_sb_remove(n, s);
@@ -1054,6 +1066,69 @@ static enum MHD_Result put_end(nreq *r)
     return send_json(r, 201, json_pack("{s:s, s:I}", "path", u->path, "size", (json_int_t)u->size));
 }
 
+/* A download: a thread copies the file into a pipe (fb_file_get), the
+ * response reads the other end as the gateway takes it, so memory stays a
+ * pipe's worth whatever the size.  The answer's status waits for the
+ * first byte or the end: a refusal (missing, too large - decided from the
+ * size the agent reports before any byte) is still an error answer. */
+typedef struct download {
+    fb_node *n;
+    node_sb *s;              /* held until the copy ended */
+    int rfd, wfd;
+    pthread_t thread;
+    bool joined;
+    char path[4097];
+    uint64_t max;
+    fb_errc code;
+    fb_err ferr;
+} download;
+
+static void *download_main(void *arg)
+{
+    download *d = arg;
+    d->code = fb_file_get(d->s->sb, d->path, d->wfd, d->max, &d->ferr);
+    close(d->wfd); /* the reader sees the end */
+    d->wfd = -1;
+    return NULL;
+}
+
+static void download_join(download *d)
+{
+    if (!d->joined)
+        pthread_join(d->thread, NULL);
+    d->joined = true;
+}
+
+static void download_free(void *cls)
+{
+    download *d = cls;
+    if (d->rfd >= 0)
+        close(d->rfd); /* a copy still running gets EPIPE and stops */
+    d->rfd = -1;
+    download_join(d);
+    node_sb_put(d->n, d->s);
+    free(d);
+}
+
+static ssize_t download_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    (void)pos;
+    download *d = cls;
+    for (;;) {
+        ssize_t k = read(d->rfd, out, max);
+        if (k > 0)
+            return k;
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        download_join(d);
+        /* A copy that failed half-way cuts the response short: the
+         * gateway sees a broken body, never a truncated file as whole. */
+        return d->code == FB_OK ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+}
+
 static enum MHD_Result h_files_get(nreq *r)
 {
     const char *path = query(r, "path");
@@ -1069,19 +1144,47 @@ static enum MHD_Result h_files_get(nreq *r)
     enum MHD_Result rc;
     if (!open_sandbox(r, &rc))
         return rc;
-    int fd = memfd_create("fb-node-file", MFD_CLOEXEC);
-    if (fd < 0)
+    download *d = calloc(1, sizeof *d);
+    int p[2];
+    if (!d || pipe2(p, O_CLOEXEC) < 0) {
+        free(d);
         return send_error(r, 503, "unavailable", "cannot stage the file");
-    fb_err err = {{0}};
-    fb_errc c = fb_file_get(r->s->sb, path, fd, max, &err);
-    if (c != FB_OK) {
-        close(fd);
-        return send_errc(r, c, err.msg);
     }
-    off_t size = lseek(fd, 0, SEEK_END);
-    struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64((uint64_t)size, fd, 0);
+    d->n = r->n;
+    d->s = r->s; /* the download holds the request's reference from here */
+    r->s = NULL;
+    d->rfd = p[0];
+    d->wfd = p[1];
+    d->max = max;
+    snprintf(d->path, sizeof d->path, "%s", path);
+    if (pthread_create(&d->thread, NULL, download_main, d) != 0) {
+        close(d->wfd);
+        d->joined = true;
+        download_free(d);
+        return send_error(r, 503, "unavailable", "cannot start the transfer");
+    }
+    struct pollfd pfd = {d->rfd, POLLIN, 0};
+    int ready;
+    do
+        ready = poll(&pfd, 1, (int)(r->n->cfg->limits.request_timeout_s * 1000));
+    while (ready < 0 && errno == EINTR);
+    int avail = 0;
+    if (ready > 0 && ioctl(d->rfd, FIONREAD, &avail) == 0 && avail == 0) {
+        /* The end before any byte: an empty file, or a refusal. */
+        download_join(d);
+        if (d->code != FB_OK) {
+            rc = send_errc(r, d->code, d->ferr.msg);
+            download_free(d);
+            return rc;
+        }
+    } else if (ready <= 0) {
+        download_free(d);
+        return send_error(r, 503, "unavailable", "the sandbox did not start sending the file");
+    }
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, download_read, d,
+                                                                  download_free);
     if (!resp) {
-        close(fd);
+        download_free(d);
         return MHD_NO;
     }
     return queue(r, 200, resp, "application/octet-stream");
@@ -1236,6 +1339,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 int node_server_start(fb_node *n, const char *cert_pem, const char *key_pem, fb_err *err)
 {
+    n->failgate = gw_failgate_new((double)n->cfg->limits.rate_rps, (double)n->cfg->limits.rate_burst);
+    if (!n->failgate)
+        return fb_fail(err, "out of memory");
     gw_mtls_set_reporter(n->mtls, report_handshake, n);
     gw_tls tls = {cert_pem, key_pem, gw_mtls_trust_pem(n->mtls), FB_CA_TLS_PRIORITY, gw_mtls_notify, n->mtls};
     n->daemon = gw_listen_tls(n->cfg, n->opt->listen, "--listen", on_request, n, on_completed, &tls, err);
@@ -1253,4 +1359,6 @@ void node_server_stop(fb_node *n)
     if (n->daemon)
         MHD_stop_daemon(n->daemon);
     n->daemon = NULL;
+    gw_failgate_free(n->failgate);
+    n->failgate = NULL;
 }

@@ -15,6 +15,7 @@ state directory must hold the audit key of the store's chain
 with PostgreSQL pass a fresh directory and copy_secrets_from= the
 gateway's state directory.
 """
+import atexit
 import http.client
 import json
 import os
@@ -148,6 +149,80 @@ class SqliteStore:
         return self.query(sql + " ORDER BY seq", *args)
 
 
+class PgStore(SqliteStore):
+    """A PostgreSQL store (pg_fixture.PgServer) initialised with `forgebox
+    admin init --store URL` from a gateway state directory (gw_state: it
+    keeps the audit key and pepper a node must be given a copy of)."""
+
+    def __init__(self, pg, gw_state, url=None):
+        self.pg = pg
+        self.url = url or pg.url
+        self.dbname = self.url.rsplit("/", 1)[1]
+        self.state = str(gw_state)
+        p = fbx("admin", "init", "--state-dir", self.state, "--store", self.url,
+                env={"FORGEBOX_FIRST_PASSWORD": "correct horse battery"})
+        assert p.returncode == 0, p.stderr
+        self.team = self.query("SELECT id FROM teams ORDER BY created_at LIMIT 1")[0][0]
+        self.start_gateway_once()
+
+    def start_gateway_once(self):
+        """A gateway's first start writes the first audit entry and so
+        creates the audit key in its state directory: the secret nodes get
+        a copy of."""
+        env = dict(os.environ, FORGEBOX_RUN_DIR=RUN_DIR, FORGEBOX_IMAGE=IMAGE, FORGEBOX_STORE_URL=self.url)
+        gw = subprocess.Popen([FORGEBOX, "serve", "--listen", f"127.0.0.1:{free_port()}", "--state-dir", self.state,
+                               "--backend", "jail"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                              stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while not os.path.exists(os.path.join(self.state, "audit.key")) and time.monotonic() < deadline:
+                assert gw.poll() is None, "forgebox serve exited"
+                time.sleep(0.1)
+            assert os.path.exists(os.path.join(self.state, "audit.key"))
+        finally:
+            gw.send_signal(signal.SIGTERM)
+            gw.wait(timeout=60)
+
+    @staticmethod
+    def _lit(v):
+        if v is None:
+            return "NULL"
+        if isinstance(v, int):
+            return str(v)
+        assert "'" not in str(v)
+        return f"'{v}'"
+
+    def _sql(self, sql, args):
+        parts = sql.split("?")
+        assert len(parts) == len(args) + 1
+        return "".join(p + (self._lit(a) if i < len(args) else "") for i, (p, a) in
+                       enumerate(zip(parts, list(args) + [None])))
+
+    def query(self, sql, *args):
+        out = self.pg.psql(self._sql(sql, args).replace("ORDER BY seq", "ORDER BY seq"), db=self.dbname)
+        return [tuple(line.split("|")) for line in out.splitlines() if line]
+
+    def execute(self, sql, *args):
+        self.pg.psql(self._sql(sql, args), db=self.dbname)
+
+    def node(self, name):
+        cols = ["id", "name", "address", "backend", "isolation", "capacity", "memory_mib", "state",
+                "heartbeat_unix"]
+        rows = self.query(f"SELECT {', '.join(cols)} FROM nodes WHERE name = ?", name)
+        if not rows:
+            return None
+        d = dict(zip(cols, rows[0]))
+        for k in ("capacity", "memory_mib", "heartbeat_unix"):
+            d[k] = int(d[k])
+        return d
+
+    def declare_down(self, node_id):
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
+        self.pg.psql(f"BEGIN; UPDATE nodes SET state = 'down' WHERE id = '{node_id}' AND state = 'up'; "
+                     f"UPDATE sandboxes SET state = 'lost', destroyed_at = '{now}' WHERE node_id = '{node_id}' "
+                     "AND state IN ('creating', 'running'); COMMIT;", db=self.dbname)
+
+
 class NodeClient:
     """A gateway's view of a node: HTTPS with a client certificate (cert=(crt, key) or None)."""
 
@@ -225,10 +300,11 @@ class Node:
                  copy_secrets_from=None, crl=True):
         self.ca, self.name, self.store, self.backend = ca, name, store, backend
         self.dir = tempfile.mkdtemp(prefix="fbx-node-")
+        atexit.register(shutil.rmtree, self.dir, True)
         self.state = str(state or store.state)
         if copy_secrets_from:
             os.makedirs(self.state, mode=0o700, exist_ok=True)
-            for f in ("audit.key", "auth.pepper"):
+            for f in ("audit.key",):  # a node checks no API key: it gets no pepper
                 src = os.path.join(copy_secrets_from, f)
                 if os.path.exists(src):
                     shutil.copy2(src, os.path.join(self.state, f))

@@ -20,7 +20,8 @@ import time
 import pytest
 
 from conftest import FORGEBOX, RUN_DIR, leftovers, settled_leftovers
-from node_fixtures import CA, Node, NodeClient, SqliteStore, fbx
+from node_fixtures import CA, Node, NodeClient, PgStore, SqliteStore, fbx
+from pg_fixture import PgServer, pg_bindir
 
 
 @pytest.fixture
@@ -176,6 +177,36 @@ def test_mtls_refusals_audited(env, node, tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
 
 
+def test_refusals_flood_is_not_all_audited(env):
+    """A stranger cannot write the shared chain at will: refusals beyond a
+    source's budget (limits.rate_rps / rate_burst) are answered the same
+    but only logged."""
+    ca, store, gw = env
+    n = Node(ca, "node-1", store, settings=["limits.rate_rps=1", "limits.rate_burst=5"]).start()
+    try:
+        stranger = NodeClient(n, None)
+        statuses = [stranger.get("/node/v1/healthz")[0] for _ in range(40)]
+        assert statuses == [403] * 40
+        audited = len(store.audit("node.tls", "client_certificate"))
+        # The burst, plus at most one a second for as long as the flood took.
+        assert 5 <= audited < 40, audited
+        assert n.log().count('"audited":false') == 40 - audited
+        st, _, _ = n.client(gw).get("/node/v1/healthz")
+        assert st == 200
+    finally:
+        n.stop()
+
+
+def test_refuses_a_request_timeout_below_the_keepalive(env):
+    ca, store, gw = env
+    n = Node(ca, "node-1", store, settings=["limits.request_timeout_s=10"])
+    n.start(wait=False)
+    assert n.proc.wait(timeout=60) == 1
+    assert "limits.request_timeout_s must be above 10 s on a node" in n.log(), n.log()
+    n.stop()
+    assert store.node("node-1") is None
+
+
 def test_refuses_to_start_with_a_certificate_of_another_name(env, tmp_path):
     ca, store, gw = env
     n = Node(ca, "node-1", store)
@@ -226,6 +257,12 @@ def test_create_exec_stdin_signal_files_delete(env, node):
     st, body = c.events(sid, "999")
     assert st == 404
 
+    # env and cwd as given.
+    x = run(c, sid, ["sh", "-c", 'echo "$GREETING"; pwd'], env=[["GREETING", "hi there"]], cwd="/tmp")
+    assert output(c.events(sid, x)[1]) == b"hi there\n/tmp\n"
+    st, body, _ = c.post(f"/node/v1/sandboxes/{sid}/execs", {"argv": ["true"], "env": [["A"]]})
+    assert st == 400 and body["error"]["code"] == "bad_request"
+
     # stdin through the pipe, closed at the end.
     x = run(c, sid, ["sh", "-c", "tr a-z A-Z"], stdin=True)
     st, body, _ = c.post(f"/node/v1/sandboxes/{sid}/execs/{x}/stdin", b"hello ",
@@ -272,6 +309,16 @@ def test_create_exec_stdin_signal_files_delete(env, node):
     assert st == 200 and got == data and h["Content-Type"] == "application/octet-stream"
     st, body, _ = c.get(f"/node/v1/sandboxes/{sid}/files?path=/workspace/blob.bin&max=1000")
     assert st == 413 and body["error"]["code"] == "too_large"
+    # Bigger than a pipe and a protocol chunk both ways; and an empty file.
+    big = os.urandom(5 * 1024 * 1024 + 17)
+    st, body, _ = c.request("PUT", f"/node/v1/sandboxes/{sid}/files?path=/tmp/big.bin", big)
+    assert st == 201 and body["size"] == len(big), body
+    st, got, _ = c.get(f"/node/v1/sandboxes/{sid}/files?path=/tmp/big.bin", raw=True)
+    assert st == 200 and got == big
+    st, body, _ = c.request("PUT", f"/node/v1/sandboxes/{sid}/files?path=/workspace/empty", b"")
+    assert st == 201 and body["size"] == 0, body
+    st, got, _ = c.get(f"/node/v1/sandboxes/{sid}/files?path=/workspace/empty", raw=True)
+    assert st == 200 and got == b""
     x = run(c, sid, ["stat", "-c", "%a %s", "/workspace/blob.bin"])
     assert output(c.events(sid, x)[1]) == f"600 {len(data)}\n".encode()
     for bad in ("/workspace/../etc/passwd", "/etc/passwd", "workspace/x", "/workspace/./x", "/tmp//x", ""):
@@ -311,7 +358,15 @@ def test_create_validation(env, node):
     # A record of another node, or not "creating", is refused.
     store.reserve("sb_v2", "nd_0000000000000000")
     st, body, _ = c.create("sb_v2")
-    assert st == 409 and body["error"]["code"] == "bad_state"
+    assert st == 409 and body["error"] == {"code": "bad_state",
+                                           "message": "the sandbox's record belongs to another node"}
+    store.reserve("sb_v3", node.id, backend="vm")
+    st, body, _ = c.create("sb_v3")
+    assert st == 409 and body["error"]["message"] == "the sandbox's record is for another backend"
+    store.execute("UPDATE sandboxes SET state = 'lost' WHERE id = 'sb_v3'")
+    st, body, _ = c.create("sb_v3")
+    assert st == 409 and body["error"]["message"] == 'the sandbox\'s record is not "creating"'
+    assert store.sandbox_state("sb_v3") == "lost"
     st, body, _ = c.post("/node/v1/sandboxes", b"{not json", headers={"Content-Type": "application/json"})
     assert st == 400 and body["error"]["code"] == "bad_request"
     st, body, _ = c.post("/node/v1/sandboxes", b"{}", headers={"Content-Type": "text/plain"})
@@ -404,3 +459,127 @@ def test_sigkill_restart_marks_lost_and_reaps(env):
         assert n2.stop() == 0
     assert store.sandbox_state("sb_k2") == "destroyed"
     assert store.node("node-1")["state"] == "stopped"
+
+
+# ---- PostgreSQL: the store a fleet shares -----------------------------------------------
+
+
+@pytest.mark.skipif(pg_bindir() is None, reason="PostgreSQL is not installed")
+def test_node_on_postgresql(tmp_path):
+    pg = PgServer()
+    try:
+        ca = CA(tmp_path)
+        gw = ca.issue("gateway", "gw-1")
+        store = PgStore(pg, tmp_path / "gw-state")
+        # Without the gateways' audit key the node refuses to start.
+        bare = Node(ca, "node-pg", store, state=tmp_path / "bare")
+        os.makedirs(bare.state, mode=0o700)
+        bare.start(wait=False)
+        assert bare.proc.wait(timeout=60) == 1
+        assert "no audit key at" in bare.log() and "docs/node.md" in bare.log(), bare.log()
+        bare.stop()
+        n = Node(ca, "node-pg", store, state=tmp_path / "node-state", capacity=3,
+                 copy_secrets_from=store.state).start()
+        try:
+            assert n.id != open(os.path.join(store.state, "node.id")).read().strip()
+            # Another node (another id) cannot take a live node's name.
+            twin = Node(ca, "node-pg", store, state=tmp_path / "twin-state", copy_secrets_from=store.state)
+            twin.start(wait=False)
+            assert twin.proc.wait(timeout=60) == 1
+            assert f"node name node-pg is held by node {n.id}, which is up" in twin.log(), twin.log()
+            twin.stop()
+            assert store.node("node-pg")["id"] == n.id
+            row = store.node("node-pg")
+            assert row["state"] == "up" and row["capacity"] == 3 and row["address"] == n.address
+            c = n.client(gw)
+            new_sandbox(n, store, c, "sb_pg1")
+            assert store.sandbox_state("sb_pg1") == "running"
+            x = run(c, "sb_pg1", ["sh", "-c", "echo on-pg"])
+            st, lines = c.events("sb_pg1", x)
+            assert output(lines) == b"on-pg\n"
+            new_sandbox(n, store, c, "sb_pg2")
+            # The store goes away and comes back: the node keeps serving, its heartbeat resumes.
+            pg.stop()
+            x = run(c, "sb_pg1", ["echo", "store down"])
+            assert output(c.events("sb_pg1", x)[1]) == b"store down\n"
+            pg.start()
+            beat = store.node("node-pg")["heartbeat_unix"]
+            assert wait_for(lambda: store.node("node-pg")["heartbeat_unix"] > beat, timeout=30)
+            assert store.node("node-pg")["state"] == "up"
+            store.declare_down(n.id)
+            assert wait_for(lambda: len(store.audit("node", "register")) == 2, timeout=30)
+            assert store.sandbox_state("sb_pg2") == "lost" and store.sandbox_state("sb_pg1") == "lost"
+            st, body, _ = c.get("/node/v1/sandboxes")
+            assert body == {"sandboxes": []}
+            new_sandbox(n, store, c, "sb_pg3")
+            st, _, _ = c.request("DELETE", "/node/v1/sandboxes/sb_pg3")
+            assert st == 204 and store.sandbox_state("sb_pg3") == "destroyed"
+        finally:
+            assert n.stop() == 0
+        assert store.node("node-pg")["state"] == "stopped"
+        # The node's entries sit in the one chain, which verifies with the gateways' key.
+        p = fbx("audit", "verify", "--state-dir", store.state, "--store", store.url)
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert [r[3] for r in store.audit("node")] == ["register", "destroy", "destroy", "register", "stop"], \
+            store.audit("node")
+    finally:
+        pg.close()
+
+
+# ---- one VM --------------------------------------------------------------------------------
+
+
+def test_vm_node_create_exec_delete(env):
+    ca, store, gw = env
+    n = Node(ca, "node-vm", store, backend="vm", capacity=1).start()
+    try:
+        row = store.node("node-vm")
+        assert row["backend"] == "vm" and row["isolation"] in ("kvm", "tcg")
+        c = n.client(gw)
+        store.reserve("sb_vm1", n.id, backend="vm")
+        st, body, _ = c.create("sb_vm1")
+        assert st == 201, body
+        assert body["isolation"] == row["isolation"]
+        x = run(c, "sb_vm1", ["uname", "-s"])
+        st, lines = c.events("sb_vm1", x)
+        assert output(lines) == b"Linux\n" and lines[-1]["result"]["exit_code"] == 0
+        st, _, _ = c.request("DELETE", "/node/v1/sandboxes/sb_vm1")
+        assert st == 204 and store.sandbox_state("sb_vm1") == "destroyed"
+    finally:
+        assert n.stop() == 0
+
+
+def test_delete_ends_a_running_exec_and_its_stream(env, node):
+    ca, store, gw = env
+    c = node.client(gw)
+    new_sandbox(node, store, c, "sb_s1")
+    x = run(c, "sb_s1", ["sh", "-c", "echo started; exec sleep 600"])
+    conn = c.conn()
+    conn.request("GET", f"/node/v1/sandboxes/sb_s1/execs/{x}/events")
+    r = conn.getresponse()
+    assert json.loads(r.readline())["kind"] == "stdout"
+    st, _, _ = c.request("DELETE", "/node/v1/sandboxes/sb_s1")
+    assert st == 204
+    rest = [json.loads(l) for l in r.read().splitlines()]
+    conn.close()
+    assert rest[-1]["kind"] == "error" and rest[-1]["code"] == "killed", rest
+    assert store.sandbox_state("sb_s1") == "destroyed"
+    st, body, _ = c.get("/node/v1/healthz")
+    assert body["node"]["live"] == 0
+
+
+def test_warm_pool(env):
+    ca, store, gw = env
+    n = Node(ca, "node-pool", store, capacity=2, settings=["pool.jail.size=1"]).start()
+    try:
+        c = n.client(gw)
+        # The default shape (no sizes given) is the pool's.
+        store.reserve("sb_p1", n.id)
+        st, body, _ = c.create("sb_p1", memory_mib=None, vcpus=None)
+        assert st == 201, body
+        x = run(c, "sb_p1", ["echo", "warm"])
+        assert output(c.events("sb_p1", x)[1]) == b"warm\n"
+        new_sandbox(n, store, c, "sb_p2")  # another shape boots cold
+    finally:
+        assert n.stop() == 0  # destroys both and the pool's replacement
+    assert store.sandbox_state("sb_p1") == "destroyed" and store.sandbox_state("sb_p2") == "destroyed"
