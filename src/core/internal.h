@@ -172,10 +172,6 @@ int core_registry_reserve_on(fb_core *c, core_sandbox *s, const char *node_id, c
  * creator keeps its reference. */
 void core_registry_activate(core_registry *r, core_sandbox *s, fb_sandbox *sb, const char *created_at,
                             const char *expires_at, uint64_t expires_ns);
-/* nodes.mode remote (the store reserved the quota): adds s, up and
- * running sb, with refs = table + creator.  -1 out of memory. */
-int core_registry_add_active(core_registry *r, core_sandbox *s, fb_sandbox *sb, const char *created_at,
-                             const char *expires_at, uint64_t expires_ns);
 /* nodes.mode remote: caches s (a sandbox attached on a lookup miss)
  * unless an entry of its id is there already; returns a reference to the
  * entry in the table (s or the other one), NULL when out of memory. */

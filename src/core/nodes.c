@@ -113,6 +113,25 @@ static bool try_next(fb_errc code, const fb_err *e)
                                    strstr(e->msg, "(forbidden)")));
 }
 
+/* A fresh entry for one placement attempt (the reservation frees it on failure). */
+static core_sandbox *new_entry(fb_caller *caller, const fb_sandbox_spec *spec, const fb_sandbox_config *sc,
+                               uint64_t ttl)
+{
+    core_sandbox *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    snprintf(s->team_id, sizeof s->team_id, "%s", caller->who.team_id);
+    snprintf(s->key_id, sizeof s->key_id, "%s", caller->who.key_id);
+    snprintf(s->task_id, sizeof s->task_id, "%s", spec->task_id ? spec->task_id : "");
+    snprintf(s->backend, sizeof s->backend, "%s", fb_backend_name(sc->backend));
+    s->memory_mib = sc->memory_mib;
+    s->vcpus = sc->vcpus;
+    s->disk_mib = sc->disk_mib;
+    s->ttl_s = ttl;
+    core_new_id("sb-", s->id, sizeof s->id);
+    return s;
+}
+
 int core_nodes_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec *spec, fb_sandbox_info *out,
                               fb_core_err *err)
 {
@@ -136,47 +155,30 @@ int core_nodes_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_sp
         fb_log("error", caller->request_id, "cannot list nodes", json_pack("{s:s}", "error", ferr.msg));
         return fb_core_fail(err, FB_CORE_UNAVAILABLE, "the store is unavailable; retry shortly");
     }
-    core_sandbox *s = calloc(1, sizeof *s);
-    if (!s) {
-        free(nodes);
-        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
-    }
-    snprintf(s->team_id, sizeof s->team_id, "%s", caller->who.team_id);
-    snprintf(s->key_id, sizeof s->key_id, "%s", caller->who.key_id);
-    snprintf(s->task_id, sizeof s->task_id, "%s", spec->task_id ? spec->task_id : "");
-    snprintf(s->backend, sizeof s->backend, "%s", backend);
-    s->memory_mib = sc.memory_mib;
-    s->vcpus = sc.vcpus;
-    s->disk_mib = sc.disk_mib;
-    s->ttl_s = ttl;
-    const fb_config *cfg = c->cfg;
-    fb_quota_limits lim = {cfg->quotas.max_sandboxes_per_team, cfg->quotas.max_memory_mib_per_team,
-                           cfg->quotas.max_vcpus_per_team};
+    core_sandbox *s = NULL;
     fb_sandbox *sb = NULL;
     char last[600] = "";
     const fb_node_record *chosen = NULL;
-    struct timespec now;
     char created[FB_TIME_MAX], expires[FB_TIME_MAX];
     for (size_t i = 0; i < n && i < MAX_PLACEMENT_TRIES && !sb; i++) {
-        core_new_id("sb-", s->id, sizeof s->id);
-        now = fb_time_now_ts();
+        /* The team's place, reserved in the store under this node's id
+         * (counted with every gateway's and node's records). */
+        s = new_entry(caller, spec, &sc, ttl);
+        char why[200] = "";
+        int q = s ? core_registry_reserve_on(c, s, nodes[i].id, why, sizeof why) : -1;
+        if (q != 0) {
+            if (!s)
+                snprintf(why, sizeof why, "out of memory");
+            free(s);
+            free(nodes);
+            core_metrics_sandbox_created(q > 0 ? "denied" : "error");
+            fb_core_audit(c, caller, "sandbox", "sandboxes", "create", q > 0 ? "denied" : "error", why);
+            return q > 0 ? fb_core_fail(err, FB_CORE_QUOTA, "%s", why)
+                         : fb_core_fail(err, FB_CORE_UNAVAILABLE, "the sandbox could not be reserved; try again");
+        }
+        struct timespec now = fb_time_now_ts();
         fb_time_format(&now, created);
         fb_time_format_after(now, (int64_t)ttl, expires);
-        fb_sandbox_record rec = {s->id, s->team_id, s->key_id, s->backend, s->memory_mib, s->vcpus, created, expires};
-        char why[160] = "";
-        int q = fb_store_sandbox_reserve(c->store, &rec, nodes[i].id, &lim, why, sizeof why, &ferr);
-        if (q != 0) {
-            free(nodes);
-            free(s);
-            core_metrics_sandbox_created("denied");
-            if (q > 0) {
-                fb_core_audit(c, caller, "sandbox", "sandboxes", "create", "denied", why);
-                return fb_core_fail(err, FB_CORE_QUOTA, "%s", why);
-            }
-            fb_log("error", caller->request_id, "cannot reserve a sandbox", json_pack("{s:s}", "error", ferr.msg));
-            fb_core_audit(c, caller, "sandbox", "sandboxes", "create", "error", "the store is unavailable");
-            return fb_core_fail(err, FB_CORE_UNAVAILABLE, "the store is unavailable; retry shortly");
-        }
         fb_node_sandbox_req req = {.id = s->id, .team_id = s->team_id, .cfg = &sc, .expires_at = expires};
         fb_errc code = fb_node_client_create(c->nodes, &nodes[i], &req, &sb, &ferr);
         if (code == FB_OK) {
@@ -184,19 +186,16 @@ int core_nodes_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_sp
             break;
         }
         sb = NULL;
-        fb_err e2 = {{0}};
-        if (fb_store_sandbox_set_state(c->store, s->id, "failed", &e2) < 0)
-            fb_log("error", caller->request_id, "cannot give a reservation back",
-                   json_pack("{s:s, s:s}", "sandbox", s->id, "error", e2.msg));
         snprintf(last, sizeof last, "%s", ferr.msg);
         fb_log("warn", caller->request_id, "node refused a sandbox",
                json_pack("{s:s, s:s, s:s}", "node", nodes[i].name, "sandbox", s->id, "error", ferr.msg));
+        core_registry_release(c, s); /* "failed": the place is given back */
+        s = NULL;
         if (!try_next(code, &ferr))
             break;
     }
     if (!sb) {
         free(nodes);
-        free(s);
         core_metrics_sandbox_created("error");
         if (n == 0) {
             char why[200];
@@ -210,17 +209,8 @@ int core_nodes_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_sp
     snprintf(s->node, sizeof s->node, "%s", chosen->name);
     snprintf(s->isolation, sizeof s->isolation, "%s", fb_sandbox_isolation(sb));
     free(nodes);
-    char id[32];
-    memcpy(id, s->id, sizeof id);
-    if (core_registry_add_active(&c->reg, s, sb, created, expires,
-                                 fb_time_monotonic_ns() + ttl * 1000000000ull) < 0) {
-        fb_err e2;
-        (void)fb_node_client_delete(sb, &e2);
-        fb_sandbox_destroy(sb);
-        (void)fb_store_sandbox_set_state(c->store, id, "failed", &e2);
-        free(s);
-        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
-    }
+    /* The node marked the record running; lookups find it from now on. */
+    core_registry_activate(&c->reg, s, sb, created, expires, fb_time_monotonic_ns() + ttl * 1000000000ull);
     core_metrics_sandbox_created("ok");
     char reason[200];
     snprintf(reason, sizeof reason, "%s; node %s%s%s", s->isolation, s->node, s->task_id[0] ? "; task " : "",

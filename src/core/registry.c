@@ -250,15 +250,6 @@ static int add_active_locked(core_registry *r, core_sandbox *s, fb_sandbox *sb, 
     return 0;
 }
 
-int core_registry_add_active(core_registry *r, core_sandbox *s, fb_sandbox *sb, const char *created_at,
-                             const char *expires_at, uint64_t expires_ns)
-{
-    pthread_mutex_lock(&r->lock);
-    int rc = add_active_locked(r, s, sb, created_at, expires_at, expires_ns);
-    pthread_mutex_unlock(&r->lock);
-    return rc;
-}
-
 core_sandbox *core_registry_adopt(core_registry *r, core_sandbox *s, fb_sandbox *sb, const char *created_at,
                                   const char *expires_at, uint64_t expires_ns)
 {
