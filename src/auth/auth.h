@@ -187,17 +187,22 @@ int fb_auth_key_create_as(fb_store *st, const fb_principal *actor, const char *u
  * fails from the moment fb_auth_key_revoke returns, a disabled owner's from
  * the moment fb_auth_user_set_disabled returns, an expired one from its
  * expiry on the clock.  A success is remembered in this process for
- * FB_AUTH_KEYCACHE_TTL_MS (2 s; the same secret only, never a failure), so
- * that a busy key costs no store read: a change made behind auth's back
- * (another process on the same store, a hand edit of the database or the
+ * FB_AUTH_KEYCACHE_TTL_MS (2 s, or FORGEBOX_KEYCACHE_TTL_MS from the
+ * environment, read once: a test and tuning knob, 0..600000; the same
+ * secret only, never a failure), so that a busy key costs no store read: a
+ * change made behind auth's back (a hand edit of the database or the
  * pepper) takes effect within that time, or at once after
+ * fb_auth_key_cache_flush.  Another gateway's revocations and user changes
+ * on a shared PostgreSQL store reach this one through
+ * fb_store_watch_identity, which the gateway wires to
  * fb_auth_key_cache_flush.  last_used_at is refreshed on success only,
  * best effort, at most once a minute. */
 int fb_auth_key_authenticate(fb_store *st, const char *header_value, fb_principal *out,
                              fb_auth_fail *why, fb_err *err);
 /* Forgets every remembered verification, before it returns: for changes
- * made behind auth's back (tests, repair tools).  Auth's own revocations
- * and user changes do this themselves. */
+ * made behind auth's back (another gateway's, announced by the store;
+ * tests, repair tools).  Auth's own revocations and user changes do this
+ * themselves.  Async-signal-safe and lock-free: one atomic increment. */
 void fb_auth_key_cache_flush(void);
 /* The same for a counted value that may contain NUL bytes (which are
  * malformed). */

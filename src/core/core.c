@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -201,6 +202,21 @@ static void reap_previous(fb_core *c)
     free(ids);
 }
 
+/* The store's identity watch (fb_store_watch_identity): every call means
+ * "what you remember about keys may be stale". */
+static void identity_changed(void *ctx, fb_store_watch_kind kind)
+{
+    (void)ctx;
+    static atomic_bool down;
+    fb_auth_key_cache_flush();
+    if (kind == FB_STORE_WATCH_DOWN && !atomic_exchange(&down, true))
+        fb_log("warn", NULL, "identity watch lost its connection; the key cache is flushed until it is back", NULL);
+    else if (kind == FB_STORE_WATCH_UP) {
+        atomic_store(&down, false);
+        fb_log("info", NULL, "identity watch listening", NULL);
+    }
+}
+
 int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_err *err)
 {
     fb_core *c = calloc(1, sizeof *c);
@@ -230,6 +246,13 @@ int fb_core_open(const fb_config *cfg, const char *image_dir, fb_core **out, fb_
     if (fb_audit_verify(c->store, &entries, &bad, &verr) < 0)
         fb_log("error", NULL, "the audit chain does not verify", json_pack("{s:s}", "error", verr.msg));
     reap_previous(c);
+    /* Keys revoked and users disabled through other gateways sharing the
+     * store stop working here at once, not after the key cache's TTL. */
+    if (fb_store_watch_identity(c->store, identity_changed, NULL, err) < 0) {
+        fb_store_close(c->store);
+        free(c);
+        return -1;
+    }
     if (core_egress_open(c, err) < 0) {
         fb_store_close(c->store);
         free(c);

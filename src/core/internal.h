@@ -157,16 +157,24 @@ struct fb_core {
 };
 
 void core_registry_init(core_registry *r);
-/* Adds s (sb NULL: being created; refs = table + creator) if the team
- * stays within its quotas (policy decides): 0 added, 1 over quota (reason
- * says which, if given), -1 out of memory. */
+/* Reserves s in the store (a "creating" record under s->id, counted with
+ * every gateway's and node's against the team's quotas) and adds it (sb
+ * NULL: being created; refs = table + creator): 0 added, 1 over quota
+ * (reason says which, if given), -1 on a store error or out of memory
+ * (reason says which). */
 int core_registry_reserve(fb_core *c, core_sandbox *s, char *reason, size_t reason_cap);
+/* The same, the record owned by node_id (a remote node; NULL: this
+ * process's own node id, as core_registry_reserve). */
+int core_registry_reserve_on(fb_core *c, core_sandbox *s, const char *node_id, char *reason, size_t reason_cap);
 /* The sandbox is up: its clock starts now and lookups find it.  The
  * creator keeps its reference. */
 void core_registry_activate(core_registry *r, core_sandbox *s, fb_sandbox *sb, const char *created_at,
                             const char *expires_at, uint64_t expires_ns);
-/* Creation failed: forget the reservation and free s. */
+/* Creation failed: forget the reservation and free s (memory only). */
 void core_registry_drop(core_registry *r, core_sandbox *s);
+/* Creation failed: the store record becomes "failed" (its quota given
+ * back), then core_registry_drop. */
+void core_registry_release(fb_core *c, core_sandbox *s);
 /* A reference, or NULL if absent, dying or not yet up. */
 core_sandbox *core_registry_get(core_registry *r, const char *id);
 void core_registry_put(fb_core *c, core_sandbox *s);

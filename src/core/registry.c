@@ -12,7 +12,10 @@
  * still using (the creator, in particular, holds its reference from the
  * reservation until its answer is written: finding 7 of issue 6).
  *
- * A dying entry stays in the table until finalised, so it still counts
+ * Quotas are the store's (fb_store_sandbox_reserve): the reservation is a
+ * "creating" record counted with every other gateway's and node's; the
+ * table here is for lookups.  A dying entry keeps its record live until
+ * finalised (core_sandbox_finalise records its end), so it still counts
  * against its team's quota: a sandbox is off the books only once gone.
  */
 #define _GNU_SOURCE
@@ -29,35 +32,53 @@ void core_registry_init(core_registry *r)
     pthread_mutex_init(&r->lock, NULL);
 }
 
+/* The team's quota is reserved in the store, not counted here: the store
+ * counts the live records of every gateway and node sharing it and
+ * inserts this one as "creating" in the same writing transaction
+ * (fb_store_sandbox_reserve), so two creates racing for a team's last
+ * slot cannot both win, on one gateway or on several. */
 int core_registry_reserve(fb_core *c, core_sandbox *s, char *reason, size_t reason_cap)
 {
-    core_registry *r = &c->reg;
-    pthread_mutex_lock(&r->lock);
-    /* Quota check and reservation are one step: two creates racing for
-     * the team's last slot cannot both win. */
-    fb_quota_usage used = {0};
-    for (size_t i = 0; i < r->n; i++)
-        if (strcmp(r->items[i]->team_id, s->team_id) == 0) {
-            used.count++;
-            used.memory_mib += r->items[i]->memory_mib;
-            used.vcpus += r->items[i]->vcpus;
-        }
+    return core_registry_reserve_on(c, s, NULL, reason, reason_cap);
+}
+
+int core_registry_reserve_on(fb_core *c, core_sandbox *s, const char *node_id, char *reason, size_t reason_cap)
+{
+    char scratch[160];
+    if (!reason || !reason_cap) {
+        reason = scratch;
+        reason_cap = sizeof scratch;
+    }
+    reason[0] = '\0';
     const fb_config *cfg = c->cfg;
-    fb_quota_usage want = {1, s->memory_mib, s->vcpus};
     fb_quota_limits lim = {cfg->quotas.max_sandboxes_per_team, cfg->quotas.max_memory_mib_per_team,
                            cfg->quotas.max_vcpus_per_team};
-    fb_decision d;
-    if (fb_policy_quota(&used, &want, &lim, &d) != FB_ALLOW) {
-        pthread_mutex_unlock(&r->lock);
-        if (reason)
-            snprintf(reason, reason_cap, "%s", d.reason);
+    /* Provisional times; fb_store_sandbox_activate writes the real ones
+     * once the sandbox is up. */
+    struct timespec now = fb_time_now_ts();
+    char created[FB_TIME_MAX], expires[FB_TIME_MAX];
+    fb_time_format(&now, created);
+    fb_time_format_after(now, (int64_t)(s->ttl_s <= INT32_MAX ? s->ttl_s : INT32_MAX), expires);
+    fb_sandbox_record rec = {s->id, s->team_id, s->key_id, s->backend, s->memory_mib, s->vcpus, created, expires};
+    fb_err e = {{0}};
+    int q = fb_store_sandbox_reserve(c->store, &rec, node_id, &lim, reason, reason_cap, &e);
+    if (q == 1)
         return 1;
+    if (q != 0) {
+        fb_log("error", NULL, "cannot reserve a sandbox in the store",
+               json_pack("{s:s, s:s}", "sandbox", s->id, "error", e.msg));
+        snprintf(reason, reason_cap, "the store could not reserve the sandbox (%s)", fb_store_status_name(q));
+        return -1;
     }
+    core_registry *r = &c->reg;
+    pthread_mutex_lock(&r->lock);
     if (r->n == r->cap) {
         size_t ncap = r->cap ? r->cap * 2 : 64;
         core_sandbox **ni = realloc(r->items, ncap * sizeof *ni);
         if (!ni) {
             pthread_mutex_unlock(&r->lock);
+            fb_store_sandbox_set_state(c->store, s->id, "failed", &e);
+            snprintf(reason, reason_cap, "out of memory");
             return -1;
         }
         r->items = ni;
@@ -104,6 +125,15 @@ void core_registry_drop(core_registry *r, core_sandbox *s)
     unlist(r, s);
     pthread_mutex_unlock(&r->lock);
     free(s);
+}
+
+void core_registry_release(fb_core *c, core_sandbox *s)
+{
+    fb_err e = {{0}};
+    if (fb_store_sandbox_set_state(c->store, s->id, "failed", &e) < 0)
+        fb_log("error", NULL, "cannot give a sandbox reservation back",
+               json_pack("{s:s, s:s}", "sandbox", s->id, "error", e.msg));
+    core_registry_drop(&c->reg, s);
 }
 
 core_sandbox *core_registry_get(core_registry *r, const char *id)

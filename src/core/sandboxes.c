@@ -2,9 +2,9 @@
  * sandboxes.c - the sandbox service: create, list, open, delete, and the
  * reaper (TTLs, and the exec sweep of execs.c) (core.h).
  *
- * Creation reserves the team's quota and a registry entry first (one step
- * under the registry lock, so racing creates cannot both take the last
- * slot), boots the sandbox (on src/sandbox's spawner threads), and only
+ * Creation reserves the team's quota and a registry entry first (a
+ * "creating" record in the store, counted with every gateway's, so racing
+ * creates cannot both take the last slot), boots the sandbox (on src/sandbox's spawner threads), and only
  * then starts its clock: a sandbox queued behind other boots does not
  * arrive expired.  The
  * creator holds a reference from the reservation until it has written its
@@ -155,10 +155,10 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
     if (q != 0) {
         free(s);
         free(owned);
-        core_metrics_sandbox_created("denied");
-        fb_core_audit(c, caller, "sandbox", "sandboxes", "create", "denied", q > 0 ? why : "out of memory");
+        core_metrics_sandbox_created(q > 0 ? "denied" : "error");
+        fb_core_audit(c, caller, "sandbox", "sandboxes", "create", q > 0 ? "denied" : "error", why);
         return q > 0 ? fb_core_fail(err, FB_CORE_QUOTA, "%s", why)
-                     : fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
+                     : fb_core_fail(err, FB_CORE_UNAVAILABLE, "the sandbox could not be reserved; try again");
     }
     fb_sandbox *sb = NULL;
     fb_err ferr = {{0}};
@@ -176,7 +176,7 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
     }
     if (booted < 0) {
         free(owned);
-        core_registry_drop(&c->reg, s);
+        core_registry_release(c, s);
         core_metrics_sandbox_created("error");
         fb_core_audit(c, caller, "sandbox", "sandboxes", "create", "error", ferr.msg);
         fb_log("error", caller->request_id, "sandbox creation failed", json_pack("{s:s}", "error", ferr.msg));
@@ -189,10 +189,11 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
     char created[FB_TIME_MAX], expires[FB_TIME_MAX];
     fb_time_format(&now, created);
     fb_time_format_after(now, (int64_t)ttl, expires);
+    char reserved[sizeof s->id];
+    memcpy(reserved, s->id, sizeof reserved);
     core_registry_activate(&c->reg, s, sb, created, expires, fb_time_monotonic_ns() + ttl * 1000000000ull);
-    fb_sandbox_record rec = {s->id, s->team_id, s->key_id, s->backend, s->memory_mib, s->vcpus,
-                             s->created_at, s->expires_at};
-    if (fb_store_sandbox_insert(c->store, &rec, &ferr) < 0)
+    /* The reservation's record takes the sandbox's own id. */
+    if (fb_store_sandbox_activate(c->store, reserved, s->id, s->created_at, s->expires_at, &ferr) < 0)
         fb_log("error", caller->request_id, "cannot record sandbox",
                json_pack("{s:s, s:s}", "sandbox", s->id, "error", ferr.msg));
     core_metrics_sandbox_created("ok");

@@ -3,9 +3,10 @@
  * dispatches through, one sub-table per repository, and the struct behind
  * the opaque fb_store.
  *
- * A storage engine fills the four tables with functions of the same
+ * A storage engine fills the tables with functions of the same
  * signatures as the public repository calls (store/identity.h,
- * store/sandboxes.h, store/audit_log.h, store/tasks.h); store.c, identity.c
+ * store/sandboxes.h, store/audit_log.h, store/tasks.h, store/sessions.h,
+ * store/nodes.h); store.c, identity.c
  * and tasks.c only forward.  Two engines fill them: SQLite (sqlite_*.c)
  * and PostgreSQL (pg_store.c, pg_sql.c, and the same SQL repositories
  * compiled with pg_names.h); fb_store_open_url picks one from the store
@@ -19,6 +20,7 @@
 
 #include "store/audit_log.h"
 #include "store/identity.h"
+#include "store/nodes.h"
 #include "store/sandboxes.h"
 #include "store/sessions.h"
 #include "store/store.h"
@@ -47,7 +49,22 @@ typedef struct fb_sandbox_ops {
     int (*insert)(fb_store *, const fb_sandbox_record *, fb_err *);
     int (*set_state)(fb_store *, const char *, const char *, fb_err *);
     int (*list_live)(fb_store *, char (**)[FB_ID_MAX], size_t *, fb_err *);
+    int (*reserve)(fb_store *, const fb_sandbox_record *, const char *, const fb_quota_limits *, char *, size_t,
+                   fb_err *);
+    int (*get)(fb_store *, const char *, fb_sandbox_row *, fb_err *);
+    int (*list_all_live)(fb_store *, const char *, fb_sandbox_row **, size_t *, fb_err *);
+    int (*set_expiry)(fb_store *, const char *, const char *, fb_err *);
+    int (*activate)(fb_store *, const char *, const char *, const char *, const char *, fb_err *);
 } fb_sandbox_ops;
+
+typedef struct fb_node_ops {
+    int (*reg)(fb_store *, const fb_node_record *, size_t *, fb_err *);
+    int (*heartbeat)(fb_store *, const char *, bool *, fb_err *);
+    int (*stop)(fb_store *, const char *, fb_err *);
+    int (*list)(fb_store *, fb_node_record **, size_t *, fb_err *);
+    int (*get)(fb_store *, const char *, fb_node_record *, fb_err *);
+    int (*expire)(fb_store *, uint64_t, size_t *, char (**)[FB_ID_MAX], size_t *, fb_err *);
+} fb_node_ops;
 
 /* One entry of a group commit: the chain callback and its context. */
 typedef struct fb_audit_append_item {
@@ -93,11 +110,13 @@ typedef struct fb_store_engine {
     int (*open)(fb_store *st, const char *state_dir, fb_err *err); /* sets st->impl */
     void (*close)(fb_store *st);
     int (*schema_version)(fb_store *st);
+    int (*watch_identity)(fb_store *st, fb_store_watch_fn fn, void *ctx, fb_err *err);
     const fb_identity_ops *identity;
     const fb_sandbox_ops *sandboxes;
     const fb_audit_ops *audit;
     const fb_task_ops *tasks;
     const fb_session_ops *sessions;
+    const fb_node_ops *nodes;
 } fb_store_engine;
 
 struct audit_waiter;
@@ -113,7 +132,18 @@ struct fb_store {
     pthread_mutex_t audit_mu;
     struct audit_waiter *audit_queue, **audit_queue_tail;
     bool audit_leader;
+    struct fb_pg_listener *listener; /* fb_store_watch_identity on PostgreSQL (pg_listen.c) */
 };
+
+/* The channel identity changes are announced on (fb_sql_notify). */
+#define FB_STORE_IDENTITY_CHANNEL "forgebox_identity"
+
+/* pg_listen.c: a thread with a connection of its own LISTENing on channel,
+ * calling fn as fb_store_watch_identity says; reconnects until stopped. */
+struct fb_pg_listener;
+int fb_pg_listen_start(const char *url, const char *channel, fb_store_watch_fn fn, void *ctx,
+                       struct fb_pg_listener **out, fb_err *err);
+void fb_pg_listen_stop(struct fb_pg_listener *l);
 
 /* The SQLite engine (sqlite_store.c). */
 extern const fb_store_engine fb_sqlite_engine;
@@ -122,6 +152,7 @@ extern const fb_sandbox_ops fb_sqlite_sandbox_ops;
 extern const fb_audit_ops fb_sqlite_audit_ops;
 extern const fb_task_ops fb_sqlite_task_ops;
 extern const fb_session_ops fb_sqlite_session_ops;
+extern const fb_node_ops fb_sqlite_node_ops;
 
 /* The PostgreSQL engine (pg_store.c); its repository tables are the SQL
  * repositories compiled with pg_names.h. */
@@ -131,5 +162,6 @@ extern const fb_sandbox_ops fb_pg_sandbox_ops;
 extern const fb_audit_ops fb_pg_audit_ops;
 extern const fb_task_ops fb_pg_task_ops;
 extern const fb_session_ops fb_pg_session_ops;
+extern const fb_node_ops fb_pg_node_ops;
 
 #endif

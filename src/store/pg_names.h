@@ -3,7 +3,7 @@
  * repository tables for the PostgreSQL build of the SQL repositories.
  *
  * The repositories (sqlite_identity.c, sqlite_sandboxes.c, sqlite_audit.c,
- * sqlite_tasks.c, sqlite_sessions.c) only speak sql.h, and their SQL is the
+ * sqlite_tasks.c, sqlite_sessions.c, sqlite_nodes.c) only speak sql.h, and their SQL is the
  * common subset of SQLite and PostgreSQL (pg_sql.c translates the parameter
  * markers).  Rather than keep a second copy of every repository, the
  * Makefile compiles each of them a second time with `-include
@@ -48,11 +48,13 @@
 #define fb_sql_read_id fb_pgsql_read_id
 #define fb_sql_exec_texts fb_pgsql_exec_texts
 #define fb_sql_exists fb_pgsql_exists
+#define fb_sql_notify fb_pgsql_notify
 
 #define fb_sqlite_identity_ops fb_pg_identity_ops
 #define fb_sqlite_sandbox_ops fb_pg_sandbox_ops
 #define fb_sqlite_audit_ops fb_pg_audit_ops
 #define fb_sqlite_task_ops fb_pg_task_ops
 #define fb_sqlite_session_ops fb_pg_session_ops
+#define fb_sqlite_node_ops fb_pg_node_ops
 
 #endif

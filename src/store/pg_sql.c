@@ -1,6 +1,7 @@
 /*
- * pg_sql.c - sql.h over libpq: the only file in ForgeBox that uses the
- * PostgreSQL client library.  Its functions carry the names pg_names.h
+ * pg_sql.c - sql.h over libpq: with pg_listen.c (the LISTEN side of
+ * fb_sql_notify), the only files in ForgeBox that use the PostgreSQL
+ * client library.  Its functions carry the names pg_names.h
  * gives them, so the SQL repositories compiled a second time with that
  * header (see pg_names.h) run on PostgreSQL unchanged.
  *
@@ -478,6 +479,15 @@ int fb_sql_exists(fb_sql *db, const char *sql, const char *param, fb_err *err)
     if (rc == 0 && param)
         rc = fb_sql_bind_text(s, 1, param, err);
     return rc < 0 ? rc : fb_sql_step(s, "database: lookup failed", err);
+}
+
+int fb_sql_notify(fb_sql *db, const char *channel, fb_err *err)
+{
+    cleanup_stmt fb_sql_stmt *s = NULL;
+    int rc = fb_sql_prepare(db, "SELECT pg_notify(?1, '')", &s, err);
+    if (rc == 0 && (rc = fb_sql_bind_text(s, 1, channel, err)) == 0)
+        rc = fb_sql_run(s, "cannot notify the other gateways", err);
+    return rc;
 }
 
 /* ---- lock and transactions ----------------------------------------------------------- */

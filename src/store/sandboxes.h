@@ -54,6 +54,15 @@ int fb_store_sandbox_set_state(fb_store *st, const char *id, const char *state, 
 int fb_store_sandbox_reserve(fb_store *st, const fb_sandbox_record *r, const char *node_id,
                              const fb_quota_limits *lim, char *reason, size_t reason_cap, fb_err *err);
 
+/* Confirms a reservation made under a provisional id (a local sandbox is
+ * named by the sandbox module only once it has booted): the record takes
+ * the sandbox's own id, its start and expiry, and becomes "running", in
+ * one statement.  ENOTFOUND when there is no record reserved_id,
+ * ECONFLICT when it is no longer "creating" (lost meanwhile), ECOLLISION
+ * when id is taken.  reserved_id == id is allowed. */
+int fb_store_sandbox_activate(fb_store *st, const char *reserved_id, const char *id, const char *created_at,
+                              const char *expires_at, fb_err *err);
+
 /* A record as read back (for a gateway that did not create the sandbox). */
 typedef struct fb_sandbox_row {
     char id[FB_ID_MAX];

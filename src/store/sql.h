@@ -103,4 +103,11 @@ int fb_sql_exec_texts(fb_sql *db, const char *sql, const char *what, fb_err *err
  * a row, 0 if not, negative on error. */
 int fb_sql_exists(fb_sql *db, const char *sql, const char *param, fb_err *err);
 
+/* Tells the other processes sharing the database that something under
+ * channel changed (lock held; inside the transaction making the change,
+ * so it is delivered when, and only if, the change commits).  PostgreSQL:
+ * NOTIFY, heard by fb_store_watch_identity's listeners; SQLite: nothing
+ * (one database, one gateway). */
+int fb_sql_notify(fb_sql *db, const char *channel, fb_err *err);
+
 #endif

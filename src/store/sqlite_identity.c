@@ -335,10 +335,27 @@ static int user_update(fb_store *st, const char *sql, const char *value, const c
     return rc;
 }
 
+struct disable_arg {
+    const char *user_id;
+    bool disabled;
+};
+
+/* The update and the notification commit together: other gateways drop
+ * their cached keys (of this user, and all the others) when it does. */
+static int disable_tx(fb_sql *db, const void *arg, fb_err *err)
+{
+    const struct disable_arg *a = arg;
+    int rc = fb_sql_exec_texts(db, "UPDATE users SET disabled = CAST(?1 AS INTEGER) WHERE id = ?2",
+                               "cannot update the user", err, 2, a->disabled ? "1" : "0", a->user_id);
+    if (rc == 0 && fb_sql_changes(db) == 0)
+        rc = fb_fail_code(err, FB_STORE_ENOTFOUND, "no such user");
+    return rc == 0 ? fb_sql_notify(db, FB_STORE_IDENTITY_CHANNEL, err) : rc;
+}
+
 static int id_user_set_disabled(fb_store *st, const char *user_id, bool disabled, fb_err *err)
 {
-    return user_update(st, "UPDATE users SET disabled = CAST(?1 AS INTEGER) WHERE id = ?2", disabled ? "1" : "0",
-                       user_id, err);
+    struct disable_arg a = {user_id, disabled};
+    return in_transaction(st, disable_tx, &a, err);
 }
 
 static int id_user_set_password(fb_store *st, const char *user_id, const char *pwhash, fb_err *err)
@@ -425,10 +442,12 @@ static int revoke_tx(fb_sql *db, const void *arg, fb_err *err)
             (rc = fb_sql_collect(s, FB_ID_MAX, fb_sql_read_id, a->ids, a->n, "keys to revoke", err)) < 0)
             return rc;
     }
-    return fb_sql_exec_texts(db,
-                             KEY_TREE "UPDATE api_keys SET revoked_at = ?2 "
-                                      "WHERE revoked_at IS NULL AND id IN (SELECT id FROM tree)",
-                             "cannot revoke the API keys", err, 2, a->key_id, a->when);
+    rc = fb_sql_exec_texts(db,
+                           KEY_TREE "UPDATE api_keys SET revoked_at = ?2 "
+                                    "WHERE revoked_at IS NULL AND id IN (SELECT id FROM tree)",
+                           "cannot revoke the API keys", err, 2, a->key_id, a->when);
+    /* Other gateways drop their cached keys when this commits. */
+    return rc == 0 ? fb_sql_notify(db, FB_STORE_IDENTITY_CHANNEL, err) : rc;
 }
 
 static int id_key_revoke_tree(fb_store *st, const char *key_id, const char *when, char (**revoked)[FB_ID_MAX],

@@ -585,3 +585,12 @@ int fb_sql_schema_version(fb_sql *db)
 {
     return db->version;
 }
+
+/* One SQLite database has one gateway, which invalidates its own caches. */
+int fb_sql_notify(fb_sql *db, const char *channel, fb_err *err)
+{
+    (void)db;
+    (void)channel;
+    (void)err;
+    return 0;
+}

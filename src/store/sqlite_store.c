@@ -65,14 +65,27 @@ static int sqlite_version(fb_store *st)
     return fb_sql_schema_version(st->impl);
 }
 
+/* One SQLite database has one gateway: every identity change is made in
+ * this process, which invalidates its own cache synchronously. */
+static int sqlite_watch_identity(fb_store *st, fb_store_watch_fn fn, void *ctx, fb_err *err)
+{
+    (void)st;
+    (void)fn;
+    (void)ctx;
+    (void)err;
+    return 0;
+}
+
 const fb_store_engine fb_sqlite_engine = {
     .name = "sqlite",
     .open = sqlite_open,
     .close = sqlite_close,
     .schema_version = sqlite_version,
+    .watch_identity = sqlite_watch_identity,
     .identity = &fb_sqlite_identity_ops,
     .sandboxes = &fb_sqlite_sandbox_ops,
     .audit = &fb_sqlite_audit_ops,
     .tasks = &fb_sqlite_task_ops,
     .sessions = &fb_sqlite_session_ops,
+    .nodes = &fb_sqlite_node_ops,
 };

@@ -1,7 +1,7 @@
 /*
  * store.c - what every storage engine shares: the state directory's
- * checks, the node id, and forwarding the sandbox and audit repository
- * calls to the engine's tables (identity.c forwards the identity calls).
+ * checks, the node id, and forwarding the sandbox, node and audit
+ * repository calls to the engine's tables (identity.c forwards the identity calls).
  *
  * The state directory is created 0700 and refused if another user could
  * write it: it holds the database, the pepper and the audit key.
@@ -200,6 +200,13 @@ const char *fb_store_engine_name(const fb_store *st)
     return st->engine->name;
 }
 
+int fb_store_watch_identity(fb_store *st, fb_store_watch_fn fn, void *ctx, fb_err *err)
+{
+    if (!fn)
+        return fb_fail_code(err, FB_STORE_EINVAL, "no function to call on identity changes");
+    return st->engine->watch_identity(st, fn, ctx, err);
+}
+
 int fb_store_schema_version(fb_store *st)
 {
     return st->engine->schema_version(st);
@@ -230,6 +237,67 @@ int fb_store_sandbox_set_state(fb_store *st, const char *id, const char *state, 
 int fb_store_sandbox_list_live(fb_store *st, char (**ids)[FB_ID_MAX], size_t *n, fb_err *err)
 {
     return st->engine->sandboxes->list_live(st, ids, n, err);
+}
+
+int fb_store_sandbox_reserve(fb_store *st, const fb_sandbox_record *r, const char *node_id,
+                             const fb_quota_limits *lim, char *reason, size_t reason_cap, fb_err *err)
+{
+    return st->engine->sandboxes->reserve(st, r, node_id, lim, reason, reason_cap, err);
+}
+
+int fb_store_sandbox_get(fb_store *st, const char *id, fb_sandbox_row *out, fb_err *err)
+{
+    return st->engine->sandboxes->get(st, id, out, err);
+}
+
+int fb_store_sandbox_list_all_live(fb_store *st, const char *team_id, fb_sandbox_row **out, size_t *n,
+                                   fb_err *err)
+{
+    return st->engine->sandboxes->list_all_live(st, team_id, out, n, err);
+}
+
+int fb_store_sandbox_set_expiry(fb_store *st, const char *id, const char *expires_at, fb_err *err)
+{
+    return st->engine->sandboxes->set_expiry(st, id, expires_at, err);
+}
+
+int fb_store_sandbox_activate(fb_store *st, const char *reserved_id, const char *id, const char *created_at,
+                              const char *expires_at, fb_err *err)
+{
+    return st->engine->sandboxes->activate(st, reserved_id, id, created_at, expires_at, err);
+}
+
+/* ---- nodes -------------------------------------------------------------------------- */
+
+int fb_store_node_register(fb_store *st, const fb_node_record *r, size_t *lost, fb_err *err)
+{
+    return st->engine->nodes->reg(st, r, lost, err);
+}
+
+int fb_store_node_heartbeat(fb_store *st, const char *node_id, bool *still_up, fb_err *err)
+{
+    return st->engine->nodes->heartbeat(st, node_id, still_up, err);
+}
+
+int fb_store_node_stop(fb_store *st, const char *node_id, fb_err *err)
+{
+    return st->engine->nodes->stop(st, node_id, err);
+}
+
+int fb_store_node_list(fb_store *st, fb_node_record **out, size_t *n, fb_err *err)
+{
+    return st->engine->nodes->list(st, out, n, err);
+}
+
+int fb_store_node_get(fb_store *st, const char *node_id, fb_node_record *out, fb_err *err)
+{
+    return st->engine->nodes->get(st, node_id, out, err);
+}
+
+int fb_store_nodes_expire(fb_store *st, uint64_t down_after_s, size_t *nodes_down, char (**lost)[FB_ID_MAX],
+                          size_t *nlost, fb_err *err)
+{
+    return st->engine->nodes->expire(st, down_after_s, nodes_down, lost, nlost, err);
 }
 
 /* ---- audit rows ----------------------------------------------------------------- */

@@ -76,6 +76,28 @@ void fb_store_close(fb_store *st);
 /* "sqlite" or "postgresql". */
 const char *fb_store_engine_name(const fb_store *st);
 
+/* ---- identity changes made by other processes ------------------------------
+ *
+ * A gateway keeps verified API keys for a moment (auth's key cache); a key
+ * revoked or a user disabled through another gateway sharing the store
+ * must stop working here at once.  fb_store_watch_identity calls fn from a
+ * thread of the store's own whenever another process (or this one) commits
+ * such a change, and also whenever it cannot be sure it saw every change:
+ * FB_STORE_WATCH_DOWN while its connection is lost (on every failed
+ * reconnection attempt, about twice a second) and FB_STORE_WATCH_UP once
+ * it listens again.  The caller forgets every cached identity on each
+ * call, whatever the kind.  On PostgreSQL this is LISTEN/NOTIFY on a
+ * connection of its own; on SQLite (one database, one gateway) it does
+ * nothing and never calls fn.  At most one watch per store; it stops in
+ * fb_store_close, before the store is freed. */
+typedef enum fb_store_watch_kind {
+    FB_STORE_WATCH_CHANGED, /* a change was committed */
+    FB_STORE_WATCH_DOWN,    /* not listening: changes may be missed */
+    FB_STORE_WATCH_UP,      /* listening (again) */
+} fb_store_watch_kind;
+typedef void (*fb_store_watch_fn)(void *ctx, fb_store_watch_kind kind);
+int fb_store_watch_identity(fb_store *st, fb_store_watch_fn fn, void *ctx, fb_err *err);
+
 /* The schema version after migrations. */
 int fb_store_schema_version(fb_store *st);
 /* The state directory this store lives in. */

@@ -129,7 +129,7 @@ static void test_delete_and_expire(void **state)
     assert_null(ended);
     assert_int_equal(fb_store_session_delete(f->st, "ses_new", &err), FB_STORE_OK);
     assert_int_equal(fb_store_session_delete(f->st, "ses_new", &err), FB_STORE_ENOTFOUND);
-    assert_int_equal(fb_store_schema_version(f->st), 5);
+    assert_int_equal(fb_store_schema_version(f->st), 6);
 }
 
 int main(void)
