@@ -75,6 +75,7 @@ typedef struct fb_caller {
                                does not decide and audit a second time */
     char session_id[40];    /* "" unless a console session authenticated the caller */
     char csrf[48];          /* with session_id: the token its unsafe requests must carry */
+    char session_expires_at[40]; /* with session_id: when the session ends (RFC 3339) */
     char auth_pending[96];  /* the resource of an authentication entry (outcome allowed)
                                not yet written (fb_core_audit_auth_defer), "" if none: the
                                caller's next audit entry carries it in the same commit */

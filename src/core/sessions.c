@@ -327,7 +327,7 @@ int fb_core_session_authenticate(fb_core *c, fb_caller *caller, const char *toke
                                  fb_core_err *err)
 {
     memset(&caller->who, 0, sizeof caller->who);
-    caller->actor[0] = caller->session_id[0] = caller->csrf[0] = '\0';
+    caller->actor[0] = caller->session_id[0] = caller->csrf[0] = caller->session_expires_at[0] = '\0';
     caller->granted = 0;
     if (sodium_init() < 0)
         return fb_core_fail(err, FB_CORE_INTERNAL, "internal error (libsodium)");
@@ -364,6 +364,7 @@ int fb_core_session_authenticate(fb_core *c, fb_caller *caller, const char *toke
     caller->who.org_enabled = c->cfg->network.allow.count > 0 ? FB_PERM_NETWORK_INTERNET : 0;
     snprintf(caller->actor, sizeof caller->actor, "user:%s", u.id);
     snprintf(caller->session_id, sizeof caller->session_id, "%s", rec.id);
+    snprintf(caller->session_expires_at, sizeof caller->session_expires_at, "%s", rec.expires_at);
     *reason = "session";
     return 0;
 }
@@ -376,7 +377,8 @@ int fb_core_session_current(fb_core *c, fb_caller *caller, json_t **out, fb_core
     fb_err e = {{0}};
     if (fb_auth_user_get(c->store, caller->who.user_id, &u, &e) != FB_AUTH_OK)
         return fb_core_fail(err, FB_CORE_NOT_FOUND, "no such user any more");
-    *out = session_json(caller->session_id, caller->csrf, &u, NULL);
+    *out = session_json(caller->session_id, caller->csrf, &u,
+                        caller->session_expires_at[0] ? caller->session_expires_at : NULL);
     return *out ? 0 : fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
 }
 

@@ -43,6 +43,10 @@
 #ifndef FB_ENGINE_H
 #define FB_ENGINE_H
 
+/* The output a turn is assumed to be allowed when nothing caps it (the
+ * Anthropic adapter's default max_tokens). */
+#define FB_ENGINE_DEFAULT_TURN_TOKENS 4096u
+
 #include <jansson.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -117,7 +121,8 @@ typedef struct fb_engine_hooks {
 typedef struct fb_engine_run {
     fb_llm_provider *provider;
     const char *model;
-    unsigned max_tokens_per_turn;  /* 0: the provider's default */
+    unsigned max_tokens_per_turn;  /* 0: the provider's default (taken as FB_ENGINE_DEFAULT_TURN_TOKENS
+                                      when capping a turn to the token budget left) */
     bool no_stream;                /* true: ask for whole responses */
     fb_toolset tools;              /* offered to the model (web_fetch needs network) */
     fb_sandbox *sandbox;           /* where the tools run (any backend) */

@@ -309,8 +309,18 @@ static int one_turn(struct loop *l)
         end(l, FB_TASK_BUDGET_EXCEEDED, "max_turns (%llu) reached", (unsigned long long)run->limits.max_turns);
         return 0;
     }
+    /* A turn may not write past the token budget: its output is capped to
+     * what is left of it (input tokens cannot be capped; they are counted
+     * after the turn like the rest). */
+    unsigned turn_max = run->max_tokens_per_turn;
+    if (run->limits.max_tokens) {
+        uint64_t used = run->usage->input_tokens + run->usage->output_tokens;
+        uint64_t left = used < run->limits.max_tokens ? run->limits.max_tokens - used : 1;
+        if (left < (turn_max ? turn_max : FB_ENGINE_DEFAULT_TURN_TOKENS))
+            turn_max = (unsigned)left;
+    }
     fb_llm_request rq = {.model = run->model, .conv = l->conv, .tools = l->offer, .ntools = l->noffer,
-                         .max_tokens = run->max_tokens_per_turn, .stream = !run->no_stream,
+                         .max_tokens = turn_max, .stream = !run->no_stream,
                          .on_text = on_text, .user = l, .cancel = run->cancel};
     fb_llm_response r;
     fb_err err = {{0}};
@@ -335,7 +345,12 @@ static int one_turn(struct loop *l)
     }
     uint64_t tokens = run->usage->input_tokens + run->usage->output_tokens;
     int go_on = 1;
-    if (r.ncalls == 0) {
+    if (r.ncalls == 0 && run->limits.max_tokens && tokens > run->limits.max_tokens) {
+        /* The answer is kept as the result, but the task went past its budget. */
+        end(l, FB_TASK_BUDGET_EXCEEDED, "max_tokens (%llu) exceeded by the final answer: %llu used",
+            (unsigned long long)run->limits.max_tokens, (unsigned long long)tokens);
+        go_on = 0;
+    } else if (r.ncalls == 0) {
         end(l, FB_TASK_SUCCEEDED, NULL);
         go_on = 0;
     } else if (run->limits.max_tokens && tokens >= run->limits.max_tokens) {

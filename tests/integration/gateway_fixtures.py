@@ -182,3 +182,19 @@ class Gateway:
         """Stops the daemon; the directory is kept for the hygiene check
         (tests/hygiene/ or test_zz_secret_hygiene.py), which removes it."""
         self.stop()
+
+
+def start_gateway(settings=()):
+    """A gateway with these settings (KEY=VALUE), initialised and listening."""
+    g = Gateway(settings=list(settings))
+    g.init()
+    g.start()
+    return g
+
+
+def finish(g):
+    """Stops g and checks that it stopped cleanly: exit 0, no sanitizer report."""
+    rc = g.stop()
+    log = g.read_log()
+    assert "Sanitizer" not in log, log[-4000:]
+    assert rc == 0, log[-4000:]

@@ -224,6 +224,21 @@ def test_max_tokens_checked_after_each_turn(fake, tmp_path):
     assert "[tool]" not in r.stderr
 
 
+def test_max_tokens_caps_each_turn_and_a_final_answer_past_it(fake, tmp_path):
+    """A turn may write only what is left of the budget (the request says
+    so), and a final answer that still goes past it ends the task
+    budget_exceeded, its text kept as the result."""
+    cfg = write_config(tmp_path, "openai", fake.url)
+    fake.script = [{"usage": [60, 10], "tool_calls": [call("k1", "bash", command="echo hi")]},
+                   {"usage": [25, 20], "text": "the answer"}]
+    r = task(cfg, "--max-tokens", "100")
+    assert r.rc == EXIT_BUDGET, r
+    assert "task budget_exceeded: max_tokens (100) exceeded by the final answer: 115 used" in r.stderr
+    assert "the answer" in r.stdout
+    assert fake.requests[0]["body"]["max_tokens"] == 100
+    assert fake.requests[1]["body"]["max_tokens"] == 30
+
+
 def test_timeout_during_a_slow_command(fake, tmp_path):
     cfg = write_config(tmp_path, "openai", fake.url)
     fake.script = [{"tool_calls": [call("s1", "bash", command="sleep 60")]}]

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from gateway_fixtures import FIRST_PASSWORD, Gateway, forgebox_client
+from gateway_fixtures import FIRST_PASSWORD, finish, forgebox_client, start_gateway
 
 ApiError = forgebox_client.ApiError
 FAST = ["sandbox.backend=jail", "limits.rate_rps=1000", "limits.rate_burst=1000",
@@ -23,17 +23,7 @@ DEV = ["sandboxes:create", "sandboxes:read", "sandboxes:exec"]
 
 
 def started(settings=()):
-    g = Gateway(settings=FAST + list(settings))
-    g.init()
-    g.start()
-    return g
-
-
-def finish(g):
-    rc = g.stop()
-    log = g.read_log()
-    assert "Sanitizer" not in log, log[-4000:]
-    assert rc == 0, log[-4000:]
+    return start_gateway(FAST + list(settings))
 
 
 @pytest.fixture(scope="module")

@@ -17,24 +17,14 @@ import time
 
 import pytest
 
-from gateway_fixtures import FIRST_PASSWORD, Gateway, forgebox_client
+from gateway_fixtures import FIRST_PASSWORD, Gateway, finish, forgebox_client, start_gateway
 
 ApiError = forgebox_client.ApiError
 FAST = ["sandbox.backend=jail", "limits.rate_rps=1000", "limits.rate_burst=1000"]
 
 
 def started(settings=()):
-    g = Gateway(settings=FAST + list(settings))
-    g.init()
-    g.start()
-    return g
-
-
-def finish(g):
-    rc = g.stop()
-    log = g.read_log()
-    assert "Sanitizer" not in log, log[-4000:]
-    assert rc == 0, log[-4000:]
+    return start_gateway(FAST + list(settings))
 
 
 def member(g, team_name, role, scopes):

@@ -4,8 +4,6 @@ import concurrent.futures
 import glob
 import json
 import os
-import shutil
-import signal
 import sqlite3
 import subprocess
 import time
@@ -13,16 +11,13 @@ import time
 import pytest
 
 from conftest import FORGEBOX, RUN_DIR, forgebox
-from gateway_fixtures import FIRST_PASSWORD, Gateway, forgebox_client
+from gateway_fixtures import FIRST_PASSWORD, forgebox_client, start_gateway
 
 ApiError = forgebox_client.ApiError
 
 
 def started(settings):
-    g = Gateway(settings=["sandbox.backend=jail"] + settings)
-    g.init()
-    g.start()
-    return g
+    return start_gateway(["sandbox.backend=jail"] + settings)
 
 
 def test_rate_limit_answers_429_with_retry_after():

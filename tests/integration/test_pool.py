@@ -14,25 +14,15 @@ import time
 import pytest
 
 from conftest import leftovers, settled_leftovers
-from gateway_fixtures import FIRST_PASSWORD, Gateway, forgebox_client
+from gateway_fixtures import FIRST_PASSWORD, finish, forgebox_client, start_gateway
 
 ApiError = forgebox_client.ApiError
 BASE = ["limits.rate_rps=1000", "limits.rate_burst=1000", "quotas.max_sandboxes_per_team=20"]
 DEV = ["sandboxes:create", "sandboxes:read", "sandboxes:exec"]
 
 
-def started(settings):
-    g = Gateway(settings=BASE + list(settings))
-    g.init()
-    g.start()
-    return g
-
-
-def finish(g):
-    rc = g.stop()
-    log = g.read_log()
-    assert "Sanitizer" not in log, log[-4000:]
-    assert rc == 0, log[-4000:]
+def started(settings=()):
+    return start_gateway(BASE + list(settings))
 
 
 def metric(g, name, backend):

@@ -176,7 +176,7 @@ def test_cookie_authenticates_with_the_users_role(gw):
     status, _, cur = s.call("GET", "/v1/sessions/current", csrf=False, origin=False)
     assert status == 200
     assert cur == {"session_id": s.body["session_id"], "csrf_token": s.csrf, "user": s.body["user"],
-                   "permissions": s.body["permissions"]}
+                   "permissions": s.body["permissions"], "expires_at": s.body["expires_at"]}
 
 
 def test_a_viewer_session_gets_the_viewers_permissions_only(gw):

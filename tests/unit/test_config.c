@@ -73,6 +73,46 @@ static void assert_load_fails(const char *text, const char *fmt)
     fb_config_free(&cfg);
 }
 
+
+/* nodes.*: where sandboxes run; remote needs the gateway's certificate. */
+static void test_nodes_keys(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"nodes:\n  mode: remote\n",
+         "config: nodes.mode (%s:2): remote needs nodes.tls_cert, nodes.tls_key and nodes.tls_ca (every call to "
+         "a node is mutual TLS; `forgebox ca issue --role gateway` makes the certificate)"},
+        {"nodes:\n  heartbeat_s: 6\n",
+         "config: nodes.down_after_s (default) must be at least twice nodes.heartbeat_s (%s:2), or one late "
+         "heartbeat marks a live node down"},
+        {"nodes:\n  tls_cert: /etc/hostname\n",
+         "config: nodes.tls_cert and nodes.tls_key must be set together (%s:2)"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fb_config cfg;
+        fb_err err = {{0}};
+        assert_int_equal(load_text(&cfg, bad[i].text, &err), 0);
+        assert_int_equal(fb_config_validate(&cfg, &err), -1);
+        char want[1024];
+        snprintf(want, sizeof want, bad[i].want, path_buf);
+        assert_string_equal(err.msg, want);
+        fb_config_free(&cfg);
+    }
+    assert_load_fails("nodes:\n  mode: cluster\n",
+                      "config: nodes.mode (%s:2): must be local or remote, got \"cluster\"");
+    fb_config cfg;
+    fb_err err = {{0}};
+    assert_int_equal(load_text(&cfg,
+                               "nodes:\n  mode: remote\n  tls_cert: /etc/hostname\n  tls_key: /etc/hostname\n"
+                               "  tls_ca: /etc/hostname\n",
+                               &err), 0);
+    assert_int_equal(fb_config_validate(&cfg, &err), 0);
+    assert_int_equal(cfg.nodes.mode, FB_NODES_REMOTE);
+    fb_config_free(&cfg);
+}
+
 /* ---- defaults ------------------------------------------------------------ */
 
 static void test_defaults(void **state)
@@ -138,6 +178,8 @@ static void test_defaults(void **state)
         "\"max_timeout_s\":3600,\"require_approval\":[],\"self_approval\":false,\"approval_timeout_s\":600,"
         "\"ttl_s\":600,\"max_running\":8},\"e2b\":{\"listen\":null},"
         "\"console\":{\"session_ttl_s\":28800,\"max_sessions_per_user\":5,\"max_login_failures\":5},"
+        "\"nodes\":{\"mode\":\"local\",\"heartbeat_s\":2,\"down_after_s\":10,\"tls_cert\":null,"
+        "\"tls_key\":null,\"tls_ca\":null,\"tls_crl\":null},"
         "\"network\":{\"allow\":[],\"deny\":[],\"allow_private\":[],\"hosts\":{},\"dns_servers\":null}}");
     free(json);
     fb_config_free(&cfg);
@@ -818,6 +860,7 @@ int main(void)
         cmocka_unit_test(test_store_url_password_never_shown),
         cmocka_unit_test(test_tasks_keys),
         cmocka_unit_test(test_pool_keys),
+        cmocka_unit_test(test_nodes_keys),
     };
     return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
 }
