@@ -17,20 +17,21 @@ gateway presenting a certificate of the wrong role is refused by the node.
 Timings are short on purpose (nodes.heartbeat_s 1, nodes.down_after_s 3):
 what is asserted is outcomes, never durations."""
 import concurrent.futures
-import json
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
-from conftest import FORGEBOX, IMAGE, RUN_DIR
-from gateway_fixtures import FIRST_PASSWORD, SECRETS, Gateway, forgebox_client, free_port
+from conftest import FORGEBOX
+from gateway_fixtures import FIRST_PASSWORD, SECRETS, Gateway, forgebox_client
+from node_fixtures import CA, Node
 from pg_fixture import PgServer, pg_bindir
 
 pytestmark = pytest.mark.skipif(pg_bindir() is None,
@@ -55,106 +56,43 @@ def run(*args, url=None, state=None, check=False):
     return p
 
 
-# ---- the organisation's PKI ----------------------------------------------------------
+# ---- the organisation's PKI (node_fixtures.CA) ------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
+    """The organisation CA, another organisation's, and the certificates
+    the tests present: the gateways' (gw-a, gw-b); n3, a node certificate
+    (used as a node of the wrong name, and as a gateway of the wrong role);
+    a-impostor from the other CA, revoked, and (issued after the
+    revocation) valid."""
     t = tmp_path_factory.mktemp("pki")
-    run("ca", "init", "--dir", t / "ca", "--org", "acme", check=True)
-    run("ca", "init", "--dir", t / "other", "--org", "evil", check=True)
-
-    def issue(ca, role, name, out):
-        run("ca", "issue", "--dir", t / ca, "--role", role, "--name", name, "--out", t / out, "--ip", "127.0.0.1",
-            check=True)
-
-    issue("ca", "gateway", "gw-a", "gw-a")
-    issue("ca", "gateway", "gw-b", "gw-b")
-    issue("ca", "node", "n1", "n1")
-    issue("ca", "node", "n2", "n2")
-    issue("ca", "node", "n3", "n3")
-    issue("other", "node", "a-impostor", "foreign")   # the right name, another CA
-    issue("ca", "node", "a-impostor", "revoked")
-    run("ca", "revoke", "--dir", t / "ca", "--name", "a-impostor", check=True)
-    issue("ca", "node", "a-impostor", "full")      # issued after the revocation: valid
-    return t
+    ca, other = CA(t), CA(t / "other", org="evil")
+    certs = {name: ca.issue("gateway", name) for name in ("gw-a", "gw-b")}
+    certs["n3"] = ca.issue("node", "n3", "--ip", "127.0.0.1")
+    certs["foreign"] = other.issue("node", "a-impostor", "--ip", "127.0.0.1")
+    certs["revoked"] = ca.issue("node", "a-impostor", "--ip", "127.0.0.1")
+    ca.revoke(certs["revoked"][2])
+    certs["full"] = ca.issue("node", "a-impostor", "--ip", "127.0.0.1")
+    return SimpleNamespace(ca=ca, certs=certs)
 
 
 # ---- the cluster -------------------------------------------------------------------------
 
 
-class Node:
-    """A real `forgebox node` on a loopback port."""
-
-    def __init__(self, pki, url, name, cert=None, state=None, backend="jail"):
-        self.pki, self.url, self.name, self.backend = pki, url, name, backend
-        self.cert = cert or name
-        self.state = state or os.path.join(str(pki), f"node-{name}-{os.getpid()}-{_count[0]}")
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.proc = None
-
-    def start(self, audit_key_from):
-        os.makedirs(self.state, mode=0o700, exist_ok=True)
-        for f in ("audit.key", "auth.pepper"):
-            src = os.path.join(audit_key_from, f)
-            if os.path.exists(src):
-                shutil.copy2(src, os.path.join(self.state, f))
-        p = self.pki
-        argv = [FORGEBOX, "node", "--name", self.name, "--listen", self.address, "--state-dir", self.state,
-                "--store", self.url, "--backend", self.backend, "--capacity", "8",
-                "--tls-cert", f"{p}/{self.cert}.crt", "--tls-key", f"{p}/{self.cert}.key",
-                "--tls-ca", f"{p}/ca/ca.crt", "--tls-crl", f"{p}/ca/crl.pem", "--image", IMAGE,
-                "--set", f"run_dir={RUN_DIR}", "--set", f"nodes.heartbeat_s={HEARTBEAT_S}",
-                "--set", f"nodes.down_after_s={DOWN_AFTER_S}"]
-        self.log_path = os.path.join(self.state, "node.log")
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.read_log()
-            try:
-                if health(p, self.port)[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError("node did not come up: " + self.read_log())
-
-    def read_log(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=60)
-        if getattr(self, "log", None):
-            self.log.close()
-
-
-def tls_client(pki, who, ca="ca"):
-    c = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    c.load_verify_locations(cafile=str(pki / ca / "ca.crt"))
-    c.check_hostname = False
-    c.load_cert_chain(str(pki / f"{who}.crt"), str(pki / f"{who}.key"))
-    return c
-
-
-def health(pki, port):
-    import http.client
-    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=tls_client(pki, "gw-a"))
-    try:
-        conn.request("GET", "/node/v1/healthz")
-        r = conn.getresponse()
-        return r.status, json.loads(r.read() or b"null")
-    finally:
-        conn.close()
+def node(pki, url, name, gw_state, backend="jail"):
+    """A real `forgebox node` (node_fixtures.Node, its own certificate for
+    name) on the shared PostgreSQL, with the chain's audit key."""
+    n = Node(pki.ca, name, SimpleNamespace(url=url), state=tempfile.mkdtemp(prefix=f"fbx-{name}-"), backend=backend,
+             capacity=8, settings=[f"nodes.heartbeat_s={HEARTBEAT_S}", f"nodes.down_after_s={DOWN_AFTER_S}"],
+             copy_secrets_from=gw_state)
+    return n.start()
 
 
 def make_gateway(pki, url, who, state=None, first=None):
-    settings = FAST + ["nodes.mode=remote", f"nodes.tls_cert={pki}/{who}.crt", f"nodes.tls_key={pki}/{who}.key",
-                       f"nodes.tls_ca={pki}/ca/ca.crt", f"nodes.tls_crl={pki}/ca/crl.pem"]
+    crt, key, _ = pki.certs[who]
+    settings = FAST + ["nodes.mode=remote", f"nodes.tls_cert={crt}", f"nodes.tls_key={key}",
+                       f"nodes.tls_ca={pki.ca.crt}", f"nodes.tls_crl={pki.ca.crl}"]
     g = Gateway(settings=settings, state_dir=state, env={"FORGEBOX_STORE_URL": url})
     if first is None:
         p = run("admin", "init", url=url, state=g.state)
@@ -185,7 +123,7 @@ class Cluster:
         self.nodes = {}
         for n in nodes:
             name, backend = (n, "jail") if isinstance(n, str) else n
-            self.nodes[name] = Node(pki, self.url, name, backend=backend).start(self.a.state)
+            self.nodes[name] = node(pki, self.url, name, self.a.state, backend=backend)
 
     def sql(self, q):
         return self.pg.psql(q, db=self.db)
@@ -193,7 +131,7 @@ class Cluster:
     def close(self):
         if os.environ.get("FBX_NODES_DEBUG"):
             for n in self.nodes.values():
-                print(f"---- node {n.name}\n" + n.read_log()[-4000:])
+                print(f"---- node {n.name}\n" + n.log()[-4000:])
             print("---- gateway a\n" + self.a.read_log()[-4000:])
         for g in (self.a, self.b):
             try:
@@ -263,10 +201,10 @@ def test_placement_spreads_over_the_nodes_and_names_them(cluster):
     # Either gateway lists all of them.
     assert {s["id"] for s in cluster.b.admin().list_sandboxes()["sandboxes"]} == {s["id"] for s in made}
     # `forgebox doctor` with the gateway's configuration lists the nodes and calls their healthz.
-    p = cluster.pki
+    crt, key, _ = cluster.pki.certs["gw-a"]
     env = dict(os.environ, FORGEBOX_STORE_URL=cluster.url, FORGEBOX_STATE_DIR=cluster.a.state,
-               FORGEBOX_NODES_MODE="remote", FORGEBOX_NODES_TLS_CERT=f"{p}/gw-a.crt",
-               FORGEBOX_NODES_TLS_KEY=f"{p}/gw-a.key", FORGEBOX_NODES_TLS_CA=f"{p}/ca/ca.crt")
+               FORGEBOX_NODES_MODE="remote", FORGEBOX_NODES_TLS_CERT=crt, FORGEBOX_NODES_TLS_KEY=key,
+               FORGEBOX_NODES_TLS_CA=cluster.pki.ca.crt)
     out = subprocess.run([FORGEBOX, "doctor"], env=env, capture_output=True, text=True, timeout=120).stdout
     assert "  nodes:       nodes.mode remote, 2 registered, 2 answering\n" in out, out
     for n in ("n1", "n2"):
@@ -300,12 +238,7 @@ def test_a_sandbox_created_through_one_gateway_is_used_through_the_other(cluster
     b.delete_sandbox(s["id"])
     assert error_of(cluster.a.admin().get_sandbox, s["id"]).status == 404
     assert cluster.sql(f"SELECT state FROM sandboxes WHERE id = '{s['id']}'") == "destroyed"
-    node = cluster.nodes[s["node"]]
-    import http.client
-    conn = http.client.HTTPSConnection("127.0.0.1", node.port, timeout=10, context=tls_client(cluster.pki, "gw-a"))
-    conn.request("GET", f"/node/v1/sandboxes/{s['id']}")
-    assert conn.getresponse().status == 404
-    conn.close()
+    assert cluster.nodes[s["node"]].client(cluster.pki.certs["gw-a"]).get(f"/node/v1/sandboxes/{s['id']}")[0] == 404
 
 
 def test_a_node_killed_mid_exec_loses_its_sandboxes_for_good(cluster):
@@ -314,7 +247,7 @@ def test_a_node_killed_mid_exec_loses_its_sandboxes_for_good(cluster):
     victim, survivor = s["node"], ("n2" if s["node"] == "n1" else "n1")
     stream = iter(a.exec_stream(s["id"], ["sh", "-c", "echo started; sleep 60"]))
     assert next(stream)[1]["data"] == "started\n"
-    cluster.nodes[victim].stop(signal.SIGKILL)
+    cluster.nodes[victim].kill()
     rest = list(stream)   # ends, with an error naming the node: no hang
     assert len(rest) == 1 and rest[0][0] == "exit"
     assert rest[0][1]["code"] == "sandbox_ended"
@@ -335,10 +268,7 @@ def test_a_node_killed_mid_exec_loses_its_sandboxes_for_good(cluster):
     assert t["node"] == survivor
     assert a.exec(t["id"], ["echo", "fine"])["stdout"] == "fine\n"
     # The node comes back (same id, same state directory): nothing resurrects.
-    old = cluster.nodes[victim]
-    back = Node(cluster.pki, cluster.url, victim, state=old.state)
-    back.start(cluster.a.state)
-    cluster.nodes[victim] = back
+    cluster.nodes[victim].start()
     assert cluster.sql(f"SELECT state FROM sandboxes WHERE id = '{s['id']}'") == "lost"
     assert error_of(cluster.b.admin().get_sandbox, s["id"]).status == 410
     assert cluster.sql(f"SELECT state FROM nodes WHERE name = '{victim}'") == "up"
@@ -388,7 +318,7 @@ class Impostor:
         self.cluster, self.received, self.handshakes, self.answer = cluster, bytearray(), 0, answer
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-        ctx.load_cert_chain(str(cluster.pki / f"{cert}.crt"), str(cluster.pki / f"{cert}.key"))
+        ctx.load_cert_chain(*cluster.pki.certs[cert][:2])
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
