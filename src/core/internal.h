@@ -156,6 +156,7 @@ struct fb_core {
     core_egress *egress;        /* NULL: nothing can be granted (egress.c) */
     struct fb_pool *pools[2];   /* warm pools, [0] vm, [1] jail; NULL: none (pool.c) */
     struct fb_node_client *nodes; /* nodes.mode remote: the nodes run sandboxes (nodes.c); else NULL */
+    uint64_t nodes_next_tick_ns;  /* the reaper's next expiry round (nodes.c) */
 };
 
 void core_registry_init(core_registry *r);

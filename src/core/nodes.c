@@ -330,12 +330,11 @@ static bool id_in(const fb_sandbox_row *rows, size_t n, const char *id)
 
 void core_nodes_tick(fb_core *c)
 {
-    static uint64_t next_ns;
     uint64_t now = fb_time_monotonic_ns();
     uint64_t every = (c->cfg->nodes.heartbeat_s ? c->cfg->nodes.heartbeat_s : 2) * 1000000000ull;
-    if (now < next_ns)
+    if (now < c->nodes_next_tick_ns)
         return;
-    next_ns = now + every;
+    c->nodes_next_tick_ns = now + every;
     fb_err e = {{0}};
     size_t down = 0, nlost = 0;
     char (*lost)[FB_ID_MAX] = NULL;
