@@ -73,6 +73,7 @@ struct nc_bridge {
     atomic_bool stop;
     pthread_t th;
     nb_exec *execs;             /* the main thread's alone */
+    uint64_t max_output;        /* the sandbox's default output cap (hello) */
 };
 
 const nc_target *nc_bridge_target(const nc_bridge *b)
@@ -333,7 +334,7 @@ static void do_exec(nc_bridge *b, const fb_frame *f)
         json_array_append_new(env, json_pack("[s,s]", m.env[i].key, m.env[i].value));
     json_t *j = json_pack("{s:o, s:o, s:s, s:I, s:I, s:b}", "argv", argv, "env", env, "cwd",
                           m.cwd ? m.cwd : "/workspace", "timeout_ms", (json_int_t)m.timeout_ms, "max_output",
-                          (json_int_t)m.max_output, "stdin", m.stdin_pipe);
+                          (json_int_t)(m.max_output ? m.max_output : b->max_output), "stdin", m.stdin_pipe);
     fb_msg_exec_free(&m);
     char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -455,6 +456,11 @@ static void dispatch(nc_bridge *b, const fb_frame *f)
     fb_err err;
     switch (fb_msg_type_of(f)) {
     case FB_MSG_HELLO: {
+        /* The supervisor caps an exec's output at this default when the
+         * exec names none: the node must use the same cap, not its own. */
+        fb_msg_hello h;
+        if (fb_msg_decode_hello(f, &h, &err) == 0)
+            b->max_output = h.max_output;
         fb_msg_ready rd = {.version = FB_PROTO_VERSION, .agent = "forgebox-node-client",
                            .kernel = b->t.name, .mode = "remote"};
         send_frame(b, fb_msg_encode_ready(f->id, &rd, &err), NULL, 0);

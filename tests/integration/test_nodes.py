@@ -227,6 +227,12 @@ def test_a_sandbox_created_through_one_gateway_is_used_through_the_other(cluster
     assert [(e[0], e[1].get("data")) for e in events[:-1]] == [("stdout", "one\n"), ("stderr", "two\n")]
     assert events[-1][0] == "exit" and events[-1][1]["exit_code"] == 7
     assert b.exec(s["id"], ["cat"], stdin="fed through B\n")["stdout"] == "fed through B\n"
+    # The exec's timeout and output cap hold as on a local sandbox.
+    r = b.exec(s["id"], ["sleep", "30"], timeout_s=1)
+    assert r["timed_out"] is True and r["signal"] == 9
+    r = b.exec(s["id"], ["sh", "-c", "head -c 9000000 /dev/zero | tr '\\0' x"])
+    assert r["truncated"] is True and r["stdout"].startswith("x" * 8388608)
+    assert "[forgebox: output truncated: limit of 8388608 bytes reached]" in r["stdout"]
     blob = bytes(range(256)) * 4096   # 1 MiB, every byte value
     b.put_file(s["id"], "data.bin", blob)
     assert cluster.a.admin().get_file(s["id"], "data.bin") == blob
