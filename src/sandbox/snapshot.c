@@ -287,6 +287,13 @@ int fb_snap_commit(fb_snap *s, fb_err *err)
     return 0;
 }
 
+void fb_snap_discard(fb_snap *s)
+{
+    if (s->mode == FB_SNAP_RESTORE)
+        forget(s);
+    fb_snap_close(s);
+}
+
 void fb_snap_close(fb_snap *s)
 {
     if (s->mode == FB_SNAP_MAKE) {

@@ -62,6 +62,10 @@ fb_snap_mode fb_snap_prepare(const char *state_dir, const char *shape, fb_snap *
  * its digest and shape, publishes it under its key.  -1 with err. */
 int fb_snap_commit(fb_snap *s, fb_err *err);
 
+/* A snapshot that verified but QEMU would not load: deletes it (the next
+ * prepare makes it again) and closes s. */
+void fb_snap_discard(fb_snap *s);
+
 /* Releases what prepare opened; a snapshot being made and not committed is
  * deleted. */
 void fb_snap_close(fb_snap *s);

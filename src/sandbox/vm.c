@@ -41,6 +41,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,6 +50,7 @@
 #include "sandbox/backend.h"
 #include "sandbox/confine.h"
 #include "sandbox/snapshot.h"
+#include "sandbox/supervisor.h"
 
 #define QEMU_BIN "/usr/bin/qemu-system-x86_64"
 /* Host memory QEMU needs beyond guest RAM (TCG adds its translation cache). */
@@ -162,7 +165,7 @@ static uint64_t host_tsc_khz(const char *run_dir)
 typedef struct vm_args {
     const fb_sandbox *sb;
     int chan, console;
-    int extra;          /* fd 5: the snapshot to restore, or the QMP socket; -1: none */
+    int extra[2];       /* fds 5, 6: the snapshot and/or the QMP socket; -1: none */
     char *const *argv;
 } vm_args;
 
@@ -254,8 +257,11 @@ static void vm_child(void *arg, int report)
         fb_die_with_error(report, "sethostname");
 
     fb_child_pivot(report, root);
-    int keep[3] = {va->chan, va->console, va->extra};
-    fb_child_setup_fds(report, va->console, keep, va->extra >= 0 ? 3 : 2);
+    int keep[4] = {va->chan, va->console, va->extra[0], va->extra[1]};
+    int nkeep = 2;
+    while (nkeep < 4 && keep[nkeep] >= 0)
+        nkeep++;
+    fb_child_setup_fds(report, va->console, keep, nkeep);
     fb_child_drop_privileges(report, uid, uid);
     char *const envp[] = {NULL};
     execve(QEMU_BIN, va->argv, envp);
@@ -484,6 +490,81 @@ out:;
     return rc;
 }
 
+/* A restored VM (-incoming, QMP on q): waits until QEMU has loaded the
+ * snapshot and runs the guest.  -1 with err if it could not. */
+static int wait_restored(qmp *q, fb_err *err)
+{
+    uint64_t deadline = fb_now_ns() + 60ull * 1000000000u;
+    json_t *greeting = qmp_next(q, deadline, err);
+    json_decref(greeting);
+    if (!greeting || qmp_ok(q, "qmp_capabilities", NULL, -1, deadline, err) < 0)
+        return -1;
+    for (;;) {
+        json_t *r = qmp_call(q, "query-status", NULL, -1, deadline, err);
+        if (!r)
+            return -1;
+        const char *status = json_string_value(json_object_get(r, "status"));
+        if (status && strcmp(status, "running") == 0) {
+            json_decref(r);
+            return 0;
+        }
+        if (!status || strcmp(status, "inmigrate") != 0) {
+            fb_fail(err, "QEMU's state after loading it is \"%s\"", status ? status : "?");
+            json_decref(r);
+            return -1;
+        }
+        json_decref(r);
+        struct timespec d = {.tv_sec = 0, .tv_nsec = 2 * 1000 * 1000};
+        nanosleep(&d, NULL);
+    }
+}
+
+/* Jails and starts QEMU with argv; fds 5 and 6 of QEMU are extra[0..1]. */
+static int launch(fb_sandbox *sb, char *const *argv, int extra0, int extra1, fb_err *err)
+{
+    int chan[2], con[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) < 0)
+        return fb_fail_errno(err, "socketpair");
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, con) < 0) {
+        close(chan[0]);
+        close(chan[1]);
+        return fb_fail_errno(err, "socketpair");
+    }
+    vm_args va = {.sb = sb, .chan = chan[1], .console = con[1], .extra = {extra0, extra1}, .argv = argv};
+    fb_spawn sp = {
+        .clone_flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET,
+        .cg = &sb->cg,
+        .child = vm_child,
+        .arg = &va,
+    };
+    pid_t pid = fb_confine_spawn(&sp, err);
+    close(chan[1]);
+    close(con[1]);
+    if (pid < 0) {
+        close(chan[0]);
+        close(con[0]);
+        return -1;
+    }
+    sb->pid = pid;
+    sb->chan_fd = chan[0];
+    sb->console_fd = con[0];
+    fb_set_nonblock(sb->console_fd, true);
+    return 0;
+}
+
+/* Ends a QEMU that vm_start gives up on, before anyone else knew it. */
+static void unlaunch(fb_sandbox *sb)
+{
+    kill(sb->pid, SIGKILL);
+    while (waitpid(sb->pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    close(sb->chan_fd);
+    close(sb->console_fd);
+    sb->pid = -1;
+    sb->chan_fd = sb->console_fd = -1;
+    sb->console_len = 0;
+}
+
 static int vm_start(fb_sandbox *sb, fb_err *err)
 {
     char root[4200];
@@ -533,32 +614,42 @@ static int vm_start(fb_sandbox *sb, fb_err *err)
         "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
         NULL,
     };
-    int argc = 0;
-    while (argv[argc])
-        argc++;
+    int base = 0;
+    while (argv[base])
+        base++;
 
     /* From a snapshot, or making one, or neither (snapshot.h). */
-    fb_snap snap = {.fd = -1, .lock_fd = -1};
     char shape[4096];
-    int qmp_sv[2] = {-1, -1};
-    int extra = -1;
+    bool snapshots = false;
     if (!sb->cfg.no_vm_snapshot) {
         fb_err serr = {{0}};
         if (vm_shape(sb, argv, shape, sizeof shape, &serr) < 0)
             fprintf(stderr, "forgebox: VM snapshots: %s\n", serr.msg);
         else
-            fb_snap_prepare(sb->cfg.state_dir, shape, &snap);
+            snapshots = true;
     }
-    if (snap.mode == FB_SNAP_RESTORE) {
-        argv[argc++] = "-incoming";
-        argv[argc++] = "fd:5";
-        extra = snap.fd;
-        fb_trace("create: restoring from a snapshot");
-    } else if (snap.mode == FB_SNAP_MAKE) {
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qmp_sv) < 0) {
+    for (int attempt = 0;; attempt++) {
+        fb_snap snap = {.fd = -1, .lock_fd = -1};
+        if (snapshots)
+            fb_snap_prepare(sb->cfg.state_dir, shape, &snap);
+        int argc = base, qmp_sv[2] = {-1, -1};
+        if (snap.mode != FB_SNAP_NONE &&
+            socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qmp_sv) < 0) {
             fprintf(stderr, "forgebox: VM snapshots: socketpair: %s\n", strerror(errno));
             fb_snap_close(&snap);
-        } else {
+        }
+        int extra0 = -1, extra1 = -1;
+        if (snap.mode == FB_SNAP_RESTORE) {
+            static char *const more[] = {
+                "-incoming", "fd:5", "-chardev", "socket,id=qmp,fd=6", "-mon", "chardev=qmp,mode=control",
+                NULL,
+            };
+            for (char *const *m = more; *m; m++)
+                argv[argc++] = *m;
+            extra0 = snap.fd;
+            extra1 = qmp_sv[1];
+            fb_trace("create: restoring from a snapshot");
+        } else if (snap.mode == FB_SNAP_MAKE) {
             static char *const more[] = {
                 "-chardev", "socket,id=qmp,fd=5", "-mon", "chardev=qmp,mode=control", "-S",
                 /* A restored VM runs at once although its source was
@@ -567,63 +658,48 @@ static int vm_start(fb_sandbox *sb, fb_err *err)
             };
             for (char *const *m = more; *m; m++)
                 argv[argc++] = *m;
-            extra = qmp_sv[1];
+            extra0 = qmp_sv[1];
         }
-    }
-    argv[argc] = NULL;
-
-    int chan[2], con[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) < 0) {
-        fb_fail_errno(err, "socketpair");
-        goto fail_snap;
-    }
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, con) < 0) {
-        close(chan[0]);
-        close(chan[1]);
-        fb_fail_errno(err, "socketpair");
-        goto fail_snap;
-    }
-    vm_args va = {.sb = sb, .chan = chan[1], .console = con[1], .extra = extra, .argv = argv};
-    fb_spawn sp = {
-        .clone_flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET,
-        .cg = &sb->cg,
-        .child = vm_child,
-        .arg = &va,
-    };
-    pid_t pid = fb_confine_spawn(&sp, err);
-    close(chan[1]);
-    close(con[1]);
-    if (qmp_sv[1] >= 0)
-        close(qmp_sv[1]);
-    if (pid < 0) {
-        close(chan[0]);
-        close(con[0]);
-        if (qmp_sv[0] >= 0)
-            close(qmp_sv[0]);
-        fb_snap_close(&snap);
-        return -1;
-    }
-    sb->pid = pid;
-    sb->chan_fd = chan[0];
-    sb->console_fd = con[0];
-    fb_set_nonblock(sb->console_fd, true);
-    if (snap.mode == FB_SNAP_MAKE) {
+        argv[argc] = NULL;
+        int rc = launch(sb, argv, extra0, extra1, err);
+        if (qmp_sv[1] >= 0)
+            close(qmp_sv[1]);
+        if (rc < 0) {
+            if (qmp_sv[0] >= 0)
+                close(qmp_sv[0]);
+            fb_snap_close(&snap);
+            return -1;
+        }
         qmp q = {.fd = qmp_sv[0]};
         fb_err serr = {{0}};
-        if (save_snapshot(&q, snap.fd, &serr) < 0 || fb_snap_commit(&snap, &serr) < 0)
-            fprintf(stderr, "forgebox: VM snapshot not made (the VM boots on cold): %s\n", serr.msg);
-        close(qmp_sv[0]);
+        if (snap.mode == FB_SNAP_RESTORE) {
+            rc = wait_restored(&q, &serr);
+            close(qmp_sv[0]);
+            if (rc == 0) {
+                fb_trace("create: restored");
+                fb_snap_close(&snap);
+                return 0;
+            }
+            /* Verified, yet QEMU would not take it (or the VM ended on
+             * the way): never again; this VM boots cold and makes a new
+             * one. */
+            fb_sup_console_hint(sb, &serr);
+            fprintf(stderr, "forgebox: VM snapshot %s/%s.snap could not be restored: %s; this VM "
+                            "boots cold and makes it again\n", snap.dir, snap.key, serr.msg);
+            unlaunch(sb);
+            fb_snap_discard(&snap);
+            if (attempt > 0)
+                return fb_fail(err, "VM snapshots: restoring failed twice");
+            continue;
+        }
+        if (snap.mode == FB_SNAP_MAKE) {
+            if (save_snapshot(&q, snap.fd, &serr) < 0 || fb_snap_commit(&snap, &serr) < 0)
+                fprintf(stderr, "forgebox: VM snapshot not made (the VM boots on cold): %s\n", serr.msg);
+            close(qmp_sv[0]);
+        }
+        fb_snap_close(&snap);
+        return 0;
     }
-    fb_snap_close(&snap);
-    return 0;
-
-fail_snap:
-    if (qmp_sv[0] >= 0) {
-        close(qmp_sv[0]);
-        close(qmp_sv[1]);
-    }
-    fb_snap_close(&snap);
-    return -1;
 }
 
 static uint64_t vm_cgroup_memory(const fb_sandbox *sb)

@@ -157,6 +157,37 @@ def test_tampered_or_truncated_snapshot_is_refused_and_made_again(probes, snap_s
     assert recorded  # the first record existed
 
 
+def test_snapshot_qemu_cannot_load_is_dropped_and_the_vm_boots_cold(probes, snap_state):
+    """A snapshot that passes verification but is no migration stream QEMU
+    accepts (here: random bytes, recorded as if they were the snapshot):
+    the VM is not lost and neither is the next one - this start falls back
+    to a cold boot and makes a good snapshot."""
+    snap, meta = the_snapshot(snap_state)
+    junk = os.urandom(1 << 20)
+    os.chmod(snap, 0o600)
+    with open(snap, "wb") as f:
+        f.write(junk)
+    os.chmod(snap, 0o400)
+    with open(meta) as f:
+        m = json.load(f)
+    m["sha256"] = hashlib.sha256(junk).hexdigest()
+    m["size"] = len(junk)
+    with open(meta, "w") as f:
+        json.dump(m, f)
+    r = vm_run(snap_state, "echo", "still here")
+    assert r.rc == 0 and r.stdout == "still here\n", r
+    assert RESTORING in r.stderr, r  # it verified, so it was tried
+    assert "VM snapshot " + snap + " could not be restored" in r.stderr, r
+    assert MAKING in r.stderr and SAVED in r.stderr, r
+    snap2, meta2 = the_snapshot(snap_state)
+    with open(meta2) as f:
+        m2 = json.load(f)
+    assert m2["size"] == os.path.getsize(snap2) > len(junk)
+    r = vm_run(snap_state, "echo", "warm")
+    assert r.rc == 0 and r.stdout == "warm\n" and RESTORING in r.stderr, r
+    assert "could not be restored" not in r.stderr, r
+
+
 def test_no_vm_snapshot_boots_cold_and_makes_nothing():
     with tempfile.TemporaryDirectory(prefix="fbx-snap-off-") as state:
         r = vm_run(state, "echo", "ok", extra=("--no-vm-snapshot",))
