@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "sandbox/snapshot.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -204,6 +205,78 @@ static int ensure_dir(const char *state_dir, fb_snap *s, fb_err *err)
     return 0;
 }
 
+/* Marks the shape as just used: its lock file's mtime (not the snapshot's:
+ * that would change its ctime and force a rehash). */
+static void touch_used(const fb_snap *s)
+{
+    char lpath[4400];
+    path_of(s, ".lock", lpath, sizeof lpath);
+    (void)utimensat(AT_FDCWD, lpath, NULL, 0);
+}
+
+/* Keeps at most FB_SNAP_MAX_SHAPES snapshots before a new one is made: a
+ * request may name any memory size, and each shape costs ~100 MB of disk.
+ * The least recently used go first (their lock file's mtime); a
+ * temporary file left by a maker that died (its lock is free) goes too.
+ * A VM restoring from a deleted snapshot keeps its open file. */
+static void evict(const fb_snap *s)
+{
+    DIR *d = opendir(s->dir);
+    if (!d)
+        return;
+    enum { MAXN = 1024 };
+    struct { char key[65]; struct timespec used; } *snaps = calloc(MAXN, sizeof *snaps);
+    size_t n = 0;
+    struct dirent *de;
+    while (snaps && (de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len == 64 + 9 && strcmp(de->d_name + 64, ".snap.tmp") == 0 &&
+            strncmp(de->d_name, s->key, 64) != 0) {
+            fb_snap o = {.fd = -1, .lock_fd = -1};
+            snprintf(o.dir, sizeof o.dir, "%s", s->dir);
+            memcpy(o.key, de->d_name, 64);
+            char lpath[4400], tpath[4400];
+            path_of(&o, ".lock", lpath, sizeof lpath);
+            path_of(&o, ".snap.tmp", tpath, sizeof tpath);
+            int lfd = open(lpath, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+            if (lfd >= 0 && flock(lfd, LOCK_EX | LOCK_NB) == 0)
+                unlink(tpath);
+            if (lfd >= 0)
+                close(lfd);
+            continue;
+        }
+        if (len != 64 + 5 || strcmp(de->d_name + 64, ".snap") != 0 || n == MAXN)
+            continue;
+        memcpy(snaps[n].key, de->d_name, 64);
+        snaps[n].key[64] = '\0';
+        char lpath[4400];
+        snprintf(lpath, sizeof lpath, "%s/%s.lock", s->dir, snaps[n].key);
+        struct stat st;
+        snaps[n].used = stat(lpath, &st) == 0 ? st.st_mtim : (struct timespec){0, 0};
+        n++;
+    }
+    closedir(d);
+    while (snaps && n >= FB_SNAP_MAX_SHAPES) {
+        size_t old = 0;
+        for (size_t i = 1; i < n; i++)
+            if (snaps[i].used.tv_sec < snaps[old].used.tv_sec ||
+                (snaps[i].used.tv_sec == snaps[old].used.tv_sec &&
+                 snaps[i].used.tv_nsec < snaps[old].used.tv_nsec))
+                old = i;
+        fb_snap o = {.fd = -1, .lock_fd = -1};
+        snprintf(o.dir, sizeof o.dir, "%s", s->dir);
+        memcpy(o.key, snaps[old].key, 65);
+        forget(&o);
+        char lpath[4400];
+        path_of(&o, ".lock", lpath, sizeof lpath);
+        unlink(lpath);
+        fprintf(stderr, "forgebox: VM snapshots: removed %s/%s.snap, the least recently used (at most "
+                        "%d are kept)\n", s->dir, o.key, FB_SNAP_MAX_SHAPES);
+        snaps[old] = snaps[--n];
+    }
+    free(snaps);
+}
+
 fb_snap_mode fb_snap_prepare(const char *state_dir, const char *shape, fb_snap *s)
 {
     memset(s, 0, sizeof *s);
@@ -220,6 +293,7 @@ fb_snap_mode fb_snap_prepare(const char *state_dir, const char *shape, fb_snap *
     int rc = open_verified(s, &err);
     if (rc == 1) {
         fb_trace("snapshot: verified");
+        touch_used(s);
         return s->mode = FB_SNAP_RESTORE;
     }
     if (rc < 0) {
@@ -238,6 +312,8 @@ fb_snap_mode fb_snap_prepare(const char *state_dir, const char *shape, fb_snap *
         fb_snap_close(s);
         return FB_SNAP_NONE;
     }
+    touch_used(s);
+    evict(s);
     path_of(s, ".snap.tmp", tpath, sizeof tpath);
     s->fd = open(tpath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (s->fd < 0) {

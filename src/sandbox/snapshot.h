@@ -17,7 +17,8 @@
  * (root-only, 0700):
  *     <key>.snap   the migration stream, 0400
  *     <key>.json   {"shape", "sha256", "size", "verified"}, 0600
- *     <key>.lock   flock'd by the one process making <key>.snap
+ *     <key>.lock   flock'd by the one process making <key>.snap; its mtime
+ *                  says when the shape was last used (eviction)
  * A snapshot is verified like the image: its sha256 is recorded when made
  * and checked before use; a match is remembered as the file's stat
  * fingerprint (device, inode, size, mtime and ctime in ns), so an unchanged
@@ -33,6 +34,10 @@
 #include <stddef.h>
 
 #include "common/util.h"
+
+/* Snapshots kept at once (one per shape); making one more removes the
+ * least recently used. */
+#define FB_SNAP_MAX_SHAPES 8
 
 typedef enum {
     FB_SNAP_NONE = 0, /* boot cold; make nothing (off, or another process is making it) */

@@ -210,6 +210,42 @@ static void test_refusals(void **state)
     fb_snap_close(&s);
 }
 
+/* At most FB_SNAP_MAX_SHAPES snapshots: making one more removes the least
+ * recently used (a restore counts as a use). */
+static void test_eviction_of_the_least_recently_used(void **state)
+{
+    fx *f = *state;
+    char shapes[FB_SNAP_MAX_SHAPES + 1][64];
+    char key[FB_SNAP_MAX_SHAPES + 1][65];
+    for (int i = 0; i <= FB_SNAP_MAX_SHAPES; i++) {
+        snprintf(shapes[i], sizeof shapes[i], "shape %d", i);
+        fb_snap_key(shapes[i], key[i]);
+    }
+    for (int i = 0; i < FB_SNAP_MAX_SHAPES; i++) {
+        fb_snap s;
+        assert_int_equal(fb_snap_prepare(f->state, shapes[i], &s), FB_SNAP_MAKE);
+        assert_int_equal(write(s.fd, "x", 1), 1);
+        fb_err err = {{0}};
+        assert_int_equal(fb_snap_commit(&s, &err), 0);
+        fb_snap_close(&s);
+        /* File times are coarse: spell out the order of use. */
+        char lpath[1024];
+        snprintf(lpath, sizeof lpath, "%s/vm-snapshots/%s.lock", f->state, key[i]);
+        struct timespec t[2] = {{1000 + i, 0}, {1000 + i, 0}};
+        assert_int_equal(utimensat(AT_FDCWD, lpath, t, 0), 0);
+    }
+    fb_snap s;
+    assert_int_equal(fb_snap_prepare(f->state, shapes[0], &s), FB_SNAP_RESTORE); /* used now */
+    fb_snap_close(&s);
+    assert_int_equal(fb_snap_prepare(f->state, shapes[FB_SNAP_MAX_SHAPES], &s), FB_SNAP_MAKE);
+    fb_snap_close(&s);
+    for (int i = 0; i < FB_SNAP_MAX_SHAPES; i++) {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/vm-snapshots/%s.snap", f->state, key[i]);
+        assert_int_equal(access(p, F_OK) == 0, i != 1); /* shape 1 was the least recently used */
+    }
+}
+
 /* discard: a snapshot QEMU would not load is gone for the next start. */
 static void test_discard(void **state)
 {
@@ -235,6 +271,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fingerprint_cache_never_hides_a_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rehash_of_an_unmodified_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_eviction_of_the_least_recently_used, setup, teardown),
         cmocka_unit_test_setup_teardown(test_discard, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
