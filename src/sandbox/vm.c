@@ -22,9 +22,13 @@
  * VSERPORT_CHANGE), is stopped and migrated into the snapshot file (a
  * descriptor passed over QMP: `-sandbox spawn=deny` rules out exec:
  * addresses, and QEMU never gets a path), then continues and becomes a
- * sandbox like any other.  Later VMs of that shape get the verified file
- * as fd 5 and `-incoming fd:5`: they resume where the agent waits for
- * hello, and hello gives them their own entropy and clock.
+ * sandbox like any other.  (QEMU 7.2's migrate takes only a named fd,
+ * not an inherited number, hence getfd; and a VM saved while stopped
+ * would restore stopped, hence migration.store-global-state=off.)  Later
+ * VMs of that shape get the verified file as fd 5 and `-incoming fd:5`,
+ * and QMP on fd 6 until QEMU runs them: they resume where the agent waits
+ * for hello, and hello gives them their own entropy and clock.  One that
+ * QEMU cannot load is deleted and that VM boots cold instead.
  */
 #define _GNU_SOURCE
 #include <errno.h>
