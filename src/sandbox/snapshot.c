@@ -76,7 +76,8 @@ static int write_meta(const fb_snap *s, const char *sha, uint64_t size, const ch
 {
     char path[4400], tmp[4450];
     path_of(s, ".json", path, sizeof path);
-    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)getpid());
+    /* Per thread: two starts in one gateway may re-record at once. */
+    snprintf(tmp, sizeof tmp, "%s.%d.tmp", path, (int)gettid());
     json_t *m = json_pack("{s:i, s:s, s:s, s:I, s:s}", "version", 1, "shape", s->shape, "sha256", sha,
                           "size", (json_int_t)size, "verified", verified);
     if (!m)
