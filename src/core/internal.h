@@ -163,6 +163,9 @@ void core_registry_init(core_registry *r);
  * (reason says which, if given), -1 on a store error or out of memory
  * (reason says which). */
 int core_registry_reserve(fb_core *c, core_sandbox *s, char *reason, size_t reason_cap);
+/* The same, the record owned by node_id (a remote node; NULL: this
+ * process's own node id, as core_registry_reserve). */
+int core_registry_reserve_on(fb_core *c, core_sandbox *s, const char *node_id, char *reason, size_t reason_cap);
 /* The sandbox is up: its clock starts now and lookups find it.  The
  * creator keeps its reference. */
 void core_registry_activate(core_registry *r, core_sandbox *s, fb_sandbox *sb, const char *created_at,

@@ -39,6 +39,11 @@ void core_registry_init(core_registry *r)
  * slot cannot both win, on one gateway or on several. */
 int core_registry_reserve(fb_core *c, core_sandbox *s, char *reason, size_t reason_cap)
 {
+    return core_registry_reserve_on(c, s, NULL, reason, reason_cap);
+}
+
+int core_registry_reserve_on(fb_core *c, core_sandbox *s, const char *node_id, char *reason, size_t reason_cap)
+{
     char scratch[160];
     if (!reason || !reason_cap) {
         reason = scratch;
@@ -56,7 +61,7 @@ int core_registry_reserve(fb_core *c, core_sandbox *s, char *reason, size_t reas
     fb_time_format_after(now, (int64_t)(s->ttl_s <= INT32_MAX ? s->ttl_s : INT32_MAX), expires);
     fb_sandbox_record rec = {s->id, s->team_id, s->key_id, s->backend, s->memory_mib, s->vcpus, created, expires};
     fb_err e = {{0}};
-    int q = fb_store_sandbox_reserve(c->store, &rec, NULL, &lim, reason, reason_cap, &e);
+    int q = fb_store_sandbox_reserve(c->store, &rec, node_id, &lim, reason, reason_cap, &e);
     if (q == 1)
         return 1;
     if (q != 0) {

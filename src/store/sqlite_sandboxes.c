@@ -243,7 +243,8 @@ static int sb_set_expiry(fb_store *st, const char *id, const char *expires_at, f
         return fb_fail_code(err, FB_STORE_EINVAL, "sandbox expiry: missing id or time");
     cleanup_sql_unlock fb_sql *db = fb_sql_locked(st->impl);
     int rc = fb_sql_exec_texts(db,
-                               "UPDATE sandboxes SET expires_at = ?1 WHERE id = ?2 AND state IN ('creating', 'running')",
+                               "UPDATE sandboxes SET expires_at = ?1 "
+                               "WHERE id = ?2 AND state IN ('creating', 'running')",
                                "cannot update the sandbox expiry", err, 2, expires_at, id);
     if (rc == 0 && fb_sql_changes(db) == 0) {
         rc = fb_sql_exists(db, "SELECT 1 FROM sandboxes WHERE id = ?1", id, err);

@@ -72,7 +72,7 @@ def second_gateway(first, url):
 
 
 @pytest.mark.parametrize("binary", ["test_store_engine", "test_store_tasks", "test_store_sessions",
-                                    "test_store_nodes"])
+                                    "test_store_nodes", "test_store_watch"])
 def test_store_unit_tests_pass_on_postgres(url, binary):
     path = os.path.join(ROOT, "build", "tests", binary)
     p = subprocess.run([path], capture_output=True, text=True, timeout=300,
