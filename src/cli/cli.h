@@ -86,6 +86,8 @@ int fb_cmd_admin(int argc, char **argv);
 int fb_cmd_routes(int argc, char **argv);
 /* `forgebox ca init|issue|revoke|list` (ca_cmd.c). */
 int fb_cmd_ca(int argc, char **argv);
+/* node_cmd.c: `forgebox node` (a sandbox node) and `forgebox node list`. */
+int fb_cmd_node(int argc, char **argv);
 /* task_remote.c: `forgebox task list|show|approve|deny|cancel|events`
  * against a gateway; argv[0] is "task". */
 int fb_cli_task_remote(int argc, char **argv);

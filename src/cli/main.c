@@ -33,6 +33,8 @@ static void usage(FILE *out)
             "                                  the tasks of a gateway (`forgebox task --help`)\n"
             "  ca init|issue|revoke|list --dir DIR\n"
             "                                  the organisation CA for mutual TLS (docs/certificates.md)\n"
+            "  node --name N --listen A:P ...  run a sandbox node for gateways (docs/node.md)\n"
+            "  node list [--store URL]         the nodes a shared store knows\n"
             "  version                         print the version\n"
             "\n"
             "`forgebox run --help` lists the options of run.\n");
@@ -112,6 +114,8 @@ int main(int argc, char **argv)
         return fb_cmd_audit(argc - 1, argv + 1);
     if (strcmp(cmd, "ca") == 0)
         return fb_cmd_ca(argc - 1, argv + 1);
+    if (strcmp(cmd, "node") == 0)
+        return fb_cmd_node(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("forgebox %s\n", FORGEBOX_VERSION);
         return 0;
