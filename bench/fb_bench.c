@@ -32,6 +32,8 @@ static fb_sandbox *make(const char *backend, uint64_t mib)
         cfg.state_dir = getenv("FORGEBOX_STATE_DIR");
     if (getenv("FORGEBOX_RUN_DIR"))
         cfg.run_dir = getenv("FORGEBOX_RUN_DIR");
+    /* bench/snapshot.py: a cold VM's memory beside a restored one's. */
+    cfg.no_vm_snapshot = getenv("FB_BENCH_NO_VM_SNAPSHOT") != NULL;
     fb_sandbox *sb;
     fb_err err = {{0}};
     if (fb_sandbox_create(&cfg, &sb, &err) < 0) {

@@ -5,6 +5,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 /usr/bin/python3 bench/bench.py "$@"
+/usr/bin/python3 bench/snapshot.py
 /usr/bin/python3 bench/pool.py
 /usr/bin/python3 bench/gateway.py
 /usr/bin/python3 bench/egress.py

@@ -21,6 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <linux/random.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -76,6 +79,43 @@ int fb_agent_reply_ok(fb_agent *a, uint64_t id, json_t *extra, const void *paylo
     return 0;
 }
 
+/* A VM's fresh start (hello's seed and time, msg.h): a VM restored from a
+ * snapshot resumes with the RNG state and the clock of the moment the
+ * snapshot was taken, shared with every other VM restored from it.  The
+ * host's bytes are mixed into the input pool and credited, and the CRNG is
+ * forced to reseed from it, so every read after this - by the kernel or by
+ * any process - differs between restored VMs.  Failing either would leave
+ * the VM with someone else's random numbers: that ends the sandbox. */
+static void fresh_start(fb_agent *a, const fb_msg_hello *m)
+{
+    if (a->mode != FB_MODE_VM)
+        return; /* a jail shares the host's kernel, RNG and clock */
+    if (m->has_seed) {
+        struct {
+            int entropy_count;
+            int buf_size;
+            uint8_t buf[FB_HELLO_SEED_BYTES];
+        } pool;
+        pool.entropy_count = FB_HELLO_SEED_BYTES * 8;
+        pool.buf_size = FB_HELLO_SEED_BYTES;
+        memcpy(pool.buf, m->seed, sizeof pool.buf);
+        int fd = open("/dev/urandom", O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+            die(a, "cannot open /dev/urandom: %s", strerror(errno));
+        if (ioctl(fd, RNDADDENTROPY, &pool) < 0)
+            die(a, "cannot add the host's entropy (RNDADDENTROPY): %s", strerror(errno));
+        if (ioctl(fd, RNDRESEEDCRNG) < 0)
+            die(a, "cannot reseed the guest's RNG (RNDRESEEDCRNG): %s", strerror(errno));
+        close(fd);
+        explicit_bzero(&pool, sizeof pool);
+    }
+    if (m->has_time) {
+        struct timespec ts = {.tv_sec = (time_t)m->time_sec, .tv_nsec = (long)m->time_nsec};
+        if (clock_settime(CLOCK_REALTIME, &ts) < 0)
+            die(a, "cannot set the guest's clock: %s", strerror(errno));
+    }
+}
+
 static int handle_hello(fb_agent *a, const fb_frame *f)
 {
     fb_err err = {{0}};
@@ -85,6 +125,7 @@ static int handle_hello(fb_agent *a, const fb_frame *f)
     if (m.version != FB_PROTO_VERSION)
         die(a, "host speaks protocol %llu, agent speaks %d", (unsigned long long)m.version,
             FB_PROTO_VERSION);
+    fresh_start(a, &m);
     if (fb_pid1_mount_scratch(m.workspace_mib, m.tmp_mib, &err) < 0)
         die(a, "%s", err.msg);
     a->limits.nproc = m.nproc;

@@ -58,6 +58,7 @@ static void run_usage(FILE *out)
             "  --image DIR           guest image directory\n"
             "  --state-dir DIR       state directory (default /var/lib/forgebox)\n"
             "  --accel auto|kvm|tcg  vm accelerator (default auto)\n"
+            "  --no-vm-snapshot      boot the VM cold: neither start from nor make a snapshot\n"
             "  --allow-net HOST[,HOST...]  let CMD reach these hosts through the egress\n"
             "                        proxy (repeatable; pypi.org, *.example.com, host:8443);\n"
             "                        default: no network\n"
@@ -150,7 +151,7 @@ static int get_file(fb_sandbox *sb, const char *remote, const char *local, fb_er
 int fb_cmd_run(int argc, char **argv)
 {
     enum { O_BACKEND = 1, O_MEMORY, O_VCPUS, O_TIMEOUT, O_DISK, O_PIDS, O_MAXOUT, O_ENV, O_CWD,
-           O_PUT, O_GET, O_IMAGE, O_STATE, O_ACCEL, O_ALLOW_NET, O_CONFIG, O_HELP };
+           O_PUT, O_GET, O_IMAGE, O_STATE, O_ACCEL, O_NO_SNAPSHOT, O_ALLOW_NET, O_CONFIG, O_HELP };
     static const struct option opts[] = {
         {"backend", required_argument, NULL, O_BACKEND}, {"memory", required_argument, NULL, O_MEMORY},
         {"vcpus", required_argument, NULL, O_VCPUS},     {"timeout", required_argument, NULL, O_TIMEOUT},
@@ -160,6 +161,7 @@ int fb_cmd_run(int argc, char **argv)
         {"put", required_argument, NULL, O_PUT},         {"get", required_argument, NULL, O_GET},
         {"image", required_argument, NULL, O_IMAGE},     {"state-dir", required_argument, NULL, O_STATE},
         {"accel", required_argument, NULL, O_ACCEL},     {"quiet", no_argument, NULL, 'q'},
+        {"no-vm-snapshot", no_argument, NULL, O_NO_SNAPSHOT},
         {"allow-net", required_argument, NULL, O_ALLOW_NET},
         {"config", required_argument, NULL, O_CONFIG},
         {"help", no_argument, NULL, O_HELP},             {NULL, 0, NULL, 0},
@@ -248,6 +250,9 @@ int fb_cmd_run(int argc, char **argv)
             break;
         case O_STATE:
             box.state_flag = optarg;
+            break;
+        case O_NO_SNAPSHOT:
+            box.cfg.no_vm_snapshot = true;
             break;
         case O_ACCEL:
             if (strcmp(optarg, "auto") == 0)

@@ -59,6 +59,8 @@ const struct cfg_key cfg_keys[] = {
     {"sandbox.max_ttl_s", K_UINT, OFF(sandbox.max_ttl_s), false, 1, 7 * 86400},
     {"sandbox.max_memory_mib", K_UINT, OFF(sandbox.max_memory_mib), false, FB_MIN_MEMORY_MIB, FB_MAX_MEMORY_MIB},
     {"sandbox.max_vcpus", K_UINT, OFF(sandbox.max_vcpus), false, 1, FB_MAX_VCPUS},
+    /* VM snapshot restore (src/sandbox/snapshot.h): on unless set false. */
+    {"sandbox.vm_snapshot", K_BOOL, OFF(sandbox.vm_snapshot), false, 0, 0},
     /* The warm pools (src/sandbox/pool.h): off unless set. */
     {"pool.jail.size", K_UINT, OFF(pool.jail_size), false, 0, 1024},
     {"pool.vm.size", K_UINT, OFF(pool.vm_size), false, 0, 1024},
@@ -558,6 +560,7 @@ int fb_config_defaults(fb_config *cfg)
     cfg->sandbox.max_ttl_s = 3600;
     cfg->sandbox.max_memory_mib = 4096;
     cfg->sandbox.max_vcpus = 8;
+    cfg->sandbox.vm_snapshot = true;
     cfg->limits.max_body_bytes = 1 * MIB;
     cfg->limits.max_header_bytes = 16 * KIB;
     cfg->limits.max_file_bytes = 64 * MIB;

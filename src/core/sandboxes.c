@@ -114,6 +114,7 @@ int core_sandbox_config(fb_core *c, const fb_sandbox_spec *spec, fb_sandbox_conf
     sc->image_dir = c->image_dir;
     sc->state_dir = cfg->state_dir;
     sc->run_dir = cfg->run_dir;
+    sc->no_vm_snapshot = !cfg->sandbox.vm_snapshot;
     return 0;
 }
 

@@ -159,6 +159,16 @@ json_t *fb_msg_encode_hello(uint64_t id, const fb_msg_hello *m, fb_err *err)
         rc = set_u64(h, "max_output", m->max_output, err);
     if (rc == 0 && m->net)
         rc = set_bool(h, "net", true, err);
+    if (rc == 0 && m->has_seed) {
+        char hex[2 * FB_HELLO_SEED_BYTES + 1];
+        fb_hex(m->seed, sizeof m->seed, hex);
+        rc = set_str(h, "seed", hex, "seed", err);
+    }
+    if (rc == 0 && m->has_time) {
+        rc = set_u64(h, "time_sec", m->time_sec, err);
+        if (rc == 0)
+            rc = set_u64(h, "time_nsec", m->time_nsec, err);
+    }
     return done(h, rc);
 }
 
@@ -379,7 +389,9 @@ int fb_msg_decode_simple(const fb_frame *f, fb_err *err)
 int fb_msg_decode_hello(const fb_frame *f, fb_msg_hello *m, fb_err *err)
 {
     static const char *const fields[] = {"t", "id", "version", "workspace_mib", "tmp_mib",
-                                         "nproc", "nofile", "max_output", "net", NULL};
+                                         "nproc", "nofile", "max_output", "net", "seed",
+                                         "time_sec", "time_nsec", NULL};
+    const char *seed = NULL;
     *m = (fb_msg_hello){.workspace_mib = 64, .tmp_mib = 64, .nproc = 256, .nofile = 1024,
                         .max_output = 1 << 20};
     if (fb_hdr_only(f->hdr, fields, err) < 0 ||
@@ -389,8 +401,32 @@ int fb_msg_decode_hello(const fb_frame *f, fb_msg_hello *m, fb_err *err)
         fb_hdr_u64(f->hdr, "nproc", false, 1 << 20, &m->nproc, err) < 0 ||
         fb_hdr_u64(f->hdr, "nofile", false, 1 << 20, &m->nofile, err) < 0 ||
         fb_hdr_u64(f->hdr, "max_output", false, FB_MAX_OUTPUT_CAP, &m->max_output, err) < 0 ||
-        (json_object_get(f->hdr, "net") && fb_hdr_bool(f->hdr, "net", &m->net, err) < 0))
+        (json_object_get(f->hdr, "net") && fb_hdr_bool(f->hdr, "net", &m->net, err) < 0) ||
+        fb_hdr_str(f->hdr, "seed", false, 2 * FB_HELLO_SEED_BYTES, &seed, err) < 0 ||
+        fb_hdr_u64(f->hdr, "time_sec", false, FB_MAX_OFFSET, &m->time_sec, err) < 0 ||
+        fb_hdr_u64(f->hdr, "time_nsec", false, 999999999, &m->time_nsec, err) < 0)
         return -1;
+    if (seed) {
+        if (strlen(seed) != 2 * FB_HELLO_SEED_BYTES)
+            return fb_fail(err, "field \"seed\": expected %d hex digits", 2 * FB_HELLO_SEED_BYTES);
+        for (size_t i = 0; i < FB_HELLO_SEED_BYTES; i++) {
+            unsigned v = 0;
+            for (int k = 0; k < 2; k++) {
+                char c = seed[2 * i + (size_t)k];
+                unsigned d = c >= '0' && c <= '9' ? (unsigned)(c - '0')
+                             : c >= 'a' && c <= 'f' ? (unsigned)(c - 'a' + 10) : 16u;
+                if (d > 15)
+                    return fb_fail(err, "field \"seed\": not lower-case hex");
+                v = v * 16 + d;
+            }
+            m->seed[i] = (uint8_t)v;
+        }
+        m->has_seed = true;
+    }
+    bool sec = json_object_get(f->hdr, "time_sec") != NULL;
+    if (sec != (json_object_get(f->hdr, "time_nsec") != NULL))
+        return fb_fail(err, "fields \"time_sec\" and \"time_nsec\" come together");
+    m->has_time = sec;
     if (m->workspace_mib == 0 || m->tmp_mib == 0 || m->nproc < 8 || m->nofile < 16)
         return fb_fail(err, "limits too small to run anything");
     return 0;

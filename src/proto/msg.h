@@ -66,9 +66,18 @@ typedef struct fb_env_var {
     const char *value;
 } fb_env_var;
 
+/* A VM's fresh start (absent in a jail): entropy the agent mixes into the
+ * guest's RNG and a forced reseed, and the host's wall clock the agent sets,
+ * before it answers ready - so VMs restored from one snapshot share neither
+ * random state nor a stale clock. */
+#define FB_HELLO_SEED_BYTES 64
 typedef struct fb_msg_hello {
     uint64_t version, workspace_mib, tmp_mib, nproc, nofile, max_output;
     bool net;                /* a network grant: serve the egress bridge (absent: false) */
+    bool has_seed;           /* "seed": 128 lower-case hex digits */
+    uint8_t seed[FB_HELLO_SEED_BYTES];
+    bool has_time;           /* "time_sec" and "time_nsec": the host's CLOCK_REALTIME */
+    uint64_t time_sec, time_nsec;
 } fb_msg_hello;
 
 typedef struct fb_msg_ready {

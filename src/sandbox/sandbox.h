@@ -41,6 +41,8 @@ typedef struct fb_sandbox_config {
     const char *image_dir;
     const char *state_dir;   /* image verification cache */
     const char *run_dir;     /* runtime files, e.g. /run/forgebox */
+    bool no_vm_snapshot;     /* vm: neither start from nor make a snapshot
+                              * (sandbox.vm_snapshot: false; snapshot.h) */
     /* A network grant.  When set, fb-agent listens on 127.0.0.1:3128
      * inside the sandbox and hands each accepted TCP connection to the
      * host: in a jail as the fd itself over a channel of its own

@@ -523,6 +523,16 @@ static fb_errc handshake(fb_sandbox *sb, fb_err *err)
     fb_msg_hello hello = {.version = FB_PROTO_VERSION, .workspace_mib = sb->cfg.disk_mib,
                           .tmp_mib = sb->cfg.tmp_mib, .nproc = sb->cfg.pids, .nofile = 1024,
                           .max_output = sb->cfg.max_output, .net = sb->net_fd >= 0 || sb->relay};
+    if (sb->ops == &fb_backend_vm) {
+        /* Fresh entropy and the clock, for VMs restored from a snapshot
+         * (snapshot.h); cold ones take them too. */
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        fb_random_bytes(hello.seed, sizeof hello.seed);
+        hello.has_seed = hello.has_time = true;
+        hello.time_sec = (uint64_t)now.tv_sec;
+        hello.time_nsec = (uint64_t)now.tv_nsec;
+    }
     uint64_t id = sb->next_id++;
     json_t *h = fb_msg_encode_hello(id, &hello, err);
     if (!h)

@@ -16,6 +16,19 @@
  * option; and the sandbox cgroup's memory, pids and CPU limits.  Its fds:
  * 3 is the agent channel, 4 (and stdout/stderr) the console, read by the
  * manager into a small ring for error reports.
+ *
+ * Snapshots (snapshot.h): the first VM of a shape starts paused with a QMP
+ * monitor on fd 5, is let run until its agent opens the channel (QMP's
+ * VSERPORT_CHANGE), is stopped and migrated into the snapshot file (a
+ * descriptor passed over QMP: `-sandbox spawn=deny` rules out exec:
+ * addresses, and QEMU never gets a path), then continues and becomes a
+ * sandbox like any other.  (QEMU 7.2's migrate takes only a named fd,
+ * not an inherited number, hence getfd; and a VM saved while stopped
+ * would restore stopped, hence migration.store-global-state=off.)  Later
+ * VMs of that shape get the verified file as fd 5 and `-incoming fd:5`,
+ * and QMP on fd 6 until QEMU runs them: they resume where the agent waits
+ * for hello, and hello gives them their own entropy and clock.  One that
+ * QEMU cannot load is deleted and that VM boots cold instead.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,15 +40,21 @@
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <jansson.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "image/image.h"
 #include "sandbox/backend.h"
 #include "sandbox/confine.h"
+#include "sandbox/snapshot.h"
+#include "sandbox/supervisor.h"
 
 #define QEMU_BIN "/usr/bin/qemu-system-x86_64"
 /* Host memory QEMU needs beyond guest RAM (TCG adds its translation cache). */
@@ -150,6 +169,7 @@ static uint64_t host_tsc_khz(const char *run_dir)
 typedef struct vm_args {
     const fb_sandbox *sb;
     int chan, console;
+    int extra[2];       /* fds 5, 6: the snapshot and/or the QMP socket; -1: none */
     char *const *argv;
 } vm_args;
 
@@ -241,12 +261,312 @@ static void vm_child(void *arg, int report)
         fb_die_with_error(report, "sethostname");
 
     fb_child_pivot(report, root);
-    int keep[2] = {va->chan, va->console};
-    fb_child_setup_fds(report, va->console, keep, 2);
+    int keep[4] = {va->chan, va->console, va->extra[0], va->extra[1]};
+    int nkeep = 2;
+    while (nkeep < 4 && keep[nkeep] >= 0)
+        nkeep++;
+    fb_child_setup_fds(report, va->console, keep, nkeep);
     fb_child_drop_privileges(report, uid, uid);
     char *const envp[] = {NULL};
     execve(QEMU_BIN, va->argv, envp);
     fb_die_with_error(report, "cannot execute %s", QEMU_BIN);
+}
+
+
+/* ---- snapshots: the shape, and saving one over QMP ---------------------------- */
+
+/* Everything a saved VM state depends on besides the guest's own doing
+ * (snapshot.h): the argv, the QEMU binary, the image, the host's boot. */
+static int vm_shape(const fb_sandbox *sb, char *const *argv, char *out, size_t cap, fb_err *err)
+{
+    struct stat st;
+    if (stat(QEMU_BIN, &st) < 0)
+        return fb_fail_errno(err, "cannot stat %s", QEMU_BIN);
+    char manifest[4200], digest[65], boot[64] = "";
+    snprintf(manifest, sizeof manifest, "%s/manifest.json", sb->image_dir);
+    if (fb_image_file_digest(manifest, digest, NULL, err) < 0)
+        return -1;
+    (void)fb_read_file("/proc/sys/kernel/random/boot_id", boot, sizeof boot, NULL);
+    boot[strcspn(boot, "\n")] = '\0';
+    int n = snprintf(out, cap,
+                     "forgebox vm snapshot 1\nqemu %s %llu %llu %llu %lld.%09ld %lld.%09ld\n"
+                     "image manifest sha256 %s\nhost boot %s\nargv",
+                     QEMU_BIN, (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
+                     (unsigned long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec,
+                     (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec, digest, boot);
+    for (int i = 1; argv[i] && n > 0 && (size_t)n < cap; i++) {
+        if (strcmp(argv[i], "-name") == 0 && argv[i + 1]) {
+            i++; /* the VM's own name is no part of its state */
+            continue;
+        }
+        n += snprintf(out + n, cap - (size_t)n, " %s", argv[i]);
+    }
+    if (n < 0 || (size_t)n >= cap)
+        return fb_fail(err, "VM shape description too long");
+    return 0;
+}
+
+typedef struct qmp {
+    int fd;
+    char buf[16384];
+    size_t len;
+    bool port_open;    /* VSERPORT_CHANGE: the agent opened its channel */
+} qmp;
+
+/* The next message from QEMU (one JSON object a line), or NULL with err. */
+static json_t *qmp_next(qmp *q, uint64_t deadline_ns, fb_err *err)
+{
+    for (;;) {
+        char *nl = memchr(q->buf, '\n', q->len);
+        if (nl) {
+            *nl = '\0';
+            json_error_t je;
+            json_t *j = json_loads(q->buf, 0, &je);
+            size_t used = (size_t)(nl - q->buf) + 1;
+            memmove(q->buf, nl + 1, q->len - used);
+            q->len -= used;
+            if (!j || !json_is_object(j)) {
+                json_decref(j);
+                fb_fail(err, "QMP: unreadable message");
+                return NULL;
+            }
+            const char *ev = json_string_value(json_object_get(j, "event"));
+            if (ev && strcmp(ev, "VSERPORT_CHANGE") == 0) {
+                json_t *data = json_object_get(j, "data");
+                const char *id = json_string_value(json_object_get(data, "id"));
+                if (id && strcmp(id, "agentport") == 0)
+                    q->port_open = json_is_true(json_object_get(data, "open"));
+            }
+            return j;
+        }
+        if (q->len == sizeof q->buf) {
+            fb_fail(err, "QMP: message too long");
+            return NULL;
+        }
+        uint64_t now = fb_now_ns();
+        if (now >= deadline_ns) {
+            fb_fail(err, "QMP: no answer in time");
+            return NULL;
+        }
+        struct pollfd p = {.fd = q->fd, .events = POLLIN};
+        int ms = (int)((deadline_ns - now) / 1000000u) + 1;
+        int pr = poll(&p, 1, ms);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0)
+            continue;
+        ssize_t r = read(q->fd, q->buf + q->len, sizeof q->buf - q->len);
+        if (r < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        if (r <= 0) {
+            fb_fail(err, "QMP: QEMU closed its monitor (did the VM end?)");
+            return NULL;
+        }
+        q->len += (size_t)r;
+    }
+}
+
+/* Runs one command (args taken; pass_fd >= 0 travels with it as
+ * SCM_RIGHTS), skipping events; returns its "return" value (a new
+ * reference) or NULL with err. */
+static json_t *qmp_call(qmp *q, const char *cmd, json_t *args, int pass_fd, uint64_t deadline_ns,
+                        fb_err *err)
+{
+    json_t *req = json_pack("{s:s}", "execute", cmd);
+    if (args)
+        json_object_set_new(req, "arguments", args);
+    char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (!text) {
+        fb_fail(err, "out of memory");
+        return NULL;
+    }
+    size_t len = strlen(text);
+    text[len++] = '\n'; /* replaces the NUL; the text is not used as a string again */
+    struct iovec iov = {.iov_base = text, .iov_len = len};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (pass_fd >= 0) {
+        memset(&u, 0, sizeof u);
+        mh.msg_control = u.buf;
+        mh.msg_controllen = sizeof u.buf;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+    }
+    ssize_t w;
+    while ((w = sendmsg(q->fd, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+        ;
+    free(text);
+    if (w != (ssize_t)len) {
+        fb_fail_errno(err, "QMP: cannot send %s", cmd);
+        return NULL;
+    }
+    for (;;) {
+        json_t *j = qmp_next(q, deadline_ns, err);
+        if (!j)
+            return NULL;
+        json_t *ret = json_object_get(j, "return");
+        json_t *e = json_object_get(j, "error");
+        if (ret) {
+            json_incref(ret);
+            json_decref(j);
+            return ret;
+        }
+        if (e) {
+            fb_fail(err, "QMP %s: %s", cmd, json_string_value(json_object_get(e, "desc")));
+            json_decref(j);
+            return NULL;
+        }
+        json_decref(j); /* an event */
+    }
+}
+
+static int qmp_ok(qmp *q, const char *cmd, json_t *args, int pass_fd, uint64_t deadline_ns, fb_err *err)
+{
+    json_t *r = qmp_call(q, cmd, args, pass_fd, deadline_ns, err);
+    json_decref(r);
+    return r ? 0 : -1;
+}
+
+/* The VM was started paused (-S) with QMP on q: lets it boot to the
+ * agent's open channel, saves it into snap_fd, lets it go on.  Whatever
+ * happens, the VM is left running (a failed save costs only the snapshot). */
+static int save_snapshot(qmp *q, int snap_fd, fb_err *err)
+{
+    uint64_t deadline = fb_now_ns() + 120ull * 1000000000u;
+    json_t *greeting = qmp_next(q, deadline, err);
+    json_decref(greeting);
+    if (!greeting || qmp_ok(q, "qmp_capabilities", NULL, -1, deadline, err) < 0)
+        return -1;
+    /* The default rate limit (32 MiB/s) would spread a local save over
+     * seconds; the VM is stopped while it runs anyway. */
+    if (qmp_ok(q, "migrate-set-parameters", json_pack("{s:I}", "max-bandwidth", (json_int_t)1 << 40), -1,
+               deadline, err) < 0 ||
+        qmp_ok(q, "cont", NULL, -1, deadline, err) < 0)
+        return -1;
+    fb_trace("create: booting to make a snapshot");
+    while (!q->port_open) {
+        json_t *j = qmp_next(q, deadline, err);
+        if (!j)
+            return -1;
+        json_decref(j);
+    }
+    fb_trace("create: agent channel open, saving");
+    int rc = -1;
+    if (qmp_ok(q, "stop", NULL, -1, deadline, err) < 0)
+        goto out;
+    if (qmp_ok(q, "getfd", json_pack("{s:s}", "fdname", "snapshot"), snap_fd, deadline, err) < 0 ||
+        qmp_ok(q, "migrate", json_pack("{s:s}", "uri", "fd:snapshot"), -1, deadline, err) < 0)
+        goto out;
+    for (;;) {
+        json_t *r = qmp_call(q, "query-migrate", NULL, -1, deadline, err);
+        if (!r)
+            goto out;
+        const char *status = json_string_value(json_object_get(r, "status"));
+        if (status && strcmp(status, "completed") == 0) {
+            json_decref(r);
+            break;
+        }
+        if (!status || strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0) {
+            const char *why = json_string_value(json_object_get(r, "error-desc"));
+            fb_fail(err, "QEMU could not save the VM: %s", why ? why : status ? status : "?");
+            json_decref(r);
+            goto out;
+        }
+        json_decref(r);
+        struct timespec d = {.tv_sec = 0, .tv_nsec = 5 * 1000 * 1000};
+        nanosleep(&d, NULL);
+    }
+    rc = 0;
+out:;
+    fb_err cerr = {{0}};
+    if (qmp_ok(q, "cont", NULL, -1, fb_now_ns() + 10ull * 1000000000u, &cerr) < 0 && rc == 0) {
+        fb_fail(err, "%s", cerr.msg);
+        rc = -1;
+    }
+    fb_trace("create: snapshot saved, VM continues");
+    return rc;
+}
+
+/* A restored VM (-incoming, QMP on q): waits until QEMU has loaded the
+ * snapshot and runs the guest.  -1 with err if it could not. */
+static int wait_restored(qmp *q, fb_err *err)
+{
+    uint64_t deadline = fb_now_ns() + 60ull * 1000000000u;
+    json_t *greeting = qmp_next(q, deadline, err);
+    json_decref(greeting);
+    if (!greeting || qmp_ok(q, "qmp_capabilities", NULL, -1, deadline, err) < 0)
+        return -1;
+    for (;;) {
+        json_t *r = qmp_call(q, "query-status", NULL, -1, deadline, err);
+        if (!r)
+            return -1;
+        const char *status = json_string_value(json_object_get(r, "status"));
+        if (status && strcmp(status, "running") == 0) {
+            json_decref(r);
+            return 0;
+        }
+        if (!status || strcmp(status, "inmigrate") != 0) {
+            fb_fail(err, "QEMU's state after loading it is \"%s\"", status ? status : "?");
+            json_decref(r);
+            return -1;
+        }
+        json_decref(r);
+        struct timespec d = {.tv_sec = 0, .tv_nsec = 2 * 1000 * 1000};
+        nanosleep(&d, NULL);
+    }
+}
+
+/* Jails and starts QEMU with argv; fds 5 and 6 of QEMU are extra[0..1]. */
+static int launch(fb_sandbox *sb, char *const *argv, int extra0, int extra1, fb_err *err)
+{
+    int chan[2], con[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) < 0)
+        return fb_fail_errno(err, "socketpair");
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, con) < 0) {
+        close(chan[0]);
+        close(chan[1]);
+        return fb_fail_errno(err, "socketpair");
+    }
+    vm_args va = {.sb = sb, .chan = chan[1], .console = con[1], .extra = {extra0, extra1}, .argv = argv};
+    fb_spawn sp = {
+        .clone_flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET,
+        .cg = &sb->cg,
+        .child = vm_child,
+        .arg = &va,
+    };
+    pid_t pid = fb_confine_spawn(&sp, err);
+    close(chan[1]);
+    close(con[1]);
+    if (pid < 0) {
+        close(chan[0]);
+        close(con[0]);
+        return -1;
+    }
+    sb->pid = pid;
+    sb->chan_fd = chan[0];
+    sb->console_fd = con[0];
+    fb_set_nonblock(sb->console_fd, true);
+    return 0;
+}
+
+/* Ends a QEMU that vm_start gives up on, before anyone else knew it. */
+static void unlaunch(fb_sandbox *sb)
+{
+    kill(sb->pid, SIGKILL);
+    while (waitpid(sb->pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    close(sb->chan_fd);
+    close(sb->console_fd);
+    sb->pid = -1;
+    sb->chan_fd = sb->console_fd = -1;
+    sb->console_len = 0;
 }
 
 static int vm_start(fb_sandbox *sb, fb_err *err)
@@ -276,7 +596,7 @@ static int vm_start(fb_sandbox *sb, fb_err *err)
             snprintf(append + n, sizeof append - (size_t)n, " tsc_early_khz=%llu",
                      (unsigned long long)khz);
     }
-    char *const argv[] = {
+    char *argv[64] = {
         "qemu-system-x86_64", "-name", name,
         /* ACPI finds the virtio-mmio devices and powers off; the RTC saves
          * the kernel a second of probing and gives the guest a clock. */
@@ -292,40 +612,98 @@ static int vm_start(fb_sandbox *sb, fb_err *err)
         "-device", "virtio-blk-device,drive=root",
         "-device", "virtio-serial-device,max_ports=2",
         "-chardev", "socket,id=agent,fd=3",
-        "-device", "virtserialport,chardev=agent,name=forgebox.agent",
+        "-device", "virtserialport,id=agentport,chardev=agent,name=forgebox.agent",
         "-chardev", "socket,id=console,fd=4",
         "-serial", "chardev:console",
         "-sandbox", "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
         NULL,
     };
-    int chan[2], con[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) < 0)
-        return fb_fail_errno(err, "socketpair");
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, con) < 0) {
-        close(chan[0]);
-        close(chan[1]);
-        return fb_fail_errno(err, "socketpair");
+    int base = 0;
+    while (argv[base])
+        base++;
+
+    /* From a snapshot, or making one, or neither (snapshot.h). */
+    char shape[4096];
+    bool snapshots = false;
+    if (!sb->cfg.no_vm_snapshot) {
+        fb_err serr = {{0}};
+        if (vm_shape(sb, argv, shape, sizeof shape, &serr) < 0)
+            fprintf(stderr, "forgebox: VM snapshots: %s\n", serr.msg);
+        else
+            snapshots = true;
     }
-    vm_args va = {.sb = sb, .chan = chan[1], .console = con[1], .argv = argv};
-    fb_spawn sp = {
-        .clone_flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET,
-        .cg = &sb->cg,
-        .child = vm_child,
-        .arg = &va,
-    };
-    pid_t pid = fb_confine_spawn(&sp, err);
-    close(chan[1]);
-    close(con[1]);
-    if (pid < 0) {
-        close(chan[0]);
-        close(con[0]);
-        return -1;
+    for (int attempt = 0;; attempt++) {
+        fb_snap snap = {.fd = -1, .lock_fd = -1};
+        if (snapshots)
+            fb_snap_prepare(sb->cfg.state_dir, shape, &snap);
+        int argc = base, qmp_sv[2] = {-1, -1};
+        if (snap.mode != FB_SNAP_NONE &&
+            socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qmp_sv) < 0) {
+            fprintf(stderr, "forgebox: VM snapshots: socketpair: %s\n", strerror(errno));
+            fb_snap_close(&snap);
+        }
+        int extra0 = -1, extra1 = -1;
+        if (snap.mode == FB_SNAP_RESTORE) {
+            static char *const more[] = {
+                "-incoming", "fd:5", "-chardev", "socket,id=qmp,fd=6", "-mon", "chardev=qmp,mode=control",
+                NULL,
+            };
+            for (char *const *m = more; *m; m++)
+                argv[argc++] = *m;
+            extra0 = snap.fd;
+            extra1 = qmp_sv[1];
+            fb_trace("create: restoring from a snapshot");
+        } else if (snap.mode == FB_SNAP_MAKE) {
+            static char *const more[] = {
+                "-chardev", "socket,id=qmp,fd=5", "-mon", "chardev=qmp,mode=control", "-S",
+                /* A restored VM runs at once although its source was
+                 * stopped while saved. */
+                "-global", "migration.store-global-state=off", NULL,
+            };
+            for (char *const *m = more; *m; m++)
+                argv[argc++] = *m;
+            extra0 = qmp_sv[1];
+        }
+        argv[argc] = NULL;
+        int rc = launch(sb, argv, extra0, extra1, err);
+        if (qmp_sv[1] >= 0)
+            close(qmp_sv[1]);
+        if (rc < 0) {
+            if (qmp_sv[0] >= 0)
+                close(qmp_sv[0]);
+            fb_snap_close(&snap);
+            return -1;
+        }
+        qmp q = {.fd = qmp_sv[0]};
+        fb_err serr = {{0}};
+        if (snap.mode == FB_SNAP_RESTORE) {
+            rc = wait_restored(&q, &serr);
+            close(qmp_sv[0]);
+            if (rc == 0) {
+                fb_trace("create: restored");
+                fb_snap_close(&snap);
+                return 0;
+            }
+            /* Verified, yet QEMU would not take it (or the VM ended on
+             * the way): never again; this VM boots cold and makes a new
+             * one. */
+            fb_sup_console_hint(sb, &serr);
+            fprintf(stderr, "forgebox: VM snapshot %s/%s.snap could not be restored: %s; this VM "
+                            "boots cold and makes it again\n", snap.dir, snap.key, serr.msg);
+            unlaunch(sb);
+            fb_snap_discard(&snap);
+            if (attempt > 0)
+                return fb_fail(err, "VM snapshots: restoring failed twice");
+            continue;
+        }
+        if (snap.mode == FB_SNAP_MAKE) {
+            if (save_snapshot(&q, snap.fd, &serr) < 0 || fb_snap_commit(&snap, &serr) < 0)
+                fprintf(stderr, "forgebox: VM snapshot not made (the VM boots on cold): %s\n", serr.msg);
+            close(qmp_sv[0]);
+        }
+        fb_snap_close(&snap);
+        return 0;
     }
-    sb->pid = pid;
-    sb->chan_fd = chan[0];
-    sb->console_fd = con[0];
-    fb_set_nonblock(sb->console_fd, true);
-    return 0;
 }
 
 static uint64_t vm_cgroup_memory(const fb_sandbox *sb)

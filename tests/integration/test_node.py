@@ -11,6 +11,7 @@ status, error code, the store's records, the audit entries.
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -205,6 +206,34 @@ def test_refuses_a_request_timeout_below_the_keepalive(env):
     assert "limits.request_timeout_s must be above 10 s on a node" in n.log(), n.log()
     n.stop()
     assert store.node("node-1") is None
+
+
+def forged(ca, tmp_path, name, san):
+    """A certificate signed by the CA's own key with openssl, outside
+    `forgebox ca issue`: OU=gateway, the given subjectAltName."""
+    d = tmp_path / f"forged-{name}"
+    d.mkdir()
+    run_ok = lambda *a: subprocess.run(a, check=True, capture_output=True)
+    run_ok("openssl", "ecparam", "-genkey", "-name", "prime256v1", "-noout", "-out", d / "k.pem")
+    run_ok("openssl", "req", "-new", "-key", d / "k.pem", "-subj", f"/OU=gateway/CN={name}", "-out", d / "r.csr")
+    (d / "ext.cnf").write_text("keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth,serverAuth\n"
+                               f"subjectAltName={san}\n")
+    run_ok("openssl", "x509", "-req", "-in", d / "r.csr", "-CA", ca.crt, "-CAkey", os.path.join(ca.dir, "ca.key"),
+           "-set_serial", "0x" + os.urandom(16).hex(), "-days", "10", "-out", d / "c.pem", "-extfile", d / "ext.cnf")
+    return str(d / "c.pem"), str(d / "k.pem")
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed (forges the certificates)")
+def test_certificates_without_one_identity_are_refused(env, node, tmp_path):
+    ca, store, gw = env
+    for name, san in [("gw-x", "DNS:gw-x"),
+                      ("gw-y", "URI:forgebox://gateway/gw-y,URI:forgebox://gateway/gw-z")]:
+        st, body, _ = node.client(forged(ca, tmp_path, name, san)).get("/node/v1/healthz")
+        assert st == 403 and body["error"]["message"].startswith("bad_certificate: "), body
+    # The same forging with one proper identity passes: the test's certificates are what they claim.
+    st, body, _ = node.client(forged(ca, tmp_path, "gw-w", "URI:forgebox://gateway/gw-w")).get("/node/v1/healthz")
+    assert st == 200, body
+    assert [r[1] for r in tls_refusals(store)] == ["bad_certificate", "bad_certificate"]
 
 
 def test_refuses_to_start_with_a_certificate_of_another_name(env, tmp_path):

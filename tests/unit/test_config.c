@@ -165,7 +165,7 @@ static void test_defaults(void **state)
         "\"run_dir\":\"/run/forgebox\",\"image_dir\":null,\"log_level\":\"info\","
         "\"tls\":{\"cert\":null,\"key\":null,\"client_ca\":null,\"client_crl\":null,\"client_roles\":[\"gateway\"]},"
         "\"sandbox\":{\"backend\":\"vm\",\"memory_mib\":512,\"vcpus\":1,\"disk_mib\":256,"
-        "\"ttl_s\":600,\"max_ttl_s\":3600,\"max_memory_mib\":4096,\"max_vcpus\":8},"
+        "\"ttl_s\":600,\"max_ttl_s\":3600,\"max_memory_mib\":4096,\"max_vcpus\":8,\"vm_snapshot\":true},"
         "\"pool\":{\"jail\":{\"size\":0},\"vm\":{\"size\":0}},"
         "\"limits\":{\"max_body_bytes\":1048576,\"max_header_bytes\":16384,"
         "\"max_file_bytes\":67108864,\"max_output_bytes\":8388608,\"rate_rps\":10,"

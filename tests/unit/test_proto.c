@@ -1289,6 +1289,60 @@ static void test_hello_net_flag(void **state)
     fb_frame_clear(&f);
 }
 
+/* hello's fresh start for VMs (seed, time_sec/time_nsec): round trip,
+ * absent when not set, and refused when malformed - a short or non-hex
+ * seed, a nanosecond count beyond a second, one time field without the
+ * other. */
+static void test_hello_seed_and_time(void **state)
+{
+    (void)state;
+    fb_err err = {{0}};
+    fb_msg_hello m = {.version = 1, .workspace_mib = 8, .tmp_mib = 8, .nproc = 64, .nofile = 64,
+                      .max_output = 1024, .has_seed = true, .has_time = true,
+                      .time_sec = 1796215441, .time_nsec = 999999999};
+    for (size_t i = 0; i < sizeof m.seed; i++)
+        m.seed[i] = (uint8_t)(i * 37 + 1);
+    json_t *h = fb_msg_encode_hello(7, &m, &err);
+    assert_non_null(h);
+    assert_int_equal(strlen(json_string_value(json_object_get(h, "seed"))), 2 * FB_HELLO_SEED_BYTES);
+    fb_frame f;
+    to_frame(h, NULL, 0, &f);
+    fb_msg_hello d;
+    assert_int_equal(fb_msg_decode_hello(&f, &d, &err), 0);
+    assert_true(d.has_seed && d.has_time);
+    assert_memory_equal(d.seed, m.seed, sizeof m.seed);
+    assert_int_equal(d.time_sec, 1796215441);
+    assert_int_equal(d.time_nsec, 999999999);
+    fb_frame_clear(&f);
+
+    fb_msg_hello plain = {.version = 1, .workspace_mib = 8, .tmp_mib = 8, .nproc = 64, .nofile = 64,
+                          .max_output = 1024};
+    h = fb_msg_encode_hello(8, &plain, &err);
+    assert_null(json_object_get(h, "seed"));
+    assert_null(json_object_get(h, "time_sec"));
+    to_frame(h, NULL, 0, &f);
+    assert_int_equal(fb_msg_decode_hello(&f, &d, &err), 0);
+    assert_false(d.has_seed || d.has_time);
+    fb_frame_clear(&f);
+
+    static const char *const bad[] = {
+        "{\"t\":\"hello\",\"id\":1,\"version\":1,\"seed\":\"00ff\"}",
+        "{\"t\":\"hello\",\"id\":1,\"version\":1,\"seed\":\"0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000G\"}",
+        "{\"t\":\"hello\",\"id\":1,\"version\":1,\"seed\":\"000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000\"}",
+        "{\"t\":\"hello\",\"id\":1,\"version\":1,\"time_sec\":5}",
+        "{\"t\":\"hello\",\"id\":1,\"version\":1,\"time_sec\":5,\"time_nsec\":1000000000}",
+        NULL,
+    };
+    for (const char *const *b = bad; *b; b++) {
+        json_error_t jerr;
+        h = json_loads(*b, 0, &jerr);
+        assert_non_null(h);
+        to_frame(h, NULL, 0, &f);
+        assert_int_equal(fb_msg_decode_hello(&f, &d, &err), -1);
+        fb_frame_clear(&f);
+    }
+}
+
 /* ---- relay: two ends wired back to back through real frames ------------- */
 
 typedef struct relay_wire {
@@ -1633,6 +1687,7 @@ int main(void)
         cmocka_unit_test(test_errc_names_round_trip),
         cmocka_unit_test(test_exec_round_trip),
         cmocka_unit_test(test_hello_net_flag),
+        cmocka_unit_test(test_hello_seed_and_time),
         cmocka_unit_test(test_relay_carries_bytes_both_ways_and_half_closes),
         cmocka_unit_test(test_relay_closes_a_stream_whose_peer_ignores_the_window),
         cmocka_unit_test(test_exec_decoder_is_strict),
