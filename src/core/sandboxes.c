@@ -354,7 +354,12 @@ void *core_reaper_main(void *arg)
         for (size_t i = 0; i < n; i++) {
             char id[32];
             memcpy(id, due[i]->id, sizeof id);
-            if (core_registry_retire(c, due[i], "destroyed")) {
+            /* Remote mode: the node ends it at its own deadline (and audits
+             * that); a gateway only lets its handle go - its copy of the
+             * deadline may be older than one another gateway moved. */
+            if (core_remote(c)) {
+                core_registry_retire(c, due[i], "released");
+            } else if (core_registry_retire(c, due[i], "destroyed")) {
                 fb_core_audit(c, NULL, "sandbox", id, "destroy", "allowed", "ttl expired");
                 fb_log("info", NULL, "sandbox expired", json_pack("{s:s}", "sandbox", id));
             }

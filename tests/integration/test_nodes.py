@@ -414,6 +414,18 @@ def test_a_full_node_is_skipped_for_the_next(cluster):
         imp.close()
 
 
+def test_a_sandbox_ends_at_its_deadline_on_its_node(cluster):
+    a, b = cluster.a.admin(), cluster.b.admin()
+    s = a.create_sandbox(backend="jail", memory_mib=128, ttl_s=3)
+    assert b.exec(s["id"], ["true"])["exit_code"] == 0     # cached by both gateways
+    assert wait_for(lambda: cluster.sql(f"SELECT state FROM sandboxes WHERE id = '{s['id']}'") == "destroyed")
+    for c in (a, b):
+        assert error_of(c.get_sandbox, s["id"]).status == 404
+    # The node ended it and audited that, once; no gateway destroyed it.
+    entries = [e for e in cluster.audit() if e["resource"] == s["id"] and e["action"] in ("expire", "destroy")]
+    assert [(e["event"], e["action"], e["outcome"]) for e in entries] == [("node", "expire", "allowed")]
+
+
 def test_a_gateway_that_restarts_leaves_the_sandboxes_running(cluster):
     s = cluster.a.admin().create_sandbox(backend="jail", memory_mib=128)
     cluster.a.admin().exec(s["id"], ["sh", "-c", "echo kept > kept.txt"])
