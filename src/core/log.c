@@ -46,8 +46,11 @@ static void redact(json_t *v)
     json_t *x;
     if (json_is_object(v)) {
         json_object_foreach(v, k, x) {
-            /* ids of keys are not secrets; everything else key-ish is */
-            if (secret_name(k) && strcmp(k, "key_id") != 0)
+            /* ids of keys are not secrets; everything else key-ish is,
+             * except numbers, booleans and nulls, which cannot hold one
+             * (tasks.max_tokens in the start-up dump is a budget) */
+            bool inert = json_is_number(x) || json_is_boolean(x) || json_is_null(x);
+            if (secret_name(k) && strcmp(k, "key_id") != 0 && !inert)
                 json_object_set_new(v, k, json_string("[redacted]"));
             else
                 redact(x);

@@ -6,6 +6,7 @@ import glob
 import os
 import re
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -63,3 +64,75 @@ def test_the_fleet_gateway_unit_takes_every_privilege_away():
                  "ProtectControlGroups=yes", "SystemCallFilter=@system-service"]:
         assert line in text, line
     assert "/etc/forgebox/gateway.yaml" in text
+
+
+def test_a_remote_mode_gateway_runs_without_any_privilege():
+    """forgebox-gateway.service runs `forgebox serve` in remote mode as an
+    unprivileged user: it must start, serve, and refuse a create for want
+    of nodes - not for want of root."""
+    import http.client
+    import json
+    import pwd
+    import time
+
+    from node_fixtures import CA, fbx, free_port
+
+    import pathlib
+    import tempfile
+
+    # Not under pytest's tmp_path: its parents are root's alone.
+    base = pathlib.Path(tempfile.mkdtemp(prefix="fbx-unpriv-"))
+    os.chmod(base, 0o755)
+    ca = CA(base)
+    crt, key, _ = ca.issue("gateway", "gw-unpriv")
+    state = base / "state"
+    r = fbx("admin", "init", "--state-dir", state, env={"FORGEBOX_ADMIN_PASSWORD": "unpriv password 1234"})
+    assert r.returncode == 0, r.stderr
+    admin_key = r.stdout.strip().splitlines()[-1]
+    nobody = pwd.getpwnam("nobody")
+    # The unit's User= owns the state directory and reads its certificate.
+    for root, dirs, files in os.walk(base):
+        for n in dirs + files:
+            os.chown(os.path.join(root, n), nobody.pw_uid, nobody.pw_gid)
+    os.chown(base, nobody.pw_uid, nobody.pw_gid)
+    os.chmod(ca.dir, 0o755)
+    port = free_port()
+    log = open(base / "serve.log", "w")
+    proc = subprocess.Popen(
+        ["runuser", "-u", "nobody", "--", "env", "-i", "PATH=/usr/bin:/bin", FORGEBOX, "serve",
+         "--state-dir", str(state), "--listen", f"127.0.0.1:{port}",
+         "--set", "nodes.mode=remote", "--set", f"nodes.tls_cert={crt}", "--set", f"nodes.tls_key={key}",
+         "--set", f"nodes.tls_ca={ca.crt}", "--set", f"run_dir={base}/run"],
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                c.request("GET", "/healthz")
+                assert c.getresponse().status == 200
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, open(base / "serve.log").read()
+                time.sleep(0.1)
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request("POST", "/v1/sandboxes", body=json.dumps({"backend": "jail"}),
+                  headers={"Authorization": "Bearer " + admin_key, "Content-Type": "application/json"})
+        resp = c.getresponse()
+        body = json.loads(resp.read())
+        assert resp.status == 503, body
+        assert body["error"]["code"] == "unavailable", body
+        assert body["error"]["message"] == "no node can take a jail sandbox now (0 up)", body
+        child = subprocess.run(["pgrep", "-u", "nobody", "-f", f"serve --state-dir {state}"],
+                               capture_output=True, text=True)
+        pids = child.stdout.split()
+        assert len(pids) == 1, "the gateway is not running as nobody"
+        # SIGTERM to the gateway itself (runuser would answer it by dying of it).
+        os.kill(int(pids[0]), signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, open(base / "serve.log").read()[-3000:]
+    shutil.rmtree(base, ignore_errors=True)

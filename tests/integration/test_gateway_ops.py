@@ -261,6 +261,11 @@ def test_no_secret_reaches_logs_audit_or_responses():
         assert secret_part not in export
         assert secret_part.encode() not in db
         assert all(secret_part not in b for b in bodies)
+    # The start-up dump hides secret-looking strings but not numbers or
+    # nulls under such names: a token budget is not a secret.
+    dump = next(json.loads(l)["config"] for l in log.splitlines() if '"config"' in l)
+    assert dump["tasks"]["max_tokens"] == 2000000
+    assert dump["tls"]["key"] is None
 
 
 def test_bad_config_stops_startup(tmp_path):
