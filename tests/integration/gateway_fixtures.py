@@ -124,7 +124,10 @@ class Gateway:
             with open(self.config_path, "w") as f:
                 f.write(config)
         self.env = dict(env or {})
-        SECRETS.update(v for v in self.env.values() if v)
+        # Every value given in the environment is treated as a secret, except
+        # plain numbers (FORGEBOX_KEYCACHE_TTL_MS=60000 is a setting, and a
+        # number turns up by chance in any log line's nanoseconds).
+        SECRETS.update(v for v in self.env.values() if v and not v.isdigit())
         self.proc = None
         self.admin_key = None
         GATEWAYS.append(self)
