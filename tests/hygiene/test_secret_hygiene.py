@@ -78,7 +78,9 @@ def test_no_secret_anywhere_in_this_run():
     for secret in secrets:
         for form in secret_forms(secret):
             needle = form.encode()
-            leaks += [where for where, hay in haystacks if needle in hay]
+            # Which secret, by its first characters only (enough to find
+            # the test that made it, too few to be one).
+            leaks += [f"{where} ({form[:4]}...)" for where, hay in haystacks if needle in hay]
     for g in gateways:
         shutil.rmtree(g["dir"], ignore_errors=True)
     assert not leaks, f"secrets found in: {sorted(set(leaks))}"
