@@ -482,8 +482,6 @@ static void jail_child(void *arg, int report)
     cover_proc(report, ja);
     if (sethostname("forgebox", 8) < 0)
         fb_die_with_error(report, "sethostname");
-    if (CPU_COUNT(&ja->cpus) > 0 && sched_setaffinity(0, sizeof ja->cpus, &ja->cpus) < 0)
-        fb_die_with_error(report, "cannot pin the jail to its CPUs");
 
     snprintf(p, sizeof p, "%s/dev/null", ja->root);
     int devnull = open(p, O_RDWR | O_CLOEXEC);
@@ -566,6 +564,8 @@ static int jail_start(fb_sandbox *sb, fb_err *err)
         .userns = true,
         .uid_base = sb->uid_base,
         .timens = true,
+        /* Set on the intermediate by the manager; the jail inherits them. */
+        .cpus = CPU_COUNT(&ja.cpus) > 0 ? &ja.cpus : NULL,
         .prepare = jail_prepare,
         .child = jail_child,
         .arg = &ja,
