@@ -456,10 +456,9 @@ static pid_t spawn_owned_userns(const fb_spawn *sp, fb_err *err)
         child = (pid_t)v;
     fb_trace("spawn: child cloned");
     close(pidp[0]);
-    if (mid > 0)
-        while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
-            ;
-    fb_trace("spawn: intermediate reaped");
+    /* The child's report first: the intermediate's exit (its setup mount
+     * namespace torn down, a millisecond or so) goes on meanwhile.  Its
+     * end of the report pipe closes before that, so EOF does not wait. */
     if (rc == 0) {
         rc = read_report(report[0], err);
         fb_trace("spawn: child executed the agent");
@@ -467,6 +466,10 @@ static pid_t spawn_owned_userns(const fb_spawn *sp, fb_err *err)
             rc = fb_fail(err, "sandbox setup failed: the sandbox process was not created");
     }
     close(report[0]);
+    if (mid > 0)
+        while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    fb_trace("spawn: intermediate reaped");
     if (rc < 0) {
         reap(child);
         return -1;
