@@ -48,6 +48,7 @@ FB_LAZY_FN(L, int, PQntuples, (const PGresult *res), (res))
 FB_LAZY_VOID(L, PQreset, (PGconn *conn), (conn))
 FB_LAZY_FN(L, char *, PQresultErrorField, (const PGresult *res, int fieldcode), (res, fieldcode))
 FB_LAZY_FN(L, char *, PQresultErrorMessage, (const PGresult *res), (res))
+FB_LAZY_FN(L, char *, PQresStatus, (ExecStatusType status), (status))
 FB_LAZY_FN(L, ExecStatusType, PQresultStatus, (const PGresult *res), (res))
 FB_LAZY_FN(L, PQnoticeProcessor, PQsetNoticeProcessor,
            (PGconn *conn, PQnoticeProcessor proc, void *arg), (conn, proc, arg))
