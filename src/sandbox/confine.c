@@ -436,7 +436,7 @@ static pid_t spawn_owned_userns(const fb_spawn *sp, fb_err *err)
         rc = fb_fail_errno(err, "cannot pin the sandbox to its CPUs");
     if (rc == 0)
         rc = placed_parent(&pl, mid, sync_pipe[1], err);
-    fb_trace("spawn: cgroup attached");
+    fb_trace("spawn: in its cgroup and CPUs");
     char u;
     if (rc == 0 && fb_read_exact(pidp[0], &u, 1) < 0) {
         /* It died during setup; its report says why. */
