@@ -13,12 +13,16 @@ CFLAGS  ?= -O2 -g
 override CFLAGS  += -std=gnu17 $(WARN) $(HARDEN) -Isrc $(shell pkg-config --cflags libpq) -MMD -MP $(EXTRA_CFLAGS)
 override LDFLAGS += -pie -Wl,-z,relro,-z,now $(EXTRA_LDFLAGS)
 
-HOST_LIBS  := -ljansson -lsodium -lsqlite3 -lpq -lmicrohttpd -lyaml -levent -lcares -lcurl -lgnutls -lpthread -lm
+# libpq, libmicrohttpd, libcurl and GnuTLS are not linked: they (and the ~30
+# libraries they pull in) are loaded on first use through the shims in
+# src/common/lazy_*.c, so that verbs which never use them (forgebox run)
+# do not pay for loading them at every start (src/common/lazylib.h).
+HOST_LIBS  := -ljansson -lsodium -lsqlite3 -lyaml -levent -lcares -lpthread -lm
 AGENT_LIBS := -ljansson -lseccomp
 
 COMMON_SRC := src/common/util.c src/common/time.c src/common/utf8.c $(wildcard src/proto/*.c)
 AGENT_SRC  := $(wildcard src/agent/*.c)
-LIB_SRC    := $(wildcard src/sandbox/*.c src/image/*.c src/store/*.c src/audit/*.c src/auth/*.c src/policy/*.c src/config/*.c src/core/*.c src/gateway/*.c src/egress/*.c src/llm/*.c src/engine/*.c src/compat/e2b/*.c src/mcp/*.c src/ca/*.c src/node/*.c) $(COMMON_SRC)
+LIB_SRC    := $(wildcard src/common/lazy*.c src/sandbox/*.c src/image/*.c src/store/*.c src/audit/*.c src/auth/*.c src/policy/*.c src/config/*.c src/core/*.c src/gateway/*.c src/egress/*.c src/llm/*.c src/engine/*.c src/compat/e2b/*.c src/mcp/*.c src/ca/*.c src/node/*.c) $(COMMON_SRC)
 CLI_SRC    := $(wildcard src/cli/*.c)
 
 COMMON_OBJ      := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)

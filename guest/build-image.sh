@@ -3,7 +3,8 @@
 #
 #   guest/build-image.sh OUT_DIR AGENT_BINARY
 #
-# Produces in OUT_DIR: vmlinuz, initrd.img, rootfs/, rootfs.ext4, packages.txt,
+# Produces in OUT_DIR: vmlinuz, initrd.img, rootfs/, rootfs.ext4, rootfs.erofs
+# (when mkfs.erofs exists), packages.txt,
 # boot-packages.txt, kernel-version.txt (and manifest.json, written by
 # `forgebox image seal`). Every input is pinned in guest/image.conf. Runs as
 # root, is idempotent, and builds into a staging directory next to OUT_DIR that
@@ -291,6 +292,20 @@ if grep -v '^debugfs [0-9]' "$work/debugfs.err" | grep -q .; then
 fi
 e2fsck -fn "$stage/rootfs.ext4" >"$work/e2fsck.log" 2>&1 || die "rootfs.ext4 fails e2fsck: $(tail -n 5 "$work/e2fsck.log")"
 chmod 0644 "$stage/rootfs.ext4"
+
+# --- 4b. rootfs.erofs (the jail's root, where mkfs.erofs exists) -----------------
+# The same tree as rootfs.ext4, which a jail mounts straight from the file
+# (kernel 6.12+: no loop device; src/sandbox/jail.c says why).  Optional: a
+# jail without it uses rootfs.ext4.  Reproducible: fixed UUID and build time,
+# the tree's (clamped) modification times kept, uncompressed.
+if command -v mkfs.erofs >/dev/null 2>&1; then
+    mkfs.erofs --quiet -T "$SOURCE_DATE_EPOCH" --preserve-mtime -U "$ROOTFS_UUID" \
+        "$stage/rootfs.erofs" "$rootfs" || die "mkfs.erofs failed"
+    chmod 0644 "$stage/rootfs.erofs"
+    log "rootfs.erofs: $(du -k --apparent-size "$stage/rootfs.erofs" | cut -f1) KiB"
+else
+    log "mkfs.erofs not found (erofs-utils): no rootfs.erofs; jails will use rootfs.ext4"
+fi
 
 rm -rf "$work"
 

@@ -8,7 +8,7 @@ PACKAGES="
 build-essential pkg-config clang libclang-rt-14-dev
 libseccomp-dev libcap-dev libsodium-dev libjansson-dev libcmocka-dev
 libmicrohttpd-dev libsqlite3-dev libpq-dev libyaml-dev libevent-dev libc-ares-dev libcurl4-gnutls-dev libgnutls28-dev
-qemu-system-x86 busybox-static mmdebstrap e2fsprogs cpio kmod zstd xz-utils
+qemu-system-x86 busybox-static mmdebstrap e2fsprogs erofs-utils cpio kmod zstd xz-utils
 bubblewrap python3 python3-pytest python3-pytest-xdist python3-yaml hyperfine wrk procps util-linux sqlite3
 chromium chromium-driver python3-selenium openssl postgresql
 "

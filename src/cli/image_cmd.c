@@ -27,7 +27,7 @@ int fb_cmd_image(int argc, char **argv)
             goto usage;
         char buf[4096];
         const char *dir = fb_cli_image_dir(flag, buf, sizeof buf);
-        if (fb_image_verify(dir, NULL, FB_IMAGE_NEEDS_VM | FB_IMAGE_NEEDS_JAIL, &err) < 0) {
+        if (fb_image_verify(dir, NULL, FB_IMAGE_NEEDS_VM | FB_IMAGE_NEEDS_JAIL | FB_IMAGE_NEEDS_EROFS, &err) < 0) {
             fprintf(stderr, "forgebox: %s\n", err.msg);
             return 1;
         }

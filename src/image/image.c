@@ -340,6 +340,16 @@ int fb_image_seal(const char *image_dir, fb_err *err)
             goto fail;
         json_object_set_new(artifacts, *f, json_pack("{s:s, s:I}", "sha256", hex, "size", (json_int_t)size));
     }
+    /* The jail's EROFS root is optional (built where mkfs.erofs exists). */
+    struct stat est;
+    snprintf(path, sizeof path, "%s/%s", image_dir, FB_IMAGE_EROFS);
+    if (lstat(path, &est) == 0) {
+        uint64_t size;
+        if (fb_image_file_digest(path, hex, &size, err) < 0)
+            goto fail;
+        json_object_set_new(artifacts, FB_IMAGE_EROFS,
+                            json_pack("{s:s, s:I}", "sha256", hex, "size", (json_int_t)size));
+    }
     uint64_t entries;
     snprintf(path, sizeof path, "%s/rootfs", image_dir);
     if (fb_image_tree_digest(path, hex, &entries, err) < 0)
@@ -430,6 +440,35 @@ static const char *manifest_digest(const json_t *m, const char *artifact, const 
     return v && strlen(v) == 64 ? v : NULL;
 }
 
+/* One artifact file against its manifest sha256, skipping the hash when
+ * the cache entry holds the file's current fingerprint. */
+static int verify_file(const char *image_dir, json_t *m, const char *name, json_t *entry,
+                       bool *dirty, fb_err *err)
+{
+    char path[PATH_MAX], fp[160], got[65];
+    snprintf(path, sizeof path, "%s/%s", image_dir, name);
+    const char *want = manifest_digest(m, name, "sha256");
+    if (!want)
+        return fb_fail(err, "image manifest has no sha256 for %s; rebuild with `make image`", name);
+    if (file_fingerprint(path, fp, err) < 0)
+        return -1;
+    const char *seen = json_string_value(json_object_get(entry, name));
+    if (seen && strcmp(seen, fp) == 0)
+        return 0;
+    if (fb_image_file_digest(path, got, NULL, err) < 0)
+        return -1;
+    if (strcmp(got, want) != 0)
+        return fb_fail(err,
+                       "guest image file %s has been modified: its sha256 is %.16s..., the "
+                       "manifest says %.16s...; refusing to start (rebuild with `make image`)",
+                       path, got, want);
+    if (entry) {
+        json_object_set_new(entry, name, json_string(fp));
+        *dirty = true;
+    }
+    return 0;
+}
+
 int fb_image_verify(const char *image_dir, const char *state_dir, unsigned needs, fb_err *err)
 {
     if (sodium_init() < 0)
@@ -463,35 +502,19 @@ int fb_image_verify(const char *image_dir, const char *state_dir, unsigned needs
     bool dirty = false;
     int rc = 0;
 
-    if (needs & FB_IMAGE_NEEDS_VM) {
-        for (const char *const *f = vm_files; *f && rc == 0; f++) {
-            snprintf(path, sizeof path, "%s/%s", image_dir, *f);
-            const char *want = manifest_digest(m, *f, "sha256");
-            char fp[160];
-            if (!want) {
-                rc = fb_fail(err, "image manifest has no sha256 for %s; rebuild with `make image`", *f);
-                break;
-            }
-            if ((rc = file_fingerprint(path, fp, err)) < 0)
-                break;
-            const char *seen = json_string_value(json_object_get(entry, *f));
-            if (seen && strcmp(seen, fp) == 0)
-                continue;
-            char got[65];
-            if ((rc = fb_image_file_digest(path, got, NULL, err)) < 0)
-                break;
-            if (strcmp(got, want) != 0) {
-                rc = fb_fail(err,
-                             "guest image file %s has been modified: its sha256 is %.16s..., the "
-                             "manifest says %.16s...; refusing to start (rebuild with `make image`)",
-                             path, got, want);
-                break;
-            }
-            if (entry) {
-                json_object_set_new(entry, *f, json_string(fp));
-                dirty = true;
-            }
-        }
+    if (needs & FB_IMAGE_NEEDS_VM)
+        for (const char *const *f = vm_files; *f && rc == 0; f++)
+            rc = verify_file(image_dir, m, *f, entry, &dirty, err);
+    if (rc == 0 && (needs & FB_IMAGE_NEEDS_EROFS)) {
+        /* Listed: checked like the rest.  Not listed but present: refused,
+         * so that the jail may take the file's presence as verified. */
+        snprintf(path, sizeof path, "%s/%s", image_dir, FB_IMAGE_EROFS);
+        struct stat est;
+        if (json_object_get(json_object_get(m, "artifacts"), FB_IMAGE_EROFS))
+            rc = verify_file(image_dir, m, FB_IMAGE_EROFS, entry, &dirty, err);
+        else if (lstat(path, &est) == 0)
+            rc = fb_fail(err, "guest image file %s is not in the manifest; refusing to start "
+                              "(rebuild with `make image`)", path);
     }
     if (rc == 0 && (needs & FB_IMAGE_NEEDS_JAIL)) {
         snprintf(path, sizeof path, "%s/rootfs", image_dir);

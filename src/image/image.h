@@ -2,7 +2,8 @@
  * image.h - the guest image: its manifest, sealing and verification.
  *
  * An image directory holds vmlinuz, initrd.img, rootfs.ext4 (vm backend),
- * rootfs/ (jail backend) and manifest.json, which records the package
+ * rootfs.erofs (the jail's root, optional), rootfs/ (the tree both were
+ * made from) and manifest.json, which records the package
  * versions and the sha256 of every artifact (a canonical tree digest for
  * the rootfs directory).  `forgebox image seal` writes the manifest at the
  * end of the image build; the sandbox manager verifies the artifacts a
@@ -25,6 +26,12 @@
 
 #define FB_IMAGE_NEEDS_VM 1u   /* vmlinuz, initrd.img, rootfs.ext4 */
 #define FB_IMAGE_NEEDS_JAIL 2u /* rootfs/ */
+/* rootfs.erofs, the jail's root when the image has one (built where
+ * mkfs.erofs exists): checked when the manifest lists it, and its
+ * presence without a manifest entry is refused, so that a jail that finds
+ * the file after verification knows it was verified. */
+#define FB_IMAGE_NEEDS_EROFS 4u
+#define FB_IMAGE_EROFS "rootfs.erofs"
 
 /* Writes DIR/manifest.json for the artifacts in DIR. */
 int fb_image_seal(const char *image_dir, fb_err *err);

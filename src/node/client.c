@@ -106,12 +106,15 @@ int fb_node_client_open(const fb_config *cfg, fb_node_client **out, fb_err *err)
         fb_node_client_free(nc);
         return fb_fail(err, "out of memory");
     }
-    curl_share_setopt(nc->share, CURLSHOPT_LOCKFUNC, share_lock);
-    curl_share_setopt(nc->share, CURLSHOPT_UNLOCKFUNC, share_unlock);
-    curl_share_setopt(nc->share, CURLSHOPT_USERDATA, nc);
-    curl_share_setopt(nc->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
-    curl_share_setopt(nc->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-    curl_share_setopt(nc->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    if (curl_share_setopt(nc->share, CURLSHOPT_LOCKFUNC, share_lock) != CURLSHE_OK ||
+        curl_share_setopt(nc->share, CURLSHOPT_UNLOCKFUNC, share_unlock) != CURLSHE_OK ||
+        curl_share_setopt(nc->share, CURLSHOPT_USERDATA, nc) != CURLSHE_OK ||
+        curl_share_setopt(nc->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) != CURLSHE_OK ||
+        curl_share_setopt(nc->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK ||
+        curl_share_setopt(nc->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS) != CURLSHE_OK) {
+        fb_node_client_free(nc);
+        return fb_fail(err, "libcurl refused to share connections between node calls");
+    }
     /* The files must be readable now, not at the first sandbox. */
     if (access(nc->cert, R_OK) < 0 || access(nc->key, R_OK) < 0) {
         fb_fail_errno(err, "cannot read nodes.tls_cert or nodes.tls_key");

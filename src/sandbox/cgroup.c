@@ -15,6 +15,7 @@
 #include "sandbox/cgroup.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -149,6 +150,27 @@ int fb_cgroup_attach(const fb_cgroup *cg, pid_t pid, fb_err *err)
     int n = cg->version == FB_CGROUP_V2 ? 1 : 3;
     for (int i = 0; i < n; i++)
         if (knob(cg->path[i], "cgroup.procs", v, err) < 0)
+            return -1;
+    return 0;
+}
+
+int fb_cgroup_open_dir(const fb_cgroup *cg, fb_err *err)
+{
+    if (cg->version != FB_CGROUP_V2)
+        return fb_fail(err, "internal: CLONE_INTO_CGROUP needs cgroup v2");
+    int fd = open(cg->path[0], O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return fb_fail_errno(err, "cannot open cgroup %s", cg->path[0]);
+    return fd;
+}
+
+int fb_cgroup_enter_self(const fb_cgroup *cg, fb_err *err)
+{
+    if (cg->version != FB_CGROUP_V1)
+        return fb_fail(err, "internal: a v1 self-move on a %s host",
+                       cg->version == FB_CGROUP_V2 ? "v2" : "cgroup-less");
+    for (int i = 0; i < 3; i++)
+        if (knob(cg->path[i], "tasks", "0", err) < 0)
             return -1;
     return 0;
 }

@@ -35,7 +35,22 @@ typedef struct fb_cgroup {
 fb_cgroup_version fb_cgroup_detect(char *desc, size_t cap);
 
 int fb_cgroup_create(fb_cgroup *cg, const char *name, const fb_cgroup_limits *lim, fb_err *err);
+/* Moves process pid (all its threads) into the group.  The kernel takes
+ * its cgroup threadgroup lock for writing, which waits for an RCU grace
+ * period (5-15 ms) unless the host favours dynamic cgroup changes: spawns
+ * avoid it with the two calls below. */
 int fb_cgroup_attach(const fb_cgroup *cg, pid_t pid, fb_err *err);
+/* v2: an O_PATH fd of the group's directory, for clone3's
+ * CLONE_INTO_CGROUP (the child is born in the group; no migration at
+ * all).  -1 with err set on v1 or failure. */
+int fb_cgroup_open_dir(const fb_cgroup *cg, fb_err *err);
+/* v1: moves the calling thread into the group by writing "0" to each
+ * hierarchy's tasks file, which the kernel does without the threadgroup
+ * lock (a thread that moves itself cannot exit or exec meanwhile).  For a
+ * single-threaded process - a raw clone just made, before it starts
+ * anything - that moves the whole process.  Only open/write/close: safe
+ * in a raw clone of a threaded parent. */
+int fb_cgroup_enter_self(const fb_cgroup *cg, fb_err *err);
 /* How many processes the kernel OOM-killed in this group so far. */
 uint64_t fb_cgroup_oom_kills(const fb_cgroup *cg);
 /* Peak/current memory use in bytes (0 if unknown). */

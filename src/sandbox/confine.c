@@ -211,6 +211,89 @@ static pid_t raw_fork(unsigned long flags)
     return (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, 0);
 }
 
+/* ---- into the cgroup, without the manager moving the process -------------- */
+
+/* Moving a process into a cgroup from outside (fb_cgroup_attach) waits for
+ * an RCU grace period on most hosts: 5-15 ms, the largest single part of a
+ * jail's start before this.  So a new process is placed without it: born
+ * in the group on v2 (clone3 with CLONE_INTO_CGROUP), moving itself as its
+ * very first step on v1 (cgroup.h says why that does not wait).  Only a v2
+ * kernel older than CLONE_INTO_CGROUP (5.7) falls back to the manager
+ * attaching the process while it waits. */
+#define FB_CLONE_INTO_CGROUP 0x200000000ULL
+typedef struct fb_clone_args { /* struct clone_args, version 2 (88 bytes) */
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls,
+        set_tid, set_tid_size, cgroup;
+} fb_clone_args;
+
+typedef struct placement {
+    const fb_cgroup *cg;
+    int dir_fd;      /* v2: the group's directory, or -1 */
+    bool self_enter; /* v1: the child moves itself */
+    bool by_parent;  /* the manager attaches the child, which waits for it */
+} placement;
+
+static int placement_init(placement *pl, const fb_cgroup *cg, fb_err *err)
+{
+    *pl = (placement){.cg = cg, .dir_fd = -1};
+    if (!cg)
+        return 0;
+    if (cg->version == FB_CGROUP_V2) {
+        pl->dir_fd = fb_cgroup_open_dir(cg, err);
+        return pl->dir_fd < 0 ? -1 : 0;
+    }
+    if (cg->version == FB_CGROUP_V1)
+        pl->self_enter = true;
+    else
+        pl->by_parent = true; /* fb_cgroup_attach says what is wrong */
+    return 0;
+}
+
+static void placement_done(placement *pl)
+{
+    if (pl->dir_fd >= 0)
+        close(pl->dir_fd);
+    pl->dir_fd = -1;
+}
+
+/* A raw fork (flags: CLONE_* namespaces and the like) into the placement. */
+static pid_t placed_fork(placement *pl, unsigned long flags)
+{
+    if (pl->dir_fd >= 0) {
+        fb_clone_args ca = {.flags = flags | FB_CLONE_INTO_CGROUP, .exit_signal = SIGCHLD,
+                            .cgroup = (uint64_t)pl->dir_fd};
+        pid_t pid = (pid_t)syscall(SYS_clone3, &ca, sizeof ca);
+        if (pid >= 0 || (errno != ENOSYS && errno != E2BIG && errno != EINVAL))
+            return pid;
+        pl->by_parent = true; /* a kernel without CLONE_INTO_CGROUP */
+    }
+    return raw_fork(flags);
+}
+
+/* The child's first step: in its cgroup before it does anything else. */
+static void placed_child(const placement *pl, int sync_fd, int report)
+{
+    if (pl->self_enter) {
+        fb_err err = {{0}};
+        if (fb_cgroup_enter_self(pl->cg, &err) < 0)
+            fb_child_die(report, "cannot enter the sandbox's cgroup: %s", err.msg);
+    }
+    if (pl->by_parent)
+        wait_go(sync_fd);
+}
+
+/* The manager's side, right after the fork. */
+static int placed_parent(const placement *pl, pid_t pid, int sync_fd, fb_err *err)
+{
+    if (!pl->by_parent)
+        return 0;
+    if (fb_cgroup_attach(pl->cg, pid, err) < 0)
+        return -1;
+    if (fb_write_all(sync_fd, "g", 1) < 0)
+        return fb_fail_errno(err, "cannot release the sandbox process");
+    return 0;
+}
+
 /* Opens n close-on-exec pipes, all or none. */
 static int make_pipes(int (*p)[2], int n, fb_err *err)
 {
@@ -232,21 +315,27 @@ static int make_pipes(int (*p)[2], int n, fb_err *err)
 
 static pid_t spawn_direct(const fb_spawn *sp, fb_err *err)
 {
-    int p[2][2];
-    if (make_pipes(p, 2, err) < 0)
+    placement pl;
+    if (placement_init(&pl, sp->cg, err) < 0)
         return -1;
+    int p[2][2];
+    if (make_pipes(p, 2, err) < 0) {
+        placement_done(&pl);
+        return -1;
+    }
     int *sync_pipe = p[0], *report = p[1];
-    pid_t pid = raw_fork((unsigned long)sp->clone_flags);
+    pid_t pid = placed_fork(&pl, (unsigned long)sp->clone_flags);
     if (pid == 0) {
         close(sync_pipe[1]);
         close(report[0]);
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
             fb_die_with_error(report[1], "pdeathsig");
-        wait_go(sync_pipe[0]);
+        placed_child(&pl, sync_pipe[0], report[1]);
         close(sync_pipe[0]);
         sp->child(sp->arg, report[1]);
         fb_child_die(report[1], "internal: child setup returned");
     }
+    placement_done(&pl);
     close(sync_pipe[0]);
     close(report[1]);
     if (pid < 0) {
@@ -255,11 +344,7 @@ static pid_t spawn_direct(const fb_spawn *sp, fb_err *err)
         close(report[0]);
         return -1;
     }
-    int rc = 0;
-    if (sp->cg && fb_cgroup_attach(sp->cg, pid, err) < 0)
-        rc = -1;
-    if (rc == 0 && fb_write_all(sync_pipe[1], "g", 1) < 0)
-        rc = fb_fail_errno(err, "cannot release the sandbox process");
+    int rc = placed_parent(&pl, pid, sync_pipe[1], err);
     close(sync_pipe[1]);
     if (rc == 0)
         rc = read_report(report[0], err);
@@ -275,11 +360,12 @@ static pid_t spawn_direct(const fb_spawn *sp, fb_err *err)
 
 /* The intermediate (see confine.h).  A raw clone of a maybe-threaded
  * manager: raw id syscalls only, no malloc, no stdio. */
-static void intermediate(const fb_spawn *sp, int sync_fd, int report, int pid_fd)
+static void intermediate(const fb_spawn *sp, const placement *pl, int sync_fd, int report,
+                         int pid_fd)
 {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         fb_die_with_error(report, "pdeathsig");
-    wait_go(sync_fd); /* placed in the cgroup */
+    placed_child(pl, sync_fd, report);
     if (sp->prepare) {
         if (unshare(CLONE_NEWNS) < 0)
             fb_die_with_error(report, "cannot create the setup mount namespace");
@@ -318,18 +404,24 @@ static void intermediate(const fb_spawn *sp, int sync_fd, int report, int pid_fd
 
 static pid_t spawn_owned_userns(const fb_spawn *sp, fb_err *err)
 {
-    int p[3][2];
-    if (make_pipes(p, 3, err) < 0)
+    placement pl;
+    if (placement_init(&pl, sp->cg, err) < 0)
         return -1;
+    int p[3][2];
+    if (make_pipes(p, 3, err) < 0) {
+        placement_done(&pl);
+        return -1;
+    }
     int *sync_pipe = p[0], *report = p[1], *pidp = p[2];
-    pid_t mid = raw_fork(0);
+    pid_t mid = placed_fork(&pl, 0);
     if (mid == 0) {
         close(sync_pipe[1]);
         close(report[0]);
         close(pidp[0]);
-        intermediate(sp, sync_pipe[0], report[1], pidp[1]);
+        intermediate(sp, &pl, sync_pipe[0], report[1], pidp[1]);
         _exit(125);
     }
+    placement_done(&pl);
     close(sync_pipe[0]);
     close(report[1]);
     close(pidp[1]);
@@ -338,11 +430,13 @@ static pid_t spawn_owned_userns(const fb_spawn *sp, fb_err *err)
     if (mid < 0)
         rc = fb_fail_errno(err, "cannot create the sandbox process (clone)");
     fb_trace("spawn: intermediate forked");
-    if (rc == 0 && sp->cg && fb_cgroup_attach(sp->cg, mid, err) < 0)
-        rc = -1;
-    fb_trace("spawn: cgroup attached");
-    if (rc == 0 && fb_write_all(sync_pipe[1], "g", 1) < 0)
-        rc = fb_fail_errno(err, "cannot release the sandbox process");
+    /* Its CPUs, while it has barely started: moving a task that is not
+     * running costs nothing, and the jail inherits them. */
+    if (rc == 0 && sp->cpus && sched_setaffinity(mid, sizeof *sp->cpus, sp->cpus) < 0)
+        rc = fb_fail_errno(err, "cannot pin the sandbox to its CPUs");
+    if (rc == 0)
+        rc = placed_parent(&pl, mid, sync_pipe[1], err);
+    fb_trace("spawn: in its cgroup and CPUs");
     char u;
     if (rc == 0 && fb_read_exact(pidp[0], &u, 1) < 0) {
         /* It died during setup; its report says why. */
@@ -362,10 +456,9 @@ static pid_t spawn_owned_userns(const fb_spawn *sp, fb_err *err)
         child = (pid_t)v;
     fb_trace("spawn: child cloned");
     close(pidp[0]);
-    if (mid > 0)
-        while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
-            ;
-    fb_trace("spawn: intermediate reaped");
+    /* The child's report first: the intermediate's exit (its setup mount
+     * namespace torn down, a millisecond or so) goes on meanwhile.  Its
+     * end of the report pipe closes before that, so EOF does not wait. */
     if (rc == 0) {
         rc = read_report(report[0], err);
         fb_trace("spawn: child executed the agent");
@@ -373,6 +466,10 @@ static pid_t spawn_owned_userns(const fb_spawn *sp, fb_err *err)
             rc = fb_fail(err, "sandbox setup failed: the sandbox process was not created");
     }
     close(report[0]);
+    if (mid > 0)
+        while (waitpid(mid, NULL, 0) < 0 && errno == EINTR)
+            ;
+    fb_trace("spawn: intermediate reaped");
     if (rc < 0) {
         reap(child);
         return -1;

@@ -33,6 +33,7 @@
 #ifndef FB_CONFINE_H
 #define FB_CONFINE_H
 
+#include <sched.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -46,6 +47,7 @@ typedef struct fb_spawn {
                                maps [0, FB_UID_RANGE) to uid_base */
     uid_t uid_base;
     bool timens;            /* userns only: clocks that start near zero */
+    const cpu_set_t *cpus;  /* userns only, may be NULL: the CPUs it runs on */
     /* userns only, may be NULL: runs in the intermediate as host root, in
      * a private mount namespace the child's is then copied from. */
     void (*prepare)(void *arg, int report_fd);

@@ -24,6 +24,9 @@
 
 #define POOL_MAX 1024
 #define RETRY_MAX_MS 30000
+#ifndef REFILL_PAUSE_MS
+#define REFILL_PAUSE_MS 100
+#endif
 
 struct fb_pool {
     fb_sandbox_config shape;
@@ -34,6 +37,7 @@ struct fb_pool {
     fb_sandbox **idle;       /* oldest first */
     unsigned nidle;
     bool stopping;
+    uint64_t last_take_ns;   /* fb_now_ns() of the latest take */
     pthread_t thread;
     struct pool_stats *stats;
 };
@@ -140,6 +144,12 @@ static void *refill_main(void *arg)
             wait_ms_locked(p, 1000);
             continue;
         }
+        /* A take just woke us: while sandboxes remain, let the taker's
+         * first commands have the CPUs before a boot competes for them. */
+        if (p->nidle > 0 && fb_now_ns() - p->last_take_ns < REFILL_PAUSE_MS * 1000000ull) {
+            wait_ms_locked(p, REFILL_PAUSE_MS);
+            continue;
+        }
         pthread_mutex_unlock(&p->mu);
         fb_sandbox *sb = NULL;
         fb_err err = {{0}};
@@ -233,6 +243,7 @@ fb_sandbox *fb_pool_take(fb_pool *p, const fb_sandbox_config *want)
             sb = p->idle[0];
             memmove(p->idle, p->idle + 1, (p->nidle - 1) * sizeof *p->idle);
             p->nidle--;
+            p->last_take_ns = fb_now_ns();
             set_ready_locked(p);
             pthread_cond_broadcast(&p->cv); /* refill */
         }

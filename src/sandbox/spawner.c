@@ -7,7 +7,8 @@
  * killed when that thread ends.  So every boot runs on one of a few
  * threads that live as long as the process (started on first use), while
  * the caller waits.  SPAWNERS boots (a VM takes seconds under TCG) run at
- * once; more wait their turn in order.
+ * once; more wait their turn in order.  The threads are started as boots
+ * need them, so a process that boots one sandbox starts one thread.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -31,13 +32,15 @@ typedef struct job {
 static job *head, *tail; /* FIFO of waiting boots */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t have_work = PTHREAD_COND_INITIALIZER, job_done = PTHREAD_COND_INITIALIZER;
-static int started;
+static int started, idle; /* spawner threads, and how many wait for work */
 
-/* The oldest waiting boot, once there is one (lock held). */
+/* The oldest waiting boot, once there is one (lock held; the caller was
+ * counted idle). */
 static job *next_job_locked(void)
 {
     while (!head)
         pthread_cond_wait(&have_work, &lock);
+    idle--;
     job *j = head;
     if (!(head = j->next))
         tail = NULL;
@@ -54,6 +57,7 @@ static void *spawner_main(void *arg)
         j->code = fb_sandbox_boot_here(j->cfg, &j->out, &j->err);
         pthread_mutex_lock(&lock);
         j->done = true;
+        idle++;
         pthread_cond_broadcast(&job_done);
     }
     return NULL;
@@ -64,7 +68,13 @@ fb_errc fb_sandbox_boot(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *
     *out = NULL;
     job j = {.cfg = cfg};
     pthread_mutex_lock(&lock);
-    while (started < SPAWNERS) {
+    /* Threads are started as boots need them (one for `forgebox run`),
+     * up to SPAWNERS: a boot waiting in the queue while all are busy
+     * starts another. */
+    int queued = 0;
+    for (job *q = head; q; q = q->next)
+        queued++;
+    while (started < SPAWNERS && idle <= queued) {
         pthread_t t;
         pthread_attr_t attr;
         pthread_attr_init(&attr);
@@ -74,6 +84,7 @@ fb_errc fb_sandbox_boot(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *
         if (rc != 0)
             break;
         started++;
+        idle++; /* until it takes its first job */
     }
     if (started == 0) {
         pthread_mutex_unlock(&lock);

@@ -1,5 +1,6 @@
 """The guest image is checked before every start: a modified artifact is
 refused with a clear error, in the backend that uses it, and nothing runs."""
+import json
 import os
 import re
 import shutil
@@ -19,6 +20,8 @@ def image_copy(tmp_path):
     for f in ("vmlinuz", "initrd.img", "manifest.json", "packages.txt", "kernel-version.txt"):
         shutil.copy2(os.path.join(IMAGE, f), dst / f)
     os.link(os.path.join(IMAGE, "rootfs.ext4"), dst / "rootfs.ext4")
+    if os.path.exists(os.path.join(IMAGE, "rootfs.erofs")):
+        os.link(os.path.join(IMAGE, "rootfs.erofs"), dst / "rootfs.erofs")
     subprocess.run(["cp", "-al", os.path.join(IMAGE, "rootfs"), str(dst / "rootfs")], check=True)
     return dst
 
@@ -54,6 +57,53 @@ def test_modified_rootfs_image_refused_by_jail(image_copy, tmp_path):
     assert r.rc == EXIT_SANDBOX, r
     assert "guest image file" in r.stderr and "rootfs.ext4 has been modified" in r.stderr
     assert "refusing to start" in r.stderr
+    assert r.stdout == ""
+
+
+needs_erofs = pytest.mark.skipif(not os.path.exists(os.path.join(IMAGE, "rootfs.erofs")),
+                                 reason="the image has no rootfs.erofs (no mkfs.erofs where it was built)")
+
+
+@needs_erofs
+def test_modified_erofs_root_refused_by_jail(image_copy, tmp_path):
+    # Where the image has one, the jail's root is rootfs.erofs, mounted from
+    # its file: checked like rootfs.ext4, and the cache must not hide it.
+    state = str(tmp_path / "state")
+    assert run_in(image_copy, state, "jail").rc == 0
+    target = image_copy / "rootfs.erofs"
+    data = bytearray(target.read_bytes())
+    data[1 << 20] ^= 0xFF
+    replace_file(target, bytes(data))
+    r = run_in(image_copy, state, "jail")
+    assert r.rc == EXIT_SANDBOX, r
+    assert "guest image file" in r.stderr and "rootfs.erofs has been modified" in r.stderr
+    assert "refusing to start" in r.stderr
+    assert r.stdout == ""
+
+
+@needs_erofs
+def test_missing_erofs_root_refused_by_jail(image_copy, tmp_path):
+    # The manifest lists it: a jail does not quietly fall back to ext4.
+    os.unlink(image_copy / "rootfs.erofs")
+    r = run_in(image_copy, str(tmp_path / "state"), "jail")
+    assert r.rc == EXIT_SANDBOX, r
+    assert "rootfs.erofs is missing" in r.stderr
+    assert r.stdout == ""
+
+
+def test_unsealed_erofs_root_refused_by_jail(image_copy, tmp_path):
+    # A rootfs.erofs the manifest does not list is never mounted: the jail
+    # takes the file's presence as "verified", so verification refuses it.
+    target = image_copy / "rootfs.erofs"
+    if target.exists():
+        manifest = json.loads((image_copy / "manifest.json").read_text())
+        del manifest["artifacts"]["rootfs.erofs"]
+        (image_copy / "manifest.json").write_text(json.dumps(manifest))
+    else:
+        target.write_bytes(b"\0" * 4096)
+    r = run_in(image_copy, str(tmp_path / "state"), "jail")
+    assert r.rc == EXIT_SANDBOX, r
+    assert "rootfs.erofs is not in the manifest" in r.stderr
     assert r.stdout == ""
 
 
