@@ -14,7 +14,9 @@ a node presenting a certificate for another name, from another CA, or a
 revoked one is refused before it receives a single byte, and audited; a
 gateway presenting a certificate of the wrong role is refused by the node.
 
-Timings are short on purpose (nodes.heartbeat_s 1, nodes.down_after_s 3):
+Timings are short on purpose (nodes.heartbeat_s 1, nodes.down_after_s 10:
+shorter, a heartbeat delayed by a loaded CI machine declared a live node
+down mid-test):
 what is asserted is outcomes, never durations."""
 import concurrent.futures
 import os
@@ -37,7 +39,7 @@ from pg_fixture import PgServer, pg_bindir
 pytestmark = pytest.mark.skipif(pg_bindir() is None,
                                 reason="PostgreSQL is not installed (apt-get install postgresql)")
 
-HEARTBEAT_S, DOWN_AFTER_S = 1, 3
+HEARTBEAT_S, DOWN_AFTER_S = 1, 10
 FAST = ["sandbox.backend=jail", "limits.rate_rps=100000", "limits.rate_burst=100000",
         f"nodes.heartbeat_s={HEARTBEAT_S}", f"nodes.down_after_s={DOWN_AFTER_S}"]
 _count = [0]
