@@ -38,6 +38,7 @@
 
 #include "ca/ca.h"
 #include "node/client_internal.h"
+#include "node/verdicts.h"
 #include "sandbox/supervisor.h"
 
 #define CONNECT_TIMEOUT_S 5L
@@ -50,6 +51,7 @@ struct fb_node_client {
     CURLSH *share;
     pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
     fb_ca_verifier *ver;
+    nv_cache *verdicts;             /* node chains accepted (verdicts.h; NULL: none kept) */
     char *cert, *key;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -99,6 +101,7 @@ int fb_node_client_open(const fb_config *cfg, fb_node_client **out, fb_err *err)
         fb_node_client_free(nc);
         return -1;
     }
+    nc->verdicts = nv_cache_new(cfg->nodes.tls_ca, cfg->nodes.tls_crl);
     nc->cert = strdup(cfg->nodes.tls_cert);
     nc->key = strdup(cfg->nodes.tls_key);
     nc->share = curl_share_init();
@@ -160,6 +163,7 @@ void fb_node_client_free(fb_node_client *nc)
     if (nc->share)
         curl_share_cleanup(nc->share);
     fb_ca_verifier_free(nc->ver);
+    nv_cache_free(nc->verdicts);
     free(nc->cert);
     free(nc->key);
     free(nc);
@@ -214,9 +218,18 @@ static int prereq(void *u, char *primary_ip, char *local_ip, int primary_port, i
     fb_ca_peer peer;
     memset(&peer, 0, sizeof peer);
     char why[256] = "";
-    cc->verdict = fb_ca_verify_session(cc->nc->ver, ti->internals, cc->t->name, &peer, why, sizeof why);
-    if (cc->verdict == FB_CA_OK)
+    /* A reused connection presents the chain it was accepted with: not
+     * verified again while the CA and CRL files are unchanged (verdicts.h). */
+    nv_pending pend;
+    if (nv_check(cc->nc->verdicts, ti->internals, cc->t->name, &peer, &pend) && peer.role == FB_CA_ROLE_NODE) {
+        cc->verdict = FB_CA_OK;
         return CURL_PREREQFUNC_OK;
+    }
+    cc->verdict = fb_ca_verify_session(cc->nc->ver, ti->internals, cc->t->name, &peer, why, sizeof why);
+    if (cc->verdict == FB_CA_OK) {
+        nv_put(cc->nc->verdicts, &pend, &peer);
+        return CURL_PREREQFUNC_OK;
+    }
     cc->refused = true;
     if (cc->verdict == FB_CA_WRONG_NAME && peer.name[0])
         snprintf(cc->reason, sizeof cc->reason, "node %s presented a certificate for %s", cc->t->name, peer.name);

@@ -451,3 +451,20 @@ def test_a_gateway_with_a_certificate_of_the_wrong_role_is_refused_by_the_node(c
         assert cluster.sql("SELECT count(*) FROM sandboxes WHERE state IN ('creating', 'running')") == "0"
     finally:
         g.stop()
+
+
+def test_a_node_revoked_while_its_connection_is_kept_alive_gets_no_more_requests(cluster):
+    """The gateway remembers accepted node chains (src/node/verdicts.h) so
+    that a kept-alive connection is not verified on every request; a
+    revocation (a new CRL file) must still refuse the very next request."""
+    a = cluster.a.admin()
+    s = a.create_sandbox(backend="jail", memory_mib=128)
+    for _ in range(3):   # the connection to the node is warm, its chain remembered
+        assert a.exec(s["id"], ["true"])["exit_code"] == 0
+    victim = cluster.nodes[s["node"]]
+    cluster.pki.ca.revoke(victim.serial)
+    e = error_of(a.exec, s["id"], ["true"])
+    assert e.status >= 400
+    refusals = [x for x in cluster.audit() if x["event"] == "node.tls" and x["resource"] == victim.name]
+    assert refusals and refusals[-1]["action"] == "server_certificate" and refusals[-1]["outcome"] == "denied"
+    assert refusals[-1]["reason"].startswith("revoked: ")
