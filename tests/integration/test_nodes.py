@@ -468,3 +468,65 @@ def test_a_node_revoked_while_its_connection_is_kept_alive_gets_no_more_requests
     refusals = [x for x in cluster.audit() if x["event"] == "node.tls" and x["resource"] == victim.name]
     assert refusals and refusals[-1]["action"] == "server_certificate" and refusals[-1]["outcome"] == "denied"
     assert refusals[-1]["reason"].startswith("revoked: ")
+
+
+# ---- tasks and E2B through remote mode ----------------------------------------------------
+
+
+def test_a_tasks_tools_run_in_a_sandbox_on_a_node(pg, pki):
+    """A task on a gateway in nodes.mode remote: the engine's sandbox is
+    placed on a node like any other, its bash tool runs there (one exec
+    through the node), and the task's end deletes it on the node."""
+    from task_helpers import PROVIDER_KEY, WRONG_KEY, MODEL, call, config_text, events, results, say, tools
+    from task_helpers import FakeLLM, wait_state
+    db = f"nodes_task{os.getpid()}"
+    url = pg.fresh_database(db)
+    crt, key, _ = pki.certs["gw-a"]
+    with FakeLLM(key=PROVIDER_KEY, models={MODEL}) as fake:
+        g = Gateway(settings=FAST + ["nodes.mode=remote", f"nodes.tls_cert={crt}", f"nodes.tls_key={key}",
+                                     f"nodes.tls_ca={pki.ca.crt}", f"nodes.tls_crl={pki.ca.crl}"],
+                    config=config_text(fake.url),
+                    env={"FORGEBOX_STORE_URL": url, "FB_TEST_PROVIDER_KEY": PROVIDER_KEY,
+                         "FB_TEST_WRONG_KEY": WRONG_KEY})
+        p = run("admin", "init", url=url, state=g.state)
+        assert p.returncode == 0, p.stderr
+        g.admin_key = p.stdout.strip().splitlines()[-1]
+        SECRETS.add(g.admin_key)
+        g.start()
+        n1 = None
+        try:
+            admin = g.admin()
+            admin.list_sandboxes()   # the first audit entries create the audit key the node copies
+            n1 = node(pki, url, "n1", g.state)
+            team = admin.create_team("remote-tasks")
+            u = admin.create_user(username="remote-dev", password=FIRST_PASSWORD, team_id=team["id"],
+                                  role="developer")
+            dev = g.client(admin.create_key(name="dev", user_id=u["id"], scopes=[
+                "tasks:create", "tasks:read", "sandboxes:create", "sandboxes:read", "sandboxes:exec",
+                "tools:shell"])["key"])
+            with fake.lock:
+                fake.script = [tools(call("bash", {"command": "echo on-node > a.txt; cat a.txt; hostname"}, "c1")),
+                               say("done")]
+            t = dev.create_task("run it", provider="fake", model=MODEL, backend="jail", tools=["bash"])
+            t = wait_state(dev, t["id"], {"succeeded", "failed", "cancelled", "budget_exceeded"}, timeout=60)
+            assert t["state"] == "succeeded", t
+            assert t["result"] == "done"
+            r = results(events(dev, t["id"]))["c1"]
+            assert r["is_error"] is False and r["output"].startswith("on-node\n"), r
+            # The sandbox was the node's: created there (audited with its
+            # name), its record owned by the node's id, and ended there.
+            created = [e for e in admin.audit(limit=1000)["entries"]
+                       if e["event"] == "sandbox" and e["action"] == "create" and e["outcome"] == "allowed"]
+            assert [e["reason"] for e in created] == [f"namespaces; node n1; task {t['id']}"]
+            sid = created[0]["resource"]
+            assert pg.psql(f"SELECT node_id FROM sandboxes WHERE id = '{sid}'", db=db) == n1.id
+            # A succeeded task keeps its sandbox (tasks.ttl_s) - on the node,
+            # whose deadline followed the record's (PATCH), not the create's.
+            st, on_node, _ = n1.client(pki.certs["gw-a"]).get(f"/node/v1/sandboxes/{sid}")
+            assert st == 200 and on_node["state"] == "running"
+            rec = pg.psql(f"SELECT state, expires_at FROM sandboxes WHERE id = '{sid}'", db=db).split("|")
+            assert rec[0] == "running" and on_node["expires_at"][:19] == rec[1][:19], (on_node, rec)
+        finally:
+            if n1:
+                n1.stop()
+            g.stop()
