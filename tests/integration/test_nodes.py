@@ -530,3 +530,54 @@ def test_a_tasks_tools_run_in_a_sandbox_on_a_node(pg, pki):
             if n1:
                 n1.stop()
             g.stop()
+
+
+def test_the_e2b_sdk_drives_a_sandbox_on_a_node(pg, pki):
+    """The real E2B SDK (tests/compat/e2b, scenario `lifecycle`) against a
+    gateway in nodes.mode remote: commands (streamed, stdin, background,
+    kill, reconnect), files and the timeout all reach the node's sandbox."""
+    import test_e2b_compat as e2b
+    from gateway_fixtures import free_port
+    e2b._npm_ci()
+    db = f"nodes_e2b{os.getpid()}"
+    url = pg.fresh_database(db)
+    port = free_port()
+    crt, key, _ = pki.certs["gw-a"]
+    g = Gateway(settings=FAST + ["nodes.mode=remote", f"nodes.tls_cert={crt}", f"nodes.tls_key={key}",
+                                 f"nodes.tls_ca={pki.ca.crt}", f"nodes.tls_crl={pki.ca.crl}",
+                                 f"e2b.listen=127.0.0.1:{port}"],
+                env={"FORGEBOX_STORE_URL": url})
+    p = run("admin", "init", url=url, state=g.state)
+    assert p.returncode == 0, p.stderr
+    g.admin_key = p.stdout.strip().splitlines()[-1]
+    SECRETS.add(g.admin_key)
+    g.start()
+    n1 = None
+    try:
+        admin = g.admin()
+        admin.list_sandboxes()   # the first audit entries create the audit key the node copies
+        n1 = node(pki, url, "n1", g.state)
+        team = admin.create_team("remote-e2b")
+        u = admin.create_user(username="remote-e2b", password=FIRST_PASSWORD, team_id=team["id"], role="developer")
+        g.e2b_url = f"http://127.0.0.1:{port}"
+        r = e2b.scenario(g, "lifecycle", admin.create_key(name="e2b", scopes=e2b.SCOPES, user_id=u["id"])["key"])
+        assert r["info"]["state"] == "running"
+        assert r["run"] == {"exitCode": 0, "stdout": "one\nthree\n", "stderr": "two\n",
+                            "streamedOut": "one\nthree\n", "streamedErr": "two\n"}
+        assert r["exit"]["exitCode"] == 7 and r["exit"]["stderr"] == "failing\n"
+        assert r["envs"] == "sandbox-env command-env\n/tmp\n"
+        assert r["stdin"] == "to stdin\n"
+        assert r["bgListed"] is True and r["bgKilled"] is True and r["bgStdout"] == "started\n"
+        assert r["connected"] == {"pid": True, "stdout": "late\n"}
+        assert r["read"] == "hello from e2b\n" and r["readViaCommand"] == "hello from e2b\n"
+        assert r["bytes"] == [0, 1, 255]
+        assert 295 <= r["lifetimeAfterSetTimeoutS"] <= 300
+        assert r["running"] is True and r["runningAfterKill"] is False
+        # It was the node's sandbox, and the kill deleted it there.
+        assert pg.psql(f"SELECT node_id, state FROM sandboxes WHERE id = '{r['id']}'", db=db) == f"{n1.id}|destroyed"
+        st, _, _ = n1.client(pki.certs["gw-a"]).get(f"/node/v1/sandboxes/{r['id']}")
+        assert st == 404
+    finally:
+        if n1:
+            n1.stop()
+        g.stop()
