@@ -80,12 +80,14 @@ def pki(tmp_path_factory):
 # ---- the cluster -------------------------------------------------------------------------
 
 
+NODE_SETTINGS = [f"nodes.heartbeat_s={HEARTBEAT_S}", f"nodes.down_after_s={DOWN_AFTER_S}"]
+
+
 def node(pki, url, name, gw_state, backend="jail"):
     """A real `forgebox node` (node_fixtures.Node, its own certificate for
     name) on the shared PostgreSQL, with the chain's audit key."""
     n = Node(pki.ca, name, SimpleNamespace(url=url), state=tempfile.mkdtemp(prefix=f"fbx-{name}-"), backend=backend,
-             capacity=8, settings=[f"nodes.heartbeat_s={HEARTBEAT_S}", f"nodes.down_after_s={DOWN_AFTER_S}"],
-             copy_secrets_from=gw_state)
+             capacity=8, settings=list(NODE_SETTINGS), copy_secrets_from=gw_state)
     return n.start()
 
 
