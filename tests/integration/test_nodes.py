@@ -16,7 +16,9 @@ gateway presenting a certificate of the wrong role is refused by the node.
 
 Timings are short on purpose (nodes.heartbeat_s 1, nodes.down_after_s 3):
 what is asserted is outcomes, never durations."""
+import base64
 import concurrent.futures
+import json
 import os
 import shutil
 import socket
@@ -583,3 +585,102 @@ def test_the_e2b_sdk_drives_a_sandbox_on_a_node(pg, pki):
         if n1:
             n1.stop()
         g.stop()
+
+
+class OldNode:
+    """A node from before `"stream"` on POST .../execs (it refuses unknown
+    fields): a small HTTPS server with a valid node certificate for
+    a-impostor, registered in the store, that runs nothing - each exec
+    answers `echo`'s arguments.  It records every request line."""
+
+    def __init__(self, cluster):
+        import http.server
+        self.cluster, self.requests = cluster, []
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def answer(self, status, body, ctype="application/json"):
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def body(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                return json.loads(self.rfile.read(n)) if n else None
+
+            def do_POST(self):
+                b = self.body()
+                outer.requests.append(("POST", self.path, b))
+                if self.path == "/node/v1/sandboxes":
+                    cluster.sql(f"UPDATE sandboxes SET state = 'running' WHERE id = '{b['id']}'")
+                    return self.answer(201, {"id": b["id"], "isolation": "namespaces", "node": "a-impostor",
+                                             "created_at": b["expires_at"], "expires_at": b["expires_at"]})
+                if "stream" in b:
+                    return self.answer(400, {"error": {"code": "bad_request", "message": 'unknown field "stream"'}})
+                outer.argv = b["argv"]
+                return self.answer(201, {"exec": "1"})
+
+            def do_GET(self):
+                outer.requests.append(("GET", self.path, None))
+                out = (" ".join(outer.argv[1:]) + "\n").encode()
+                lines = [{"kind": "stdout", "pos": 0, "next": 1, "data": base64.b64encode(out).decode()},
+                         {"kind": "exit", "pos": 1, "next": 2, "dropped": 0,
+                          "result": {"exit_code": 0, "signal": 0, "timed_out": False, "oom": False,
+                                     "truncated": False, "duration_ms": 1, "started": True, "error": "",
+                                     "message": ""}}]
+                self.answer(200, "".join(json.dumps(l) + "\n" for l in lines).encode(), "application/x-ndjson")
+
+            def do_DELETE(self):
+                outer.requests.append(("DELETE", self.path, None))
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.load_cert_chain(*cluster.pki.certs["full"][:2])
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv.socket = ctx.wrap_socket(self.srv.socket, server_side=True)
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        now = int(time.time())
+        cluster.sql("INSERT INTO nodes (id, name, address, backend, isolation, capacity, memory_mib, state, "
+                    "registered_at, heartbeat_at, heartbeat_unix) VALUES ('nd_impostor0000001', 'a-impostor', "
+                    f"'127.0.0.1:{self.port}', 'jail', 'namespaces', 8, 4096, 'up', "
+                    f"'2026-01-01T00:00:00.000000000Z', '2026-01-01T00:00:00.000000000Z', {now + 3600})")
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+        self.cluster.sql("DELETE FROM nodes WHERE id = 'nd_impostor0000001'")
+
+
+def test_a_node_that_does_not_know_stream_gets_two_calls(cluster):
+    """Rolling upgrades: a gateway that streams execs meets an older node
+    that refuses "stream" as an unknown field; the exec still runs (start,
+    then GET .../events), and that sandbox's later execs skip the refused
+    attempt."""
+    old = OldNode(cluster)
+    try:
+        a = cluster.a.admin()
+        s = a.create_sandbox(backend="jail", memory_mib=128)
+        assert s["node"] == "a-impostor"
+        r = a.exec(s["id"], ["echo", "from", "an", "old", "node"])
+        assert r["exit_code"] == 0 and r["stdout"] == "from an old node\n"
+        r = a.exec(s["id"], ["echo", "again"])
+        assert r["exit_code"] == 0 and r["stdout"] == "again\n"
+        ex = f"/node/v1/sandboxes/{s['id']}/execs"
+        calls = [(m, p, b.get("stream") if b else None) for m, p, b in old.requests if p.startswith(ex)]
+        assert calls == [("POST", ex, True), ("POST", ex, None), ("GET", ex + "/1/events?from=0", None),
+                         ("POST", ex, None), ("GET", ex + "/1/events?from=0", None)]
+        a.delete_sandbox(s["id"])
+    finally:
+        old.close()
