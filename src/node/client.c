@@ -12,7 +12,10 @@
  * of the request.  So every request - not only every connection - is
  * checked, a refusal names the verdict (revoked, other_ca, wrong_name,
  * ...) for the audit log rather than a generic handshake failure, and no
- * request byte ever reaches a node that is not the one registered.
+ * request byte ever reaches a node that is not the one registered.  A
+ * chain accepted before for the same name is not verified again while the
+ * CA and CRL files are unchanged (verdicts.h): a revocation still refuses
+ * the very next request.
  * Connections (and TLS sessions) are shared by every call through one
  * curl share handle: a gateway keeps a warm connection per node.
  *
