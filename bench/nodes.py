@@ -69,6 +69,7 @@ def main():
     try:
         # Remote: a gateway in nodes.mode remote and one node, on PostgreSQL.
         tn.FAST.extend(QUIET)
+        tn.NODE_SETTINGS.extend(QUIET)   # the node logs as little as the gateways
         cl = tn.Cluster(pg, keys, nodes=("n1",))
         stop.append(cl.close)
         remote = cl.a.admin()

@@ -80,6 +80,13 @@ const char *gw_mtls_trust_pem(const gw_mtls *m)
     return m->trust_pem;
 }
 
+void gw_mtls_mark(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *sc = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    if (sc && sc->socket_context)
+        ((struct conn_mark *)sc->socket_context)->requested = true;
+}
+
 fb_ca_verdict gw_mtls_check(gw_mtls *m, struct MHD_Connection *conn, const char *want_name, fb_ca_peer *peer,
                             char *reason, size_t reason_cap)
 {

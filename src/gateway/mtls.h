@@ -37,5 +37,9 @@ void gw_mtls_notify(void *cls, struct MHD_Connection *conn, void **socket_contex
  * peer must carry that name); reason: a line for the audit log. */
 fb_ca_verdict gw_mtls_check(gw_mtls *m, struct MHD_Connection *conn, const char *want_name, fb_ca_peer *peer,
                             char *reason, size_t reason_cap);
+/* Marks the connection as having carried a request, as gw_mtls_check
+ * does (for a caller that decided the certificate another way, e.g. from
+ * a verdict it remembered: src/node/verdicts.h). */
+void gw_mtls_mark(struct MHD_Connection *conn);
 
 #endif

@@ -12,7 +12,10 @@
  * of the request.  So every request - not only every connection - is
  * checked, a refusal names the verdict (revoked, other_ca, wrong_name,
  * ...) for the audit log rather than a generic handshake failure, and no
- * request byte ever reaches a node that is not the one registered.
+ * request byte ever reaches a node that is not the one registered.  A
+ * chain accepted before for the same name is not verified again while the
+ * CA and CRL files are unchanged (verdicts.h): a revocation still refuses
+ * the very next request.
  * Connections (and TLS sessions) are shared by every call through one
  * curl share handle: a gateway keeps a warm connection per node.
  *
@@ -38,6 +41,7 @@
 
 #include "ca/ca.h"
 #include "node/client_internal.h"
+#include "node/verdicts.h"
 #include "sandbox/supervisor.h"
 
 #define CONNECT_TIMEOUT_S 5L
@@ -50,6 +54,7 @@ struct fb_node_client {
     CURLSH *share;
     pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
     fb_ca_verifier *ver;
+    nv_cache *verdicts;             /* node chains accepted (verdicts.h; NULL: none kept) */
     char *cert, *key;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -99,6 +104,7 @@ int fb_node_client_open(const fb_config *cfg, fb_node_client **out, fb_err *err)
         fb_node_client_free(nc);
         return -1;
     }
+    nc->verdicts = nv_cache_new(cfg->nodes.tls_ca, cfg->nodes.tls_crl);
     nc->cert = strdup(cfg->nodes.tls_cert);
     nc->key = strdup(cfg->nodes.tls_key);
     nc->share = curl_share_init();
@@ -163,6 +169,7 @@ void fb_node_client_free(fb_node_client *nc)
     if (nc->share)
         curl_share_cleanup(nc->share);
     fb_ca_verifier_free(nc->ver);
+    nv_cache_free(nc->verdicts);
     free(nc->cert);
     free(nc->key);
     free(nc);
@@ -217,9 +224,18 @@ static int prereq(void *u, char *primary_ip, char *local_ip, int primary_port, i
     fb_ca_peer peer;
     memset(&peer, 0, sizeof peer);
     char why[256] = "";
-    cc->verdict = fb_ca_verify_session(cc->nc->ver, ti->internals, cc->t->name, &peer, why, sizeof why);
-    if (cc->verdict == FB_CA_OK)
+    /* A reused connection presents the chain it was accepted with: not
+     * verified again while the CA and CRL files are unchanged (verdicts.h). */
+    nv_pending pend;
+    if (nv_check(cc->nc->verdicts, ti->internals, cc->t->name, &peer, &pend) && peer.role == FB_CA_ROLE_NODE) {
+        cc->verdict = FB_CA_OK;
         return CURL_PREREQFUNC_OK;
+    }
+    cc->verdict = fb_ca_verify_session(cc->nc->ver, ti->internals, cc->t->name, &peer, why, sizeof why);
+    if (cc->verdict == FB_CA_OK) {
+        nv_put(cc->nc->verdicts, &pend, &peer);
+        return CURL_PREREQFUNC_OK;
+    }
     cc->refused = true;
     if (cc->verdict == FB_CA_WRONG_NAME && peer.name[0])
         snprintf(cc->reason, sizeof cc->reason, "node %s presented a certificate for %s", cc->t->name, peer.name);

@@ -16,9 +16,12 @@
  * never a hang.  Only file transfers bypass it (client.c says why).
  *
  *   hello    -> ready (nothing to ask the node: it booted the sandbox)
- *   exec     -> POST .../execs, then a thread that reads the NDJSON event
- *               stream (reconnecting at its position) into stdout/stderr/
- *               exit/error frames
+ *   exec     -> a thread that POSTs .../execs with "stream": true and
+ *               reads the answer - the exec's NDJSON event stream, its
+ *               first line naming the exec - into stdout/stderr/exit/error
+ *               frames (one round trip to the node per exec); a stream
+ *               cut short is resumed with GET .../events?from=POS.  A node
+ *               that does not know "stream" (older) gets the two calls.
  *   stdin    -> POST .../execs/N/stdin[?close=1], then stdin_ack
  *   signal   -> POST .../execs/N/signal
  *   shutdown -> ok.  Releasing a handle is not deleting the sandbox: any
@@ -51,7 +54,11 @@
 typedef struct nb_exec {
     struct nc_bridge *b;
     uint64_t rid;               /* the supervisor's request id */
-    char node_exec[24];         /* the node's exec id */
+    char node_exec[24];         /* the node's exec id ("" until known) */
+    json_t *start_req;          /* the POST .../execs body (the thread's) */
+    /* Set once (under b->smu) when the start is decided: node_exec known,
+     * or failed (the error frame already sent). */
+    bool decided;
     pthread_t th;
     bool has_thread;
     atomic_bool done;
@@ -74,7 +81,20 @@ struct nc_bridge {
     pthread_t th;
     nb_exec *execs;             /* the main thread's alone */
     uint64_t max_output;        /* the sandbox's default output cap (hello) */
+    pthread_mutex_t smu;        /* an exec's start being decided */
+    pthread_cond_t scv;
+    atomic_bool no_stream;      /* the node does not know "stream": two calls */
 };
+
+/* The main thread waits for this before it reads the next request, so a
+ * stdin or signal frame always finds the node's exec id. */
+static void start_decided(nb_exec *x)
+{
+    pthread_mutex_lock(&x->b->smu);
+    x->decided = true;
+    pthread_cond_broadcast(&x->b->scv);
+    pthread_mutex_unlock(&x->b->smu);
+}
 
 const nc_target *nc_bridge_target(const nc_bridge *b)
 {
@@ -135,12 +155,31 @@ static void send_ok(nc_bridge *b, uint64_t id)
 
 /* ---- an exec's event stream ----------------------------------------------------------------- */
 
+static bool valid_exec_id(const char *xid)
+{
+    return xid && *xid && strlen(xid) < sizeof ((nb_exec *)0)->node_exec && strspn(xid, "0123456789") == strlen(xid);
+}
+
 static void on_event(nb_exec *x, json_t *ev)
 {
     nc_bridge *b = x->b;
     const char *kind = json_string_value(json_object_get(ev, "kind"));
     if (!kind || strcmp(kind, "keepalive") == 0)
         return;
+    if (strcmp(kind, "started") == 0) {
+        const char *xid = json_string_value(json_object_get(ev, "exec"));
+        if (x->node_exec[0] || !valid_exec_id(xid)) {
+            x->bad = true;
+            return;
+        }
+        snprintf(x->node_exec, sizeof x->node_exec, "%s", xid);
+        start_decided(x);
+        return;
+    }
+    if (!x->node_exec[0]) {
+        x->bad = true; /* events before the stream named its exec */
+        return;
+    }
     json_t *next = json_object_get(ev, "next");
     if (json_is_integer(next) && json_integer_value(next) >= 0)
         x->pos = (uint64_t)json_integer_value(next);
@@ -231,6 +270,54 @@ static bool on_stream_data(void *ctx, const char *data, size_t len)
     return true;
 }
 
+/* The start, POST .../execs: with "stream" the answer is the event stream
+ * (fed to on_stream_data, whose first line names the exec); without (a
+ * node that does not know "stream") the answer names the exec and the
+ * events are read with GET afterwards.  x->node_exec is set when the node
+ * started the command. */
+static fb_errc start_call(nb_exec *x, nc_resp *r, fb_err *err)
+{
+    nc_bridge *b = x->b;
+    bool stream = !atomic_load(&b->no_stream);
+    if (stream)
+        json_object_set_new(x->start_req, "stream", json_true());
+    else
+        json_object_del(x->start_req, "stream");
+    char *body = json_dumps(x->start_req, JSON_COMPACT);
+    if (!body) {
+        fb_fail(err, "out of memory");
+        return FB_E_NOMEM;
+    }
+    char path[160];
+    snprintf(path, sizeof path, "/node/v1/sandboxes/%s/execs", b->sandbox_id);
+    nc_call call = {.method = "POST", .path = path, .body = body, .body_len = strlen(body), .body_fd = -1,
+                    .content_type = "application/json", .timeout_s = stream ? 0 : CALL_TIMEOUT_S,
+                    .on_data = stream ? on_stream_data : NULL, .ctx = x, .stop = &b->stop};
+    fb_errc code = nc_request(b->nc, &b->t, &call, r, err);
+    free(body);
+    if (!stream && code == FB_OK && r->status >= 200 && r->status < 300) {
+        json_t *a = r->body ? json_loadb(r->body, r->len, 0, NULL) : NULL;
+        const char *xid = json_string_value(json_object_get(a, "exec"));
+        if (valid_exec_id(xid)) {
+            snprintf(x->node_exec, sizeof x->node_exec, "%s", xid);
+            start_decided(x);
+        }
+        json_decref(a);
+    }
+    return code;
+}
+
+static fb_errc events_call(nb_exec *x, nc_resp *r, fb_err *err)
+{
+    nc_bridge *b = x->b;
+    char path[200];
+    snprintf(path, sizeof path, "/node/v1/sandboxes/%s/execs/%s/events?from=%llu", b->sandbox_id, x->node_exec,
+             (unsigned long long)x->pos);
+    nc_call call = {.method = "GET", .path = path, .body_fd = -1, .on_data = on_stream_data, .ctx = x,
+                    .stop = &b->stop};
+    return nc_request(b->nc, &b->t, &call, r, err);
+}
+
 static void *stream_main(void *arg)
 {
     nb_exec *x = arg;
@@ -238,32 +325,53 @@ static void *stream_main(void *arg)
     fb_err err = {{0}};
     fb_errc last = FB_OK;
     long last_status = 0;
-    for (int attempt = 0; attempt <= STREAM_RETRIES && !x->terminal && !atomic_load(&b->stop); attempt++) {
-        if (attempt > 0)
-            usleep(200000u * (unsigned)attempt);
-        char path[200];
-        snprintf(path, sizeof path, "/node/v1/sandboxes/%s/execs/%s/events?from=%llu", b->sandbox_id, x->node_exec,
-                 (unsigned long long)x->pos);
+    int retries = 0;
+    while (!x->terminal && !atomic_load(&b->stop)) {
+        bool starting = !x->node_exec[0];
+        uint64_t before = x->pos;
         x->line_len = 0;
-        nc_call call = {.method = "GET", .path = path, .body_fd = -1, .on_data = on_stream_data, .ctx = x,
-                        .stop = &b->stop};
         nc_resp r;
         nc_resp_init(&r, 1u << 20);
-        uint64_t before = x->pos;
-        last = nc_request(b->nc, &b->t, &call, &r, &err);
+        last = starting ? start_call(x, &r, &err) : events_call(x, &r, &err);
         last_status = r.status;
         if (last == FB_OK && (r.status < 200 || r.status >= 300))
-            last = nc_status_errc(&b->t, &r, "cannot read the exec's events", &err);
+            last = nc_status_errc(&b->t, &r, starting ? "cannot start the command" : "cannot read the exec's events",
+                                  &err);
+        /* A node from before "stream" refuses it as an unknown field. */
+        bool plain = starting && r.status == 400 && strstr(r.message, "\"stream\"") && !atomic_load(&b->no_stream);
         nc_resp_free(&r);
+        if (plain) {
+            atomic_store(&b->no_stream, true);
+            continue;
+        }
         if (x->bad) {
             fb_fail(&err, "node %s sent a malformed event stream", b->t.name);
             last = FB_E_PROTOCOL;
             break;
         }
-        if (last == FB_E_KILLED || (last != FB_OK && last != FB_E_SANDBOX_ENDED))
-            break; /* stopped, or a refusal no retry changes */
-        if (x->pos > before)
-            attempt = 0; /* progress: a fresh budget of retries */
+        if (starting && !x->node_exec[0]) {
+            /* The command did not start (or the node never said so). */
+            if (last == FB_OK) {
+                fb_fail(&err, "node %s answered an exec without a valid id", b->t.name);
+                last = FB_E_PROTOCOL;
+            } else if (last_status == 404) {
+                fb_fail(&err, "sandbox %s is gone from node %s", b->sandbox_id, b->t.name);
+                last = FB_E_SANDBOX_ENDED;
+            }
+            if (!atomic_load(&b->stop))
+                send_error(b, x->rid, last, err.msg);
+            x->terminal = true;
+            break;
+        }
+        if (x->terminal || last == FB_E_KILLED || (last != FB_OK && last != FB_E_SANDBOX_ENDED))
+            break; /* done, stopped, or a refusal no retry changes */
+        if (starting || x->pos > before) {
+            retries = 0; /* progress: a fresh budget of retries */
+        } else if (++retries > STREAM_RETRIES) {
+            break;
+        } else {
+            usleep(200000u * (unsigned)retries);
+        }
     }
     if (!x->terminal && !atomic_load(&b->stop)) {
         char msg[700];
@@ -277,6 +385,9 @@ static void *stream_main(void *arg)
     }
     free(x->line);
     x->line = NULL;
+    json_decref(x->start_req);
+    x->start_req = NULL;
+    start_decided(x);
     atomic_store(&x->done, true);
     return NULL;
 }
@@ -336,60 +447,36 @@ static void do_exec(nc_bridge *b, const fb_frame *f)
                           m.cwd ? m.cwd : "/workspace", "timeout_ms", (json_int_t)m.timeout_ms, "max_output",
                           (json_int_t)(m.max_output ? m.max_output : b->max_output), "stdin", m.stdin_pipe);
     fb_msg_exec_free(&m);
-    char *body = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (!body) {
+    nb_exec *x = j ? calloc(1, sizeof *x) : NULL;
+    if (!x) {
+        json_decref(j);
         send_error(b, f->id, FB_E_NOMEM, "out of memory");
         return;
     }
     reap_execs(b, false);
-    char path[160];
-    snprintf(path, sizeof path, "/node/v1/sandboxes/%s/execs", b->sandbox_id);
-    nc_resp r;
-    fb_errc code = node_post(b, path, "application/json", body, strlen(body), &r, "cannot start the command", &err);
-    free(body);
-    const char *xid = NULL;
-    json_t *a = NULL;
-    if (code == FB_OK) {
-        a = r.body ? json_loadb(r.body, r.len, 0, NULL) : NULL;
-        xid = json_string_value(json_object_get(a, "exec"));
-        if (!xid || !*xid || strlen(xid) >= sizeof ((nb_exec *)0)->node_exec ||
-            strspn(xid, "0123456789") != strlen(xid)) {
-            fb_fail(&err, "node %s answered an exec without a valid id", b->t.name);
-            code = FB_E_PROTOCOL;
-        }
-    } else if (r.status == 404) {
-        fb_fail(&err, "sandbox %s is gone from node %s", b->sandbox_id, b->t.name);
-        code = FB_E_SANDBOX_ENDED;
-    }
-    nc_resp_free(&r);
-    nb_exec *x = code == FB_OK ? calloc(1, sizeof *x) : NULL;
-    if (code == FB_OK && !x) {
-        code = FB_E_NOMEM;
-        fb_fail(&err, "out of memory");
-    }
-    if (code != FB_OK) {
-        json_decref(a);
-        send_error(b, f->id, code, err.msg);
-        return;
-    }
     x->b = b;
     x->rid = f->id;
-    snprintf(x->node_exec, sizeof x->node_exec, "%s", xid);
-    json_decref(a);
+    x->start_req = j;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(&x->th, NULL, stream_main, x);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
+        json_decref(j);
         free(x);
-        send_error(b, f->id, FB_E_RESOURCE, "cannot start a thread for the exec's events");
+        send_error(b, f->id, FB_E_RESOURCE, "cannot start a thread for the exec");
         return;
     }
     x->has_thread = true;
     x->next = b->execs;
     b->execs = x;
+    /* Until the node has named the exec (or refused it) no stdin or
+     * signal frame could be forwarded: wait, as for any start call. */
+    pthread_mutex_lock(&b->smu);
+    while (!x->decided)
+        pthread_cond_wait(&b->scv, &b->smu);
+    pthread_mutex_unlock(&b->smu);
 }
 
 static void do_stdin(nc_bridge *b, const fb_frame *f)
@@ -397,7 +484,7 @@ static void do_stdin(nc_bridge *b, const fb_frame *f)
     fb_err err = {{0}};
     fb_msg_stdin m;
     nb_exec *x = find_exec(b, f->id);
-    if (!x || fb_msg_decode_stdin(f, &m, &err) < 0)
+    if (!x || !x->node_exec[0] || fb_msg_decode_stdin(f, &m, &err) < 0)
         return; /* an exec that failed to start, or is over */
     char path[200];
     snprintf(path, sizeof path, "/node/v1/sandboxes/%s/execs/%s/stdin%s", b->sandbox_id, x->node_exec,
@@ -441,7 +528,7 @@ static void do_signal(nc_bridge *b, const fb_frame *f)
     fb_err err = {{0}};
     fb_msg_signal m;
     nb_exec *x = find_exec(b, f->id);
-    if (!x || fb_msg_decode_signal(f, &m, &err) < 0 || !signal_name(m.signal))
+    if (!x || !x->node_exec[0] || fb_msg_decode_signal(f, &m, &err) < 0 || !signal_name(m.signal))
         return;
     char path[200], body[64];
     snprintf(path, sizeof path, "/node/v1/sandboxes/%s/execs/%s/signal", b->sandbox_id, x->node_exec);
@@ -527,6 +614,8 @@ static void *bridge_main(void *arg)
     close(b->fd);
     fb_node_client *nc = b->nc;
     pthread_mutex_destroy(&b->wmu);
+    pthread_mutex_destroy(&b->smu);
+    pthread_cond_destroy(&b->scv);
     free(b);
     nc_live_add(nc, -1);
     return NULL;
@@ -543,6 +632,8 @@ int nc_bridge_start(fb_node_client *nc, const nc_target *t, const char *sandbox_
     snprintf(b->sandbox_id, sizeof b->sandbox_id, "%s", sandbox_id);
     b->fd = fd;
     pthread_mutex_init(&b->wmu, NULL);
+    pthread_mutex_init(&b->smu, NULL);
+    pthread_cond_init(&b->scv, NULL);
     nc_live_add(nc, 1);
     sigset_t all, old;
     sigfillset(&all);
@@ -556,6 +647,8 @@ int nc_bridge_start(fb_node_client *nc, const nc_target *t, const char *sandbox_
     if (rc != 0) {
         nc_live_add(nc, -1);
         pthread_mutex_destroy(&b->wmu);
+        pthread_mutex_destroy(&b->smu);
+        pthread_cond_destroy(&b->scv);
         free(b);
         return fb_fail(err, "cannot start a node bridge thread: %s", strerror(rc));
     }

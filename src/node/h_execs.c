@@ -3,6 +3,11 @@
  * started (stdin from a pipe or /dev/null), its event log as chunked
  * NDJSON read at the pace the gateway takes it (a keep-alive line every
  * NODE_KEEPALIVE_S of quiet), stdin bytes and signals.
+ *
+ * A start with "stream": true answers with the event stream itself (its
+ * first line names the exec), so the common exec is one round trip to the
+ * node instead of two; GET .../events stays for reconnects and other
+ * readers.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -21,15 +26,17 @@
 
 /* ---- execs ------------------------------------------------------------------------------ */
 
+static enum MHD_Result stream_answer(nreq *r, fb_exec *x, uint64_t from, int status, const char *started_id);
+
 enum MHD_Result nh_exec(nreq *r)
 {
-    static const char *const keys[] = {"argv", "env", "cwd", "timeout_ms", "max_output", "stdin", NULL};
+    static const char *const keys[] = {"argv", "env", "cwd", "timeout_ms", "max_output", "stdin", "stream", NULL};
     enum MHD_Result rc;
     json_t *o = nh_body_json(r, keys, &rc);
     if (!o)
         return rc;
     json_t *jargv = json_object_get(o, "argv"), *jenv = json_object_get(o, "env");
-    json_t *jstdin = json_object_get(o, "stdin");
+    json_t *jstdin = json_object_get(o, "stdin"), *jstream = json_object_get(o, "stream");
     const char *cwd = nh_get_str(o, "cwd");
     size_t argc = json_is_array(jargv) ? json_array_size(jargv) : 0;
     size_t nenv = json_is_array(jenv) ? json_array_size(jenv) : 0;
@@ -44,6 +51,8 @@ enum MHD_Result nh_exec(nreq *r)
         bad = "\"cwd\" must be a path";
     else if (jstdin && !json_is_boolean(jstdin))
         bad = "\"stdin\" must be a boolean";
+    else if (jstream && !json_is_boolean(jstream))
+        bad = "\"stream\" must be a boolean";
     else if (!nh_get_u64(o, "timeout_ms", 60000, 1, FB_MAX_TIMEOUT_MS, &req.timeout_ms))
         bad = "\"timeout_ms\" is out of range";
     else if (!nh_get_u64(o, "max_output", 0, 0, r->n->cfg->limits.max_output_bytes, &req.max_output))
@@ -75,7 +84,7 @@ enum MHD_Result nh_exec(nreq *r)
         return rc;
     }
     int p[2] = {-1, -1};
-    bool want_stdin = json_is_true(jstdin);
+    bool want_stdin = json_is_true(jstdin), want_stream = json_is_true(jstream);
     if (want_stdin && pipe2(p, O_CLOEXEC) < 0) {
         free(argv);
         free(env);
@@ -113,6 +122,11 @@ enum MHD_Result nh_exec(nreq *r)
     }
     char id[24];
     snprintf(id, sizeof id, "%llu", (unsigned long long)e->id);
+    if (want_stream) {
+        enum MHD_Result sr = stream_answer(r, e->x, 0, 201, id);
+        node_exec_put(r->n, e);
+        return sr;
+    }
     node_exec_put(r->n, e);
     return nh_json(r, 201, json_pack("{s:s}", "exec", id));
 }
@@ -261,17 +275,34 @@ enum MHD_Result nh_events(nreq *r)
         fb_exec_event_clear(&ev);
     if (got < 0)
         return nh_error(r, 404, "not_found", "position %llu is past the exec's events", (unsigned long long)from);
+    return stream_answer(r, r->e->x, from, 200, NULL);
+}
+
+/* x's events from `from` as the chunked NDJSON answer; with started_id,
+ * a first line {"kind":"started","exec":ID} (POST .../execs "stream"). */
+static enum MHD_Result stream_answer(nreq *r, fb_exec *x, uint64_t from, int status, const char *started_id)
+{
     ev_stream *st = calloc(1, sizeof *st);
     if (!st)
         return nh_error(r, 503, "unavailable", "out of memory");
-    st->x = fb_exec_ref(r->e->x);
+    st->x = fb_exec_ref(x);
     st->pos = from;
+    if (started_id) {
+        char *line = NULL;
+        int n = asprintf(&line, "{\"kind\":\"started\",\"exec\":\"%s\"}\n", started_id);
+        if (n < 0) {
+            ev_free(st);
+            return nh_error(r, 503, "unavailable", "out of memory");
+        }
+        st->buf = line;
+        st->blen = (size_t)n;
+    }
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, ev_read, st, ev_free);
     if (!resp) {
         ev_free(st);
         return MHD_NO;
     }
-    return nh_queue(r, 200, resp, "application/x-ndjson");
+    return nh_queue(r, status, resp, "application/x-ndjson");
 }
 
 static const struct {

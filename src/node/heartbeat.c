@@ -32,8 +32,18 @@ int node_register(fb_node *n, bool again, fb_err *err)
     r.capacity = n->capacity;
     r.memory_mib = n->memory_mib;
     size_t lost = 0;
-    if (fb_store_node_register(n->st, &r, &lost, err) < 0)
+    char (*ids)[FB_ID_MAX] = NULL;
+    if (fb_store_node_register(n->st, &r, &ids, &lost, err) < 0)
         return -1;
+    /* Records this node id still held live: its previous process died (or
+     * it was declared down) and came back before any gateway expired it.
+     * Each gets the entry a gateway writes for a sandbox it marks lost. */
+    for (size_t i = 0; i < lost; i++)
+        node_audit(n, "sandbox", "system", ids[i], "lost", "error",
+                   again ? "its node was declared down and registered again"
+                         : "its node restarted (the sandbox did not survive its process)",
+                   "", "");
+    free(ids);
     char why[512];
     snprintf(why, sizeof why, "%s %s capacity %llu; %zu live record(s) of this node marked lost",
              again ? "registered again after being declared down:" : "registered:", n->address,

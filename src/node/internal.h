@@ -23,6 +23,7 @@
 
 #include "common/time.h"
 #include "gateway/mtls.h"
+#include "node/verdicts.h"
 #include "node/node.h"
 #include "policy/policy.h"
 #include "proto/errors.h"
@@ -88,6 +89,7 @@ typedef struct fb_node {
 
     fb_pool *pool;
     gw_mtls *mtls;
+    nv_cache *verdicts;             /* gateway chains accepted (verdicts.h) */
     struct gw_failgate *failgate; /* refusals audited per source (gateway/ratelimit.h) */
     struct MHD_Daemon *daemon;
     pthread_t reaper, heart;

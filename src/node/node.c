@@ -196,6 +196,7 @@ int fb_node_run(const fb_node_options *opt, fb_err *err)
     }
     if (gw_mtls_open(opt->tls_ca, opt->tls_crl, FB_CA_ROLE_BIT(FB_CA_ROLE_GATEWAY), &n.mtls, err) < 0)
         goto out;
+    n.verdicts = nv_cache_new(opt->tls_ca, opt->tls_crl); /* NULL: every request verified */
     if (fb_store_open_url(opt->state_dir, opt->store_url, &n.st, err) < 0 || check_audit_key(&n, err) < 0)
         goto out;
     snprintf(n.id, sizeof n.id, "%s", fb_store_node_id(n.st));
@@ -242,6 +243,7 @@ out:
     if (n.st)
         fb_store_close(n.st);
     gw_mtls_free(n.mtls);
+    nv_cache_free(n.verdicts);
     if (key)
         sodium_memzero(key, strlen(key));
     free(key);

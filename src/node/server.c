@@ -206,8 +206,18 @@ static bool client_certificate(nreq *r, enum MHD_Result *rc)
     fb_ca_peer peer;
     memset(&peer, 0, sizeof peer);
     char reason[400];
+    /* A chain accepted before under the same CA and CRL files (a
+     * kept-alive gateway) is not verified again: verdicts.h. */
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    nv_pending pend;
+    if (nv_check(r->n->verdicts, ci ? ci->tls_session : NULL, NULL, &peer, &pend) && peer.role == FB_CA_ROLE_GATEWAY) {
+        gw_mtls_mark(r->conn);
+        snprintf(r->actor, sizeof r->actor, "gateway:%s", peer.name);
+        return true;
+    }
     fb_ca_verdict v = gw_mtls_check(r->n->mtls, r->conn, NULL, &peer, reason, sizeof reason);
     if (v == FB_CA_OK) {
+        nv_put(r->n->verdicts, &pend, &peer);
         snprintf(r->actor, sizeof r->actor, "gateway:%s", peer.name);
         return true;
     }

@@ -58,7 +58,7 @@ typedef struct fb_sandbox_ops {
 } fb_sandbox_ops;
 
 typedef struct fb_node_ops {
-    int (*reg)(fb_store *, const fb_node_record *, size_t *, fb_err *);
+    int (*reg)(fb_store *, const fb_node_record *, char (**)[FB_ID_MAX], size_t *, fb_err *);
     int (*heartbeat)(fb_store *, const char *, bool *, fb_err *);
     int (*stop)(fb_store *, const char *, fb_err *);
     int (*list)(fb_store *, fb_node_record **, size_t *, fb_err *);

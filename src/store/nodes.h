@@ -48,10 +48,14 @@ typedef struct fb_node_record {
  * memory_mib) as "up" with a heartbeat of now.  A node that registers
  * again under the same id replaces its row.  FB_STORE_ECOLLISION when
  * another id holds the name and is "up" (two nodes may not share a name;
- * a down or stopped one's name is taken over).  Before it returns, every
- * sandbox record of this node id still creating or running is marked
- * "lost": a node that starts holds no sandboxes, whatever it held before. */
-int fb_store_node_register(fb_store *st, const fb_node_record *r, size_t *lost, fb_err *err);
+ * a down or stopped one's name is taken over).  In the same transaction
+ * every sandbox record of this node id still creating or running is marked
+ * "lost": a node that starts holds no sandboxes, whatever it held before
+ * (a restart faster than nodes.down_after_s, so no gateway expired it).
+ * Their ids, sorted, go to *lost (malloc'd, NULL when *nlost == 0) so that
+ * the caller audits each; lost and nlost may each be NULL. */
+int fb_store_node_register(fb_store *st, const fb_node_record *r, char (**lost)[FB_ID_MAX], size_t *nlost,
+                           fb_err *err);
 
 /* Writes node_id's heartbeat.  *still_up false (and nothing written) when
  * the node is no longer "up": it was declared down, its sandboxes lost. */

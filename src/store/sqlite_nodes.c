@@ -68,10 +68,14 @@ static bool field_ok(const char *v, size_t cap)
     return v && *v && strnlen(v, cap) < cap;
 }
 
-static int n_register(fb_store *st, const fb_node_record *r, size_t *lost, fb_err *err)
+static int cmp_id(const void *a, const void *b);
+
+static int n_register(fb_store *st, const fb_node_record *r, char (**lost)[FB_ID_MAX], size_t *nlost, fb_err *err)
 {
     if (lost)
-        *lost = 0;
+        *lost = NULL;
+    if (nlost)
+        *nlost = 0;
     if (!r || !field_ok(r->id, sizeof r->id) || !field_ok(r->name, sizeof r->name) ||
         !field_ok(r->address, sizeof r->address) || !field_ok(r->isolation, sizeof r->isolation))
         return fb_fail_code(err, FB_STORE_EINVAL, "node registration: id, name, address and isolation are required");
@@ -104,14 +108,21 @@ static int n_register(fb_store *st, const fb_node_record *r, size_t *lost, fb_er
     if (rc == 0)
         rc = fb_sql_exec_texts(db, "DELETE FROM nodes WHERE id = ?1 OR name = ?2", "cannot replace the node", err, 2,
                                r->id, r->name);
-    /* A node that starts holds nothing: what its id held is lost. */
+    /* A node that starts holds nothing: what its id held is lost (and
+     * reported one by one, for the caller's audit). */
+    void *ids = NULL;
+    size_t nids = 0;
     if (rc == 0) {
-        rc = fb_sql_exec_texts(db,
-                               "UPDATE sandboxes SET state = 'lost', destroyed_at = ?1 "
-                               "WHERE node_id = ?2 AND state IN ('creating', 'running')",
-                               "cannot mark the node's sandboxes lost", err, 2, now, r->id);
-        if (rc == 0 && lost)
-            *lost = (size_t)fb_sql_changes(db);
+        cleanup_stmt fb_sql_stmt *u = NULL;
+        rc = fb_sql_prepare(db,
+                            "UPDATE sandboxes SET state = 'lost', destroyed_at = ?1 "
+                            "WHERE node_id = ?2 AND state IN ('creating', 'running') RETURNING id",
+                            &u, err);
+        if (rc == 0 && (rc = fb_sql_bind_texts(u, err, 2, now, r->id)) == 0)
+            rc = fb_sql_collect(u, FB_ID_MAX, fb_sql_read_id, &ids, &nids, "cannot mark the node's sandboxes lost",
+                                err);
+        if (rc == 0 && nids > 1)
+            qsort(ids, nids, FB_ID_MAX, cmp_id);
     }
     cleanup_stmt fb_sql_stmt *s = NULL;
     if (rc == 0)
@@ -127,11 +138,18 @@ static int n_register(fb_store *st, const fb_node_record *r, size_t *lost, fb_er
         rc = fb_sql_run(s, "cannot register the node", err);
     if (rc == 0)
         rc = fb_sql_commit(db, err);
-    else {
+    else
         fb_sql_rollback(db);
-        if (lost)
-            *lost = 0;
+    if (rc < 0) {
+        free(ids);
+        return rc;
     }
+    if (nlost)
+        *nlost = nids;
+    if (lost && nids)
+        *lost = ids;
+    else
+        free(ids);
     return rc;
 }
 

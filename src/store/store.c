@@ -269,9 +269,10 @@ int fb_store_sandbox_activate(fb_store *st, const char *reserved_id, const char 
 
 /* ---- nodes -------------------------------------------------------------------------- */
 
-int fb_store_node_register(fb_store *st, const fb_node_record *r, size_t *lost, fb_err *err)
+int fb_store_node_register(fb_store *st, const fb_node_record *r, char (**lost)[FB_ID_MAX], size_t *nlost,
+                           fb_err *err)
 {
-    return st->engine->nodes->reg(st, r, lost, err);
+    return st->engine->nodes->reg(st, r, lost, nlost, err);
 }
 
 int fb_store_node_heartbeat(fb_store *st, const char *node_id, bool *still_up, fb_err *err)

@@ -372,6 +372,61 @@ def test_create_exec_stdin_signal_files_delete(env, node):
     assert body["node"]["live"] == 0
 
 
+def test_exec_with_stream_answers_with_its_events(env, node):
+    """POST .../execs {"stream": true}: one round trip - the answer is the
+    exec's event stream, its first line naming the exec; the exec is an
+    ordinary one (GET .../events replays it, stdin and signals reach it)."""
+    ca, store, gw = env
+    c = node.client(gw)
+    sid = "sb_str1"
+    new_sandbox(node, store, c, sid)
+    st, (resp, conn) = c.exec_stream(sid, {"argv": ["sh", "-c", "echo hello; echo oops >&2; exit 3"]})
+    try:
+        assert st == 201
+        lines = c.lines(resp)
+    finally:
+        conn.close()
+    first, rest = lines[0], lines[1:]
+    assert first["kind"] == "started" and first["exec"].isdigit()
+    assert output(rest) == b"hello\n" and output(rest, "stderr") == b"oops\n"
+    assert rest[-1]["kind"] == "exit" and rest[-1]["result"]["exit_code"] == 3
+    assert rest[0]["pos"] == 0 and all(a["next"] == b["pos"] for a, b in zip(rest, rest[1:]))
+    # The same events for any other reader, from the start or a position.
+    assert c.events(sid, first["exec"]) == (200, rest)
+    assert c.events(sid, first["exec"], start=rest[1]["pos"]) == (200, rest[1:])
+
+    # stdin and a signal while the stream is open.
+    st, (resp, conn) = c.exec_stream(sid, {"argv": ["sh", "-c", "tr a-z A-Z; exec sleep 600"], "stdin": True})
+    try:
+        assert st == 201
+        [first] = c.lines(resp, 1)
+        x = first["exec"]
+        st, body, _ = c.post(f"/node/v1/sandboxes/{sid}/execs/{x}/stdin?close=1", b"streamed\n",
+                             headers={"Content-Type": "application/octet-stream"})
+        assert st == 204, body
+        [out] = c.lines(resp, 1)
+        assert out["kind"] == "stdout" and base64.b64decode(out["data"]) == b"STREAMED\n"
+        st, body, _ = c.post(f"/node/v1/sandboxes/{sid}/execs/{x}/signal", {"signal": "KILL"})
+        assert st == 204, body
+        end = c.lines(resp)
+        assert [l["kind"] for l in end] == ["exit"] and end[0]["result"]["signal"] == 9
+    finally:
+        conn.close()
+
+    # "stream": false (and no "stream") keep the plain answer.
+    st, body, _ = c.post(f"/node/v1/sandboxes/{sid}/execs", {"argv": ["true"], "stream": False})
+    assert st == 201 and body["exec"].isdigit()
+    st, lines = c.events(sid, body["exec"])
+    assert lines[-1]["kind"] == "exit" and lines[-1]["result"]["exit_code"] == 0
+    # Refusals come before any stream: a JSON error, no exec.
+    st, body = c.exec_stream(sid, {"argv": []})
+    assert st == 400 and body["error"]["code"] == "bad_request"
+    st, body, _ = c.post(f"/node/v1/sandboxes/{sid}/execs", {"argv": ["true"], "stream": "yes"})
+    assert st == 400 and body["error"]["message"] == '"stream" must be a boolean'
+    st, body = c.exec_stream("sb_nope1", {"argv": ["true"]})
+    assert st == 404 and body["error"]["code"] == "not_found"
+
+
 def test_create_validation(env, node):
     ca, store, gw = env
     c = node.client(gw)
@@ -456,6 +511,9 @@ def test_declared_down_destroys_and_reregisters(env, node):
     st, lines = c.events("sb_d1", x)
     assert st == 404
     assert store.sandbox_state("sb_d1") == "lost"  # never brought back
+    # Whoever declared it down audited the loss (here: nobody - the test
+    # did); registering again finds nothing live left to mark.
+    assert store.audit("sandbox", "lost") == []
     destroyed = store.audit("node", "destroy")
     assert [(r[2], r[4]) for r in destroyed] == [("sb_d1", "allowed")]
     assert "declared down" in destroyed[0][5]
@@ -469,15 +527,21 @@ def test_sigkill_restart_marks_lost_and_reaps(env):
     n = Node(ca, "node-1", store, capacity=4).start()
     c = n.client(gw)
     new_sandbox(n, store, c, "sb_k1")
+    new_sandbox(n, store, c, "sb_k3")
     x = run(c, "sb_k1", ["sleep", "600"])
     assert n.kill() == -signal.SIGKILL
     assert store.sandbox_state("sb_k1") == "running"
+    # Back faster than nodes.down_after_s: no gateway expired it, so the
+    # node itself marks its records lost - and audits each of them.
     n2 = Node(ca, "node-1", store, capacity=4)
     n2.start()
     try:
-        assert store.sandbox_state("sb_k1") == "lost"
+        assert store.sandbox_state("sb_k1") == "lost" and store.sandbox_state("sb_k3") == "lost"
         reg = store.audit("node", "register")
-        assert len(reg) == 2 and "1 live record(s) of this node marked lost" in reg[1][5]
+        assert len(reg) == 2 and "2 live record(s) of this node marked lost" in reg[1][5]
+        lost = store.audit("sandbox", "lost")
+        assert [(r[1], r[2], r[4]) for r in lost] == [("system", "sb_k1", "error"), ("system", "sb_k3", "error")]
+        assert all("its node restarted" in r[5] for r in lost)
         c2 = n2.client(gw)
         st, body, _ = c2.get("/node/v1/sandboxes/sb_k1")
         assert st == 404

@@ -18,7 +18,9 @@ Timings are short on purpose (nodes.heartbeat_s 1, nodes.down_after_s 10:
 shorter, a heartbeat delayed by a loaded CI machine declared a live node
 down mid-test):
 what is asserted is outcomes, never durations."""
+import base64
 import concurrent.futures
+import json
 import os
 import shutil
 import socket
@@ -82,12 +84,14 @@ def pki(tmp_path_factory):
 # ---- the cluster -------------------------------------------------------------------------
 
 
+NODE_SETTINGS = [f"nodes.heartbeat_s={HEARTBEAT_S}", f"nodes.down_after_s={DOWN_AFTER_S}"]
+
+
 def node(pki, url, name, gw_state, backend="jail"):
     """A real `forgebox node` (node_fixtures.Node, its own certificate for
     name) on the shared PostgreSQL, with the chain's audit key."""
     n = Node(pki.ca, name, SimpleNamespace(url=url), state=tempfile.mkdtemp(prefix=f"fbx-{name}-"), backend=backend,
-             capacity=8, settings=[f"nodes.heartbeat_s={HEARTBEAT_S}", f"nodes.down_after_s={DOWN_AFTER_S}"],
-             copy_secrets_from=gw_state)
+             capacity=8, settings=list(NODE_SETTINGS), copy_secrets_from=gw_state)
     return n.start()
 
 
@@ -453,3 +457,232 @@ def test_a_gateway_with_a_certificate_of_the_wrong_role_is_refused_by_the_node(c
         assert cluster.sql("SELECT count(*) FROM sandboxes WHERE state IN ('creating', 'running')") == "0"
     finally:
         g.stop()
+
+
+def test_a_node_revoked_while_its_connection_is_kept_alive_gets_no_more_requests(cluster):
+    """The gateway remembers accepted node chains (src/node/verdicts.h) so
+    that a kept-alive connection is not verified on every request; a
+    revocation (a new CRL file) must still refuse the very next request."""
+    a = cluster.a.admin()
+    s = a.create_sandbox(backend="jail", memory_mib=128)
+    for _ in range(3):   # the connection to the node is warm, its chain remembered
+        assert a.exec(s["id"], ["true"])["exit_code"] == 0
+    victim = cluster.nodes[s["node"]]
+    cluster.pki.ca.revoke(victim.serial)
+    e = error_of(a.exec, s["id"], ["true"])
+    assert e.status >= 400
+    refusals = [x for x in cluster.audit() if x["event"] == "node.tls" and x["resource"] == victim.name]
+    assert refusals and refusals[-1]["action"] == "server_certificate" and refusals[-1]["outcome"] == "denied"
+    assert refusals[-1]["reason"].startswith("revoked: ")
+
+
+# ---- tasks and E2B through remote mode ----------------------------------------------------
+
+
+def test_a_tasks_tools_run_in_a_sandbox_on_a_node(pg, pki):
+    """A task on a gateway in nodes.mode remote: the engine's sandbox is
+    placed on a node like any other, its bash tool runs there (one exec
+    through the node), and the task's end deletes it on the node."""
+    from task_helpers import PROVIDER_KEY, WRONG_KEY, MODEL, call, config_text, events, results, say, tools
+    from task_helpers import FakeLLM, wait_state
+    db = f"nodes_task{os.getpid()}"
+    url = pg.fresh_database(db)
+    crt, key, _ = pki.certs["gw-a"]
+    with FakeLLM(key=PROVIDER_KEY, models={MODEL}) as fake:
+        g = Gateway(settings=FAST + ["nodes.mode=remote", f"nodes.tls_cert={crt}", f"nodes.tls_key={key}",
+                                     f"nodes.tls_ca={pki.ca.crt}", f"nodes.tls_crl={pki.ca.crl}"],
+                    config=config_text(fake.url),
+                    env={"FORGEBOX_STORE_URL": url, "FB_TEST_PROVIDER_KEY": PROVIDER_KEY,
+                         "FB_TEST_WRONG_KEY": WRONG_KEY})
+        p = run("admin", "init", url=url, state=g.state)
+        assert p.returncode == 0, p.stderr
+        g.admin_key = p.stdout.strip().splitlines()[-1]
+        SECRETS.add(g.admin_key)
+        g.start()
+        n1 = None
+        try:
+            admin = g.admin()
+            admin.list_sandboxes()   # the first audit entries create the audit key the node copies
+            n1 = node(pki, url, "n1", g.state)
+            team = admin.create_team("remote-tasks")
+            u = admin.create_user(username="remote-dev", password=FIRST_PASSWORD, team_id=team["id"],
+                                  role="developer")
+            dev = g.client(admin.create_key(name="dev", user_id=u["id"], scopes=[
+                "tasks:create", "tasks:read", "sandboxes:create", "sandboxes:read", "sandboxes:exec",
+                "tools:shell"])["key"])
+            with fake.lock:
+                fake.script = [tools(call("bash", {"command": "echo on-node > a.txt; cat a.txt; hostname"}, "c1")),
+                               say("done")]
+            t = dev.create_task("run it", provider="fake", model=MODEL, backend="jail", tools=["bash"])
+            t = wait_state(dev, t["id"], {"succeeded", "failed", "cancelled", "budget_exceeded"}, timeout=60)
+            assert t["state"] == "succeeded", t
+            assert t["result"] == "done"
+            r = results(events(dev, t["id"]))["c1"]
+            assert r["is_error"] is False and r["output"].startswith("on-node\n"), r
+            # The sandbox was the node's: created there (audited with its
+            # name), its record owned by the node's id, and ended there.
+            created = [e for e in admin.audit(limit=1000)["entries"]
+                       if e["event"] == "sandbox" and e["action"] == "create" and e["outcome"] == "allowed"]
+            assert [e["reason"] for e in created] == [f"namespaces; node n1; task {t['id']}"]
+            sid = created[0]["resource"]
+            assert pg.psql(f"SELECT node_id FROM sandboxes WHERE id = '{sid}'", db=db) == n1.id
+            # A succeeded task keeps its sandbox (tasks.ttl_s) - on the node,
+            # whose deadline followed the record's (PATCH), not the create's.
+            st, on_node, _ = n1.client(pki.certs["gw-a"]).get(f"/node/v1/sandboxes/{sid}")
+            assert st == 200 and on_node["state"] == "running"
+            rec = pg.psql(f"SELECT state, expires_at FROM sandboxes WHERE id = '{sid}'", db=db).split("|")
+            assert rec[0] == "running" and on_node["expires_at"][:19] == rec[1][:19], (on_node, rec)
+        finally:
+            if n1:
+                n1.stop()
+            g.stop()
+
+
+def test_the_e2b_sdk_drives_a_sandbox_on_a_node(pg, pki):
+    """The real E2B SDK (tests/compat/e2b, scenario `lifecycle`) against a
+    gateway in nodes.mode remote: commands (streamed, stdin, background,
+    kill, reconnect), files and the timeout all reach the node's sandbox."""
+    import test_e2b_compat as e2b
+    from gateway_fixtures import free_port
+    e2b._npm_ci()
+    db = f"nodes_e2b{os.getpid()}"
+    url = pg.fresh_database(db)
+    port = free_port()
+    crt, key, _ = pki.certs["gw-a"]
+    g = Gateway(settings=FAST + ["nodes.mode=remote", f"nodes.tls_cert={crt}", f"nodes.tls_key={key}",
+                                 f"nodes.tls_ca={pki.ca.crt}", f"nodes.tls_crl={pki.ca.crl}",
+                                 f"e2b.listen=127.0.0.1:{port}"],
+                env={"FORGEBOX_STORE_URL": url})
+    p = run("admin", "init", url=url, state=g.state)
+    assert p.returncode == 0, p.stderr
+    g.admin_key = p.stdout.strip().splitlines()[-1]
+    SECRETS.add(g.admin_key)
+    g.start()
+    n1 = None
+    try:
+        admin = g.admin()
+        admin.list_sandboxes()   # the first audit entries create the audit key the node copies
+        n1 = node(pki, url, "n1", g.state)
+        team = admin.create_team("remote-e2b")
+        u = admin.create_user(username="remote-e2b", password=FIRST_PASSWORD, team_id=team["id"], role="developer")
+        g.e2b_url = f"http://127.0.0.1:{port}"
+        r = e2b.scenario(g, "lifecycle", admin.create_key(name="e2b", scopes=e2b.SCOPES, user_id=u["id"])["key"])
+        assert r["info"]["state"] == "running"
+        assert r["run"] == {"exitCode": 0, "stdout": "one\nthree\n", "stderr": "two\n",
+                            "streamedOut": "one\nthree\n", "streamedErr": "two\n"}
+        assert r["exit"]["exitCode"] == 7 and r["exit"]["stderr"] == "failing\n"
+        assert r["envs"] == "sandbox-env command-env\n/tmp\n"
+        assert r["stdin"] == "to stdin\n"
+        assert r["bgListed"] is True and r["bgKilled"] is True and r["bgStdout"] == "started\n"
+        assert r["connected"] == {"pid": True, "stdout": "late\n"}
+        assert r["read"] == "hello from e2b\n" and r["readViaCommand"] == "hello from e2b\n"
+        assert r["bytes"] == [0, 1, 255]
+        assert 295 <= r["lifetimeAfterSetTimeoutS"] <= 300
+        assert r["running"] is True and r["runningAfterKill"] is False
+        # It was the node's sandbox, and the kill deleted it there.
+        assert pg.psql(f"SELECT node_id, state FROM sandboxes WHERE id = '{r['id']}'", db=db) == f"{n1.id}|destroyed"
+        st, _, _ = n1.client(pki.certs["gw-a"]).get(f"/node/v1/sandboxes/{r['id']}")
+        assert st == 404
+    finally:
+        if n1:
+            n1.stop()
+        g.stop()
+
+
+class OldNode:
+    """A node from before `"stream"` on POST .../execs (it refuses unknown
+    fields): a small HTTPS server with a valid node certificate for
+    a-impostor, registered in the store, that runs nothing - each exec
+    answers `echo`'s arguments.  It records every request line."""
+
+    def __init__(self, cluster):
+        import http.server
+        self.cluster, self.requests = cluster, []
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def answer(self, status, body, ctype="application/json"):
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def body(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                return json.loads(self.rfile.read(n)) if n else None
+
+            def do_POST(self):
+                b = self.body()
+                outer.requests.append(("POST", self.path, b))
+                if self.path == "/node/v1/sandboxes":
+                    cluster.sql(f"UPDATE sandboxes SET state = 'running' WHERE id = '{b['id']}'")
+                    return self.answer(201, {"id": b["id"], "isolation": "namespaces", "node": "a-impostor",
+                                             "created_at": b["expires_at"], "expires_at": b["expires_at"]})
+                if "stream" in b:
+                    return self.answer(400, {"error": {"code": "bad_request", "message": 'unknown field "stream"'}})
+                outer.argv = b["argv"]
+                return self.answer(201, {"exec": "1"})
+
+            def do_GET(self):
+                outer.requests.append(("GET", self.path, None))
+                out = (" ".join(outer.argv[1:]) + "\n").encode()
+                lines = [{"kind": "stdout", "pos": 0, "next": 1, "data": base64.b64encode(out).decode()},
+                         {"kind": "exit", "pos": 1, "next": 2, "dropped": 0,
+                          "result": {"exit_code": 0, "signal": 0, "timed_out": False, "oom": False,
+                                     "truncated": False, "duration_ms": 1, "started": True, "error": "",
+                                     "message": ""}}]
+                self.answer(200, "".join(json.dumps(l) + "\n" for l in lines).encode(), "application/x-ndjson")
+
+            def do_DELETE(self):
+                outer.requests.append(("DELETE", self.path, None))
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.load_cert_chain(*cluster.pki.certs["full"][:2])
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv.socket = ctx.wrap_socket(self.srv.socket, server_side=True)
+        self.port = self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        now = int(time.time())
+        cluster.sql("INSERT INTO nodes (id, name, address, backend, isolation, capacity, memory_mib, state, "
+                    "registered_at, heartbeat_at, heartbeat_unix) VALUES ('nd_impostor0000001', 'a-impostor', "
+                    f"'127.0.0.1:{self.port}', 'jail', 'namespaces', 8, 4096, 'up', "
+                    f"'2026-01-01T00:00:00.000000000Z', '2026-01-01T00:00:00.000000000Z', {now + 3600})")
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+        self.cluster.sql("DELETE FROM nodes WHERE id = 'nd_impostor0000001'")
+
+
+def test_a_node_that_does_not_know_stream_gets_two_calls(cluster):
+    """Rolling upgrades: a gateway that streams execs meets an older node
+    that refuses "stream" as an unknown field; the exec still runs (start,
+    then GET .../events), and that sandbox's later execs skip the refused
+    attempt."""
+    old = OldNode(cluster)
+    try:
+        a = cluster.a.admin()
+        s = a.create_sandbox(backend="jail", memory_mib=128)
+        assert s["node"] == "a-impostor"
+        r = a.exec(s["id"], ["echo", "from", "an", "old", "node"])
+        assert r["exit_code"] == 0 and r["stdout"] == "from an old node\n"
+        r = a.exec(s["id"], ["echo", "again"])
+        assert r["exit_code"] == 0 and r["stdout"] == "again\n"
+        ex = f"/node/v1/sandboxes/{s['id']}/execs"
+        calls = [(m, p, b.get("stream") if b else None) for m, p, b in old.requests if p.startswith(ex)]
+        assert calls == [("POST", ex, True), ("POST", ex, None), ("GET", ex + "/1/events?from=0", None),
+                         ("POST", ex, None), ("GET", ex + "/1/events?from=0", None)]
+        a.delete_sandbox(s["id"])
+    finally:
+        old.close()

@@ -91,8 +91,10 @@ static void test_register_heartbeat_down_reregister(void **state)
     fb_err err = {{0}};
     fb_node_record a = node(NODE_A, "alpha");
     size_t lost = 99;
-    assert_int_equal(fb_store_node_register(f->st, &a, &lost, &err), FB_STORE_OK);
+    char(*lost_ids)[FB_ID_MAX] = NULL;
+    assert_int_equal(fb_store_node_register(f->st, &a, &lost_ids, &lost, &err), FB_STORE_OK);
     assert_int_equal(lost, 0);
+    assert_null(lost_ids);
     assert_int_equal(reserve(f->st, "sb-1", "tm_1", NODE_A, 256, 1, &BIG, NULL, 0), 0);
     assert_int_equal(reserve(f->st, "sb-2", "tm_1", NODE_A, 512, 2, &BIG, NULL, 0), 0);
     assert_int_equal(reserve(f->st, "sb-3", "tm_1", NODE_A, 128, 1, &BIG, NULL, 0), 0);
@@ -164,7 +166,7 @@ static void test_register_heartbeat_down_reregister(void **state)
 
     /* Registering again: up, and its lost records stay lost. */
     lost = 99;
-    assert_int_equal(fb_store_node_register(f->st, &a, &lost, &err), FB_STORE_OK);
+    assert_int_equal(fb_store_node_register(f->st, &a, NULL, &lost, &err), FB_STORE_OK);
     assert_int_equal(lost, 0);
     assert_int_equal(fb_store_node_get(f->st, NODE_A, &got, &err), FB_STORE_OK);
     assert_string_equal(got.state, "up");
@@ -175,13 +177,16 @@ static void test_register_heartbeat_down_reregister(void **state)
 
     /* A node that restarts holds nothing: what its id held live is lost. */
     assert_int_equal(reserve(f->st, "sb-4", "tm_1", NODE_A, 64, 1, &BIG, NULL, 0), 0);
-    assert_int_equal(fb_store_node_register(f->st, &a, &lost, &err), FB_STORE_OK);
+    assert_int_equal(fb_store_node_register(f->st, &a, &lost_ids, &lost, &err), FB_STORE_OK);
     assert_int_equal(lost, 1);
+    assert_non_null(lost_ids);
+    assert_string_equal(lost_ids[0], "sb-4");
+    free(lost_ids);
     state_is(f->st, "sb-4", "lost");
 
     /* A clean stop; list puts up nodes first. */
     fb_node_record b = node(NODE_B, "beta");
-    assert_int_equal(fb_store_node_register(f->st, &b, NULL, &err), FB_STORE_OK);
+    assert_int_equal(fb_store_node_register(f->st, &b, NULL, NULL, &err), FB_STORE_OK);
     assert_int_equal(fb_store_node_stop(f->st, NODE_A, &err), FB_STORE_OK);
     assert_int_equal(fb_store_node_stop(f->st, "nd_404", &err), FB_STORE_ENOTFOUND);
     fb_node_record *all = NULL;
@@ -202,31 +207,31 @@ static void test_name_belongs_to_one_live_node(void **state)
     test_store_fx *f = *state;
     fb_err err = {{0}};
     fb_node_record a = node(NODE_A, "alpha"), b = node(NODE_B, "alpha");
-    assert_int_equal(fb_store_node_register(f->st, &a, NULL, &err), FB_STORE_OK);
-    assert_int_equal(fb_store_node_register(f->st, &b, NULL, &err), FB_STORE_ECOLLISION);
+    assert_int_equal(fb_store_node_register(f->st, &a, NULL, NULL, &err), FB_STORE_OK);
+    assert_int_equal(fb_store_node_register(f->st, &b, NULL, NULL, &err), FB_STORE_ECOLLISION);
     assert_non_null(strstr(err.msg, "alpha"));
     fb_node_record got;
     assert_int_equal(fb_store_node_get(f->st, NODE_B, &got, &err), FB_STORE_ENOTFOUND);
     /* The same id registering again under its own name is not a collision. */
-    assert_int_equal(fb_store_node_register(f->st, &a, NULL, &err), FB_STORE_OK);
+    assert_int_equal(fb_store_node_register(f->st, &a, NULL, NULL, &err), FB_STORE_OK);
     /* Once alpha is down, its name can be taken over. */
     next_second();
     size_t down = 0, nlost = 0;
     char(*ids)[FB_ID_MAX] = NULL;
     assert_int_equal(fb_store_nodes_expire(f->st, 0, &down, &ids, &nlost, &err), FB_STORE_OK);
     assert_int_equal(down, 1);
-    assert_int_equal(fb_store_node_register(f->st, &b, NULL, &err), FB_STORE_OK);
+    assert_int_equal(fb_store_node_register(f->st, &b, NULL, NULL, &err), FB_STORE_OK);
     assert_int_equal(fb_store_node_get(f->st, NODE_B, &got, &err), FB_STORE_OK);
     assert_string_equal(got.name, "alpha");
     assert_int_equal(fb_store_node_get(f->st, NODE_A, &got, &err), FB_STORE_ENOTFOUND);
     /* ... and now the old holder, back, collides. */
-    assert_int_equal(fb_store_node_register(f->st, &a, NULL, &err), FB_STORE_ECOLLISION);
+    assert_int_equal(fb_store_node_register(f->st, &a, NULL, NULL, &err), FB_STORE_ECOLLISION);
     /* Bad registrations. */
     fb_node_record bad = node("", "x");
-    assert_int_equal(fb_store_node_register(f->st, &bad, NULL, &err), FB_STORE_EINVAL);
+    assert_int_equal(fb_store_node_register(f->st, &bad, NULL, NULL, &err), FB_STORE_EINVAL);
     bad = node(NODE_A, "gamma");
     snprintf(bad.backend, sizeof bad.backend, "qemu");
-    assert_int_equal(fb_store_node_register(f->st, &bad, NULL, &err), FB_STORE_EINVAL);
+    assert_int_equal(fb_store_node_register(f->st, &bad, NULL, NULL, &err), FB_STORE_EINVAL);
 }
 
 typedef struct expirer {
@@ -268,8 +273,8 @@ static void test_racing_expiries_mark_each_record_lost_once(void **state)
     test_store_fx *f = *state;
     fb_err err = {{0}};
     fb_node_record a = node(NODE_A, "alpha"), b = node(NODE_B, "beta");
-    assert_int_equal(fb_store_node_register(f->st, &a, NULL, &err), FB_STORE_OK);
-    assert_int_equal(fb_store_node_register(f->st, &b, NULL, &err), FB_STORE_OK);
+    assert_int_equal(fb_store_node_register(f->st, &a, NULL, NULL, &err), FB_STORE_OK);
+    assert_int_equal(fb_store_node_register(f->st, &b, NULL, NULL, &err), FB_STORE_OK);
     enum { N = 20 };
     for (int i = 0; i < N; i++) {
         char id[32];
