@@ -65,6 +65,7 @@ FB_LAZY_FN(L, int, gnutls_x509_crl_verify,
            (gnutls_x509_crl_t crl, const gnutls_x509_crt_t *CA_list, unsigned CA_list_length,
             unsigned int flags, unsigned int *verify),
            (crl, CA_list, CA_list_length, flags, verify))
+FB_LAZY_FN(L, time_t, gnutls_x509_crt_get_expiration_time, (gnutls_x509_crt_t cert), (cert))
 FB_LAZY_FN(L, int, gnutls_x509_crt_check_revocation,
            (gnutls_x509_crt_t cert, const gnutls_x509_crl_t *crl_list, unsigned crl_list_length),
            (cert, crl_list, crl_list_length))
