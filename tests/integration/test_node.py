@@ -483,10 +483,13 @@ def test_capacity(env, node):
 def test_expiry_destroys_and_records(env, node):
     ca, store, gw = env
     c = node.client(gw)
-    new_sandbox(node, store, c, "sb_e1", ttl_s=3)
+    # Deadlines far enough that a loaded machine's boot cannot pass them (a
+    # sandbox whose deadline passes while it boots is expired at once, and
+    # its create answered 503): whole seconds, so ttl_s=3 could be 2.01 s.
+    new_sandbox(node, store, c, "sb_e1", ttl_s=8)
     new_sandbox(node, store, c, "sb_e2", ttl_s=600)
     # PATCH moves a deadline closer.
-    exp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+    exp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3))
     st, body, _ = c.request("PATCH", "/node/v1/sandboxes/sb_e2", {"expires_at": exp})
     assert st == 200 and body["id"] == "sb_e2"
     assert wait_for(lambda: store.sandbox_state("sb_e1") == "destroyed" and
