@@ -614,6 +614,30 @@ struct piped {
     int parse;
 };
 
+/* Queues sql (a named statement: its Parse first when the server does not
+ * know it yet) and notes what comes back, in order, in q. */
+static bool pipe_send(fb_sql *db, const char *sql, int nparams, const unsigned *types, const char *const *vals,
+                      const int *lens, const int *fmts, fb_sql_stmt *stmt, struct piped *q, size_t *nq)
+{
+    PGconn *c = db->conn;
+    bool parse = false;
+    int slot = prepared_slot(db, sql, &parse);
+    if (slot < 0)
+        return PQsendQueryParams(c, sql, nparams, types, vals, lens, fmts, 0) == 1 &&
+               (q[(*nq)++] = (struct piped){stmt, -1}, true);
+    char name[16];
+    snprintf(name, sizeof name, "fbp%d", slot);
+    if (parse) {
+        if (PQsendPrepare(c, name, sql, nparams, types) != 1)
+            return false;
+        q[(*nq)++] = (struct piped){NULL, slot};
+    }
+    if (PQsendQueryPrepared(c, name, nparams, vals, lens, fmts, 0) != 1)
+        return false;
+    q[(*nq)++] = (struct piped){stmt, -1};
+    return true;
+}
+
 int fb_pg_pipeline(fb_sql *db, unsigned flags, fb_sql_stmt *const *stmts, size_t n, const char *what,
                    fb_err *err)
 {
@@ -628,7 +652,7 @@ int fb_pg_pipeline(fb_sql *db, unsigned flags, fb_sql_stmt *const *stmts, size_t
         return rc;
     if (n > 64)
         return fb_fail_code(err, FB_STORE_EINVAL, "%s: %zu statements in one pipeline (at most 64)", what, n);
-    struct piped q[2 * 64 + 3];
+    struct piped q[2 * (64 + 3)];
     size_t nq = 0;
     PGconn *c = db->conn;
     if (!PQenterPipelineMode(c)) {
@@ -637,39 +661,17 @@ int fb_pg_pipeline(fb_sql *db, unsigned flags, fb_sql_stmt *const *stmts, size_t
     }
     bool sent = true;
     if (flags & FB_PG_BEGIN) {
-        for (int i = 0; i < 2 && sent; i++) {
-            sent = PQsendQueryParams(c, begin[i], 0, NULL, NULL, NULL, NULL, 0) == 1;
-            q[nq++] = (struct piped){NULL, -1};
-        }
+        for (int i = 0; i < 2 && sent; i++)
+            sent = pipe_send(db, begin[i], 0, NULL, NULL, NULL, NULL, NULL, q, &nq);
         db->in_tx = true;
     }
     for (size_t i = 0; i < n && sent; i++) {
         fb_sql_stmt *s = stmts[i];
-        bool parse = false;
-        int slot = prepared_slot(db, s->sql, &parse);
-        if (slot >= 0 && parse) {
-            char name[16];
-            snprintf(name, sizeof name, "fbp%d", slot);
-            sent = PQsendPrepare(c, name, s->sql, s->nparams, s->types) == 1;
-            q[nq++] = (struct piped){NULL, slot};
-        }
-        if (!sent)
-            break;
-        if (slot >= 0) {
-            char name[16];
-            snprintf(name, sizeof name, "fbp%d", slot);
-            sent = PQsendQueryPrepared(c, name, s->nparams, (const char *const *)s->vals, s->lens, s->fmts, 0) == 1;
-        } else {
-            sent = PQsendQueryParams(c, s->sql, s->nparams, s->types, (const char *const *)s->vals, s->lens, s->fmts,
-                                     0) == 1;
-        }
+        sent = pipe_send(db, s->sql, s->nparams, s->types, (const char *const *)s->vals, s->lens, s->fmts, s, q, &nq);
         s->ran = true;
-        q[nq++] = (struct piped){s, -1};
     }
-    if (sent && (flags & FB_PG_COMMIT)) {
-        sent = PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1;
-        q[nq++] = (struct piped){NULL, -1};
-    }
+    if (sent && (flags & FB_PG_COMMIT))
+        sent = pipe_send(db, "COMMIT", 0, NULL, NULL, NULL, NULL, NULL, q, &nq);
     if (sent)
         sent = PQpipelineSync(c) == 1;
     if (!sent) {
@@ -715,11 +717,12 @@ int fb_pg_pipeline(fb_sql *db, unsigned flags, fb_sql_stmt *const *stmts, size_t
         PGresult *r = PQgetResult(c); /* the sync */
         PQclear(r);
     }
-    /* Slots whose Parse did not succeed are free again. */
-    for (size_t i = 0; i < nq; i++)
-        if (q[i].parse >= 0 && !db->prepared[q[i].parse].ready) {
-            free(db->prepared[q[i].parse].sql);
-            db->prepared[q[i].parse].sql = NULL;
+    /* Slots whose Parse was not sent or did not succeed are free again
+     * (every slot not ready is this pipeline's). */
+    for (int i = 0; i < PREPARED_MAX; i++)
+        if (db->prepared[i].sql && !db->prepared[i].ready) {
+            free(db->prepared[i].sql);
+            db->prepared[i].sql = NULL;
         }
     if (!PQexitPipelineMode(c) || PQstatus(c) != CONNECTION_OK) {
         if (rc == 0) {
