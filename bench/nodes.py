@@ -138,7 +138,8 @@ def main():
     print(f"{'exec round trip, remote node (jail)':40} {med(er)*1000:8.2f}ms {med(el)*1000:8.2f}ms "
           f"{med(er)/med(el):6.2f}x  1.3x  the same exec on a local jail, median of {rounds * 5}")
     print(f"{'authenticated GET /v1/sandboxes, PG':40} {rps_pg:7.0f}/s {rps_sq:7.0f}/s  {rps_sq/rps_pg:6.2f}x  2.0x  "
-          f"the same gateway on SQLite (ratio: SQLite/PostgreSQL), wrk -t2 -c32 -d5s, median of {wrk_rounds}, "
+          f"the same gateway on SQLite (ratio: SQLite/PostgreSQL; PostgreSQL with the test fixture's fsync=off, "
+          f"`bench/gateway.py stores` also measures fsync on), wrk -t2 -c32 -d5s, median of {wrk_rounds}, "
           f"{os.cpu_count()} CPUs, load {load:.1f}" + (f"; {bad[0]}" if bad else ""))
 
 
