@@ -648,17 +648,19 @@ int fb_pg_pipeline(fb_sql *db, unsigned flags, fb_sql_stmt *const *stmts, size_t
         rc = ensure_connected(db, err);
     else if (PQstatus(db->conn) != CONNECTION_OK)
         rc = fb_fail_code(err, FB_STORE_EBUSY, "%s: the connection to PostgreSQL was lost in a transaction", what);
-    if (rc < 0)
+    if (rc == 0 && n > 64)
+        rc = fb_fail_code(err, FB_STORE_EINVAL, "%s: %zu statements in one pipeline (at most 64)", what, n);
+    PGconn *c = db->conn;
+    if (rc == 0 && !PQenterPipelineMode(c)) {
+        fail_pg(db, NULL, what, err);
+        rc = FB_STORE_EIO;
+    }
+    if (rc < 0) {
+        fb_sql_rollback(db); /* a transaction this continued is over (in_tx too) */
         return rc;
-    if (n > 64)
-        return fb_fail_code(err, FB_STORE_EINVAL, "%s: %zu statements in one pipeline (at most 64)", what, n);
+    }
     struct piped q[2 * (64 + 3)];
     size_t nq = 0;
-    PGconn *c = db->conn;
-    if (!PQenterPipelineMode(c)) {
-        fail_pg(db, NULL, what, err);
-        return FB_STORE_EIO;
-    }
     bool sent = true;
     if (flags & FB_PG_BEGIN) {
         for (int i = 0; i < 2 && sent; i++)
