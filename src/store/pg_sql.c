@@ -31,6 +31,11 @@
  *     statement whose connection broke is never retried: it may have
  *     committed, and the caller must not be told otherwise.
  *
+ *   - pipelines (pg_sql.h, for pg_audit.c's group commit): several
+ *     statements, with BEGIN, the writer lock and COMMIT, in one round
+ *     trip, as named statements prepared once per connection (forgotten,
+ *     and prepared again, after a reconnection).
+ *
  * Migrations are src/store/migrations/pg/NNN_name.sql (fb_pg_migrations),
  * with the same version numbers as the SQLite ones; the version is the one
  * row of schema_version, and all pending migrations run in one
