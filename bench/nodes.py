@@ -117,8 +117,10 @@ def main():
         remote.delete_sandbox(rs["id"])
         local.delete_sandbox(ls["id"])
         wrk_rounds = int(os.environ.get("FB_BENCH_WRK_ROUNDS", "3"))
-        on_pg = [wrk(lg, "/v1/sandboxes", auth_script(lg)) for _ in range(wrk_rounds)]
-        on_sqlite = [wrk(sg, "/v1/sandboxes", auth_script(sg)) for _ in range(wrk_rounds)]
+        on_pg, on_sqlite = [], []
+        for _ in range(wrk_rounds):     # interleaved: the host's load drifts
+            on_pg.append(wrk(lg, "/v1/sandboxes", auth_script(lg)))
+            on_sqlite.append(wrk(sg, "/v1/sandboxes", auth_script(sg)))
         load = os.getloadavg()[0]
     finally:
         for f in reversed(stop):
@@ -139,7 +141,8 @@ def main():
     print(f"{'exec round trip, remote node (jail)':40} {med(er)*1000:8.2f}ms {med(el)*1000:8.2f}ms "
           f"{med(er)/med(el):6.2f}x  1.3x  the same exec on a local jail, median of {rounds * 5}")
     print(f"{'authenticated GET /v1/sandboxes, PG':40} {rps_pg:7.0f}/s {rps_sq:7.0f}/s  {rps_sq/rps_pg:6.2f}x  2.0x  "
-          f"the same gateway on SQLite (ratio: SQLite/PostgreSQL), wrk -t2 -c32 -d5s, median of {wrk_rounds}, "
+          f"the same gateway on SQLite (ratio: SQLite/PostgreSQL; PostgreSQL with the test fixture's fsync=off, "
+          f"`bench/gateway.py stores` also measures fsync on), wrk -t2 -c32 -d5s, median of {wrk_rounds}, interleaved, "
           f"{os.cpu_count()} CPUs, load {load:.1f}" + (f"; {bad[0]}" if bad else ""))
 
 

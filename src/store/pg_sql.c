@@ -31,6 +31,11 @@
  *     statement whose connection broke is never retried: it may have
  *     committed, and the caller must not be told otherwise.
  *
+ *   - pipelines (pg_sql.h, for pg_audit.c's group commit): several
+ *     statements, with BEGIN, the writer lock and COMMIT, in one round
+ *     trip, as named statements prepared once per connection (forgotten,
+ *     and prepared again, after a reconnection).
+ *
  * Migrations are src/store/migrations/pg/NNN_name.sql (fb_pg_migrations),
  * with the same version numbers as the SQLite ones; the version is the one
  * row of schema_version, and all pending migrations run in one
@@ -39,6 +44,7 @@
  */
 #define _GNU_SOURCE
 #include "store/pg_names.h"
+#include "store/pg_sql.h"
 #include "store/sql.h"
 
 #include <errno.h>
@@ -62,6 +68,13 @@
 #define TEXTOID 25
 #define BYTEAOID 17
 #define VARCHAROID 1043
+#define PREPARED_MAX 16 /* named statements kept per connection (pipelines) */
+
+/* A named server-side statement of this connection: "fbp<index>". */
+struct prepared {
+    char *sql; /* the translated text; NULL: a free slot */
+    bool ready; /* its Parse succeeded (else: sent in the current pipeline) */
+};
 
 struct fb_sql {
     PGconn *conn;
@@ -70,6 +83,8 @@ struct fb_sql {
     int64_t changes;
     bool in_tx; /* between begin_with and commit/rollback */
     uint64_t retry_after_ns; /* no reconnection attempt before (monotonic) */
+    struct prepared prepared[PREPARED_MAX]; /* this connection's (forgotten on reset) */
+    fb_pg_audit_ends audit_ends;             /* pg_audit.c's; forgotten on reset */
 };
 
 struct fb_sql_stmt {
@@ -81,6 +96,7 @@ struct fb_sql_stmt {
     unsigned *types;
     PGresult *res;
     int row, nrows;
+    int64_t changes; /* of this statement, when it ran in a pipeline */
     bool ran;
     unsigned char *blob; /* the unescaped bytea of the current row */
 };
@@ -122,6 +138,17 @@ static void fail_pg(fb_sql *db, const PGresult *res, const char *what, fb_err *e
         fb_fail(err, "%s: %.*s", what, n, m);
 }
 
+/* What belonged to the server session: named statements, the chain ends
+ * read through it. */
+static void forget_connection(fb_sql *db)
+{
+    for (int i = 0; i < PREPARED_MAX; i++) {
+        free(db->prepared[i].sql);
+        db->prepared[i] = (struct prepared){0};
+    }
+    db->audit_ends.valid = false;
+}
+
 /* Before a statement outside a transaction: re-establishes a connection
  * that broke.  Inside one, a broken connection has lost the transaction. */
 static int ensure_connected(fb_sql *db, fb_err *err)
@@ -134,6 +161,7 @@ static int ensure_connected(fb_sql *db, fb_err *err)
     uint64_t now = fb_time_monotonic_ns();
     if (now < db->retry_after_ns)
         return fb_fail_code(err, FB_STORE_EBUSY, "database: PostgreSQL is unreachable; retrying shortly");
+    forget_connection(db);
     PQreset(db->conn);
     if (PQstatus(db->conn) == CONNECTION_OK)
         return 0;
@@ -562,6 +590,182 @@ void fb_sql_rollback(fb_sql *db)
     db->in_tx = false;
 }
 
+/* ---- pipelines (pg_sql.h) ------------------------------------------------------------------ */
+
+/* The slot of sql's named statement; *parse: not yet known to the server
+ * (send its Parse first).  -1: no slot left (send it unnamed). */
+static int prepared_slot(fb_sql *db, const char *sql, bool *parse)
+{
+    int free_slot = -1;
+    for (int i = 0; i < PREPARED_MAX; i++) {
+        if (db->prepared[i].sql && strcmp(db->prepared[i].sql, sql) == 0) {
+            *parse = false; /* ready, or its Parse is already in this pipeline */
+            return i;
+        }
+        if (!db->prepared[i].sql && free_slot < 0)
+            free_slot = i;
+    }
+    if (free_slot < 0 || !(db->prepared[free_slot].sql = strdup(sql)))
+        return -1;
+    db->prepared[free_slot].ready = false;
+    *parse = true;
+    return free_slot;
+}
+
+/* One query of a pipeline, in the order sent: a Parse of slot `parse`, a
+ * statement (stmt), or fixed SQL (neither). */
+struct piped {
+    fb_sql_stmt *stmt;
+    int parse;
+};
+
+/* Queues sql (a named statement: its Parse first when the server does not
+ * know it yet) and notes what comes back, in order, in q. */
+static bool pipe_send(fb_sql *db, const char *sql, int nparams, const unsigned *types, const char *const *vals,
+                      const int *lens, const int *fmts, fb_sql_stmt *stmt, struct piped *q, size_t *nq)
+{
+    PGconn *c = db->conn;
+    bool parse = false;
+    int slot = prepared_slot(db, sql, &parse);
+    if (slot < 0)
+        return PQsendQueryParams(c, sql, nparams, types, vals, lens, fmts, 0) == 1 &&
+               (q[(*nq)++] = (struct piped){stmt, -1}, true);
+    char name[16];
+    snprintf(name, sizeof name, "fbp%d", slot);
+    if (parse) {
+        if (PQsendPrepare(c, name, sql, nparams, types) != 1)
+            return false;
+        q[(*nq)++] = (struct piped){NULL, slot};
+    }
+    if (PQsendQueryPrepared(c, name, nparams, vals, lens, fmts, 0) != 1)
+        return false;
+    q[(*nq)++] = (struct piped){stmt, -1};
+    return true;
+}
+
+int fb_pg_pipeline(fb_sql *db, unsigned flags, fb_sql_stmt *const *stmts, size_t n, const char *what,
+                   fb_err *err)
+{
+    static const char *const begin[] = {"BEGIN ISOLATION LEVEL READ COMMITTED",
+                                        "SELECT pg_advisory_xact_lock(" WRITER_LOCK ")"};
+    int rc = 0;
+    if (!db->in_tx)
+        rc = ensure_connected(db, err);
+    else if (PQstatus(db->conn) != CONNECTION_OK)
+        rc = fb_fail_code(err, FB_STORE_EBUSY, "%s: the connection to PostgreSQL was lost in a transaction", what);
+    if (rc == 0 && n > 64)
+        rc = fb_fail_code(err, FB_STORE_EINVAL, "%s: %zu statements in one pipeline (at most 64)", what, n);
+    PGconn *c = db->conn;
+    if (rc == 0 && !PQenterPipelineMode(c)) {
+        fail_pg(db, NULL, what, err);
+        rc = FB_STORE_EIO;
+    }
+    if (rc < 0) {
+        fb_sql_rollback(db); /* a transaction this continued is over (in_tx too) */
+        return rc;
+    }
+    struct piped q[2 * (64 + 3)];
+    size_t nq = 0;
+    bool sent = true;
+    if (flags & FB_PG_BEGIN) {
+        for (int i = 0; i < 2 && sent; i++)
+            sent = pipe_send(db, begin[i], 0, NULL, NULL, NULL, NULL, NULL, q, &nq);
+        db->in_tx = true;
+    }
+    for (size_t i = 0; i < n && sent; i++) {
+        fb_sql_stmt *s = stmts[i];
+        sent = pipe_send(db, s->sql, s->nparams, s->types, (const char *const *)s->vals, s->lens, s->fmts, s, q, &nq);
+        s->ran = true;
+    }
+    if (sent && (flags & FB_PG_COMMIT))
+        sent = pipe_send(db, "COMMIT", 0, NULL, NULL, NULL, NULL, NULL, q, &nq);
+    if (sent)
+        sent = PQpipelineSync(c) == 1;
+    if (!sent) {
+        rc = status_of(NULL, c);
+        fail_pg(db, NULL, what, err);
+    }
+    /* The results, in order; after the first failure the server skips the
+     * rest (PGRES_PIPELINE_ABORTED) up to the sync. */
+    for (size_t i = 0; sent && i < nq; i++) {
+        PGresult *r = PQgetResult(c);
+        if (!r) { /* the connection failed under us */
+            if (rc == 0) {
+                rc = status_of(NULL, c);
+                fail_pg(db, NULL, what, err);
+            }
+            sent = false;
+            break;
+        }
+        ExecStatusType t = PQresultStatus(r);
+        bool ok = t == PGRES_COMMAND_OK || t == PGRES_TUPLES_OK;
+        if (!ok && t != PGRES_PIPELINE_ABORTED && rc == 0) {
+            rc = status_of(r, c);
+            fail_pg(db, r, what, err);
+        }
+        if (q[i].parse >= 0) {
+            if (ok)
+                db->prepared[q[i].parse].ready = true;
+            PQclear(r);
+        } else if (q[i].stmt) {
+            fb_sql_stmt *s = q[i].stmt;
+            PQclear(s->res);
+            s->res = r;
+            s->row = -1;
+            s->nrows = t == PGRES_TUPLES_OK ? PQntuples(r) : 0;
+            s->changes = t == PGRES_COMMAND_OK ? strtoll(PQcmdTuples(r), NULL, 10) : 0;
+        } else {
+            PQclear(r);
+        }
+        PGresult *end = PQgetResult(c); /* NULL after each query's result */
+        PQclear(end);
+    }
+    if (sent) {
+        PGresult *r = PQgetResult(c); /* the sync */
+        PQclear(r);
+    }
+    /* Slots whose Parse was not sent or did not succeed are free again
+     * (every slot not ready is this pipeline's). */
+    for (int i = 0; i < PREPARED_MAX; i++)
+        if (db->prepared[i].sql && !db->prepared[i].ready) {
+            free(db->prepared[i].sql);
+            db->prepared[i].sql = NULL;
+        }
+    if (!PQexitPipelineMode(c) || PQstatus(c) != CONNECTION_OK) {
+        if (rc == 0) {
+            rc = FB_STORE_EBUSY;
+            fail_pg(db, NULL, what, err);
+        }
+        /* Results we could not read: this session is of no further use
+         * (its transaction, if any, dies with it); the next call
+         * reconnects. */
+        forget_connection(db);
+        PQreset(c);
+    }
+    if (rc < 0) {
+        for (size_t i = 0; i < n; i++) /* nothing of a failed pipeline is read */
+            stmts[i]->nrows = 0;
+        if (PQstatus(c) == CONNECTION_OK && PQpipelineStatus(c) == PQ_PIPELINE_OFF)
+            fb_sql_rollback(db);
+        db->in_tx = false;
+        db->audit_ends.valid = false;
+        return rc;
+    }
+    if (flags & FB_PG_COMMIT)
+        db->in_tx = false;
+    return 0;
+}
+
+int64_t fb_pg_stmt_changes(const fb_sql_stmt *s)
+{
+    return s->changes;
+}
+
+fb_pg_audit_ends *fb_pg_audit_ends_of(fb_sql *db)
+{
+    return &db->audit_ends;
+}
+
 /* ---- opening: migrations ------------------------------------------------------------------- */
 
 static int read_version(fb_sql *db, int *out, fb_err *err)
@@ -625,6 +829,7 @@ int fb_sql_schema_version(fb_sql *db)
 void fb_sql_close(fb_sql *db)
 {
     if (db) {
+        forget_connection(db);
         PQfinish(db->conn);
         pthread_mutex_destroy(&db->lock);
         free(db);

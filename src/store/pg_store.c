@@ -10,6 +10,7 @@
  */
 #include "store/backend.h"
 #include "store/pg_names.h"
+#include "store/pg_sql.h"
 #include "store/sql.h"
 
 static int pg_open(fb_store *st, const char *state_dir, fb_err *err)
@@ -52,7 +53,7 @@ const fb_store_engine fb_pg_engine = {
     .watch_identity = pg_watch_identity,
     .identity = &fb_pg_identity_ops,
     .sandboxes = &fb_pg_sandbox_ops,
-    .audit = &fb_pg_audit_ops,
+    .audit = &fb_pg_audit_pipelined_ops,
     .tasks = &fb_pg_task_ops,
     .sessions = &fb_pg_session_ops,
     .nodes = &fb_pg_node_ops,
