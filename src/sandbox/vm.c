@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <jansson.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -170,6 +171,7 @@ typedef struct vm_args {
     const fb_sandbox *sb;
     int chan, console;
     int extra[2];       /* fds 5, 6: the snapshot and/or the QMP socket; -1: none */
+    bool stub_kernel;   /* restoring: /image/vmlinuz is only the kernel's boot header */
     char *const *argv;
 } vm_args;
 
@@ -188,6 +190,44 @@ static void bind_file_ro(int report, const char *src, const char *dst)
         fb_die_with_error(report, "cannot create %s", dst);
     close(fd);
     fb_child_bind_ro(report, src, dst, true);
+}
+
+/* A VM restored from a snapshot never runs its firmware or kernel loader
+ * again: the booted kernel is in the guest RAM the snapshot brings.  Yet
+ * QEMU reads the whole -kernel file into a buffer of its own at start and
+ * keeps it for the firmware's fw_cfg reads (13.5 MiB of resident memory
+ * per VM for Debian's kernel, never used after a restore).  Such a VM gets
+ * instead a file holding only the kernel's setup sectors (the boot header
+ * QEMU parses to place the command line and initrd) and one zero page, so
+ * its argv, and so its snapshot shape, stays the same.  A guest reboot
+ * ends QEMU (-no-reboot), so nothing ever boots the stub. */
+static void write_stub_kernel(int report, const char *src, const char *dst)
+{
+    int in = open(src, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        fb_die_with_error(report, "cannot open %s", src);
+    unsigned char buf[4096];
+    /* The setup sectors count (offset 0x1f1; 0 means 4), plus the boot
+     * sector: at most 256 sectors, 128 KiB. */
+    if (pread(in, buf, 0x1f2, 0) != 0x1f2)
+        fb_die_with_error(report, "cannot read the kernel header of %s", src);
+    size_t setup = ((size_t)(buf[0x1f1] ? buf[0x1f1] : 4) + 1) * 512;
+    int out = open(dst, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0444);
+    if (out < 0)
+        fb_die_with_error(report, "cannot create %s", dst);
+    for (size_t off = 0; off < setup;) {
+        size_t want = setup - off < sizeof buf ? setup - off : sizeof buf;
+        ssize_t n = pread(in, buf, want, (off_t)off);
+        if (n <= 0)
+            fb_die_with_error(report, "cannot read the kernel setup of %s", src);
+        if (fb_write_all(out, buf, (size_t)n) < 0)
+            fb_die_with_error(report, "cannot write %s", dst);
+        off += (size_t)n;
+    }
+    memset(buf, 0, sizeof buf);
+    if (fb_write_all(out, buf, sizeof buf) < 0 || close(out) < 0)
+        fb_die_with_error(report, "cannot write %s", dst);
+    close(in);
 }
 
 static void vm_child(void *arg, int report)
@@ -253,7 +293,10 @@ static void vm_child(void *arg, int report)
     for (const char *const *f = files; *f; f++) {
         snprintf(src, sizeof src, "%s/%s", sb->image_dir, *f);
         snprintf(p, sizeof p, "%s/image/%s", root, *f);
-        bind_file_ro(report, src, p);
+        if (va->stub_kernel && strcmp(*f, "vmlinuz") == 0)
+            write_stub_kernel(report, src, p);
+        else
+            bind_file_ro(report, src, p);
     }
     if (mount(NULL, root, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID, "size=256k,nr_inodes=64") < 0)
         fb_die_with_error(report, "cannot make the QEMU root read-only");
@@ -267,7 +310,11 @@ static void vm_child(void *arg, int report)
         nkeep++;
     fb_child_setup_fds(report, va->console, keep, nkeep);
     fb_child_drop_privileges(report, uid, uid);
-    char *const envp[] = {NULL};
+    if (getenv("FB_VM_XP_NOTHP") && prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) < 0)
+        fb_die_with_error(report, "cannot disable transparent huge pages");
+    char *envp[] = {NULL, NULL};
+    if (getenv("FB_VM_XP_ARENA"))
+        envp[0] = getenv("FB_VM_XP_ARENA");
     execve(QEMU_BIN, va->argv, envp);
     fb_die_with_error(report, "cannot execute %s", QEMU_BIN);
 }
@@ -524,7 +571,8 @@ static int wait_restored(qmp *q, fb_err *err)
 }
 
 /* Jails and starts QEMU with argv; fds 5 and 6 of QEMU are extra[0..1]. */
-static int launch(fb_sandbox *sb, char *const *argv, int extra0, int extra1, fb_err *err)
+static int launch(fb_sandbox *sb, char *const *argv, int extra0, int extra1, bool restoring,
+                  fb_err *err)
 {
     int chan[2], con[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) < 0)
@@ -534,7 +582,8 @@ static int launch(fb_sandbox *sb, char *const *argv, int extra0, int extra1, fb_
         close(chan[1]);
         return fb_fail_errno(err, "socketpair");
     }
-    vm_args va = {.sb = sb, .chan = chan[1], .console = con[1], .extra = {extra0, extra1}, .argv = argv};
+    vm_args va = {.sb = sb, .chan = chan[1], .console = con[1], .extra = {extra0, extra1},
+                  .stub_kernel = restoring && !getenv("FB_VM_XP_NOSTUB"), .argv = argv};
     fb_spawn sp = {
         .clone_flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET,
         .cg = &sb->cg,
@@ -665,7 +714,7 @@ static int vm_start(fb_sandbox *sb, fb_err *err)
             extra0 = qmp_sv[1];
         }
         argv[argc] = NULL;
-        int rc = launch(sb, argv, extra0, extra1, err);
+        int rc = launch(sb, argv, extra0, extra1, snap.mode == FB_SNAP_RESTORE, err);
         if (qmp_sv[1] >= 0)
             close(qmp_sv[1]);
         if (rc < 0) {
