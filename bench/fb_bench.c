@@ -15,7 +15,9 @@
  * same one `forgebox run` and the gateway use.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,9 +78,11 @@ static double guest_loop_us(fb_sandbox *sb, int n)
 {
     char count[16];
     snprintf(count, sizeof count, "%d", n);
+    if (n == 0)
+        snprintf(count, sizeof count, "0");
     const char *argv[] = {"sh", "-c",
                           "n=$1; s=$(date +%s%N); i=0; while [ $i -lt $n ]; do /bin/true; "
-                          "i=$((i+1)); done; e=$(date +%s%N); echo $(( (e - s) / n / 1000 ))",
+                          "i=$((i+1)); done; e=$(date +%s%N); echo $(( (e - s) / (n ? n : 1) / 1000 ))",
                           "loop", count, NULL};
     fb_exec_req req = {.argv = argv, .timeout_ms = 600000, .stdin_fd = -1};
     fb_exec_result res;
@@ -91,6 +95,40 @@ static double guest_loop_us(fb_sandbox *sb, int n)
     }
     out_buf[out_len < sizeof out_buf ? out_len : sizeof out_buf - 1] = '\0';
     return atof(out_buf);
+}
+
+/* CPU time (ns) all threads of pid have run: under TCG the guest's work
+ * and QEMU's, which, unlike wall time, other load on the host leaves
+ * alone. */
+static uint64_t proc_cpu_ns(int pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    DIR *d = opendir(path);
+    uint64_t sum = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char p[384], buf[128];
+        snprintf(p, sizeof p, "/proc/%d/task/%s/schedstat", pid, de->d_name);
+        FILE *f = fopen(p, "re");
+        unsigned long long ns;
+        if (f && fgets(buf, sizeof buf, f) && sscanf(buf, "%llu", &ns) == 1)
+            sum += ns;
+        if (f)
+            fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return sum;
+}
+
+static uint64_t self_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 static int run_true(fb_sandbox *sb)
@@ -185,25 +223,38 @@ int main(int argc, char **argv)
          * the same translation cache and the same host load. */
         enum { ROUNDS = 4 };
         double guest[ROUNDS];
-        int done = 0;
+        int done = 0, pid = fb_sandbox_pid(sb);
+        uint64_t exec_cpu = 0, loop_cpu = 0, host_cpu = 0;
         for (int r = 0; r < ROUNDS; r++) {
             int k = r == ROUNDS - 1 ? n - done : n / ROUNDS;
+            uint64_t c0 = proc_cpu_ns(pid), h0 = self_cpu_ns();
             for (int i = 0; i < k; i++) {
                 uint64_t t0 = fb_now_ns();
                 if (run_true(sb) < 0)
                     return 1;
                 t[done++] = fb_now_ns() - t0;
             }
+            uint64_t c1 = proc_cpu_ns(pid);
+            host_cpu += self_cpu_ns() - h0;
+            exec_cpu += c1 - c0;
             if ((guest[r] = guest_loop_us(sb, k)) < 0)
                 return 1;
+            uint64_t c2 = proc_cpu_ns(pid);
+            /* The loop's own start (sh, two dates) is no spawn of /bin/true. */
+            if (guest_loop_us(sb, 0) < 0)
+                return 1;
+            uint64_t empty = proc_cpu_ns(pid) - c2;
+            loop_cpu += c2 - c1 > empty ? c2 - c1 - empty : 0;
         }
         qsort(t, (size_t)n, sizeof *t, cmp_u64);
         qsort(guest, ROUNDS, sizeof *guest, cmp_double);
         double g = (guest[ROUNDS / 2 - 1] + guest[ROUNDS / 2]) / 2;
         printf("{\"median_us\": %.1f, \"p90_us\": %.1f, \"count\": %d, \"guest_us\": %.1f, "
-               "\"guest_rounds_us\": [%.0f, %.0f, %.0f, %.0f], \"overhead_us\": %.1f}\n",
+               "\"guest_rounds_us\": [%.0f, %.0f, %.0f, %.0f], \"overhead_us\": %.1f, "
+               "\"sandbox_cpu_per_exec_us\": %.1f, \"sandbox_cpu_per_guest_spawn_us\": %.1f, "
+               "\"host_cpu_per_exec_us\": %.1f}\n",
                t[n / 2] / 1e3, t[(n * 9) / 10] / 1e3, n, g, guest[0], guest[1], guest[2], guest[3],
-               t[n / 2] / 1e3 - g);
+               t[n / 2] / 1e3 - g, exec_cpu / 1e3 / n, loop_cpu / 1e3 / n, host_cpu / 1e3 / n);
         fb_sandbox_destroy(sb);
         return 0;
     }

@@ -310,11 +310,15 @@ static void vm_child(void *arg, int report)
         nkeep++;
     fb_child_setup_fds(report, va->console, keep, nkeep);
     fb_child_drop_privileges(report, uid, uid);
-    if (getenv("FB_VM_XP_NOTHP") && prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) < 0)
-        fb_die_with_error(report, "cannot disable transparent huge pages");
-    char *envp[] = {NULL, NULL};
-    if (getenv("FB_VM_XP_ARENA"))
-        envp[0] = getenv("FB_VM_XP_ARENA");
+    /* No transparent huge pages for QEMU (the flag survives execve).
+     * QEMU madvises guest RAM and its translation cache MADV_HUGEPAGE, so
+     * on a host with THP "madvise" or "always" every 2 MiB the guest or
+     * TCG touches at all becomes resident whole: a restored 128 MiB VM
+     * held 117 MiB of guest RAM and 18 MiB of cache, 90 and 17 without
+     * (bench/README.md).  Density over a few percent of TLB reach. */
+    if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0) < 0)
+        fb_die_with_error(report, "cannot disable transparent huge pages for QEMU");
+    char *const envp[] = {NULL};
     execve(QEMU_BIN, va->argv, envp);
     fb_die_with_error(report, "cannot execute %s", QEMU_BIN);
 }
@@ -583,7 +587,7 @@ static int launch(fb_sandbox *sb, char *const *argv, int extra0, int extra1, boo
         return fb_fail_errno(err, "socketpair");
     }
     vm_args va = {.sb = sb, .chan = chan[1], .console = con[1], .extra = {extra0, extra1},
-                  .stub_kernel = restoring && !getenv("FB_VM_XP_NOSTUB"), .argv = argv};
+                  .stub_kernel = restoring, .argv = argv};
     fb_spawn sp = {
         .clone_flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET,
         .cg = &sb->cg,
