@@ -171,7 +171,7 @@ static void rss_split(int pid, uint64_t guest_bytes, uint64_t *total_kib, uint64
     fclose(f);
 }
 
-/* FB_BENCH_SMAPS=1: every mapping of pid with more than 512 KiB resident,
+/* FB_BENCH_SMAPS=1: every mapping of pid with more than 256 KiB resident,
  * with its Rss, Pss and AnonHugePages, on stderr. */
 static void smaps_dump(int pid)
 {
@@ -187,7 +187,7 @@ static void smaps_dump(int pid)
         unsigned long lo, hi;
         bool is_head = got && sscanf(line, "%lx-%lx ", &lo, &hi) == 2;
         if (!got || is_head) {
-            if (have && rss > 512)
+            if (have && rss > 256)
                 fprintf(stderr, "smaps: rss %6lu KiB pss %6lu KiB thp %6lu KiB  %s", rss, pss, thp, head);
             if (!got)
                 break;
