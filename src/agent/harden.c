@@ -340,11 +340,15 @@ int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *pr
 
     /* Bounding set first: dropping it needs CAP_SETPCAP, which goes with
      * the uid change below. */
+    /* One call per capability (no PR_CAPBSET_READ first: under TCG every
+     * syscall here is emulated, per exec): EINVAL is the kernel saying
+     * the capability is past its last, as PR_CAPBSET_READ would. */
     for (int cap = 0; cap <= 63; cap++) {
-        if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) < 0)
-            break; /* past the last capability this kernel knows */
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
-            return fb_fail_errno(err, "cannot drop capability %d from the bounding set", cap);
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0)
+            continue;
+        if (errno == EINVAL && cap > 0)
+            break;
+        return fb_fail_errno(err, "cannot drop capability %d from the bounding set", cap);
     }
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
         return fb_fail_errno(err, "cannot clear ambient capabilities");
