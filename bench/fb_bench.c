@@ -6,7 +6,10 @@
  *                                  them, the guest's own cost of spawning
  *                                  /bin/true (a shell loop of COUNT runs,
  *                                  repeated): the protocol's overhead is the
- *                                  difference of the two
+ *                                  difference of the two.  For a VM also the
+ *                                  QEMU process's CPU time per exec and per
+ *                                  guest spawn (for a jail that figure is
+ *                                  its init's alone: meaningless)
  *   fb-bench memory BACKEND MIB    host memory of one idle sandbox
  *                                  (FB_BENCH_SMAPS=1: its largest mappings on
  *                                  stderr)
