@@ -116,6 +116,7 @@ def main():
         rss = [rollup(p)["Rss"] for p in qs]
         pss = [rollup(p)["Pss"] for p in qs]
         guest = [guest_ram_rss_kib(p, 128 << 20) for p in qs]
+        anon = [rollup(p)["Anonymous"] for p in qs]
         with open("/proc/loadavg") as f:
             load = " ".join(f.read().split()[:3])
     finally:
@@ -137,7 +138,8 @@ def main():
         beyond = [p - gr for p, gr in zip(pss, guest)]
         print(f"  QEMU per VM: RSS median {statistics.median(rss)/1024:.1f} MiB, PSS median "
               f"{statistics.median(pss)/1024:.1f} MiB, guest RAM resident {statistics.median(guest)/1024:.1f} MiB, "
-              f"PSS beyond guest RAM {statistics.median(beyond)/1024:.1f} MiB")
+              f"PSS beyond guest RAM {statistics.median(beyond)/1024:.1f} MiB, of it QEMU's private "
+              f"anonymous memory {statistics.median([a - gr for a, gr in zip(anon, guest)])/1024:.1f} MiB")
     print(f"  load average at the end: {load}")
 
 

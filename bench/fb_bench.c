@@ -1,14 +1,26 @@
 /*
  * fb_bench.c - measurements that need a live sandbox, for bench/run.sh.
  *
- *   fb-bench exec BACKEND COUNT    exec round trips of /bin/true in one sandbox
+ *   fb-bench exec BACKEND COUNT    exec round trips of /bin/true in one sandbox,
+ *                                  and, in the same sandbox, interleaved with
+ *                                  them, the guest's own cost of spawning
+ *                                  /bin/true (a shell loop of COUNT runs,
+ *                                  repeated): the protocol's overhead is the
+ *                                  difference of the two.  For a VM also the
+ *                                  QEMU process's CPU time per exec and per
+ *                                  guest spawn (for a jail that figure is
+ *                                  its init's alone: meaningless)
  *   fb-bench memory BACKEND MIB    host memory of one idle sandbox
+ *                                  (FB_BENCH_SMAPS=1: its largest mappings on
+ *                                  stderr)
  *
  * Prints one JSON object on stdout.  Uses only the public sandbox.h API, the
  * same one `forgebox run` and the gateway use.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,6 +53,85 @@ static fb_sandbox *make(const char *backend, uint64_t mib)
         exit(1);
     }
     return sb;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static char out_buf[256];
+static size_t out_len;
+
+static void collect(void *ctx, int stream, const void *data, size_t len)
+{
+    (void)ctx;
+    if (stream != FB_STREAM_STDOUT)
+        return;
+    if (len > sizeof out_buf - 1 - out_len)
+        len = sizeof out_buf - 1 - out_len;
+    memcpy(out_buf + out_len, data, len);
+    out_len += len;
+}
+
+/* Microseconds per /bin/true spawned and waited for by a shell loop inside
+ * the sandbox (fork, exec, exit, wait), or -1. */
+static double guest_loop_us(fb_sandbox *sb, int n)
+{
+    char count[16];
+    snprintf(count, sizeof count, "%d", n);
+    if (n == 0)
+        snprintf(count, sizeof count, "0");
+    const char *argv[] = {"sh", "-c",
+                          "n=$1; s=$(date +%s%N); i=0; while [ $i -lt $n ]; do /bin/true; "
+                          "i=$((i+1)); done; e=$(date +%s%N); echo $(( (e - s) / (n ? n : 1) / 1000 ))",
+                          "loop", count, NULL};
+    fb_exec_req req = {.argv = argv, .timeout_ms = 600000, .stdin_fd = -1};
+    fb_exec_result res;
+    fb_err err = {{0}};
+    out_len = 0;
+    req.on_output = collect;
+    if (fb_sandbox_exec(sb, &req, &res, &err) < 0 || !res.started || res.exit_code != 0) {
+        fprintf(stderr, "fb-bench: guest loop failed: %s\n", err.msg);
+        return -1;
+    }
+    out_buf[out_len < sizeof out_buf ? out_len : sizeof out_buf - 1] = '\0';
+    return atof(out_buf);
+}
+
+/* CPU time (ns) all threads of pid have run: under TCG the guest's work
+ * and QEMU's, which, unlike wall time, other load on the host leaves
+ * alone. */
+static uint64_t proc_cpu_ns(int pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    DIR *d = opendir(path);
+    uint64_t sum = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char p[384], buf[128];
+        snprintf(p, sizeof p, "/proc/%d/task/%s/schedstat", pid, de->d_name);
+        FILE *f = fopen(p, "re");
+        unsigned long long ns;
+        if (f && fgets(buf, sizeof buf, f) && sscanf(buf, "%llu", &ns) == 1)
+            sum += ns;
+        if (f)
+            fclose(f);
+    }
+    if (d)
+        closedir(d);
+    return sum;
+}
+
+static uint64_t self_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 static int run_true(fb_sandbox *sb)
@@ -83,24 +174,90 @@ static void rss_split(int pid, uint64_t guest_bytes, uint64_t *total_kib, uint64
     fclose(f);
 }
 
+/* FB_BENCH_SMAPS=1: every mapping of pid with more than 256 KiB resident,
+ * with its Rss, Pss and AnonHugePages, on stderr. */
+static void smaps_dump(int pid)
+{
+    char path[64], line[512], head[512] = "";
+    snprintf(path, sizeof path, "/proc/%d/smaps", pid);
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return;
+    unsigned long rss = 0, pss = 0, thp = 0;
+    bool have = false;
+    for (;;) {
+        char *got = fgets(line, sizeof line, f);
+        unsigned long lo, hi;
+        bool is_head = got && sscanf(line, "%lx-%lx ", &lo, &hi) == 2;
+        if (!got || is_head) {
+            if (have && rss > 256)
+                fprintf(stderr, "smaps: rss %6lu KiB pss %6lu KiB thp %6lu KiB  %s", rss, pss, thp, head);
+            if (!got)
+                break;
+            snprintf(head, sizeof head, "%s", line);
+            rss = pss = thp = 0;
+            have = true;
+            continue;
+        }
+        unsigned long v;
+        if (sscanf(line, "Rss: %lu kB", &v) == 1)
+            rss = v;
+        else if (sscanf(line, "Pss: %lu kB", &v) == 1)
+            pss = v;
+        else if (sscanf(line, "AnonHugePages: %lu kB", &v) == 1)
+            thp = v;
+    }
+    fclose(f);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 4 && strcmp(argv[1], "exec") == 0) {
         int n = atoi(argv[3]);
-        if (n < 1 || n > 100000)
+        if (n < 4 || n > 100000)
             return 2;
         fb_sandbox *sb = make(argv[2], 0);
         uint64_t *t = calloc((size_t)n, sizeof *t);
         run_true(sb); /* warm-up */
-        for (int i = 0; i < n; i++) {
-            uint64_t t0 = fb_now_ns();
-            if (run_true(sb) < 0)
+        if (guest_loop_us(sb, 5) < 0)
+            return 1;
+        /* Four rounds, each a quarter of the round trips and then the
+         * guest's own loop of as many spawns: both see the same guest,
+         * the same translation cache and the same host load. */
+        enum { ROUNDS = 4 };
+        double guest[ROUNDS];
+        int done = 0, pid = fb_sandbox_pid(sb);
+        uint64_t exec_cpu = 0, loop_cpu = 0, host_cpu = 0;
+        for (int r = 0; r < ROUNDS; r++) {
+            int k = r == ROUNDS - 1 ? n - done : n / ROUNDS;
+            uint64_t c0 = proc_cpu_ns(pid), h0 = self_cpu_ns();
+            for (int i = 0; i < k; i++) {
+                uint64_t t0 = fb_now_ns();
+                if (run_true(sb) < 0)
+                    return 1;
+                t[done++] = fb_now_ns() - t0;
+            }
+            uint64_t c1 = proc_cpu_ns(pid);
+            host_cpu += self_cpu_ns() - h0;
+            exec_cpu += c1 - c0;
+            if ((guest[r] = guest_loop_us(sb, k)) < 0)
                 return 1;
-            t[i] = fb_now_ns() - t0;
+            uint64_t c2 = proc_cpu_ns(pid);
+            /* The loop's own start (sh, two dates) is no spawn of /bin/true. */
+            if (guest_loop_us(sb, 0) < 0)
+                return 1;
+            uint64_t empty = proc_cpu_ns(pid) - c2;
+            loop_cpu += c2 - c1 > empty ? c2 - c1 - empty : 0;
         }
         qsort(t, (size_t)n, sizeof *t, cmp_u64);
-        printf("{\"median_us\": %.1f, \"p90_us\": %.1f, \"count\": %d}\n", t[n / 2] / 1e3,
-               t[(n * 9) / 10] / 1e3, n);
+        qsort(guest, ROUNDS, sizeof *guest, cmp_double);
+        double g = (guest[ROUNDS / 2 - 1] + guest[ROUNDS / 2]) / 2;
+        printf("{\"median_us\": %.1f, \"p90_us\": %.1f, \"count\": %d, \"guest_us\": %.1f, "
+               "\"guest_rounds_us\": [%.0f, %.0f, %.0f, %.0f], \"overhead_us\": %.1f, "
+               "\"sandbox_cpu_per_exec_us\": %.1f, \"sandbox_cpu_per_guest_spawn_us\": %.1f, "
+               "\"host_cpu_per_exec_us\": %.1f}\n",
+               t[n / 2] / 1e3, t[(n * 9) / 10] / 1e3, n, g, guest[0], guest[1], guest[2], guest[3],
+               t[n / 2] / 1e3 - g, exec_cpu / 1e3 / n, loop_cpu / 1e3 / n, host_cpu / 1e3 / n);
         fb_sandbox_destroy(sb);
         return 0;
     }
@@ -110,20 +267,27 @@ int main(int argc, char **argv)
         run_true(sb);
         uint64_t total, guest;
         rss_split(fb_sandbox_pid(sb), mib * 1024 * 1024, &total, &guest);
-        unsigned long long pss = 0;
+        unsigned long long pss = 0, anon = 0;
         char path[64], line[256];
         snprintf(path, sizeof path, "/proc/%d/smaps_rollup", fb_sandbox_pid(sb));
         FILE *f = fopen(path, "re");
-        while (f && fgets(line, sizeof line, f))
-            if (sscanf(line, "Pss: %llu kB", &pss) == 1)
-                break;
+        while (f && fgets(line, sizeof line, f)) {
+            (void)(sscanf(line, "Pss: %llu kB", &pss) == 1 || sscanf(line, "Anonymous: %llu kB", &anon) == 1);
+        }
         if (f)
             fclose(f);
+        if (getenv("FB_BENCH_SMAPS"))
+            smaps_dump(fb_sandbox_pid(sb));
         uint64_t self_total, self_guest;
         rss_split((int)getpid(), 0, &self_total, &self_guest);
+        /* anon_beyond_guest_kib: QEMU's own private memory (heap, TCG
+         * cache, device state), which no other VM shares; the rest of the
+         * PSS beyond guest RAM is the binary and libraries, divided among
+         * however many QEMUs run. */
         printf("{\"rss_kib\": %llu, \"pss_kib\": %llu, \"guest_ram_rss_kib\": %llu, "
-               "\"manager_rss_kib\": %llu}\n",
+               "\"anon_beyond_guest_kib\": %llu, \"manager_rss_kib\": %llu}\n",
                (unsigned long long)total, pss, (unsigned long long)guest,
+               anon > guest ? anon - guest : 0ull,
                (unsigned long long)self_total);
         fb_sandbox_destroy(sb);
         return 0;

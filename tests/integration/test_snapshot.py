@@ -194,3 +194,53 @@ def test_no_vm_snapshot_boots_cold_and_makes_nothing():
         assert r.rc == 0 and r.stdout == "ok\n", r
         assert MAKING not in r.stderr and RESTORING not in r.stderr, r
         assert snapshot_files(state) == {}
+
+
+def qemu_child(parent_pid, deadline):
+    while time.time() < deadline:
+        for p in os.listdir("/proc"):
+            if not p.isdigit():
+                continue
+            try:
+                with open(f"/proc/{p}/cmdline", "rb") as f:
+                    cmd = f.read()
+                with open(f"/proc/{p}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if cmd.startswith(b"qemu-system") and ppid == parent_pid:
+                return int(p)
+        time.sleep(0.1)
+    raise AssertionError("no QEMU under forgebox")
+
+
+def test_qemu_runs_without_huge_pages_and_a_restored_one_holds_only_the_kernels_header(probes, snap_state):
+    """Memory per VM (issue 9 item 4, bench/README.md): QEMU runs with
+    transparent huge pages off, and a VM restored from a snapshot gets a
+    stub -kernel (the setup sectors and one zero page) instead of the
+    kernel QEMU would otherwise keep a 13 MiB copy of; it still works."""
+    import subprocess
+    from conftest import FORGEBOX, IMAGE, RUN_DIR
+    env = dict(os.environ, FORGEBOX_IMAGE=IMAGE, FORGEBOX_RUN_DIR=RUN_DIR, FORGEBOX_STATE_DIR=snap_state,
+               FORGEBOX_TRACE="1")
+    with open(os.path.join(IMAGE, "vmlinuz"), "rb") as f:
+        kernel = f.read()
+    setup = ((kernel[0x1f1] or 4) + 1) * 512
+    p = subprocess.Popen([FORGEBOX, "run", "--backend", "vm", "--memory", "192", "--", "sh", "-c",
+                          "echo up; read x; echo still $x"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env)
+    try:
+        assert p.stdout.readline() == b"up\n"
+        pid = qemu_child(p.pid, time.time() + 30)
+        with open(f"/proc/{pid}/status") as f:
+            assert "THP_enabled:\t0\n" in f.read()
+        with open(f"/proc/{pid}/root/image/vmlinuz", "rb") as f:
+            stub = f.read()
+        assert stub == kernel[:setup] + bytes(4096)
+        out, err = p.communicate(b"here\n", timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0 and out == b"still here\n", err
+    assert RESTORING.encode() in err, err
