@@ -76,6 +76,18 @@ FB_LAZY_FN(L, int, PQsendQueryParams,
 FB_LAZY_FN(L, PGresult *, PQgetResult, (PGconn *conn), (conn))
 FB_LAZY_FN(L, int, PQsetnonblocking, (PGconn *conn, int arg), (conn, arg))
 FB_LAZY_FN(L, int, PQflush, (PGconn *conn), (conn))
+/* Pipeline mode (pg_audit.c: a group commit in one round trip). */
+FB_LAZY_FN(L, int, PQenterPipelineMode, (PGconn *conn), (conn))
+FB_LAZY_FN(L, int, PQexitPipelineMode, (PGconn *conn), (conn))
+FB_LAZY_FN(L, PGpipelineStatus, PQpipelineStatus, (const PGconn *conn), (conn))
+FB_LAZY_FN(L, int, PQpipelineSync, (PGconn *conn), (conn))
+FB_LAZY_FN(L, int, PQsendPrepare,
+           (PGconn *conn, const char *stmtName, const char *query, int nParams, const Oid *paramTypes),
+           (conn, stmtName, query, nParams, paramTypes))
+FB_LAZY_FN(L, int, PQsendQueryPrepared,
+           (PGconn *conn, const char *stmtName, int nParams, const char *const *paramValues,
+            const int *paramLengths, const int *paramFormats, int resultFormat),
+           (conn, stmtName, nParams, paramValues, paramLengths, paramFormats, resultFormat))
 FB_LAZY_FN(L, PGPing, PQping, (const char *conninfo), (conninfo))
 FB_LAZY_FN(L, PGPing, PQpingParams,
            (const char *const *keywords, const char *const *values, int expand_dbname),
