@@ -199,7 +199,7 @@ typedef struct call_ctx {
     nc_resp *resp;
     bool refused;
     fb_ca_verdict verdict;
-    char reason[300];
+    char reason[512];     /* the node name (72), the verdict and the verifier's line (256) */
     bool too_big;
     int body_fd;
 } call_ctx;

@@ -457,7 +457,7 @@ static void test_racing_reservations_never_pass_the_quota(void **state)
     fb_store *st[T];
     st[0] = f->st;
     for (int i = 1; i < T; i++) {
-        char sub[8];
+        char sub[16];
         snprintf(sub, sizeof sub, "g%d", i);
         st[i] = second_handle(f, sub);
     }
