@@ -43,6 +43,19 @@ int fb_run_net_add(fb_run_net *n, const char *arg, fb_err *err);
 /* forgebox.yaml for a shell verb: config_flag, else FORGEBOX_CONFIG, else
  * the default path if it exists.  -1 with err (cfg freed). */
 int fb_cli_config_load(const char *config_flag, fb_config *cfg, fb_err *err);
+/* A daemon's settings (serve, node), in their order of precedence:
+ * compiled defaults, forgebox.yaml (config_flag, FORGEBOX_CONFIG or the
+ * default path), FORGEBOX_* variables, then the flags in sets (n of
+ * them), validated.  -1 with err (cfg freed). */
+typedef struct fb_cli_setting {
+    const char *key, *value, *src;
+} fb_cli_setting;
+#define FB_CLI_MAX_SETTINGS 64
+int fb_cli_daemon_config(const char *config_flag, const fb_cli_setting *sets, int n, fb_config *cfg, fb_err *err);
+/* No core dumps for a daemon: they would hold TLS keys and in-flight
+ * secrets (non-dumpable covers a pipe core_pattern too).  Hard limit 1,
+ * not 0: jails give tool processes a limit of 1 (agent/harden.c). */
+void fb_cli_no_core_dumps(void);
 /* With a grant: checks it against cfg's network.deny, starts the proxy
  * with cfg's network.* and points sc->net_adopt at it.  Without one:
  * nothing (cfg may then be NULL). */

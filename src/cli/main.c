@@ -2,6 +2,8 @@
  * main.c - `forgebox`: one host binary, one verb per job.
  */
 #define _GNU_SOURCE
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +62,34 @@ const char *fb_cli_image_dir(const char *flag, char *buf, size_t cap)
         }
     }
     return "/var/lib/forgebox/image";
+}
+
+int fb_cli_daemon_config(const char *config_flag, const fb_cli_setting *sets, int n, fb_config *cfg, fb_err *err)
+{
+    bool required = false;
+    const char *path = fb_config_path(config_flag, environ, &required);
+    int rc = fb_config_defaults(cfg);
+    if (rc < 0)
+        return fb_fail(err, "config: out of memory");
+    rc = fb_config_load_file(cfg, path, required, err);
+    if (rc == 0)
+        rc = fb_config_apply_env(cfg, environ, err);
+    for (int i = 0; rc == 0 && i < n; i++)
+        rc = fb_config_set(cfg, sets[i].key, sets[i].value, sets[i].src, err);
+    if (rc == 0)
+        rc = fb_config_validate(cfg, err);
+    if (rc < 0) {
+        fb_config_free(cfg);
+        return -1;
+    }
+    return 0;
+}
+
+void fb_cli_no_core_dumps(void)
+{
+    struct rlimit nocore = {0, 1};
+    setrlimit(RLIMIT_CORE, &nocore);
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 }
 
 const char *fb_cli_state_dir(const char *flag)

@@ -12,8 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 
 #include <jansson.h>
 
@@ -23,7 +21,6 @@
 #include "store/nodes.h"
 #include "store/store.h"
 
-extern char **environ;
 
 static int node_usage(FILE *out, int rc)
 {
@@ -131,13 +128,13 @@ int fb_cmd_node(int argc, char **argv)
     fb_node_options o;
     memset(&o, 0, sizeof o);
     const char *config_flag = NULL, *image_flag = NULL, *capacity = NULL, *store_flag = NULL;
-    struct { const char *key, *value, *src; } sets[64];
+    fb_cli_setting sets[FB_CLI_MAX_SETTINGS + 1]; /* + --store */
     int nsets = 0;
     opterr = 0;
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
-        if (nsets >= 64)
+        if (nsets >= FB_CLI_MAX_SETTINGS)
             return node_usage(stderr, FB_EXIT_USAGE);
         switch (c) {
         case 'n': o.name = optarg; break;
@@ -189,38 +186,25 @@ int fb_cmd_node(int argc, char **argv)
         return FB_EXIT_USAGE;
     }
     o.capacity = cap;
+    /* --store (or FORGEBOX_STORE_URL) goes last: it names the store the
+     * node registers in, whatever forgebox.yaml says. */
+    const char *url = fb_cli_store_url(store_flag);
+    if (url)
+        sets[nsets++] = (fb_cli_setting){"store.url", url, store_flag ? "--store" : "FORGEBOX_STORE_URL"};
     fb_config cfg;
     fb_err err = {{0}};
-    bool required = false;
-    const char *path = fb_config_path(config_flag, environ, &required);
-    int rc = fb_config_defaults(&cfg);
-    if (rc == 0)
-        rc = fb_config_load_file(&cfg, path, required, &err);
-    if (rc == 0)
-        rc = fb_config_apply_env(&cfg, environ, &err);
-    for (int i = 0; rc == 0 && i < nsets; i++)
-        rc = fb_config_set(&cfg, sets[i].key, sets[i].value, sets[i].src, &err);
-    const char *url = fb_cli_store_url(store_flag);
-    if (rc == 0 && url)
-        rc = fb_config_set(&cfg, "store.url", url, store_flag ? "--store" : "FORGEBOX_STORE_URL", &err);
-    if (rc == 0)
-        rc = fb_config_validate(&cfg, &err);
-    if (rc < 0) {
+    if (fb_cli_daemon_config(config_flag, sets, nsets, &cfg, &err) < 0) {
         fprintf(stderr, "forgebox: %s\n", err.msg);
-        fb_config_free(&cfg);
         return 1;
     }
-    /* No core dumps: they would hold the TLS key. */
-    struct rlimit nocore = {0, 1};
-    setrlimit(RLIMIT_CORE, &nocore);
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    fb_cli_no_core_dumps();
     char buf[4096];
     o.image_dir = image_flag ? image_flag : cfg.image_dir ? cfg.image_dir : fb_cli_image_dir(NULL, buf, sizeof buf);
     o.state_dir = cfg.state_dir;
     o.store_url = cfg.store.url;
     o.backend = cfg.sandbox.backend;
     o.cfg = &cfg;
-    rc = fb_node_run(&o, &err);
+    int rc = fb_node_run(&o, &err);
     if (rc < 0)
         fprintf(stderr, "forgebox: %s\n", err.msg);
     fb_config_free(&cfg);

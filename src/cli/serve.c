@@ -12,8 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 
 #include <sodium.h>
 
@@ -24,7 +22,6 @@
 #include "gateway/gateway.h"
 #include "store/store.h"
 
-extern char **environ;
 
 static int serve_usage(FILE *out, int rc)
 {
@@ -44,13 +41,13 @@ int fb_cmd_serve(int argc, char **argv)
         {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0},
     };
     const char *config_flag = NULL, *image_flag = NULL;
-    struct { const char *key, *value, *src; } sets[64];
+    fb_cli_setting sets[FB_CLI_MAX_SETTINGS];
     int nsets = 0;
     opterr = 0;
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
-        if (nsets >= 64)
+        if (nsets >= FB_CLI_MAX_SETTINGS)
             return serve_usage(stderr, FB_EXIT_USAGE);
         switch (c) {
         case 'c': config_flag = optarg; break;
@@ -80,32 +77,15 @@ int fb_cmd_serve(int argc, char **argv)
     }
     fb_config cfg;
     fb_err err = {{0}};
-    bool required = false;
-    const char *path = fb_config_path(config_flag, environ, &required);
-    int rc = fb_config_defaults(&cfg);
-    if (rc == 0)
-        rc = fb_config_load_file(&cfg, path, required, &err);
-    if (rc == 0)
-        rc = fb_config_apply_env(&cfg, environ, &err);
-    for (int i = 0; rc == 0 && i < nsets; i++)
-        rc = fb_config_set(&cfg, sets[i].key, sets[i].value, sets[i].src, &err);
-    if (rc == 0)
-        rc = fb_config_validate(&cfg, &err);
-    if (rc < 0) {
+    if (fb_cli_daemon_config(config_flag, sets, nsets, &cfg, &err) < 0) {
         fprintf(stderr, "forgebox: %s\n", err.msg);
-        fb_config_free(&cfg);
         return 1;
     }
-    /* No core dumps: they would hold the TLS key and in-flight secrets.
-     * (Non-dumpable covers a pipe core_pattern too.)  Hard limit 1, not 0:
-     * jails give tool processes a limit of 1 (agent/harden.c). */
-    struct rlimit nocore = {0, 1};
-    setrlimit(RLIMIT_CORE, &nocore);
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    fb_cli_no_core_dumps();
     char buf[4096];
     const char *image = image_flag ? image_flag : cfg.image_dir ? cfg.image_dir : fb_cli_image_dir(NULL, buf, sizeof buf);
     /* e2b.listen: the E2B-compatible listener runs beside the gateway. */
-    rc = fb_gateway_run_with(&cfg, image, cfg.e2b.listen ? &fb_e2b_companion : NULL, &err);
+    int rc = fb_gateway_run_with(&cfg, image, cfg.e2b.listen ? &fb_e2b_companion : NULL, &err);
     if (rc < 0)
         fprintf(stderr, "forgebox: %s\n", err.msg);
     fb_config_free(&cfg);
