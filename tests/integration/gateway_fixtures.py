@@ -16,6 +16,8 @@ import sys
 import tempfile
 import time
 
+import pytest
+
 from conftest import FORGEBOX, IMAGE, RUN_DIR
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "clients", "python"))
@@ -201,3 +203,15 @@ def finish(g):
     log = g.read_log()
     assert "Sanitizer" not in log, log[-4000:]
     assert rc == 0, log[-4000:]
+
+
+@pytest.fixture(scope="module")
+def pg():
+    """A real PostgreSQL for a test module (pg_fixture.PgServer, loopback
+    only); its password is one of the secrets the hygiene check hunts for.
+    A module imports it by name: `from gateway_fixtures import pg`."""
+    from pg_fixture import PgServer
+    srv = PgServer()
+    SECRETS.add(srv.password)
+    yield srv
+    srv.close()

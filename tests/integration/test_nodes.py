@@ -34,9 +34,10 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import FORGEBOX
-from gateway_fixtures import FIRST_PASSWORD, SECRETS, Gateway, forgebox_client
+from gateway_fixtures import FIRST_PASSWORD, Gateway, SECRETS, forgebox_client
+from gateway_fixtures import pg  # noqa: F401 (the fixture, used by name)
 from node_fixtures import CA, Node
-from pg_fixture import PgServer, pg_bindir
+from pg_fixture import pg_bindir
 
 pytestmark = pytest.mark.skipif(pg_bindir() is None,
                                 reason="PostgreSQL is not installed (apt-get install postgresql)")
@@ -155,14 +156,6 @@ class Cluster:
 
     def audit(self, **filters):
         return self.a.admin().audit(limit=1000, **filters)["entries"]
-
-
-@pytest.fixture(scope="module")
-def pg():
-    srv = PgServer()
-    SECRETS.add(srv.password)
-    yield srv
-    srv.close()
 
 
 @pytest.fixture

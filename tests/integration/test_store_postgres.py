@@ -15,22 +15,15 @@ import time
 import pytest
 
 from conftest import FORGEBOX, ROOT
-from gateway_fixtures import FIRST_PASSWORD, SECRETS, Gateway, forgebox_client
-from pg_fixture import PgServer, pg_bindir
+from gateway_fixtures import FIRST_PASSWORD, Gateway, SECRETS, forgebox_client
+from gateway_fixtures import pg  # noqa: F401 (the fixture, used by name)
+from pg_fixture import pg_bindir
 
 pytestmark = pytest.mark.skipif(pg_bindir() is None,
                                 reason="PostgreSQL is not installed (apt-get install postgresql)")
 
 FAST = ["sandbox.backend=jail", "limits.rate_rps=100000", "limits.rate_burst=100000"]
 _count = [0]
-
-
-@pytest.fixture(scope="module")
-def pg():
-    srv = PgServer()
-    SECRETS.add(srv.password)
-    yield srv
-    srv.close()
 
 
 @pytest.fixture
