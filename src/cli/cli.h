@@ -51,6 +51,9 @@ typedef struct fb_cli_setting {
     const char *key, *value, *src;
 } fb_cli_setting;
 #define FB_CLI_MAX_SETTINGS 64
+/* One --set KEY=VALUE (arg is split in place) as a setting; -1 after
+ * printing "forgebox VERB: --set takes KEY=VALUE" when it has no '='. */
+int fb_cli_setting_parse(const char *verb, char *arg, fb_cli_setting *out);
 int fb_cli_daemon_config(const char *config_flag, const fb_cli_setting *sets, int n, fb_config *cfg, fb_err *err);
 /* No core dumps for a daemon: they would hold TLS keys and in-flight
  * secrets (non-dumpable covers a pipe core_pattern too).  Hard limit 1,

@@ -85,6 +85,18 @@ int fb_cli_daemon_config(const char *config_flag, const fb_cli_setting *sets, in
     return 0;
 }
 
+int fb_cli_setting_parse(const char *verb, char *arg, fb_cli_setting *out)
+{
+    char *eq = strchr(arg, '=');
+    if (!eq) {
+        fprintf(stderr, "forgebox %s: --set takes KEY=VALUE, not '%.64s'\n", verb, arg);
+        return -1;
+    }
+    *eq = '\0';
+    *out = (fb_cli_setting){arg, eq + 1, "--set"};
+    return 0;
+}
+
 void fb_cli_no_core_dumps(void)
 {
     struct rlimit nocore = {0, 1};

@@ -150,16 +150,10 @@ int fb_cmd_node(int argc, char **argv)
         case 'a': o.advertise = optarg; break;
         case 'c': config_flag = optarg; break;
         case 'i': image_flag = optarg; break;
-        case 'S': {
-            char *eq = strchr(optarg, '=');
-            if (!eq) {
-                fprintf(stderr, "forgebox node: --set takes KEY=VALUE, not '%.64s'\n", optarg);
+        case 'S':
+            if (fb_cli_setting_parse("node", optarg, &sets[nsets++]) < 0)
                 return FB_EXIT_USAGE;
-            }
-            *eq = '\0';
-            sets[nsets++] = (typeof(sets[0])){optarg, eq + 1, "--set"};
             break;
-        }
         case 'h': return node_usage(stdout, 0);
         default:
             fprintf(stderr, "forgebox node: unknown or incomplete option '%.64s'\n", argv[optind - 1]);

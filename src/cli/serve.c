@@ -55,16 +55,10 @@ int fb_cmd_serve(int argc, char **argv)
         case 'l': sets[nsets++] = (typeof(sets[0])){"listen", optarg, "--listen"}; break;
         case 's': sets[nsets++] = (typeof(sets[0])){"state_dir", optarg, "--state-dir"}; break;
         case 'b': sets[nsets++] = (typeof(sets[0])){"sandbox.backend", optarg, "--backend"}; break;
-        case 'S': {
-            char *eq = strchr(optarg, '=');
-            if (!eq) {
-                fprintf(stderr, "forgebox serve: --set takes KEY=VALUE, not '%.64s'\n", optarg);
+        case 'S':
+            if (fb_cli_setting_parse("serve", optarg, &sets[nsets++]) < 0)
                 return FB_EXIT_USAGE;
-            }
-            *eq = '\0';
-            sets[nsets++] = (typeof(sets[0])){optarg, eq + 1, "--set"};
             break;
-        }
         case 'h': return serve_usage(stdout, 0);
         default:
             fprintf(stderr, "forgebox serve: unknown or incomplete option '%.64s'\n", argv[optind - 1]);

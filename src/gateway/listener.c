@@ -13,6 +13,7 @@
 #include "gateway/listener.h"
 
 #include <arpa/inet.h>
+#include <sodium.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,4 +143,21 @@ enum MHD_Result gw_queue_with(struct MHD_Connection *conn, int status, struct MH
     enum MHD_Result rc = MHD_queue_response(conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return rc;
+}
+
+char *gw_pem_read(const char *path, fb_err *err)
+{
+    char *buf = malloc(1 << 20);
+    if (!buf || fb_read_file(path, buf, 1 << 20, err) < 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+void gw_pem_free_secret(char *pem)
+{
+    if (pem)
+        sodium_memzero(pem, strlen(pem));
+    free(pem);
 }

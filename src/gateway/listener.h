@@ -39,6 +39,12 @@ typedef struct gw_tls {
     void *notify_cls;
 } gw_tls;
 
+/* A listener's PEM file (certificate, key or CA; at most 1 MiB) as text,
+ * or NULL with err.  Free a key's text with gw_pem_free_secret. */
+char *gw_pem_read(const char *path, fb_err *err);
+/* Wipes and frees a private key's text (NULL is fine). */
+void gw_pem_free_secret(char *pem);
+
 /* gw_listen with a full TLS setting (tls NULL: plain HTTP). */
 struct MHD_Daemon *gw_listen_tls(const fb_config *cfg, const char *listen, const char *setting,
                                  MHD_AccessHandlerCallback handler, void *cls, MHD_RequestCompletedCallback done,

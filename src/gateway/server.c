@@ -299,23 +299,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* ---- start-up and shutdown -------------------------------------------------------- */
 
-static char *read_small_file(const char *path, fb_err *err)
-{
-    char *buf = malloc(1 << 20);
-    if (!buf || fb_read_file(path, buf, 1 << 20, err) < 0) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
-}
-
-static void free_secret_text(char *key)
-{
-    if (key)
-        sodium_memzero(key, strlen(key));
-    free(key);
-}
-
 int fb_gateway_run(const fb_config *cfg, const char *image_dir, fb_err *err)
 {
     return fb_gateway_run_with(cfg, image_dir, NULL, err);
@@ -329,8 +312,8 @@ int fb_gateway_run_with(const fb_config *cfg, const char *image_dir, const fb_ga
     fb_log_set_level(fb_log_level_name(cfg->log_level));
     char *cert = NULL, *key = NULL;
     if (cfg->tls.cert && cfg->tls.key) {
-        cert = read_small_file(cfg->tls.cert, err);
-        key = cert ? read_small_file(cfg->tls.key, err) : NULL;
+        cert = gw_pem_read(cfg->tls.cert, err);
+        key = cert ? gw_pem_read(cfg->tls.key, err) : NULL;
         if (!key) {
             free(cert);
             return -1;
@@ -414,7 +397,7 @@ out:
     gw_failgate_free(g.sh.fails);
     fb_mcp_sessions_free(g.mcp);
     gw_mtls_free(g.mtls);
-    free_secret_text(key);
+    gw_pem_free_secret(key);
     free(cert);
     return rc;
 }

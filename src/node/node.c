@@ -22,17 +22,8 @@
 
 #include "audit/audit.h"
 #include "core/core.h"
+#include "gateway/listener.h"
 #include "node/internal.h"
-
-static char *read_pem(const char *path, fb_err *err)
-{
-    char *buf = malloc(1 << 20);
-    if (!buf || fb_read_file(path, buf, 1 << 20, err) < 0) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
-}
 
 /* The node's own certificate must be a node certificate of the CA, under
  * exactly --name: gateways check the same against the store's record. */
@@ -184,8 +175,8 @@ int fb_node_run(const fb_node_options *opt, fb_err *err)
                      "keep-alive line every %d s", NODE_KEEPALIVE_S, NODE_KEEPALIVE_S);
         goto out;
     }
-    cert = read_pem(opt->tls_cert, err);
-    key = cert ? read_pem(opt->tls_key, err) : NULL;
+    cert = gw_pem_read(opt->tls_cert, err);
+    key = cert ? gw_pem_read(opt->tls_key, err) : NULL;
     if (!key)
         goto out;
     if (check_own_cert(opt, cert, err) < 0)
@@ -244,9 +235,7 @@ out:
         fb_store_close(n.st);
     gw_mtls_free(n.mtls);
     nv_cache_free(n.verdicts);
-    if (key)
-        sodium_memzero(key, strlen(key));
-    free(key);
+    gw_pem_free_secret(key);
     free(cert);
     return rc;
 }
