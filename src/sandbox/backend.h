@@ -88,6 +88,10 @@ struct fb_backend_ops {
     uint64_t (*cgroup_pids)(const fb_sandbox *sb);
     /* Spawns into sb->cg; sets sb->pid, sb->chan_fd (and console_fd). */
     int (*start)(fb_sandbox *sb, fb_err *err);
+    /* sb->pid is the init of the sandbox's own pid namespace: SIGKILL to
+     * it ends every process of the sandbox before it can be reaped, so
+     * destroy kills it instead of asking the agent to power off. */
+    bool kill_stops;
 };
 
 extern const struct fb_backend_ops fb_backend_vm;

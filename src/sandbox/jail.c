@@ -413,12 +413,12 @@ static void prepare_scratch(int report, const jail_args *ja, uid_t tool)
     }
 }
 
-/* The read-only tmpfs the /proc cover files come from (outside the new
- * root: it is gone from the jail's view after pivot_root). */
+/* The /proc cover files, in the setup tmpfs beside the new root (outside
+ * it: they are gone from the jail's view after pivot_root). */
 static void prepare_stage(int report, const jail_args *ja)
 {
-    mount_tmpfs(report, ja->stage, MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                "mode=0755,size=1m,nr_inodes=32");
+    if (mkdir(ja->stage, 0755) < 0)
+        fb_die_with_error(report, "cannot create %s", ja->stage);
     stage_file(report, ja->stage, "empty", "");
     stage_file(report, ja->stage, "cpuinfo", ja->cpuinfo);
     for (size_t i = 0; i < N_PROC_FIXED; i++) {
@@ -434,9 +434,27 @@ static void prepare_stage(int report, const jail_args *ja)
     snprintf(p, sizeof p, "%s/emptydir", ja->stage);
     if (mkdir(p, 0555) < 0)
         fb_die_with_error(report, "cannot create %s", p);
-    if (mount(NULL, ja->stage, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-              "size=1m,nr_inodes=32") < 0)
-        fb_die_with_error(report, "cannot make %s read-only", ja->stage);
+}
+
+/* The sandbox's mount points and its /proc cover files live in a small
+ * tmpfs mounted over its runtime directory in the setup's own mount
+ * namespace, never on the host's filesystem: the host sees an empty
+ * runtime directory, and /run on a disk pays no journalled mkdir and
+ * rmdir per start (0.1-0.5 ms each on ext4).  It becomes read-only (the
+ * superblock, which the jail's root cannot remount) once staged. */
+static void prepare_setup_fs(int report, const jail_args *ja)
+{
+    mount_tmpfs(report, ja->sb->run_path, MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                "mode=0755,size=1m,nr_inodes=64");
+    if (mkdir(ja->root, 0755) < 0)
+        fb_die_with_error(report, "cannot create %s", ja->root);
+}
+
+static void seal_setup_fs(int report, const jail_args *ja)
+{
+    if (mount(NULL, ja->sb->run_path, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "size=1m,nr_inodes=64") < 0)
+        fb_die_with_error(report, "cannot make %s read-only", ja->sb->run_path);
 }
 
 /* The agent gives its tool processes a core limit of 1 (harden.c: the one
@@ -466,6 +484,7 @@ static void jail_prepare(void *arg, int report)
     const jail_args *ja = arg;
     uid_t base = ja->sb->uid_base;
     limit_core(report);
+    prepare_setup_fs(report, ja);
     if (move_mount(ja->rootfs_tree, "", AT_FDCWD, ja->root, MOVE_MOUNT_F_EMPTY_PATH) < 0)
         fb_die_with_error(report, "cannot attach the rootfs");
     struct statvfs sv;
@@ -476,6 +495,7 @@ static void jail_prepare(void *arg, int report)
     prepare_dev(report, ja, base);
     prepare_scratch(report, ja, base + JAIL_TOOL_UID);
     prepare_stage(report, ja);
+    seal_setup_fs(report, ja);
 }
 
 /* ---- the jail's own steps (root of its namespaces) -------------------------- */
@@ -550,13 +570,6 @@ static void jail_child(void *arg, int report)
     fb_die_with_error(report, "cannot execute /sbin/fb-agent in the rootfs");
 }
 
-static int make_dir(const char *path, mode_t mode, fb_err *err)
-{
-    if (mkdir(path, mode) < 0 && errno != EEXIST)
-        return fb_fail_errno(err, "cannot create %s", path);
-    return 0;
-}
-
 static uint64_t jail_cgroup_memory(const fb_sandbox *sb)
 {
     return sb->cfg.memory_mib * 1024 * 1024;
@@ -572,8 +585,6 @@ static int jail_start(fb_sandbox *sb, fb_err *err)
     __attribute__((cleanup(jail_args_free))) jail_args ja = {.sb = sb, .net = -1};
     snprintf(ja.root, sizeof ja.root, "%s/root", sb->run_path);
     snprintf(ja.stage, sizeof ja.stage, "%s/stage", sb->run_path);
-    if (make_dir(ja.root, 0755, err) < 0 || make_dir(ja.stage, 0700, err) < 0)
-        return -1;
     format_meminfo(&ja, jail_cgroup_memory(sb));
     format_stat(&ja, (unsigned)sb->cfg.vcpus);
     format_boot_id(&ja);
@@ -647,4 +658,5 @@ const struct fb_backend_ops fb_backend_jail = {
     .cgroup_memory = jail_cgroup_memory,
     .cgroup_pids = jail_cgroup_pids,
     .start = jail_start,
+    .kill_stops = true,
 };

@@ -121,8 +121,15 @@ static int slot_acquire(fb_sandbox *sb, fb_err *err)
             return fb_fail_errno(err, "cannot open %s", path);
         if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
             /* Name the holder, so that orphan reaping can tell a slot
-             * reused by a live sandbox from one still held by the dead. */
-            if (ftruncate(fd, 0) < 0 || pwrite(fd, sb->id, strlen(sb->id), 0) != (ssize_t)strlen(sb->id)) {
+             * reused by a live sandbox from one still held by the dead.
+             * Overwritten in place: ids have one length, so a used lock
+             * file already has it and needs no truncation (truncating
+             * frees and reallocates its block: 0.3-0.6 ms on an ext4
+             * /run, the largest single step before the cgroup). */
+            size_t idlen = strlen(sb->id);
+            struct stat st;
+            if (pwrite(fd, sb->id, idlen, 0) != (ssize_t)idlen || fstat(fd, &st) < 0 ||
+                (st.st_size != (off_t)idlen && ftruncate(fd, (off_t)idlen) < 0)) {
                 fb_fail_errno(err, "cannot write %s", path);
                 close(fd);
                 return -1;
@@ -368,15 +375,26 @@ void fb_sandbox_destroy(fb_sandbox *sb)
     if (!sb)
         return;
     bool supervised = sb->wake_fd >= 0;
-    bool clean = sb->io_started && ask_shutdown(sb);
+    /* A backend whose process is the sandbox's pid 1 (the jail) is
+     * stopped by SIGKILL: the kernel then kills every process of its pid
+     * namespace before the init is reaped, which is all the agent's
+     * shutdown would do, without waiting for a round trip. */
+    bool kill_stops = sb->ops && sb->ops->kill_stops && sb->pid > 0 && sb->pidfd >= 0;
+    bool clean = !kill_stops && sb->io_started && ask_shutdown(sb);
     fb_trace("destroy: shutdown answered");
     if (supervised) {
         /* Whoever still reads an exec gets FB_E_KILLED now, not later. */
         pthread_mutex_lock(&sb->mu);
         sb->stopping = true;
         fb_sup_die_locked(sb, FB_E_KILLED, "sandbox %s was destroyed", sb->id);
+        /* The kill first: the jail's end (its namespaces and mounts torn
+         * down) runs while the I/O thread is joined. */
+        if (kill_stops)
+            (void)syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
         pthread_mutex_unlock(&sb->mu);
         fb_sup_stop(sb);
+    } else if (kill_stops) {
+        (void)syscall(SYS_pidfd_send_signal, sb->pidfd, SIGKILL, NULL, 0);
     }
     if (sb->pid > 0) {
         /* A VM powering off or a jail's init exiting ends by itself within
