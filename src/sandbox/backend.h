@@ -92,6 +92,10 @@ struct fb_backend_ops {
      * it ends every process of the sandbox before it can be reaped, so
      * destroy kills it instead of asking the agent to power off. */
     bool kill_stops;
+    /* Nothing of the sandbox lives under run_dir on the host: its record
+     * there (the slot, for orphan reaping) is the file run_path instead
+     * of a directory (sandbox.c). */
+    bool run_record_file;
 };
 
 extern const struct fb_backend_ops fb_backend_vm;

@@ -437,24 +437,26 @@ static void prepare_stage(int report, const jail_args *ja)
 }
 
 /* The sandbox's mount points and its /proc cover files live in a small
- * tmpfs mounted over its runtime directory in the setup's own mount
- * namespace, never on the host's filesystem: the host sees an empty
- * runtime directory, and /run on a disk pays no journalled mkdir and
- * rmdir per start (0.1-0.5 ms each on ext4).  It becomes read-only (the
+ * tmpfs mounted over the runtime directory (run_dir) in the setup's own
+ * mount namespace, never on the host's filesystem: the host keeps only
+ * the sandbox's record file there (sandbox.c), and a disk-backed /run
+ * pays no mkdir and rmdir per start (each freed directory block is a
+ * synchronous discard on this host's ext4).  run_path, root and stage
+ * keep their names, inside the tmpfs.  It becomes read-only (the
  * superblock, which the jail's root cannot remount) once staged. */
 static void prepare_setup_fs(int report, const jail_args *ja)
 {
-    mount_tmpfs(report, ja->sb->run_path, MS_NOSUID | MS_NODEV | MS_NOEXEC,
+    mount_tmpfs(report, ja->sb->cfg.run_dir, MS_NOSUID | MS_NODEV | MS_NOEXEC,
                 "mode=0755,size=1m,nr_inodes=64");
-    if (mkdir(ja->root, 0755) < 0)
+    if (mkdir(ja->sb->run_path, 0755) < 0 || mkdir(ja->root, 0755) < 0)
         fb_die_with_error(report, "cannot create %s", ja->root);
 }
 
 static void seal_setup_fs(int report, const jail_args *ja)
 {
-    if (mount(NULL, ja->sb->run_path, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+    if (mount(NULL, ja->sb->cfg.run_dir, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
               "size=1m,nr_inodes=64") < 0)
-        fb_die_with_error(report, "cannot make %s read-only", ja->sb->run_path);
+        fb_die_with_error(report, "cannot make %s read-only", ja->sb->cfg.run_dir);
 }
 
 /* The agent gives its tool processes a core limit of 1 (harden.c: the one
@@ -659,4 +661,5 @@ const struct fb_backend_ops fb_backend_jail = {
     .cgroup_pids = jail_cgroup_pids,
     .start = jail_start,
     .kill_stops = true,
+    .run_record_file = true,
 };

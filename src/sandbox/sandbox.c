@@ -178,7 +178,14 @@ void fb_sandbox_reap_orphans(const char *run_dir)
         if (strncmp(de->d_name, "sb-", 3) != 0 || strlen(de->d_name) > 40)
             continue;
         char path[4300], buf[16];
-        snprintf(path, sizeof path, "%s/%s/slot", run_dir, de->d_name);
+        /* A jail's record is a file holding its slot; other sandboxes
+         * have a directory with a `slot` file. */
+        snprintf(path, sizeof path, "%s/%s", run_dir, de->d_name);
+        struct stat st;
+        if (lstat(path, &st) < 0 || (!S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode)))
+            continue;
+        if (S_ISDIR(st.st_mode))
+            snprintf(path, sizeof path, "%s/%s/slot", run_dir, de->d_name);
         uint64_t slot;
         if (fb_read_file(path, buf, sizeof buf, NULL) < 0 ||
             fb_parse_u64(buf, 0, FB_MAX_SLOTS - 1, &slot) < 0)
@@ -259,16 +266,29 @@ fb_errc fb_sandbox_boot_here(const fb_sandbox_config *cfg, fb_sandbox **out, fb_
     if (slot_acquire(sb, err) < 0)
         return boot_fail(sb, FB_E_RESOURCE);
     snprintf(sb->run_path, sizeof sb->run_path, "%s/%s", cfg->run_dir, sb->id);
-    if (fb_mkdir_p(sb->run_path, 0755, err) < 0)
-        return boot_fail(sb, FB_E_IO_ERROR);
+    /* The sandbox's record for orphan reaping (its slot number): a
+     * directory holding `slot`, or for a backend that keeps nothing on
+     * the host (the jail) a file of that name.  A file costs no block of
+     * its own on a disk-backed /run: freeing a directory's block is a
+     * synchronous discard there (ext4 -o discard without a journal). */
     char slotfile[4200], slotnum[16];
-    snprintf(slotfile, sizeof slotfile, "%s/slot", sb->run_path);
+    if (sb->ops->run_record_file) {
+        snprintf(slotfile, sizeof slotfile, "%s", sb->run_path);
+    } else {
+        if (fb_mkdir_p(sb->run_path, 0755, err) < 0)
+            return boot_fail(sb, FB_E_IO_ERROR);
+        snprintf(slotfile, sizeof slotfile, "%s/slot", sb->run_path);
+    }
     snprintf(slotnum, sizeof slotnum, "%d", sb->slot);
-    int sfd = open(slotfile, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    int sfd = open(slotfile, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (sfd < 0 || fb_write_all(sfd, slotnum, strlen(slotnum)) < 0) {
         fb_fail_errno(err, "cannot write %s", slotfile);
-        if (sfd >= 0)
+        if (sfd >= 0) {
             close(sfd);
+            /* Ours (O_EXCL): the unwinding removes it. */
+        } else if (sb->ops->run_record_file) {
+            sb->run_path[0] = '\0'; /* not ours: leave it alone */
+        }
         return boot_fail(sb, FB_E_IO_ERROR);
     }
     close(sfd);
@@ -423,7 +443,9 @@ void fb_sandbox_destroy(fb_sandbox *sb)
         fb_relay_close_all(sb->relay);
     if (sb->pidfd >= 0)
         close(sb->pidfd);
-    if (sb->run_path[0]) {
+    if (sb->run_path[0] && sb->ops && sb->ops->run_record_file) {
+        unlink(sb->run_path);
+    } else if (sb->run_path[0]) {
         char root[4200];
         snprintf(root, sizeof root, "%s/root", sb->run_path);
         rmdir(root);
