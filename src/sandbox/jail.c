@@ -77,8 +77,8 @@ typedef struct jail_args {
     int chan;
     int net;           /* the egress bridge's channel, or -1 */
     int rootfs_tree;   /* a detached, read-only mount of rootfs.ext4 */
-    char root[4200];   /* run_path/root: the new root */
-    char stage[4200];  /* run_path/stage: the /proc cover files */
+    char root[4200];   /* run_dir/root, in the setup tmpfs: the new root */
+    char stage[4200];  /* run_dir/stage, in the setup tmpfs: the /proc cover files */
     char meminfo[512];
     char stat[64 * 48 + 256];
     char boot_id[40];
@@ -441,14 +441,16 @@ static void prepare_stage(int report, const jail_args *ja)
  * mount namespace, never on the host's filesystem: the host keeps only
  * the sandbox's record file there (sandbox.c), and a disk-backed /run
  * pays no mkdir and rmdir per start (each freed directory block is a
- * synchronous discard on this host's ext4).  run_path, root and stage
- * keep their names, inside the tmpfs.  It becomes read-only (the
- * superblock, which the jail's root cannot remount) once staged. */
+ * synchronous discard on this host's ext4).  The tmpfs is this sandbox's
+ * alone (a mount namespace of its own), so its root and stage need no
+ * unique names, and the jail's mountinfo shows no sandbox id or host path.
+ * It becomes read-only (the superblock, which the jail's root cannot
+ * remount) once staged. */
 static void prepare_setup_fs(int report, const jail_args *ja)
 {
     mount_tmpfs(report, ja->sb->cfg.run_dir, MS_NOSUID | MS_NODEV | MS_NOEXEC,
                 "mode=0755,size=1m,nr_inodes=64");
-    if (mkdir(ja->sb->run_path, 0755) < 0 || mkdir(ja->root, 0755) < 0)
+    if (mkdir(ja->root, 0755) < 0)
         fb_die_with_error(report, "cannot create %s", ja->root);
 }
 
@@ -585,8 +587,8 @@ static void jail_args_free(jail_args *ja)
 static int jail_start(fb_sandbox *sb, fb_err *err)
 {
     __attribute__((cleanup(jail_args_free))) jail_args ja = {.sb = sb, .net = -1};
-    snprintf(ja.root, sizeof ja.root, "%s/root", sb->run_path);
-    snprintf(ja.stage, sizeof ja.stage, "%s/stage", sb->run_path);
+    snprintf(ja.root, sizeof ja.root, "%s/root", sb->cfg.run_dir);
+    snprintf(ja.stage, sizeof ja.stage, "%s/stage", sb->cfg.run_dir);
     format_meminfo(&ja, jail_cgroup_memory(sb));
     format_stat(&ja, (unsigned)sb->cfg.vcpus);
     format_boot_id(&ja);
