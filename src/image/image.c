@@ -469,6 +469,34 @@ static int verify_file(const char *image_dir, json_t *m, const char *name, json_
     return 0;
 }
 
+/* The start's fast path: every file this start needs has, in the cache
+ * entry of this exact manifest (keyed by the manifest's digest), the
+ * fingerprint it has now.  Such an entry is only ever written after the
+ * file's sha256 matched this manifest (verify_file), so the manifest
+ * need not be parsed again (0.15 ms of every start).  A file missing from
+ * the entry, an erofs root that is absent, or the rootfs tree: no fast
+ * path, the full check decides. */
+static bool all_fingerprints_match(const char *image_dir, json_t *entry, unsigned needs)
+{
+    if (!json_is_object(entry) || (needs & FB_IMAGE_NEEDS_JAIL))
+        return false;
+    const char *names[8];
+    size_t n = 0;
+    if (needs & FB_IMAGE_NEEDS_VM)
+        for (const char *const *f = vm_files; *f; f++)
+            names[n++] = *f;
+    if (needs & FB_IMAGE_NEEDS_EROFS)
+        names[n++] = FB_IMAGE_EROFS;
+    for (size_t i = 0; i < n; i++) {
+        char path[PATH_MAX], fp[160];
+        snprintf(path, sizeof path, "%s/%s", image_dir, names[i]);
+        const char *seen = json_string_value(json_object_get(entry, names[i]));
+        if (!seen || file_fingerprint(path, fp, NULL) < 0 || strcmp(seen, fp) != 0)
+            return false;
+    }
+    return n > 0;
+}
+
 int fb_image_verify(const char *image_dir, const char *state_dir, unsigned needs, fb_err *err)
 {
     if (sodium_init() < 0)
@@ -479,12 +507,6 @@ int fb_image_verify(const char *image_dir, const char *state_dir, unsigned needs
     if (fb_image_file_digest(path, mhex, NULL, err) < 0)
         return fb_fail(err, "no guest image at %s (manifest.json missing); build it with `make image`",
                        image_dir);
-    json_error_t je;
-    json_t *m = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    if (!m || !json_is_object(m)) {
-        json_decref(m);
-        return fb_fail(err, "image manifest %s is not valid JSON: %s", path, je.text);
-    }
 
     char cpath[PATH_MAX];
     json_t *cache = NULL, *entry = NULL;
@@ -492,6 +514,19 @@ int fb_image_verify(const char *image_dir, const char *state_dir, unsigned needs
         cache_path(state_dir, image_dir, cpath, sizeof cpath);
         cache = load_cache(cpath);
         entry = json_object_get(cache, mhex); /* keyed by manifest digest */
+        if (all_fingerprints_match(image_dir, entry, needs)) {
+            json_decref(cache);
+            return 0;
+        }
+    }
+    json_error_t je;
+    json_t *m = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!m || !json_is_object(m)) {
+        json_decref(m);
+        json_decref(cache);
+        return fb_fail(err, "image manifest %s is not valid JSON: %s", path, je.text);
+    }
+    if (cache) {
         if (!json_is_object(entry)) {
             /* A new manifest: forget fingerprints of any older one. */
             json_object_clear(cache);

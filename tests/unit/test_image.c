@@ -421,6 +421,31 @@ static void test_tamper_initrd_replaced(void **state)
     assert_modified(f, FB_IMAGE_NEEDS_VM, "initrd.img");
 }
 
+/* A start whose files all carry the fingerprints the cache recorded for
+ * this manifest skips parsing the manifest; anything else it does not
+ * know about still goes through the full check. */
+static void test_fast_path_only_for_recorded_files(void **state)
+{
+    fx *f = *state;
+    char p[PATH_MAX];
+    const unsigned jail = FB_IMAGE_NEEDS_VM | FB_IMAGE_NEEDS_EROFS;
+    fb_err err = {{0}};
+    /* No rootfs.erofs in this image: allowed, and no fast path for it. */
+    assert_int_equal(fb_image_verify(f->img, f->state, jail, &err), 0);
+    assert_int_equal(fb_image_verify(f->img, f->state, jail, &err), 0);
+    /* An erofs root the manifest does not list appears: refused although
+     * every recorded fingerprint still matches. */
+    write_pattern(in_img(f, FB_IMAGE_EROFS, p), 8192, 7);
+    assert_int_equal(fb_image_verify(f->img, f->state, jail, &err), -1);
+    assert_non_null(strstr(err.msg, "not in the manifest"));
+    assert_int_equal(unlink(p), 0);
+    assert_int_equal(fb_image_verify(f->img, f->state, jail, &err), 0);
+    /* A recorded file changed in place after the fast path accepted it. */
+    wait_for_fs_tick(f);
+    flip_byte(in_img(f, "initrd.img", p), 100);
+    assert_modified(f, jail, "initrd.img");
+}
+
 static void test_vm_artifact_missing_or_not_regular(void **state)
 {
     fx *f = *state;
@@ -888,6 +913,7 @@ int main(void)
         T(test_tamper_vmlinuz_append, setup_sealed),
         T(test_tamper_initrd_replaced, setup_sealed),
         T(test_vm_artifact_missing_or_not_regular, setup_sealed),
+        T(test_fast_path_only_for_recorded_files, setup_sealed),
         T(test_tamper_rootfs_file_content, setup_sealed),
         T(test_tamper_rootfs_chmod, setup_sealed),
         T(test_tamper_rootfs_chown, setup_sealed),
