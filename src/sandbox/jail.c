@@ -545,6 +545,13 @@ static void jail_child(void *arg, int report)
     if (poll(&alive, 1, 0) < 0 || (alive.revents & (POLLERR | POLLHUP)))
         _exit(125);
 
+    /* What the intermediate mounted is locked in this namespace and
+     * pivot_root refuses a locked new root: enter a bind of it instead.
+     * First, so that /proc and its ~40 covers are mounted once, on the
+     * bind, rather than mounted, copied by the recursive bind and the
+     * originals detached with the old root. */
+    if (mount(ja->root, ja->root, NULL, MS_BIND | MS_REC, NULL) < 0)
+        fb_die_with_error(report, "cannot bind the new root");
     snprintf(p, sizeof p, "%s/proc", ja->root);
     if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "hidepid=2") < 0)
         fb_die_with_error(report, "cannot mount /proc");
@@ -556,10 +563,6 @@ static void jail_child(void *arg, int report)
     int devnull = open(p, O_RDWR | O_CLOEXEC);
     if (devnull < 0)
         fb_die_with_error(report, "cannot open %s", p);
-    /* What the intermediate mounted is locked in this namespace and
-     * pivot_root refuses a locked new root: enter a bind of it instead. */
-    if (mount(ja->root, ja->root, NULL, MS_BIND | MS_REC, NULL) < 0)
-        fb_die_with_error(report, "cannot bind the new root");
     fb_child_pivot(report, ja->root);
     /* The agent talks only through its channel, never to the host's tty. */
     int keep[2] = {ja->chan, ja->net};
