@@ -108,8 +108,9 @@ fb_errc fb_sandbox_state(fb_sandbox *sb);
  * others use the sandbox; the resources are released by destroy. */
 void fb_sandbox_kill(fb_sandbox *sb);
 /* Ends the sandbox and frees everything it held: process, cgroup, runtime
- * files, uid slot.  Asks the agent to power off first (at most ~2 s) unless
- * the sandbox is already dead; waits for no consumer of any exec.  Safe on
+ * files, uid slot.  A VM's agent is asked to power off first (at most
+ * ~2 s) unless the sandbox is already dead; a jail's init is killed (the
+ * kernel ends its whole pid namespace); waits for no consumer of any exec.  Safe on
  * a broken sandbox; sb must not be used afterwards by anyone. */
 void fb_sandbox_destroy(fb_sandbox *sb);
 
@@ -228,7 +229,8 @@ fb_errc fb_file_put(fb_sandbox *sb, const char *remote, int fd, unsigned mode, f
 fb_errc fb_file_get(fb_sandbox *sb, const char *remote, int fd, uint64_t max_bytes, fb_err *err);
 
 /* Cleans up what sandboxes of dead managers left in run_dir (their cgroups
- * and runtime directories).  Called on every create; cheap when clean. */
+ * and runtime directories, or a jail's record file).  Called on every
+ * create; cheap when clean. */
 void fb_sandbox_reap_orphans(const char *run_dir);
 
 /* What the host can do, for `forgebox doctor`. */
