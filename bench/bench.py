@@ -9,7 +9,7 @@ same machine, because absolute timings mean little on a noisy host:
                     vs bare qemu-system-x86_64 -M microvm booting the same
                     kernel and initramfs to an init that powers off
   exec round trip   /bin/true in a live sandbox (fb-bench), per backend
-  vm host memory    resident memory of the QEMU process beyond guest RAM
+  vm host memory    private memory of the QEMU process beyond guest RAM, idle and busy
 """
 import json
 import os
@@ -136,16 +136,21 @@ def main():
 
     if "vm" not in backends:
         return
-    out = subprocess.run([FB_BENCH, "memory", "vm", "512"], stdout=subprocess.PIPE, env=ENV,
-                         check=True).stdout
-    m = json.loads(out)
-    overhead = (m["rss_kib"] - m["guest_ram_rss_kib"]) / 1024
-    pss_overhead = (m["pss_kib"] - m["guest_ram_rss_kib"]) / 1024
-    print(f"{'vm host memory beyond guest RAM (PSS)':40} {pss_overhead:8.1f}MiB {'':>10} {'':>7} "
-          f"{'30MiB':>7}  RSS beyond guest RAM {overhead:.1f} MiB; QEMU RSS {m['rss_kib']/1024:.0f} MiB, "
-          f"PSS {m['pss_kib']/1024:.0f} MiB, guest RAM resident "
-          f"{m['guest_ram_rss_kib']/1024:.0f} MiB; manager {m['manager_rss_kib']/1024:.1f} MiB")
-
+    # Private memory (anonymous pages beyond guest RAM: heap, translation
+    # cache, device state) is what each further VM costs; the PSS of one VM
+    # alone also carries QEMU's binary and libraries undivided.
+    for state in ("idle", "busy"):
+        out = subprocess.run([FB_BENCH, "memory", "vm", "512"] + (["busy"] if state == "busy" else []),
+                             stdout=subprocess.PIPE, env=ENV, check=True).stdout
+        m = json.loads(out)
+        pss_overhead = (m["pss_kib"] - m["guest_ram_rss_kib"]) / 1024
+        what = ("after one exec" if state == "idle" else
+                "after Python, git and a directory walk (translation cache full)")
+        print(f"{'vm host memory beyond guest RAM, ' + state:40} {m['anon_beyond_guest_kib']/1024:8.1f}MiB "
+              f"{'':>10} {'':>7} {'30MiB':>7}  private (anonymous) memory {what}; PSS of this one VM "
+              f"beyond guest RAM {pss_overhead:.1f} MiB (QEMU's libraries undivided); QEMU RSS "
+              f"{m['rss_kib']/1024:.0f} MiB, guest RAM resident {m['guest_ram_rss_kib']/1024:.0f} MiB; "
+              f"manager {m['manager_rss_kib']/1024:.1f} MiB")
 
 if __name__ == "__main__":
     main()

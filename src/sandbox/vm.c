@@ -61,11 +61,16 @@
 /* Host memory QEMU needs beyond guest RAM (TCG adds its translation cache). */
 #define VM_OVERHEAD_KVM_MIB 96
 #define VM_OVERHEAD_TCG_MIB 192
-/* TCG's translation cache.  Measured (bench/README.md, 128 MiB guest, exec
- * of /bin/true in a live VM): 16 MiB flushes often enough to slow execs
- * down by half; 32 MiB runs them as fast as 64 MiB within the noise and
- * costs about 17 MiB less host memory per VM. */
-#define TCG_TB_MIB 32
+/* TCG's translation cache, sized deliberately: it is the largest part of a
+ * VM's host memory beyond guest RAM once the guest has run a while, since
+ * QEMU keeps every page of it it has written.  Measured (bench/README.md,
+ * session 5; restored VMs): execs of /bin/true, Python imports and git run
+ * as fast at 20 MiB as at 32 or 64, while at 16 or 18 MiB the cache no
+ * longer holds the guest's working set (kernel, fb-agent, a tool), flushes
+ * over and over and execs take twice as long.  20 MiB keeps a margin above
+ * that cliff and a busy VM costs 12 MiB less than at 32.  Under KVM there
+ * is no cache. */
+#define TCG_TB_MIB 20
 
 static bool cpu_has_hw_virt(void)
 {
