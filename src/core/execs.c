@@ -294,6 +294,8 @@ int fb_core_exec_start(fb_core *c, fb_caller *caller, fb_sb_ref *ref, const fb_c
     fb_time_format(&now, cx->started_at);
     cx->t0_ns = fb_time_monotonic_ns();
     cx->caller = *caller;
+    cx->caller.audit_inflight = NULL; /* the request's, awaited by its adapter; never the exec's */
+    cx->caller.audit_overlap = false;
     cx->mode = mode;
     h->cx = cx;
     h->attached = mode == FB_EXEC_STREAM;

@@ -223,7 +223,17 @@ static enum MHD_Result sandbox_exec(gw_req *r)
     fb_core_sandbox_put(r->g->core, r->ref);
     r->ref = NULL;
     if (rc < 0)
+        return gw_send_core_error(r, &err); /* (gw_queue awaits the permission entry first) */
+    /* The permission entry was queued in the chain before the command
+     * started and is being made durable while it runs (audit_overlap);
+     * wait for it now, before anything of the command can be answered.
+     * If it cannot be written, the command does not go on. */
+    if (fb_core_audit_flush(r->g->core, &r->caller) < 0) {
+        fb_core_exec_cancel(r->g->core, NULL, x);
+        fb_core_exec_release(x);
+        fb_core_fail(&err, FB_CORE_UNAVAILABLE, "the audit log cannot be written; refusing to act unaudited");
         return gw_send_core_error(r, &err);
+    }
     return sse ? gw_exec_stream(r, x, NULL) : collect(r, x);
 }
 
@@ -280,7 +290,8 @@ static enum MHD_Result exec_cancel(gw_req *r)
 
 const gw_route gw_routes_execs[] = {
     {.def = {"POST", "/v1/sandboxes/{id}/exec"}, .resolve = GW_RES_SANDBOX, .perm = FB_PERM_SANDBOXES_EXEC,
-     .body = GW_BODY_JSON, .fields = exec_fields, .body_required = true, .fn = sandbox_exec},
+     .body = GW_BODY_JSON, .fields = exec_fields, .body_required = true, .fn = sandbox_exec,
+     .audit_overlap = true},
     {.def = {"GET", "/v1/sandboxes/{id}/execs/{exec_id}"}, .resolve = GW_RES_SANDBOX,
      .perm = FB_PERM_SANDBOXES_EXEC, .fn = exec_status},
     {.def = {"DELETE", "/v1/sandboxes/{id}/execs/{exec_id}"}, .resolve = GW_RES_SANDBOX,
