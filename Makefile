@@ -197,6 +197,10 @@ clean:
 $(BUILD)/fb-bench: bench/fb_bench.c $(LIB_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)
 
+# The exec round trip through the API beside the agent channel, both from C (bench/api_exec.py).
+$(BUILD)/fb-api-bench: bench/fb_api_bench.c $(LIB_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)
+
 # Test drivers that use the sandbox library directly.
 $(BUILD)/fb-driver: tests/tools/fb_driver.c $(LIB_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)
