@@ -186,7 +186,7 @@ sanitize-integration: all image
 	FORGEBOX_BIN=$(CURDIR)/build-san/forgebox FORGEBOX_SANITIZED=1 \
 	    FORGEBOX_IMAGE=$(CURDIR)/$(IMAGE) ./tests/run-integration.sh $(PYTEST_ARGS)
 
-bench: all image $(BUILD)/fb-bench
+bench: all image $(BUILD)/fb-bench $(BUILD)/fb-api-bench
 	./bench/run.sh
 
 clean:
