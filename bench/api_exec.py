@@ -107,13 +107,20 @@ def main():
     print()
     print(f"bench/api_exec.py {rounds} {per}: {rounds * per} execs per row, blocks of {per} interleaved; "
           f"{os.cpu_count()} CPUs, load {load0:.1f} -> {load1:.1f}")
-    print(f"{'exec round trip':44} {'median':>9} {'p10':>9} {'p90':>9} {'ratio':>7}")
+    print(f"{'exec round trip':44} {'median':>9} {'p10':>9} {'p90':>9} {'ratio':>7}  (median of the rounds' ratios)")
     print(f"{'agent channel (fb-api-bench, baseline)':44} {direct/1000:7.3f}ms "
           f"{out['direct']['p10_us']/1000:7.3f}ms {out['direct']['p90_us']/1000:7.3f}ms {1:6.2f}x")
+    d_rounds = out["direct"]["rounds_us"]
     for i, (name, _) in enumerate(rows):
         a = out[f"api{i}"]
+        # The median over rounds of each round's ratio: load that drifts
+        # between rounds falls on both sides of every ratio.
+        paired = statistics.median(x / y for x, y in zip(a["rounds_us"], d_rounds))
         print(f"{'API, C client, ' + name:44} {a['median_us']/1000:7.3f}ms {a['p10_us']/1000:7.3f}ms "
-              f"{a['p90_us']/1000:7.3f}ms {a['median_us']/direct:6.2f}x")
+              f"{a['p90_us']/1000:7.3f}ms {a['median_us']/direct:6.2f}x  (per round: {paired:.2f}x)")
+    if base:
+        paired = statistics.median(x / y for x, y in zip(out["api0"]["rounds_us"], out["api1"]["rounds_us"]))
+        print(f"{'  this build / before, per round':44} {paired:6.2f}x")
     for i in pyrows:
         m = statistics.median(py[i]) * 1e6
         print(f"{'API, Python client, ' + rows[i][0]:44} {m/1000:7.3f}ms {'':>9} {'':>9} {m/direct:6.2f}x")

@@ -13,8 +13,8 @@
  * keep-alive socket (one connection per gateway, TCP_NODELAY, no
  * library): what it adds to a round trip is a write and a read, as small
  * as a client can make it, so the difference to the agent channel is the
- * gateway's own.  Prints one JSON object: the median and the 10th/90th
- * percentiles of every row in microseconds.
+ * gateway's own.  Prints one JSON object: for every row the median and the
+ * 10th/90th percentiles in microseconds, and the median of each round.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -153,11 +153,19 @@ static void direct_exec(fb_sandbox *sb)
     }
 }
 
-static void print_row(const char *name, uint64_t *t, size_t n, bool comma)
+/* A row: its percentiles, and the median of each round (in round order),
+ * so that a driver can pair the rows round by round. */
+static void print_row(const char *name, uint64_t *t, size_t rounds, size_t per, bool comma)
 {
+    size_t n = rounds * per;
+    printf("\"%s\": {\"rounds_us\": [", name);
+    for (size_t r = 0; r < rounds; r++) {
+        qsort(t + r * per, per, sizeof *t, cmp_u64);
+        printf("%s%.1f", r ? ", " : "", t[r * per + per / 2] / 1e3);
+    }
     qsort(t, n, sizeof *t, cmp_u64);
-    printf("\"%s\": {\"median_us\": %.1f, \"p10_us\": %.1f, \"p90_us\": %.1f}%s", name, t[n / 2] / 1e3,
-           t[n / 10] / 1e3, t[n * 9 / 10] / 1e3, comma ? ", " : "");
+    printf("], \"median_us\": %.1f, \"p10_us\": %.1f, \"p90_us\": %.1f}%s", t[n / 2] / 1e3, t[n / 10] / 1e3,
+           t[n * 9 / 10] / 1e3, comma ? ", " : "");
 }
 
 int main(int argc, char **argv)
@@ -224,11 +232,11 @@ int main(int argc, char **argv)
     }
     fb_sandbox_destroy(sb);
     printf("{");
-    print_row("direct", direct, total, ngw > 0);
+    print_row("direct", direct, (size_t)rounds, (size_t)per, ngw > 0);
     for (int i = 0; i < ngw; i++) {
         char name[16];
         snprintf(name, sizeof name, "api%d", i);
-        print_row(name, g[i].t, total, i + 1 < ngw);
+        print_row(name, g[i].t, (size_t)rounds, (size_t)per, i + 1 < ngw);
         close(g[i].fd);
         free(g[i].t);
     }
