@@ -18,6 +18,14 @@
  * than one commit it did not join plus the one it did.  No thread of its
  * own: the leader is always a caller.
  *
+ * Begun appends (fb_store_audit_append_begin/end): an exec's permission
+ * entry is queued before its command starts and awaited after (docs/audit.md,
+ * "Exec").  Between the two its waiter is parked: it holds its place in the
+ * queue, and any commit takes it along, but it is never handed the lead
+ * (its owner is busy starting the command, and nobody may wait for that);
+ * a queue of parked waiters alone has no leader, and whoever comes next (a
+ * plain append, or a parked owner arriving at its end) writes it.
+ *
  * Order: entries are chained in queue order, which is arrival order under
  * the queue's lock.  A batch that fails (a refused chain, a full disk) is
  * retried entry by entry, so each caller gets the outcome of its own
