@@ -279,6 +279,12 @@ bool fb_core_exec_wait(fb_core_exec *x, int timeout_ms);
 /* Kills the command (its exit follows in the log).  caller non-NULL: an
  * API request, audited; NULL: the adapter's own (its client went away). */
 void fb_core_exec_cancel(fb_core *c, fb_caller *caller, fb_core_exec *x);
+/* Kills the command and waits for its end, at most timeout_ms; true when it
+ * ended.  The kill is repeated while it runs: the agent kills a command's
+ * process group, and a kill that reaches it before the command made its
+ * group (just after the exec was sent) would otherwise be lost.  For a
+ * command that must not go on (its permission entry could not be written). */
+bool fb_core_exec_stop(fb_core_exec *x, int timeout_ms);
 
 typedef struct fb_core_exec_status {
     char id[FB_EXEC_ID_MAX];

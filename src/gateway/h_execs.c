@@ -229,7 +229,9 @@ static enum MHD_Result sandbox_exec(gw_req *r)
      * wait for it now, before anything of the command can be answered.
      * If it cannot be written, the command does not go on. */
     if (fb_core_audit_flush(r->g->core, &r->caller) < 0) {
-        fb_core_exec_cancel(r->g->core, NULL, x);
+        if (!fb_core_exec_stop(x, 5000))
+            fb_log("error", r->caller.request_id, "an exec refused as unaudited did not end when killed",
+                   json_pack("{s:s}", "exec", fb_core_exec_id(x)));
         fb_core_exec_release(x);
         fb_core_fail(&err, FB_CORE_UNAVAILABLE, "the audit log cannot be written; refusing to act unaudited");
         return gw_send_core_error(r, &err);
