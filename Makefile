@@ -186,7 +186,7 @@ sanitize-integration: all image
 	FORGEBOX_BIN=$(CURDIR)/build-san/forgebox FORGEBOX_SANITIZED=1 \
 	    FORGEBOX_IMAGE=$(CURDIR)/$(IMAGE) ./tests/run-integration.sh $(PYTEST_ARGS)
 
-bench: all image $(BUILD)/fb-bench
+bench: all image $(BUILD)/fb-bench $(BUILD)/fb-api-bench
 	./bench/run.sh
 
 clean:
@@ -195,6 +195,10 @@ clean:
 -include $(shell find $(BUILD)/obj $(BUILD)/obj-static $(BUILD)/tests -name '*.d' 2>/dev/null)
 
 $(BUILD)/fb-bench: bench/fb_bench.c $(LIB_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)
+
+# The exec round trip through the API beside the agent channel, both from C (bench/api_exec.py).
+$(BUILD)/fb-api-bench: bench/fb_api_bench.c $(LIB_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)
 
 # Test drivers that use the sandbox library directly.

@@ -8,5 +8,6 @@ cd "$(dirname "$0")/.."
 /usr/bin/python3 bench/snapshot.py
 /usr/bin/python3 bench/pool.py
 /usr/bin/python3 bench/gateway.py
+/usr/bin/python3 bench/api_exec.py
 /usr/bin/python3 bench/egress.py
 /usr/bin/python3 bench/tasks.py

@@ -76,6 +76,15 @@ int fb_audit_append(fb_store *st, const fb_audit_event *ev, fb_err *err);
  * authentication and permission entries go together). */
 #define FB_AUDIT_APPEND_MAX 8
 int fb_audit_append_many(fb_store *st, const fb_audit_event *evs, size_t n, fb_err *err);
+/* The same in two steps (store/audit_log.h, fb_store_audit_append_begin):
+ * begin fixes the entries' place at the end of the chain and returns at
+ * once; end waits until they are durable and frees what begin made.  Every
+ * begun append must be ended, soon, by the same thread.  Nothing may be
+ * answered to anyone about what the entries record before end returned 0. */
+typedef struct fb_audit_pending fb_audit_pending;
+int fb_audit_append_begin(fb_store *st, const fb_audit_event *evs, size_t n, fb_audit_pending **out,
+                          fb_err *err);
+int fb_audit_append_end(fb_store *st, fb_audit_pending *p, fb_err *err);
 
 /* Walks the whole log in seq order and checks every entry's hash, the
  * chain of prev_hash links, the sequence (no gap, nothing inserted) and the

@@ -271,8 +271,31 @@ static void fields_free(append_ctx *c)
         free((char *)c->f[i].p);
 }
 
-int fb_audit_append_many(fb_store *st, const fb_audit_event *evs, size_t n, fb_err *err)
+/* What one append needs until its entries are in: the cleaned fields, the
+ * key (read once, before the store's write lock, so not once per entry
+ * inside every group commit; if it cannot be read here, chain_start reads
+ * it again under the lock and decides: creating it for an empty log, or
+ * refusing) and, for a begun append, its ticket. */
+struct fb_audit_pending {
+    append_ctx c[FB_AUDIT_APPEND_MAX];
+    void *ctxs[FB_AUDIT_APPEND_MAX];
+    size_t n;
+    char *key_path;
+    audit_key key;
+    fb_store_audit_ticket *ticket;
+};
+
+static void pending_clear(fb_audit_pending *p)
 {
+    for (size_t i = 0; i < p->n; i++)
+        fields_free(&p->c[i]);
+    free(p->key_path);
+    fb_audit_key_wipep(&p->key);
+}
+
+static int pending_fill(fb_audit_pending *p, fb_store *st, const fb_audit_event *evs, size_t n, fb_err *err)
+{
+    memset(p, 0, sizeof *p);
     if (sodium_init() < 0)
         return fb_fail(err, "audit: libsodium failed to initialise");
     if (!evs || n == 0 || n > FB_AUDIT_APPEND_MAX)
@@ -281,32 +304,57 @@ int fb_audit_append_many(fb_store *st, const fb_audit_event *evs, size_t n, fb_e
         if (!valid_outcome_text(evs[i].outcome))
             return fb_fail(err, "audit: outcome must be allowed, denied or error, not '%.32s'",
                            evs[i].outcome ? evs[i].outcome : "(null)");
-    append_ctx c[FB_AUDIT_APPEND_MAX];
-    void *ctxs[FB_AUDIT_APPEND_MAX];
-    memset(c, 0, sizeof c);
-    char *key_path = fb_audit_key_path(st);
-    int rc = key_path ? 0 : fb_fail(err, "out of memory");
-    /* The key is read once for this call, before the store's write lock
-     * (so not once per entry inside every group commit); if it cannot be
-     * read here, chain_start reads it again under the lock and decides
-     * (creating it for an empty log, or refusing). */
-    cleanup_key audit_key key;
+    p->key_path = fb_audit_key_path(st);
+    if (!p->key_path)
+        return fb_fail(err, "out of memory");
     bool missing = false;
     fb_err kerr = {{0}};
-    bool have_key = key_path && fb_audit_key_read(key_path, &key, &missing, &kerr) == 0;
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        c[i].key_path = key_path;
-        c[i].key = have_key ? &key : NULL;
-        ctxs[i] = &c[i];
-        if (!fields_fill(&c[i], &evs[i]))
-            rc = fb_fail(err, "out of memory");
+    bool have_key = fb_audit_key_read(p->key_path, &p->key, &missing, &kerr) == 0;
+    for (size_t i = 0; i < n; i++) {
+        p->n = i + 1;
+        p->c[i].key_path = p->key_path;
+        p->c[i].key = have_key ? &p->key : NULL;
+        p->ctxs[i] = &p->c[i];
+        if (!fields_fill(&p->c[i], &evs[i]))
+            return fb_fail(err, "out of memory");
     }
-    if (rc == 0 && fb_store_audit_append_many(st, chain_next, ctxs, n, err) < 0)
+    return 0;
+}
+
+int fb_audit_append_many(fb_store *st, const fb_audit_event *evs, size_t n, fb_err *err)
+{
+    fb_audit_pending p;
+    int rc = pending_fill(&p, st, evs, n, err);
+    if (rc == 0 && fb_store_audit_append_many(st, chain_next, p.ctxs, n, err) < 0)
         rc = -1;
-    for (size_t i = 0; i < n; i++)
-        fields_free(&c[i]);
-    free(key_path);
+    pending_clear(&p);
     return rc;
+}
+
+int fb_audit_append_begin(fb_store *st, const fb_audit_event *evs, size_t n, fb_audit_pending **out, fb_err *err)
+{
+    *out = NULL;
+    fb_audit_pending *p = malloc(sizeof *p);
+    if (!p)
+        return fb_fail(err, "out of memory");
+    if (pending_fill(p, st, evs, n, err) < 0 ||
+        fb_store_audit_append_begin(st, chain_next, p->ctxs, n, &p->ticket, err) < 0) {
+        pending_clear(p);
+        free(p);
+        return -1;
+    }
+    *out = p;
+    return 0;
+}
+
+int fb_audit_append_end(fb_store *st, fb_audit_pending *p, fb_err *err)
+{
+    if (!p)
+        return 0;
+    int rc = fb_store_audit_append_end(st, p->ticket, err);
+    pending_clear(p);
+    free(p);
+    return rc < 0 ? -1 : 0;
 }
 
 int fb_audit_append(fb_store *st, const fb_audit_event *ev, fb_err *err)

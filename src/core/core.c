@@ -109,8 +109,10 @@ static fb_audit_event event_of(const fb_caller *caller, const char *event, const
     };
 }
 
-int fb_core_audit(fb_core *c, fb_caller *caller, const char *event, const char *resource,
-                  const char *action, const char *outcome, const char *reason)
+/* begin: queue the entries in the chain and return at once, leaving the
+ * wait to fb_core_audit_flush (caller->audit_inflight; one at a time). */
+static int core_audit(fb_core *c, fb_caller *caller, const char *event, const char *resource, const char *action,
+                      const char *outcome, const char *reason, bool begin)
 {
     /* A deferred authentication entry goes first, in the same commit. */
     fb_audit_event ev[2];
@@ -119,7 +121,9 @@ int fb_core_audit(fb_core *c, fb_caller *caller, const char *event, const char *
         ev[n++] = event_of(caller, "auth", caller->auth_pending, "authenticate", "allowed", "api key");
     ev[n++] = event_of(caller, event, resource, action, outcome, reason);
     fb_err err = {{0}};
-    int rc = fb_audit_append_many(c->store, ev, n, &err);
+    int rc = begin && caller && !caller->audit_inflight
+                 ? fb_audit_append_begin(c->store, ev, n, &caller->audit_inflight, &err)
+                 : fb_audit_append_many(c->store, ev, n, &err);
     if (n == 2) /* only then: a caller shared by threads (an exec's) is never written */
         caller->auth_pending[0] = '\0'; /* written, or failed and answered as unaudited */
     if (rc < 0) {
@@ -130,6 +134,12 @@ int fb_core_audit(fb_core *c, fb_caller *caller, const char *event, const char *
     return 0;
 }
 
+int fb_core_audit(fb_core *c, fb_caller *caller, const char *event, const char *resource,
+                  const char *action, const char *outcome, const char *reason)
+{
+    return core_audit(c, caller, event, resource, action, outcome, reason, false);
+}
+
 void fb_core_audit_auth_defer(fb_caller *caller, const char *resource)
 {
     snprintf(caller->auth_pending, sizeof caller->auth_pending, "%s", resource && resource[0] ? resource : "-");
@@ -137,6 +147,15 @@ void fb_core_audit_auth_defer(fb_caller *caller, const char *resource)
 
 int fb_core_audit_flush(fb_core *c, fb_caller *caller)
 {
+    if (caller && caller->audit_inflight) {
+        fb_err err = {{0}};
+        int rc = fb_audit_append_end(c->store, caller->audit_inflight, &err);
+        caller->audit_inflight = NULL;
+        if (rc < 0) {
+            fb_log("error", caller->request_id, "audit append failed", json_pack("{s:s}", "error", err.msg));
+            return -1;
+        }
+    }
     if (!caller || !caller->auth_pending[0])
         return 0;
     char resource[sizeof caller->auth_pending];
@@ -145,16 +164,17 @@ int fb_core_audit_flush(fb_core *c, fb_caller *caller)
     return fb_core_audit_auth(c, caller, resource, "allowed", "api key");
 }
 
-int fb_core_permit(fb_core *c, fb_caller *caller, fb_perm perm, const char *resource,
-                   const char *resource_team, fb_core_err *err)
+int core_permit(fb_core *c, fb_caller *caller, fb_perm perm, const char *resource, const char *resource_team,
+                bool begin, fb_core_err *err)
 {
     bool own = !resource_team || strcmp(resource_team, caller->who.team_id) == 0;
     if (own && (caller->granted & perm) == perm && perm)
         return 0; /* decided and audited already, for this request */
     fb_decision d;
     fb_verdict v = fb_policy_decide(&caller->who, perm, resource_team, &d);
-    int logged = fb_core_audit(c, caller, "permission", resource, caller->action,
-                               v == FB_ALLOW ? "allowed" : "denied", d.reason);
+    /* Only an allow is queued without waiting: a refusal starts nothing. */
+    int logged = core_audit(c, caller, "permission", resource, caller->action, v == FB_ALLOW ? "allowed" : "denied",
+                            d.reason, begin && v == FB_ALLOW);
     if (v == FB_ALLOW && logged < 0)
         return fb_core_fail(err, FB_CORE_UNAVAILABLE, "the audit log cannot be written; refusing to act unaudited");
     if (v == FB_ALLOW) {
@@ -165,6 +185,12 @@ int fb_core_permit(fb_core *c, fb_caller *caller, fb_perm perm, const char *reso
     if (v == FB_NOT_FOUND)
         return fb_core_fail(err, FB_CORE_NOT_FOUND, "no such resource");
     return fb_core_fail(err, FB_CORE_FORBIDDEN, "%s", d.reason);
+}
+
+int fb_core_permit(fb_core *c, fb_caller *caller, fb_perm perm, const char *resource,
+                   const char *resource_team, fb_core_err *err)
+{
+    return core_permit(c, caller, perm, resource, resource_team, false, err);
 }
 
 int fb_core_permit_admin(fb_core *c, fb_caller *caller, fb_perm perm, const char *resource,

@@ -79,6 +79,13 @@ typedef struct fb_caller {
     char auth_pending[96];  /* the resource of an authentication entry (outcome allowed)
                                not yet written (fb_core_audit_auth_defer), "" if none: the
                                caller's next audit entry carries it in the same commit */
+    bool audit_overlap;     /* set by an adapter whose action may start while its allowed
+                               permission entry on a LOCAL sandbox becomes durable
+                               (fb_core_sandbox_open; docs/audit.md "Exec"): the entry is
+                               queued in the chain at once and awaited by fb_core_audit_flush,
+                               which the adapter calls before answering */
+    struct fb_audit_pending *audit_inflight; /* that entry, queued and not yet awaited; never
+                               copied with the caller (whoever copies clears it) */
 } fb_caller;
 
 /* ---- the service -------------------------------------------------------------- */
@@ -145,8 +152,9 @@ int fb_core_audit_auth(fb_core *c, fb_caller *caller, const char *resource, cons
  * (every service decides a permission first, and that is audited); an
  * adapter that answers without one calls fb_core_audit_flush. */
 void fb_core_audit_auth_defer(fb_caller *caller, const char *resource);
-/* Writes a deferred authentication entry now (0 if there is none; -1 when
- * it cannot be written). */
+/* Waits for the caller's queued permission entry (audit_inflight) to be
+ * durable, then writes a deferred authentication entry now (0 if there is
+ * neither; -1 when either cannot be written).  Called before every answer. */
 int fb_core_audit_flush(fb_core *c, fb_caller *caller);
 
 /* ---- sandboxes (sandboxes.c) ----------------------------------------------------- */
@@ -271,6 +279,12 @@ bool fb_core_exec_wait(fb_core_exec *x, int timeout_ms);
 /* Kills the command (its exit follows in the log).  caller non-NULL: an
  * API request, audited; NULL: the adapter's own (its client went away). */
 void fb_core_exec_cancel(fb_core *c, fb_caller *caller, fb_core_exec *x);
+/* Kills the command and waits for its end, at most timeout_ms; true when it
+ * ended.  The kill is repeated while it runs: the agent kills a command's
+ * process group, and a kill that reaches it before the command made its
+ * group (just after the exec was sent) would otherwise be lost.  For a
+ * command that must not go on (its permission entry could not be written). */
+bool fb_core_exec_stop(fb_core_exec *x, int timeout_ms);
 
 typedef struct fb_core_exec_status {
     char id[FB_EXEC_ID_MAX];

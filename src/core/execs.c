@@ -42,6 +42,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -294,6 +295,8 @@ int fb_core_exec_start(fb_core *c, fb_caller *caller, fb_sb_ref *ref, const fb_c
     fb_time_format(&now, cx->started_at);
     cx->t0_ns = fb_time_monotonic_ns();
     cx->caller = *caller;
+    cx->caller.audit_inflight = NULL; /* the request's, awaited by its adapter; never the exec's */
+    cx->caller.audit_overlap = false;
     cx->mode = mode;
     h->cx = cx;
     h->attached = mode == FB_EXEC_STREAM;
@@ -368,6 +371,18 @@ void fb_core_exec_cancel(fb_core *c, fb_caller *caller, fb_core_exec *h)
     cancel(h->cx);
     if (caller)
         fb_core_audit(c, caller, "exec", h->cx->sandbox_id, "cancel", "allowed", h->cx->id);
+}
+
+bool fb_core_exec_stop(fb_core_exec *h, int timeout_ms)
+{
+    cancel(h->cx);
+    for (int waited = 0; waited < timeout_ms; waited += 5) {
+        if (fb_exec_wait(h->cx->x, 5, NULL, NULL) != FB_E_TIMEOUT)
+            return true;
+        fb_err e = {{0}};
+        (void)fb_exec_signal(h->cx->x, SIGKILL, &e); /* not running any more: nothing sent */
+    }
+    return ended(h->cx);
 }
 
 void fb_core_exec_status_of(fb_core_exec *h, fb_core_exec_status *st)

@@ -218,6 +218,10 @@ void core_sandbox_info_of(const core_sandbox *s, fb_sandbox_info *o);
 /* ---- nodes.mode remote (nodes.c) ------------------------------------------------------
  * c->nodes is set by core_nodes_open in remote mode only. */
 bool core_remote(const fb_core *c);
+/* fb_core_permit, where begin asks that an allow's entry be queued in the
+ * chain without waiting (caller->audit_inflight; fb_core_audit_flush waits). */
+int core_permit(fb_core *c, fb_caller *caller, fb_perm perm, const char *resource, const char *resource_team,
+                bool begin, fb_core_err *err);
 int core_nodes_open(fb_core *c, fb_err *err);
 void core_nodes_close(fb_core *c);
 int core_nodes_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec *spec, fb_sandbox_info *out,

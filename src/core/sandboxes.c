@@ -275,10 +275,14 @@ int fb_core_sandbox_open(fb_core *c, fb_caller *caller, const char *id, fb_perm 
         core_registry_put(c, s);
         return fb_core_fail(err, FB_CORE_UNAVAILABLE, "out of memory");
     }
-    /* A sandbox decision is about this sandbox: never a standing grant. */
+    /* A sandbox decision is about this sandbox: never a standing grant.
+     * An adapter may start its action while an allow's entry becomes
+     * durable only when the sandbox is this process's own: a crash that
+     * loses the entry ends the sandbox too (docs/audit.md, "Exec").  A
+     * node's sandbox outlives this gateway, so there it waits. */
     fb_perm saved = caller->granted;
     caller->granted = 0;
-    int rc = fb_core_permit(c, caller, perm, s->id, s->team_id, err);
+    int rc = core_permit(c, caller, perm, s->id, s->team_id, caller->audit_overlap && !core_remote(c), err);
     caller->granted = saved;
     if (rc < 0) {
         free(ref);

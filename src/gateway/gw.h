@@ -92,6 +92,10 @@ typedef struct gw_route {
      * answered with *rc.  For checks that must refuse before anything
      * else, such as MCP's Origin check. */
     bool (*screen)(gw_req *r, enum MHD_Result *rc);
+    /* GW_RES_SANDBOX: the handler may start its action while the allowed
+     * permission entry becomes durable (fb_caller.audit_overlap); it calls
+     * fb_core_audit_flush right after starting it (docs/audit.md, "Exec"). */
+    bool audit_overlap;
 } gw_route;
 
 /* One request, from its first callback to its completion. */

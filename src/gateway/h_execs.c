@@ -204,6 +204,12 @@ static enum MHD_Result collect(gw_req *r, fb_core_exec *x)
     return rc;
 }
 
+/* How long a plain exec's permission entry may wait for the command's end
+ * entry to share its commit.  Longer than a short command (/bin/true: about
+ * 1 ms in a jail), short enough that the entry of a command that runs on is
+ * durable within a few milliseconds of its start. */
+#define EXEC_AUDIT_GRACE_MS 2
+
 static enum MHD_Result sandbox_exec(gw_req *r)
 {
     fb_core_exec_spec spec;
@@ -223,7 +229,24 @@ static enum MHD_Result sandbox_exec(gw_req *r)
     fb_core_sandbox_put(r->g->core, r->ref);
     r->ref = NULL;
     if (rc < 0)
+        return gw_send_core_error(r, &err); /* (gw_queue awaits the permission entry first) */
+    /* The permission entry was queued in the chain before the command
+     * started (audit_overlap) and is made durable while it runs: a plain
+     * command that ends within EXEC_AUDIT_GRACE_MS has its end entry
+     * written in the same commit (one fsync for both), any other's is
+     * written now.  Either way it is durable before anything of the
+     * command is answered, and if it cannot be written the command does
+     * not go on (docs/audit.md, "Exec"). */
+    if (!sse)
+        fb_core_exec_wait(x, EXEC_AUDIT_GRACE_MS);
+    if (fb_core_audit_flush(r->g->core, &r->caller) < 0) {
+        if (!fb_core_exec_stop(x, 5000))
+            fb_log("error", r->caller.request_id, "an exec refused as unaudited did not end when killed",
+                   json_pack("{s:s}", "exec", fb_core_exec_id(x)));
+        fb_core_exec_release(x);
+        fb_core_fail(&err, FB_CORE_UNAVAILABLE, "the audit log cannot be written; refusing to act unaudited");
         return gw_send_core_error(r, &err);
+    }
     return sse ? gw_exec_stream(r, x, NULL) : collect(r, x);
 }
 
@@ -280,7 +303,8 @@ static enum MHD_Result exec_cancel(gw_req *r)
 
 const gw_route gw_routes_execs[] = {
     {.def = {"POST", "/v1/sandboxes/{id}/exec"}, .resolve = GW_RES_SANDBOX, .perm = FB_PERM_SANDBOXES_EXEC,
-     .body = GW_BODY_JSON, .fields = exec_fields, .body_required = true, .fn = sandbox_exec},
+     .body = GW_BODY_JSON, .fields = exec_fields, .body_required = true, .fn = sandbox_exec,
+     .audit_overlap = true},
     {.def = {"GET", "/v1/sandboxes/{id}/execs/{exec_id}"}, .resolve = GW_RES_SANDBOX,
      .perm = FB_PERM_SANDBOXES_EXEC, .fn = exec_status},
     {.def = {"DELETE", "/v1/sandboxes/{id}/execs/{exec_id}"}, .resolve = GW_RES_SANDBOX,

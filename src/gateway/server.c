@@ -87,7 +87,9 @@ static bool authorise(gw_req *r, enum MHD_Result *rc)
         ok = fb_core_permit_admin(core, &r->caller, rt->perm, rt->resource, rt->what, &err);
         break;
     case GW_RES_SANDBOX:
+        r->caller.audit_overlap = rt->audit_overlap;
         ok = fb_core_sandbox_open(core, &r->caller, r->params.v[0], rt->perm, &r->ref, &err);
+        r->caller.audit_overlap = false;
         break;
     case GW_RES_TASK:
         ok = fb_core_task_open(core, &r->caller, r->params.v[0], rt->perm, &r->task, &err);
@@ -288,6 +290,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r) {
         if (r->stream_state && r->rt && r->rt->stream)
             r->rt->stream->abort(r); /* the body never arrived whole */
+        if (r->caller.audit_inflight) /* never answered: its queued entry is still awaited */
+            fb_core_audit_flush(g->core, &r->caller);
         fb_core_sandbox_put(g->core, r->ref);
         fb_core_task_put(g->core, r->task);
         json_decref(r->json);

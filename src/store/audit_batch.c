@@ -18,6 +18,14 @@
  * than one commit it did not join plus the one it did.  No thread of its
  * own: the leader is always a caller.
  *
+ * Begun appends (fb_store_audit_append_begin/end): an exec's permission
+ * entry is queued before its command starts and awaited after (docs/audit.md,
+ * "Exec").  Between the two its waiter is parked: it holds its place in the
+ * queue, and any commit takes it along, but it is never handed the lead
+ * (its owner is busy starting the command, and nobody may wait for that);
+ * a queue of parked waiters alone has no leader, and whoever comes next (a
+ * plain append, or a parked owner arriving at its end) writes it.
+ *
  * Order: entries are chained in queue order, which is arrival order under
  * the queue's lock.  A batch that fails (a refused chain, a full disk) is
  * retried entry by entry, so each caller gets the outcome of its own
@@ -39,6 +47,8 @@ struct audit_waiter {
     sem_t wake; /* this waiter's own: posted once, when done or leading */
     bool lead;
     bool done;
+    bool parked; /* begun (fb_store_audit_append_begin), its owner not waiting yet:
+                    never chosen to lead, so nobody waits for an owner who is busy */
     int rc;
     fb_err err;
 };
@@ -65,31 +75,38 @@ static void write_batch(fb_store *st, struct audit_waiter **batch, size_t n)
         batch[i]->rc = st->engine->audit->append_batch(st, batch[i]->items, batch[i]->n, &batch[i]->err);
 }
 
-int fb_store_audit_append_many(fb_store *st, fb_audit_chain_fn chain, void *const *ctxs, size_t count,
-                               fb_err *err)
+/* Puts me at the queue's end: from here on my entries' place in the chain
+ * is fixed (after everything queued before, before everything queued
+ * after).  true: nobody was writing and I lead (never when parked). */
+static bool enqueue(fb_store *st, struct audit_waiter *me)
 {
-    if (count == 0 || count > GROUP_MAX)
-        return fb_fail_code(err, FB_STORE_EINVAL, "audit: %zu entries in one append (1 to %d)", count, GROUP_MAX);
-    struct audit_waiter me = {.n = count};
-    for (size_t i = 0; i < count; i++)
-        me.items[i] = (fb_audit_append_item){chain, ctxs[i]};
-    sem_init(&me.wake, 0, 0);
+    bool lead = false;
     pthread_mutex_lock(&st->audit_mu);
-    *st->audit_queue_tail = &me;
-    st->audit_queue_tail = &me.next;
-    if (!st->audit_leader)
-        st->audit_leader = me.lead = true; /* nobody writing: the queue is just me */
+    *st->audit_queue_tail = me;
+    st->audit_queue_tail = &me->next;
+    if (!me->parked && !st->audit_leader)
+        st->audit_leader = lead = me->lead = true; /* nobody writing: I write */
     pthread_mutex_unlock(&st->audit_mu);
+    return lead;
+}
+
+/* Leads commits until one holds me, or sleeps until one did.  lead: I was
+ * made leader under the lock (by enqueue or unpark); otherwise my role is
+ * read only after my semaphore was posted. */
+static void wait_or_lead(fb_store *st, struct audit_waiter *me, bool lead)
+{
     for (;;) {
-        if (!me.lead) {
-            while (sem_wait(&me.wake) < 0)
+        if (!lead) {
+            while (sem_wait(&me->wake) < 0)
                 ; /* EINTR */
-            if (me.done)
+            if (me->done)
                 break;
-            continue; /* posted to lead */
+            lead = me->lead; /* posted to lead */
+            continue;
         }
-        /* Lead: take what is queued (me first) and write it. */
-        me.lead = false;
+        /* Lead: take what is queued (me among it) and write it. */
+        lead = false;
+        me->lead = false;
         struct audit_waiter *batch[BATCH_MAX];
         size_t n = 0, entries = 0;
         pthread_mutex_lock(&st->audit_mu);
@@ -102,31 +119,105 @@ int fb_store_audit_append_many(fb_store *st, fb_audit_chain_fn chain, void *cons
             st->audit_queue_tail = &st->audit_queue;
         pthread_mutex_unlock(&st->audit_mu);
         write_batch(st, batch, n);
-        /* The head of what queued meanwhile leads the next commit (or
-         * nobody leads), decided under the lock; then one post per waiter,
-         * outside it, so that a woken waiter does not at once block on the
-         * lock.  A waiter reads its flags only after its post, and nobody
-         * touches it after that post. */
+        /* The first waiter of what queued meanwhile that is waiting (not
+         * parked) leads the next commit, or nobody leads (a parked owner
+         * leads when it comes to wait, or the next append does), decided
+         * under the lock with the batch's done flags; then one post per
+         * waiter, outside it, so that a woken waiter does not at once block
+         * on the lock.  A waiter reads its flags only after its post (or
+         * under the lock), and nobody touches it after that post. */
+        bool mine = false;
         pthread_mutex_lock(&st->audit_mu);
+        for (size_t i = 0; i < n; i++) {
+            batch[i]->done = true;
+            mine |= batch[i] == me;
+        }
         struct audit_waiter *next = st->audit_queue;
+        while (next && next->parked)
+            next = next->next;
         if (next)
             next->lead = true;
         else
             st->audit_leader = false;
         pthread_mutex_unlock(&st->audit_mu);
-        for (size_t i = 0; i < n; i++)
-            batch[i]->done = true;
         if (next)
             sem_post(&next->wake); /* first: the next commit starts while the others wake */
         for (size_t i = 0; i < n; i++)
-            if (batch[i] != &me)
+            if (batch[i] != me)
                 sem_post(&batch[i]->wake);
-        break; /* I was in my own batch */
+        if (mine)
+            break;
+        /* A full batch (BATCH_MAX) ended before me: parked entries queued
+         * ahead of me while nobody led.  I am still queued and waiting; if
+         * I was chosen above, my post says so. */
     }
+}
+
+static void waiter_init(struct audit_waiter *w, fb_audit_chain_fn chain, void *const *ctxs, size_t count,
+                        bool parked)
+{
+    memset(w, 0, sizeof *w);
+    w->n = count;
+    w->parked = parked;
+    for (size_t i = 0; i < count; i++)
+        w->items[i] = (fb_audit_append_item){chain, ctxs[i]};
+    sem_init(&w->wake, 0, 0);
+}
+
+int fb_store_audit_append_many(fb_store *st, fb_audit_chain_fn chain, void *const *ctxs, size_t count,
+                               fb_err *err)
+{
+    if (count == 0 || count > GROUP_MAX)
+        return fb_fail_code(err, FB_STORE_EINVAL, "audit: %zu entries in one append (1 to %d)", count, GROUP_MAX);
+    struct audit_waiter me;
+    waiter_init(&me, chain, ctxs, count, false);
+    wait_or_lead(st, &me, enqueue(st, &me));
     sem_destroy(&me.wake);
     if (me.rc < 0 && err)
         *err = me.err;
     return me.rc;
+}
+
+struct fb_store_audit_ticket {
+    struct audit_waiter w;
+};
+
+int fb_store_audit_append_begin(fb_store *st, fb_audit_chain_fn chain, void *const *ctxs, size_t count,
+                                fb_store_audit_ticket **out, fb_err *err)
+{
+    *out = NULL;
+    if (count == 0 || count > GROUP_MAX)
+        return fb_fail_code(err, FB_STORE_EINVAL, "audit: %zu entries in one append (1 to %d)", count, GROUP_MAX);
+    fb_store_audit_ticket *t = malloc(sizeof *t);
+    if (!t)
+        return fb_fail_code(err, FB_STORE_ENOMEM, "audit: out of memory");
+    waiter_init(&t->w, chain, ctxs, count, true);
+    enqueue(st, &t->w);
+    *out = t;
+    return 0;
+}
+
+int fb_store_audit_append_end(fb_store *st, fb_store_audit_ticket *t, fb_err *err)
+{
+    if (!t)
+        return 0;
+    struct audit_waiter *me = &t->w;
+    pthread_mutex_lock(&st->audit_mu);
+    me->parked = false;
+    /* Already written (done: its post is on the way and is consumed
+     * below), or being written by a leader who will post me, or waiting
+     * with nobody writing: then I write, now. */
+    bool lead = !me->done && !st->audit_leader;
+    if (lead)
+        st->audit_leader = me->lead = true;
+    pthread_mutex_unlock(&st->audit_mu);
+    wait_or_lead(st, me, lead);
+    sem_destroy(&me->wake);
+    int rc = me->rc;
+    if (rc < 0 && err)
+        *err = me->err;
+    free(t);
+    return rc;
 }
 
 int fb_store_audit_append(fb_store *st, fb_audit_chain_fn chain, void *ctx, fb_err *err)

@@ -91,6 +91,20 @@ int fb_store_audit_append(fb_store *st, fb_audit_chain_fn chain, void *ctx, fb_e
 int fb_store_audit_append_many(fb_store *st, fb_audit_chain_fn chain, void *const *ctxs, size_t count,
                                fb_err *err);
 
+/* The same, in two steps, for a caller that may start an action while
+ * its entries are being made durable (docs/audit.md, "exec"): begin puts
+ * the entries at the end of the queue and returns at once, so their place
+ * in the chain is fixed (after every append already queued, before every
+ * later one); end waits until they are durable (writing the commit itself
+ * if nobody else is) and returns their outcome.  Every begun ticket must
+ * be ended, soon and by the thread that began it: a begun entry is
+ * written early only if someone else's commit takes it along.  chain and
+ * ctxs must stay valid until end returns. */
+typedef struct fb_store_audit_ticket fb_store_audit_ticket;
+int fb_store_audit_append_begin(fb_store *st, fb_audit_chain_fn chain, void *const *ctxs, size_t count,
+                                fb_store_audit_ticket **out, fb_err *err);
+int fb_store_audit_append_end(fb_store *st, fb_store_audit_ticket *t, fb_err *err);
+
 /* The head and the tail, in one read. */
 int fb_store_audit_ends(fb_store *st, fb_audit_head *head, fb_audit_tail *tail, fb_err *err);
 

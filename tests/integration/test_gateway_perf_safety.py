@@ -8,10 +8,17 @@ next use.  And a request's authentication entry, now written in the same
 commit as its permission entry, must still be there, first, for every
 answer - including answers that had no permission entry of their own."""
 import datetime
+import glob
+import json
+import os
+import sqlite3
+import subprocess
+import threading
 import time
 
 import pytest
 
+from conftest import FORGEBOX
 from gateway_fixtures import FIRST_PASSWORD, Gateway, forgebox_client
 
 ApiError = forgebox_client.ApiError
@@ -107,3 +114,108 @@ def test_auth_and_permission_entries_go_together_and_in_order(env):
         assert mine[1]["seq"] == mine[0]["seq"] + 1
     assert admin.audit_verify()["intact"] is True
 
+
+
+# ---- an exec's permission entry becomes durable while its command runs ----------------
+#
+# The gateway queues an exec's permission entry in the chain before the
+# command starts and waits for it after starting the command (docs/audit.md,
+# "Exec"): one fsync on the exec's path instead of two.  What must still hold:
+# no exec is answered before its auth, permission and end entries are durable
+# and in order, and a command whose permission entry cannot be written does
+# not go on.
+
+def test_kill9_under_exec_load_every_answered_exec_has_its_entries():
+    """SIGKILL the gateway while 6 clients run execs in 3 jails: every exec
+    that was answered has its auth, permission and exec (end) entries, auth
+    and permission consecutive and the end after them, in a chain that
+    verifies; and the sandboxes (whose commands' permission entries may
+    not have been durable yet) died with the gateway."""
+    g = Gateway(settings=["sandbox.backend=jail", "limits.rate_rps=100000", "limits.rate_burst=100000"])
+    g.init()
+    g.start()
+    admin = g.admin()
+    boxes = [admin.create_sandbox(backend="jail")["id"] for _ in range(3)]
+    answered, stop = [], threading.Event()
+
+    def client(i):
+        c = g.admin()
+        while not stop.is_set():
+            try:
+                status, hdr, body = c.request("POST", f"/v1/sandboxes/{boxes[i % 3]}/exec",
+                                              body={"cmd": ["/bin/true"]})
+            except Exception:
+                return
+            if status == 200:
+                assert body["exit_code"] == 0, body
+                answered.append({h.lower(): v for h, v in hdr.items()}["x-request-id"])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(2.5)
+    g.proc.kill()
+    g.proc.wait()
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    g.log.close()
+    assert len(answered) > 30, len(answered)
+    # The sandboxes died with the gateway (parent-death signal): no
+    # command outlives the gateway that may not have made its entry durable.
+    for sid in boxes:
+        procs = glob.glob(f"/sys/fs/cgroup/*/forgebox/{sid}/cgroup.procs")
+        assert procs, sid
+        for p in procs:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and open(p).read().strip():
+                time.sleep(0.05)
+            assert open(p).read().strip() == "", (sid, p)
+    r = subprocess.run([FORGEBOX, "audit", "verify", "--state-dir", g.state], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([FORGEBOX, "audit", "export", "--state-dir", g.state], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    by_rid = {}
+    for line in r.stdout.splitlines():
+        e = json.loads(line)
+        by_rid.setdefault(e["request_id"], []).append(e)
+    bad = []
+    for rid in answered:
+        es = sorted(by_rid.get(rid, []), key=lambda e: e["seq"])
+        kinds = [(e["event"], e["outcome"]) for e in es]
+        if kinds != [("auth", "allowed"), ("permission", "allowed"), ("exec", "allowed")] \
+                or es[1]["seq"] != es[0]["seq"] + 1:
+            bad.append((rid, kinds))
+    assert bad == [], (len(bad), bad[:3])
+    g.start()  # reaps what the killed gateway left (cgroups, run directories)
+    assert g.admin().list_sandboxes()["sandboxes"] == []
+    assert g.stop() == 0
+
+
+def test_exec_whose_permission_entry_cannot_be_written_is_refused_and_stopped(env):
+    """The command starts while its permission entry is being written; if
+    that write fails (here: the audit head was edited behind the gateway's
+    back, so every append refuses), the answer is 503 and the command is
+    killed before it could finish: its marker file never appears."""
+    g, admin = env["g"], env["admin"]
+    s = admin.create_sandbox(backend="jail")
+    try:
+        db = sqlite3.connect(os.path.join(g.state, "forgebox.db"))
+        (mac,) = db.execute("SELECT mac FROM audit_head").fetchone()
+        db.execute("UPDATE audit_head SET mac = ?", ("0" * 64,))
+        db.commit()
+        try:
+            status, _, body = admin.request("POST", f"/v1/sandboxes/{s['id']}/exec",
+                                            body={"cmd": ["sh", "-c", "sleep 1; echo ran > /workspace/ran"]})
+            assert status == 503, (status, body)
+            assert body["error"]["code"] == "unavailable", body
+            time.sleep(2)
+        finally:
+            db.execute("UPDATE audit_head SET mac = ?", (mac,))
+            db.commit()
+            db.close()
+        assert "does not verify" in g.read_log()
+        assert admin.exec(s["id"], ["sh", "-c", "ls /workspace; test ! -e /workspace/ran"])["exit_code"] == 0
+    finally:
+        admin.delete_sandbox(s["id"])
+    assert admin.audit_verify()["intact"] is True

@@ -771,6 +771,100 @@ static void test_concurrent_pairs_stay_together(void **state)
     assert_int_equal(fb_audit_append_many(f->st, none, FB_AUDIT_APPEND_MAX + 1, &err), -1);
 }
 
+/* ---- begun appends (fb_audit_append_begin / end) -------------------------- */
+
+/* A begun entry's place is fixed when it is begun: an append made after it
+ * (which writes the commit, taking the begun entry along) chains after it,
+ * and ending it then finds it written.  A begun entry nobody else commits
+ * is written by its own end. */
+static void test_begun_entry_keeps_its_place(void **state)
+{
+    fixture *f = *state;
+    fb_err err = {{0}};
+    fb_audit_event a = {.event = "permission", .actor = "system", .action = "exec", .outcome = "allowed",
+                        .request_id = "begun"};
+    fb_audit_event b = {.event = "exec", .actor = "system", .action = "exec", .outcome = "allowed",
+                        .request_id = "after"};
+    fb_audit_pending *p = NULL;
+    assert_int_equal(fb_audit_append_begin(f->st, &a, 1, &p, &err), 0);
+    assert_non_null(p);
+    assert_int_equal(raw_ll(f, "SELECT count(*) FROM audit"), 0); /* begun: not written yet */
+    assert_int_equal(fb_audit_append(f->st, &b, &err), 0);
+    assert_int_equal(raw_ll(f, "SELECT seq FROM audit WHERE request_id = 'begun'"), 1);
+    assert_int_equal(raw_ll(f, "SELECT seq FROM audit WHERE request_id = 'after'"), 2);
+    assert_int_equal(fb_audit_append_end(f->st, p, &err), 0);
+    fb_audit_event c = {.event = "permission", .actor = "system", .action = "exec", .outcome = "allowed",
+                        .request_id = "alone"};
+    assert_int_equal(fb_audit_append_begin(f->st, &c, 1, &p, &err), 0);
+    assert_int_equal(fb_audit_append_end(f->st, p, &err), 0);
+    assert_int_equal(raw_ll(f, "SELECT seq FROM audit WHERE request_id = 'alone'"), 3);
+    verify_ok(f->st, 3);
+    assert_int_equal(fb_audit_append_end(f->st, NULL, &err), 0);
+}
+
+/* A begun entry that cannot be written says so at its end, and nothing of
+ * it is in the log. */
+static void test_begun_entry_failure_is_reported_at_its_end(void **state)
+{
+    fixture *f = *state;
+    raw_exec(f, "UPDATE audit_head SET mac = '0000000000000000000000000000000000000000000000000000000000000000'");
+    fb_err err = {{0}};
+    fb_audit_event a = {.event = "permission", .actor = "system", .action = "exec", .outcome = "allowed"};
+    fb_audit_pending *p = NULL;
+    assert_int_equal(fb_audit_append_begin(f->st, &a, 1, &p, &err), 0);
+    assert_int_equal(fb_audit_append_end(f->st, p, &err), -1);
+    if (!strstr(err.msg, "does not verify"))
+        fail_msg("end said '%s'", err.msg);
+    assert_int_equal(raw_ll(f, "SELECT count(*) FROM audit"), N_ENTRIES);
+}
+
+/* Begun and plain appends from many threads, each thread's begun entry
+ * followed at once by a plain one of the same request (as an exec's
+ * permission entry, then its end): every entry is in, each pair in order,
+ * and the chain verifies. */
+static void *begun_worker(void *arg)
+{
+    struct worker *w = arg;
+    for (int i = 0; i < PER_THREAD / 2; i++) {
+        char req[32];
+        snprintf(req, sizeof req, "t%d-%d", w->id, i);
+        fb_audit_event ev[2] = {
+            {.event = "permission", .actor = "system", .action = "exec", .outcome = "allowed", .request_id = req},
+            {.event = "exec", .actor = "system", .action = "exec", .outcome = "allowed", .request_id = req},
+        };
+        fb_err err = {{0}};
+        fb_audit_pending *p = NULL;
+        if (fb_audit_append_begin(w->st, &ev[0], 1, &p, &err) < 0 ||
+            (i % 2 == 0 && fb_audit_append_end(w->st, p, &err) < 0) ||
+            fb_audit_append(w->st, &ev[1], &err) < 0 || (i % 2 == 1 && fb_audit_append_end(w->st, p, &err) < 0)) {
+            w->failures++;
+            snprintf(w->msg, sizeof w->msg, "%s", err.msg);
+        }
+    }
+    return NULL;
+}
+
+static void test_concurrent_begun_and_plain_appends(void **state)
+{
+    fixture *f = *state;
+    pthread_t t[THREADS];
+    struct worker w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (struct worker){.st = f->st, .id = i};
+        assert_int_equal(pthread_create(&t[i], NULL, begun_worker, &w[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(t[i], NULL);
+        if (w[i].failures)
+            fail_msg("thread %d: %d appends failed, last: %s", i, w[i].failures, w[i].msg);
+    }
+    const long long total = THREADS * PER_THREAD;
+    verify_ok(f->st, (uint64_t)total);
+    assert_int_equal(raw_ll(f, "SELECT count(*) FROM audit a JOIN audit b ON b.request_id = a.request_id "
+                               "WHERE a.event = 'permission' AND b.event = 'exec' AND b.seq > a.seq"),
+                     total / 2);
+}
+
 /* ---- query and export ------------------------------------------------------- */
 
 static size_t query_count(fb_store *st, const fb_audit_filter *flt, json_t **keep)
@@ -1007,6 +1101,9 @@ int main(void)
         T(test_concurrent_appends_one_store, setup_empty),
         T(test_concurrent_appends_two_stores, setup_empty),
         T(test_concurrent_pairs_stay_together, setup_empty),
+        T(test_begun_entry_keeps_its_place, setup_empty),
+        T(test_begun_entry_failure_is_reported_at_its_end, setup_log),
+        T(test_concurrent_begun_and_plain_appends, setup_empty),
         T(test_query_filters, setup_log),
         T(test_query_time_range, setup_log),
         cmocka_unit_test(test_normalize_time),
