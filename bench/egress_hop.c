@@ -24,7 +24,13 @@
  * counted at the rate it reached, marked incomplete.
  *
  *   cc -O2 -pthread -o build/egress-hop bench/egress_hop.c
- *   build/egress-hop [SIZE_MIB [ROUNDS]]        (defaults 1000 and 5)
+ *   build/egress-hop [SIZE_MIB [ROUNDS [RCVBUF]]]   (defaults 1000, 5, 0)
+ *
+ * RCVBUF, when not 0, is set on the client's socket in every mode
+ * (SO_RCVBUFFORCE, so as root it may exceed net.core.rmem_max; it also
+ * turns off the socket's receive-buffer autotuning).  The ingress mode
+ * needs it: its queue is bounded by the socket's receive buffer, and once
+ * full the kernel retries the redirect a jiffy later.
  *
  * Prints each mode's median MiB/s and its ratio to direct.
  */
@@ -50,6 +56,7 @@ enum { M_DIRECT, M_SPLICE, M_SOCKMAP, M_INGRESS, M_COUNT };
 static const char *const names[M_COUNT] = {"direct", "splice", "sockmap", "ingress"};
 
 static long total;
+static int rcvbuf;
 static char chunk[1 << 20];
 
 static int sys_bpf(int cmd, union bpf_attr *a)
@@ -204,9 +211,13 @@ static double run(int m, bool *complete)
     relay_arg ra;
     if (m == M_DIRECT) {
         pair(l, &c, &s);
+        if (rcvbuf)
+            setsockopt(c, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf);
     } else {
         pair(l, &a, &s); /* a: the relay's side towards the server */
         pair(l, &c, &b); /* b: the relay's side towards the client c */
+        if (rcvbuf)
+            setsockopt(c, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf);
         if (m == M_SPLICE) {
             ra = (relay_arg){a, b};
             relaying = pthread_create(&tr, NULL, relay, &ra) == 0;
@@ -268,8 +279,9 @@ int main(int argc, char **argv)
 {
     long mib = argc > 1 ? atol(argv[1]) : 1000;
     int rounds = argc > 2 ? atoi(argv[2]) : 5;
-    if (mib <= 0 || rounds <= 0 || rounds > 100) {
-        fprintf(stderr, "usage: egress-hop [SIZE_MIB [ROUNDS]]\n");
+    rcvbuf = argc > 3 ? atoi(argv[3]) : 0;
+    if (mib <= 0 || rounds <= 0 || rounds > 100 || rcvbuf < 0) {
+        fprintf(stderr, "usage: egress-hop [SIZE_MIB [ROUNDS [RCVBUF]]]\n");
         return 2;
     }
     total = mib << 20;
@@ -289,7 +301,8 @@ int main(int argc, char **argv)
         qsort(r[m], (size_t)rounds, sizeof r[m][0], cmp);
         med[m] = r[m][rounds / 2];
     }
-    printf("relayed loopback TCP, %ld MiB, %d rounds   median MiB/s   vs direct\n", mib, rounds);
+    printf("relayed loopback TCP, %ld MiB, %d rounds, client SO_RCVBUF %s   median MiB/s   vs direct\n", mib, rounds,
+           rcvbuf ? argv[3] : "autotuned");
     for (int m = 0; m < M_COUNT; m++) {
         if (refused[m]) {
             printf("%-10s refused by the kernel (needs root or CAP_BPF + CAP_NET_ADMIN)\n", names[m]);
