@@ -32,7 +32,10 @@
  * needs it: its queue is bounded by the socket's receive buffer, and once
  * full the kernel retries the redirect a jiffy later.
  *
- * Prints each mode's median MiB/s and its ratio to direct.
+ * Prints each mode's median MiB/s, its ratio to direct, and the CPU time
+ * the whole host spent per GiB moved (busy time from /proc/stat across the
+ * transfer: kworkers and softirq threads included, and anything else
+ * running, so it means something on a quiet host only).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -188,6 +191,25 @@ out:
     return NULL;
 }
 
+/* Busy CPU seconds of the whole host so far (/proc/stat, all but idle and iowait). */
+static double busy_seconds(void)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    unsigned long long v[10] = {0};
+    int n = f ? fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
+                       &v[5], &v[6], &v[7], &v[8], &v[9])
+              : 0;
+    if (f)
+        fclose(f);
+    if (n < 8)
+        return 0;
+    unsigned long long busy = 0;
+    for (int i = 0; i < 8; i++)
+        if (i != 3 && i != 4)
+            busy += v[i];
+    return (double)busy / (double)sysconf(_SC_CLK_TCK);
+}
+
 static double now(void)
 {
     struct timespec t;
@@ -196,8 +218,9 @@ static double now(void)
 }
 
 /* One transfer in mode m: MiB/s (*complete says whether every byte came
- * before the deadline), -1 when the mode is refused. */
-static double run(int m, bool *complete)
+ * before the deadline; *cpu gets the host's busy CPU seconds per GiB),
+ * -1 when the mode is refused. */
+static double run(int m, bool *complete, double *cpu)
 {
     int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -237,7 +260,7 @@ static double run(int m, bool *complete)
     setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     static char buf[1 << 20];
     long got = 0;
-    double t0 = now(), t1 = t0;
+    double b0 = busy_seconds(), t0 = now(), t1 = t0;
     pthread_create(&ts, NULL, server, (void *)(intptr_t)s);
     while (got < total) {
         ssize_t n = recv(c, buf, sizeof buf, 0);
@@ -250,6 +273,7 @@ static double run(int m, bool *complete)
         if (t1 - t0 > 10)
             break;
     }
+    *cpu = got ? (busy_seconds() - b0) / ((double)got / (1 << 30)) : 0;
     /* a stalled mode leaves the server blocked: closing its peers ends it */
     shutdown(c, SHUT_RDWR);
     if (a >= 0)
@@ -286,29 +310,32 @@ int main(int argc, char **argv)
     }
     total = mib << 20;
     memset(chunk, 0xa5, sizeof chunk);
-    double r[M_COUNT][100];
+    double r[M_COUNT][100], cpu[M_COUNT][100];
     bool refused[M_COUNT] = {false};
     int incomplete[M_COUNT] = {0};
     for (int i = 0; i < rounds; i++)
         for (int m = 0; m < M_COUNT; m++) {
             bool complete = true;
-            r[m][i] = refused[m] ? -1 : run(m, &complete);
+            cpu[m][i] = 0;
+            r[m][i] = refused[m] ? -1 : run(m, &complete, &cpu[m][i]);
             refused[m] = r[m][i] < 0;
             incomplete[m] += !complete && !refused[m];
         }
-    double med[M_COUNT];
+    double med[M_COUNT], med_cpu[M_COUNT];
     for (int m = 0; m < M_COUNT; m++) {
         qsort(r[m], (size_t)rounds, sizeof r[m][0], cmp);
+        qsort(cpu[m], (size_t)rounds, sizeof cpu[m][0], cmp);
         med[m] = r[m][rounds / 2];
+        med_cpu[m] = cpu[m][rounds / 2];
     }
-    printf("relayed loopback TCP, %ld MiB, %d rounds, client SO_RCVBUF %s   median MiB/s   vs direct\n", mib, rounds,
-           rcvbuf ? argv[3] : "autotuned");
+    printf("relayed loopback TCP, %ld MiB, %d rounds, client SO_RCVBUF %s\n", mib, rounds, rcvbuf ? argv[3] : "autotuned");
+    printf("mode           median MiB/s  vs direct  host CPU-s per GiB\n");
     for (int m = 0; m < M_COUNT; m++) {
         if (refused[m]) {
             printf("%-10s refused by the kernel (needs root or CAP_BPF + CAP_NET_ADMIN)\n", names[m]);
             continue;
         }
-        printf("%-10s %24.0f %10.2fx", names[m], med[m], med[m] / med[M_DIRECT]);
+        printf("%-10s %17.0f %9.2fx %19.2f", names[m], med[m], med[m] / med[M_DIRECT], med_cpu[m]);
         if (incomplete[m])
             printf("   (%d of %d rounds incomplete: stopped at 10 s or a 2 s stall)", incomplete[m], rounds);
         printf("\n");
