@@ -14,11 +14,19 @@
  *            egress (bpf_sk_redirect_hash, keyed by the peer's socket
  *            cookie), so no thread of ours touches the bytes
  *   ingress  A and the client's own socket C in the sockhash, A's data
- *            redirected into C's receive queue (BPF_F_INGRESS): the one
- *            kernel path that skips the second hop
+ *            redirected into C's receive queue (BPF_F_INGRESS) by the
+ *            kernel's sk_skb path (a kworker)
+ *   copy     a relay thread moving A -> B with recv/send through a 256 KiB
+ *            buffer (the proxy's read/write fallback)
+ *   msg      the copy relay, with B in a sockhash whose sk_msg verdict
+ *            program redirects everything sent on B into the receive
+ *            queue of its peer, the client's own socket C (BPF_F_INGRESS,
+ *            C in a second sockhash without programs): the relay still
+ *            reads and writes every byte, but the second TCP connection
+ *            carries none of them
  *
- * The BPF program is eleven raw instructions loaded with bpf(2) (no
- * libbpf).  The BPF modes need root (or CAP_BPF + CAP_NET_ADMIN); they
+ * The BPF programs are eleven raw instructions each, loaded with bpf(2)
+ * (no libbpf).  The BPF modes need root (or CAP_BPF + CAP_NET_ADMIN); they
  * are skipped with a note when the kernel refuses.  A transfer still
  * running after 10 s (or with no byte for 2 s) is stopped there and
  * counted at the rate it reached, marked incomplete.
@@ -45,6 +53,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,8 +64,8 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { M_DIRECT, M_SPLICE, M_SOCKMAP, M_INGRESS, M_COUNT };
-static const char *const names[M_COUNT] = {"direct", "splice", "sockmap", "ingress"};
+enum { M_DIRECT, M_SPLICE, M_COPY, M_SOCKMAP, M_INGRESS, M_MSG, M_COUNT };
+static const char *const names[M_COUNT] = {"direct", "splice", "copy", "sockmap", "ingress", "msg"};
 
 static long total;
 static int rcvbuf;
@@ -115,6 +124,75 @@ static int sockhash(unsigned flags)
         return -1;
     }
     return map;
+}
+
+/* Two sockhashes keyed by a u32 (a socket's remote_port as sk_msg_md
+ * shows it): *target without programs, and the returned one with an
+ * sk_msg verdict program redirecting each message into the ingress of the
+ * socket stored in *target under the sender's remote port.  -1 when
+ * refused. */
+static int msg_maps(int *target)
+{
+    union bpf_attr a;
+    memset(&a, 0, sizeof a);
+    a.map_type = BPF_MAP_TYPE_SOCKHASH;
+    a.key_size = 4;
+    a.value_size = 8;
+    a.max_entries = 4;
+    int t = sys_bpf(BPF_MAP_CREATE, &a), map = sys_bpf(BPF_MAP_CREATE, &a);
+    if (t < 0 || map < 0) {
+        if (t >= 0)
+            close(t);
+        if (map >= 0)
+            close(map);
+        return -1;
+    }
+    struct bpf_insn prog[] = {
+        {BPF_ALU64 | BPF_MOV | BPF_X, 6, 1, 0, 0},
+        {BPF_LDX | BPF_MEM | BPF_W, 2, 1, (int16_t)offsetof(struct sk_msg_md, remote_port), 0},
+        {BPF_STX | BPF_MEM | BPF_W, 10, 2, -4, 0},
+        {BPF_LD | BPF_DW | BPF_IMM, 2, BPF_PSEUDO_MAP_FD, 0, t},
+        {0, 0, 0, 0, 0},
+        {BPF_ALU64 | BPF_MOV | BPF_X, 1, 6, 0, 0},
+        {BPF_ALU64 | BPF_MOV | BPF_X, 3, 10, 0, 0},
+        {BPF_ALU64 | BPF_ADD | BPF_K, 3, 0, 0, -4},
+        {BPF_ALU64 | BPF_MOV | BPF_K, 4, 0, 0, BPF_F_INGRESS},
+        {BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_msg_redirect_hash},
+        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+    };
+    memset(&a, 0, sizeof a);
+    a.prog_type = BPF_PROG_TYPE_SK_MSG;
+    a.insns = (uint64_t)(uintptr_t)prog;
+    a.insn_cnt = sizeof prog / sizeof prog[0];
+    a.license = (uint64_t)(uintptr_t)"Dual MIT/GPL";
+    int fd = sys_bpf(BPF_PROG_LOAD, &a);
+    int rc = -1;
+    if (fd >= 0) {
+        memset(&a, 0, sizeof a);
+        a.target_fd = (uint32_t)map;
+        a.attach_bpf_fd = (uint32_t)fd;
+        a.attach_type = BPF_SK_MSG_VERDICT;
+        rc = sys_bpf(BPF_PROG_ATTACH, &a);
+        close(fd);
+    }
+    if (rc < 0) {
+        close(t);
+        close(map);
+        return -1;
+    }
+    *target = t;
+    return map;
+}
+
+static int put4(int map, uint32_t key, int fd)
+{
+    uint64_t v = (uint64_t)fd;
+    union bpf_attr a;
+    memset(&a, 0, sizeof a);
+    a.map_fd = (uint32_t)map;
+    a.key = (uint64_t)(uintptr_t)&key;
+    a.value = (uint64_t)(uintptr_t)&v;
+    return sys_bpf(BPF_MAP_UPDATE_ELEM, &a);
 }
 
 static uint64_t cookie(int fd)
@@ -210,6 +288,20 @@ static double busy_seconds(void)
     return (double)busy / (double)sysconf(_SC_CLK_TCK);
 }
 
+static void *relay_copy(void *arg)
+{
+    relay_arg *r = arg;
+    char *b = malloc(256 * 1024);
+    for (ssize_t n; b && (n = recv(r->from, b, 256 * 1024, 0)) > 0;)
+        for (ssize_t o = 0, w; o < n; o += w)
+            if ((w = send(r->to, b + o, (size_t)(n - o), MSG_NOSIGNAL)) <= 0)
+                goto out;
+    shutdown(r->to, SHUT_WR);
+out:
+    free(b);
+    return NULL;
+}
+
 static double now(void)
 {
     struct timespec t;
@@ -228,7 +320,7 @@ static double run(int m, bool *complete, double *cpu)
         perror("egress-hop: listen");
         exit(1);
     }
-    int s, c, a = -1, b = -1, map = -1;
+    int s, c, a = -1, b = -1, map = -1, target = -1;
     pthread_t ts, tr;
     bool relaying = false;
     relay_arg ra;
@@ -241,9 +333,23 @@ static double run(int m, bool *complete, double *cpu)
         pair(l, &c, &b); /* b: the relay's side towards the client c */
         if (rcvbuf)
             setsockopt(c, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf);
-        if (m == M_SPLICE) {
+        if (m == M_SPLICE || m == M_COPY || m == M_MSG) {
+            if (m == M_MSG) {
+                /* the key: b's remote port as sk_msg_md shows it (network
+                 * order in the upper 16 bits), i.e. c's local port */
+                struct sockaddr_in cs;
+                socklen_t csl = sizeof cs;
+                getsockname(c, (struct sockaddr *)&cs, &csl);
+                map = msg_maps(&target);
+                if (map < 0 || put4(target, (uint32_t)cs.sin_port << 16, c) < 0 || put4(map, 0, b) < 0) {
+                    if (map >= 0)
+                        close(map), close(target);
+                    close(a), close(b), close(c), close(s), close(l);
+                    return -1;
+                }
+            }
             ra = (relay_arg){a, b};
-            relaying = pthread_create(&tr, NULL, relay, &ra) == 0;
+            relaying = pthread_create(&tr, NULL, m == M_SPLICE ? relay : relay_copy, &ra) == 0;
         } else {
             int to = m == M_SOCKMAP ? b : c;
             map = sockhash(m == M_INGRESS ? BPF_F_INGRESS : 0);
@@ -286,6 +392,8 @@ static double run(int m, bool *complete, double *cpu)
         pthread_join(tr, NULL);
     if (map >= 0)
         close(map);
+    if (target >= 0)
+        close(target);
     close(c), close(s), close(l);
     if (a >= 0)
         close(a), close(b);
