@@ -12,11 +12,25 @@ tiny page.  The same Python client script runs twice in one run:
 and reports download throughput (MiB/s) and connection-setup latency (the
 median, over ROUNDS new connections, of connect + request + first byte of a
 tiny response).  Ratios, no thresholds.  Only loopback is used.
+
+Two more rows (added in session 5; the two above are unchanged) look at
+transfers as a user's tools make them, each against its own direct
+baseline, runs interleaved (direct, proxied, direct, ...):
+
+  https    the same SIZE MiB over TLS (a second server on the host, with a
+           certificate made for bench.example by `openssl req` at start):
+           through the proxy a CONNECT tunnel, the way pip, git and curl
+           reach an https:// URL; direct, the same TLS client straight to
+           the server.  Both sides pay for TLS in both runs.
+  parallel SIZE MiB in PARALLEL (4) concurrent absolute-form downloads of
+           SIZE/PARALLEL each, total bytes over the time the last ends.
 """
 import http.server
 import json
 import os
 import socketserver
+import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -29,6 +43,8 @@ IMAGE = os.environ.get("FORGEBOX_IMAGE", os.path.join(ROOT, "build", "image"))
 SIZE_MIB = int(os.environ.get("FB_BENCH_EGRESS_MIB", "200"))
 ROUNDS = int(os.environ.get("FB_BENCH_EGRESS_ROUNDS", "50"))
 CHUNK = b"\xa5" * (1 << 20)
+PARALLEL = int(os.environ.get("FB_BENCH_EGRESS_PARALLEL", "4"))
+EXTRA_RUNS = int(os.environ.get("FB_BENCH_EGRESS_EXTRA_RUNS", "3"))
 
 CLIENT = r"""
 import json, socket, statistics, sys, time
@@ -65,6 +81,66 @@ print(json.dumps({"latency_ms": statistics.median(lat) * 1000, "mib_s": (n / (1 
 """
 
 
+# The session-5 rows.  argv: host port size_mib proxied mode parallel [ca_pem]
+# mode "https": one TLS download (CONNECT through the proxy); mode
+# "parallel": `parallel` concurrent plain downloads of size_mib/parallel.
+CLIENT_MORE = r"""
+import json, socket, ssl, sys, threading, time
+host, port, size_mib, proxied, mode, par = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1",
+                                             sys.argv[5], int(sys.argv[6]))
+dial = ("127.0.0.1", 3128) if proxied else ("127.0.0.1", port)
+
+def drain(s, want):
+    buf, n = bytearray(1 << 20), 0
+    while True:
+        k = s.recv_into(buf)
+        if not k:
+            break
+        n += k
+    assert n > want, (n, want)
+    return n
+
+def plain(path, want, out, i):
+    s = socket.create_connection(dial, timeout=120)
+    target = f"http://{host}:{port}" if proxied else ""
+    s.sendall(f"GET {target}{path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+    out[i] = drain(s, want)
+    s.close()
+
+def tls(want):
+    s = socket.create_connection(dial, timeout=120)
+    if proxied:
+        s.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            k = s.recv(1)
+            assert k, head
+            head += k
+        assert head.startswith(b"HTTP/1.1 200"), head
+    ctx = ssl.create_default_context(cadata=sys.argv[7])
+    t = ctx.wrap_socket(s, server_hostname=host)
+    t.sendall(f"GET /big HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+    n = drain(t, want)
+    t.close()
+    return n
+
+t0 = time.perf_counter()
+if mode == "https":
+    n = tls(size_mib << 20)
+else:
+    out = [0] * par
+    ts = [threading.Thread(target=plain, args=(f"/part{par}", (size_mib << 20) // par, out, i)) for i in range(par)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert all(out), out
+    n = sum(out)
+dt = time.perf_counter() - t0
+print(json.dumps({"mib_s": (n / (1 << 20)) / dt, "bytes": n}))
+"""
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
 
@@ -75,6 +151,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             for _ in range(SIZE_MIB):
                 self.wfile.write(CHUNK)
+        elif self.path.startswith("/part"):
+            n = (SIZE_MIB << 20) // int(self.path[5:])
+            self.send_response(200)
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            while n:
+                k = min(n, len(CHUNK))
+                self.wfile.write(CHUNK[:k])
+                n -= k
         else:
             self.send_response(200)
             self.send_header("Content-Length", "3")
@@ -103,14 +188,63 @@ def median_run(argv, times, env=None):
     return {k: statistics.median(r[k] for r in runs) for k in ("mib_s", "latency_ms")}
 
 
+class _TLSServer(_Server):
+    """The same server over TLS (the certificate is for bench.example)."""
+
+    def __init__(self, addr, handler, ctx):
+        self.ctx = ctx
+        super().__init__(addr, handler)
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        return self.ctx.wrap_socket(sock, server_side=True), addr
+
+
+def _tls_server(tmp):
+    """A TLS server and its certificate's PEM, or (None, None) without openssl."""
+    openssl = shutil.which("openssl")
+    if not openssl:
+        return None, None
+    key, crt = os.path.join(tmp, "bench.key"), os.path.join(tmp, "bench.crt")
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-days", "1", "-subj", "/CN=bench.example", "-addext", "subjectAltName=DNS:bench.example",
+                    "-keyout", key, "-out", crt], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(crt, key)
+    srv = _TLSServer(("127.0.0.1", 0), _Handler, ctx)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    with open(crt) as f:
+        return srv, f.read()
+
+
+def extra_rows(backend, run_via, port, tls_port, pem):
+    """The session-5 rows for one backend: (name, proxied MiB/s, direct MiB/s), each the median of
+    EXTRA_RUNS interleaved runs (direct, proxied, direct, ...)."""
+    rows = []
+    cases = [("download via CONNECT, TLS", tls_port, "https", [pem])] if pem else []
+    cases.append((f"download, {PARALLEL} connections", port, "parallel", []))
+    runs = EXTRA_RUNS if backend == "jail" else 1
+    for name, p, mode, tail in cases:
+        args = ["bench.example", str(p), str(SIZE_MIB)]
+        direct, via = [], []
+        for _ in range(runs):
+            direct.append(measure([sys.executable, "-c", CLIENT_MORE] + args + ["0", mode, str(PARALLEL)] + tail)["mib_s"])
+            via.append(run_via([CLIENT_MORE] + args + ["1", mode, str(PARALLEL)] + tail)["mib_s"])
+        rows.append((f"{name}, {backend}", statistics.median(via), statistics.median(direct)))
+    return rows
+
+
 def main():
     srv = _Server(("127.0.0.1", 0), _Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     port = srv.server_address[1]
     tmp = tempfile.mkdtemp(prefix="fbx-bench-egress-")
+    tls_srv, pem = _tls_server(tmp)
+    tls_port = tls_srv.server_address[1] if tls_srv else port
     cfg = os.path.join(tmp, "forgebox.yaml")
     with open(cfg, "w") as f:
-        f.write(f'network:\n  hosts:\n    bench.example: [127.0.0.1]\n  allow_private: ["127.0.0.1:{port}"]\n')
+        f.write(f'network:\n  hosts:\n    bench.example: [127.0.0.1]\n'
+                f'  allow_private: ["127.0.0.1:{port}", "127.0.0.1:{tls_port}"]\n')
     env = dict(os.environ, FORGEBOX_IMAGE=IMAGE, FORGEBOX_STATE_DIR=os.path.join(tmp, "state"))
     args = ["bench.example", str(port), str(SIZE_MIB), str(ROUNDS)]
     direct = median_run([sys.executable, "-c", CLIENT] + args + ["0"], 5)
@@ -120,7 +254,16 @@ def main():
                           f"bench.example:{port}", "--timeout", "1200", "--", "python3", "-c", CLIENT] + args +
                          ["1"], 3 if backend == "jail" else 1, env=env)
         rows.append((backend, via))
+    more = []
+    for backend in os.environ.get("FB_BENCH_EGRESS_BACKENDS", "jail vm").split():
+        def run_via(script_args, backend=backend):
+            return measure([FORGEBOX, "run", "--backend", backend, "--config", cfg, "--allow-net",
+                            f"bench.example:{port},bench.example:{tls_port}", "--timeout", "1200", "--", "python3",
+                            "-c"] + script_args, env=env)
+        more += extra_rows(backend, run_via, port, tls_port, pem)
     srv.shutdown()
+    if tls_srv:
+        tls_srv.shutdown()
     print()
     print(f"egress measurement ({SIZE_MIB} MiB, {ROUNDS} connections)  proxied     direct   ratio")
     for backend, via in rows:
@@ -128,6 +271,10 @@ def main():
               f"{via['mib_s'] / direct['mib_s']:6.2f}x")
         print(f"{'connection setup + first byte, ' + backend:40} {via['latency_ms']:9.2f}ms {direct['latency_ms']:7.2f}ms "
               f"{via['latency_ms'] / direct['latency_ms']:6.2f}x")
+    for name, via, direct in more:
+        print(f"{name:40} {via:7.0f}MiB/s {direct:6.0f}MiB/s {via / direct:6.2f}x")
+    if not pem:
+        print("(no openssl: the TLS rows were skipped)")
 
 
 if __name__ == "__main__":
