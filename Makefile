@@ -16,8 +16,9 @@ override LDFLAGS += -pie -Wl,-z,relro,-z,now $(EXTRA_LDFLAGS)
 # libpq, libmicrohttpd, libcurl and GnuTLS are not linked: they (and the ~30
 # libraries they pull in) are loaded on first use through the shims in
 # src/common/lazy_*.c, so that verbs which never use them (forgebox run)
-# do not pay for loading them at every start (src/common/lazylib.h).
-HOST_LIBS  := -ljansson -lsodium -lsqlite3 -lyaml -levent -lcares -lpthread -lm
+# do not pay for loading them at every start (src/common/lazylib.h).  Nor
+# are libsqlite3, libevent, libcares and libyaml (the same shims, session 5).
+HOST_LIBS  := -ljansson -lsodium -lpthread -lm
 AGENT_LIBS := -ljansson -lseccomp
 
 COMMON_SRC := src/common/util.c src/common/time.c src/common/utf8.c $(wildcard src/proto/*.c)
