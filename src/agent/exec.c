@@ -159,8 +159,11 @@ static void run_child(const fb_agent *a, const char **argv, char **env, const ch
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    /* Every disposition at SIG_DFL: execve resets handlers, not SIG_IGN;
+     * fb_exec_prepare noted which are not (one call each, not NSIG). */
     for (int s = 1; s < NSIG; s++)
-        signal(s, SIG_DFL);
+        if (sigismember(&a->child_reset, s) == 1)
+            signal(s, SIG_DFL);
     if (setsid() < 0)
         child_fail(report_fd, 0, errno, "setsid failed");
     if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
@@ -186,6 +189,17 @@ static void run_child(const fb_agent *a, const char **argv, char **env, const ch
     snprintf(msg, sizeof msg, "%.200s: %s", argv[0],
              errno == ENOENT ? "command not found" : strerror(errno));
     child_fail(report_fd, 1, errno, msg);
+}
+
+void fb_exec_prepare(fb_agent *a)
+{
+    sigemptyset(&a->child_reset);
+    for (int s = 1; s < NSIG; s++) {
+        struct sigaction sa;
+        if (sigaction(s, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL && !(sa.sa_flags & SA_SIGINFO))
+            continue;
+        sigaddset(&a->child_reset, s); /* not SIG_DFL, or cannot tell: reset */
+    }
 }
 
 static void close_fd(int *fd)

@@ -137,8 +137,10 @@ static int handle_hello(fb_agent *a, const fb_frame *f)
     a->max_output = m.max_output;
     if (m.net && fb_net_start(a, &err) < 0)
         die(a, "%s", err.msg);
-    if (fb_seccomp_prepare(a->limits.allow_inet, &a->seccomp, &err) < 0)
+    if (fb_seccomp_prepare(a->limits.allow_inet, &a->seccomp, &err) < 0 ||
+        fb_harden_agent(&a->limits, &err) < 0)
         die(a, "%s", err.msg);
+    fb_exec_prepare(a);
     a->ready = true;
 
     struct utsname u;
@@ -351,6 +353,7 @@ int main(int argc, char **argv)
     agent.chan.fd = -1;
     agent.sigfd = -1;
     agent.net_fd = agent.net_listen = -1;
+    agent.limits.landlock_ruleset = -1;
     const char *channel = NULL;
     int channel_fd = -1;
     bool vm = false, jail = false;
