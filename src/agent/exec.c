@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -349,11 +350,13 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
     e->deadline_ns = e->start_ns + timeout_ms * 1000000ull;
     e->max_output = max_output;
     e->oom_before = oom_before;
-    fb_set_nonblock(e->out_fd, true);
-    fb_set_nonblock(e->err_fd, true);
-    fb_set_nonblock(e->rep_fd, true);
+    /* FIONBIO: one call per fd where F_GETFL + F_SETFL are two. */
+    int on = 1;
+    (void)ioctl(e->out_fd, FIONBIO, &on);
+    (void)ioctl(e->err_fd, FIONBIO, &on);
+    (void)ioctl(e->rep_fd, FIONBIO, &on);
     if (e->in_fd >= 0)
-        fb_set_nonblock(e->in_fd, true);
+        (void)ioctl(e->in_fd, FIONBIO, &on);
     a->execs[slot] = e;
     return 0;
 }
