@@ -326,10 +326,13 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
         return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, strerror(fork_errno));
     }
 
-    /* The report pipe is watched by the loop, never read blocking: between
-     * its uid change and execve the child can be stopped by any other
-     * process of the tool user, and the agent must not stop with it.  The
-     * deadline runs from the fork, so a stopped child is killed by it. */
+    /* The report pipe is never read blocking: between its uid change and
+     * execve the child can be stopped by any other process of the tool
+     * user, and the agent must not stop with it.  It is read once the
+     * child is gone (send_exit), when the report is complete: a child that
+     * cannot exec writes it and exits, one that execs closes it, and the
+     * loop need not wake up for that EOF at every exec.  The deadline runs
+     * from the fork, so a stopped child is killed by it. */
     fb_exec *e = calloc(1, sizeof *e);
     if (!e) {
         kill(pid, SIGKILL);
@@ -499,8 +502,9 @@ int fb_exec_pollfds(fb_agent *a, struct pollfd *fds, int max, fb_exec **owner, i
         fb_exec *e = a->execs[i];
         if (!e)
             continue;
-        int fdv[4] = {e->out_fd, e->err_fd, e->in_len ? e->in_fd : -1, e->rep_fd};
-        for (int k = 0; k < 4; k++) {
+        /* No rep_fd: it is read when the child is gone (fb_exec_start). */
+        int fdv[3] = {e->out_fd, e->err_fd, e->in_len ? e->in_fd : -1};
+        for (int k = 0; k < 3; k++) {
             if (fdv[k] < 0 || n >= max)
                 continue;
             if (k < 2 && backpressure)
@@ -522,8 +526,6 @@ void fb_exec_handle_io(fb_agent *a, fb_exec *e, int which, short revents)
         read_output(a, e, &e->out_fd, FB_MSG_STDOUT);
     else if (which == 1 && (revents & (POLLIN | POLLHUP | POLLERR)))
         read_output(a, e, &e->err_fd, FB_MSG_STDERR);
-    else if (which == 3)
-        read_report(e);
     else if (which == 2) {
         if (revents & (POLLERR | POLLHUP)) {
             e->in_len = 0;

@@ -286,10 +286,12 @@ static void serve(fb_agent *a)
             fb_relay_io(&a->relay, fds + first_stream, (size_t)nstreams);
         if (net >= 0 && fds[net].revents)
             fb_net_accept(a);
-        fb_exec_reap(a);
         for (int i = first_exec; i < n; i++)
             if (fds[i].revents)
                 fb_exec_handle_io(a, owner[i], which[i], fds[i].revents);
+        /* After the pipes: a command whose output ended in this round and
+         * whose leader exited is answered now, not one poll later. */
+        fb_exec_reap(a);
         if (fds[0].revents & POLLOUT && fb_chan_flush(&a->chan, &err) < 0)
             die(a, "%s", err.msg);
         if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
