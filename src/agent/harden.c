@@ -43,6 +43,7 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/landlock.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -136,6 +137,8 @@ static int isolate_exec(int ruleset, fb_err *err)
 
 int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *progs, fb_err *err)
 {
+    if (lim->prep_error[0])
+        return fb_fail(err, "%s", lim->prep_error);
     /* Tool processes are the first thing the OOM killer takes, never the
      * agent.  Raising the score needs no privilege. */
     (void)fb_write_file("/proc/self/oom_score_adj", "1000", NULL);
@@ -196,14 +199,19 @@ int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *pr
     return load_prog(progs->prog, progs->len, err);
 }
 
-int fb_harden_agent(fb_tool_limits *lim, fb_err *err)
+int fb_harden_agent(fb_tool_limits *lim)
 {
+    fb_err err = {{0}};
+    lim->landlock_ruleset = -1;
+    lim->prep_error[0] = '\0';
     struct rlimit core;
-    if (getrlimit(RLIMIT_CORE, &core) < 0)
-        return fb_fail_errno(err, "getrlimit(core)");
+    if (getrlimit(RLIMIT_CORE, &core) < 0) {
+        fb_fail_errno(&err, "getrlimit(core)");
+        goto failed;
+    }
     lim->core_max = core.rlim_max;
-    if ((lim->landlock_ruleset = landlock_ruleset(err)) < 0)
-        return -1;
+    if ((lim->landlock_ruleset = landlock_ruleset(&err)) < 0)
+        goto failed;
     /* One call per capability (no PR_CAPBSET_READ first): EINVAL is the
      * kernel saying the capability is past its last, as PR_CAPBSET_READ
      * would.  Dropping needs CAP_SETPCAP, which the agent (root) has. */
@@ -212,7 +220,17 @@ int fb_harden_agent(fb_tool_limits *lim, fb_err *err)
             continue;
         if (errno == EINVAL && cap > 0)
             break;
-        return fb_fail_errno(err, "cannot drop capability %d from the bounding set", cap);
+        fb_fail_errno(&err, "cannot drop capability %d from the bounding set", cap);
+        goto failed;
     }
     return 0;
+failed:
+    /* As when each exec did this itself: every exec fails with this reason
+     * (fb_harden_tool_process), the sandbox itself carries on. */
+    _Static_assert(sizeof lim->prep_error == sizeof err.msg, "prep_error holds an fb_err message");
+    memcpy(lim->prep_error, err.msg, sizeof err.msg);
+    lim->prep_error[sizeof lim->prep_error - 1] = '\0';
+    if (!lim->prep_error[0])
+        snprintf(lim->prep_error, sizeof lim->prep_error, "the agent could not prepare tool processes");
+    return -1;
 }

@@ -41,6 +41,7 @@ typedef struct fb_tool_limits {
     bool allow_inet;    /* only with a network grant: TCP sockets to the egress bridge */
     uint64_t core_max;  /* the agent's hard RLIMIT_CORE (fb_harden_agent) */
     int landlock_ruleset; /* each exec's domain is made from it (fb_harden_agent) */
+    char prep_error[512]; /* fb_harden_agent failed: every exec fails with this */
 } fb_tool_limits;
 
 /* Chooses the program for this sandbox (in the agent, once). */
@@ -50,8 +51,10 @@ int fb_seccomp_prepare(bool allow_inet, fb_seccomp_progs *out, fb_err *err);
  * (at hello): empties the agent's capability bounding set, which every
  * tool process inherits (the agent itself never execs), reads the hard
  * core limit into lim->core_max and builds the Landlock ruleset each exec
- * makes its own domain from (lim->landlock_ruleset).  -1 with err. */
-int fb_harden_agent(fb_tool_limits *lim, fb_err *err);
+ * makes its own domain from (lim->landlock_ruleset).  On failure (-1) the
+ * reason goes into lim->prep_error and every exec fails with it, as when
+ * each exec did these steps itself. */
+int fb_harden_agent(fb_tool_limits *lim);
 
 /* Drops everything; on failure writes a reason into err and returns -1.
  * The caller (a child about to exec) must then _exit without exec'ing. */
