@@ -109,3 +109,19 @@ def test_a_tool_process_has_one_filter_no_caps_and_default_signals(run, backend)
     # Control: the same read shows a non-zero mask where one is set.
     r = run(backend, "-q", "--", "bash", "-c", "trap '' PIPE; grep SigIgn /proc/self/status")
     assert r.rc == 0 and r.stdout == "SigIgn:\t0000000000001000\n", r
+
+
+def test_vm_bpf_jit_is_off_only_under_tcg(run):
+    # Under TCG the agent turns the guest's BPF JIT off (each exec's filter
+    # then runs in the interpreter instead of new JIT code TCG translates
+    # again); under KVM it stays on.  The filter still refuses (above, and
+    # the escape suite's VM half runs with this setting).
+    r = run("vm", "-q", "--", "sh", "-c",
+            "grep -m1 '^model name' /proc/cpuinfo; cat /proc/sys/net/core/bpf_jit_enable")
+    assert r.rc == 0, r
+    model, jit = r.stdout.splitlines()
+    tcg = model.split(":", 1)[1].strip().startswith("QEMU TCG CPU ")
+    assert jit == ("0" if tcg else "1"), r.stdout
+    # The sysctl cannot be turned back on from inside (read-only /proc/sys).
+    r = run("vm", "-q", "--", "sh", "-c", "echo 1 > /proc/sys/net/core/bpf_jit_enable")
+    assert r.rc != 0 and "Read-only file system" in r.stderr, r
