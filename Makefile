@@ -19,10 +19,12 @@ override LDFLAGS += -pie -Wl,-z,relro,-z,now $(EXTRA_LDFLAGS)
 # do not pay for loading them at every start (src/common/lazylib.h).  Nor
 # are libsqlite3, libevent, libcares and libyaml (the same shims, session 5).
 HOST_LIBS  := -ljansson -lsodium -lpthread -lm
-AGENT_LIBS := -ljansson -lseccomp
+AGENT_LIBS := -ljansson
 
 COMMON_SRC := src/common/util.c src/common/time.c src/common/utf8.c $(wildcard src/proto/*.c)
-AGENT_SRC  := $(wildcard src/agent/*.c)
+# seccomp_rules.c is the seccomp policy, run at build time (gen-seccomp
+# below), not linked into the agent.
+AGENT_SRC  := $(filter-out src/agent/seccomp_rules.c,$(wildcard src/agent/*.c))
 LIB_SRC    := $(wildcard src/common/lazy*.c src/sandbox/*.c src/image/*.c src/store/*.c src/audit/*.c src/auth/*.c src/policy/*.c src/config/*.c src/core/*.c src/gateway/*.c src/egress/*.c src/llm/*.c src/engine/*.c src/compat/e2b/*.c src/mcp/*.c src/ca/*.c src/node/*.c) $(COMMON_SRC)
 CLI_SRC    := $(wildcard src/cli/*.c)
 
@@ -135,6 +137,19 @@ $(BUILD)/forgebox: $(HOST_OBJ)
 $(BUILD)/fb-agent: $(AGENT_OBJ)
 	$(CC) -static -Wl,-z,relro,-z,now -o $@ $^ $(AGENT_LIBS)
 
+# The tool-process seccomp programs, compiled at build time from the rule
+# list in src/agent/seccomp_rules.c (with libseccomp, on this x86-64 host)
+# into build/gen/seccomp_bpf.h, which the agent loads as it is.
+SECCOMP_GEN_SRC := tools/gen_seccomp.c src/agent/seccomp_rules.c src/common/util.c src/common/time.c
+$(BUILD)/gen-seccomp: $(SECCOMP_GEN_SRC) src/agent/seccomp_rules.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(SECCOMP_GEN_SRC) -lseccomp
+$(BUILD)/gen/seccomp_bpf.h: $(BUILD)/gen-seccomp
+	@mkdir -p $(dir $@)
+	$(BUILD)/gen-seccomp $@
+$(BUILD)/obj-static/src/agent/harden.o: $(BUILD)/gen/seccomp_bpf.h
+$(BUILD)/obj-static/src/agent/harden.o: override CFLAGS += -iquote $(BUILD)/gen
+
 # ---- guest image -----------------------------------------------------------
 IMAGE_INPUTS := $(wildcard guest/*) $(BUILD)/fb-agent $(BUILD)/forgebox
 image: $(IMAGE)/manifest.json
@@ -148,6 +163,12 @@ UNIT_LIBS  := -lcmocka
 $(BUILD)/tests/test_%: tests/unit/test_%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(UNIT_LIBS) $(HOST_LIBS)
+
+# The seccomp test rebuilds the programs from the rules (libseccomp) and
+# compares them with the generated header the agent loads.
+$(BUILD)/tests/test_seccomp: tests/unit/test_seccomp.c src/agent/seccomp_rules.c $(BUILD)/gen/seccomp_bpf.h $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -iquote $(BUILD)/gen $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(UNIT_LIBS) $(HOST_LIBS) -lseccomp
 
 unit: $(UNIT_TESTS)
 	./tests/run-unit.sh $(UNIT_TESTS)

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 
 #include "agent/harden.h"
@@ -35,6 +36,7 @@ typedef struct fb_agent {
     bool shutdown;         /* shutdown requested */
     fb_tool_limits limits; /* from hello */
     fb_seccomp_progs seccomp;
+    sigset_t child_reset;  /* signals not at SIG_DFL in the agent (fb_exec_prepare) */
     uint64_t max_output;   /* default per-exec output cap, from hello */
     fb_exec *execs[FB_MAX_EXECS];
     int net_fd;            /* the egress bridge's channel to the host (jail), or -1 */
@@ -68,6 +70,8 @@ void fb_net_accept(fb_agent *a);
 void fb_net_frame(fb_agent *a, const fb_frame *f);
 
 /* exec.c */
+/* Notes, once at hello, which signals a child must set back to SIG_DFL. */
+void fb_exec_prepare(fb_agent *a);
 int fb_exec_start(fb_agent *a, const fb_frame *f);
 int fb_exec_stdin(fb_agent *a, const fb_frame *f);
 int fb_exec_signal(fb_agent *a, const fb_frame *f);

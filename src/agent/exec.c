@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -159,8 +160,11 @@ static void run_child(const fb_agent *a, const char **argv, char **env, const ch
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
+    /* Every disposition at SIG_DFL: execve resets handlers, not SIG_IGN;
+     * fb_exec_prepare noted which are not (one call each, not NSIG). */
     for (int s = 1; s < NSIG; s++)
-        signal(s, SIG_DFL);
+        if (sigismember(&a->child_reset, s) == 1)
+            signal(s, SIG_DFL);
     if (setsid() < 0)
         child_fail(report_fd, 0, errno, "setsid failed");
     if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
@@ -186,6 +190,43 @@ static void run_child(const fb_agent *a, const char **argv, char **env, const ch
     snprintf(msg, sizeof msg, "%.200s: %s", argv[0],
              errno == ENOENT ? "command not found" : strerror(errno));
     child_fail(report_fd, 1, errno, msg);
+}
+
+/* A "Name:\thex" mask of /proc/self/status, or -1. */
+static int status_mask(const char *status, const char *name, uint64_t *out)
+{
+    const char *p = strstr(status, name);
+    if (!p)
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(p + strlen(name), &end, 16);
+    if (errno || end == p + strlen(name) || *end != '\n')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+void fb_exec_prepare(fb_agent *a)
+{
+    /* Ignored and caught signals, bit N-1 for signal N: one read instead
+     * of a sigaction query per signal. */
+    char status[4096];
+    uint64_t ign, cgt;
+    sigemptyset(&a->child_reset);
+    if (fb_read_file("/proc/self/status", status, sizeof status, NULL) == 0 &&
+        status_mask(status, "\nSigIgn:\t", &ign) == 0 && status_mask(status, "\nSigCgt:\t", &cgt) == 0) {
+        for (int s = 1; s < NSIG && s <= 64; s++)
+            if ((ign | cgt) >> (s - 1) & 1)
+                sigaddset(&a->child_reset, s);
+        return;
+    }
+    for (int s = 1; s < NSIG; s++) {
+        struct sigaction sa;
+        if (sigaction(s, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL && !(sa.sa_flags & SA_SIGINFO))
+            continue;
+        sigaddset(&a->child_reset, s); /* not SIG_DFL, or cannot tell: reset */
+    }
 }
 
 static void close_fd(int *fd)
@@ -285,10 +326,13 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
         return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, strerror(fork_errno));
     }
 
-    /* The report pipe is watched by the loop, never read blocking: between
-     * its uid change and execve the child can be stopped by any other
-     * process of the tool user, and the agent must not stop with it.  The
-     * deadline runs from the fork, so a stopped child is killed by it. */
+    /* The report pipe is never read blocking: between its uid change and
+     * execve the child can be stopped by any other process of the tool
+     * user, and the agent must not stop with it.  It is read once the
+     * child is gone (send_exit), when the report is complete: a child that
+     * cannot exec writes it and exits, one that execs closes it, and the
+     * loop need not wake up for that EOF at every exec.  The deadline runs
+     * from the fork, so a stopped child is killed by it. */
     fb_exec *e = calloc(1, sizeof *e);
     if (!e) {
         kill(pid, SIGKILL);
@@ -309,11 +353,13 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
     e->deadline_ns = e->start_ns + timeout_ms * 1000000ull;
     e->max_output = max_output;
     e->oom_before = oom_before;
-    fb_set_nonblock(e->out_fd, true);
-    fb_set_nonblock(e->err_fd, true);
-    fb_set_nonblock(e->rep_fd, true);
+    /* FIONBIO: one call per fd where F_GETFL + F_SETFL are two. */
+    int on = 1;
+    (void)ioctl(e->out_fd, FIONBIO, &on);
+    (void)ioctl(e->err_fd, FIONBIO, &on);
+    (void)ioctl(e->rep_fd, FIONBIO, &on);
     if (e->in_fd >= 0)
-        fb_set_nonblock(e->in_fd, true);
+        (void)ioctl(e->in_fd, FIONBIO, &on);
     a->execs[slot] = e;
     return 0;
 }
@@ -456,8 +502,9 @@ int fb_exec_pollfds(fb_agent *a, struct pollfd *fds, int max, fb_exec **owner, i
         fb_exec *e = a->execs[i];
         if (!e)
             continue;
-        int fdv[4] = {e->out_fd, e->err_fd, e->in_len ? e->in_fd : -1, e->rep_fd};
-        for (int k = 0; k < 4; k++) {
+        /* No rep_fd: it is read when the child is gone (fb_exec_start). */
+        int fdv[3] = {e->out_fd, e->err_fd, e->in_len ? e->in_fd : -1};
+        for (int k = 0; k < 3; k++) {
             if (fdv[k] < 0 || n >= max)
                 continue;
             if (k < 2 && backpressure)
@@ -479,8 +526,6 @@ void fb_exec_handle_io(fb_agent *a, fb_exec *e, int which, short revents)
         read_output(a, e, &e->out_fd, FB_MSG_STDOUT);
     else if (which == 1 && (revents & (POLLIN | POLLHUP | POLLERR)))
         read_output(a, e, &e->err_fd, FB_MSG_STDERR);
-    else if (which == 3)
-        read_report(e);
     else if (which == 2) {
         if (revents & (POLLERR | POLLHUP)) {
             e->in_len = 0;

@@ -139,6 +139,8 @@ static int handle_hello(fb_agent *a, const fb_frame *f)
         die(a, "%s", err.msg);
     if (fb_seccomp_prepare(a->limits.allow_inet, &a->seccomp, &err) < 0)
         die(a, "%s", err.msg);
+    (void)fb_harden_agent(&a->limits); /* a failure fails each exec (harden.h) */
+    fb_exec_prepare(a);
     a->ready = true;
 
     struct utsname u;
@@ -284,10 +286,12 @@ static void serve(fb_agent *a)
             fb_relay_io(&a->relay, fds + first_stream, (size_t)nstreams);
         if (net >= 0 && fds[net].revents)
             fb_net_accept(a);
-        fb_exec_reap(a);
         for (int i = first_exec; i < n; i++)
             if (fds[i].revents)
                 fb_exec_handle_io(a, owner[i], which[i], fds[i].revents);
+        /* After the pipes: a command whose output ended in this round and
+         * whose leader exited is answered now, not one poll later. */
+        fb_exec_reap(a);
         if (fds[0].revents & POLLOUT && fb_chan_flush(&a->chan, &err) < 0)
             die(a, "%s", err.msg);
         if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
@@ -319,22 +323,41 @@ static void serve(fb_agent *a)
 
 /* Starts reading what nearly every command needs (the dynamic loader, libc,
  * the shell) while the host is still saying hello: the root's page cache
- * is this sandbox's own (a jail's loop device, a VM's disk), so the first
+ * is this sandbox's own (a jail's root mount, a VM's disk), so the first
  * exec would otherwise wait for these reads one page fault at a time.
- * Asynchronous readahead only; a missing file is fine. */
-static void prefetch_common(void)
+ * posix_fadvise(WILLNEED) reads ahead only up to the readahead window
+ * (128 KiB), so in a jail a short-lived child of the agent reads the
+ * loader and libc whole, on another CPU while the agent mounts and answers
+ * hello (the serve loop reaps it like any orphan); the rest, and all of it
+ * in a VM (whose page cache a snapshot keeps), is readahead.  A missing
+ * file is fine. */
+static void prefetch_common(fb_agent_mode mode)
 {
-    static const char *const files[] = {
-        "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/libc.so.6",
-        "/etc/ld.so.cache", "/bin/sh", "/bin/bash", "/usr/bin/true", NULL,
+    static const char *const whole[] = {
+        "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "/etc/ld.so.cache",
+        "/lib/x86_64-linux-gnu/libc.so.6", NULL,
     };
-    for (const char *const *f = files; *f; f++) {
-        int fd = open(*f, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            (void)posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+    static const char *const ahead[] = {"/bin/sh", "/bin/bash", "/usr/bin/true", NULL};
+    if (mode == FB_MODE_JAIL && fork() == 0) {
+        static char buf[128 * 1024];
+        for (const char *const *f = whole; *f; f++) {
+            int fd = open(*f, O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                continue;
+            while (read(fd, buf, sizeof buf) > 0)
+                ;
             close(fd);
         }
+        _exit(0);
     }
+    for (int list = mode == FB_MODE_JAIL ? 1 : 0; list < 2; list++)
+        for (const char *const *f = list ? ahead : whole; *f; f++) {
+            int fd = open(*f, O_RDONLY | O_CLOEXEC);
+            if (fd >= 0) {
+                (void)posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
+                close(fd);
+            }
+        }
 }
 
 static void usage(void)
@@ -351,6 +374,7 @@ int main(int argc, char **argv)
     agent.chan.fd = -1;
     agent.sigfd = -1;
     agent.net_fd = agent.net_listen = -1;
+    agent.limits.landlock_ruleset = -1;
     const char *channel = NULL;
     int channel_fd = -1;
     bool vm = false, jail = false;
@@ -401,7 +425,7 @@ int main(int argc, char **argv)
     /* The agent must outlive any memory hog it supervises. */
     (void)fb_write_file("/proc/self/oom_score_adj", "-1000", NULL);
 
-    prefetch_common();
+    prefetch_common(agent.mode);
     if (fb_pid1_mount_base(agent.mode, &err) < 0)
         die(&agent, "%s", err.msg);
     serve(&agent);

@@ -21,6 +21,7 @@
 #include "agent/pid1.h"
 #include "agent/harden.h"
 
+#include <cpuid.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -104,6 +105,20 @@ static int setup_dev_vm(fb_err *err)
     return 0;
 }
 
+/* QEMU's emulator (TCG, no KVM) names its CPU model (-cpu max, vm.c)
+ * "QEMU TCG CPU version ..." in the CPUID brand string; KVM passes the
+ * host's (-cpu host). */
+static bool under_tcg(void)
+{
+    unsigned int max = 0, r[12], b, c, d;
+    if (!__get_cpuid(0x80000000u, &max, &b, &c, &d) || max < 0x80000004u)
+        return false;
+    for (unsigned i = 0; i < 3; i++)
+        __cpuid(0x80000002u + i, r[4 * i], r[4 * i + 1], r[4 * i + 2], r[4 * i + 3]);
+    static const char tcg[] = "QEMU TCG CPU ";
+    return memcmp(r, tcg, sizeof tcg - 1) == 0;
+}
+
 /* Settings under /proc/sys, written while it is still writable. */
 static int tune_sysctls(fb_agent_mode mode, fb_err *err)
 {
@@ -113,6 +128,15 @@ static int tune_sysctls(fb_agent_mode mode, fb_err *err)
     if (mode == FB_MODE_VM && access("/proc/sys/kernel/yama/ptrace_scope", F_OK) == 0 &&
         fb_write_file("/proc/sys/kernel/yama/ptrace_scope", "3", err) < 0)
         return -1;
+    /* Under TCG, seccomp filters run in the BPF interpreter, not as JIT
+     * code: every exec loads its filter afresh, and each JIT image is new
+     * guest code that TCG translates again for every exec (the interpreter
+     * is kernel text, translated once).  Same verdicts either way.  The
+     * JIT stays on under KVM, where the interpreter would be the
+     * speculative-execution gadget CONFIG_BPF_JIT_ALWAYS_ON guards
+     * against; TCG executes no guest code speculatively. */
+    if (mode == FB_MODE_VM && under_tcg())
+        (void)fb_write_file("/proc/sys/net/core/bpf_jit_enable", "0", NULL);
     return 0;
 }
 
