@@ -489,8 +489,12 @@ int fb_exec_signal(fb_agent *a, const fb_frame *f)
     if (fb_msg_decode_signal(f, &m, &err) < 0)
         return fb_agent_reply_error(a, f->id, FB_E_BAD_REQUEST, err.msg);
     fb_exec *e = find_exec(a, f->id);
-    if (e && !e->exited)
-        kill(-e->pid, m.signal);
+    /* The command's group exists once its child has called setsid(); a
+     * signal that arrives before (a cancel right after the start) goes to
+     * the child itself, which has started nothing else yet.  Without this
+     * an early cancel was lost (ESRCH). */
+    if (e && !e->exited && kill(-e->pid, m.signal) < 0 && errno == ESRCH)
+        kill(e->pid, m.signal);
     return 0;
 }
 
