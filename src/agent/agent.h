@@ -36,7 +36,7 @@ typedef struct fb_agent {
     bool shutdown;         /* shutdown requested */
     fb_tool_limits limits; /* from hello */
     fb_seccomp_progs seccomp;
-    sigset_t child_reset;  /* signals not at SIG_DFL in the agent (fb_exec_prepare) */
+    uint64_t child_reset;  /* bit N-1: signal N not at SIG_DFL in the agent (fb_exec_prepare) */
     uint64_t max_output;   /* default per-exec output cap, from hello */
     fb_exec *execs[FB_MAX_EXECS];
     int net_fd;            /* the egress bridge's channel to the host (jail), or -1 */

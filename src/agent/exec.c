@@ -161,10 +161,20 @@ static void run_child(const fb_agent *a, const char **argv, char **env, const ch
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
     /* Every disposition at SIG_DFL: execve resets handlers, not SIG_IGN;
-     * fb_exec_prepare noted which are not (one call each, not NSIG). */
-    for (int s = 1; s < NSIG; s++)
-        if (sigismember(&a->child_reset, s) == 1)
-            signal(s, SIG_DFL);
+     * fb_exec_prepare noted which are not (one call each, not NSIG).  The
+     * system call itself, because glibc refuses signals 32 and 33 (its
+     * own): one the agent inherited ignored (execve keeps SIG_IGN, from
+     * whoever started the manager) would reach the command ignored. */
+    for (int s = 1; s <= 64; s++)
+        if (a->child_reset >> (s - 1) & 1) {
+            struct {
+                void (*handler)(int);
+                unsigned long flags;
+                void (*restorer)(void);
+                uint64_t mask;
+            } dfl = {.handler = SIG_DFL};
+            (void)syscall(SYS_rt_sigaction, s, &dfl, NULL, sizeof dfl.mask);
+        }
     if (setsid() < 0)
         child_fail(report_fd, 0, errno, "setsid failed");
     if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
@@ -213,20 +223,12 @@ void fb_exec_prepare(fb_agent *a)
      * of a sigaction query per signal. */
     char status[4096];
     uint64_t ign, cgt;
-    sigemptyset(&a->child_reset);
     if (fb_read_file("/proc/self/status", status, sizeof status, NULL) == 0 &&
         status_mask(status, "\nSigIgn:\t", &ign) == 0 && status_mask(status, "\nSigCgt:\t", &cgt) == 0) {
-        for (int s = 1; s < NSIG && s <= 64; s++)
-            if ((ign | cgt) >> (s - 1) & 1)
-                sigaddset(&a->child_reset, s);
+        a->child_reset = ign | cgt;
         return;
     }
-    for (int s = 1; s < NSIG; s++) {
-        struct sigaction sa;
-        if (sigaction(s, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL && !(sa.sa_flags & SA_SIGINFO))
-            continue;
-        sigaddset(&a->child_reset, s); /* not SIG_DFL, or cannot tell: reset */
-    }
+    a->child_reset = ~0ull; /* cannot tell: reset every one */
 }
 
 static void close_fd(int *fd)

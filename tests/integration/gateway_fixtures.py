@@ -205,6 +205,50 @@ def finish(g):
     assert rc == 0, log[-4000:]
 
 
+def kill_under_load(g, request, clients, seconds):
+    """Runs `clients` threads, each calling request(client, i) -> (status,
+    headers) in a loop on its own admin client, SIGKILLs the gateway after
+    `seconds`, and returns the X-Request-Id of every request answered 200
+    before the kill."""
+    import threading
+    answered, stop = [], threading.Event()
+
+    def client(i):
+        c = g.admin()
+        while not stop.is_set():
+            try:
+                status, hdr = request(c, i)
+            except Exception:
+                return
+            if status == 200:
+                answered.append({k.lower(): v for k, v in hdr.items()}["x-request-id"])
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    g.proc.kill()
+    g.proc.wait()
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    g.log.close()
+    return answered
+
+
+def assert_sandbox_processes_gone(sid, timeout_s=10):
+    """Every cgroup of sandbox sid exists and is, or within timeout_s
+    becomes, empty: nothing of it runs on."""
+    import glob
+    procs = glob.glob(f"/sys/fs/cgroup/*/forgebox/{sid}/cgroup.procs")
+    assert procs, sid
+    for p in procs:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and open(p).read().strip():
+            time.sleep(0.05)
+        assert open(p).read().strip() == "", (sid, p)
+
+
 @pytest.fixture(scope="module")
 def pg():
     """A real PostgreSQL for a test module (pg_fixture.PgServer, loopback

@@ -9,10 +9,15 @@ resets only the signals the agent does not leave at SIG_DFL.  Each test
 attacks one of those from inside a sandbox and asserts the exact refusal,
 with a control that shows the probe would have seen a success.
 """
+import ctypes
 import errno
 import json
+import os
+import subprocess
 
 import pytest
+
+from conftest import FORGEBOX, IMAGE, RUN_DIR
 
 INNER_TIMEOUT = "120"
 
@@ -109,6 +114,40 @@ def test_a_tool_process_has_one_filter_no_caps_and_default_signals(run, backend)
     # Control: the same read shows a non-zero mask where one is set.
     r = run(backend, "-q", "--", "bash", "-c", "trap '' PIPE; grep SigIgn /proc/self/status")
     assert r.rc == 0 and r.stdout == "SigIgn:\t0000000000001000\n", r
+
+
+def _ignore_signals_raw(*sigs):
+    """preexec_fn: the given signals ignored through the system call itself
+    (glibc, and so Python, refuse its own 32 and 33)."""
+    def _pre():
+        libc = ctypes.CDLL(None, use_errno=True)
+
+        class KSigaction(ctypes.Structure):
+            _fields_ = [("handler", ctypes.c_ulong), ("flags", ctypes.c_ulong),
+                        ("restorer", ctypes.c_ulong), ("mask", ctypes.c_uint64)]
+        ign = KSigaction(1, 0, 0, 0)  # SIG_IGN
+        for s in sigs:
+            if libc.syscall(ctypes.c_long(13), ctypes.c_long(s), ctypes.byref(ign),  # rt_sigaction
+                            ctypes.c_void_p(0), ctypes.c_long(8)) != 0:
+                os._exit(99)
+    return _pre
+
+
+def test_signals_the_manager_inherited_ignored_reach_no_command(state_dir):
+    # execve keeps SIG_IGN: a `forgebox run` started by something that
+    # ignores signals (here SIGUSR1, SIGPIPE and glibc's own 32 and 33, which
+    # libc's signal() cannot reset) hands that to the jail's agent, which
+    # must not hand it on to the command.
+    env = dict(os.environ, FORGEBOX_IMAGE=IMAGE, FORGEBOX_RUN_DIR=RUN_DIR, FORGEBOX_STATE_DIR=state_dir)
+    p = subprocess.run([FORGEBOX, "run", "--backend", "jail", "-q", "--", "grep", "SigIgn", "/proc/self/status"],
+                       env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+                       preexec_fn=_ignore_signals_raw(10, 13, 32, 33))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "SigIgn:\t0000000000000000\n", p.stdout
+    # Control: the launcher really ignored them (a process it starts directly shows it).
+    p = subprocess.run(["grep", "SigIgn", "/proc/self/status"], capture_output=True, text=True,
+                       preexec_fn=_ignore_signals_raw(10, 13, 32, 33))
+    assert p.stdout == "SigIgn:\t0000000180001200\n", p.stdout
 
 
 def test_vm_bpf_jit_is_off_only_under_tcg(run):

@@ -1,7 +1,6 @@
 """Operating the gateway: denial-of-service limits, TTLs, concurrency,
 crashes and restarts, shutdown, audit tampering and secret hygiene."""
 import concurrent.futures
-import glob
 import json
 import os
 import sqlite3
@@ -11,7 +10,7 @@ import time
 import pytest
 
 from conftest import FORGEBOX, RUN_DIR, forgebox
-from gateway_fixtures import FIRST_PASSWORD, forgebox_client, start_gateway
+from gateway_fixtures import FIRST_PASSWORD, assert_sandbox_processes_gone, forgebox_client, kill_under_load, start_gateway
 
 ApiError = forgebox_client.ApiError
 
@@ -137,12 +136,7 @@ def test_kill9_during_execs_then_restart():
                 f.result(timeout=30)
     # The sandboxes died with the daemon (parent-death signal).
     for x in s:
-        procs = glob.glob(f"/sys/fs/cgroup/*/forgebox/{x['id']}/cgroup.procs")
-        for p in procs:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and open(p).read().strip():
-                time.sleep(0.1)
-            assert open(p).read().strip() == ""
+        assert_sandbox_processes_gone(x["id"])
     g.log.close()
     g.start()
     try:
@@ -166,30 +160,13 @@ def test_kill9_under_load_loses_no_answered_requests_audit():
     the middle of 8 clients' traffic, and every request that was answered
     has its authentication and permission entries in a chain that still
     verifies."""
-    import threading
     g = started(["limits.rate_rps=100000", "limits.rate_burst=100000"])
-    answered, stop = [], threading.Event()
 
-    def client():
-        c = g.admin()
-        while not stop.is_set():
-            try:
-                status, hdr, _ = c.request("GET", "/v1/sandboxes", raw=True)
-            except Exception:
-                return
-            if status == 200:
-                answered.append({k.lower(): v for k, v in hdr.items()}["x-request-id"])
+    def list_sandboxes(c, i):
+        status, hdr, _ = c.request("GET", "/v1/sandboxes", raw=True)
+        return status, hdr
 
-    threads = [threading.Thread(target=client) for _ in range(8)]
-    for t in threads:
-        t.start()
-    time.sleep(2.0)
-    g.proc.kill()
-    g.proc.wait()
-    stop.set()
-    for t in threads:
-        t.join(timeout=30)
-    g.log.close()
+    answered = kill_under_load(g, list_sandboxes, clients=8, seconds=2.0)
     assert len(answered) > 50, len(answered)
     r = forgebox("audit", "verify", "--state-dir", g.state)
     assert r.rc == 0, r

@@ -8,18 +8,16 @@ next use.  And a request's authentication entry, now written in the same
 commit as its permission entry, must still be there, first, for every
 answer - including answers that had no permission entry of their own."""
 import datetime
-import glob
 import json
 import os
 import sqlite3
 import subprocess
-import threading
 import time
 
 import pytest
 
 from conftest import FORGEBOX
-from gateway_fixtures import FIRST_PASSWORD, Gateway, forgebox_client
+from gateway_fixtures import FIRST_PASSWORD, Gateway, assert_sandbox_processes_gone, forgebox_client, kill_under_load
 
 ApiError = forgebox_client.ApiError
 SCOPES = ["sandboxes:read", "keys:manage"]
@@ -136,41 +134,17 @@ def test_kill9_under_exec_load_every_answered_exec_has_its_entries():
     g.start()
     admin = g.admin()
     boxes = [admin.create_sandbox(backend="jail")["id"] for _ in range(3)]
-    answered, stop = [], threading.Event()
+    def exec_true(c, i):
+        status, hdr, body = c.request("POST", f"/v1/sandboxes/{boxes[i % 3]}/exec", body={"cmd": ["/bin/true"]})
+        assert status != 200 or body["exit_code"] == 0, body
+        return status, hdr
 
-    def client(i):
-        c = g.admin()
-        while not stop.is_set():
-            try:
-                status, hdr, body = c.request("POST", f"/v1/sandboxes/{boxes[i % 3]}/exec",
-                                              body={"cmd": ["/bin/true"]})
-            except Exception:
-                return
-            if status == 200:
-                assert body["exit_code"] == 0, body
-                answered.append({h.lower(): v for h, v in hdr.items()}["x-request-id"])
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
-    for t in threads:
-        t.start()
-    time.sleep(2.5)
-    g.proc.kill()
-    g.proc.wait()
-    stop.set()
-    for t in threads:
-        t.join(timeout=30)
-    g.log.close()
+    answered = kill_under_load(g, exec_true, clients=6, seconds=2.5)
     assert len(answered) > 30, len(answered)
     # The sandboxes died with the gateway (parent-death signal): no
     # command outlives the gateway that may not have made its entry durable.
     for sid in boxes:
-        procs = glob.glob(f"/sys/fs/cgroup/*/forgebox/{sid}/cgroup.procs")
-        assert procs, sid
-        for p in procs:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and open(p).read().strip():
-                time.sleep(0.05)
-            assert open(p).read().strip() == "", (sid, p)
+        assert_sandbox_processes_gone(sid)
     r = subprocess.run([FORGEBOX, "audit", "verify", "--state-dir", g.state], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([FORGEBOX, "audit", "export", "--state-dir", g.state], capture_output=True, text=True)

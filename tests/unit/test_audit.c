@@ -675,13 +675,15 @@ static void *append_worker(void *arg)
     return NULL;
 }
 
-static void run_workers(fb_store **stores, size_t nstores)
+/* THREADS workers of fn, spread over the stores, all joined; any append
+ * that failed fails the test. */
+static void run_workers(fb_store **stores, size_t nstores, void *(*fn)(void *))
 {
     pthread_t t[THREADS];
     struct worker w[THREADS];
     for (int i = 0; i < THREADS; i++) {
         w[i] = (struct worker){.st = stores[(size_t)i % nstores], .id = i};
-        assert_int_equal(pthread_create(&t[i], NULL, append_worker, &w[i]), 0);
+        assert_int_equal(pthread_create(&t[i], NULL, fn, &w[i]), 0);
     }
     for (int i = 0; i < THREADS; i++) {
         pthread_join(t[i], NULL);
@@ -703,7 +705,7 @@ static void check_full_log(fixture *f)
 static void test_concurrent_appends_one_store(void **state)
 {
     fixture *f = *state;
-    run_workers(&f->st, 1);
+    run_workers(&f->st, 1, append_worker);
     check_full_log(f);
 }
 
@@ -716,7 +718,7 @@ static void test_concurrent_appends_two_stores(void **state)
     fb_err err = {{0}};
     assert_int_equal(fb_store_open(f->tmp, &second, &err), 0);
     fb_store *stores[2] = {f->st, second};
-    run_workers(stores, 2);
+    run_workers(stores, 2, append_worker);
     fb_store_close(second);
     check_full_log(f);
 }
@@ -747,17 +749,7 @@ static void *pair_worker(void *arg)
 static void test_concurrent_pairs_stay_together(void **state)
 {
     fixture *f = *state;
-    pthread_t t[THREADS];
-    struct worker w[THREADS];
-    for (int i = 0; i < THREADS; i++) {
-        w[i] = (struct worker){.st = f->st, .id = i};
-        assert_int_equal(pthread_create(&t[i], NULL, pair_worker, &w[i]), 0);
-    }
-    for (int i = 0; i < THREADS; i++) {
-        pthread_join(t[i], NULL);
-        if (w[i].failures)
-            fail_msg("thread %d: %d appends failed, last: %s", i, w[i].failures, w[i].msg);
-    }
+    run_workers(&f->st, 1, pair_worker);
     const long long total = THREADS * PER_THREAD;
     verify_ok(f->st, (uint64_t)total);
     /* Every auth entry is followed by the permission entry of its request. */
@@ -847,17 +839,7 @@ static void *begun_worker(void *arg)
 static void test_concurrent_begun_and_plain_appends(void **state)
 {
     fixture *f = *state;
-    pthread_t t[THREADS];
-    struct worker w[THREADS];
-    for (int i = 0; i < THREADS; i++) {
-        w[i] = (struct worker){.st = f->st, .id = i};
-        assert_int_equal(pthread_create(&t[i], NULL, begun_worker, &w[i]), 0);
-    }
-    for (int i = 0; i < THREADS; i++) {
-        pthread_join(t[i], NULL);
-        if (w[i].failures)
-            fail_msg("thread %d: %d appends failed, last: %s", i, w[i].failures, w[i].msg);
-    }
+    run_workers(&f->st, 1, begun_worker);
     const long long total = THREADS * PER_THREAD;
     verify_ok(f->st, (uint64_t)total);
     assert_int_equal(raw_ll(f, "SELECT count(*) FROM audit a JOIN audit b ON b.request_id = a.request_id "
@@ -1045,7 +1027,7 @@ static void test_export_json_lines(void **state)
 static void test_export_pages_through_a_long_log(void **state)
 {
     fixture *f = *state;
-    run_workers(&f->st, 1);
+    run_workers(&f->st, 1, append_worker);
     check_export(f, THREADS * PER_THREAD);
     /* Query is capped at 1000 per call, whatever is asked for. */
     assert_int_equal(query_count(f->st, &(fb_audit_filter){.limit = 5000}, NULL), FB_AUDIT_QUERY_MAX);
