@@ -190,7 +190,10 @@ int core_permit(fb_core *c, fb_caller *caller, fb_perm perm, const char *resourc
 int fb_core_permit(fb_core *c, fb_caller *caller, fb_perm perm, const char *resource,
                    const char *resource_team, fb_core_err *err)
 {
-    return core_permit(c, caller, perm, resource, resource_team, false, err);
+    /* An adapter may let an allow's entry become durable while the action
+     * starts (caller->audit_overlap) only for this process's own
+     * sandboxes: see fb_core_sandbox_create. */
+    return core_permit(c, caller, perm, resource, resource_team, caller->audit_overlap && !core_remote(c), err);
 }
 
 int fb_core_permit_admin(fb_core *c, fb_caller *caller, fb_perm perm, const char *resource,

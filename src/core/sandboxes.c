@@ -171,6 +171,16 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
      * (the sandbox's parent-death signal is tied to the booting thread). */
     if (!grant)
         sb = core_pool_take(c, &sc);
+    /* The permission entry may still be on its way to the disk
+     * (audit_overlap): a pooled sandbox's take is a few store writes, and
+     * the create entry below carries it in its own commit; a boot or a
+     * grant waits for it first, so nothing boots on an unrecorded
+     * decision. */
+    if (!sb && fb_core_audit_flush(c, caller) < 0) {
+        free(owned);
+        core_registry_release(c, s);
+        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "the audit log cannot be written; refusing to act unaudited");
+    }
     int booted = sb ? 0 : fb_sandbox_create(&sc, &sb, &ferr);
     if (booted == 0 && grant &&
         core_egress_grant(c, fb_sandbox_id(sb), s->team_id, s->task_id, caller->actor[0] ? caller->actor : "system",
@@ -206,6 +216,12 @@ int fb_core_sandbox_create(fb_core *c, fb_caller *caller, const fb_sandbox_spec 
     char reason[sizeof extra + 16];
     snprintf(reason, sizeof reason, "%s%s", s->isolation, extra);
     fb_core_audit(c, caller, "sandbox", s->id, "create", "allowed", reason);
+    if (fb_core_audit_flush(c, caller) < 0) {
+        /* The decision never reached the log: the sandbox goes, unseen. */
+        core_registry_retire(c, s, "failed");
+        core_registry_put(c, s);
+        return fb_core_fail(err, FB_CORE_UNAVAILABLE, "the audit log cannot be written; refusing to act unaudited");
+    }
     core_sandbox_info_of(s, out);
     core_registry_put(c, s); /* the creator's reference */
     return 0;

@@ -92,9 +92,11 @@ typedef struct gw_route {
      * answered with *rc.  For checks that must refuse before anything
      * else, such as MCP's Origin check. */
     bool (*screen)(gw_req *r, enum MHD_Result *rc);
-    /* GW_RES_SANDBOX: the handler may start its action while the allowed
-     * permission entry becomes durable (fb_caller.audit_overlap); it calls
-     * fb_core_audit_flush right after starting it (docs/audit.md, "Exec"). */
+    /* GW_RES_SANDBOX and GW_RES_TEAM: the handler may start its action
+     * while the allowed permission entry becomes durable
+     * (fb_caller.audit_overlap); it, or the core service it calls, calls
+     * fb_core_audit_flush before anything of the action is answered
+     * (docs/audit.md, "Exec" and "Create"). */
     bool audit_overlap;
 } gw_route;
 

@@ -151,7 +151,8 @@ static enum MHD_Result sandbox_delete(gw_req *r)
 
 const gw_route gw_routes_sandboxes[] = {
     {.def = {"POST", "/v1/sandboxes"}, .resolve = GW_RES_TEAM, .perm = FB_PERM_SANDBOXES_CREATE,
-     .resource = "sandboxes", .body = GW_BODY_JSON, .fields = create_fields, .fn = sandbox_create},
+     .resource = "sandboxes", .body = GW_BODY_JSON, .fields = create_fields, .fn = sandbox_create,
+     .audit_overlap = true},
     {.def = {"GET", "/v1/sandboxes"}, .resolve = GW_RES_TEAM, .perm = FB_PERM_SANDBOXES_READ,
      .resource = "sandboxes", .fn = sandbox_list},
     {.def = {"GET", "/v1/sandboxes/{id}"}, .resolve = GW_RES_SANDBOX, .perm = FB_PERM_SANDBOXES_READ,

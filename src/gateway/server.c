@@ -78,7 +78,9 @@ static bool authorise(gw_req *r, enum MHD_Result *rc)
     case GW_RES_SELF:
         return true;
     case GW_RES_TEAM:
+        r->caller.audit_overlap = rt->audit_overlap;
         ok = fb_core_permit(core, &r->caller, rt->perm, rt->resource, r->caller.who.team_id, &err);
+        r->caller.audit_overlap = false;
         break;
     case GW_RES_PARAM:
         ok = fb_core_permit(core, &r->caller, rt->perm, r->params.v[0], r->caller.who.team_id, &err);

@@ -179,3 +179,52 @@ def test_vm_pool_hit_runs_a_command():
         c.delete_sandbox(s["id"])
     finally:
         finish(g)
+
+
+@pytest.mark.parametrize("pool", [1, 0], ids=["pooled", "cold"])
+def test_a_create_whose_permission_entry_cannot_be_written_leaves_nothing(pool):
+    """A create's permission entry is queued and made durable while a pooled
+    sandbox is taken (one commit with the create entry); a cold boot waits
+    for it first.  If it cannot be written (the audit head edited behind the
+    gateway's back: every append refuses), the create is 503 and no sandbox
+    is left, pooled or booted."""
+    import sqlite3
+    g = started(["sandbox.backend=jail", f"pool.jail.size={pool}"])
+    try:
+        admin = g.admin()
+        if pool:
+            wait_ready(g, "jail", 1)
+        db = sqlite3.connect(os.path.join(g.state, "forgebox.db"))
+        (mac,) = db.execute("SELECT mac FROM audit_head").fetchone()
+        db.execute("UPDATE audit_head SET mac = ?", ("0" * 64,))
+        db.commit()
+        try:
+            status, _, body = admin.request("POST", "/v1/sandboxes", body={"backend": "jail"})
+            assert status == 503, (status, body)
+            assert body["error"]["code"] == "unavailable", body
+        finally:
+            db.execute("UPDATE audit_head SET mac = ?", (mac,))
+            db.commit()
+            db.close()
+        assert "does not verify" in g.read_log()
+        assert admin.list_sandboxes()["sandboxes"] == []
+        rows = db_rows(g, "SELECT state FROM sandboxes")
+        assert rows and all(r[0] == "failed" for r in rows), rows
+        if pool:
+            assert metric(g, "forgebox_pool_hits_total", "jail") == 1
+        assert admin.audit_verify()["intact"] is True
+        # The gateway goes on: the next create works and is recorded.
+        s = admin.create_sandbox(backend="jail")
+        assert admin.exec(s["id"], ["echo", "ok"])["stdout"] == "ok\n"
+        admin.delete_sandbox(s["id"])
+    finally:
+        finish(g)
+
+
+def db_rows(g, sql):
+    import sqlite3
+    db = sqlite3.connect(os.path.join(g.state, "forgebox.db"))
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
