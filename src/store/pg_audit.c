@@ -38,6 +38,7 @@
 
 #include "store/backend.h"
 #include "store/pg_sql.h"
+#include "store/audit_ends.h"
 
 #define ROW_COLUMNS                                                                                                  \
     "seq, ts, event, actor, resource, action, outcome, reason, source_ip, request_id, prev_hash, hash"
@@ -152,45 +153,6 @@ static int rows_bind(batch_rows *r, fb_sql_stmt *s, fb_err *err)
 
 /* ---- the chain's ends ------------------------------------------------------------------ */
 
-static void copy_hex(fb_sql_stmt *s, int col, char out[FB_AUDIT_HASH_HEX + 1], size_t *len)
-{
-    size_t n;
-    const char *t = fb_sql_col_text(s, col, &n);
-    *len = n;
-    n = n > FB_AUDIT_HASH_HEX ? FB_AUDIT_HASH_HEX : n;
-    memcpy(out, t, n);
-    out[n] = '\0';
-}
-
-/* As sqlite_audit.c reads them (the same checks of form). */
-static int head_of(fb_sql_stmt *s, fb_audit_head *h, fb_err *err)
-{
-    memset(h, 0, sizeof *h);
-    int rc = fb_sql_step(s, "audit: cannot read the head", err);
-    if (rc <= 0)
-        return rc;
-    h->present = true;
-    h->seq = fb_sql_col_int64(s, 0);
-    h->well_formed =
-        fb_sql_col_is_int(s, 0) && h->seq >= 1 && fb_sql_col_is_text(s, 1) && fb_sql_col_is_text(s, 2);
-    copy_hex(s, 1, h->hash, &h->hash_len);
-    copy_hex(s, 2, h->mac, &h->mac_len);
-    h->well_formed = h->well_formed && h->hash_len == FB_AUDIT_HASH_HEX && h->mac_len == FB_AUDIT_HASH_HEX;
-    return 0;
-}
-
-static int tail_of(fb_sql_stmt *s, fb_audit_tail *t, fb_err *err)
-{
-    memset(t, 0, sizeof *t);
-    int rc = fb_sql_step(s, "audit: cannot read the log", err);
-    if (rc <= 0)
-        return rc;
-    t->found = true;
-    t->seq = fb_sql_col_int64(s, 0);
-    copy_hex(s, 1, t->hash, &t->hash_len);
-    return 0;
-}
-
 /* The head and tail the next row chains onto, once row is written. */
 static void advance(fb_audit_head *head, fb_audit_tail *tail, const fb_audit_row *row, const char *mac)
 {
@@ -291,7 +253,7 @@ static int append_read(fb_sql *db, const fb_audit_append_item *items, size_t n, 
     rows_init(&r);
     cleanup_stmt fb_sql_stmt *ins = NULL;
     cleanup_stmt fb_sql_stmt *hd = NULL;
-    if ((rc = head_of(rh, &head, err)) == 0 && (rc = tail_of(rt, &tail, err)) == 0 &&
+    if ((rc = audit_head_from(rh, &head, err)) == 0 && (rc = audit_tail_from(rt, &tail, err)) == 0 &&
         (rc = chain_rows(items, n, &head, &tail, &r, err)) == 0 && (rc = fb_sql_prepare(db, INSERT_SQL, &ins, err)) == 0 &&
         (rc = rows_bind(&r, ins, err)) == 0 && (rc = fb_sql_prepare(db, HEAD_SQL, &hd, err)) == 0)
         rc = bind_head(hd, &head, 1, err);

@@ -17,35 +17,17 @@
 
 #include "store/backend.h"
 #include "store/sql.h"
+#include "store/audit_ends.h"
 
 #define ROW_COLUMNS                                                                                                  \
     "seq, ts, event, actor, resource, action, outcome, reason, source_ip, request_id, prev_hash, hash"
-
-static void copy_hex(fb_sql_stmt *s, int col, char out[FB_AUDIT_HASH_HEX + 1], size_t *len)
-{
-    size_t n;
-    const char *t = fb_sql_col_text(s, col, &n);
-    *len = n;
-    n = n > FB_AUDIT_HASH_HEX ? FB_AUDIT_HASH_HEX : n;
-    memcpy(out, t, n);
-    out[n] = '\0';
-}
 
 static int read_head(fb_sql *db, fb_audit_head *h, fb_err *err)
 {
     memset(h, 0, sizeof *h);
     cleanup_cached fb_sql_stmt *s = NULL;
     int rc = fb_sql_prepare_cached(db, "SELECT seq, hash, mac FROM audit_head WHERE id = 1", &s, err);
-    if (rc < 0 || (rc = fb_sql_step(s, "audit: cannot read the head", err)) <= 0)
-        return rc;
-    h->present = true;
-    h->seq = fb_sql_col_int64(s, 0);
-    h->well_formed =
-        fb_sql_col_is_int(s, 0) && h->seq >= 1 && fb_sql_col_is_text(s, 1) && fb_sql_col_is_text(s, 2);
-    copy_hex(s, 1, h->hash, &h->hash_len);
-    copy_hex(s, 2, h->mac, &h->mac_len);
-    h->well_formed = h->well_formed && h->hash_len == FB_AUDIT_HASH_HEX && h->mac_len == FB_AUDIT_HASH_HEX;
-    return 0;
+    return rc < 0 ? rc : audit_head_from(s, h, err);
 }
 
 static int read_tail(fb_sql *db, fb_audit_tail *t, fb_err *err)
@@ -53,12 +35,7 @@ static int read_tail(fb_sql *db, fb_audit_tail *t, fb_err *err)
     memset(t, 0, sizeof *t);
     cleanup_cached fb_sql_stmt *s = NULL;
     int rc = fb_sql_prepare_cached(db, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &s, err);
-    if (rc < 0 || (rc = fb_sql_step(s, "audit: cannot read the log", err)) <= 0)
-        return rc;
-    t->found = true;
-    t->seq = fb_sql_col_int64(s, 0);
-    copy_hex(s, 1, t->hash, &t->hash_len);
-    return 0;
+    return rc < 0 ? rc : audit_tail_from(s, t, err);
 }
 
 static void read_row(fb_sql_stmt *s, fb_audit_row *row)
