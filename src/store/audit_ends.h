@@ -1,7 +1,8 @@
 /*
  * audit_ends.h - the chain's two ends read from a stepped statement: the
  * head (audit_head: seq, hash, mac) and the newest row (audit: seq, hash),
- * with the same checks of form on both engines.
+ * with the same checks of form on both engines, and how both move once a
+ * row is written.
  *
  * Included by sqlite_audit.c (compiled once per engine) and pg_audit.c (the
  * PostgreSQL group commit).  Static inline on purpose: each includer's
@@ -56,6 +57,23 @@ static inline int audit_tail_from(fb_sql_stmt *s, fb_audit_tail *t, fb_err *err)
     t->seq = fb_sql_col_int64(s, 0);
     audit_copy_hex(s, 1, t->hash, &t->hash_len);
     return 0;
+}
+
+/* The head and tail the next row chains onto, once row is written. */
+static inline void audit_advance(fb_audit_head *head, fb_audit_tail *tail, const fb_audit_row *row, const char *mac)
+{
+    const fb_audit_text *h = &row->col[FB_AUDIT_COL_HASH];
+    size_t n = h->n < FB_AUDIT_HASH_HEX ? h->n : FB_AUDIT_HASH_HEX;
+    head->present = head->well_formed = true;
+    head->seq = tail->seq = row->seq;
+    memcpy(head->hash, h->p, n);
+    head->hash[n] = '\0';
+    head->hash_len = h->n;
+    memcpy(head->mac, mac, FB_AUDIT_HASH_HEX + 1);
+    head->mac_len = strlen(mac);
+    tail->found = true;
+    memcpy(tail->hash, head->hash, n + 1);
+    tail->hash_len = h->n;
 }
 
 #endif

@@ -153,23 +153,6 @@ static int rows_bind(batch_rows *r, fb_sql_stmt *s, fb_err *err)
 
 /* ---- the chain's ends ------------------------------------------------------------------ */
 
-/* The head and tail the next row chains onto, once row is written. */
-static void advance(fb_audit_head *head, fb_audit_tail *tail, const fb_audit_row *row, const char *mac)
-{
-    const fb_audit_text *h = &row->col[FB_AUDIT_COL_HASH];
-    size_t n = h->n < FB_AUDIT_HASH_HEX ? h->n : FB_AUDIT_HASH_HEX;
-    head->present = head->well_formed = true;
-    head->seq = tail->seq = row->seq;
-    memcpy(head->hash, h->p, n);
-    head->hash[n] = '\0';
-    head->hash_len = h->n;
-    memcpy(head->mac, mac, FB_AUDIT_HASH_HEX + 1);
-    head->mac_len = strlen(mac);
-    tail->found = true;
-    memcpy(tail->hash, head->hash, n + 1);
-    tail->hash_len = h->n;
-}
-
 /* The rows of the batch chained onto *head / *tail, which advance to the
  * batch's end.  FB_STORE_ECONFLICT when the chain refuses. */
 static int chain_rows(const fb_audit_append_item *items, size_t n, fb_audit_head *head, fb_audit_tail *tail,
@@ -184,7 +167,7 @@ static int chain_rows(const fb_audit_append_item *items, size_t n, fb_audit_head
         int rc = rows_add(out, &row, err);
         if (rc < 0)
             return rc;
-        advance(head, tail, &row, mac);
+        audit_advance(head, tail, &row, mac);
     }
     return 0;
 }

@@ -91,23 +91,6 @@ static int write_head(fb_sql *db, const fb_audit_head *head, fb_err *err)
     return fb_sql_run(h, "audit: cannot write the head", err);
 }
 
-/* The head and tail the next row chains onto, once row is written. */
-static void advance(fb_audit_head *head, fb_audit_tail *tail, const fb_audit_row *row, const char *mac)
-{
-    const fb_audit_text *h = &row->col[FB_AUDIT_COL_HASH];
-    size_t n = h->n < FB_AUDIT_HASH_HEX ? h->n : FB_AUDIT_HASH_HEX;
-    head->present = head->well_formed = true;
-    head->seq = tail->seq = row->seq;
-    memcpy(head->hash, h->p, n);
-    head->hash[n] = '\0';
-    head->hash_len = h->n;
-    memcpy(head->mac, mac, FB_AUDIT_HASH_HEX + 1);
-    head->mac_len = strlen(mac);
-    tail->found = true;
-    memcpy(tail->hash, head->hash, n + 1);
-    tail->hash_len = h->n;
-}
-
 static int au_append_batch(fb_store *st, const fb_audit_append_item *items, size_t n, fb_err *err)
 {
     cleanup_sql_unlock fb_sql *db = fb_sql_locked(st->impl);
@@ -124,7 +107,7 @@ static int au_append_batch(fb_store *st, const fb_audit_append_item *items, size
             if (items[i].chain(&head, &tail, items[i].ctx, &row, mac, err) < 0)
                 rc = FB_STORE_ECONFLICT;
             else if ((rc = insert_row(db, &row, err)) == 0)
-                advance(&head, &tail, &row, mac);
+                audit_advance(&head, &tail, &row, mac);
         }
         if (rc == 0 && n > 0)
             rc = write_head(db, &head, err);
