@@ -11,7 +11,10 @@ tiny page.  The same Python client script runs twice in one run:
 
 and reports download throughput (MiB/s) and connection-setup latency (the
 median, over ROUNDS new connections, of connect + request + first byte of a
-tiny response).  Ratios, no thresholds.  Only loopback is used.
+tiny response).  Ratios, no thresholds.  Only loopback is used.  The two
+runs alternate PAIRS (5; 1 for the VM) times; each side's figure is its
+median and the ratio the median of the pairs' ratios (session 6: the
+direct runs used to come first, all five, then the proxied ones).
 
 Two more rows (added in session 5; the two above are unchanged) look at
 transfers as a user's tools make them, each against its own direct
@@ -45,6 +48,7 @@ ROUNDS = int(os.environ.get("FB_BENCH_EGRESS_ROUNDS", "50"))
 CHUNK = b"\xa5" * (1 << 20)
 PARALLEL = int(os.environ.get("FB_BENCH_EGRESS_PARALLEL", "4"))
 EXTRA_RUNS = int(os.environ.get("FB_BENCH_EGRESS_EXTRA_RUNS", "3"))
+PAIRS = int(os.environ.get("FB_BENCH_EGRESS_PAIRS", "5"))
 
 CLIENT = r"""
 import json, socket, statistics, sys, time
@@ -182,10 +186,18 @@ def measure(argv, env=None):
     return json.loads(p.stdout.decode().strip().splitlines()[-1])
 
 
-def median_run(argv, times, env=None):
-    """The median of each figure over several runs (this host is noisy)."""
-    runs = [measure(argv, env) for _ in range(times)]
-    return {k: statistics.median(r[k] for r in runs) for k in ("mib_s", "latency_ms")}
+def paired_runs(direct_argv, via_argv, pairs, env):
+    """PAIRS interleaved runs (direct, proxied, direct, ...): the median of
+    each figure on each side, and the median of the pairs' own ratios, so
+    that a change in the host's load falls on both sides of a ratio (this
+    host is noisy: one-sided blocks of runs moved the ratio 0.56-1.17x)."""
+    direct, via = [], []
+    for _ in range(pairs):
+        direct.append(measure(direct_argv))
+        via.append(measure(via_argv, env))
+    med = lambda runs, k: statistics.median(r[k] for r in runs)  # noqa: E731
+    ratios = {k: statistics.median(v[k] / d[k] for d, v in zip(direct, via)) for k in ("mib_s", "latency_ms")}
+    return ({k: med(direct, k) for k in ratios}, {k: med(via, k) for k in ratios}, ratios)
 
 
 class _TLSServer(_Server):
@@ -247,13 +259,12 @@ def main():
                 f'  allow_private: ["127.0.0.1:{port}", "127.0.0.1:{tls_port}"]\n')
     env = dict(os.environ, FORGEBOX_IMAGE=IMAGE, FORGEBOX_STATE_DIR=os.path.join(tmp, "state"))
     args = ["bench.example", str(port), str(SIZE_MIB), str(ROUNDS)]
-    direct = median_run([sys.executable, "-c", CLIENT] + args + ["0"], 5)
+    direct_argv = [sys.executable, "-c", CLIENT] + args + ["0"]
     rows = []
     for backend in os.environ.get("FB_BENCH_EGRESS_BACKENDS", "jail vm").split():
-        via = median_run([FORGEBOX, "run", "--backend", backend, "--config", cfg, "--allow-net",
-                          f"bench.example:{port}", "--timeout", "1200", "--", "python3", "-c", CLIENT] + args +
-                         ["1"], 3 if backend == "jail" else 1, env=env)
-        rows.append((backend, via))
+        via_argv = [FORGEBOX, "run", "--backend", backend, "--config", cfg, "--allow-net", f"bench.example:{port}",
+                    "--timeout", "1200", "--", "python3", "-c", CLIENT] + args + ["1"]
+        rows.append((backend,) + paired_runs(direct_argv, via_argv, PAIRS if backend == "jail" else 1, env))
     more = []
     for backend in os.environ.get("FB_BENCH_EGRESS_BACKENDS", "jail vm").split():
         def run_via(script_args, backend=backend):
@@ -266,11 +277,11 @@ def main():
         tls_srv.shutdown()
     print()
     print(f"egress measurement ({SIZE_MIB} MiB, {ROUNDS} connections)  proxied     direct   ratio")
-    for backend, via in rows:
+    for backend, direct, via, ratio in rows:
         print(f"{'download throughput, ' + backend:40} {via['mib_s']:7.0f}MiB/s {direct['mib_s']:6.0f}MiB/s "
-              f"{via['mib_s'] / direct['mib_s']:6.2f}x")
+              f"{ratio['mib_s']:6.2f}x")
         print(f"{'connection setup + first byte, ' + backend:40} {via['latency_ms']:9.2f}ms {direct['latency_ms']:7.2f}ms "
-              f"{via['latency_ms'] / direct['latency_ms']:6.2f}x")
+              f"{ratio['latency_ms']:6.2f}x")
     for name, via, direct in more:
         print(f"{name:40} {via:7.0f}MiB/s {direct:6.0f}MiB/s {via / direct:6.2f}x")
     if not pem:
