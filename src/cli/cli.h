@@ -55,6 +55,11 @@ typedef struct fb_cli_setting {
  * printing "forgebox VERB: --set takes KEY=VALUE" when it has no '='. */
 int fb_cli_setting_parse(const char *verb, char *arg, fb_cli_setting *out);
 int fb_cli_daemon_config(const char *config_flag, const fb_cli_setting *sets, int n, fb_config *cfg, fb_err *err);
+/* The start both daemons share: fb_cli_daemon_config (its reason printed
+ * on stderr), then fb_cli_no_core_dumps; returns the image directory
+ * (image_flag, else image_dir, else the default, in buf), or NULL. */
+const char *fb_cli_daemon_setup(const char *config_flag, const char *image_flag, const fb_cli_setting *sets, int n,
+                                fb_config *cfg, char *buf, size_t cap);
 /* No core dumps for a daemon: they would hold TLS keys and in-flight
  * secrets (non-dumpable covers a pipe core_pattern too).  Hard limit 1,
  * not 0: jails give tool processes a limit of 1 (agent/harden.c). */

@@ -85,6 +85,18 @@ int fb_cli_daemon_config(const char *config_flag, const fb_cli_setting *sets, in
     return 0;
 }
 
+const char *fb_cli_daemon_setup(const char *config_flag, const char *image_flag, const fb_cli_setting *sets, int n,
+                                fb_config *cfg, char *buf, size_t cap)
+{
+    fb_err err = {{0}};
+    if (fb_cli_daemon_config(config_flag, sets, n, cfg, &err) < 0) {
+        fprintf(stderr, "forgebox: %s\n", err.msg);
+        return NULL;
+    }
+    fb_cli_no_core_dumps();
+    return image_flag ? image_flag : cfg->image_dir ? cfg->image_dir : fb_cli_image_dir(NULL, buf, cap);
+}
+
 int fb_cli_setting_parse(const char *verb, char *arg, fb_cli_setting *out)
 {
     char *eq = strchr(arg, '=');

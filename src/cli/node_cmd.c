@@ -186,18 +186,15 @@ int fb_cmd_node(int argc, char **argv)
     if (url)
         sets[nsets++] = (fb_cli_setting){"store.url", url, store_flag ? "--store" : "FORGEBOX_STORE_URL"};
     fb_config cfg;
-    fb_err err = {{0}};
-    if (fb_cli_daemon_config(config_flag, sets, nsets, &cfg, &err) < 0) {
-        fprintf(stderr, "forgebox: %s\n", err.msg);
-        return 1;
-    }
-    fb_cli_no_core_dumps();
     char buf[4096];
-    o.image_dir = image_flag ? image_flag : cfg.image_dir ? cfg.image_dir : fb_cli_image_dir(NULL, buf, sizeof buf);
+    o.image_dir = fb_cli_daemon_setup(config_flag, image_flag, sets, nsets, &cfg, buf, sizeof buf);
+    if (!o.image_dir)
+        return 1;
     o.state_dir = cfg.state_dir;
     o.store_url = cfg.store.url;
     o.backend = cfg.sandbox.backend;
     o.cfg = &cfg;
+    fb_err err = {{0}};
     int rc = fb_node_run(&o, &err);
     if (rc < 0)
         fprintf(stderr, "forgebox: %s\n", err.msg);

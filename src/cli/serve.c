@@ -70,14 +70,11 @@ int fb_cmd_serve(int argc, char **argv)
         return serve_usage(stderr, FB_EXIT_USAGE);
     }
     fb_config cfg;
-    fb_err err = {{0}};
-    if (fb_cli_daemon_config(config_flag, sets, nsets, &cfg, &err) < 0) {
-        fprintf(stderr, "forgebox: %s\n", err.msg);
-        return 1;
-    }
-    fb_cli_no_core_dumps();
     char buf[4096];
-    const char *image = image_flag ? image_flag : cfg.image_dir ? cfg.image_dir : fb_cli_image_dir(NULL, buf, sizeof buf);
+    const char *image = fb_cli_daemon_setup(config_flag, image_flag, sets, nsets, &cfg, buf, sizeof buf);
+    if (!image)
+        return 1;
+    fb_err err = {{0}};
     /* e2b.listen: the E2B-compatible listener runs beside the gateway. */
     int rc = fb_gateway_run_with(&cfg, image, cfg.e2b.listen ? &fb_e2b_companion : NULL, &err);
     if (rc < 0)
