@@ -96,11 +96,14 @@ def node(pki, url, name, gw_state, backend="jail"):
     return n.start()
 
 
-def make_gateway(pki, url, who, state=None, first=None):
+def make_gateway(pki, url, who, state=None, first=None, more=(), config=None, env=None):
+    """A gateway in nodes.mode remote on the store at url, with who's
+    certificate (more: extra settings; env: extra variables); the first of
+    a store runs `admin init`, a later one copies first's secrets."""
     crt, key, _ = pki.certs[who]
     settings = FAST + ["nodes.mode=remote", f"nodes.tls_cert={crt}", f"nodes.tls_key={key}",
-                       f"nodes.tls_ca={pki.ca.crt}", f"nodes.tls_crl={pki.ca.crl}"]
-    g = Gateway(settings=settings, state_dir=state, env={"FORGEBOX_STORE_URL": url})
+                       f"nodes.tls_ca={pki.ca.crt}", f"nodes.tls_crl={pki.ca.crl}"] + list(more)
+    g = Gateway(settings=settings, state_dir=state, config=config, env=dict(env or {}, FORGEBOX_STORE_URL=url))
     if first is None:
         p = run("admin", "init", url=url, state=g.state)
         assert p.returncode == 0, p.stderr
@@ -480,17 +483,9 @@ def test_a_tasks_tools_run_in_a_sandbox_on_a_node(pg, pki):
     from task_helpers import FakeLLM, wait_state
     db = f"nodes_task{os.getpid()}"
     url = pg.fresh_database(db)
-    crt, key, _ = pki.certs["gw-a"]
     with FakeLLM(key=PROVIDER_KEY, models={MODEL}) as fake:
-        g = Gateway(settings=FAST + ["nodes.mode=remote", f"nodes.tls_cert={crt}", f"nodes.tls_key={key}",
-                                     f"nodes.tls_ca={pki.ca.crt}", f"nodes.tls_crl={pki.ca.crl}"],
-                    config=config_text(fake.url),
-                    env={"FORGEBOX_STORE_URL": url, "FB_TEST_PROVIDER_KEY": PROVIDER_KEY,
-                         "FB_TEST_WRONG_KEY": WRONG_KEY})
-        p = run("admin", "init", url=url, state=g.state)
-        assert p.returncode == 0, p.stderr
-        g.admin_key = p.stdout.strip().splitlines()[-1]
-        SECRETS.add(g.admin_key)
+        g = make_gateway(pki, url, "gw-a", config=config_text(fake.url),
+                         env={"FB_TEST_PROVIDER_KEY": PROVIDER_KEY, "FB_TEST_WRONG_KEY": WRONG_KEY})
         g.start()
         n1 = None
         try:
@@ -541,15 +536,7 @@ def test_the_e2b_sdk_drives_a_sandbox_on_a_node(pg, pki):
     db = f"nodes_e2b{os.getpid()}"
     url = pg.fresh_database(db)
     port = free_port()
-    crt, key, _ = pki.certs["gw-a"]
-    g = Gateway(settings=FAST + ["nodes.mode=remote", f"nodes.tls_cert={crt}", f"nodes.tls_key={key}",
-                                 f"nodes.tls_ca={pki.ca.crt}", f"nodes.tls_crl={pki.ca.crl}",
-                                 f"e2b.listen=127.0.0.1:{port}"],
-                env={"FORGEBOX_STORE_URL": url})
-    p = run("admin", "init", url=url, state=g.state)
-    assert p.returncode == 0, p.stderr
-    g.admin_key = p.stdout.strip().splitlines()[-1]
-    SECRETS.add(g.admin_key)
+    g = make_gateway(pki, url, "gw-a", more=[f"e2b.listen=127.0.0.1:{port}"])
     g.start()
     n1 = None
     try:
