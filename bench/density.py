@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 os.environ.setdefault("FORGEBOX_IMAGE", os.path.join(ROOT, "build", "image"))
 
-from gateway_fixtures import Gateway  # noqa: E402
+from gateway_fixtures import Gateway, qemu_children  # noqa: E402
 
 
 def mem_available_kib():
@@ -58,23 +58,6 @@ def guest_ram_rss_kib(pid, guest_bytes):
             elif inside and line.startswith("Rss:"):
                 total += int(line.split()[1])
     return total
-
-
-def qemu_pids(gateway_pid):
-    pids = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/cmdline", "rb") as f:
-                cmd = f.read()
-            with open(f"/proc/{p}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except OSError:
-            continue
-        if cmd.startswith(b"qemu-system") and ppid == gateway_pid:
-            pids.append(int(p))
-    return pids
 
 
 def main():
@@ -112,7 +95,7 @@ def main():
         cg = [int(open(p).read()) // 1024 for p in
               glob.glob("/sys/fs/cgroup/memory/forgebox/sb-*/memory.usage_in_bytes") +
               glob.glob("/sys/fs/cgroup/forgebox/sb-*/memory.current")]
-        qs = qemu_pids(g.proc.pid)
+        qs = qemu_children(g.proc.pid)
         rss = [rollup(p)["Rss"] for p in qs]
         pss = [rollup(p)["Pss"] for p in qs]
         guest = [guest_ram_rss_kib(p, 128 << 20) for p in qs]

@@ -236,6 +236,24 @@ def kill_under_load(g, request, clients, seconds):
     return answered
 
 
+def qemu_children(parent_pid):
+    """The pids of the QEMU processes whose parent is parent_pid."""
+    pids = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                cmd = f.read()
+            with open(f"/proc/{p}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        if cmd.startswith(b"qemu-system") and ppid == parent_pid:
+            pids.append(int(p))
+    return pids
+
+
 def assert_sandbox_processes_gone(sid, timeout_s=10):
     """Every cgroup of sandbox sid exists and is, or within timeout_s
     becomes, empty: nothing of it runs on."""

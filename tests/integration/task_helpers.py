@@ -15,6 +15,8 @@ import os
 import sys
 import time
 
+import pytest
+
 from gateway_fixtures import FIRST_PASSWORD, Gateway, forgebox_client
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
@@ -158,6 +160,26 @@ class Env:
                     pass
         self.created = []
         self.script()
+
+
+def env_fixtures():
+    """The fixtures of a module that shares one Env: `env, clean =
+    env_fixtures()` at its top; clean runs around each test and leaves no
+    task or sandbox to the next."""
+    @pytest.fixture(scope="module")
+    def env():
+        e = Env()
+        yield e
+        e.cleanup()
+        assert e.close() == 0, e.g.read_log()[-4000:]
+
+    @pytest.fixture(autouse=True)
+    def clean(env):
+        env.cleanup()
+        yield
+        env.cleanup()
+
+    return env, clean
 
 
 def call(name, args, cid=None):

@@ -22,6 +22,7 @@ import time
 import pytest
 
 from conftest import forgebox
+from gateway_fixtures import qemu_children
 
 # Random bytes from the kernel's CRNG (/dev/urandom) and from getrandom(2)
 # through Python, then the guest's wall clock.
@@ -198,18 +199,9 @@ def test_no_vm_snapshot_boots_cold_and_makes_nothing():
 
 def qemu_child(parent_pid, deadline):
     while time.time() < deadline:
-        for p in os.listdir("/proc"):
-            if not p.isdigit():
-                continue
-            try:
-                with open(f"/proc/{p}/cmdline", "rb") as f:
-                    cmd = f.read()
-                with open(f"/proc/{p}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            if cmd.startswith(b"qemu-system") and ppid == parent_pid:
-                return int(p)
+        pids = qemu_children(parent_pid)
+        if pids:
+            return pids[0]
         time.sleep(0.1)
     raise AssertionError("no QEMU under forgebox")
 

@@ -18,26 +18,13 @@ import pytest
 
 from conftest import FORGEBOX
 
-from task_helpers import (APPROVAL_TIMEOUT_S, MODEL, ORG_MAX, PROVIDER_KEY, WRONG_KEY, Env,
+from task_helpers import (APPROVAL_TIMEOUT_S, MODEL, ORG_MAX, PROVIDER_KEY, WRONG_KEY, env_fixtures,
                           call, events, expect_error, make_gateway, of_type, results,
                           say, tool_messages, tools, wait_for_event, wait_state)
 
 FINAL = {"succeeded", "failed", "cancelled", "budget_exceeded"}
 
-
-@pytest.fixture(scope="module")
-def env():
-    e = Env()
-    yield e
-    e.cleanup()
-    assert e.close() == 0, e.g.read_log()[-4000:]
-
-
-@pytest.fixture(autouse=True)
-def clean(env):
-    env.cleanup()
-    yield
-    env.cleanup()
+env, clean = env_fixtures()
 
 
 def no_key(text):
