@@ -64,12 +64,13 @@
 /* TCG's translation cache, sized deliberately: it is the largest part of a
  * VM's host memory beyond guest RAM once the guest has run a while, since
  * QEMU keeps every page of it it has written.  Measured (bench/README.md,
- * session 5; restored VMs): execs of /bin/true, Python imports and git run
- * as fast at 20 MiB as at 32 or 64, while at 16 or 18 MiB the cache no
- * longer holds the guest's working set (kernel, fb-agent, a tool), flushes
- * over and over and execs take twice as long.  20 MiB keeps a margin above
- * that cliff and a busy VM costs 12 MiB less than at 32.  Under KVM there
- * is no cache. */
+ * sessions 5 and 6; restored VMs): execs of /bin/true, Python imports and
+ * git run as fast at 20 MiB as at 32 or 64, while at 16 or 18 MiB the
+ * cache no longer holds a busy workload's working set (kernel, fb-agent,
+ * Python, git), flushes over and over and that workload takes 1.8-2x as
+ * long (with the guest's ASLR off, below, execs of /bin/true alone would
+ * fit in 16).  20 MiB keeps a margin above that cliff and a busy VM costs
+ * 12 MiB less than at 32.  Under KVM there is no cache. */
 #define TCG_TB_MIB 20
 
 static bool cpu_has_hw_virt(void)
