@@ -10,9 +10,10 @@
  *                                  QEMU process's CPU time per exec and per
  *                                  guest spawn (for a jail that figure is
  *                                  its init's alone: meaningless)
- *   fb-bench memory BACKEND MIB [busy]
+ *   fb-bench memory BACKEND MIB [busy|execs]
  *                                  host memory of one idle sandbox after one
- *                                  exec; with "busy", after a fixed workload
+ *                                  exec; with "execs", after 21 execs of
+ *                                  /bin/true; with "busy", after a fixed workload
  *                                  (Python imports and arithmetic, a git
  *                                  repository, a directory walk; three
  *                                  times), when a VM's translation cache has
@@ -203,8 +204,10 @@ static void rss_split(int pid, uint64_t guest_bytes, uint64_t *total_kib, uint64
     fclose(f);
 }
 
-/* FB_BENCH_SMAPS=1: every mapping of pid with more than 256 KiB resident,
- * with its Rss, Pss and AnonHugePages, on stderr. */
+/* FB_BENCH_SMAPS=1: every mapping of pid with more than 256 KiB resident
+ * or 64 KiB private (Anonymous: its own pages, counted in
+ * anon_beyond_guest_kib), with its Rss, Pss, Anonymous and AnonHugePages,
+ * on stderr. */
 static void smaps_dump(int pid)
 {
     char path[64], line[512], head[512] = "";
@@ -212,19 +215,20 @@ static void smaps_dump(int pid)
     FILE *f = fopen(path, "re");
     if (!f)
         return;
-    unsigned long rss = 0, pss = 0, thp = 0;
+    unsigned long rss = 0, pss = 0, anon = 0, thp = 0;
     bool have = false;
     for (;;) {
         char *got = fgets(line, sizeof line, f);
         unsigned long lo, hi;
         bool is_head = got && sscanf(line, "%lx-%lx ", &lo, &hi) == 2;
         if (!got || is_head) {
-            if (have && rss > 256)
-                fprintf(stderr, "smaps: rss %6lu KiB pss %6lu KiB thp %6lu KiB  %s", rss, pss, thp, head);
+            if (have && (rss > 256 || anon > 64))
+                fprintf(stderr, "smaps: rss %6lu KiB pss %6lu KiB anon %6lu KiB thp %6lu KiB  %s", rss,
+                        pss, anon, thp, head);
             if (!got)
                 break;
             snprintf(head, sizeof head, "%s", line);
-            rss = pss = thp = 0;
+            rss = pss = anon = thp = 0;
             have = true;
             continue;
         }
@@ -233,6 +237,8 @@ static void smaps_dump(int pid)
             rss = v;
         else if (sscanf(line, "Pss: %lu kB", &v) == 1)
             pss = v;
+        else if (sscanf(line, "Anonymous: %lu kB", &v) == 1)
+            anon = v;
         else if (sscanf(line, "AnonHugePages: %lu kB", &v) == 1)
             thp = v;
     }
@@ -290,12 +296,18 @@ int main(int argc, char **argv)
         fb_sandbox_destroy(sb);
         return 0;
     }
-    if ((argc == 4 || (argc == 5 && strcmp(argv[4], "busy") == 0)) && strcmp(argv[1], "memory") == 0) {
+    if ((argc == 4 || (argc == 5 && (strcmp(argv[4], "busy") == 0 || strcmp(argv[4], "execs") == 0))) &&
+        strcmp(argv[1], "memory") == 0) {
         uint64_t mib = strtoull(argv[3], NULL, 10);
         fb_sandbox *sb = make(argv[2], mib);
         run_true(sb);
-        if (argc == 5 && run_busy(sb) < 0)
+        if (argc == 5 && strcmp(argv[4], "busy") == 0 && run_busy(sb) < 0)
             return 1;
+        /* "execs": 20 more execs of /bin/true, each a new process (under
+         * TCG: translated afresh where its code's addresses are new). */
+        for (int i = 0; argc == 5 && strcmp(argv[4], "execs") == 0 && i < 20; i++)
+            if (run_true(sb) < 0)
+                return 1;
         uint64_t total, guest;
         rss_split(fb_sandbox_pid(sb), mib * 1024 * 1024, &total, &guest);
         unsigned long long pss = 0, anon = 0;
@@ -323,6 +335,6 @@ int main(int argc, char **argv)
         fb_sandbox_destroy(sb);
         return 0;
     }
-    fprintf(stderr, "usage: fb-bench exec jail|vm COUNT | memory jail|vm MIB [busy]\n");
+    fprintf(stderr, "usage: fb-bench exec jail|vm COUNT | memory jail|vm MIB [busy|execs]\n");
     return 2;
 }

@@ -64,12 +64,13 @@
 /* TCG's translation cache, sized deliberately: it is the largest part of a
  * VM's host memory beyond guest RAM once the guest has run a while, since
  * QEMU keeps every page of it it has written.  Measured (bench/README.md,
- * session 5; restored VMs): execs of /bin/true, Python imports and git run
- * as fast at 20 MiB as at 32 or 64, while at 16 or 18 MiB the cache no
- * longer holds the guest's working set (kernel, fb-agent, a tool), flushes
- * over and over and execs take twice as long.  20 MiB keeps a margin above
- * that cliff and a busy VM costs 12 MiB less than at 32.  Under KVM there
- * is no cache. */
+ * sessions 5 and 6; restored VMs): execs of /bin/true, Python imports and
+ * git run as fast at 20 MiB as at 32 or 64, while at 16 or 18 MiB the
+ * cache no longer holds a busy workload's working set (kernel, fb-agent,
+ * Python, git), flushes over and over and that workload takes 1.8-2x as
+ * long (with the guest's ASLR off, below, execs of /bin/true alone would
+ * fit in 16).  20 MiB keeps a margin above that cliff and a busy VM costs
+ * 12 MiB less than at 32.  Under KVM there is no cache. */
 #define TCG_TB_MIB 20
 
 static bool cpu_has_hw_virt(void)
@@ -656,6 +657,20 @@ static int vm_start(fb_sandbox *sb, fb_err *err)
         snprintf(accel, sizeof accel, "kvm");
     } else {
         snprintf(accel, sizeof accel, "tcg,tb-size=%d", TCG_TB_MIB);
+        /* norandmaps: under TCG no address-space randomisation for the
+         * guest's processes.  QEMU 7.2 finds translated code by its virtual
+         * address, so every new process, whose ld.so, libc and program sit
+         * at new random addresses, had all its code translated again:
+         * ~1 MiB of translation cache per exec of /bin/true, the 20 MiB
+         * cache full after a handful of execs and then flushed every few,
+         * each flush retranslating the kernel's and fb-agent's working set
+         * (4x the QEMU CPU time per exec; bench/README.md, session 6).
+         * Without it a program's code is translated once per VM.  What it
+         * gives up is docs/security-model.md's: the guest's processes all
+         * run the sandbox's own untrusted code as uid 1000; fb-agent's
+         * layout was already the snapshot's in every VM.  Under KVM there
+         * is no translation and the guest keeps ASLR. */
+        n += snprintf(append + n, sizeof append - (size_t)n, " norandmaps");
         uint64_t khz = host_tsc_khz(sb->cfg.run_dir);
         if (khz)
             snprintf(append + n, sizeof append - (size_t)n, " tsc_early_khz=%llu",

@@ -164,3 +164,20 @@ def test_vm_bpf_jit_is_off_only_under_tcg(run):
     # The sysctl cannot be turned back on from inside (read-only /proc/sys).
     r = run("vm", "-q", "--", "sh", "-c", "echo 1 > /proc/sys/net/core/bpf_jit_enable")
     assert r.rc != 0 and "Read-only file system" in r.stderr, r
+
+
+def test_vm_processes_keep_their_addresses_only_under_tcg(run):
+    # Under TCG the guest kernel runs with norandmaps (src/sandbox/vm.c):
+    # QEMU 7.2 finds translated code by its virtual address, so with ASLR
+    # every new process's libc, ld.so and program were translated anew.
+    # Two processes then map libc at the same address; under KVM the guest
+    # keeps ASLR and they do not.
+    r = run("vm", "-q", "--", "sh", "-c",
+            "grep -m1 '^model name' /proc/cpuinfo; cat /proc/sys/kernel/randomize_va_space; "
+            "for i in 1 2 3; do grep -m1 'libc.so' /proc/self/maps | cut -d- -f1; done")
+    assert r.rc == 0, r
+    model, aslr, *libc = r.stdout.splitlines()
+    assert len(libc) == 3, r.stdout
+    tcg = model.split(":", 1)[1].strip().startswith("QEMU TCG CPU ")
+    assert aslr == ("0" if tcg else "2"), r.stdout
+    assert len(set(libc)) == (1 if tcg else 3), r.stdout
