@@ -8,6 +8,9 @@
                                 off (a cold boot), same gateway settings
 
 Usage: bench/pool.py [ROUNDS] [BACKENDS]   (defaults: 10, "jail vm").
+FB_BENCH_BASE_BIN=/path/to/forgebox (a "before" build): a second gateway
+of that binary runs beside this build's, rounds alternated, and each row
+is printed for both.
 Goals (the issue's): jail 2x, vm 3x.  Rounds wait for the pool to refill
 between creates, so each one measures a hit.
 """
@@ -23,6 +26,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 os.environ.setdefault("FORGEBOX_IMAGE", os.path.join(ROOT, "build", "image"))
 
+import gateway_fixtures  # noqa: E402
 from gateway_fixtures import Gateway  # noqa: E402
 
 GOAL = {"jail": 2.0, "vm": 3.0}
@@ -33,41 +37,73 @@ def ready(g, backend):
     return int(m.group(1)) if m else 0
 
 
-def measure(backend, rounds, pool):
-    settings = [f"sandbox.backend={backend}", "limits.rate_rps=100000", "limits.rate_burst=100000",
-                "log_level=warn", "quotas.max_sandboxes_per_team=100",
-                "quotas.max_memory_mib_per_team=100000", "quotas.max_vcpus_per_team=100"]
-    if backend == "vm":
-        settings.append("sandbox.memory_mib=128")
-    if pool:
-        settings.append(f"pool.{backend}.size=2")
-    g = Gateway(settings=settings)
-    g.init()
-    g.start()
-    try:
-        c = g.admin()
-        live = c.create_sandbox()
-        c.exec(live["id"], ["/bin/true"])
-        execs, creates = [], []
-        for _ in range(rounds):
-            if pool:
-                deadline = time.monotonic() + 300
-                while ready(g, backend) < 2 and time.monotonic() < deadline:
-                    time.sleep(0.05)
+class Side:
+    """One gateway (one binary) with a live sandbox, measured round by round."""
+
+    def __init__(self, backend, pool, binary=None):
+        settings = [f"sandbox.backend={backend}", "limits.rate_rps=100000", "limits.rate_burst=100000",
+                    "log_level=warn", "quotas.max_sandboxes_per_team=100",
+                    "quotas.max_memory_mib_per_team=100000", "quotas.max_vcpus_per_team=100"]
+        if backend == "vm":
+            settings.append("sandbox.memory_mib=128")
+        if pool:
+            settings.append(f"pool.{backend}.size=2")
+        self.backend, self.pool = backend, pool
+        saved = gateway_fixtures.FORGEBOX
+        gateway_fixtures.FORGEBOX = binary or saved   # read when the daemon starts
+        try:
+            self.g = Gateway(settings=settings)
+            self.g.init()
+            self.g.start()
+        finally:
+            gateway_fixtures.FORGEBOX = saved
+        self.c = self.g.admin()
+        self.live = self.c.create_sandbox()
+        self.c.exec(self.live["id"], ["/bin/true"])
+        self.execs, self.creates = [], []
+
+    def round(self):
+        c = self.c
+        if self.pool:
+            deadline = time.monotonic() + 300
+            while ready(self.g, self.backend) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        t0 = time.perf_counter()
+        s = c.create_sandbox()
+        c.exec(s["id"], ["/bin/true"])
+        self.creates.append(time.perf_counter() - t0)
+        c.delete_sandbox(s["id"])
+        for _ in range(5):      # interleaved: the baseline sees the same load
             t0 = time.perf_counter()
-            s = c.create_sandbox()
-            c.exec(s["id"], ["/bin/true"])
-            creates.append(time.perf_counter() - t0)
-            c.delete_sandbox(s["id"])
-            for _ in range(5):      # interleaved: the baseline sees the same load
-                t0 = time.perf_counter()
-                c.exec(live["id"], ["/bin/true"])
-                execs.append(time.perf_counter() - t0)
-        c.delete_sandbox(live["id"])
+            c.exec(self.live["id"], ["/bin/true"])
+            self.execs.append(time.perf_counter() - t0)
+
+    def close(self):
+        try:
+            self.c.delete_sandbox(self.live["id"])
+        finally:
+            self.g.close()
+            shutil.rmtree(self.g.dir, ignore_errors=True)
+
+    def result(self):
+        return statistics.median(self.creates), statistics.median(self.execs)
+
+
+def measure(backend, rounds, pool, base_bin=None):
+    """Medians (create + first exec, live exec) for this build, and for
+    base_bin (a "before" binary) when given: two gateways at once, their
+    rounds alternated, so that both see the same load."""
+    sides = [Side(backend, pool)]
+    try:
+        if base_bin:
+            sides.append(Side(backend, pool, base_bin))
+        for r in range(rounds):
+            for side in (sides if r % 2 == 0 else sides[::-1]):
+                side.round()
     finally:
-        g.close()
-        shutil.rmtree(g.dir, ignore_errors=True)
-    return statistics.median(creates), statistics.median(execs)
+        for side in sides:
+            side.close()
+    return [side.result() for side in sides]
 
 
 def main():
@@ -75,13 +111,15 @@ def main():
     backends = (sys.argv[2] if len(sys.argv) > 2 else "jail vm").split()
     print()
     print(f"{'pool measurement':40} {'forgebox':>10} {'baseline':>10} {'ratio':>7} {'target':>7}  baseline is")
+    base = os.environ.get("FB_BENCH_BASE_BIN")
     for b in backends:
-        hit, live = measure(b, rounds, True)
-        cold, live_cold = measure(b, max(3, rounds // 3), False)
-        print(f"{'create + first exec, pooled ' + b:40} {hit*1000:8.1f}ms {live*1000:8.2f}ms "
-              f"{hit/live:6.2f}x {GOAL[b]:6.2f}x  an exec in a live {b}, same gateway")
-        print(f"{'create + first exec, cold ' + b:40} {cold*1000:8.1f}ms {live_cold*1000:8.2f}ms "
-              f"{cold/live_cold:6.2f}x {'':>7}  (the pool off)")
+        pooled = measure(b, rounds, True, base)
+        cold = measure(b, max(3, rounds // 3), False, base)
+        for (hit, live), (cold_t, live_cold), who in zip(pooled, cold, ["", " (FB_BENCH_BASE_BIN)"]):
+            print(f"{'create + first exec, pooled ' + b:40} {hit*1000:8.1f}ms {live*1000:8.2f}ms "
+                  f"{hit/live:6.2f}x {GOAL[b]:6.2f}x  an exec in a live {b}, same gateway{who}")
+            print(f"{'create + first exec, cold ' + b:40} {cold_t*1000:8.1f}ms {live_cold*1000:8.2f}ms "
+                  f"{cold_t/live_cold:6.2f}x {'':>7}  (the pool off){who}")
     print(f"load average: {' '.join(open('/proc/loadavg').read().split()[:3])}")
 
 

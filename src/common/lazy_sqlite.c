@@ -3,7 +3,7 @@
  * (common/lazylib.h says why: `forgebox run` with the jail never opens a
  * store, and loading the library cost it about 0.36 ms).  Every SQLite
  * function ForgeBox calls is listed here with its prototype from sqlite3.h;
- * all but the last two are called from src/store/sqlite_sql.c, those two
+ * all but the last four are called from src/store/sqlite_sql.c, those
  * from the unit tests that inspect a store file directly.
  */
 #include <sqlite3.h>
@@ -49,12 +49,15 @@ FB_LAZY_FN(L, int, sqlite3_prepare_v3,
 FB_LAZY_FN(L, int, sqlite3_reset, (sqlite3_stmt * s), (s))
 FB_LAZY_FN(L, int, sqlite3_step, (sqlite3_stmt * s), (s))
 FB_LAZY_FN(L, int, sqlite3_threadsafe, (void), ())
-/* Only the unit tests call these two (on a store file they inspect). */
+/* Only the unit tests call these (on a store file they inspect; the
+ * VFS pair to count the store's syncs, test_store_durability.c). */
 FB_LAZY_FN(L, int, sqlite3_close, (sqlite3 * db), (db))
 FB_LAZY_FN(L, int, sqlite3_exec,
            (sqlite3 * db, const char *sql, int (*cb)(void *, int, char **, char **), void *arg,
             char **errmsg),
            (db, sql, cb, arg, errmsg))
+FB_LAZY_FN(L, sqlite3_vfs *, sqlite3_vfs_find, (const char *name), (name))
+FB_LAZY_FN(L, int, sqlite3_vfs_register, (sqlite3_vfs * vfs, int make_default), (vfs, make_default))
 
 /* sqlite3_db_config's arguments after op are what op says, as SQLite's
  * own reads them (main.c): a schema name for MAINDBNAME, a buffer and two

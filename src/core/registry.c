@@ -59,7 +59,11 @@ int core_registry_reserve_on(fb_core *c, core_sandbox *s, const char *node_id, c
     char created[FB_TIME_MAX], expires[FB_TIME_MAX];
     fb_time_format(&now, created);
     fb_time_format_after(now, (int64_t)(s->ttl_s <= INT32_MAX ? s->ttl_s : INT32_MAX), expires);
-    fb_sandbox_record rec = {s->id, s->team_id, s->key_id, s->backend, s->memory_mib, s->vcpus, created, expires};
+    /* A sandbox this gateway boots itself dies with it: its reservation is
+     * made durable by the audit commit that comes before any answer about
+     * it (store/sandboxes.h, "Durability").  A node's outlives us. */
+    fb_sandbox_record rec = {s->id,       s->team_id, s->key_id, s->backend, s->memory_mib,
+                             s->vcpus,    created,    expires,   .local = node_id == NULL && !core_remote(c)};
     fb_err e = {{0}};
     int q = fb_store_sandbox_reserve(c->store, &rec, node_id, &lim, reason, reason_cap, &e);
     if (q == 1)

@@ -360,7 +360,10 @@ void core_sandbox_finalise(fb_core *c, core_sandbox *s)
     s->sb = NULL;
     core_execs_forget(c, s);
     fb_err e = {{0}};
-    if (fb_store_sandbox_set_state(c->store, s->id, s->end_state[0] ? s->end_state : "destroyed", &e) < 0)
+    /* Durable with the next audit commit (a delete's own, when this is the
+     * last reference): a crash that loses it ended the sandbox too, and the
+     * next gateway reaps the record (store/sandboxes.h, "Durability"). */
+    if (fb_store_sandbox_set_state_local(c->store, s->id, s->end_state[0] ? s->end_state : "destroyed", &e) < 0)
         fb_log("error", NULL, "cannot record a sandbox's end",
                json_pack("{s:s, s:s}", "sandbox", s->id, "error", e.msg));
 }

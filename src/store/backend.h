@@ -47,7 +47,7 @@ typedef struct fb_identity_ops {
 
 typedef struct fb_sandbox_ops {
     int (*insert)(fb_store *, const fb_sandbox_record *, fb_err *);
-    int (*set_state)(fb_store *, const char *, const char *, fb_err *);
+    int (*set_state)(fb_store *, const char *, const char *, bool local, fb_err *);
     int (*list_live)(fb_store *, char (**)[FB_ID_MAX], size_t *, fb_err *);
     int (*reserve)(fb_store *, const fb_sandbox_record *, const char *, const fb_quota_limits *, char *, size_t,
                    fb_err *);

@@ -26,6 +26,8 @@
 #define fb_sql_begin_read fb_pgsql_begin_read
 #define fb_sql_commit fb_pgsql_commit
 #define fb_sql_rollback fb_pgsql_rollback
+#define fb_sql_relaxed fb_pgsql_relaxed
+#define fb_sql_durablep fb_pgsql_durablep
 #define fb_sql_prepare fb_pgsql_prepare
 #define fb_sql_finalizep fb_pgsql_finalizep
 #define fb_sql_prepare_cached fb_pgsql_prepare_cached

@@ -590,6 +590,25 @@ void fb_sql_rollback(fb_sql *db)
     db->in_tx = false;
 }
 
+/* Commits stay synchronous here.  SET LOCAL synchronous_commit = off would
+ * let a record's commit return before the server flushed it, and a later
+ * synchronous commit flushes the WAL past it, as on SQLite; but the server
+ * is not this machine: it can crash and lose such a commit while this
+ * gateway and its sandboxes live on.  A reservation lost during a boot, or
+ * the end of a deleted sandbox lost while its audit commit failed, would
+ * leave a running sandbox outside its team's quota, or a dead one inside
+ * it, until this gateway restarts - so on PostgreSQL every record is
+ * durable on its own (sql.h, fb_sql_relaxed). */
+fb_sql *fb_sql_relaxed(fb_sql *db)
+{
+    return db;
+}
+
+void fb_sql_durablep(fb_sql **db)
+{
+    *db = NULL;
+}
+
 /* ---- pipelines (pg_sql.h) ------------------------------------------------------------------ */
 
 /* The slot of sql's named statement; *parse: not yet known to the server

@@ -8,10 +8,22 @@
  * Records written before schema version 2 have no node ("") and are
  * treated as the first node's to start: before version 2 one store had one
  * gateway.  Times are canonical RFC 3339 (common/time.h).
+ *
+ * Durability: a write is durable when the call returns, except the record
+ * of a local sandbox (one this process runs) where the caller says so
+ * (fb_sandbox_record.local, fb_store_sandbox_activate,
+ * fb_store_sandbox_set_state_local): on SQLite that write becomes durable
+ * with the next commit that syncs - the audit commit a create or delete
+ * makes before it answers - and a crash that loses it takes the machine,
+ * and so the sandbox, with it; the gateway that starts next reaps this
+ * node's live records (sql.h, fb_sql_relaxed; docs/audit.md,
+ * "Durability").  A node's sandbox outlives a gateway: its records are
+ * always durable, as are all records on PostgreSQL.
  */
 #ifndef FB_STORE_SANDBOXES_H
 #define FB_STORE_SANDBOXES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +40,7 @@ typedef struct fb_sandbox_record {
     uint64_t vcpus;
     const char *created_at; /* RFC 3339 */
     const char *expires_at;
+    bool local;             /* run by this process: durable with the next audit commit (above) */
 } fb_sandbox_record;
 
 /* Records r as running on this node.  ENOTFOUND for an unknown team,
@@ -40,6 +53,9 @@ int fb_store_sandbox_insert(fb_store *st, const fb_sandbox_record *r, fb_err *er
  * it): setting any other state on it is FB_STORE_ECONFLICT.
  * ENOTFOUND if there is no such record. */
 int fb_store_sandbox_set_state(fb_store *st, const char *id, const char *state, fb_err *err);
+/* The same for a local sandbox's record (durable with the next audit
+ * commit, above): its end when it is destroyed. */
+int fb_store_sandbox_set_state_local(fb_store *st, const char *id, const char *state, fb_err *err);
 
 /* Reserves a place for r against its team's quota across every gateway
  * and node sharing the store: counts the team's records "creating" or
@@ -59,7 +75,8 @@ int fb_store_sandbox_reserve(fb_store *st, const fb_sandbox_record *r, const cha
  * the sandbox's own id, its start and expiry, and becomes "running", in
  * one statement.  ENOTFOUND when there is no record reserved_id,
  * ECONFLICT when it is no longer "creating" (lost meanwhile), ECOLLISION
- * when id is taken.  reserved_id == id is allowed. */
+ * when id is taken.  reserved_id == id is allowed.  Local sandboxes only:
+ * durable with the next audit commit (above). */
 int fb_store_sandbox_activate(fb_store *st, const char *reserved_id, const char *id, const char *created_at,
                               const char *expires_at, fb_err *err);
 

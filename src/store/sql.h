@@ -48,6 +48,28 @@ int fb_sql_begin_read(fb_sql *db, fb_err *err);
 int fb_sql_commit(fb_sql *db, fb_err *err); /* rolls back if COMMIT fails */
 void fb_sql_rollback(fb_sql *db);           /* no-op outside a transaction */
 
+/* Commits made durable by the next one that syncs.  Between
+ * fb_sql_relaxed and the end of its scope (lock held, outside a
+ * transaction: take it before BEGIN, and end every transaction inside),
+ * this connection's commits do not sync on their own: on SQLite the
+ * connection runs synchronous=NORMAL, and the next commit at FULL (an
+ * audit commit) makes them durable with its one fsync of the WAL, which
+ * covers every frame written before its own.  The scope's end puts the
+ * connection back to FULL and reads it back; a connection that cannot be
+ * put back aborts the process rather than commit an audit entry unsynced.
+ * Only for writes that a crash of this machine loses without harm: the
+ * record of a sandbox this process runs, which dies with it, and which a
+ * gateway that starts again reaps (docs/audit.md, "Durability").
+ * PostgreSQL: nothing changes (its server can crash while this gateway
+ * and its sandboxes live on, so a lost record would be a sandbox outside
+ * its team's quota; pg_sql.c).
+ *
+ *     cleanup_sql_durable fb_sql *relaxed = fb_sql_relaxed(db);
+ */
+fb_sql *fb_sql_relaxed(fb_sql *db);
+void fb_sql_durablep(fb_sql **db);
+#define cleanup_sql_durable __attribute__((cleanup(fb_sql_durablep)))
+
 /* Statements.  Every function returns 0 or a negative fb_store_status and
  * names `what` in its message. */
 int fb_sql_prepare(fb_sql *db, const char *sql, fb_sql_stmt **out, fb_err *err);

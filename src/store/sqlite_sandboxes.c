@@ -9,7 +9,9 @@
  * A reservation (fb_store_sandbox_reserve) counts the team's live records
  * of every node and inserts the new one in the same writing transaction,
  * so a team's quota holds across every gateway sharing the store.  'lost'
- * (a node that went silent, store/nodes.h) is final.
+ * (a node that went silent, store/nodes.h) is final.  A local sandbox's
+ * reservation, activation and end are written in a relaxed scope
+ * (fb_sql_relaxed): durable with the next audit commit (sandboxes.h).
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -73,13 +75,14 @@ static int explain_unchanged(fb_sql *db, const char *id, const char *wanted, fb_
                         wanted ? wanted : "live");
 }
 
-static int sb_set_state(fb_store *st, const char *id, const char *state, fb_err *err)
+static int sb_set_state(fb_store *st, const char *id, const char *state, bool local, fb_err *err)
 {
     if (!known_state(state))
         return fb_fail_code(err, FB_STORE_EINVAL, "no sandbox state '%.32s'", state ? state : "(null)");
     char now[FB_TIME_MAX];
     fb_time_now(now);
     cleanup_sql_unlock fb_sql *db = fb_sql_locked(st->impl);
+    cleanup_sql_durable fb_sql *relaxed = local ? fb_sql_relaxed(db) : NULL;
     /* 'lost' is final: a node that comes back cannot revive a record a
      * gateway already declared lost (and audited). */
     int rc = fb_sql_exec_texts(db,
@@ -143,6 +146,7 @@ static int sb_reserve(fb_store *st, const fb_sandbox_record *r, const char *node
     if (r->memory_mib > INT64_MAX || r->vcpus > INT64_MAX)
         return fb_fail_code(err, FB_STORE_EINVAL, "sandbox %.40s: sizes out of range", r->id);
     cleanup_sql_unlock fb_sql *db = fb_sql_locked(st->impl);
+    cleanup_sql_durable fb_sql *relaxed = r->local ? fb_sql_relaxed(db) : NULL;
     int rc = fb_sql_begin(db, err);
     if (rc < 0)
         return rc;
@@ -261,6 +265,7 @@ static int sb_activate(fb_store *st, const char *reserved_id, const char *id, co
     if (!reserved_id || !id || !*id || !created_at || !expires_at)
         return fb_fail_code(err, FB_STORE_EINVAL, "sandbox activation: missing fields");
     cleanup_sql_unlock fb_sql *db = fb_sql_locked(st->impl);
+    cleanup_sql_durable fb_sql *relaxed = fb_sql_relaxed(db);
     int rc = fb_sql_exec_texts(db,
                                "UPDATE sandboxes SET id = ?1, state = 'running', created_at = ?2, expires_at = ?3 "
                                "WHERE id = ?4 AND state = 'creating'",

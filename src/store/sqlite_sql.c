@@ -15,6 +15,17 @@
  *     power cut can roll back the last commits.  The audit log exists so that
  *     a recorded decision stays recorded; FULL costs one fsync of the WAL per
  *     commit (not of the database), which the request rate here can afford.
+ *     The exception (fb_sql_relaxed, sql.h): the record of a sandbox this
+ *     gateway runs is written at NORMAL, for the duration of that one
+ *     repository call and under the lock, then the connection is back at
+ *     FULL (read back; the process aborts if it is not).  Such a commit is
+ *     lost only when the machine goes down (a process crash keeps what was
+ *     written to the WAL), which ends the sandbox too; and the next FULL
+ *     commit - on a create or a delete, the audit commit that comes before
+ *     the answer - makes it durable with its own fsync, since the WAL is one
+ *     file written in order and recovery replays a prefix of its frames.  A
+ *     gateway starting after a crash reaps this node's live records, so a
+ *     record whose end was lost ends then (docs/audit.md, "Durability").
  *   - foreign_keys=ON (checked after setting: it is a silent no-op inside a
  *     transaction), busy timeout 5 s, SQLITE_DBCONFIG_DEFENSIVE (no
  *     writable_schema tricks through this connection), untrusted schema.
@@ -375,6 +386,49 @@ void fb_sql_rollback(fb_sql *db)
 {
     if (!sqlite3_get_autocommit(db->db))
         exec_fixed(db->db, "ROLLBACK", NULL);
+}
+
+/* PRAGMA synchronous takes effect when the statement is prepared, and
+ * SQLite refuses it inside a transaction ("Safety level may not be
+ * changed inside a transaction"): hence no cached statement, and the
+ * scope of fb_sql_relaxed around whole transactions. */
+fb_sql *fb_sql_relaxed(fb_sql *db)
+{
+    fb_err e = {{0}};
+    /* A connection left at FULL is only slower: a failure here is logged
+     * by nobody and costs one fsync. */
+    if (sqlite3_get_autocommit(db->db))
+        (void)exec_fixed(db->db, "PRAGMA synchronous = NORMAL", &e);
+    return db;
+}
+
+static int synchronous_level(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    int v = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA synchronous", -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+void fb_sql_durablep(fb_sql **pdb)
+{
+    fb_sql *db = *pdb;
+    if (!db)
+        return;
+    fb_err e = {{0}};
+    if (!sqlite3_get_autocommit(db->db))
+        fb_fail(&e, "internal: a relaxed scope ended inside a transaction");
+    else if (exec_fixed(db->db, "PRAGMA synchronous = FULL", &e) == 0 && synchronous_level(db->db) != 2)
+        fb_fail(&e, "synchronous=FULL did not take effect again");
+    if (e.msg[0]) {
+        /* Every later commit, the audit log's among them, would return
+         * before its entry is on the disk: stop instead. */
+        fprintf(stderr, "forgebox: database: cannot make commits durable again: %s\n", e.msg);
+        abort();
+    }
+    *pdb = NULL;
 }
 
 /* ---- opening: settings and migrations --------------------------------------- */

@@ -231,7 +231,12 @@ int fb_store_sandbox_insert(fb_store *st, const fb_sandbox_record *r, fb_err *er
 
 int fb_store_sandbox_set_state(fb_store *st, const char *id, const char *state, fb_err *err)
 {
-    return st->engine->sandboxes->set_state(st, id, state, err);
+    return st->engine->sandboxes->set_state(st, id, state, false, err);
+}
+
+int fb_store_sandbox_set_state_local(fb_store *st, const char *id, const char *state, fb_err *err)
+{
+    return st->engine->sandboxes->set_state(st, id, state, true, err);
 }
 
 int fb_store_sandbox_list_live(fb_store *st, char (**ids)[FB_ID_MAX], size_t *n, fb_err *err)

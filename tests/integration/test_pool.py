@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import leftovers, settled_leftovers
-from gateway_fixtures import FIRST_PASSWORD, finish, forgebox_client, start_gateway
+from gateway_fixtures import FIRST_PASSWORD, assert_sandbox_processes_gone, finish, forgebox_client, start_gateway
 
 ApiError = forgebox_client.ApiError
 BASE = ["limits.rate_rps=1000", "limits.rate_burst=1000", "quotas.max_sandboxes_per_team=20"]
@@ -228,3 +228,54 @@ def db_rows(g, sql):
         return db.execute(sql).fetchall()
     finally:
         db.close()
+
+
+def test_records_a_machine_crash_could_lose_are_reaped_and_free_the_quota():
+    """A local sandbox's record is written without an fsync of its own and
+    made durable by the audit commit after it (docs/audit.md, "Sandbox
+    records"): a machine crash can lose its reservation, its activation or
+    its end, and takes the sandbox with it.  Whatever the record was left
+    at, the next gateway ends it and the team's quota is whole again.  The
+    crash: SIGKILL (the sandboxes die with the gateway), then the store is
+    set to what a lost write leaves - one record still "creating" under its
+    provisional id (its activation lost), one still "running" (its end
+    lost), one gone (its reservation lost)."""
+    import sqlite3
+    before = set(leftovers())
+    g = started(["sandbox.backend=jail", "pool.jail.size=2", "quotas.max_sandboxes_per_team=3"])
+    try:
+        wait_ready(g, "jail", 2)
+        dev = member(g, "crashed")
+        made = [dev.create_sandbox() for _ in range(3)]   # two pooled, one cold
+        with pytest.raises(ApiError) as e:
+            dev.create_sandbox()
+        assert e.value.status == 429, e.value
+        wait_ready(g, "jail", 2)    # no refill booting at the kill: only records are under test
+        g.proc.kill()
+        g.proc.wait()
+        g.log.close()
+        for s in made:
+            assert_sandbox_processes_gone(s["id"])
+        db = sqlite3.connect(os.path.join(g.state, "forgebox.db"))
+        with db:
+            db.execute("UPDATE sandboxes SET id = 'pending-lostactivation', state = 'creating' WHERE id = ?",
+                       (made[0]["id"],))
+            db.execute("DELETE FROM sandboxes WHERE id = ?", (made[2]["id"],))
+        db.close()
+        g.start()
+        rows = dict(db_rows(g, "SELECT id, state FROM sandboxes"))
+        assert rows == {"pending-lostactivation": "destroyed", made[1]["id"]: "destroyed"}, rows
+        reaped = {e["resource"] for e in g.admin().audit(action="destroy", limit=1000)["entries"]
+                  if "orphan" in e["reason"]}
+        assert {"pending-lostactivation", made[1]["id"]} <= reaped, reaped
+        assert g.admin().audit_verify()["intact"] is True
+        # The team has its three places back, and no more.
+        again = [dev.create_sandbox() for _ in range(3)]
+        with pytest.raises(ApiError) as e:
+            dev.create_sandbox()
+        assert e.value.status == 429, e.value
+        for s in again:
+            dev.delete_sandbox(s["id"])
+    finally:
+        finish(g)
+    assert settled_leftovers(before) == []

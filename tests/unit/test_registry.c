@@ -160,7 +160,7 @@ static void test_records_of_other_nodes_count(void **state)
     (void)state;
     fb_config cfg;
     fb_core *c = core_with(&cfg, 2, 100000);
-    fb_sandbox_record rec = {"sb-elsewhere", "t1", "", "jail", 128, 1, TEST_T0, TEST_T0};
+    fb_sandbox_record rec = {"sb-elsewhere", "t1", "", "jail", 128, 1, TEST_T0, TEST_T0, false};
     fb_quota_limits lim = {2, 100000, 100};
     char why[160] = "";
     fb_err err = {{0}};

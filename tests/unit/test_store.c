@@ -284,7 +284,7 @@ static void test_foreign_keys_enforced(void **state)
     /* The store's connection enforces references: a record of an unknown
      * team is refused with a typed status. */
     fb_sandbox_record r = {"sb-1", "tm_missing", "", "jail", 256, 1, "2026-11-29T10:31:07.000000000Z",
-                           "2026-11-29T11:31:07.000000000Z"};
+                           "2026-11-29T11:31:07.000000000Z", false};
     assert_int_equal(fb_store_sandbox_insert(st, &r, &err), FB_STORE_ENOTFOUND);
     fb_user u = {.id = "us_1", .username = "ann", .team_id = "tm_missing", .role = FB_ROLE_VIEWER};
     assert_int_equal(fb_store_user_insert(st, &u, "x", &err), FB_STORE_ENOTFOUND);
@@ -437,7 +437,7 @@ static void add_sandbox(fb_store *st, const char *id)
 {
     fb_err err = {{0}};
     fb_sandbox_record r = {id, "tm_a", "key_000000000001", "jail", 256, 2, "2026-11-29T10:31:07.000000000Z",
-                           "2026-11-29T11:31:07.000000000Z"};
+                           "2026-11-29T11:31:07.000000000Z", false};
     if (fb_store_sandbox_insert(st, &r, &err) != 0)
         fail_msg("sandbox: %s", err.msg);
 }
@@ -453,7 +453,7 @@ static void test_sandbox_records_per_node(void **state)
     add_sandbox(st, "sb-2");
     add_sandbox(st, "sb-3");
     assert_int_equal(fb_store_sandbox_insert(st,
-                                             &(fb_sandbox_record){"sb-1", "tm_a", "", "jail", 1, 1, "x", "y"}, &err),
+                                             &(fb_sandbox_record){"sb-1", "tm_a", "", "jail", 1, 1, "x", "y", false}, &err),
                      FB_STORE_ECOLLISION);
     /* sb-2 belongs to another gateway sharing the store. */
     sqlite3 *raw = raw_open(f->db);

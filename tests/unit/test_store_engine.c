@@ -43,7 +43,7 @@ static int team(fb_store *st, const char *id, const char *name)
 
 static int sandbox(fb_store *st, const char *id, const char *team_id)
 {
-    fb_sandbox_record r = {id, team_id, "", "jail", 256, 1, T0, "2026-11-29T11:31:07.000000000Z"};
+    fb_sandbox_record r = {id, team_id, "", "jail", 256, 1, T0, "2026-11-29T11:31:07.000000000Z", false};
     fb_err err = {{0}};
     return fb_store_sandbox_insert(st, &r, &err);
 }

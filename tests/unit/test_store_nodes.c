@@ -61,7 +61,7 @@ static const fb_quota_limits BIG = {1000, 1u << 20, 1000};
 static int reserve(fb_store *st, const char *id, const char *team, const char *node_id, uint64_t mem, uint64_t vcpus,
                    const fb_quota_limits *lim, char *reason, size_t cap)
 {
-    fb_sandbox_record r = {id, team, "", "jail", mem, vcpus, TEST_T0, EXP};
+    fb_sandbox_record r = {id, team, "", "jail", mem, vcpus, TEST_T0, EXP, false};
     fb_err err = {{0}};
     char scratch[160];
     return fb_store_sandbox_reserve(st, &r, node_id, lim, reason ? reason : scratch, reason ? cap : sizeof scratch,
