@@ -141,7 +141,7 @@ static int open_rootfs_tree(const fb_sandbox *sb, fb_err *err)
     if (eimg < 0 && errno != ENOENT)
         return fb_fail_errno(err, "cannot open the rootfs image %s", path);
     if (eimg >= 0) {
-        int mnt = fb_jailroot_open(sb->cfg.run_dir, eimg, path, err);
+        int mnt = fb_jailroot_open(sb->cfg.run_dir, sb->image_dir, eimg, path, err);
         if (mnt == -2)
             mnt = fb_jailroot_erofs_tree(eimg, path, err);
         if (mnt != -2)

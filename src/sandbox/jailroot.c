@@ -27,12 +27,13 @@
  * namespace drops the host tree with its old root.
  *
  * Which image: the shared mount is named after the identity of the file it
- * was made from (device, inode, size, mtime and ctime in ns, hashed), and
+ * was made from (device, inode, size, mtime and ctime in ns, hashed, after
+ * a hash of the image directory's path: one shared mount per image), and
  * the caller hands over the file it has just verified (the image check's
  * fingerprint is that same stat, image.c).  A changed or replaced file has
  * another identity (any write moves ctime, which userspace cannot set
  * back), so it is never served from an older mount: a new one is made and
- * the others under jail-root are detached (running jails keep theirs: an
+ * the image directory's older ones are detached (running jails keep theirs: an
  * overlay holds its own clone of the layer).
  */
 #define _GNU_SOURCE
@@ -76,19 +77,31 @@ int fb_jailroot_erofs_tree(int img, const char *path, fb_err *err)
     return mnt;
 }
 
-/* The file's identity, as the image check's fingerprint sees it. */
-static void identity(const struct stat *st, char key[33])
+#define KEY_PREFIX 16 /* hex digits naming the image directory */
+#define KEY_LEN (KEY_PREFIX + 1 + 32)
+
+static void hex_digest(const char *s, char *out, size_t n)
+{
+    uint8_t d[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256(d, (const uint8_t *)s, strlen(s));
+    char hex[65];
+    fb_hex(d, sizeof d, hex);
+    memcpy(out, hex, n);
+}
+
+/* The shared mount's name: the image directory's (so that jails of two
+ * images do not replace each other's mount) and the file's identity, as
+ * the image check's fingerprint sees it. */
+static void mount_key(const char *image_dir, const struct stat *st, char key[KEY_LEN + 1])
 {
     char s[160];
     snprintf(s, sizeof s, "%llu:%llu:%lld:%lld.%09ld:%lld.%09ld", (unsigned long long)st->st_dev,
              (unsigned long long)st->st_ino, (long long)st->st_size, (long long)st->st_mtim.tv_sec,
              st->st_mtim.tv_nsec, (long long)st->st_ctim.tv_sec, st->st_ctim.tv_nsec);
-    uint8_t d[crypto_hash_sha256_BYTES];
-    crypto_hash_sha256(d, (const uint8_t *)s, strlen(s));
-    char hex[65];
-    fb_hex(d, sizeof d, hex);
-    memcpy(key, hex, 32);
-    key[32] = '\0';
+    hex_digest(image_dir, key, KEY_PREFIX);
+    key[KEY_PREFIX] = '-';
+    hex_digest(s, key + KEY_PREFIX + 1, 32);
+    key[KEY_LEN] = '\0';
 }
 
 /* A detached clone of the shared mount at dir, if what is mounted there is
@@ -119,8 +132,9 @@ static bool is_mount_root(const char *path)
            (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
 }
 
-/* Every shared mount but key's: detached (jails using one keep it through
- * their overlay's clone), its directory removed. */
+/* Every other shared mount of the same image directory: detached (jails
+ * using one keep it through their overlay's clone), its directory
+ * removed. */
 static void detach_others(const char *base, const char *key)
 {
     DIR *d = opendir(base);
@@ -128,8 +142,8 @@ static void detach_others(const char *base, const char *key)
         return;
     struct dirent *de;
     while ((de = readdir(d))) {
-        if (de->d_name[0] == '.' || strcmp(de->d_name, "empty") == 0 ||
-            strcmp(de->d_name, "lock") == 0 || strcmp(de->d_name, key) == 0)
+        if (strlen(de->d_name) != KEY_LEN || strncmp(de->d_name, key, KEY_PREFIX + 1) != 0 ||
+            strcmp(de->d_name, key) == 0)
             continue;
         char p[4500];
         snprintf(p, sizeof p, "%s/%s", base, de->d_name);
@@ -219,13 +233,14 @@ static int make_overlay(int lower, int empty, fb_err *err)
     return mnt;
 }
 
-int fb_jailroot_open(const char *run_dir, int img, const char *path, fb_err *err)
+int fb_jailroot_open(const char *run_dir, const char *image_dir, int img, const char *path,
+                     fb_err *err)
 {
     struct stat st;
     if (fstat(img, &st) < 0)
         return fb_fail_errno(err, "cannot stat the rootfs image %s", path);
-    char key[33], base[4200], mnt[4300], empty[4300];
-    identity(&st, key);
+    char key[KEY_LEN + 1], base[4200], mnt[4300], empty[4300];
+    mount_key(image_dir, &st, key);
     snprintf(base, sizeof base, "%s/%s", run_dir, FB_JAILROOT_DIR);
     snprintf(mnt, sizeof mnt, "%s/%s", base, key);
     snprintf(empty, sizeof empty, "%s/empty", base);
@@ -250,9 +265,9 @@ void fb_jailroot_describe(const char *run_dir, char *out, size_t cap)
     while ((de = readdir(d))) {
         char p[4500];
         snprintf(p, sizeof p, "%s/%s", base, de->d_name);
-        if (strlen(de->d_name) == 32 && is_mount_root(p)) {
-            snprintf(out, cap, "%s", p);
-            break;
+        if (strlen(de->d_name) == KEY_LEN && is_mount_root(p)) {
+            size_t n = strlen(out);
+            snprintf(out + n, cap - n, "%s%s", n ? ", " : "", p);
         }
     }
     closedir(d);

@@ -22,16 +22,18 @@ int fb_jailroot_erofs_tree(int erofs_fd, const char *path, fb_err *err);
 
 /* The jail's root as a detached tree: an overlay of this jail alone whose
  * only visible layer is the shared EROFS mount of the image file open at
- * erofs_fd, which must have just passed the image check.  The shared
- * mount is re-used while the file's identity (device, inode, size, mtime,
- * ctime) is the one it was made from, else made anew under run_dir and
- * the previous one detached.  Returns the tree's fd, -1 with err set, or
+ * erofs_fd (image_dir's, a real path), which must have just passed the
+ * image check.  The shared mount is re-used while the file's identity
+ * (device, inode, size, mtime, ctime) is the one it was made from, else
+ * made anew under run_dir and the image directory's previous one
+ * detached.  Returns the tree's fd, -1 with err set, or
  * -2 when this host cannot (no overlayfs, no file-backed EROFS): the
  * caller mounts a superblock of the jail's own instead. */
-int fb_jailroot_open(const char *run_dir, int erofs_fd, const char *path, fb_err *err);
+int fb_jailroot_open(const char *run_dir, const char *image_dir, int erofs_fd, const char *path,
+                     fb_err *err);
 
-/* For doctor: the shared mount's directory name under run_dir/jail-root,
- * or "" if there is none. */
+/* For doctor: the shared mounts under run_dir/jail-root (one per image
+ * directory), comma-separated, or "" if there is none. */
 void fb_jailroot_describe(const char *run_dir, char *out, size_t cap);
 
 #endif
