@@ -34,14 +34,17 @@ def image_copy(tmp_path):
     return dst
 
 
-def shared_mounts():
-    """The shared EROFS mounts under SHARED, from the host's mountinfo."""
+def shared_mounts(image):
+    """The shared EROFS mounts of image (a directory) under SHARED, from
+    the host's mountinfo: named <sha256(image's real path)[:16]>-<file
+    identity>."""
+    prefix = hashlib.sha256(os.path.realpath(image).encode()).hexdigest()[:16] + "-"
     out = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
             point, fstype = fields[4], fields[fields.index("-") + 1]
-            if os.path.dirname(point) == SHARED:
+            if os.path.dirname(point) == SHARED and os.path.basename(point).startswith(prefix):
                 out.append((os.path.basename(point), fstype, fields[5]))
     return out
 
@@ -53,7 +56,7 @@ def jail(image, state, *cmd):
 def test_shared_mount_is_read_only_and_root_only(image_copy, tmp_path):
     r = jail(image_copy, str(tmp_path / "state"), "true")
     assert r.rc == 0, r
-    mounts = shared_mounts()
+    mounts = shared_mounts(image_copy)
     assert len(mounts) == 1, mounts
     name, fstype, opts = mounts[0]
     assert fstype == "erofs"
@@ -65,7 +68,7 @@ def test_shared_mount_is_read_only_and_root_only(image_copy, tmp_path):
 def test_changed_image_file_gets_a_new_shared_mount(image_copy, tmp_path):
     state = str(tmp_path / "state")
     assert jail(image_copy, state, "true").rc == 0
-    (before,) = [m[0] for m in shared_mounts()]
+    (before,) = [m[0] for m in shared_mounts(image_copy)]
     target = image_copy / "rootfs.erofs"
     good = target.read_bytes()
     # Tampered in place (the same inode the shared mount reads): refused.
@@ -81,7 +84,7 @@ def test_changed_image_file_gets_a_new_shared_mount(image_copy, tmp_path):
         f.write(good)
     r = jail(image_copy, state, "cat", "/etc/hostname")
     assert r.rc == 0, r
-    after = [m[0] for m in shared_mounts()]
+    after = [m[0] for m in shared_mounts(image_copy)]
     assert len(after) == 1 and after[0] != before, (before, after)
     assert not os.path.exists(os.path.join(SHARED, before))
 
@@ -105,7 +108,7 @@ def test_replaced_image_is_served_from_its_own_mount(image_copy, tmp_path):
     os.replace(new, image_copy / "rootfs.erofs")
     r = jail(image_copy, state, "cat", "/etc/fbx-marker")
     assert (r.rc, r.stdout) == (0, "replaced\n"), r
-    assert len(shared_mounts()) == 1
+    assert len(shared_mounts(image_copy)) == 1
 
 
 WRITER = r'''
@@ -152,3 +155,19 @@ def test_a_jail_cannot_write_or_see_the_shared_mount(image_copy, tmp_path):
     assert r.rc == 0 and r.stdout.split()[0] == want, r
     r = jail(image_copy, state, "ls", "/etc/fbx-written", "/fbx-dir")
     assert r.rc != 0, r
+
+
+def test_two_images_keep_their_own_shared_mounts(image_copy, tmp_path):
+    # Jails of two image directories alternate without replacing each
+    # other's shared mount.
+    other = tmp_path / "other"
+    shutil.copytree(image_copy, other, symlinks=True, copy_function=os.link)
+    os.unlink(other / "rootfs.erofs")
+    shutil.copy2(image_copy / "rootfs.erofs", other / "rootfs.erofs")
+    state = str(tmp_path / "state")
+    assert jail(image_copy, state, "true").rc == 0
+    first = shared_mounts(image_copy)
+    assert jail(other, state, "true").rc == 0
+    assert jail(image_copy, state, "true").rc == 0
+    assert shared_mounts(image_copy) == first and len(first) == 1
+    assert len(shared_mounts(other)) == 1
