@@ -141,9 +141,15 @@ static int open_rootfs_tree(const fb_sandbox *sb, fb_err *err)
     if (eimg < 0 && errno != ENOENT)
         return fb_fail_errno(err, "cannot open the rootfs image %s", path);
     if (eimg >= 0) {
+        /* The shared root is only faster: whatever keeps this host from it
+         * (no overlayfs with layers as file descriptors, a run dir that
+         * cannot hold it), the jail's own superblock of the same verified
+         * file is what a jail had before it. */
         int mnt = fb_jailroot_open(sb->cfg.run_dir, sb->image_dir, eimg, path, err);
-        if (mnt == -2)
+        if (mnt < 0) {
+            fb_trace("jail: no shared root, an EROFS superblock of its own");
             mnt = fb_jailroot_erofs_tree(eimg, path, err);
+        }
         if (mnt != -2)
             return mnt;
     }

@@ -28,7 +28,8 @@ int fb_jailroot_erofs_tree(int erofs_fd, const char *path, fb_err *err);
  * made anew under run_dir and the image directory's previous one
  * detached.  Returns the tree's fd, -1 with err set, or
  * -2 when this host cannot (no overlayfs, no file-backed EROFS): the
- * caller mounts a superblock of the jail's own instead. */
+ * caller mounts a superblock of the jail's own instead (as it may on -1:
+ * the shared root is only faster). */
 int fb_jailroot_open(const char *run_dir, const char *image_dir, int erofs_fd, const char *path,
                      fb_err *err);
 

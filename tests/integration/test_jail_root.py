@@ -171,3 +171,21 @@ def test_two_images_keep_their_own_shared_mounts(image_copy, tmp_path):
     assert jail(image_copy, state, "true").rc == 0
     assert shared_mounts(image_copy) == first and len(first) == 1
     assert len(shared_mounts(other)) == 1
+
+
+def test_without_a_shared_root_the_jail_mounts_its_own(image_copy, tmp_path):
+    # A run dir that cannot hold the shared mount (jail-root is a file):
+    # the jail still starts, on an EROFS superblock of its own.
+    # (Beside RUN_DIR: the jail resolves its root under the run dir as an
+    # unprivileged uid, so no 0700 directory may be on the way.)
+    run_dir = RUN_DIR + "-noshared"
+    os.makedirs(run_dir, mode=0o755)
+    try:
+        open(os.path.join(run_dir, "jail-root"), "w").close()
+        r = forgebox("run", "--backend", "jail", "--", "sh", "-c", "head -1 /proc/self/mountinfo",
+                     image=str(image_copy), state=str(tmp_path / "state"),
+                     env={"FORGEBOX_RUN_DIR": run_dir})
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    assert r.rc == 0, r
+    assert " - erofs " in r.stdout, r
