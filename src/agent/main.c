@@ -22,10 +22,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <linux/magic.h>
 #include <linux/random.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -322,15 +324,19 @@ static void serve(fb_agent *a)
 }
 
 /* Starts reading what nearly every command needs (the dynamic loader, libc,
- * the shell) while the host is still saying hello: the root's page cache
- * is this sandbox's own (a jail's root mount, a VM's disk), so the first
- * exec would otherwise wait for these reads one page fault at a time.
- * posix_fadvise(WILLNEED) reads ahead only up to the readahead window
- * (128 KiB), so in a jail a short-lived child of the agent reads the
- * loader and libc whole, on another CPU while the agent mounts and answers
- * hello (the serve loop reaps it like any orphan); the rest, and all of it
- * in a VM (whose page cache a snapshot keeps), is readahead.  A missing
- * file is fine. */
+ * the shell) while the host is still saying hello, where the root's page
+ * cache is this sandbox's own (a VM's disk; a jail whose root is an EROFS
+ * superblock of its own, on kernels where the jail cannot share one), so
+ * that the first exec does not wait for these reads one page fault at a
+ * time.  A jail whose root is an overlay of the image's shared mount
+ * (sandbox/jailroot.c) reads through a page cache that earlier jails of
+ * the image already filled: nothing to do (the reads cost the CPU the
+ * jail's start needs).  posix_fadvise(WILLNEED) reads ahead only up to
+ * the readahead window (128 KiB), so in a jail a short-lived child of the
+ * agent reads the loader and libc whole, on another CPU while the agent
+ * mounts and answers hello (the serve loop reaps it like any orphan); the
+ * rest, and all of it in a VM (whose page cache a snapshot keeps), is
+ * readahead.  A missing file is fine. */
 static void prefetch_common(fb_agent_mode mode)
 {
     static const char *const whole[] = {
@@ -338,6 +344,9 @@ static void prefetch_common(fb_agent_mode mode)
         "/lib/x86_64-linux-gnu/libc.so.6", NULL,
     };
     static const char *const ahead[] = {"/bin/sh", "/bin/bash", "/usr/bin/true", NULL};
+    struct statfs root;
+    if (mode == FB_MODE_JAIL && statfs("/", &root) == 0 && root.f_type == OVERLAYFS_SUPER_MAGIC)
+        return;
     if (mode == FB_MODE_JAIL && fork() == 0) {
         static char buf[128 * 1024];
         for (const char *const *f = whole; *f; f++) {

@@ -30,6 +30,7 @@
 #include "config/config.h"
 #include "image/image.h"
 #include "node/client.h"
+#include "sandbox/jailroot.h"
 #include "sandbox/sandbox.h"
 #include "store/nodes.h"
 #include "store/store.h"
@@ -242,6 +243,13 @@ int fb_cmd_doctor(int argc, char **argv)
     printf("  cgroups:     %s\n", caps.cgroup_desc);
     printf("  namespaces:  %s\n", ns);
     printf("  jail kernel: %s\n", jk);
+    char shared[4600];
+    fb_jailroot_describe(fb_cli_run_dir(), shared, sizeof shared);
+    /* The jails of one image read through one shared read-only EROFS
+     * mount (sandbox/jailroot.c), made by the first jail after the image
+     * check and replaced when the image file changes. */
+    printf("  jail root:   %s%s\n", shared[0] ? "shared read-only mount of rootfs.erofs at " : "",
+           shared[0] ? shared : "no shared mount yet (the next jail makes it)");
     printf("  privileges:  %s\n", root ? "root" : "not root: sandboxes need root");
     bool vm_ok = root && qemu_ok && vm_image && cg_ok && ns_ok;
     bool jail_ok = root && jail_image && cg_ok && ns_ok && jk_ok && caps.userns;

@@ -12,11 +12,13 @@
  *
  * Nothing the jail can see (and so inotify-watch, or time) is an inode the
  * host or another sandbox uses:
- *   - the root is the sealed rootfs.erofs mounted from its file (kernel
- *     6.12+), or else rootfs.ext4 attached read-only through a loop device
- *     of its own: either way its superblock, inodes and page cache belong
- *     to this sandbox alone (the image check covers one file instead of a
- *     tree, and neither superblock is ever written to);
+ *   - the root is an overlay of this sandbox's own over the one shared,
+ *     read-only mount of the sealed rootfs.erofs (jailroot.c: its
+ *     superblock and inodes are this sandbox's, only the page cache below
+ *     is shared), or where the kernel cannot, rootfs.erofs mounted from
+ *     its file (kernel 6.12+) or rootfs.ext4 through a loop device, a
+ *     superblock of its own (the image check covers one file instead of a
+ *     tree, and no superblock is ever written to);
  *   - /dev is a tmpfs of this sandbox with device nodes host root made on
  *     it (null, zero, full, random, urandom, tty), never bind mounts of the
  *     host's devtmpfs;
@@ -67,6 +69,7 @@
 #include "image/image.h"
 #include "sandbox/backend.h"
 #include "sandbox/confine.h"
+#include "sandbox/jailroot.h"
 
 /* The agent's tool user (agent/harden.h FB_TOOL_UID) inside the jail. */
 #define JAIL_TOOL_UID 1000u
@@ -120,42 +123,14 @@ static int attach_loop(int image_fd, fb_err *err)
     return fb_fail(err, "cannot get a loop device (%d attempts lost a race)", LOOP_ATTEMPTS);
 }
 
-/* Mounts IMAGE/rootfs.erofs straight from the file (kernel 6.12+: no
- * loop device; the sandbox's reads copy from the image file's page cache
- * in the reading task instead of waiting for a loop worker to be
- * scheduled, twice per read, which under load costs milliseconds a
- * start).  Each such mount is a superblock of its own, with its own inodes
- * and page cache, as with the loop device.  Returns the detached tree, -1
- * with err set, or -2 when this kernel cannot mount EROFS from a file (the
- * caller then uses rootfs.ext4). */
-static int open_erofs_tree(int img, const char *path, fb_err *err)
-{
-    cleanup_fd int fs = fsopen("erofs", FSOPEN_CLOEXEC);
-    if (fs < 0)
-        return errno == ENODEV ? -2 : fb_fail_errno(err, "fsopen(erofs)");
-    /* As for the loop device: mountinfo shows a path through our own fd,
-     * never where the image lives on the host. */
-    char src[64];
-    snprintf(src, sizeof src, "/proc/self/fd/%d", img);
-    if (fsconfig(fs, FSCONFIG_SET_STRING, "source", src, 0) < 0)
-        return fb_fail_errno(err, "cannot mount the rootfs image %s (erofs)", path);
-    if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
-        /* A kernel without file-backed EROFS wants a block device. */
-        if (errno == ENOTBLK || errno == EINVAL || errno == EOPNOTSUPP)
-            return -2;
-        return fb_fail_errno(err, "cannot mount the rootfs image %s (erofs, read-only)", path);
-    }
-    int mnt = fsmount(fs, FSMOUNT_CLOEXEC,
-                      MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
-    if (mnt < 0)
-        return fb_fail_errno(err, "fsmount of the rootfs image %s", path);
-    return mnt;
-}
-
 /* Mounts the image's root as a detached tree, read-only (the superblock,
- * not just the mount), nosuid, nodev: rootfs.erofs from its file when the
- * image has one and the kernel can, else rootfs.ext4 through a loop device
- * of our own.  Both were verified (FB_IMAGE_NEEDS_EROFS: a rootfs.erofs
+ * not just the mount), nosuid, nodev: where the image has rootfs.erofs,
+ * this jail's overlay of the image's shared EROFS mount (jailroot.c), or
+ * where the kernel has no overlayfs with file-descriptor layers, an EROFS
+ * superblock of the jail's own mounted from the file (kernel 6.12+: no
+ * loop device; reads copy from the image file's page cache in the reading
+ * task instead of waiting for a loop worker); else rootfs.ext4 through a
+ * loop device of our own.  Both were verified (FB_IMAGE_NEEDS_EROFS: a rootfs.erofs
  * present is one the manifest lists).  The jail attaches the tree with
  * move_mount, so it never needs to look the image path up. */
 static int open_rootfs_tree(const fb_sandbox *sb, fb_err *err)
@@ -166,7 +141,15 @@ static int open_rootfs_tree(const fb_sandbox *sb, fb_err *err)
     if (eimg < 0 && errno != ENOENT)
         return fb_fail_errno(err, "cannot open the rootfs image %s", path);
     if (eimg >= 0) {
-        int mnt = open_erofs_tree(eimg, path, err);
+        /* The shared root is only faster: whatever keeps this host from it
+         * (no overlayfs with layers as file descriptors, a run dir that
+         * cannot hold it), the jail's own superblock of the same verified
+         * file is what a jail had before it. */
+        int mnt = fb_jailroot_open(sb->cfg.run_dir, sb->image_dir, eimg, path, err);
+        if (mnt < 0) {
+            fb_trace("jail: no shared root, an EROFS superblock of its own");
+            mnt = fb_jailroot_erofs_tree(eimg, path, err);
+        }
         if (mnt != -2)
             return mnt;
     }

@@ -41,6 +41,10 @@ def pytest_configure(config):
 @pytest.fixture(scope="session", autouse=True)
 def session_run_dir():
     yield RUN_DIR
+    # The jails' shared read-only root (src/sandbox/jailroot.c) is a mount
+    # under the run dir: detached first, so that rmtree never walks into it.
+    subprocess.run(["umount", "-R", "-l", os.path.join(RUN_DIR, "jail-root")],
+                   stderr=subprocess.DEVNULL, check=False)
     shutil.rmtree(RUN_DIR, ignore_errors=True)
 
 
