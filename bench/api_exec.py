@@ -11,11 +11,15 @@ jail and PER_ROUND `POST /v1/sandboxes/{id}/exec` on each gateway below
   this build        build/forgebox serve, store on this disk (SQLite,
                     synchronous=FULL): the headline row
   before            FB_BENCH_BASE_BIN (e.g. /work/main/build/forgebox), same
-                    settings: the same run's "before" (skipped if unset)
+                    settings: the same run's "before" (skipped if unset);
+                    several binaries separated by ':' give one row each
+                    (at most 3 with the tmpfs row, 4 without)
   tmpfs store       DIAGNOSTIC ONLY, never the headline: this build with its
                     state directory on /dev/shm, where an fsync costs
                     nothing: how much of the gap is the disk's fsync
                     (FB_BENCH_TMPFS=0 skips it)
+
+FB_BENCH_PY=0 skips the Python client rows.
 
 Then the Python client row (the project's client, http.client) on the
 first two gateways, interleaved, as bench/gateway.py measured it before.
@@ -65,9 +69,12 @@ def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 25
     per = int(sys.argv[2]) if len(sys.argv) > 2 else 20
     rows = [("this build", BinGateway(os.path.join(ROOT, "build", "forgebox")))]
-    base = os.environ.get("FB_BENCH_BASE_BIN")
-    if base:
-        rows.append(("before (" + base + ")", BinGateway(base)))
+    # One "before" binary, or several separated by ':' (variants measured
+    # side by side; the first is the one "this build / before" compares with).
+    bases = [b for b in os.environ.get("FB_BENCH_BASE_BIN", "").split(":") if b]
+    base = bases[0] if bases else None
+    for b in bases:
+        rows.append(("before (" + b + ")", BinGateway(b)))
     if os.environ.get("FB_BENCH_TMPFS", "1") != "0":
         shm = tempfile.mkdtemp(prefix="fbx-bench-", dir="/dev/shm")
         rows.append(("tmpfs store (diagnostic)", BinGateway(os.path.join(ROOT, "build", "forgebox"),
@@ -90,6 +97,8 @@ def main():
         # The Python client, interleaved the same way on the disk-backed gateways.
         py = [[] for _ in rows]
         pyrows = [i for i, (name, _) in enumerate(rows) if not name.startswith("tmpfs")]
+        if os.environ.get("FB_BENCH_PY", "1") == "0":
+            pyrows = []
         for r in range(rounds):
             for j in range(len(pyrows)):
                 i = pyrows[(j + r) % len(pyrows)]
@@ -118,9 +127,9 @@ def main():
         paired = statistics.median(x / y for x, y in zip(a["rounds_us"], d_rounds))
         print(f"{'API, C client, ' + name:44} {a['median_us']/1000:7.3f}ms {a['p10_us']/1000:7.3f}ms "
               f"{a['p90_us']/1000:7.3f}ms {a['median_us']/direct:6.2f}x  (per round: {paired:.2f}x)")
-    if base:
-        paired = statistics.median(x / y for x, y in zip(out["api0"]["rounds_us"], out["api1"]["rounds_us"]))
-        print(f"{'  this build / before, per round':44} {paired:6.2f}x")
+    for i in range(1, 1 + len(bases)):
+        paired = statistics.median(x / y for x, y in zip(out["api0"]["rounds_us"], out[f"api{i}"]["rounds_us"]))
+        print(f"{'  this build / ' + rows[i][0] + ', per round':44} {paired:6.2f}x")
     for i in pyrows:
         m = statistics.median(py[i]) * 1e6
         print(f"{'API, Python client, ' + rows[i][0]:44} {m/1000:7.3f}ms {'':>9} {'':>9} {m/direct:6.2f}x")
