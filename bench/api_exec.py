@@ -19,7 +19,10 @@ jail and PER_ROUND `POST /v1/sandboxes/{id}/exec` on each gateway below
                     nothing: how much of the gap is the disk's fsync
                     (FB_BENCH_TMPFS=0 skips it)
 
-FB_BENCH_PY=0 skips the Python client rows.
+FB_BENCH_TMPFS_BASE=1 adds the tmpfs row of the first "before" binary too
+(this build against it without the disk's noise).  FB_BENCH_PY=0 skips the
+Python client rows.  Each C row also gives its gateway's own CPU time per
+exec (/proc/PID/stat, all threads, system time included).
 
 Then the Python client row (the project's client, http.client) on the
 first two gateways, interleaved, as bench/gateway.py measured it before.
@@ -65,6 +68,13 @@ class BinGateway(Gateway):
         return self._with_bin(super().start)
 
 
+def cpu_s(pid):
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 25
     per = int(sys.argv[2]) if len(sys.argv) > 2 else 20
@@ -79,6 +89,9 @@ def main():
         shm = tempfile.mkdtemp(prefix="fbx-bench-", dir="/dev/shm")
         rows.append(("tmpfs store (diagnostic)", BinGateway(os.path.join(ROOT, "build", "forgebox"),
                                                             state_dir=os.path.join(shm, "state"))))
+        if base and os.environ.get("FB_BENCH_TMPFS_BASE", "0") != "0":
+            shm = tempfile.mkdtemp(prefix="fbx-bench-", dir="/dev/shm")
+            rows.append(("tmpfs store, before (diagnostic)", BinGateway(base, state_dir=os.path.join(shm, "state"))))
     try:
         args, clients, boxes = [], [], []
         for _, g in rows:
@@ -92,8 +105,12 @@ def main():
             args += [f"127.0.0.1:{g.port}", g.admin_key, s["id"]]
         load0 = os.getloadavg()[0]
         env = dict(os.environ, FORGEBOX_STATE_DIR=tempfile.mkdtemp(prefix="fbx-bench-"))
+        cpu0 = [cpu_s(g.proc.pid) for _, g in rows]
         out = json.loads(subprocess.run([os.path.join(ROOT, "build", "fb-api-bench"), str(rounds), str(per), *args],
                                         stdout=subprocess.PIPE, env=env, check=True).stdout)
+        # Each gateway's own CPU time (all its threads, system time included:
+        # the fsync's too) per exec: steadier than latency on a noisy host.
+        cpu = [(cpu_s(g.proc.pid) - c0) / (rounds * per) for (_, g), c0 in zip(rows, cpu0)]
         # The Python client, interleaved the same way on the disk-backed gateways.
         py = [[] for _ in rows]
         pyrows = [i for i, (name, _) in enumerate(rows) if not name.startswith("tmpfs")]
@@ -126,10 +143,15 @@ def main():
         # between rounds falls on both sides of every ratio.
         paired = statistics.median(x / y for x, y in zip(a["rounds_us"], d_rounds))
         print(f"{'API, C client, ' + name:44} {a['median_us']/1000:7.3f}ms {a['p10_us']/1000:7.3f}ms "
-              f"{a['p90_us']/1000:7.3f}ms {a['median_us']/direct:6.2f}x  (per round: {paired:.2f}x)")
+              f"{a['p90_us']/1000:7.3f}ms {a['median_us']/direct:6.2f}x  (per round: {paired:.2f}x; "
+              f"gateway CPU {cpu[i]*1000:.3f}ms/exec)")
     for i in range(1, 1 + len(bases)):
         paired = statistics.median(x / y for x, y in zip(out["api0"]["rounds_us"], out[f"api{i}"]["rounds_us"]))
         print(f"{'  this build / ' + rows[i][0] + ', per round':44} {paired:6.2f}x")
+    if len(rows) >= 2 and rows[-1][0].startswith("tmpfs store, before"):
+        t, b = len(rows) - 2, len(rows) - 1
+        paired = statistics.median(x / y for x, y in zip(out[f"api{t}"]["rounds_us"], out[f"api{b}"]["rounds_us"]))
+        print(f"{'  tmpfs: this build / before, per round':44} {paired:6.2f}x")
     for i in pyrows:
         m = statistics.median(py[i]) * 1e6
         print(f"{'API, Python client, ' + rows[i][0]:44} {m/1000:7.3f}ms {'':>9} {'':>9} {m/direct:6.2f}x")
