@@ -22,7 +22,8 @@ jail and PER_ROUND `POST /v1/sandboxes/{id}/exec` on each gateway below
 FB_BENCH_TMPFS_BASE=1 adds the tmpfs row of the first "before" binary too
 (this build against it without the disk's noise).  FB_BENCH_PY=0 skips the
 Python client rows.  Each C row also gives its gateway's own CPU time per
-exec (/proc/PID/stat, all threads, system time included).
+exec (/proc/PID/stat: all its threads, system time included; clock ticks,
+so a row needs some 1,000 execs for a resolution of a few per cent).
 
 Then the Python client row (the project's client, http.client) on the
 first two gateways, interleaved, as bench/gateway.py measured it before.
@@ -69,7 +70,8 @@ class BinGateway(Gateway):
 
 
 def cpu_s(pid):
-    """utime + stime of a process, in seconds."""
+    """utime + stime of a process (all its threads, ended ones too: a
+    connection's thread ends with its connection), in seconds."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -108,8 +110,8 @@ def main():
         cpu0 = [cpu_s(g.proc.pid) for _, g in rows]
         out = json.loads(subprocess.run([os.path.join(ROOT, "build", "fb-api-bench"), str(rounds), str(per), *args],
                                         stdout=subprocess.PIPE, env=env, check=True).stdout)
-        # Each gateway's own CPU time (all its threads, system time included:
-        # the fsync's too) per exec: steadier than latency on a noisy host.
+        # Each gateway's own CPU time (its threads, system time included: the
+        # fsync's too) per exec: steadier than latency on a noisy host.
         cpu = [(cpu_s(g.proc.pid) - c0) / (rounds * per) for (_, g), c0 in zip(rows, cpu0)]
         # The Python client, interleaved the same way on the disk-backed gateways.
         py = [[] for _ in rows]
