@@ -378,7 +378,7 @@ struct fb_audit_pending {
     append_ctx c[FB_AUDIT_APPEND_MAX];
     void *ctxs[FB_AUDIT_APPEND_MAX];
     size_t n;
-    char key_path[4096]; /* (no allocation per append) */
+    char *key_path;
     audit_key key;
     fb_store_audit_ticket *ticket;
 };
@@ -387,6 +387,7 @@ static void pending_clear(fb_audit_pending *p)
 {
     for (size_t i = 0; i < p->n; i++)
         fields_free(&p->c[i]);
+    free(p->key_path);
     fb_audit_key_wipep(&p->key);
 }
 
@@ -401,9 +402,9 @@ static int pending_fill(fb_audit_pending *p, fb_store *st, const fb_audit_event 
         if (!valid_outcome_text(evs[i].outcome))
             return fb_fail(err, "audit: outcome must be allowed, denied or error, not '%.32s'",
                            evs[i].outcome ? evs[i].outcome : "(null)");
-    int len = snprintf(p->key_path, sizeof p->key_path, "%s/%s", fb_store_state_dir(st), FB_AUDIT_KEY_FILE);
-    if (len < 0 || (size_t)len >= sizeof p->key_path)
-        return fb_fail(err, "audit: the state directory's path is too long");
+    p->key_path = fb_audit_key_path(st);
+    if (!p->key_path)
+        return fb_fail(err, "out of memory");
     bool missing = false;
     fb_err kerr = {{0}};
     bool have_key = fb_audit_key_read(p->key_path, &p->key, &missing, &kerr) == 0;
