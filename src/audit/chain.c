@@ -11,11 +11,8 @@
  * attacker who deletes the tail and rewrites the head cannot MAC it, and
  * the next append refuses instead of chaining onto the forged head.
  *
- * The key (STATE_DIR/audit.key) is checked for each call (one stat: the
- * same file, owner, mode and size as when it was last read, or it is read
- * again) and every copy a call uses is wiped after it; between calls it is
- * kept only in a guarded allocation (key_cache below).  It never appears
- * in a message.  It is created, atomically with link(2),
+ * The key (STATE_DIR/audit.key) is read for each call and wiped after it;
+ * it never appears in a message.  It is created, atomically with link(2),
  * only when the log is empty: a key that vanished from a non-empty log is
  * an error to report, not a reason to start a new chain under a new key.
  */
@@ -24,13 +21,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common/time.h"
@@ -119,101 +114,9 @@ char *fb_audit_key_path(fb_store *st)
     return path;
 }
 
-/* The key as last read from its file, so that an append does not open,
- * stat and read the file twice per request (an exec's permission entry and
- * its end entry: ten system calls of the request's own path).  It is used
- * only while one stat of the path shows the file unchanged: the same
- * device, inode, size, mode, owner, modification and change times, and
- * every check below passes on that stat as on a fresh read; anything else
- * reads the file again, with the same checks and errors as before.  A file
- * timestamp has the kernel's coarse granularity, so a rewrite in the same
- * tick as the change before it would not show: a file changed less than
- * KEY_SETTLE_NS before it was read is not cached at all (as git treats a
- * racily clean index), and a cached key is read again after
- * KEY_RECHECK_NS anyway.  The bytes live in a libsodium
- * guarded allocation: guard pages on either side, locked in memory, left
- * out of core dumps; every copy handed to a caller is wiped after its use
- * (cleanup_key), as before. */
-#define KEY_RECHECK_NS 1000000000ull
-#define KEY_SETTLE_NS 100000000ll
-
-static struct {
-    pthread_mutex_t mu;
-    audit_key *key; /* sodium_malloc'd once; NULL: none (or no memory: no cache) */
-    bool valid;
-    char path[4096];
-    struct stat st;
-    uint64_t read_ns;
-} key_cache = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-static bool same_file(const struct stat *a, const struct stat *b)
-{
-    return a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
-           a->st_mode == b->st_mode && a->st_uid == b->st_uid && a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
-           a->st_mtim.tv_nsec == b->st_mtim.tv_nsec && a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
-           a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
-}
-
-/* The checks of a fresh read, on a stat; false: read afresh, which says why. */
-static bool key_file_ok(const struct stat *sb)
-{
-    return S_ISREG(sb->st_mode) && sb->st_uid == geteuid() && !(sb->st_mode & 077) &&
-           sb->st_size == FB_AUDIT_KEY_BYTES;
-}
-
-/* true: k holds the cached key of path, whose file is unchanged. */
-static bool key_cached(const char *path, audit_key *k)
-{
-    struct stat sb;
-    if (fstatat(AT_FDCWD, path, &sb, AT_SYMLINK_NOFOLLOW) < 0 || !key_file_ok(&sb))
-        return false; /* the full read below says why */
-    bool hit = false;
-    pthread_mutex_lock(&key_cache.mu);
-    if (key_cache.valid && strcmp(key_cache.path, path) == 0 && same_file(&key_cache.st, &sb) &&
-        fb_time_monotonic_ns() - key_cache.read_ns < KEY_RECHECK_NS) {
-        memcpy(k->b, key_cache.key->b, sizeof k->b);
-        hit = true;
-    }
-    pthread_mutex_unlock(&key_cache.mu);
-    return hit;
-}
-
-static int64_t ts_ns(const struct timespec *t)
-{
-    return (int64_t)t->tv_sec * 1000000000ll + t->tv_nsec;
-}
-
-static void key_remember(const char *path, const struct stat *sb, const audit_key *k)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    int64_t changed = ts_ns(&sb->st_ctim) > ts_ns(&sb->st_mtim) ? ts_ns(&sb->st_ctim) : ts_ns(&sb->st_mtim);
-    if (ts_ns(&now) - changed < KEY_SETTLE_NS) {
-        pthread_mutex_lock(&key_cache.mu);
-        key_cache.valid = false; /* too fresh to tell a same-tick rewrite apart */
-        pthread_mutex_unlock(&key_cache.mu);
-        return;
-    }
-    if (strlen(path) >= sizeof key_cache.path || sodium_init() < 0)
-        return;
-    pthread_mutex_lock(&key_cache.mu);
-    if (!key_cache.key)
-        key_cache.key = sodium_malloc(sizeof *key_cache.key);
-    if (key_cache.key) {
-        memcpy(key_cache.key->b, k->b, sizeof k->b);
-        strcpy(key_cache.path, path);
-        key_cache.st = *sb;
-        key_cache.read_ns = fb_time_monotonic_ns();
-        key_cache.valid = true;
-    }
-    pthread_mutex_unlock(&key_cache.mu);
-}
-
 int fb_audit_key_read(const char *path, audit_key *k, bool *missing, fb_err *err)
 {
     *missing = false;
-    if (key_cached(path, k))
-        return 0;
     cleanup_fd int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT) {
@@ -240,7 +143,6 @@ int fb_audit_key_read(const char *path, audit_key *k, bool *missing, fb_err *err
                        (long long)sb.st_size, FB_AUDIT_KEY_BYTES);
     if (fb_read_exact(fd, k->b, sizeof k->b) < 0)
         return fb_fail_errno(err, "cannot read audit key %s", path);
-    key_remember(path, &sb, k);
     return 0;
 }
 

@@ -4,9 +4,8 @@
  *
  * An entry's hash and the head's MAC are keyed BLAKE2b-256 over the
  * canonical encodings documented in audit.h.  The key lives in
- * STATE_DIR/audit.key; every copy is wiped after its use (cleanup_key),
- * and between uses it is kept only in a guarded allocation, used only while
- * the file is unchanged (chain.c, key_cache).
+ * STATE_DIR/audit.key and is wiped from memory after every use
+ * (cleanup_key).
  */
 #ifndef FB_AUDIT_CHAIN_H
 #define FB_AUDIT_CHAIN_H
@@ -34,8 +33,7 @@ extern const char *const fb_audit_field_names[FB_AUDIT_NCOLS];
 
 /* STATE_DIR/audit.key, malloc'd (NULL: no memory). */
 char *fb_audit_key_path(fb_store *st);
-/* Reads the key (from the cache while one stat shows its file unchanged);
- * *missing tells "no such file" apart from other failures. */
+/* Reads the key; *missing tells "no such file" apart from other failures. */
 int fb_audit_key_read(const char *path, audit_key *k, bool *missing, fb_err *err);
 /* Creates a new random key unless one exists (never replaces one). */
 int fb_audit_key_create(const char *path, fb_err *err);

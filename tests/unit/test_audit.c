@@ -17,7 +17,6 @@
 
 #include <sqlite3.h>
 
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -637,47 +636,6 @@ static void test_damaged_key_is_reported(void **state)
     append_refused(f, "has 5 bytes, not 32");
 }
 
-/* The key is kept between appends only while its file is unchanged
- * (chain.c, key_cache): a key rewritten in place (same inode, same size,
- * same mode) or replaced by a rename after it was cached is read again, and
- * the append refused; the right key back in place is taken again. */
-static void test_key_changed_after_caching_is_read_again(void **state)
-{
-    fixture *f = *state;
-    uint8_t mine[FB_AUDIT_KEY_BYTES], other[FB_AUDIT_KEY_BYTES];
-    int fd = open(f->key, O_RDONLY);
-    assert_true(fd >= 0);
-    assert_int_equal(read(fd, mine, sizeof mine), sizeof mine);
-    close(fd);
-    randombytes_buf(other, sizeof other);
-    usleep(200 * 1000); /* past KEY_SETTLE_NS: from here on the key is cached */
-    fb_audit_event ev = {.event = "auth", .actor = "system", .outcome = "allowed"};
-    append_ok(f->st, &ev); /* read, and cached */
-    append_ok(f->st, &ev); /* from the cache */
-
-    fd = open(f->key, O_WRONLY);
-    assert_true(fd >= 0);
-    assert_int_equal(pwrite(fd, other, sizeof other, 0), sizeof other);
-    close(fd);
-    append_refused(f, "audit head does not verify with");
-
-    fd = open(f->key, O_WRONLY);
-    assert_true(fd >= 0);
-    assert_int_equal(pwrite(fd, mine, sizeof mine, 0), sizeof mine);
-    close(fd);
-    usleep(200 * 1000);
-    append_ok(f->st, &ev); /* the right key again, cached again */
-
-    char moved[256];
-    snprintf(moved, sizeof moved, "%s/key-new", f->tmp);
-    fd = open(moved, O_WRONLY | O_CREAT | O_EXCL, 0600);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, other, sizeof other), sizeof other);
-    close(fd);
-    assert_int_equal(rename(moved, f->key), 0);
-    append_refused(f, "audit head does not verify with");
-}
-
 static void test_key_symlink_is_refused(void **state)
 {
     fixture *f = *state;
@@ -1122,7 +1080,6 @@ int main(void)
         T(test_key_permissions_are_checked, setup_log),
         T(test_damaged_key_is_reported, setup_log),
         T(test_key_symlink_is_refused, setup_log),
-        T(test_key_changed_after_caching_is_read_again, setup_log),
         T(test_concurrent_appends_one_store, setup_empty),
         T(test_concurrent_appends_two_stores, setup_empty),
         T(test_concurrent_pairs_stay_together, setup_empty),
