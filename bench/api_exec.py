@@ -30,6 +30,7 @@ first two gateways, interleaved, as bench/gateway.py measured it before.
 """
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -87,12 +88,15 @@ def main():
     base = bases[0] if bases else None
     for b in bases:
         rows.append(("before (" + b + ")", BinGateway(b)))
+    shms = []  # tmpfs state directories: removed at the end
     if os.environ.get("FB_BENCH_TMPFS", "1") != "0":
         shm = tempfile.mkdtemp(prefix="fbx-bench-", dir="/dev/shm")
+        shms.append(shm)
         rows.append(("tmpfs store (diagnostic)", BinGateway(os.path.join(ROOT, "build", "forgebox"),
                                                             state_dir=os.path.join(shm, "state"))))
         if base and os.environ.get("FB_BENCH_TMPFS_BASE", "0") != "0":
             shm = tempfile.mkdtemp(prefix="fbx-bench-", dir="/dev/shm")
+            shms.append(shm)
             rows.append(("tmpfs store, before (diagnostic)", BinGateway(base, state_dir=os.path.join(shm, "state"))))
     try:
         args, clients, boxes = [], [], []
@@ -131,6 +135,8 @@ def main():
     finally:
         for _, g in rows:
             g.close()
+        for shm in shms:
+            shutil.rmtree(shm, ignore_errors=True)
     direct = out["direct"]["median_us"]
     print()
     print(f"bench/api_exec.py {rounds} {per}: {rounds * per} execs per row, blocks of {per} interleaved; "
