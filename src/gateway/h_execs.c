@@ -206,12 +206,9 @@ static enum MHD_Result collect(gw_req *r, fb_core_exec *x)
 
 /* How long a plain exec's permission entry may wait for the command's end
  * entry to share its commit.  Longer than a short command (/bin/true: about
- * 1 ms in a jail on an idle host, but 2-5 ms when the host's CPUs are busy:
- * with 2 ms, a third to a half of them paid two commits at load 3-4, and
- * the API exec cost 6-21% more time and 8-17% more gateway CPU than with 5,
- * bench/README.md, session 6), short enough that the entry of a command
- * that runs on is durable within a few milliseconds of its start. */
-#define EXEC_AUDIT_GRACE_MS 5
+ * 1 ms in a jail), short enough that the entry of a command that runs on is
+ * durable within a few milliseconds of its start. */
+#define EXEC_AUDIT_GRACE_MS 2
 
 static enum MHD_Result sandbox_exec(gw_req *r)
 {
