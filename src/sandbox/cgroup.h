@@ -29,6 +29,7 @@ typedef struct fb_cgroup {
     char name[96];
     char path[3][256]; /* v2: [0]; v1: memory, pids, cpu */
     bool created;
+    int oom_fd; /* the file fb_cgroup_oom_kills reads, kept open; -1 if none */
 } fb_cgroup;
 
 /* Which hierarchy this host offers, with a one-line description. */
@@ -51,7 +52,8 @@ int fb_cgroup_open_dir(const fb_cgroup *cg, fb_err *err);
  * anything - that moves the whole process.  Only open/write/close: safe
  * in a raw clone of a threaded parent. */
 int fb_cgroup_enter_self(const fb_cgroup *cg, fb_err *err);
-/* How many processes the kernel OOM-killed in this group so far. */
+/* How many processes the kernel OOM-killed in this group so far (read at
+ * every exec's start and end: from a file kept open since creation). */
 uint64_t fb_cgroup_oom_kills(const fb_cgroup *cg);
 /* Peak/current memory use in bytes (0 if unknown). */
 uint64_t fb_cgroup_memory_current(const fb_cgroup *cg);
