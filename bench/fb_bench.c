@@ -9,7 +9,14 @@
  *                                  difference of the two.  For a VM also the
  *                                  QEMU process's CPU time per exec and per
  *                                  guest spawn (for a jail that figure is
- *                                  its init's alone: meaningless)
+ *                                  its init's alone: meaningless); and, also
+ *                                  interleaved, the round trip of a request
+ *                                  with no spawn (the get of an empty file):
+ *                                  the protocol's own share (get_us)
+ *   fb-bench faults BACKEND COUNT  guest page faults per exec of /bin/true
+ *                                  and per spawn by the guest's own loop
+ *                                  (the guest kernel's pgfault count; VM
+ *                                  only: a jail reads the host's)
  *   fb-bench memory BACKEND MIB [busy|execs]
  *                                  host memory of one idle sandbox after one
  *                                  exec; with "execs", after 21 execs of
@@ -26,6 +33,8 @@
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <time.h>
 #include <stdlib.h>
@@ -107,6 +116,23 @@ static double guest_loop_us(fb_sandbox *sb, int n)
     return atof(out_buf);
 }
 
+/* The guest kernel's page fault count (/proc/vmstat pgfault), read by a
+ * command of its own, or -1. */
+static double guest_pgfaults(fb_sandbox *sb)
+{
+    const char *argv[] = {"sh", "-c", "sed -n 's/^pgfault //p' /proc/vmstat", NULL};
+    fb_exec_req req = {.argv = argv, .timeout_ms = 60000, .stdin_fd = -1, .on_output = collect};
+    fb_exec_result res;
+    fb_err err = {{0}};
+    out_len = 0;
+    if (fb_sandbox_exec(sb, &req, &res, &err) < 0 || !res.started || res.exit_code != 0) {
+        fprintf(stderr, "fb-bench: pgfault read failed: %s\n", err.msg);
+        return -1;
+    }
+    out_buf[out_len < sizeof out_buf ? out_len : sizeof out_buf - 1] = '\0';
+    return atof(out_buf);
+}
+
 /* CPU time (ns) all threads of pid have run: under TCG the guest's work
  * and QEMU's, which, unlike wall time, other load on the host leaves
  * alone. */
@@ -149,6 +175,18 @@ static int run_true(fb_sandbox *sb)
     fb_err err = {{0}};
     if (fb_sandbox_exec(sb, &req, &res, &err) < 0 || !res.started || res.exit_code != 0) {
         fprintf(stderr, "fb-bench: exec failed: %s\n", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* A round trip with no spawn: the get of a small file (the frames both
+ * ways, the agent's loop, the host's side), the protocol's own cost. */
+static int run_get(fb_sandbox *sb, int null_fd)
+{
+    fb_err err = {{0}};
+    if (lseek(null_fd, 0, SEEK_SET) < 0 || fb_file_get(sb, "/workspace/.fb-bench-get", null_fd, 4096, &err) != FB_OK) {
+        fprintf(stderr, "fb-bench: file get failed: %s\n", err.msg);
         return -1;
     }
     return 0;
@@ -262,7 +300,14 @@ int main(int argc, char **argv)
         enum { ROUNDS = 4 };
         double guest[ROUNDS];
         int done = 0, pid = fb_sandbox_pid(sb);
-        uint64_t exec_cpu = 0, loop_cpu = 0, host_cpu = 0;
+        uint64_t exec_cpu = 0, loop_cpu = 0, host_cpu = 0, refused_cpu = 0;
+        uint64_t *rt = calloc((size_t)n, sizeof *rt);
+        int nrt = 0, null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+        fb_err perr = {{0}};
+        if (null_fd < 0 || fb_file_put(sb, "/workspace/.fb-bench-get", null_fd, 0644, &perr) != FB_OK) {
+            fprintf(stderr, "fb-bench: file put failed: %s\n", perr.msg);
+            return 1;
+        }
         for (int r = 0; r < ROUNDS; r++) {
             int k = r == ROUNDS - 1 ? n - done : n / ROUNDS;
             uint64_t c0 = proc_cpu_ns(pid), h0 = self_cpu_ns();
@@ -283,16 +328,53 @@ int main(int argc, char **argv)
                 return 1;
             uint64_t empty = proc_cpu_ns(pid) - c2;
             loop_cpu += c2 - c1 > empty ? c2 - c1 - empty : 0;
+            uint64_t c3 = proc_cpu_ns(pid);
+            for (int i = 0; i < k; i++) {
+                uint64_t t0 = fb_now_ns();
+                if (run_get(sb, null_fd) < 0)
+                    return 1;
+                rt[nrt++] = fb_now_ns() - t0;
+            }
+            refused_cpu += proc_cpu_ns(pid) - c3;
         }
         qsort(t, (size_t)n, sizeof *t, cmp_u64);
         qsort(guest, ROUNDS, sizeof *guest, cmp_double);
+        qsort(rt, (size_t)nrt, sizeof *rt, cmp_u64);
         double g = (guest[ROUNDS / 2 - 1] + guest[ROUNDS / 2]) / 2;
         printf("{\"median_us\": %.1f, \"p90_us\": %.1f, \"count\": %d, \"guest_us\": %.1f, "
                "\"guest_rounds_us\": [%.0f, %.0f, %.0f, %.0f], \"overhead_us\": %.1f, "
                "\"sandbox_cpu_per_exec_us\": %.1f, \"sandbox_cpu_per_guest_spawn_us\": %.1f, "
-               "\"host_cpu_per_exec_us\": %.1f}\n",
+               "\"host_cpu_per_exec_us\": %.1f, \"get_us\": %.1f, "
+               "\"sandbox_cpu_per_get_us\": %.1f}\n",
                t[n / 2] / 1e3, t[(n * 9) / 10] / 1e3, n, g, guest[0], guest[1], guest[2], guest[3],
-               t[n / 2] / 1e3 - g, exec_cpu / 1e3 / n, loop_cpu / 1e3 / n, host_cpu / 1e3 / n);
+               t[n / 2] / 1e3 - g, exec_cpu / 1e3 / n, loop_cpu / 1e3 / n, host_cpu / 1e3 / n,
+               rt[nrt / 2] / 1e3, refused_cpu / 1e3 / nrt);
+        fb_sandbox_destroy(sb);
+        return 0;
+    }
+    if (argc == 4 && strcmp(argv[1], "faults") == 0) {
+        /* Guest page faults per exec of /bin/true and per spawn by the
+         * guest's own loop, each net of the reads' own (two reads back to
+         * back). */
+        int n = atoi(argv[3]);
+        if (n < 1 || n > 100000)
+            return 2;
+        fb_sandbox *sb = make(argv[2], 0);
+        run_true(sb);
+        double a = guest_pgfaults(sb), b = guest_pgfaults(sb);
+        for (int i = 0; i < n; i++)
+            if (run_true(sb) < 0)
+                return 1;
+        double c = guest_pgfaults(sb);
+        if (guest_loop_us(sb, 0) < 0)
+            return 1;
+        double d = guest_pgfaults(sb);
+        if (guest_loop_us(sb, n) < 0)
+            return 1;
+        double e = guest_pgfaults(sb);
+        double reads = b - a;
+        printf("{\"faults_per_exec\": %.1f, \"faults_per_guest_spawn\": %.1f, \"faults_per_read\": %.0f}\n",
+               (c - b - reads) / n, ((e - d) - (d - c)) / n, reads);
         fb_sandbox_destroy(sb);
         return 0;
     }
