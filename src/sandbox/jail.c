@@ -147,7 +147,10 @@ static int open_rootfs_tree(const fb_sandbox *sb, fb_err *err)
          * file is what a jail had before it. */
         int mnt = fb_jailroot_open(sb->cfg.run_dir, sb->image_dir, eimg, path, err);
         if (mnt < 0) {
-            fb_trace("jail: no shared root, an EROFS superblock of its own");
+            char why[sizeof err->msg + 64];
+            snprintf(why, sizeof why, "jail: no shared root (%s), an EROFS superblock of its own",
+                     mnt == -2 ? "not on this kernel" : err->msg);
+            fb_trace(why);
             mnt = fb_jailroot_erofs_tree(eimg, path, err);
         }
         if (mnt != -2)
