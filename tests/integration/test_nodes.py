@@ -418,7 +418,10 @@ def test_a_full_node_is_skipped_for_the_next(cluster):
 
 def test_a_sandbox_ends_at_its_deadline_on_its_node(cluster):
     a, b = cluster.a.admin(), cluster.b.admin()
-    s = a.create_sandbox(backend="jail", memory_mib=128, ttl_s=3)
+    # Whole-second deadlines, and a loaded machine's create through a node can
+    # take a second or two: ttl_s=3 could leave less than a second for the
+    # exec below (CI saw its 404 once).
+    s = a.create_sandbox(backend="jail", memory_mib=128, ttl_s=8)
     assert b.exec(s["id"], ["true"])["exit_code"] == 0     # cached by both gateways
     assert wait_for(lambda: cluster.sql(f"SELECT state FROM sandboxes WHERE id = '{s['id']}'") == "destroyed")
     for c in (a, b):
