@@ -27,6 +27,17 @@ baseline, runs interleaved (direct, proxied, direct, ...):
            the server.  Both sides pay for TLS in both runs.
   parallel SIZE MiB in PARALLEL (4) concurrent absolute-form downloads of
            SIZE/PARALLEL each, total bytes over the time the last ends.
+
+And one row (session 7) with the server behind a link instead of on
+loopback, the way a sandbox's traffic leaves a real host:
+
+  link     the first row's download, but the server runs in a network
+           namespace this script creates (fbx-bench-link), reached over a
+           veth pair whose server end is shaped by a tbf qdisc to
+           FB_BENCH_EGRESS_LINK (1gbit; empty skips the row); direct on the
+           host to the namespace's address, proxied as above with
+           network.hosts pointing there.  Needs `ip` and `tc` (iproute2).
+           The addresses (10.213.7.0/30) exist only on that veth pair.
 """
 import http.server
 import json
@@ -53,7 +64,8 @@ PAIRS = int(os.environ.get("FB_BENCH_EGRESS_PAIRS", "5"))
 CLIENT = r"""
 import json, socket, statistics, sys, time
 host, port, size_mib, rounds, proxied = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
-dial = ("127.0.0.1", 3128) if proxied else ("127.0.0.1", port)
+direct_addr = sys.argv[6] if len(sys.argv) > 6 else "127.0.0.1"
+dial = ("127.0.0.1", 3128) if proxied else (direct_addr, port)
 target = f"http://{host}:{port}" if proxied else ""
 
 def get(path, sink):
@@ -246,6 +258,73 @@ def extra_rows(backend, run_via, port, tls_port, pem):
     return rows
 
 
+LINK = os.environ.get("FB_BENCH_EGRESS_LINK", "1gbit")
+LINK_NS, LINK_HOST_IF, LINK_NS_IF = "fbx-bench-link", "fbxbl-h", "fbxbl-s"
+LINK_HOST_ADDR, LINK_NS_ADDR = "10.213.7.1", "10.213.7.2"
+
+
+def _ip(*argv, ns=None):
+    """`ip ARGV...` (or `tc ...` when ARGV starts with "tc"), in namespace NS if given."""
+    argv = list(argv) if argv[0] == "tc" else ["ip"] + list(argv)
+    pre = ["ip", "netns", "exec", ns] if ns else []
+    subprocess.run(pre + argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _link_down():
+    subprocess.run(["ip", "netns", "del", LINK_NS], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(["ip", "link", "del", LINK_HOST_IF], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def link_row(tmp, env):
+    """The first row's download from a server behind a shaped veth link (a
+    network namespace of this script's own).  Returns (name, direct, via,
+    ratios) or None when the row is skipped (no LINK, no iproute2)."""
+    if not LINK or not (shutil.which("ip") and shutil.which("tc")):
+        return None
+    _link_down()
+    server = None
+    try:
+        _ip("netns", "add", LINK_NS)
+        _ip("link", "add", LINK_HOST_IF, "type", "veth", "peer", "name", LINK_NS_IF)
+        _ip("link", "set", LINK_NS_IF, "netns", LINK_NS)
+        _ip("addr", "add", LINK_HOST_ADDR + "/30", "dev", LINK_HOST_IF)
+        _ip("link", "set", LINK_HOST_IF, "up")
+        _ip("addr", "add", LINK_NS_ADDR + "/30", "dev", LINK_NS_IF, ns=LINK_NS)
+        _ip("link", "set", LINK_NS_IF, "up", ns=LINK_NS)
+        _ip("link", "set", "lo", "up", ns=LINK_NS)
+        # The download's direction: the server's end sends.
+        _ip("tc", "qdisc", "add", "dev", LINK_NS_IF, "root", "tbf", "rate", LINK, "burst", "1mb",
+            "latency", "50ms", ns=LINK_NS)
+        server = subprocess.Popen(["ip", "netns", "exec", LINK_NS, sys.executable, os.path.abspath(__file__),
+                                   "--serve", LINK_NS_ADDR], stdout=subprocess.PIPE, env=dict(os.environ))
+        port = int(server.stdout.readline())
+        cfg = os.path.join(tmp, "forgebox-link.yaml")
+        with open(cfg, "w") as f:
+            f.write(f'network:\n  hosts:\n    bench.example: [{LINK_NS_ADDR}]\n'
+                    f'  allow_private: ["{LINK_NS_ADDR}:{port}"]\n')
+        args = ["bench.example", str(port), str(SIZE_MIB), str(min(ROUNDS, 20))]
+        direct_argv = [sys.executable, "-c", CLIENT] + args + ["0", LINK_NS_ADDR]
+        via_argv = [FORGEBOX, "run", "--backend", "jail", "--config", cfg, "--allow-net", f"bench.example:{port}",
+                    "--timeout", "1200", "--", "python3", "-c", CLIENT] + args + ["1"]
+        return (f"jail, {LINK} link",) + paired_runs(direct_argv, via_argv, min(PAIRS, 3), env)
+    except subprocess.CalledProcessError as e:
+        print(f"(the {LINK} link row was skipped: {' '.join(e.cmd)}: {e.stderr.decode(errors='replace').strip()})")
+        return None
+    finally:
+        if server:
+            server.kill()
+            server.wait()
+        _link_down()
+
+
+def serve(addr):
+    """`egress.py --serve ADDR`: the benchmark's server on ADDR, its port
+    on stdout (run inside the link row's namespace)."""
+    srv = _Server((addr, 0), _Handler)
+    print(srv.server_address[1], flush=True)
+    srv.serve_forever()
+
+
 def main():
     srv = _Server(("127.0.0.1", 0), _Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
@@ -272,6 +351,10 @@ def main():
                             f"bench.example:{port},bench.example:{tls_port}", "--timeout", "1200", "--", "python3",
                             "-c"] + script_args, env=env)
         more += extra_rows(backend, run_via, port, tls_port, pem)
+    if "jail" in os.environ.get("FB_BENCH_EGRESS_BACKENDS", "jail vm").split():
+        linked = link_row(tmp, env)
+        if linked:
+            rows.append(linked)
     srv.shutdown()
     if tls_srv:
         tls_srv.shutdown()
@@ -289,4 +372,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--serve"]:
+        serve(sys.argv[2])
+    else:
+        main()
