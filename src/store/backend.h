@@ -111,6 +111,7 @@ typedef struct fb_store_engine {
     void (*close)(fb_store *st);
     int (*schema_version)(fb_store *st);
     int (*watch_identity)(fb_store *st, fb_store_watch_fn fn, void *ctx, fb_err *err);
+    int (*preallocate_log)(fb_store *st, fb_err *err); /* NULL: nothing to do */
     const fb_identity_ops *identity;
     const fb_sandbox_ops *sandboxes;
     const fb_audit_ops *audit;

@@ -33,6 +33,8 @@ typedef struct fb_sql_stmt fb_sql_stmt; /* one prepared statement */
 int fb_sql_open(const char *path, fb_sql **out, fb_err *err);
 void fb_sql_close(fb_sql *db);
 int fb_sql_schema_version(fb_sql *db);
+/* SQLite only: fb_store_preallocate_log (takes the lock itself). */
+int fb_sql_wal_preallocate(fb_sql *db, fb_err *err);
 
 void fb_sql_lock(fb_sql *db);
 void fb_sql_unlock(fb_sql *db);

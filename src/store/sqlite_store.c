@@ -76,12 +76,18 @@ static int sqlite_watch_identity(fb_store *st, fb_store_watch_fn fn, void *ctx, 
     return 0;
 }
 
+static int sqlite_preallocate_log(fb_store *st, fb_err *err)
+{
+    return fb_sql_wal_preallocate(st->impl, err);
+}
+
 const fb_store_engine fb_sqlite_engine = {
     .name = "sqlite",
     .open = sqlite_open,
     .close = sqlite_close,
     .schema_version = sqlite_version,
     .watch_identity = sqlite_watch_identity,
+    .preallocate_log = sqlite_preallocate_log,
     .identity = &fb_sqlite_identity_ops,
     .sandboxes = &fb_sqlite_sandbox_ops,
     .audit = &fb_sqlite_audit_ops,

@@ -195,6 +195,11 @@ void fb_store_close(fb_store *st)
     free(st);
 }
 
+int fb_store_preallocate_log(fb_store *st, fb_err *err)
+{
+    return st->engine->preallocate_log ? st->engine->preallocate_log(st, err) : 0;
+}
+
 const char *fb_store_engine_name(const fb_store *st)
 {
     return st->engine->name;

@@ -75,6 +75,14 @@ int fb_store_open_url(const char *state_dir, const char *url, fb_store **out, fb
 void fb_store_close(fb_store *st);
 /* "sqlite" or "postgresql". */
 const char *fb_store_engine_name(const fb_store *st);
+/* For a process that will commit for a long time (forgebox serve): on
+ * SQLite, gives the write-ahead log the size it reaches between two
+ * checkpoints now, in zeros, so that a commit overwrites the file instead
+ * of growing it and its fsync has no change of the file's size to journal
+ * (docs/performance.md, "Exec through the API").  Nothing is committed; a
+ * failure costs only that speed (err says why, for a warning).  Nothing
+ * to do on PostgreSQL. */
+int fb_store_preallocate_log(fb_store *st, fb_err *err);
 
 /* ---- identity changes made by other processes ------------------------------
  *

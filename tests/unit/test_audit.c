@@ -1046,6 +1046,86 @@ static void test_export_write_error_is_reported(void **state)
     fclose(full);
 }
 
+/* ---- the schema's outcome CHECK (migration 007) ------------------------------- */
+
+/* Every row's bytes, in order, as one text: what a migration must keep. */
+static char *raw_rows(fixture *f)
+{
+    sqlite3 *db = raw_open(f->db);
+    sqlite3_stmt *s = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT group_concat(seq || '|' || ts || '|' || event || '|' || actor || '|' "
+                                        "|| resource || '|' || action || '|' || outcome || '|' || reason || '|' || "
+                                        "source_ip || '|' || request_id || '|' || prev_hash || '|' || hash, '\n') "
+                                        "FROM (SELECT * FROM audit ORDER BY seq)",
+                                        -1, &s, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+    char *v = strdup((const char *)sqlite3_column_text(s, 0));
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    assert_non_null(v);
+    return v;
+}
+
+/* A raw insert of an outcome the CHECK must refuse (true: refused). */
+static bool raw_outcome_refused(fixture *f, const char *outcome)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO audit (seq, ts, event, actor, resource, action, outcome, reason, source_ip, request_id,"
+             " prev_hash, hash) VALUES (100000, 't', 'e', 'a', 'r', 'x', '%s', 'r', 's', 'q', 'p', 'h')",
+             outcome);
+    sqlite3 *db = raw_open(f->db);
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        sqlite3_exec(db, "DELETE FROM audit WHERE seq = 100000", NULL, NULL, NULL);
+    sqlite3_close(db);
+    return (rc & 0xff) == SQLITE_CONSTRAINT;
+}
+
+/* Version 7 states the outcome CHECK as comparisons (no temporary b-tree
+ * per insert): a log written at version 6 is carried over byte for byte,
+ * still verifies and goes on, and the CHECK refuses what it refused. */
+static void test_upgrade_to_7_keeps_the_log_and_its_check(void **state)
+{
+    fixture *f = *state;
+    fb_store_close(f->st);
+    f->st = NULL;
+    /* The table as version 6 made it, with the log's rows. */
+    raw_exec(f, "CREATE TABLE audit_v6 (seq INTEGER PRIMARY KEY, ts TEXT NOT NULL, event TEXT NOT NULL,"
+                " actor TEXT NOT NULL, resource TEXT NOT NULL, action TEXT NOT NULL,"
+                " outcome TEXT NOT NULL CHECK (outcome IN ('allowed', 'denied', 'error')), reason TEXT NOT NULL,"
+                " source_ip TEXT NOT NULL, request_id TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);"
+                "INSERT INTO audit_v6 SELECT * FROM audit; DROP TABLE audit;"
+                "ALTER TABLE audit_v6 RENAME TO audit; PRAGMA user_version = 6");
+    char *before = raw_rows(f);
+    assert_true(raw_outcome_refused(f, "maybe"));
+
+    fb_err err = {{0}};
+    if (fb_store_open(f->tmp, &f->st, &err) < 0)
+        fail_msg("fb_store_open: %s", err.msg);
+    assert_true(fb_store_schema_version(f->st) >= 7);
+    assert_int_equal(raw_ll(f, "SELECT count(*) FROM sqlite_schema WHERE name = 'audit' AND sql LIKE "
+                               "'%outcome = ''allowed'' OR outcome = ''denied'' OR outcome = ''error''%'"),
+                     1);
+    char *after = raw_rows(f);
+    assert_string_equal(after, before);
+    free(before);
+    free(after);
+    verify_ok(f->st, N_ENTRIES);
+    append_standard(f->st, N_ENTRIES + 1);
+    verify_ok(f->st, N_ENTRIES + 1);
+
+    static const char *const refused[] = {"maybe", "Allowed", "allowed ", "", "denied\n"};
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++)
+        if (!raw_outcome_refused(f, refused[i]))
+            fail_msg("outcome '%s' was accepted", refused[i]);
+    static const char *const accepted[] = {"allowed", "denied", "error"};
+    for (size_t i = 0; i < 3; i++)
+        assert_false(raw_outcome_refused(f, accepted[i]));
+}
+
 int main(void)
 {
 #define T(fn, setup) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1092,6 +1172,7 @@ int main(void)
         T(test_export_json_lines, setup_log),
         T(test_export_pages_through_a_long_log, setup_empty),
         T(test_export_write_error_is_reported, setup_log),
+        T(test_upgrade_to_7_keeps_the_log_and_its_check, setup_log),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
