@@ -25,12 +25,29 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define EXIT_GRACE_NS (300ull * 1000000ull)
 #define READ_CHUNK (32u * 1024u)
+#define VMSTAT_MAX 8192u
+
+/* The agent's own read buffers (command output, /proc/vmstat), in pages
+ * marked MADV_DONTFORK, not on the stack.  A fork write-protects every
+ * page of the agent, so each page the agent writes between two execs
+ * takes a copy-on-write fault once per exec; a 32 KiB buffer on the stack
+ * spread the loop's calls over three more stack pages than it needs.
+ * Pages left out of the fork are never write-protected, and no child
+ * touches these: it only reads its argv, env and the limits before its
+ * execve.  ~40 us a fault in a VM under TCG (bench/README.md, "Session 7:
+ * agent exec").  If the mapping cannot be made, the static fallback works
+ * the same, with the faults. */
+static uint8_t scratch_fallback[READ_CHUNK + VMSTAT_MAX];
+static uint8_t *scratch = scratch_fallback;
+#define OUTPUT_BUF (scratch)
+#define VMSTAT_BUF ((char *)scratch + READ_CHUNK)
 
 /* What the child sends back when it cannot exec. */
 struct child_failure {
@@ -69,8 +86,8 @@ static const char *const default_env[] = {
 
 static uint64_t read_oom_kills(void)
 {
-    char buf[8192];
-    if (fb_read_file("/proc/vmstat", buf, sizeof buf, NULL) < 0)
+    char *buf = VMSTAT_BUF;
+    if (fb_read_file("/proc/vmstat", buf, VMSTAT_MAX, NULL) < 0)
         return 0;
     const char *p = strstr(buf, "\noom_kill ");
     return p ? strtoull(p + 10, NULL, 10) : 0;
@@ -219,6 +236,13 @@ static int status_mask(const char *status, const char *name, uint64_t *out)
 
 void fb_exec_prepare(fb_agent *a)
 {
+    if (scratch == scratch_fallback) {
+        void *m = mmap(NULL, sizeof scratch_fallback, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m != MAP_FAILED && madvise(m, sizeof scratch_fallback, MADV_DONTFORK) == 0)
+            scratch = m;
+        else if (m != MAP_FAILED)
+            munmap(m, sizeof scratch_fallback);
+    }
     /* Ignored and caught signals, bit N-1 for signal N: one read instead
      * of a sigaction query per signal. */
     char status[4096];
@@ -377,8 +401,8 @@ static void send_output(fb_agent *a, fb_exec *e, fb_msg_type stream, const void 
 
 static void read_output(fb_agent *a, fb_exec *e, int *fd, fb_msg_type stream)
 {
-    uint8_t buf[READ_CHUNK];
-    ssize_t n = read(*fd, buf, sizeof buf);
+    uint8_t *buf = OUTPUT_BUF;
+    ssize_t n = read(*fd, buf, READ_CHUNK);
     if (n < 0) {
         if (errno == EINTR || errno == EAGAIN)
             return;
