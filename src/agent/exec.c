@@ -174,9 +174,10 @@ static void child_fail(int fd, int stage, int err_no, const char *msg)
 static void run_child(const fb_agent *a, const char **argv, char **env, const char *cwd, int in_fd,
                       int out_fd, int err_fd, int report_fd)
 {
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* The system call, not sigprocmask(): no glibc code the agent's loop
+     * does not run already, so none of its pages faults in here. */
+    uint64_t none = 0;
+    (void)syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
     /* Every disposition at SIG_DFL: execve resets handlers, not SIG_IGN;
      * fb_exec_prepare noted which are not (one call each, not NSIG).  The
      * system call itself, because glibc refuses signals 32 and 33 (its
@@ -217,6 +218,22 @@ static void run_child(const fb_agent *a, const char **argv, char **env, const ch
     snprintf(msg, sizeof msg, "%.200s: %s", argv[0],
              errno == ENOENT ? "command not found" : strerror(errno));
     child_fail(report_fd, 1, errno, msg);
+}
+
+/* A new process for a command: clone(SIGCHLD), what fork() asks of the
+ * kernel, without glibc's fork bookkeeping.  That bookkeeping (the thread
+ * id written into the child's TLS, its robust-list, stdio and abort locks
+ * reset, the atfork handlers) matters only to a multi-threaded parent or a
+ * child that goes on running the parent's program; the agent has one
+ * thread and registers no handler, and its child only execs.  Each of
+ * those writes was a copy-on-write fault in the child (three pages), and
+ * glibc's fork code pages more faults on the way (~40 us each in a VM
+ * under TCG; bench/README.md, "Session 7: agent exec").  glibc's raise()
+ * and abort() ask the kernel for the thread id, so a fortify failure in
+ * the child still kills the child alone. */
+static pid_t spawn_process(void)
+{
+    return (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, NULL, NULL, NULL, 0ul);
 }
 
 /* A "Name:\thex" mask of /proc/self/status, or -1. */
@@ -330,7 +347,7 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
         return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, strerror(e));
     }
     uint64_t oom_before = read_oom_kills();
-    pid_t pid = fork();
+    pid_t pid = spawn_process();
     if (pid == 0)
         run_child(a, argv, env, cwd, want_stdin ? in[0] : devnull, out[1], errp[1], rep[1]);
     int fork_errno = errno;
