@@ -346,7 +346,6 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
         free_env(env);
         return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, strerror(e));
     }
-    uint64_t oom_before = read_oom_kills();
     pid_t pid = spawn_process();
     if (pid == 0)
         run_child(a, argv, env, cwd, want_stdin ? in[0] : devnull, out[1], errp[1], rep[1]);
@@ -395,7 +394,14 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
     e->start_ns = fb_now_ns();
     e->deadline_ns = e->start_ns + timeout_ms * 1000000ull;
     e->max_output = max_output;
-    e->oom_before = oom_before;
+    /* Read after the fork, not before: the agent reads while its child
+     * hardens itself (on the other CPU, as a rule), so the read is off the
+     * exec's path; ~0.1-0.3 ms of /proc/vmstat under TCG.  The count
+     * cannot move for this command before its execve unless the child
+     * itself, a few pages before it has run anything, is the OOM killer's
+     * pick: then its exit reads "killed by signal 9", not "out of
+     * memory", and nothing else changes. */
+    e->oom_before = read_oom_kills();
     /* FIONBIO: one call per fd where F_GETFL + F_SETFL are two. */
     int on = 1;
     (void)ioctl(e->out_fd, FIONBIO, &on);
