@@ -22,6 +22,11 @@
  * This file is the policy's single source; it is not part of fb-agent
  * (the Makefile leaves it out): fb-agent loads the programs that
  * tools/gen_seccomp.c exported from it into build/gen/seccomp_bpf.h.
+ * Two builds of the same policy live here: the reference, libseccomp's
+ * (fb_seccomp_build_reference), and the program fb-agent loads, a search
+ * over ranges of syscall numbers about a third of its length
+ * (fb_seccomp_build_single, at the end of this file).  The unit test
+ * holds them to the same verdict on every input it tries.
  */
 #define _GNU_SOURCE
 #include "agent/seccomp_rules.h"
@@ -174,12 +179,10 @@ int fb_seccomp_build_allow(bool allow_inet, struct sock_filter **prog, unsigned 
     if (!ctx)
         return fb_fail(err, "seccomp_init failed");
     /* A binary search over the syscall number, not libseccomp's default
-     * linear chain of ~250 comparisons.  Every exec loads this filter
-     * afresh, so every exec's processes run a new copy of its code: under
-     * TCG each conditional branch the first syscalls pass is translated
-     * anew (a linear chain is hundreds of them; a tree, ~9 per syscall),
-     * which was most of a VM exec's overhead over the guest's own spawn
-     * (bench/README.md).  Natively a shorter path per syscall, too. */
+     * linear chain of ~250 comparisons (the reference program was what
+     * every exec loaded up to session 6; under TCG each conditional branch
+     * of a linear chain the first syscalls pass was translated anew).  The
+     * program loaded now, fb_seccomp_build_single, searches ranges. */
     int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
     if (rc < 0) {
         seccomp_release(ctx);
