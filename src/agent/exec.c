@@ -84,10 +84,18 @@ static const char *const default_env[] = {
     NULL,
 };
 
+/* /proc/vmstat, opened once (fb_exec_prepare): one pread per exec instead
+ * of an open (a /proc path walk), two reads and a close.  A seq_file
+ * regenerates its text for a read at offset 0. */
+static int vmstat_fd = -1;
+
 static uint64_t read_oom_kills(void)
 {
     char *buf = VMSTAT_BUF;
-    if (fb_read_file("/proc/vmstat", buf, VMSTAT_MAX, NULL) < 0)
+    ssize_t n = vmstat_fd >= 0 ? pread(vmstat_fd, buf, VMSTAT_MAX - 1, 0) : -1;
+    if (n >= 0 && (size_t)n < VMSTAT_MAX - 1)
+        buf[n] = '\0'; /* empty in a jail: /proc/vmstat is covered there */
+    else if (fb_read_file("/proc/vmstat", buf, VMSTAT_MAX, NULL) < 0)
         return 0;
     const char *p = strstr(buf, "\noom_kill ");
     return p ? strtoull(p + 10, NULL, 10) : 0;
@@ -253,6 +261,8 @@ static int status_mask(const char *status, const char *name, uint64_t *out)
 
 void fb_exec_prepare(fb_agent *a)
 {
+    if (vmstat_fd < 0)
+        vmstat_fd = open("/proc/vmstat", O_RDONLY | O_CLOEXEC);
     if (scratch == scratch_fallback) {
         void *m = mmap(NULL, sizeof scratch_fallback, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m != MAP_FAILED && madvise(m, sizeof scratch_fallback, MADV_DONTFORK) == 0)
