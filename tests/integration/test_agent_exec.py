@@ -8,8 +8,10 @@ exec's Landlock domain comes from one ruleset built at hello; a child
 resets only the signals the agent does not leave at SIG_DFL.  Each test
 attacks one of those from inside a sandbox and asserts the exact refusal,
 with a control that shows the probe would have seen a success.
-Session 7: the child is a plain clone(SIGCHLD) and writes its OOM score
-itself; its score, limits and ids are checked as the command sees them.
+Session 7: the child is a plain clone(SIGCHLD), writes its OOM score
+itself and searches the default PATH without writing `environ`; its
+score, limits, ids and the PATH search are checked as the command sees
+them.
 """
 import ctypes
 import errno
@@ -136,6 +138,23 @@ def test_a_tool_process_is_the_oom_killers_first_pick_with_its_limits(run, backe
     # command starts inherits it.
     r = run(backend, "-q", "--", "sh", "-c", "cat /proc/self/oom_score_adj; sh -c 'cat /proc/self/oom_score_adj'")
     assert r.rc == 0 and r.stdout == "1000\n1000\n", r
+
+
+def test_the_command_is_searched_on_the_path_it_gets(run, backend):
+    """Session 7: with the default PATH the child searches the agent's own
+    environment (the same PATH) and hands the command its env; a request's
+    own PATH is searched instead.  nologin is only in /usr/sbin, which
+    glibc's fallback (/bin:/usr/bin) would miss."""
+    r = run(backend, "-q", "--", "nologin")
+    assert r.rc == 1 and "not available" in r.stdout, r
+    r = run(backend, "-q", "--", "sh", "-c", 'echo "$PATH"')
+    assert r.stdout == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n", r
+    r = run(backend, "-q", "--env", "PATH=/nowhere", "--", "true")
+    assert r.rc == 127 and "command not found" in r.stderr, r
+    r = run(backend, "-q", "--env", "PATH=/usr/sbin", "--", "nologin")
+    assert r.rc == 1 and "not available" in r.stdout, r
+    r = run(backend, "-q", "--env", "PATH=/nowhere", "--", "/bin/sh", "-c", 'echo "$PATH"')
+    assert r.rc == 0 and r.stdout == "/nowhere\n", r
 
 
 def _ignore_signals_raw(*sigs):
