@@ -25,12 +25,29 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define EXIT_GRACE_NS (300ull * 1000000ull)
 #define READ_CHUNK (32u * 1024u)
+#define VMSTAT_MAX 8192u
+
+/* The agent's own read buffers (command output, /proc/vmstat), in pages
+ * marked MADV_DONTFORK, not on the stack.  A fork write-protects every
+ * page of the agent, so each page the agent writes between two execs
+ * takes a copy-on-write fault once per exec; a 32 KiB buffer on the stack
+ * spread the loop's calls over three more stack pages than it needs.
+ * Pages left out of the fork are never write-protected, and no child
+ * touches these: it only reads its argv, env and the limits before its
+ * execve.  ~40 us a fault in a VM under TCG (bench/README.md, "Session 7:
+ * agent exec").  If the mapping cannot be made, the static fallback works
+ * the same, with the faults. */
+static uint8_t scratch_fallback[READ_CHUNK + VMSTAT_MAX];
+static uint8_t *scratch = scratch_fallback;
+#define OUTPUT_BUF (scratch)
+#define VMSTAT_BUF ((char *)scratch + READ_CHUNK)
 
 /* What the child sends back when it cannot exec. */
 struct child_failure {
@@ -57,8 +74,10 @@ struct fb_exec {
     uint64_t oom_before;
 };
 
+#define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 static const char *const default_env[] = {
-    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    DEFAULT_PATH,
     "HOME=/workspace",
     "USER=forgebox",
     "LOGNAME=forgebox",
@@ -67,10 +86,18 @@ static const char *const default_env[] = {
     NULL,
 };
 
+/* /proc/vmstat, opened once (fb_exec_prepare): one pread per exec instead
+ * of an open (a /proc path walk), two reads and a close.  A seq_file
+ * regenerates its text for a read at offset 0. */
+static int vmstat_fd = -1;
+
 static uint64_t read_oom_kills(void)
 {
-    char buf[8192];
-    if (fb_read_file("/proc/vmstat", buf, sizeof buf, NULL) < 0)
+    char *buf = VMSTAT_BUF;
+    ssize_t n = vmstat_fd >= 0 ? pread(vmstat_fd, buf, VMSTAT_MAX - 1, 0) : -1;
+    if (n >= 0 && (size_t)n < VMSTAT_MAX - 1)
+        buf[n] = '\0'; /* empty in a jail: /proc/vmstat is covered there */
+    else if (fb_read_file("/proc/vmstat", buf, VMSTAT_MAX, NULL) < 0)
         return 0;
     const char *p = strstr(buf, "\noom_kill ");
     return p ? strtoull(p + 10, NULL, 10) : 0;
@@ -154,12 +181,13 @@ static void child_fail(int fd, int stage, int err_no, const char *msg)
     _exit(stage == 1 ? (err_no == ENOENT ? 127 : 126) : 125);
 }
 
-static void run_child(const fb_agent *a, const char **argv, char **env, const char *cwd, int in_fd,
-                      int out_fd, int err_fd, int report_fd)
+static void run_child(const fb_agent *a, const char **argv, char **env, bool own_path, const char *cwd,
+                      int in_fd, int out_fd, int err_fd, int report_fd)
 {
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* The system call, not sigprocmask(): no glibc code the agent's loop
+     * does not run already, so none of its pages faults in here. */
+    uint64_t none = 0;
+    (void)syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
     /* Every disposition at SIG_DFL: execve resets handlers, not SIG_IGN;
      * fb_exec_prepare noted which are not (one call each, not NSIG).  The
      * system call itself, because glibc refuses signals 32 and 33 (its
@@ -193,13 +221,37 @@ static void run_child(const fb_agent *a, const char **argv, char **env, const ch
         snprintf(msg, sizeof msg, "cannot change directory to %.256s: %s", cwd, strerror(errno));
         child_fail(report_fd, 0, errno, msg);
     }
+    /* execvp searches the PATH of the caller's environ.  With the default
+     * PATH that is the agent's own (fb_exec_prepare), and execvpe hands
+     * the command its env without this child writing `environ`, a page of
+     * the agent's data it would otherwise copy (a fault, ~40 us in a VM
+     * under TCG).  A request's own PATH is searched as before. */
     extern char **environ;
-    environ = env;
-    execvp(argv[0], (char *const *)argv);
+    if (own_path) {
+        environ = env;
+        execvp(argv[0], (char *const *)argv);
+    } else
+        execvpe(argv[0], (char *const *)argv, env);
     char msg[300];
     snprintf(msg, sizeof msg, "%.200s: %s", argv[0],
              errno == ENOENT ? "command not found" : strerror(errno));
     child_fail(report_fd, 1, errno, msg);
+}
+
+/* A new process for a command: clone(SIGCHLD), what fork() asks of the
+ * kernel, without glibc's fork bookkeeping.  That bookkeeping (the thread
+ * id written into the child's TLS, its robust-list, stdio and abort locks
+ * reset, the atfork handlers) matters only to a multi-threaded parent or a
+ * child that goes on running the parent's program; the agent has one
+ * thread and registers no handler, and its child only execs.  Each of
+ * those writes was a copy-on-write fault in the child (three pages), and
+ * glibc's fork code pages more faults on the way (~40 us each in a VM
+ * under TCG; bench/README.md, "Session 7: agent exec").  glibc's raise()
+ * and abort() ask the kernel for the thread id, so a fortify failure in
+ * the child still kills the child alone. */
+static pid_t spawn_process(void)
+{
+    return (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, NULL, NULL, NULL, 0ul);
 }
 
 /* A "Name:\thex" mask of /proc/self/status, or -1. */
@@ -217,8 +269,23 @@ static int status_mask(const char *status, const char *name, uint64_t *out)
     return 0;
 }
 
+/* The agent's own environment: the default PATH alone, which execvp
+ * searches for a command whose request keeps that PATH (run_child). */
+static char *agent_environ[] = {(char *)DEFAULT_PATH, NULL};
+
 void fb_exec_prepare(fb_agent *a)
 {
+    extern char **environ;
+    environ = agent_environ;
+    if (vmstat_fd < 0)
+        vmstat_fd = open("/proc/vmstat", O_RDONLY | O_CLOEXEC);
+    if (scratch == scratch_fallback) {
+        void *m = mmap(NULL, sizeof scratch_fallback, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m != MAP_FAILED && madvise(m, sizeof scratch_fallback, MADV_DONTFORK) == 0)
+            scratch = m;
+        else if (m != MAP_FAILED)
+            munmap(m, sizeof scratch_fallback);
+    }
     /* Ignored and caught signals, bit N-1 for signal N: one read instead
      * of a sigaction query per signal. */
     char status[4096];
@@ -284,7 +351,9 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
         return fb_agent_reply_error(a, f->id, FB_E_BAD_REQUEST, err.msg);
     const char *cwd = m.cwd ? m.cwd : "/workspace";
     uint64_t timeout_ms = m.timeout_ms, max_output = m.max_output ? m.max_output : a->max_output;
-    bool want_stdin = m.stdin_pipe;
+    bool want_stdin = m.stdin_pipe, own_path = false;
+    for (size_t i = 0; i < m.nenv && !own_path; i++)
+        own_path = strcmp(m.env[i].key, "PATH") == 0;
     const char **argv = (const char **)m.argv;
     char **env = build_env(&m, a->net_listen >= 0, &err);
     if (!env) {
@@ -305,10 +374,9 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
         free_env(env);
         return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, strerror(e));
     }
-    uint64_t oom_before = read_oom_kills();
-    pid_t pid = fork();
+    pid_t pid = spawn_process();
     if (pid == 0)
-        run_child(a, argv, env, cwd, want_stdin ? in[0] : devnull, out[1], errp[1], rep[1]);
+        run_child(a, argv, env, own_path, cwd, want_stdin ? in[0] : devnull, out[1], errp[1], rep[1]);
     int fork_errno = errno;
     fb_msg_exec_free(&m);
     free_env(env);
@@ -354,7 +422,14 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
     e->start_ns = fb_now_ns();
     e->deadline_ns = e->start_ns + timeout_ms * 1000000ull;
     e->max_output = max_output;
-    e->oom_before = oom_before;
+    /* Read after the fork, not before: the agent reads while its child
+     * hardens itself (on the other CPU, as a rule), so the read is off the
+     * exec's path; ~0.1-0.3 ms of /proc/vmstat under TCG.  The count
+     * cannot move for this command before its execve unless the child
+     * itself, a few pages before it has run anything, is the OOM killer's
+     * pick: then its exit reads "killed by signal 9", not "out of
+     * memory", and nothing else changes. */
+    e->oom_before = read_oom_kills();
     /* FIONBIO: one call per fd where F_GETFL + F_SETFL are two. */
     int on = 1;
     (void)ioctl(e->out_fd, FIONBIO, &on);
@@ -377,8 +452,8 @@ static void send_output(fb_agent *a, fb_exec *e, fb_msg_type stream, const void 
 
 static void read_output(fb_agent *a, fb_exec *e, int *fd, fb_msg_type stream)
 {
-    uint8_t buf[READ_CHUNK];
-    ssize_t n = read(*fd, buf, sizeof buf);
+    uint8_t *buf = OUTPUT_BUF;
+    ssize_t n = read(*fd, buf, READ_CHUNK);
     if (n < 0) {
         if (errno == EINTR || errno == EAGAIN)
             return;

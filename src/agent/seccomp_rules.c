@@ -22,11 +22,17 @@
  * This file is the policy's single source; it is not part of fb-agent
  * (the Makefile leaves it out): fb-agent loads the programs that
  * tools/gen_seccomp.c exported from it into build/gen/seccomp_bpf.h.
+ * Two builds of the same policy live here: the reference, libseccomp's
+ * (fb_seccomp_build_reference), and the program fb-agent loads, a search
+ * over ranges of syscall numbers about a third of its length
+ * (fb_seccomp_build_single, at the end of this file).  The unit test
+ * holds them to the same verdict on every input it tries.
  */
 #define _GNU_SOURCE
 #include "agent/seccomp_rules.h"
 
 #include <errno.h>
+#include <linux/audit.h>
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <seccomp.h>
@@ -173,12 +179,10 @@ int fb_seccomp_build_allow(bool allow_inet, struct sock_filter **prog, unsigned 
     if (!ctx)
         return fb_fail(err, "seccomp_init failed");
     /* A binary search over the syscall number, not libseccomp's default
-     * linear chain of ~250 comparisons.  Every exec loads this filter
-     * afresh, so every exec's processes run a new copy of its code: under
-     * TCG each conditional branch the first syscalls pass is translated
-     * anew (a linear chain is hundreds of them; a tree, ~9 per syscall),
-     * which was most of a VM exec's overhead over the guest's own spawn
-     * (bench/README.md).  Natively a shorter path per syscall, too. */
+     * linear chain of ~250 comparisons (the reference program was what
+     * every exec loaded up to session 6; under TCG each conditional branch
+     * of a linear chain the first syscalls pass was translated anew).  The
+     * program loaded now, fb_seccomp_build_single, searches ranges. */
     int rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
     if (rc < 0) {
         seccomp_release(ctx);
@@ -274,7 +278,7 @@ int fb_seccomp_concat(const struct sock_filter *deny, unsigned short deny_len,
     return 0;
 }
 
-int fb_seccomp_build_single(bool allow_inet, struct sock_filter **prog, unsigned short *len, fb_err *err)
+int fb_seccomp_build_reference(bool allow_inet, struct sock_filter **prog, unsigned short *len, fb_err *err)
 {
     struct sock_filter *allow = NULL, *deny = NULL;
     unsigned short allow_len = 0, deny_len = 0;
@@ -285,4 +289,266 @@ int fb_seccomp_build_single(bool allow_inet, struct sock_filter **prog, unsigned
     free(allow);
     free(deny);
     return rc;
+}
+
+/* ---- The program fb-agent loads: a search over ranges -------------------
+ *
+ * libseccomp's tree compares the syscall number against each allowed
+ * number (~390 instructions).  The allowed x86-64 numbers form a few dozen
+ * runs of consecutive numbers, so a search over those runs gives the same
+ * verdicts in about a third of the instructions.  The kernel's cost to
+ * load a filter, paid at every exec, grows with its length (the classic to
+ * eBPF conversion, its checks, the pages made read-only; bench/README.md,
+ * "Session 7: agent exec").
+ *
+ * The allowed numbers come from the same list as the reference program
+ * (allowed_syscalls); the argument checks are written out below.  The
+ * unit test proves both programs give the same verdict on every syscall
+ * number and every argument case, so a rule changed on one side only fails
+ * there. */
+
+enum { L_ALLOW, L_EPERM, L_ENOSYS, L_KILL, L_FIRST_FREE };
+
+#define SD_NR 0u
+#define SD_ARCH 4u
+#define SD_ARG_LO(i) (16u + 8u * (i))
+#define SD_ARG_HI(i) (20u + 8u * (i))
+#define X32_SYSCALL_BIT 0x40000000u
+#define RANGE_NR_LIMIT 1024u /* above every x86-64 number: EPERM from there */
+#define MAX_LABELS 1024
+#define MAX_GEN_INSNS 1024
+
+/* An instruction whose jumps name labels; -1 is the next instruction. */
+typedef struct gen_ins {
+    struct sock_filter ins;
+    int jt, jf;
+} gen_ins;
+
+typedef struct gen {
+    gen_ins ins[MAX_GEN_INSNS];
+    unsigned n;
+    int pos[MAX_LABELS]; /* -1 until placed */
+    int nlabels;
+    bool overflow;
+} gen;
+
+static int new_label(gen *g)
+{
+    if (g->nlabels >= MAX_LABELS) {
+        g->overflow = true;
+        return L_KILL;
+    }
+    g->pos[g->nlabels] = -1;
+    return g->nlabels++;
+}
+
+static void place(gen *g, int label)
+{
+    g->pos[label] = (int)g->n;
+}
+
+static void put(gen *g, uint16_t code, uint32_t k, int jt, int jf)
+{
+    if (g->n >= MAX_GEN_INSNS) {
+        g->overflow = true;
+        return;
+    }
+    g->ins[g->n++] = (gen_ins){.ins = {.code = code, .k = k}, .jt = jt, .jf = jf};
+}
+
+static void ld(gen *g, uint32_t off)
+{
+    put(g, BPF_LD | BPF_W | BPF_ABS, off, -1, -1);
+}
+
+/* Segments [start, next start) of syscall numbers with one target each. */
+typedef struct seg {
+    uint32_t start;
+    int label;
+} seg;
+
+/* A balanced search over segments [lo, hi); returns the label where the
+ * search starts (a node placed here, or the one segment's target). */
+static int emit_tree(gen *g, const seg *s, size_t lo, size_t hi)
+{
+    if (hi - lo == 1)
+        return s[lo].label;
+    size_t mid = lo + (hi - lo) / 2;
+    int me = new_label(g);
+    place(g, me);
+    unsigned at = g->n;
+    put(g, BPF_JMP | BPF_JGE | BPF_K, s[mid].start, -1, -1);
+    int left = emit_tree(g, s, lo, mid);
+    int right = emit_tree(g, s, mid, hi);
+    if (at < g->n) {
+        g->ins[at].jf = left;
+        g->ins[at].jt = right;
+    }
+    return me;
+}
+
+/* "64-bit argument i equals v": the high word first. */
+static void arg_eq64(gen *g, unsigned i, uint32_t v, int yes, int no)
+{
+    ld(g, SD_ARG_HI(i));
+    put(g, BPF_JMP | BPF_JEQ | BPF_K, 0, -1, no);
+    ld(g, SD_ARG_LO(i));
+    put(g, BPF_JMP | BPF_JEQ | BPF_K, v, yes, no);
+}
+
+int fb_seccomp_build_single(bool allow_inet, struct sock_filter **prog, unsigned short *len, fb_err *err)
+{
+    gen *g = calloc(1, sizeof *g);
+    int *target = calloc(RANGE_NR_LIMIT, sizeof *target);
+    seg *segs = calloc(RANGE_NR_LIMIT + 1, sizeof *segs);
+    if (!g || !target || !segs) {
+        free(g);
+        free(target);
+        free(segs);
+        return fb_fail(err, "out of memory");
+    }
+    g->nlabels = L_FIRST_FREE;
+
+    /* Each number's target: allowed, refused, or a block of argument
+     * checks (labels placed after the search). */
+    for (unsigned nr = 0; nr < RANGE_NR_LIMIT; nr++)
+        target[nr] = L_EPERM;
+    int rc = 0;
+    for (const char *const *name = allowed_syscalls; *name; name++) {
+        int nr = seccomp_syscall_resolve_name(*name);
+        if (nr == __NR_SCMP_ERROR)
+            continue;
+        if (nr < 0 || (unsigned)nr >= RANGE_NR_LIMIT) {
+            rc = fb_fail(err, "seccomp: %s has the number %d, outside the search", *name, nr);
+            break;
+        }
+        target[nr] = L_ALLOW;
+    }
+    int b_ioctl = new_label(g), b_setrlimit = new_label(g), b_prlimit = new_label(g),
+        b_clone = new_label(g), b_socket = new_label(g), b_socketpair = new_label(g),
+        b_personality = new_label(g), b_high = new_label(g);
+    target[__NR_ioctl] = b_ioctl;
+    target[__NR_setrlimit] = b_setrlimit;
+    target[__NR_prlimit64] = b_prlimit;
+    target[__NR_clone] = b_clone;
+    target[__NR_clone3] = L_ENOSYS;
+    target[__NR_socket] = b_socket;
+    target[__NR_socketpair] = b_socketpair;
+    target[__NR_personality] = b_personality;
+
+    size_t nsegs = 0;
+    for (unsigned nr = 0; nr < RANGE_NR_LIMIT; nr++)
+        if (nsegs == 0 || segs[nsegs - 1].label != target[nr])
+            segs[nsegs++] = (seg){.start = nr, .label = target[nr]};
+    if (segs[nsegs - 1].label != L_EPERM)
+        segs[nsegs++] = (seg){.start = RANGE_NR_LIMIT, .label = L_EPERM};
+
+    /* A foreign architecture is killed, and so is the x32 ABI (numbers
+     * with bit 30), except -1 (a tracer's skipped call): refused. */
+    ld(g, SD_ARCH);
+    put(g, BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, -1, L_KILL);
+    ld(g, SD_NR);
+    unsigned x32_check = g->n;
+    put(g, BPF_JMP | BPF_JGE | BPF_K, X32_SYSCALL_BIT, b_high, -1);
+    int root = emit_tree(g, segs, 0, nsegs);
+    if (x32_check < g->n)
+        g->ins[x32_check].jf = root;
+
+    place(g, b_high);
+    put(g, BPF_JMP | BPF_JEQ | BPF_K, 0xffffffffu, L_EPERM, L_KILL);
+    /* ioctl: not TIOCSTI nor TIOCLINUX; the kernel reads the request as
+     * 32 bits, so only those are compared. */
+    place(g, b_ioctl);
+    ld(g, SD_ARG_LO(1));
+    put(g, BPF_JMP | BPF_JEQ | BPF_K, TIOCSTI, L_EPERM, -1);
+    put(g, BPF_JMP | BPF_JEQ | BPF_K, TIOCLINUX, L_EPERM, L_ALLOW);
+    /* setrlimit: not RLIMIT_CORE (32 bits, as the kernel reads it). */
+    place(g, b_setrlimit);
+    ld(g, SD_ARG_LO(0));
+    put(g, BPF_JMP | BPF_JEQ | BPF_K, RLIMIT_CORE, L_EPERM, L_ALLOW);
+    /* prlimit64: RLIMIT_CORE only without a new value (the 64-bit
+     * pointer is NULL). */
+    place(g, b_prlimit);
+    ld(g, SD_ARG_LO(1));
+    put(g, BPF_JMP | BPF_JEQ | BPF_K, RLIMIT_CORE, -1, L_ALLOW);
+    ld(g, SD_ARG_LO(2));
+    put(g, BPF_JMP | BPF_JEQ | BPF_K, 0, -1, L_EPERM);
+    ld(g, SD_ARG_HI(2));
+    put(g, BPF_JMP | BPF_JEQ | BPF_K, 0, L_ALLOW, L_EPERM);
+    /* clone: no namespace flag (all in the low word). */
+    const uint32_t ns_flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID |
+                              CLONE_NEWNET | CLONE_NEWCGROUP | 0x80 /* NEWTIME */;
+    place(g, b_clone);
+    ld(g, SD_ARG_LO(0));
+    put(g, BPF_JMP | BPF_JSET | BPF_K, ns_flags, L_EPERM, L_ALLOW);
+    /* socket: AF_UNIX; with a grant AF_INET/AF_INET6 with SOCK_STREAM. */
+    place(g, b_socket);
+    if (!allow_inet)
+        arg_eq64(g, 0, AF_UNIX, L_ALLOW, L_EPERM);
+    else {
+        int stream = new_label(g);
+        ld(g, SD_ARG_HI(0));
+        put(g, BPF_JMP | BPF_JEQ | BPF_K, 0, -1, L_EPERM);
+        ld(g, SD_ARG_LO(0));
+        put(g, BPF_JMP | BPF_JEQ | BPF_K, AF_UNIX, L_ALLOW, -1);
+        put(g, BPF_JMP | BPF_JEQ | BPF_K, AF_INET, stream, -1);
+        put(g, BPF_JMP | BPF_JEQ | BPF_K, AF_INET6, -1, L_EPERM);
+        place(g, stream);
+        ld(g, SD_ARG_LO(1));
+        put(g, BPF_ALU | BPF_AND | BPF_K, 0xf /* SOCK_TYPE_MASK */, -1, -1);
+        put(g, BPF_JMP | BPF_JEQ | BPF_K, SOCK_STREAM, L_ALLOW, L_EPERM);
+    }
+    place(g, b_socketpair);
+    arg_eq64(g, 0, AF_UNIX, L_ALLOW, L_EPERM);
+    /* personality: the query (0xffffffff) and the default persona. */
+    place(g, b_personality);
+    ld(g, SD_ARG_HI(0));
+    put(g, BPF_JMP | BPF_JEQ | BPF_K, 0, -1, L_EPERM);
+    ld(g, SD_ARG_LO(0));
+    put(g, BPF_JMP | BPF_JEQ | BPF_K, 0xffffffffu, L_ALLOW, -1);
+    put(g, BPF_JMP | BPF_JEQ | BPF_K, 0, L_ALLOW, L_EPERM);
+
+    place(g, L_ALLOW);
+    put(g, BPF_RET | BPF_K, SECCOMP_RET_ALLOW, -1, -1);
+    place(g, L_EPERM);
+    put(g, BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM, -1, -1);
+    place(g, L_ENOSYS);
+    put(g, BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS, -1, -1);
+    place(g, L_KILL);
+    put(g, BPF_RET | BPF_K, SECCOMP_RET_KILL_THREAD, -1, -1);
+
+    /* Labels to forward offsets; each must fit the 8 bits of jt/jf. */
+    struct sock_filter *p = NULL;
+    if (rc == 0 && g->overflow)
+        rc = fb_fail(err, "seccomp: the range program outgrew its generator");
+    if (rc == 0 && !(p = calloc(g->n, sizeof *p)))
+        rc = fb_fail(err, "out of memory");
+    for (unsigned i = 0; rc == 0 && i < g->n; i++) {
+        p[i] = g->ins[i].ins;
+        int lab[2] = {g->ins[i].jt, g->ins[i].jf};
+        unsigned char off[2] = {0, 0};
+        for (int k = 0; k < 2 && BPF_CLASS(p[i].code) == BPF_JMP; k++) {
+            if (lab[k] < 0)
+                continue;
+            long d = (long)g->pos[lab[k]] - (long)i - 1;
+            if (g->pos[lab[k]] < 0 || d < 0 || d > 255) {
+                rc = fb_fail(err, "seccomp: jump %u -> label %d does not fit", i, lab[k]);
+                break;
+            }
+            off[k] = (unsigned char)d;
+        }
+        p[i].jt = off[0];
+        p[i].jf = off[1];
+    }
+    if (rc == 0 && g->n > BPF_MAXINSNS)
+        rc = fb_fail(err, "seccomp: the range program is too long");
+    if (rc == 0) {
+        *prog = p;
+        *len = (unsigned short)g->n;
+    } else
+        free(p);
+    free(g);
+    free(target);
+    free(segs);
+    return rc < 0 ? -1 : 0;
 }

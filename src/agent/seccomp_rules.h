@@ -24,16 +24,23 @@
 int fb_seccomp_build_allow(bool allow_inet, struct sock_filter **prog, unsigned short *len, fb_err *err);
 int fb_seccomp_build_deny(struct sock_filter **prog, unsigned short *len, fb_err *err);
 
-/* The one program loaded per exec: the refinement filter with each of its
- * "return ALLOW" turned into a jump to the allowlist appended after it.
- * Same verdict as the two filters stacked (the kernel's most restrictive
- * answer) because the refinements only refuse calls the allowlist allows
- * and both kill a foreign architecture alike (proven by the unit test). */
+/* The reference program: the refinement filter with each of its "return
+ * ALLOW" turned into a jump to the allowlist appended after it (what
+ * fb-agent loaded up to session 6; ~390 instructions).  Same verdict as
+ * the two filters stacked (the kernel's most restrictive answer) because
+ * the refinements only refuse calls the allowlist allows and both kill a
+ * foreign architecture alike (proven by the unit test). */
 int fb_seccomp_concat(const struct sock_filter *deny, unsigned short deny_len,
                       const struct sock_filter *allow, unsigned short allow_len,
                       struct sock_filter **prog, unsigned short *len, fb_err *err);
 
-/* allow + deny + concat for one variant. */
+/* allow + deny + concat for one variant, with libseccomp. */
+int fb_seccomp_build_reference(bool allow_inet, struct sock_filter **prog, unsigned short *len, fb_err *err);
+
+/* The program loaded per exec (build/gen/seccomp_bpf.h): a search over
+ * the runs of consecutive allowed numbers with the argument checks after
+ * it, about a third of the reference's length; the unit test proves it
+ * gives the reference's verdict on every input it tries. */
 int fb_seccomp_build_single(bool allow_inet, struct sock_filter **prog, unsigned short *len, fb_err *err);
 
 #endif

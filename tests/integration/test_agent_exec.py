@@ -8,6 +8,10 @@ exec's Landlock domain comes from one ruleset built at hello; a child
 resets only the signals the agent does not leave at SIG_DFL.  Each test
 attacks one of those from inside a sandbox and asserts the exact refusal,
 with a control that shows the probe would have seen a success.
+Session 7: the child is a plain clone(SIGCHLD), writes its OOM score
+itself and searches the default PATH without writing `environ`; its
+score, limits, ids and the PATH search are checked as the command sees
+them.
 """
 import ctypes
 import errno
@@ -114,6 +118,43 @@ def test_a_tool_process_has_one_filter_no_caps_and_default_signals(run, backend)
     # Control: the same read shows a non-zero mask where one is set.
     r = run(backend, "-q", "--", "bash", "-c", "trap '' PIPE; grep SigIgn /proc/self/status")
     assert r.rc == 0 and r.stdout == "SigIgn:\t0000000000001000\n", r
+
+
+def test_a_tool_process_is_the_oom_killers_first_pick_with_its_limits(run, backend):
+    """The child writes its own OOM score and limits before its execve
+    (session 7: a plain clone(SIGCHLD) and the score written without
+    fb_write_file); the command must see them, and the uid change."""
+    r = run(backend, "-q", "--", "cat", "/proc/self/oom_score_adj", "/proc/self/limits",
+            "/proc/self/status")
+    assert r.rc == 0, r
+    lines = r.stdout.splitlines()
+    assert lines[0] == "1000", r.stdout
+    limits = {l[:26].strip(): l[26:].split()[:2] for l in lines[1:] if l.startswith("Max ")}
+    assert limits["Max core file size"] == ["1", "1"], limits
+    assert limits["Max pending signals"] == ["1024", "1024"], limits
+    uid = next(l for l in lines if l.startswith("Uid:")).split()[1:]
+    assert uid == ["1000"] * 4, uid
+    # The agent's own score is 0, so 1000 is the child's write; what the
+    # command starts inherits it.
+    r = run(backend, "-q", "--", "sh", "-c", "cat /proc/self/oom_score_adj; sh -c 'cat /proc/self/oom_score_adj'")
+    assert r.rc == 0 and r.stdout == "1000\n1000\n", r
+
+
+def test_the_command_is_searched_on_the_path_it_gets(run, backend):
+    """Session 7: with the default PATH the child searches the agent's own
+    environment (the same PATH) and hands the command its env; a request's
+    own PATH is searched instead.  nologin is only in /usr/sbin, which
+    glibc's fallback (/bin:/usr/bin) would miss."""
+    r = run(backend, "-q", "--", "nologin")
+    assert r.rc == 1 and "not available" in r.stdout, r
+    r = run(backend, "-q", "--", "sh", "-c", 'echo "$PATH"')
+    assert r.stdout == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n", r
+    r = run(backend, "-q", "--env", "PATH=/nowhere", "--", "true")
+    assert r.rc == 127 and "command not found" in r.stderr, r
+    r = run(backend, "-q", "--env", "PATH=/usr/sbin", "--", "nologin")
+    assert r.rc == 1 and "not available" in r.stdout, r
+    r = run(backend, "-q", "--env", "PATH=/nowhere", "--", "/bin/sh", "-c", 'echo "$PATH"')
+    assert r.rc == 0 and r.stdout == "/nowhere\n", r
 
 
 def _ignore_signals_raw(*sigs):

@@ -4,9 +4,12 @@
  * (src/agent/seccomp_rules.c):
  *   - the generated header holds exactly what libseccomp builds from the
  *     rules now (a stale header or a hand edit fails here);
- *   - the one program gives, for every input tried, the verdict the two
- *     filters it replaces gave stacked (the kernel's rule: the most
- *     restrictive action of all filters, the newest on a tie);
+ *   - the program loaded (a search over ranges of syscall numbers) gives,
+ *     for every input tried, the verdict of the reference program that
+ *     libseccomp builds from the same rules, and both give the verdict
+ *     of the two libseccomp filters the reference joins, stacked (the
+ *     kernel's rule: the most restrictive action of all filters, the
+ *     newest on a tie);
  *   - the refusals the contract names, one by one, with exact verdicts.
  * The programs are run by a small classic-BPF interpreter below (the
  * kernel's semantics for the instructions seccomp accepts).
@@ -176,44 +179,76 @@ static const int checked_nrs[] = {16 /* ioctl */, 41 /* socket */, 53 /* socketp
                                   135 /* personality */, 160 /* setrlimit */, 302 /* prlimit64 */,
                                   435 /* clone3 */, 272 /* unshare */, 165 /* mount */};
 
-static void expect_same(const variant *v, const struct sock_filter *allow, unsigned allow_len,
-                        const struct sock_filter *deny, unsigned deny_len, const struct seccomp_data *d)
+/* The reference program (libseccomp's, fb_seccomp_build_reference) for
+ * one variant, with the two filters it joins. */
+typedef struct reference {
+    struct sock_filter *allow, *deny, *joined;
+    unsigned short allow_len, deny_len, joined_len;
+} reference;
+
+static void reference_build(bool inet, reference *r)
 {
-    uint32_t want = stacked(deny, deny_len, allow, allow_len, d);
-    uint32_t got = run(v->gen, v->gen_len, d);
-    if (got != want)
-        fail_msg("inet=%d arch=0x%x nr=%d args=%llx,%llx,%llx: one program 0x%x, two filters 0x%x", v->inet,
-                 d->arch, d->nr, (unsigned long long)d->args[0], (unsigned long long)d->args[1],
-                 (unsigned long long)d->args[2], got, want);
+    fb_err err = {{0}};
+    assert_int_equal(fb_seccomp_build_allow(inet, &r->allow, &r->allow_len, &err), 0);
+    assert_int_equal(fb_seccomp_build_deny(&r->deny, &r->deny_len, &err), 0);
+    assert_int_equal(fb_seccomp_build_reference(inet, &r->joined, &r->joined_len, &err), 0);
 }
 
-static void test_one_program_equals_two_filters(void **state)
+static void reference_free(reference *r)
+{
+    free(r->allow);
+    free(r->deny);
+    free(r->joined);
+}
+
+static void expect_same(const variant *v, const reference *r, const struct seccomp_data *d)
+{
+    uint32_t want = stacked(r->deny, r->deny_len, r->allow, r->allow_len, d);
+    uint32_t ref = run(r->joined, r->joined_len, d);
+    uint32_t got = run(v->gen, v->gen_len, d);
+    if (got != want || ref != want)
+        fail_msg("inet=%d arch=0x%x nr=%d args=%llx,%llx,%llx: loaded program 0x%x, reference 0x%x, "
+                 "two filters 0x%x",
+                 v->inet, d->arch, d->nr, (unsigned long long)d->args[0], (unsigned long long)d->args[1],
+                 (unsigned long long)d->args[2], got, ref, want);
+}
+
+/* Numbers at the edges of the search and of the x32 check. */
+static const uint32_t edge_nrs[] = {1022, 1023, 1024, 1025, 4095, 65535, 0x3fffffff, 0x40000000, 0x40000001,
+                                    0x40000010, 0x4000012e, 0x7fffffff, 0x80000000, 0xbfffffff,
+                                    0xc0000000, 0xfffffffe, 0xffffffff};
+
+static void test_loaded_program_equals_reference(void **state)
 {
     (void)state;
-    struct sock_filter *deny = NULL;
-    unsigned short deny_len = 0;
-    fb_err err = {{0}};
-    assert_int_equal(fb_seccomp_build_deny(&deny, &deny_len, &err), 0);
     unsigned long compared = 0;
     for (int v = 0; v < 2; v++) {
-        struct sock_filter *allow = NULL;
-        unsigned short allow_len = 0;
-        assert_int_equal(fb_seccomp_build_allow(variants[v].inet, &allow, &allow_len, &err), 0);
+        reference r = {0};
+        reference_build(variants[v].inet, &r);
+        /* The point of the search over ranges: a much shorter program. */
+        assert_true(variants[v].gen_len * 2 < r.joined_len);
         const uint32_t arches[] = {ARCH_X86_64, ARCH_I386, 0};
         for (size_t ai = 0; ai < 3; ai++) {
             /* Every syscall number (and the x32 ones, and past the end)
              * with a spread of arguments. */
-            for (int64_t nr = -1; nr < 600; nr++) {
+            for (int64_t nr = -1; nr < 1100; nr++) {
                 for (int x32 = 0; x32 < 2; x32++) {
                     for (size_t i = 0; i < NVALUES; i += 3) {
                         struct seccomp_data d = {.nr = (int)(nr + (x32 ? X32_BIT : 0)), .arch = arches[ai]};
                         for (int k = 0; k < 6; k++)
                             d.args[k] = arg_values[(i + (size_t)k * 7) % NVALUES];
-                        expect_same(&variants[v], allow, allow_len, deny, deny_len, &d);
+                        expect_same(&variants[v], &r, &d);
                         compared++;
                     }
                 }
             }
+            for (size_t n = 0; n < sizeof edge_nrs / sizeof edge_nrs[0]; n++)
+                for (size_t i = 0; i < NVALUES; i++) {
+                    struct seccomp_data d = {.nr = (int)edge_nrs[n], .arch = arches[ai]};
+                    d.args[0] = d.args[1] = d.args[2] = arg_values[i];
+                    expect_same(&variants[v], &r, &d);
+                    compared++;
+                }
             /* The syscalls with argument checks: every triple. */
             for (size_t n = 0; n < sizeof checked_nrs / sizeof checked_nrs[0]; n++)
                 for (size_t i = 0; i < NVALUES; i++)
@@ -224,28 +259,99 @@ static void test_one_program_equals_two_filters(void **state)
                             d.args[1] = arg_values[j];
                             d.args[2] = arg_values[k];
                             d.args[3] = arg_values[(i + j) % NVALUES];
-                            expect_same(&variants[v], allow, allow_len, deny, deny_len, &d);
+                            expect_same(&variants[v], &r, &d);
                             compared++;
                         }
         }
         /* And random inputs (fixed seed: the same run every time). */
         uint64_t s = 0x9e3779b97f4a7c15ull;
-        for (int r = 0; r < 200000; r++) {
+        for (int i = 0; i < 200000; i++) {
             uint64_t w[8];
             for (int k = 0; k < 8; k++) {
                 s ^= s << 13, s ^= s >> 7, s ^= s << 17;
                 w[k] = s;
             }
-            struct seccomp_data d = {.nr = (int)(w[0] % 2 ? w[0] % 460 : w[0] >> 32), .arch = ARCH_X86_64};
+            struct seccomp_data d = {.nr = (int)(w[0] % 2 ? w[0] % 460 : w[0] >> 32),
+                                     .arch = w[7] % 8 ? ARCH_X86_64 : ARCH_I386};
             for (int k = 0; k < 6; k++)
                 d.args[k] = w[k + 1] % 3 == 0 ? w[k + 2] : arg_values[w[k + 1] % NVALUES];
-            expect_same(&variants[v], allow, allow_len, deny, deny_len, &d);
+            expect_same(&variants[v], &r, &d);
             compared++;
         }
-        free(allow);
+        reference_free(&r);
     }
-    free(deny);
     assert_true(compared > 1000000);
+}
+
+/* The kernel's action cache (kernel/seccomp.c, seccomp_is_const_allow):
+ * at load it emulates the filter for each syscall number with only the
+ * number and the architecture known; a call whose path reaches "allow"
+ * through those alone skips the filter from then on.  Any other
+ * instruction on the path (an argument load, a shift) makes the call
+ * uncached: the filter then runs at every such syscall. */
+static bool const_allow(const struct sock_filter *prog, unsigned len, uint32_t arch, uint32_t nr)
+{
+    uint32_t A = 0;
+    for (unsigned pc = 0; pc < len; pc++) {
+        const struct sock_filter *f = &prog[pc];
+        switch (f->code) {
+        case BPF_LD | BPF_W | BPF_ABS:
+            if (f->k == offsetof(struct seccomp_data, nr))
+                A = nr;
+            else if (f->k == offsetof(struct seccomp_data, arch))
+                A = arch;
+            else
+                return false;
+            break;
+        case BPF_RET | BPF_K:
+            return f->k == SECCOMP_RET_ALLOW;
+        case BPF_JMP | BPF_JA:
+            pc += f->k;
+            break;
+        case BPF_JMP | BPF_JEQ | BPF_K:
+            pc += A == f->k ? f->jt : f->jf;
+            break;
+        case BPF_JMP | BPF_JGE | BPF_K:
+            pc += A >= f->k ? f->jt : f->jf;
+            break;
+        case BPF_JMP | BPF_JGT | BPF_K:
+            pc += A > f->k ? f->jt : f->jf;
+            break;
+        case BPF_JMP | BPF_JSET | BPF_K:
+            pc += (A & f->k) ? f->jt : f->jf;
+            break;
+        case BPF_ALU | BPF_AND | BPF_K:
+            A &= f->k;
+            break;
+        default:
+            return false;
+        }
+    }
+    return false;
+}
+
+/* Every call the reference left to the kernel's cache still is, and no
+ * other: the shorter program must not send allowed calls through the
+ * filter at run time.  Most of the allowlist is cached. */
+static void test_allowed_calls_stay_cached(void **state)
+{
+    (void)state;
+    for (int v = 0; v < 2; v++) {
+        reference r = {0};
+        reference_build(variants[v].inet, &r);
+        unsigned cached = 0;
+        for (uint32_t nr = 0; nr < 1100; nr++) {
+            bool want = const_allow(r.joined, r.joined_len, ARCH_X86_64, nr);
+            bool got = const_allow(variants[v].gen, variants[v].gen_len, ARCH_X86_64, nr);
+            if (want != got)
+                fail_msg("inet=%d nr=%u: cached %d, reference %d", variants[v].inet, nr, got, want);
+            cached += got;
+            assert_false(const_allow(variants[v].gen, variants[v].gen_len, ARCH_I386, nr));
+            assert_false(const_allow(variants[v].gen, variants[v].gen_len, ARCH_X86_64, nr | X32_BIT));
+        }
+        assert_true(cached > 200);
+        reference_free(&r);
+    }
 }
 
 static uint32_t verdict(bool inet, int nr, uint64_t a0, uint64_t a1, uint64_t a2)
@@ -331,7 +437,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_is_what_the_rules_build),
-        cmocka_unit_test(test_one_program_equals_two_filters),
+        cmocka_unit_test(test_loaded_program_equals_reference),
+        cmocka_unit_test(test_allowed_calls_stay_cached),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_concat_refuses),
     };
