@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -358,6 +359,20 @@ static pid_t spawn_direct(const fb_spawn *sp, fb_err *err)
 
 /* ---- with a user namespace owned by the slot uid ------------------------- */
 
+/* Enters the namespace of fd (nstype, /proc/self/ns/<name>) and checks
+ * that this process is in it now. */
+static void join_ns(int report, int fd, int nstype, const char *name)
+{
+    char p[32];
+    snprintf(p, sizeof p, "/proc/self/ns/%s", name);
+    struct stat want, have;
+    if (setns(fd, nstype) < 0)
+        fb_die_with_error(report, "cannot enter the sandbox's %s namespace", name);
+    if (fstat(fd, &want) < 0 || stat(p, &have) < 0 || want.st_ino != have.st_ino ||
+        want.st_dev != have.st_dev)
+        fb_child_die(report, "not in the sandbox's %s namespace after setns", name);
+}
+
 /* The intermediate (see confine.h).  A raw clone of a maybe-threaded
  * manager: raw id syscalls only, no malloc, no stdio. */
 static void intermediate(const fb_spawn *sp, const placement *pl, int sync_fd, int report,
@@ -371,6 +386,11 @@ static void intermediate(const fb_spawn *sp, const placement *pl, int sync_fd, i
             fb_die_with_error(report, "cannot create the setup mount namespace");
         fb_child_private_mounts(report);
         sp->prepare(sp->arg, report);
+    }
+    /* As host root: they belong to the host's user namespace. */
+    if (sp->join_net_ipc) {
+        join_ns(report, sp->net_fd, CLONE_NEWNET, "net");
+        join_ns(report, sp->ipc_fd, CLONE_NEWIPC, "ipc");
     }
     uid_t base = sp->uid_base;
     if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setresgid, base, base, base) < 0 ||
@@ -479,5 +499,7 @@ static pid_t spawn_owned_userns(const fb_spawn *sp, fb_err *err)
 
 pid_t fb_confine_spawn(const fb_spawn *sp, fb_err *err)
 {
+    if (sp->join_net_ipc && (!sp->userns || (sp->clone_flags & (CLONE_NEWNET | CLONE_NEWIPC))))
+        return fb_fail(err, "internal: namespaces to join need a user namespace and no new ones");
     return sp->userns ? spawn_owned_userns(sp, err) : spawn_direct(sp, err);
 }

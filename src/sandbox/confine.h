@@ -48,6 +48,12 @@ typedef struct fb_spawn {
     uid_t uid_base;
     bool timens;            /* userns only: clocks that start near zero */
     const cpu_set_t *cpus;  /* userns only, may be NULL: the CPUs it runs on */
+    /* userns only: network and IPC namespaces made ahead (netns.h) that
+     * the intermediate enters as host root, instead of clone_flags making
+     * new ones (which must then hold neither CLONE_NEWNET nor
+     * CLONE_NEWIPC); the child inherits them. */
+    bool join_net_ipc;
+    int net_fd, ipc_fd;
     /* userns only, may be NULL: runs in the intermediate as host root, in
      * a private mount namespace the child's is then copied from. */
     void (*prepare)(void *arg, int report_fd);

@@ -259,6 +259,8 @@ fb_errc fb_sandbox_boot_here(const fb_sandbox_config *cfg, fb_sandbox **out, fb_
     }
 
     fb_trace("create: config checked");
+    if (sb->ops->begin)
+        sb->ops->begin(sb);
     if (fb_image_verify(sb->image_dir, cfg->state_dir, sb->ops->image_needs, err) < 0)
         return boot_fail(sb, FB_E_SETUP_FAILED);
     fb_trace("create: image verified");
@@ -431,6 +433,7 @@ void fb_sandbox_destroy(fb_sandbox *sb)
         }
     }
     fb_trace("destroy: process reaped");
+    fb_netns_abandon(&sb->netns);
     bool cgroup_left = fb_cgroup_destroy(&sb->cg) < 0;
     fb_trace("destroy: cgroup removed");
     if (sb->chan_fd >= 0)
