@@ -350,6 +350,18 @@ int fb_sandbox_create(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *er
     return 0;
 }
 
+int fb_sandbox_create_here(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *err)
+{
+    if (fb_sandbox_boot_here(cfg, out, err) != FB_OK)
+        return -1;
+    if (fb_sandbox_assign(*out, err) != FB_OK) {
+        fb_sandbox_destroy(*out);
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 fb_errc fb_sandbox_state(fb_sandbox *sb)
 {
     pthread_mutex_lock(&sb->mu);
