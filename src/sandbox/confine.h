@@ -20,6 +20,10 @@
  * namespace, waits for the manager to write the id maps, and clones the
  * real child with CLONE_PARENT into the remaining namespaces, so the child
  * is the manager's own child (waitpid, pidfd) and the intermediate exits.
+ * The child borrows the intermediate's memory until its execve
+ * (CLONE_VM | CLONE_VFORK, on a stack of its own): nothing to copy.
+ * Namespaces made ahead (join_net_ipc) are entered by the intermediate
+ * while it is host root, before the user namespace.
  *
  * The fb_child_* helpers run only in that child, before execve.  They use
  * the bubblewrap style: one syscall each, checked, and a die helper as the
