@@ -2,7 +2,10 @@
  * net.c - fb-agent's side of the egress bridge (docs/egress.md).
  *
  * Only with a network grant (hello's "net"): the agent brings up the
- * sandbox's own loopback, listens on 127.0.0.1:3128 and hands every
+ * sandbox's own loopback (a jail's the host has brought up already: the
+ * jail's network namespace belongs to the host's user namespace, where
+ * the agent holds no capability; sandbox/netns.c), listens on
+ * 127.0.0.1:3128 and hands every
  * accepted TCP connection, as a file descriptor (SCM_RIGHTS), to the host
  * over the bridge channel (--net-fd).  The host gives it to the egress
  * proxy as this sandbox's, because it arrived on this sandbox's channel;

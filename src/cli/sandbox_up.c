@@ -23,7 +23,8 @@ int fb_cli_box_up(fb_cli_box *b, const fb_config *conf, bool quiet)
         fprintf(stderr, "forgebox: %s\n", err.msg);
         return FB_EXIT_USAGE;
     }
-    if (fb_sandbox_create(&b->cfg, &b->sb, &err) < 0) {
+    /* On this thread, the process's main one: the sandbox ends with it. */
+    if (fb_sandbox_create_here(&b->cfg, &b->sb, &err) < 0) {
         fprintf(stderr, "forgebox: sandbox failure: %s\n", err.msg);
         b->sb = NULL;
         fb_run_net_stop(&b->net);

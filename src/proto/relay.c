@@ -84,7 +84,10 @@ size_t fb_relay_pollfds(const fb_relay *r, struct pollfd *fds, size_t cap, bool 
 
 static void do_read(fb_relay *r, fb_relay_stream *s)
 {
-    static __thread uint8_t buf[FB_NET_CHUNK];
+    /* On the caller's stack (the host's I/O thread, the agent's main
+     * loop), not thread-local: static TLS is copied into every thread a
+     * process starts (sandbox/execlog.c says what that cost). */
+    uint8_t buf[FB_NET_CHUNK];
     ssize_t n = read(s->fd, buf, sizeof buf);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;

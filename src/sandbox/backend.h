@@ -17,6 +17,7 @@
 #include "proto/msg.h"
 #include "proto/proto.h"
 #include "sandbox/cgroup.h"
+#include "sandbox/netns.h"
 #include "sandbox/sandbox.h"
 
 /* Host uids for sandboxes: slot N owns [BASE + N*RANGE, BASE + (N+1)*RANGE).
@@ -53,6 +54,7 @@ struct fb_sandbox {
     size_t console_len;
     char kernel[128];
     int pidfd;                 /* of pid: kill() without pid reuse races */
+    fb_netns netns;            /* jail: its network and IPC namespaces, made ahead */
 
     /* Supervision (supervisor.c).  mu guards everything below and the
      * send queue of chan; the decoder and the console ring belong to the
@@ -86,6 +88,11 @@ struct fb_backend_ops {
     /* Cgroup memory for the whole sandbox given the configured memory. */
     uint64_t (*cgroup_memory)(const fb_sandbox *sb);
     uint64_t (*cgroup_pids)(const fb_sandbox *sb);
+    /* May be NULL.  Called once the config is checked, before the image
+     * check, the slot and the cgroup: starts work that needs none of them
+     * and runs meanwhile.  Whatever it started, start uses or destroy
+     * undoes. */
+    void (*begin)(fb_sandbox *sb);
     /* Spawns into sb->cg; sets sb->pid, sb->chan_fd (and console_fd). */
     int (*start)(fb_sandbox *sb, fb_err *err);
     /* sb->pid is the init of the sandbox's own pid namespace: SIGKILL to

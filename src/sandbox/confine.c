@@ -14,8 +14,10 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -358,6 +360,38 @@ static pid_t spawn_direct(const fb_spawn *sp, fb_err *err)
 
 /* ---- with a user namespace owned by the slot uid ------------------------- */
 
+/* Enters the namespace of fd (nstype, /proc/self/ns/<name>) and checks
+ * that this process is in it now. */
+static void join_ns(int report, int fd, int nstype, const char *name)
+{
+    char p[32];
+    snprintf(p, sizeof p, "/proc/self/ns/%s", name);
+    struct stat want, have;
+    if (setns(fd, nstype) < 0)
+        fb_die_with_error(report, "cannot enter the sandbox's %s namespace", name);
+    if (fstat(fd, &want) < 0 || stat(p, &have) < 0 || want.st_ino != have.st_ino ||
+        want.st_dev != have.st_dev)
+        fb_child_die(report, "not in the sandbox's %s namespace after setns", name);
+}
+
+/* The jail's process, between its clone and its execve (intermediate). */
+typedef struct child_start {
+    const fb_spawn *sp;
+    int report, pid_fd, sync_fd;
+} child_start;
+
+static int child_main(void *arg)
+{
+    const child_start *cs = arg;
+    /* Its own fd table (no CLONE_FILES): these close here only. */
+    close(cs->pid_fd);
+    close(cs->sync_fd);
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        fb_die_with_error(cs->report, "pdeathsig");
+    cs->sp->child(cs->sp->arg, cs->report);
+    fb_child_die(cs->report, "internal: child setup returned");
+}
+
 /* The intermediate (see confine.h).  A raw clone of a maybe-threaded
  * manager: raw id syscalls only, no malloc, no stdio. */
 static void intermediate(const fb_spawn *sp, const placement *pl, int sync_fd, int report,
@@ -372,6 +406,11 @@ static void intermediate(const fb_spawn *sp, const placement *pl, int sync_fd, i
         fb_child_private_mounts(report);
         sp->prepare(sp->arg, report);
     }
+    /* As host root: they belong to the host's user namespace. */
+    if (sp->join_net_ipc) {
+        join_ns(report, sp->net_fd, CLONE_NEWNET, "net");
+        join_ns(report, sp->ipc_fd, CLONE_NEWIPC, "ipc");
+    }
     uid_t base = sp->uid_base;
     if (syscall(SYS_setgroups, 0, NULL) < 0 || syscall(SYS_setresgid, base, base, base) < 0 ||
         syscall(SYS_setresuid, base, base, base) < 0)
@@ -385,16 +424,22 @@ static void intermediate(const fb_spawn *sp, const placement *pl, int sync_fd, i
     wait_go(sync_fd); /* maps written */
     if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0)
         fb_die_with_error(report, "cannot become root of the user namespace");
-    /* CLONE_PARENT: the child is the manager's, the intermediate goes. */
-    pid_t pid = raw_fork(CLONE_PARENT | (unsigned long)sp->clone_flags);
-    if (pid == 0) {
-        close(pid_fd);
-        close(sync_fd);
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
-            fb_die_with_error(report, "pdeathsig");
-        sp->child(sp->arg, report);
-        fb_child_die(report, "internal: child setup returned");
-    }
+    /* CLONE_PARENT: the child is the manager's, the intermediate goes.
+     * The child borrows this process's memory until its execve instead of
+     * copying it (CLONE_VM | CLONE_VFORK, as posix_spawn does): no page
+     * tables to copy, no copy-on-write faults in its setup and nothing to
+     * tear down at its execve, about 0.1 ms of a jail's start.  This
+     * process sleeps meanwhile (CLONE_VFORK), so nothing else runs on that
+     * memory; nothing but it had it (a private copy of the manager's).
+     * The child runs on a stack of its own. */
+    enum { CHILD_STACK = 256 * 1024 };
+    void *stack = mmap(NULL, CHILD_STACK, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED)
+        fb_die_with_error(report, "cannot map the sandbox process's setup stack");
+    child_start cs = {.sp = sp, .report = report, .pid_fd = pid_fd, .sync_fd = sync_fd};
+    pid_t pid = clone(child_main, (char *)stack + CHILD_STACK,
+                      CLONE_VM | CLONE_VFORK | CLONE_PARENT | sp->clone_flags | SIGCHLD, &cs);
     if (pid < 0)
         fb_die_with_error(report, "cannot create the sandbox process (clone)");
     int32_t v = (int32_t)pid;
@@ -479,5 +524,7 @@ static pid_t spawn_owned_userns(const fb_spawn *sp, fb_err *err)
 
 pid_t fb_confine_spawn(const fb_spawn *sp, fb_err *err)
 {
+    if (sp->join_net_ipc && (!sp->userns || (sp->clone_flags & (CLONE_NEWNET | CLONE_NEWIPC))))
+        return fb_fail(err, "internal: namespaces to join need a user namespace and no new ones");
     return sp->userns ? spawn_owned_userns(sp, err) : spawn_direct(sp, err);
 }

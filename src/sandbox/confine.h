@@ -20,6 +20,10 @@
  * namespace, waits for the manager to write the id maps, and clones the
  * real child with CLONE_PARENT into the remaining namespaces, so the child
  * is the manager's own child (waitpid, pidfd) and the intermediate exits.
+ * The child borrows the intermediate's memory until its execve
+ * (CLONE_VM | CLONE_VFORK, on a stack of its own): nothing to copy.
+ * Namespaces made ahead (join_net_ipc) are entered by the intermediate
+ * while it is host root, before the user namespace.
  *
  * The fb_child_* helpers run only in that child, before execve.  They use
  * the bubblewrap style: one syscall each, checked, and a die helper as the
@@ -48,6 +52,12 @@ typedef struct fb_spawn {
     uid_t uid_base;
     bool timens;            /* userns only: clocks that start near zero */
     const cpu_set_t *cpus;  /* userns only, may be NULL: the CPUs it runs on */
+    /* userns only: network and IPC namespaces made ahead (netns.h) that
+     * the intermediate enters as host root, instead of clone_flags making
+     * new ones (which must then hold neither CLONE_NEWNET nor
+     * CLONE_NEWIPC); the child inherits them. */
+    bool join_net_ipc;
+    int net_fd, ipc_fd;
     /* userns only, may be NULL: runs in the intermediate as host root, in
      * a private mount namespace the child's is then copied from. */
     void (*prepare)(void *arg, int report_fd);

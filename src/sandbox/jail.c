@@ -606,9 +606,23 @@ static int jail_start(fb_sandbox *sb, fb_err *err)
     ja.net = nv[1];
     ja.chan = sv[1];
     ja.rootfs_tree = tree;
+    /* The network and IPC namespaces made meanwhile (netns.c), or new
+     * ones in the clone where the thread could not make them. */
+    int net_ns = -1, ipc_ns = -1, why_errno = 0;
+    const char *why = NULL;
+    bool ahead = fb_netns_take(&sb->netns, &net_ns, &ipc_ns, &why, &why_errno) == 0;
+    if (!ahead) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "jail: network and IPC namespaces made in the clone (%s: %s)", why,
+                 strerror(why_errno));
+        fb_trace(msg);
+    }
     fb_spawn sp = {
-        .clone_flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET |
-                       CLONE_NEWCGROUP,
+        .clone_flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWCGROUP |
+                       (ahead ? 0 : CLONE_NEWIPC | CLONE_NEWNET),
+        .join_net_ipc = ahead,
+        .net_fd = net_ns,
+        .ipc_fd = ipc_ns,
         .cg = &sb->cg,
         .userns = true,
         .uid_base = sb->uid_base,
@@ -622,6 +636,10 @@ static int jail_start(fb_sandbox *sb, fb_err *err)
     pid_t pid = fb_confine_spawn(&sp, err);
     close(sv[1]);
     close(tree);
+    if (ahead) {
+        close(net_ns);
+        close(ipc_ns);
+    }
     if (nv[1] >= 0)
         close(nv[1]);
     if (pid < 0) {
@@ -634,6 +652,14 @@ static int jail_start(fb_sandbox *sb, fb_err *err)
     sb->chan_fd = sv[0];
     sb->net_fd = nv[0];
     return 0;
+}
+
+/* While the manager checks the image, takes the slot and makes the
+ * cgroup: the network and IPC namespaces (netns.c), with lo up for a
+ * network grant (fb-agent listens on 127.0.0.1). */
+static void jail_begin(fb_sandbox *sb)
+{
+    fb_netns_begin(&sb->netns, sb->cfg.net_adopt != NULL);
 }
 
 static uint64_t jail_cgroup_pids(const fb_sandbox *sb)
@@ -650,6 +676,7 @@ const struct fb_backend_ops fb_backend_jail = {
     .image_needs = FB_IMAGE_NEEDS_VM | FB_IMAGE_NEEDS_EROFS,
     .cgroup_memory = jail_cgroup_memory,
     .cgroup_pids = jail_cgroup_pids,
+    .begin = jail_begin,
     .start = jail_start,
     .kill_stops = true,
     .run_record_file = true,

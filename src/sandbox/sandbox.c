@@ -259,6 +259,8 @@ fb_errc fb_sandbox_boot_here(const fb_sandbox_config *cfg, fb_sandbox **out, fb_
     }
 
     fb_trace("create: config checked");
+    if (sb->ops->begin)
+        sb->ops->begin(sb);
     if (fb_image_verify(sb->image_dir, cfg->state_dir, sb->ops->image_needs, err) < 0)
         return boot_fail(sb, FB_E_SETUP_FAILED);
     fb_trace("create: image verified");
@@ -339,6 +341,18 @@ fb_errc fb_sandbox_assign(fb_sandbox *sb, fb_err *err)
 int fb_sandbox_create(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *err)
 {
     if (fb_sandbox_boot(cfg, out, err) != FB_OK)
+        return -1;
+    if (fb_sandbox_assign(*out, err) != FB_OK) {
+        fb_sandbox_destroy(*out);
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int fb_sandbox_create_here(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *err)
+{
+    if (fb_sandbox_boot_here(cfg, out, err) != FB_OK)
         return -1;
     if (fb_sandbox_assign(*out, err) != FB_OK) {
         fb_sandbox_destroy(*out);
@@ -431,6 +445,7 @@ void fb_sandbox_destroy(fb_sandbox *sb)
         }
     }
     fb_trace("destroy: process reaped");
+    fb_netns_abandon(&sb->netns);
     bool cgroup_left = fb_cgroup_destroy(&sb->cg) < 0;
     fb_trace("destroy: cgroup removed");
     if (sb->chan_fd >= 0)

@@ -93,6 +93,12 @@ fb_errc fb_sandbox_boot(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *
 fb_errc fb_sandbox_assign(fb_sandbox *sb, fb_err *err);
 /* boot + assign.  Returns 0 or -1 (err). */
 int fb_sandbox_create(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *err);
+/* fb_sandbox_create with the boot on the calling thread, which must live
+ * as long as the sandbox (the kernel's parent-death signal is tied to it):
+ * the main thread of a process that makes one sandbox and ends with it
+ * (`forgebox run`).  Spares starting a spawner thread and two hand-overs
+ * between threads. */
+int fb_sandbox_create_here(const fb_sandbox_config *cfg, fb_sandbox **out, fb_err *err);
 const char *fb_sandbox_id(const fb_sandbox *sb);
 /* The host process that embodies the sandbox (QEMU, or the jail's init),
  * for resource accounting only: never signal it, use fb_sandbox_kill. */

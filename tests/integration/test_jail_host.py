@@ -8,7 +8,12 @@ the promises the cheaper paths must keep).
 - That tmpfs is read-only (mount and superblock) wherever the jail sees it.
 - A jail is ended by SIGKILL of its init, which must take every process
   of the jail with it, including ones that detach and ignore signals.
+- Its network and IPC namespaces, made ahead of its spawn on a thread of
+  the manager (sandbox/netns.c), are new and its own, with lo down, and
+  belong to the host's user namespace, so the jail's root holds no
+  capability over them; its other namespaces belong to the jail's own.
 """
+import fcntl
 import os
 import re
 import signal
@@ -148,3 +153,61 @@ def test_processes_that_detach_and_ignore_signals_end_with_the_jail(state_dir):
         p.send_signal(signal.SIGINT)
         p.communicate(timeout=60)
     assert host_pids_with_uid_in_sandbox_range() == {}
+
+
+NS_GET_USERNS = 0xB701  # _IO(0xb7, 0x1), linux/nsfs.h
+
+def ns_owner_ino(pid, ns):
+    """The inode of the user namespace that owns /proc/PID/ns/NS."""
+    fd = os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY)
+    try:
+        owner = fcntl.ioctl(fd, NS_GET_USERNS)
+        try:
+            return os.fstat(owner).st_ino
+        finally:
+            os.close(owner)
+    finally:
+        os.close(fd)
+
+
+def test_a_jails_network_and_ipc_namespaces_are_new_and_owned_by_the_host(state_dir):
+    host = {ns: os.stat(f"/proc/self/ns/{ns}").st_ino for ns in ("net", "ipc", "user", "uts")}
+    p = start(state_dir, 'for n in net ipc user uts; do stat -L -c "$n %i" /proc/self/ns/$n; done; '
+                         'echo up; sleep 300')
+    inside = {}
+    try:
+        while True:
+            line = p.stdout.readline().decode()
+            assert line, f"the jail ended early: {p.stderr.read()!r}"
+            if line == "up\n":
+                break
+            ns, ino = line.split()
+            inside[ns] = int(ino)
+        # Each of the jail's namespaces is new: none is the host's.
+        assert all(inside[ns] != host[ns] for ns in host), (inside, host)
+        # The jail's init on the host: the fb-agent in that net namespace.
+        agents = []
+        for d in os.listdir("/proc"):
+            try:
+                if (d.isdigit() and open(f"/proc/{d}/comm").read() == "fb-agent\n" and
+                        os.stat(f"/proc/{d}/ns/net").st_ino == inside["net"]):
+                    agents.append(int(d))
+            except OSError:
+                continue
+        assert len(agents) == 1, agents
+        agent = agents[0]
+        assert os.stat(f"/proc/{agent}/ns/ipc").st_ino == inside["ipc"]
+        # Network and IPC belong to the host's user namespace (no capability
+        # of the jail's root reaches them); uts, like the rest, to the jail's.
+        assert ns_owner_ino(agent, "net") == host["user"]
+        assert ns_owner_ino(agent, "ipc") == host["user"]
+        assert ns_owner_ino(agent, "uts") == inside["user"]
+        assert ns_owner_ino(agent, "mnt") == inside["user"]
+        # Nothing but lo, and lo down: the sandbox has no network grant.
+        links = subprocess.run(["nsenter", f"--net=/proc/{agent}/ns/net", "ip", "-o", "link"],
+                               stdout=subprocess.PIPE, text=True, check=True).stdout.splitlines()
+        assert len(links) == 1 and links[0].split()[1] == "lo:", links
+        assert "UP" not in links[0].split()[2].strip("<>").split(","), links
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=60)
