@@ -25,10 +25,8 @@
 #include "agent/agent.h"
 
 #include <errno.h>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -37,19 +35,7 @@
 
 static int lo_up(fb_err *err)
 {
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (s < 0)
-        return fb_fail_errno(err, "egress bridge: socket");
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
-    int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
-    if (rc == 0 && !(ifr.ifr_flags & IFF_UP)) {
-        ifr.ifr_flags |= IFF_UP;
-        rc = ioctl(s, SIOCSIFFLAGS, &ifr);
-    }
-    close(s);
-    if (rc < 0)
+    if (fb_loopback_up() < 0)
         return fb_fail_errno(err, "egress bridge: cannot bring lo up");
     return 0;
 }

@@ -61,6 +61,10 @@ static inline int fb_steal_fd(int *fd)
 
 /* ---- I/O ---------------------------------------------------------------- */
 
+/* Brings the calling thread's network namespace's `lo` up (needs
+ * CAP_NET_ADMIN over that namespace); 0, or -1 with errno set.  The jail's
+ * namespace thread (host root) and fb-agent (for a network grant) share it. */
+int fb_loopback_up(void);
 /* Writes all of buf; returns 0 or -1 with errno set. */
 int fb_write_all(int fd, const void *buf, size_t len);
 /* Reads exactly len bytes; returns 0, or -1 with errno set (EPIPE on EOF). */

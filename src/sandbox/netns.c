@@ -33,14 +33,14 @@
 #define _GNU_SOURCE
 #include "sandbox/netns.h"
 
+#include "common/util.h"
+
 #include <errno.h>
 #include <fcntl.h>
-#include <net/if.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -53,21 +53,7 @@ static int fail(fb_netns *ns, const char *step)
 
 static int bring_lo_up(fb_netns *ns)
 {
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (s < 0)
-        return fail(ns, "socket");
-    struct ifreq ifr;
-    memset(&ifr, 0, sizeof ifr);
-    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "lo");
-    int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
-    if (rc == 0) {
-        ifr.ifr_flags |= IFF_UP;
-        rc = ioctl(s, SIOCSIFFLAGS, &ifr);
-    }
-    if (rc < 0)
-        fail(ns, "bringing lo up");
-    close(s);
-    return rc;
+    return fb_loopback_up() < 0 ? fail(ns, "bringing lo up") : 0;
 }
 
 static void *make_namespaces(void *arg)
