@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -181,6 +182,65 @@ static void child_fail(int fd, int stage, int err_no, const char *msg)
     _exit(stage == 1 ? (err_no == ENOENT ? 127 : 126) : 125);
 }
 
+#ifndef __GLIBC__
+/* execve, and for a file the kernel cannot run (ENOEXEC: a script without
+ * "#!") /bin/sh with it, as glibc's execvp does (and POSIX asks); musl's
+ * execvp does not, so an agent built with musl (Makefile, AGENT_LIBC)
+ * searches PATH here, the way both libcs do: an empty element is the
+ * current directory, EACCES is reported if no candidate ran but one
+ * existed, any other failure but ENOENT/ENOTDIR ends the search.  Only the
+ * stack and system calls: this runs in the child of a raw clone. */
+static void exec_file(const char *file, char *const argv[], char *const envp[])
+{
+    execve(file, argv, envp);
+    if (errno != ENOEXEC)
+        return;
+    size_t argc = 0;
+    while (argv[argc])
+        argc++;
+    const char *sh_argv[argc + 2];
+    sh_argv[0] = "/bin/sh";
+    sh_argv[1] = file;
+    for (size_t i = 1; i <= argc; i++)
+        sh_argv[i + 1] = argv[i];
+    execve(sh_argv[0], (char *const *)sh_argv, envp);
+    errno = ENOEXEC;
+}
+
+static void exec_search(const char *file, char *const argv[], char *const envp[], const char *path)
+{
+    if (!*file) {
+        errno = ENOENT;
+        return;
+    }
+    if (strchr(file, '/')) {
+        exec_file(file, argv, envp);
+        return;
+    }
+    size_t k = strlen(file);
+    bool seen_eacces = false;
+    for (const char *p = path;;) {
+        const char *z = strchrnul(p, ':');
+        size_t l = (size_t)(z - p);
+        char b[PATH_MAX];
+        if (l + 1 + k + 1 <= sizeof b) {
+            memcpy(b, p, l);
+            b[l] = '/';
+            memcpy(b + l + (l > 0), file, k + 1);
+            exec_file(b, argv, envp);
+            if (errno == EACCES)
+                seen_eacces = true;
+            else if (errno != ENOENT && errno != ENOTDIR)
+                return;
+        }
+        if (!*z)
+            break;
+        p = z + 1;
+    }
+    errno = seen_eacces ? EACCES : ENOENT;
+}
+#endif
+
 static void run_child(const fb_agent *a, const char **argv, char **env, bool own_path, const char *cwd,
                       int in_fd, int out_fd, int err_fd, int report_fd)
 {
@@ -221,17 +281,25 @@ static void run_child(const fb_agent *a, const char **argv, char **env, bool own
         snprintf(msg, sizeof msg, "cannot change directory to %.256s: %s", cwd, strerror(errno));
         child_fail(report_fd, 0, errno, msg);
     }
-    /* execvp searches the PATH of the caller's environ.  With the default
+    /* glibc: execvp searches the PATH of the caller's environ.  With the default
      * PATH that is the agent's own (fb_exec_prepare), and execvpe hands
      * the command its env without this child writing `environ`, a page of
      * the agent's data it would otherwise copy (a fault, ~40 us in a VM
      * under TCG).  A request's own PATH is searched as before. */
+#ifdef __GLIBC__
     extern char **environ;
     if (own_path) {
         environ = env;
         execvp(argv[0], (char *const *)argv);
     } else
         execvpe(argv[0], (char *const *)argv, env);
+#else
+    const char *path = DEFAULT_PATH + 5;
+    for (char **p = env; own_path && *p; p++)
+        if (strncmp(*p, "PATH=", 5) == 0)
+            path = *p + 5;
+    exec_search(argv[0], (char *const *)argv, env, path);
+#endif
     char msg[300];
     snprintf(msg, sizeof msg, "%.200s: %s", argv[0],
              errno == ENOENT ? "command not found" : strerror(errno));
@@ -248,7 +316,20 @@ static void run_child(const fb_agent *a, const char **argv, char **env, bool own
  * glibc's fork code pages more faults on the way (~40 us each in a VM
  * under TCG; bench/README.md, "Session 7: agent exec").  glibc's raise()
  * and abort() ask the kernel for the thread id, so a fortify failure in
- * the child still kills the child alone. */
+ * the child still kills the child alone.
+ *
+ * With musl (Makefile, AGENT_LIBC) the child's thread block keeps the
+ * agent's thread id, which musl's raise(), abort() and pthread_kill() use,
+ * and musl's set*id() go through __synccall, which would signal the
+ * agent's other threads had it any.  So the child calls none of them:
+ * between the clone and execve it makes system calls (syscall(), setsid,
+ * dup2, close, open, write, setrlimit = prlimit64, prctl, chdir,
+ * getresuid, execve), the uid/gid changes as syscall() (harden.c),
+ * snprintf/strerror (no locks: single-threaded, and musl's stack-protector
+ * failure is a trap instruction, not raise()), and exec_search above in
+ * place of musl's execvp.  glibc_abi.c's fortify failure asks the kernel
+ * for the tid too.  The agent never starts a thread: the link of
+ * build/fb-agent fails if pthread_create is in it (Makefile). */
 static pid_t spawn_process(void)
 {
     return (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, NULL, NULL, NULL, 0ul);
