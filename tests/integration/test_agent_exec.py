@@ -240,12 +240,12 @@ def test_a_script_without_an_interpreter_line_runs_with_sh(run, backend, tmp_pat
     plain = tmp_path / "plain"
     plain.write_text("echo no\n")
     plain.chmod(0o644)
-    puts = ["--put", f"{script}:/workspace/bin/noshebang", "--put", f"{plain}:/workspace/bin/plain"]
-    r = run(backend, "-q", *puts, "--", "/workspace/bin/noshebang", "a", "b")
-    assert r.rc == 0 and r.stdout == "ran by /workspace/bin/noshebang with a b\n", r
-    r = run(backend, "-q", *puts, "--env", "PATH=/nowhere:/workspace/bin", "--", "noshebang", "x", "y")
-    assert r.rc == 0 and r.stdout == "ran by /workspace/bin/noshebang with x y\n", r
-    r = run(backend, "-q", *puts, "--env", "PATH=/workspace/bin", "--", "plain")
+    puts = ["--put", f"{script}:/workspace/noshebang", "--put", f"{plain}:/workspace/plain"]
+    r = run(backend, "-q", *puts, "--", "/workspace/noshebang", "a", "b")
+    assert r.rc == 0 and r.stdout == "ran by /workspace/noshebang with a b\n", r
+    r = run(backend, "-q", *puts, "--env", "PATH=/nowhere:/workspace", "--", "noshebang", "x", "y")
+    assert r.rc == 0 and r.stdout == "ran by /workspace/noshebang with x y\n", r
+    r = run(backend, "-q", *puts, "--env", "PATH=/workspace", "--", "plain")
     assert r.rc == 126 and "Permission denied" in r.stderr, r
-    r = run(backend, "-q", *puts, "--env", "PATH=/workspace/bin:/nowhere", "--", "absent")
+    r = run(backend, "-q", *puts, "--env", "PATH=/workspace:/nowhere", "--", "absent")
     assert r.rc == 127 and "command not found" in r.stderr, r
