@@ -75,6 +75,16 @@ struct fb_exec {
     uint64_t oom_before;
 };
 
+/* The commands' records, one per slot of a->execs, beside the read
+ * buffers (MADV_DONTFORK, fb_exec_prepare) rather than from malloc: a
+ * record is created right after a fork and written all through the
+ * command's life, and a heap page it shared was a copy-on-write fault per
+ * exec; with musl's malloc, whose group of this size was unmapped with the
+ * last record, also a fresh page each time (bench/README.md, "Session 7:
+ * fb-agent on musl").  No child reads them. */
+static fb_exec exec_pool_fallback[FB_MAX_EXECS];
+static fb_exec *exec_pool = exec_pool_fallback;
+
 #define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 static const char *const default_env[] = {
@@ -360,6 +370,13 @@ void fb_exec_prepare(fb_agent *a)
     environ = agent_environ;
     if (vmstat_fd < 0)
         vmstat_fd = open("/proc/vmstat", O_RDONLY | O_CLOEXEC);
+    if (exec_pool == exec_pool_fallback) {
+        void *m = mmap(NULL, sizeof exec_pool_fallback, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m != MAP_FAILED && madvise(m, sizeof exec_pool_fallback, MADV_DONTFORK) == 0)
+            exec_pool = m;
+        else if (m != MAP_FAILED)
+            munmap(m, sizeof exec_pool_fallback);
+    }
     if (scratch == scratch_fallback) {
         void *m = mmap(NULL, sizeof scratch_fallback, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m != MAP_FAILED && madvise(m, sizeof scratch_fallback, MADV_DONTFORK) == 0)
@@ -393,7 +410,7 @@ static void exec_free(fb_exec *e)
     close_fd(&e->err_fd);
     close_fd(&e->in_fd);
     free(e->in_buf);
-    free(e);
+    e->in_buf = NULL; /* the record itself is its slot's (exec_pool) */
 }
 
 static void send_exit_msg(fb_agent *a, uint64_t id, const fb_msg_exit *m)
@@ -484,16 +501,8 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
      * cannot exec writes it and exits, one that execs closes it, and the
      * loop need not wake up for that EOF at every exec.  The deadline runs
      * from the fork, so a stopped child is killed by it. */
-    fb_exec *e = calloc(1, sizeof *e);
-    if (!e) {
-        kill(pid, SIGKILL);
-        close(out[0]);
-        close(errp[0]);
-        close(rep[0]);
-        if (want_stdin)
-            close(in[1]);
-        return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, "out of memory");
-    }
+    fb_exec *e = &exec_pool[slot];
+    memset(e, 0, sizeof *e);
     e->id = f->id;
     e->pid = pid;
     e->out_fd = out[0];
