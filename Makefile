@@ -24,7 +24,7 @@ AGENT_LIBS := -ljansson
 COMMON_SRC := src/common/util.c src/common/time.c src/common/utf8.c $(wildcard src/proto/*.c)
 # seccomp_rules.c is the seccomp policy, run at build time (gen-seccomp
 # below), not linked into the agent.
-AGENT_SRC  := $(filter-out src/agent/seccomp_rules.c src/agent/glibc_abi.c,$(wildcard src/agent/*.c))
+AGENT_SRC  := $(filter-out src/agent/seccomp_rules.c src/agent/glibc_abi.c src/agent/memcpy.c,$(wildcard src/agent/*.c))
 
 # The agent's C library.  musl when musl-gcc is installed (musl-tools,
 # scripts/install-deps.sh): a static glibc program spends ~0.5 ms of CPU at
@@ -34,7 +34,8 @@ AGENT_SRC  := $(filter-out src/agent/seccomp_rules.c src/agent/glibc_abi.c,$(wil
 # 7: fb-agent on musl").  glibc otherwise, as before; `make AGENT_LIBC=glibc`
 # forces it.  With musl, Debian's glibc-built libjansson.a is linked as it
 # is, with src/agent/glibc_abi.c supplying the few glibc-only symbols it
-# needs (that file says why each is safe), and only the kernel's uapi
+# needs (that file says why each is safe), src/agent/memcpy.c replaces
+# musl's memcpy (rep movsq: slow for the agent's short copies), and only the kernel's uapi
 # headers and jansson's two headers are added to musl's include path
 # ($(BUILD)/musl-include), never glibc's /usr/include.
 MUSL_GCC   ?= $(shell command -v musl-gcc 2>/dev/null)
@@ -42,7 +43,7 @@ AGENT_LIBC ?= $(if $(MUSL_GCC),musl,glibc)
 ifeq ($(AGENT_LIBC),musl)
 AGENT_CC      := $(MUSL_GCC)
 AGENT_OBJDIR  := $(BUILD)/obj-musl
-AGENT_SRC     += src/agent/glibc_abi.c
+AGENT_SRC     += src/agent/glibc_abi.c src/agent/memcpy.c
 AGENT_LIBS    := $(shell pkg-config --variable=libdir jansson)/libjansson.a
 AGENT_INC     := $(BUILD)/musl-include/.stamp
 AGENT_CFLAGS   = $(filter-out -fPIE -I/usr/include/%,$(CFLAGS)) -isystem $(BUILD)/musl-include
@@ -206,9 +207,11 @@ $(IMAGE)/manifest.json: $(IMAGE_INPUTS)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 UNIT_LIBS  := -lcmocka
 
+# $< and the objects only: a .c a test includes (test_agent_memcpy.c) is
+# among the prerequisites through its .d file, not a unit of its own.
 $(BUILD)/tests/test_%: tests/unit/test_%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(UNIT_LIBS) $(HOST_LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(filter %.o,$^) $(UNIT_LIBS) $(HOST_LIBS)
 
 # The seccomp test rebuilds the programs from the rules (libseccomp) and
 # compares them with the generated header the agent loads.
