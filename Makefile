@@ -24,12 +24,40 @@ AGENT_LIBS := -ljansson
 COMMON_SRC := src/common/util.c src/common/time.c src/common/utf8.c $(wildcard src/proto/*.c)
 # seccomp_rules.c is the seccomp policy, run at build time (gen-seccomp
 # below), not linked into the agent.
-AGENT_SRC  := $(filter-out src/agent/seccomp_rules.c,$(wildcard src/agent/*.c))
+AGENT_SRC  := $(filter-out src/agent/seccomp_rules.c src/agent/glibc_abi.c src/agent/memcpy.c,$(wildcard src/agent/*.c))
+
+# The agent's C library.  musl when musl-gcc is installed (musl-tools,
+# scripts/install-deps.sh): a static glibc program spends ~0.5 ms of CPU at
+# every start in CPUID instructions (init_cpu_features, cacheinfo), each a
+# trap to the hypervisor on our machines, and the agent starts once per jail
+# and per VM boot; a static musl program runs none (bench/README.md, "Session
+# 7: fb-agent on musl").  glibc otherwise, as before; `make AGENT_LIBC=glibc`
+# forces it.  With musl, Debian's glibc-built libjansson.a is linked as it
+# is, with src/agent/glibc_abi.c supplying the few glibc-only symbols it
+# needs (that file says why each is safe), src/agent/memcpy.c replaces
+# musl's memcpy (rep movsq: slow for the agent's short copies), and only the kernel's uapi
+# headers and jansson's two headers are added to musl's include path
+# ($(BUILD)/musl-include), never glibc's /usr/include.
+MUSL_GCC   ?= $(shell command -v musl-gcc 2>/dev/null)
+AGENT_LIBC ?= $(if $(MUSL_GCC),musl,glibc)
+ifeq ($(AGENT_LIBC),musl)
+AGENT_CC      := $(MUSL_GCC)
+AGENT_OBJDIR  := $(BUILD)/obj-musl
+AGENT_SRC     += src/agent/glibc_abi.c src/agent/memcpy.c
+AGENT_LIBS    := $(shell pkg-config --variable=libdir jansson)/libjansson.a
+AGENT_INC     := $(BUILD)/musl-include/.stamp
+AGENT_CFLAGS   = $(filter-out -fPIE -I/usr/include/%,$(CFLAGS)) -isystem $(BUILD)/musl-include
+else
+AGENT_CC      := $(CC)
+AGENT_OBJDIR  := $(BUILD)/obj-static
+AGENT_INC     :=
+AGENT_CFLAGS   = $(filter-out -fPIE,$(CFLAGS))
+endif
 LIB_SRC    := $(wildcard src/common/lazy*.c src/sandbox/*.c src/image/*.c src/store/*.c src/audit/*.c src/auth/*.c src/policy/*.c src/config/*.c src/core/*.c src/gateway/*.c src/egress/*.c src/llm/*.c src/engine/*.c src/compat/e2b/*.c src/mcp/*.c src/ca/*.c src/node/*.c) $(COMMON_SRC)
 CLI_SRC    := $(wildcard src/cli/*.c)
 
 COMMON_OBJ      := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
-AGENT_OBJ       := $(AGENT_SRC:%.c=$(BUILD)/obj-static/%.o) $(COMMON_SRC:%.c=$(BUILD)/obj-static/%.o)
+AGENT_OBJ       := $(AGENT_SRC:%.c=$(AGENT_OBJDIR)/%.o) $(COMMON_SRC:%.c=$(AGENT_OBJDIR)/%.o)
 # The schema migrations are compiled in: build/gen/migrations.c (below).
 # The SQL repositories are compiled twice: as they are for SQLite, and with
 # store/pg_names.h for PostgreSQL (src/store/pg_names.h says why).
@@ -53,10 +81,26 @@ $(BUILD)/obj/pg/%.o: src/store/%.c
 	$(CC) $(CFLAGS) -include store/pg_names.h -c $< -o $@
 
 # The agent is static (it runs alone in the guest) and built without -fPIE
-# so that glibc's static startup is used as intended.
-$(BUILD)/obj-static/%.o: %.c
+# so that the libc's static startup is used as intended.
+$(AGENT_OBJDIR)/%.o: %.c $(AGENT_INC)
 	@mkdir -p $(dir $@)
-	$(CC) $(filter-out -fPIE,$(CFLAGS)) -c $< -o $@
+	$(AGENT_CC) $(AGENT_CFLAGS) -c $< -o $@
+
+# musl's include path gets the kernel's uapi headers (linux/, asm/,
+# asm-generic/: seccomp, landlock, capability, ...) and jansson's headers,
+# as links to Debian's, and nothing else of /usr/include.
+$(BUILD)/musl-include/.stamp: Makefile
+	@rm -rf $(dir $@) && mkdir -p $(dir $@)
+	ln -s /usr/include/linux /usr/include/asm-generic $(dir $@)
+	ln -s /usr/include/$(shell $(CC) -dumpmachine)/asm $(dir $@)asm
+	ln -s $(shell pkg-config --variable=includedir jansson)/jansson.h \
+	      $(shell pkg-config --variable=includedir jansson)/jansson_config.h $(dir $@)
+	@touch $@
+
+# Which libc the agent was linked with: a switch (AGENT_LIBC=...) relinks.
+$(BUILD)/agent-libc: FORCE
+	@mkdir -p $(BUILD); echo $(AGENT_LIBC) | cmp -s - $@ || echo $(AGENT_LIBC) > $@
+.PHONY: FORCE
 
 # Schema migrations (src/store/migrations/NNN_name.sql) become byte arrays in
 # a generated C file, so the binary carries its schema and nothing is read
@@ -134,8 +178,11 @@ $(BUILD)/obj/gen/e2b_repl.o: $(BUILD)/gen/e2b_repl.c
 $(BUILD)/forgebox: $(HOST_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)
 
-$(BUILD)/fb-agent: $(AGENT_OBJ)
-	$(CC) -static -Wl,-z,relro,-z,now -o $@ $^ $(AGENT_LIBS)
+$(BUILD)/fb-agent: $(AGENT_OBJ) $(BUILD)/agent-libc
+	$(AGENT_CC) -static -Wl,-z,relro,-z,now -o $@.tmp $(AGENT_OBJ) $(AGENT_LIBS)
+	@# The child of exec.c's raw clone relies on the agent having one thread.
+	@if nm $@.tmp | grep -qw pthread_create; then echo "fb-agent must not start threads (exec.c, spawn_process)" >&2; rm -f $@.tmp; exit 1; fi
+	mv $@.tmp $@
 
 # The tool-process seccomp programs, compiled at build time from the rule
 # list in src/agent/seccomp_rules.c (with libseccomp, on this x86-64 host)
@@ -147,8 +194,8 @@ $(BUILD)/gen-seccomp: $(SECCOMP_GEN_SRC) src/agent/seccomp_rules.h
 $(BUILD)/gen/seccomp_bpf.h: $(BUILD)/gen-seccomp
 	@mkdir -p $(dir $@)
 	$(BUILD)/gen-seccomp $@
-$(BUILD)/obj-static/src/agent/harden.o: $(BUILD)/gen/seccomp_bpf.h
-$(BUILD)/obj-static/src/agent/harden.o: override CFLAGS += -iquote $(BUILD)/gen
+$(AGENT_OBJDIR)/src/agent/harden.o: $(BUILD)/gen/seccomp_bpf.h
+$(AGENT_OBJDIR)/src/agent/harden.o: override CFLAGS += -iquote $(BUILD)/gen
 
 # ---- guest image -----------------------------------------------------------
 IMAGE_INPUTS := $(wildcard guest/*) $(BUILD)/fb-agent $(BUILD)/forgebox
@@ -160,9 +207,11 @@ $(IMAGE)/manifest.json: $(IMAGE_INPUTS)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
 UNIT_LIBS  := -lcmocka
 
+# $< and the objects only: a .c a test includes (test_agent_memcpy.c) is
+# among the prerequisites through its .d file, not a unit of its own.
 $(BUILD)/tests/test_%: tests/unit/test_%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(UNIT_LIBS) $(HOST_LIBS)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(filter %.o,$^) $(UNIT_LIBS) $(HOST_LIBS)
 
 # The seccomp test rebuilds the programs from the rules (libseccomp) and
 # compares them with the generated header the agent loads.
@@ -214,7 +263,7 @@ bench: all image $(BUILD)/fb-bench $(BUILD)/fb-api-bench
 clean:
 	rm -rf $(BUILD) build-san $(FUZZ_BUILD)
 
--include $(shell find $(BUILD)/obj $(BUILD)/obj-static $(BUILD)/tests -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/obj-static $(BUILD)/obj-musl $(BUILD)/tests -name '*.d' 2>/dev/null)
 
 $(BUILD)/fb-bench: bench/fb_bench.c $(LIB_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(HOST_LIBS)

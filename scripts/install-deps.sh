@@ -5,7 +5,7 @@
 set -eu
 
 PACKAGES="
-build-essential pkg-config clang libclang-rt-14-dev
+build-essential pkg-config clang libclang-rt-14-dev musl-tools
 libseccomp-dev libcap-dev libsodium-dev libjansson-dev libcmocka-dev
 libmicrohttpd-dev libsqlite3-dev libpq-dev libyaml-dev libevent-dev libc-ares-dev libcurl4-gnutls-dev libgnutls28-dev
 qemu-system-x86 busybox-static mmdebstrap e2fsprogs erofs-utils cpio kmod zstd xz-utils

@@ -19,6 +19,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -73,6 +74,16 @@ struct fb_exec {
     int wstatus;
     uint64_t oom_before;
 };
+
+/* The commands' records, one per slot of a->execs, beside the read
+ * buffers (MADV_DONTFORK, fb_exec_prepare) rather than from malloc: a
+ * record is created right after a fork and written all through the
+ * command's life, and a heap page it shared was a copy-on-write fault per
+ * exec; with musl's malloc, whose group of this size was unmapped with the
+ * last record, also a fresh page each time (bench/README.md, "Session 7:
+ * fb-agent on musl").  No child reads them. */
+static fb_exec exec_pool_fallback[FB_MAX_EXECS];
+static fb_exec *exec_pool = exec_pool_fallback;
 
 #define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -181,6 +192,65 @@ static void child_fail(int fd, int stage, int err_no, const char *msg)
     _exit(stage == 1 ? (err_no == ENOENT ? 127 : 126) : 125);
 }
 
+#ifndef __GLIBC__
+/* execve, and for a file the kernel cannot run (ENOEXEC: a script without
+ * "#!") /bin/sh with it, as glibc's execvp does (and POSIX asks); musl's
+ * execvp does not, so an agent built with musl (Makefile, AGENT_LIBC)
+ * searches PATH here, the way both libcs do: an empty element is the
+ * current directory, EACCES is reported if no candidate ran but one
+ * existed, any other failure but ENOENT/ENOTDIR ends the search.  Only the
+ * stack and system calls: this runs in the child of a raw clone. */
+static void exec_file(const char *file, char *const argv[], char *const envp[])
+{
+    execve(file, argv, envp);
+    if (errno != ENOEXEC)
+        return;
+    size_t argc = 0;
+    while (argv[argc])
+        argc++;
+    const char *sh_argv[argc + 2];
+    sh_argv[0] = "/bin/sh";
+    sh_argv[1] = file;
+    for (size_t i = 1; i <= argc; i++)
+        sh_argv[i + 1] = argv[i];
+    execve(sh_argv[0], (char *const *)sh_argv, envp);
+    errno = ENOEXEC;
+}
+
+static void exec_search(const char *file, char *const argv[], char *const envp[], const char *path)
+{
+    if (!*file) {
+        errno = ENOENT;
+        return;
+    }
+    if (strchr(file, '/')) {
+        exec_file(file, argv, envp);
+        return;
+    }
+    size_t k = strlen(file);
+    bool seen_eacces = false;
+    for (const char *p = path;;) {
+        const char *z = strchrnul(p, ':');
+        size_t l = (size_t)(z - p);
+        char b[PATH_MAX];
+        if (l + 1 + k + 1 <= sizeof b) {
+            memcpy(b, p, l);
+            b[l] = '/';
+            memcpy(b + l + (l > 0), file, k + 1);
+            exec_file(b, argv, envp);
+            if (errno == EACCES)
+                seen_eacces = true;
+            else if (errno != ENOENT && errno != ENOTDIR)
+                return;
+        }
+        if (!*z)
+            break;
+        p = z + 1;
+    }
+    errno = seen_eacces ? EACCES : ENOENT;
+}
+#endif
+
 static void run_child(const fb_agent *a, const char **argv, char **env, bool own_path, const char *cwd,
                       int in_fd, int out_fd, int err_fd, int report_fd)
 {
@@ -221,17 +291,25 @@ static void run_child(const fb_agent *a, const char **argv, char **env, bool own
         snprintf(msg, sizeof msg, "cannot change directory to %.256s: %s", cwd, strerror(errno));
         child_fail(report_fd, 0, errno, msg);
     }
-    /* execvp searches the PATH of the caller's environ.  With the default
+    /* glibc: execvp searches the PATH of the caller's environ.  With the default
      * PATH that is the agent's own (fb_exec_prepare), and execvpe hands
      * the command its env without this child writing `environ`, a page of
      * the agent's data it would otherwise copy (a fault, ~40 us in a VM
      * under TCG).  A request's own PATH is searched as before. */
+#ifdef __GLIBC__
     extern char **environ;
     if (own_path) {
         environ = env;
         execvp(argv[0], (char *const *)argv);
     } else
         execvpe(argv[0], (char *const *)argv, env);
+#else
+    const char *path = DEFAULT_PATH + 5;
+    for (char **p = env; own_path && *p; p++)
+        if (strncmp(*p, "PATH=", 5) == 0)
+            path = *p + 5;
+    exec_search(argv[0], (char *const *)argv, env, path);
+#endif
     char msg[300];
     snprintf(msg, sizeof msg, "%.200s: %s", argv[0],
              errno == ENOENT ? "command not found" : strerror(errno));
@@ -248,7 +326,20 @@ static void run_child(const fb_agent *a, const char **argv, char **env, bool own
  * glibc's fork code pages more faults on the way (~40 us each in a VM
  * under TCG; bench/README.md, "Session 7: agent exec").  glibc's raise()
  * and abort() ask the kernel for the thread id, so a fortify failure in
- * the child still kills the child alone. */
+ * the child still kills the child alone.
+ *
+ * With musl (Makefile, AGENT_LIBC) the child's thread block keeps the
+ * agent's thread id, which musl's raise(), abort() and pthread_kill() use,
+ * and musl's set*id() go through __synccall, which would signal the
+ * agent's other threads had it any.  So the child calls none of them:
+ * between the clone and execve it makes system calls (syscall(), setsid,
+ * dup2, close, open, write, setrlimit = prlimit64, prctl, chdir,
+ * getresuid, execve), the uid/gid changes as syscall() (harden.c),
+ * snprintf/strerror (no locks: single-threaded, and musl's stack-protector
+ * failure is a trap instruction, not raise()), and exec_search above in
+ * place of musl's execvp.  glibc_abi.c's fortify failure asks the kernel
+ * for the tid too.  The agent never starts a thread: the link of
+ * build/fb-agent fails if pthread_create is in it (Makefile). */
 static pid_t spawn_process(void)
 {
     return (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, NULL, NULL, NULL, 0ul);
@@ -279,6 +370,13 @@ void fb_exec_prepare(fb_agent *a)
     environ = agent_environ;
     if (vmstat_fd < 0)
         vmstat_fd = open("/proc/vmstat", O_RDONLY | O_CLOEXEC);
+    if (exec_pool == exec_pool_fallback) {
+        void *m = mmap(NULL, sizeof exec_pool_fallback, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m != MAP_FAILED && madvise(m, sizeof exec_pool_fallback, MADV_DONTFORK) == 0)
+            exec_pool = m;
+        else if (m != MAP_FAILED)
+            munmap(m, sizeof exec_pool_fallback);
+    }
     if (scratch == scratch_fallback) {
         void *m = mmap(NULL, sizeof scratch_fallback, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m != MAP_FAILED && madvise(m, sizeof scratch_fallback, MADV_DONTFORK) == 0)
@@ -312,7 +410,7 @@ static void exec_free(fb_exec *e)
     close_fd(&e->err_fd);
     close_fd(&e->in_fd);
     free(e->in_buf);
-    free(e);
+    e->in_buf = NULL; /* the record itself is its slot's (exec_pool) */
 }
 
 static void send_exit_msg(fb_agent *a, uint64_t id, const fb_msg_exit *m)
@@ -403,16 +501,8 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
      * cannot exec writes it and exits, one that execs closes it, and the
      * loop need not wake up for that EOF at every exec.  The deadline runs
      * from the fork, so a stopped child is killed by it. */
-    fb_exec *e = calloc(1, sizeof *e);
-    if (!e) {
-        kill(pid, SIGKILL);
-        close(out[0]);
-        close(errp[0]);
-        close(rep[0]);
-        if (want_stdin)
-            close(in[1]);
-        return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, "out of memory");
-    }
+    fb_exec *e = &exec_pool[slot];
+    memset(e, 0, sizeof *e);
     e->id = f->id;
     e->pid = pid;
     e->out_fd = out[0];

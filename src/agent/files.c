@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/fsuid.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -168,6 +169,32 @@ static int do_put(fb_agent *a, const fb_frame *f, const fb_msg_file *m, int root
                              NULL, 0);
 }
 
+/* get's read buffer, kept from one get to the next, in pages left out of
+ * the exec child's fork (MADV_DONTFORK, as exec.c's scratch: the agent
+ * writes them, and a forked page it writes is a copy-on-write fault).  A
+ * malloc of each request's length (1 MiB from the host) was with musl's
+ * malloc an mmap and munmap per get, and its pages faulted in again at
+ * every get (~40 us a fault in a VM under TCG); glibc's malloc happened to
+ * keep them.  Grown on demand, never shrunk: at most one chunk. */
+static uint8_t *get_buf;
+static size_t get_cap;
+
+static uint8_t *get_buffer(size_t n)
+{
+    if (n <= get_cap)
+        return get_buf;
+    size_t cap = (n + 0xffff) & ~(size_t)0xffff;
+    void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    (void)madvise(p, cap, MADV_DONTFORK);
+    if (get_buf)
+        munmap(get_buf, get_cap);
+    get_buf = p;
+    get_cap = cap;
+    return get_buf;
+}
+
 static int do_get(fb_agent *a, const fb_frame *f, const fb_msg_file *m, int rootfd, const char *rest)
 {
     const char *path = m->path;
@@ -180,7 +207,12 @@ static int do_get(fb_agent *a, const fb_frame *f, const fb_msg_file *m, int root
         return reply_errno(a, f->id, "cannot stat", path, errno);
     if (!S_ISREG(st.st_mode))
         return fb_agent_reply_error(a, f->id, FB_E_WRONG_TYPE, "not a regular file");
-    cleanup_free uint8_t *buf = malloc(length ? length : 1);
+    /* No more than the file holds past offset (what eof below is
+     * reckoned from): an empty file's get needs no buffer. */
+    uint64_t avail = offset < (uint64_t)st.st_size ? (uint64_t)st.st_size - offset : 0;
+    if (length > avail)
+        length = avail;
+    uint8_t *buf = get_buffer(length ? length : 1);
     if (!buf)
         return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, "out of memory");
     size_t got = 0;

@@ -39,7 +39,6 @@
 #include "agent/harden.h"
 
 #include <errno.h>
-#include <grp.h>
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/landlock.h>
@@ -169,11 +168,17 @@ int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *pr
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
         return fb_fail_errno(err, "cannot clear ambient capabilities");
 
-    if (setgroups(0, NULL) < 0)
+    /* The system calls, not the libc functions: these change the calling
+     * thread's credentials, and the libc functions make every thread of
+     * the process do the same (glibc's __nptl_setxid, musl's __synccall).
+     * The agent has one thread, so glibc makes the call directly, but
+     * musl takes its __synccall path, whose thread list in the child of
+     * a raw clone is the agent's (exec.c, spawn_process). */
+    if (syscall(SYS_setgroups, 0, NULL) < 0)
         return fb_fail_errno(err, "cannot clear supplementary groups");
-    if (setresgid(FB_TOOL_GID, FB_TOOL_GID, FB_TOOL_GID) < 0)
+    if (syscall(SYS_setresgid, FB_TOOL_GID, FB_TOOL_GID, FB_TOOL_GID) < 0)
         return fb_fail_errno(err, "cannot set gid %d", FB_TOOL_GID);
-    if (setresuid(FB_TOOL_UID, FB_TOOL_UID, FB_TOOL_UID) < 0)
+    if (syscall(SYS_setresuid, FB_TOOL_UID, FB_TOOL_UID, FB_TOOL_UID) < 0)
         return fb_fail_errno(err, "cannot set uid %d", FB_TOOL_UID);
 
     /* The uid change cleared permitted/effective; clear inheritable too and
@@ -194,7 +199,7 @@ int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *pr
     uid_t r, e, s;
     if (getresuid(&r, &e, &s) < 0 || r != FB_TOOL_UID || e != FB_TOOL_UID || s != FB_TOOL_UID)
         return fb_fail(err, "uid change did not take effect");
-    if (setuid(0) == 0)
+    if (syscall(SYS_setuid, 0) == 0)
         return fb_fail(err, "could regain uid 0 after dropping it");
 
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)

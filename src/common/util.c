@@ -200,7 +200,13 @@ void fb_die_with_error(int report_fd, const char *fmt, ...)
         n = 0;
     if ((size_t)n >= sizeof msg)
         n = (int)sizeof msg - 1;
+#ifdef __GLIBC__
     const char *desc = strerrordesc_np(saved);
+#else
+    /* musl (the agent, Makefile AGENT_LIBC): its strerror has no buffer
+     * and no locale data to load, a static table as strerrordesc_np is. */
+    const char *desc = strerror(saved);
+#endif
     snprintf(msg + n, sizeof msg - (size_t)n, ": %s", desc ? desc : "unknown error");
     (void)fb_write_all(report_fd, msg, strlen(msg));
     _exit(125);

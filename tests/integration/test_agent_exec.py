@@ -225,3 +225,27 @@ def test_vm_processes_keep_their_addresses_only_under_tcg(run):
     tcg = model.split(":", 1)[1].strip().startswith("QEMU TCG CPU ")
     assert aslr == ("0" if tcg else "2"), r.stdout
     assert len(set(libc)) == (1 if tcg else 3), r.stdout
+
+
+def test_a_script_without_an_interpreter_line_runs_with_sh(run, backend, tmp_path):
+    """Session 7 (fb-agent on musl): a file the kernel cannot execute
+    (ENOEXEC: a script with no "#!" line) is run by /bin/sh, found by path
+    or on PATH, as glibc's execvp does; musl's does not, so the agent built
+    with musl searches PATH itself (exec.c, exec_search).  The search's
+    other answers are kept: EACCES for a file that is not executable, 127
+    for one found nowhere."""
+    script = tmp_path / "noshebang"
+    script.write_text('echo "ran by $0 with $1 $2"\n')
+    script.chmod(0o755)
+    plain = tmp_path / "plain"
+    plain.write_text("echo no\n")
+    plain.chmod(0o644)
+    puts = ["--put", f"{script}:/workspace/noshebang", "--put", f"{plain}:/workspace/plain"]
+    r = run(backend, "-q", *puts, "--", "/workspace/noshebang", "a", "b")
+    assert r.rc == 0 and r.stdout == "ran by /workspace/noshebang with a b\n", r
+    r = run(backend, "-q", *puts, "--env", "PATH=/nowhere:/workspace", "--", "noshebang", "x", "y")
+    assert r.rc == 0 and r.stdout == "ran by /workspace/noshebang with x y\n", r
+    r = run(backend, "-q", *puts, "--env", "PATH=/workspace", "--", "plain")
+    assert r.rc == 126 and "Permission denied" in r.stderr, r
+    r = run(backend, "-q", *puts, "--env", "PATH=/workspace:/nowhere", "--", "absent")
+    assert r.rc == 127 and "command not found" in r.stderr, r
