@@ -46,7 +46,12 @@ AGENT_OBJDIR  := $(BUILD)/obj-musl
 AGENT_SRC     += src/agent/glibc_abi.c src/agent/memcpy.c
 AGENT_LIBS    := $(shell pkg-config --variable=libdir jansson)/libjansson.a
 AGENT_INC     := $(BUILD)/musl-include/.stamp
-AGENT_CFLAGS   = $(filter-out -fPIE -I/usr/include/%,$(CFLAGS)) -isystem $(BUILD)/musl-include
+AGENT_CFLAGS   = $(filter-out -fPIE -I/usr/include/%,$(CFLAGS)) -isystem $(BUILD)/musl-include $(AGENT_FORTIFY)
+# glibc's _FORTIFY_SOURCE lives in its headers; musl has none, so the
+# agent's own sources get src/agent/fortify_musl.h first (it says how), all
+# but the two files that define what those checks call.
+AGENT_FORTIFY  = -include src/agent/fortify_musl.h
+$(AGENT_OBJDIR)/src/agent/glibc_abi.o $(AGENT_OBJDIR)/src/agent/memcpy.o: AGENT_FORTIFY =
 else
 AGENT_CC      := $(CC)
 AGENT_OBJDIR  := $(BUILD)/obj-static

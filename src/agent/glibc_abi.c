@@ -90,6 +90,41 @@ int __snprintf_chk(char *s, size_t maxlen, int flag, size_t slen, const char *fo
     return n;
 }
 
+/* The run-time halves of src/agent/fortify_musl.h's checks on the agent's
+ * own code (glibc's debug/memcpy_chk.c and kin): the size the compiler
+ * knew against the size asked for. */
+void *__memcpy_chk(void *d, const void *s, size_t n, size_t dlen);
+void *__memcpy_chk(void *d, const void *s, size_t n, size_t dlen)
+{
+    if (dlen < n)
+        fortify_fail();
+    return memcpy(d, s, n);
+}
+
+void *__memmove_chk(void *d, const void *s, size_t n, size_t dlen);
+void *__memmove_chk(void *d, const void *s, size_t n, size_t dlen)
+{
+    if (dlen < n)
+        fortify_fail();
+    return memmove(d, s, n);
+}
+
+void *__memset_chk(void *d, int c, size_t n, size_t dlen);
+void *__memset_chk(void *d, int c, size_t n, size_t dlen)
+{
+    if (dlen < n)
+        fortify_fail();
+    return memset(d, c, n);
+}
+
+char *__strcpy_chk(char *d, const char *s, size_t dlen);
+char *__strcpy_chk(char *d, const char *s, size_t dlen)
+{
+    if (strlen(s) >= dlen)
+        fortify_fail();
+    return strcpy(d, s);
+}
+
 char *__strncpy_chk(char *s1, const char *s2, size_t n, size_t s1len);
 char *__strncpy_chk(char *s1, const char *s2, size_t n, size_t s1len)
 {

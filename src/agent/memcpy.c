@@ -28,9 +28,12 @@ typedef long long v16u __attribute__((vector_size(16), may_alias, aligned(1)));
 void *memcpy(void *restrict dst, const void *restrict src, size_t n);
 void *memmove(void *dst, const void *src, size_t n);
 
-/* Not turned back into a call to memcpy by the loop-pattern pass. */
-__attribute__((optimize("no-tree-loop-distribute-patterns")))
-void *memcpy(void *restrict dst, const void *restrict src, size_t n)
+/* The forward copy, without `restrict`: memmove uses it for overlapping
+ * buffers too, where a restrict-qualified memcpy would let the compiler
+ * move the tail's loads below the loop's stores.  Not turned back into a
+ * call to memcpy by the loop-pattern pass. */
+__attribute__((optimize("no-tree-loop-distribute-patterns"), always_inline))
+static inline void *copy_forward(void *dst, const void *src, size_t n)
 {
     unsigned char *d = dst;
     const unsigned char *s = src;
@@ -71,6 +74,12 @@ void *memcpy(void *restrict dst, const void *restrict src, size_t n)
     return dst;
 }
 
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+void *memcpy(void *restrict dst, const void *restrict src, size_t n)
+{
+    return copy_forward(dst, src, n);
+}
+
 /* memcpy's forward order is right for a destination below its source
  * (each round loads before it stores, and the tail was loaded first), and
  * so is any copy of up to 32 bytes (all loaded before any store); a
@@ -82,7 +91,7 @@ void *memmove(void *dst, const void *src, size_t n)
     unsigned char *d = dst;
     const unsigned char *s = src;
     if ((uintptr_t)d - (uintptr_t)s >= n || n <= 32)
-        return memcpy(dst, src, n);
+        return copy_forward(dst, src, n);
     v16u h0 = *(const v16u *)s, h1 = *(const v16u *)(s + 16);
     for (size_t i = n; i > 32; i -= 32) {
         v16u a = *(const v16u *)(s + i - 32), b = *(const v16u *)(s + i - 16);

@@ -616,6 +616,10 @@ static int jail_start(fb_sandbox *sb, fb_err *err)
         snprintf(msg, sizeof msg, "jail: network and IPC namespaces made in the clone (%s: %s)", why,
                  strerror(why_errno));
         fb_trace(msg);
+        /* Then they belong to the jail's user namespace, whose root
+         * (fb-agent) holds capabilities over them: worth an operator's
+         * look, though the jail is as it was before session 7. */
+        fprintf(stderr, "forgebox: warning: sandbox %s: %s\n", sb->id, msg + strlen("jail: "));
     }
     fb_spawn sp = {
         .clone_flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWCGROUP |

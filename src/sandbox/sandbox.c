@@ -233,6 +233,7 @@ fb_errc fb_sandbox_boot_here(const fb_sandbox_config *cfg, fb_sandbox **out, fb_
     sb->cfg = *cfg;
     sb->slot = -1;
     sb->slot_fd = sb->chan_fd = sb->console_fd = sb->pidfd = sb->wake_fd = sb->net_fd = -1;
+    sb->netns.net_fd = sb->netns.ipc_fd = -1; /* none made ahead until fb_netns_begin */
     sb->pid = -1;
     sb->ops = cfg->backend == FB_BACKEND_JAIL ? &fb_backend_jail : &fb_backend_vm;
     if (fb_sup_init(sb, err) < 0)
