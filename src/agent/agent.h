@@ -72,6 +72,11 @@ void fb_net_frame(fb_agent *a, const fb_frame *f);
 /* exec.c */
 /* Notes, once at hello, which signals a child must set back to SIG_DFL. */
 void fb_exec_prepare(fb_agent *a);
+/* len bytes of zeroed memory the agent writes often, in pages the exec
+ * child's fork leaves out (MADV_DONTFORK: a forked page the agent writes is
+ * a copy-on-write fault), or NULL.  If the kernel refuses the advice the
+ * pages are still returned: they only cost the faults again. */
+void *fb_agent_map_unforked(size_t len);
 int fb_exec_start(fb_agent *a, const fb_frame *f);
 int fb_exec_stdin(fb_agent *a, const fb_frame *f);
 int fb_exec_signal(fb_agent *a, const fb_frame *f);

@@ -364,26 +364,26 @@ static int status_mask(const char *status, const char *name, uint64_t *out)
  * searches for a command whose request keeps that PATH (run_child). */
 static char *agent_environ[] = {(char *)DEFAULT_PATH, NULL};
 
+void *fb_agent_map_unforked(size_t len)
+{
+    void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    (void)madvise(m, len, MADV_DONTFORK);
+    return m;
+}
+
 void fb_exec_prepare(fb_agent *a)
 {
     extern char **environ;
     environ = agent_environ;
     if (vmstat_fd < 0)
         vmstat_fd = open("/proc/vmstat", O_RDONLY | O_CLOEXEC);
-    if (exec_pool == exec_pool_fallback) {
-        void *m = mmap(NULL, sizeof exec_pool_fallback, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (m != MAP_FAILED && madvise(m, sizeof exec_pool_fallback, MADV_DONTFORK) == 0)
-            exec_pool = m;
-        else if (m != MAP_FAILED)
-            munmap(m, sizeof exec_pool_fallback);
-    }
-    if (scratch == scratch_fallback) {
-        void *m = mmap(NULL, sizeof scratch_fallback, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (m != MAP_FAILED && madvise(m, sizeof scratch_fallback, MADV_DONTFORK) == 0)
-            scratch = m;
-        else if (m != MAP_FAILED)
-            munmap(m, sizeof scratch_fallback);
-    }
+    void *m;
+    if (exec_pool == exec_pool_fallback && (m = fb_agent_map_unforked(sizeof exec_pool_fallback)))
+        exec_pool = m;
+    if (scratch == scratch_fallback && (m = fb_agent_map_unforked(sizeof scratch_fallback)))
+        scratch = m;
     /* Ignored and caught signals, bit N-1 for signal N: one read instead
      * of a sigaction query per signal. */
     char status[4096];

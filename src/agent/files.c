@@ -184,10 +184,9 @@ static uint8_t *get_buffer(size_t n)
     if (n <= get_cap)
         return get_buf;
     size_t cap = (n + 0xffff) & ~(size_t)0xffff;
-    void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
+    void *p = fb_agent_map_unforked(cap);
+    if (!p)
         return NULL;
-    (void)madvise(p, cap, MADV_DONTFORK);
     if (get_buf)
         munmap(get_buf, get_cap);
     get_buf = p;
