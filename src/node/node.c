@@ -191,6 +191,13 @@ int fb_node_run(const fb_node_options *opt, fb_err *err)
     if (fb_store_open_url(opt->state_dir, opt->store_url, &n.st, err) < 0 || check_audit_key(&n, err) < 0)
         goto out;
     snprintf(n.id, sizeof n.id, "%s", fb_store_node_id(n.st));
+    /* A node commits its heartbeats and every sandbox's audit entries to
+     * the store as a gateway does: on SQLite its write-ahead log is
+     * preallocated the same way (fb_store_preallocate_log). */
+    fb_err perr = {{0}};
+    if (fb_store_preallocate_log(n.st, &perr) < 0)
+        fb_log("warn", NULL, "cannot preallocate the store's write-ahead log (commits stay correct, only slower)",
+               json_pack("{s:s}", "error", perr.msg));
     size_node(&n);
     /* What a previous process of this node left behind: its sandboxes'
      * processes died with it (parent-death signal); their runtime files
