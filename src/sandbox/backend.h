@@ -61,6 +61,9 @@ struct fb_sandbox {
      * I/O thread alone once it runs. */
     pthread_mutex_t mu;
     pthread_cond_t cv;         /* broadcast on every change a waiter may want */
+    bool cv_owed;              /* the I/O thread changed something under mu: it
+                                  broadcasts cv once it has let mu go
+                                  (fb_sup_notify_locked) */
     pthread_t io_thread;
     bool io_started;
     int wake_fd;               /* eventfd: wakes the I/O thread's poll */

@@ -143,7 +143,7 @@ static void finish_locked(fb_exec *x, fb_errc code, const char *msg, const fb_ex
         close(x->stdin_fd);
         x->stdin_fd = -1;
     }
-    pthread_cond_broadcast(&sb->cv);
+    fb_sup_notify_locked(sb);
     /* The sandbox's reference; the sandbox itself is referenced by its
      * owner or by the caller of whoever ends the exec, so never freed here. */
     if (--x->refs == 0) {
@@ -203,7 +203,7 @@ static void log_output_locked(fb_exec *x, int stream, const uint8_t *p, size_t n
     struct xev *last = x->nev ? &x->ev[x->nev - 1] : NULL;
     if (x->dropping) {
         x->dropped += n;
-        pthread_cond_broadcast(&x->sb->cv);
+        fb_sup_notify_locked(x->sb);
         return;
     }
     bool merge = last && last->kind == stream && last->off + last->len == x->data_len;
@@ -229,7 +229,7 @@ static void log_output_locked(fb_exec *x, int stream, const uint8_t *p, size_t n
     x->data_len += n;
     last->len += (uint32_t)n;
     x->end_pos += n;
-    pthread_cond_broadcast(&x->sb->cv);
+    fb_sup_notify_locked(x->sb);
 }
 
 /* ---- frames from the agent (I/O thread) ------------------------------------------ */

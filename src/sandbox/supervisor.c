@@ -111,6 +111,30 @@ void fb_sup_wake(fb_sandbox *sb)
         fprintf(stderr, "forgebox: warning: cannot wake sandbox %s: %s\n", sb->id, strerror(errno));
 }
 
+/* The sandbox whose I/O thread this is (NULL on any other thread). */
+static __thread fb_sandbox *io_of;
+
+void fb_sup_notify_locked(fb_sandbox *sb)
+{
+    if (io_of == sb)
+        sb->cv_owed = true;
+    else
+        pthread_cond_broadcast(&sb->cv);
+}
+
+/* The I/O thread lets mu go, then wakes whom it owes a wake-up: after the
+ * unlock, so that a woken waiter finds mu free.  (A broadcast after the
+ * unlock is safe: the change was made under mu, so a waiter either was
+ * already waiting and is woken, or checks after the unlock and sees it.) */
+static void io_unlock(fb_sandbox *sb)
+{
+    bool owed = sb->cv_owed;
+    sb->cv_owed = false;
+    pthread_mutex_unlock(&sb->mu);
+    if (owed)
+        pthread_cond_broadcast(&sb->cv);
+}
+
 bool fb_sup_wait_locked(fb_sandbox *sb, uint64_t deadline_ns)
 {
     if (deadline_ns == 0) {
@@ -285,7 +309,7 @@ static bool answer_request_locked(fb_sandbox *sb, fb_msg_type t, fb_frame *f)
         return true;
     }
     rq->done = true;
-    pthread_cond_broadcast(&sb->cv);
+    fb_sup_notify_locked(sb);
     return true;
 }
 
@@ -426,7 +450,7 @@ static void take_net_conns(fb_sandbox *sb)
             continue;
         }
         /* The proxy's hand-over may wait for its thread: not under mu. */
-        pthread_mutex_unlock(&sb->mu);
+        io_unlock(sb);
         sb->cfg.net_adopt(sb->cfg.net_ctx, sb->id, fd);
         pthread_mutex_lock(&sb->mu);
         if (sb->stopping || sb->dead || sb->net_fd < 0)
@@ -440,6 +464,7 @@ static void *io_main(void *arg)
     enum { MAXFDS = 4 + FB_MAX_EXECS + FB_NET_MAX_STREAMS };
     struct pollfd fds[MAXFDS];
     struct fb_exec *owner[MAXFDS];
+    io_of = sb;
     pthread_mutex_lock(&sb->mu);
     while (!sb->stopping && !sb->dead) {
         uint64_t now = fb_now_ns();
@@ -469,7 +494,7 @@ static void *io_main(void *arg)
         int first_exec = n;
         if (fb_chan_queued(&sb->chan) < SEND_BACKPRESSURE)
             n += fb_xlog_pollfds_locked(sb, fds + n, MAXFDS - n, owner + n);
-        pthread_mutex_unlock(&sb->mu);
+        io_unlock(sb);
         int pr = poll(fds, (nfds_t)n, timeout);
         int poll_errno = errno;
         pthread_mutex_lock(&sb->mu);
@@ -504,7 +529,8 @@ static void *io_main(void *arg)
         if (!sb->dead && fb_chan_queued(&sb->chan) && fb_chan_flush(&sb->chan, &err) < 0)
             fb_sup_die_locked(sb, FB_E_SANDBOX_ENDED, "sandbox %s: %s", sb->id, err.msg);
     }
-    pthread_mutex_unlock(&sb->mu);
+    io_unlock(sb);
+    io_of = NULL;
     return NULL;
 }
 

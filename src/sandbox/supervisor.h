@@ -47,6 +47,12 @@ fb_errc fb_sup_request(fb_sandbox *sb, fb_request *rq, json_t *h, const void *pa
 /* Stops and joins the I/O thread (destroy). */
 void fb_sup_stop(fb_sandbox *sb);
 void fb_sup_wake(fb_sandbox *sb);
+/* Tells sb->cv's waiters that something changed (sb->mu held).  On the
+ * I/O thread the broadcast waits until that thread lets mu go: a waiter
+ * woken while mu is still held would at once block on mu and need a
+ * second wake-up (two thread switches, not one, between an exec's end
+ * read and its waiter running). */
+void fb_sup_notify_locked(fb_sandbox *sb);
 /* Waits on sb->cv (sb->mu held) until deadline_ns (0: no deadline);
  * returns false once the deadline has passed. */
 bool fb_sup_wait_locked(fb_sandbox *sb, uint64_t deadline_ns);
