@@ -67,6 +67,8 @@ struct fb_sandbox {
     pthread_t io_thread;
     bool io_started;
     int wake_fd;               /* eventfd: wakes the I/O thread's poll */
+    uint64_t io_wake_ns;       /* when the I/O thread's poll ends by itself at the
+                                  latest (0: not polling yet) */
     unsigned refs;             /* the owner's + one per exec handle */
     uint64_t next_id;
     bool assigned;

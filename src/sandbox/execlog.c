@@ -428,7 +428,8 @@ fb_errc fb_exec_start(fb_sandbox *sb, const fb_exec_req *req, fb_exec **out, fb_
         code = FB_E_BUSY;
         fb_fail(err, "%d commands are running in sandbox %s already", FB_MAX_EXECS, sb->id);
     } else {
-        code = fb_sup_send_locked(sb, h, NULL, 0, err);
+        code = x->stdin_fd >= 0 ? fb_sup_send_locked(sb, h, NULL, 0, err)
+                                : fb_sup_send_by_locked(sb, h, x->deadline_ns, err);
     }
     if (code != FB_OK) {
         pthread_mutex_unlock(&sb->mu);

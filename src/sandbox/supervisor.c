@@ -1,9 +1,13 @@
 /*
- * supervisor.c - one I/O thread per sandbox: the only reader and writer of
- * the agent channel (supervisor.h).
+ * supervisor.c - one I/O thread per sandbox: the only reader of the agent
+ * channel, and its writer for whatever a caller could not write at once
+ * (supervisor.h).
  *
- * Callers never touch the channel.  They queue frames under sb->mu and
- * wake the thread (an eventfd); the thread polls the channel, the wake fd,
+ * Callers never read the channel.  They queue frames under sb->mu and
+ * wake the thread (an eventfd); a frame queued while nothing else was is
+ * written at once by its caller instead, still under sb->mu, and an exec's
+ * start then wakes the thread only if it has something new to watch
+ * (fb_sup_send_by_locked).  The thread polls the channel, the wake fd,
  * the VM console and the stdin fds of running execs, writes what is queued
  * without blocking, decodes what arrives and routes each frame by its id:
  * to the request waiting for that reply, or into that exec's event log.
@@ -42,6 +46,8 @@
 #define HELLO_TIMEOUT_JAIL_MS 15000
 /* Stop reading exec stdin while this much is queued for the agent. */
 #define SEND_BACKPRESSURE (1024u * 1024u)
+/* The I/O thread's longest sleep (an idle sandbox's thread wakes this often). */
+#define IO_POLL_MAX_MS 10000
 
 /* The relay's frames go out like any other (the I/O thread holds mu). */
 static int relay_send(void *ctx, json_t *h, const void *payload, size_t len)
@@ -221,7 +227,31 @@ void fb_sup_die_locked(fb_sandbox *sb, fb_errc code, const char *fmt, ...)
 
 /* ---- sending and requests ------------------------------------------------------- */
 
-fb_errc fb_sup_send_locked(fb_sandbox *sb, json_t *h, const void *payload, size_t len, fb_err *err)
+/* A caller's frame, queued while nothing else was: written at once from
+ * the caller's thread (under mu, which every write of the channel holds,
+ * so frames stay in order), without waking the I/O thread to do it: that
+ * wake-up was a thread switch between a request and its frame leaving.
+ * true: all of it went.  Anything else (the socket is full, the channel
+ * is not a socket, or it broke) stays queued for the I/O thread, which
+ * waits for room or ends the sandbox with the right error, as before.
+ * MSG_NOSIGNAL: a caller's thread may not ignore SIGPIPE. */
+static bool send_now(fb_sandbox *sb)
+{
+    fb_chan *c = &sb->chan;
+    while (c->out_off < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return false;
+        c->out_off += (size_t)n;
+    }
+    c->out_off = c->out_len = 0;
+    return true;
+}
+
+static fb_errc send_locked(fb_sandbox *sb, json_t *h, const void *payload, size_t len, uint64_t by_ns,
+                           fb_err *err)
 {
     if (!h)
         return FB_E_NOMEM;
@@ -230,12 +260,27 @@ fb_errc fb_sup_send_locked(fb_sandbox *sb, json_t *h, const void *payload, size_
         fb_fail(err, "sandbox %s is no longer usable: %s", sb->id, sb->dead_msg);
         return sb->dead;
     }
+    bool idle = fb_chan_queued(&sb->chan) == 0;
     int rc = fb_chan_send(&sb->chan, h, payload, len, err);
     json_decref(h);
     if (rc < 0)
         return FB_E_BUSY;
-    fb_sup_wake(sb);
+    /* Written, and the I/O thread's poll wakes by by_ns anyway: it has
+     * nothing to do for this frame. */
+    bool sent = idle && io_of != sb && send_now(sb);
+    if (!sent || by_ns == 0 || by_ns < sb->io_wake_ns)
+        fb_sup_wake(sb);
     return FB_OK;
+}
+
+fb_errc fb_sup_send_locked(fb_sandbox *sb, json_t *h, const void *payload, size_t len, fb_err *err)
+{
+    return send_locked(sb, h, payload, len, 0, err);
+}
+
+fb_errc fb_sup_send_by_locked(fb_sandbox *sb, json_t *h, uint64_t by_ns, fb_err *err)
+{
+    return send_locked(sb, h, NULL, 0, by_ns, err);
 }
 
 fb_errc fb_sup_begin_locked(fb_sandbox *sb, bool need_assigned, uint64_t *id, fb_err *err)
@@ -471,6 +516,11 @@ static void *io_main(void *arg)
         int timeout = check_requests_locked(sb, now, fb_xlog_tick_locked(sb, now));
         if (sb->dead)
             break;
+        /* Never asleep for longer than IO_POLL_MAX_MS: a new exec's deadline
+         * (its timeout plus EXEC_SLACK_MS, 15 s) is then always later
+         * than the end of this poll, and its start needs no wake-up. */
+        if (timeout < 0 || timeout > IO_POLL_MAX_MS)
+            timeout = IO_POLL_MAX_MS;
         int n = 0;
         fds[n++] = (struct pollfd){.fd = sb->chan_fd,
                                    .events = (short)(POLLIN | (fb_chan_queued(&sb->chan) ? POLLOUT : 0))};
@@ -494,6 +544,7 @@ static void *io_main(void *arg)
         int first_exec = n;
         if (fb_chan_queued(&sb->chan) < SEND_BACKPRESSURE)
             n += fb_xlog_pollfds_locked(sb, fds + n, MAXFDS - n, owner + n);
+        sb->io_wake_ns = now + (uint64_t)timeout * 1000000ull;
         io_unlock(sb);
         int pr = poll(fds, (nfds_t)n, timeout);
         int poll_errno = errno;

@@ -37,6 +37,12 @@ void fb_sup_die_locked(fb_sandbox *sb, fb_errc code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Queues a frame (takes h) and wakes the I/O thread.  Needs sb->mu. */
 fb_errc fb_sup_send_locked(fb_sandbox *sb, json_t *h, const void *payload, size_t len, fb_err *err);
+/* The same for a frame after which the I/O thread has no new fd to watch
+ * and needs to look at the sandbox again by by_ns (a new deadline), not
+ * sooner: if the frame could be written at once from this thread and the
+ * I/O thread's poll ends by then anyway, it is not woken (a thread switch
+ * per exec start saved).  Otherwise as fb_sup_send_locked. */
+fb_errc fb_sup_send_by_locked(fb_sandbox *sb, json_t *h, uint64_t by_ns, fb_err *err);
 /* Takes a request id; FB_OK, or why no request may be made now. */
 fb_errc fb_sup_begin_locked(fb_sandbox *sb, bool need_assigned, uint64_t *id, fb_err *err);
 /* Sends h (taken) as request rq->id and waits for its reply or for the
