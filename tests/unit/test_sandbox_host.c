@@ -134,6 +134,21 @@ static void serve_echo(fake *fa)
     }
 }
 
+/* Hung agent: takes every frame and answers none, until the host closes
+ * the channel (at most a minute). */
+static void serve_silent(fake *fa)
+{
+    for (int quiet = 0; !fa->chan.eof && quiet < 6;) {
+        fb_frame f;
+        if (fa_recv(fa, &f) == 0) {
+            fb_frame_clear(&f);
+            quiet = 0;
+        } else {
+            quiet++;
+        }
+    }
+}
+
 static void *fake_main(void *arg)
 {
     fake *fa = arg;
@@ -621,6 +636,28 @@ static void test_kill_ends_inflight_execs_promptly(void **state)
     finish(&fa, sb);
 }
 
+/* An exec the agent never answers ends the sandbox at its deadline (its
+ * timeout plus the slack).  The exec starts while the I/O thread sleeps in
+ * its longest poll, and its start does not wake that thread
+ * (fb_sup_send_by_locked): the deadline must be kept all the same. */
+static void test_unanswered_exec_ends_sandbox_at_its_deadline(void **state)
+{
+    (void)state;
+    fake fa;
+    fb_sandbox *sb = start(&fa, serve_silent, 0);
+    usleep(200000); /* the I/O thread is asleep in poll */
+    const char *argv[] = {"sleep", "1000", NULL};
+    fb_exec_req req = {.argv = argv, .timeout_ms = 1, .stdin_fd = -1};
+    fb_exec *x = NULL;
+    fb_err err = {{0}};
+    assert_int_equal(fb_exec_start(sb, &req, &x, &err), FB_OK);
+    fb_exec_result res;
+    assert_int_equal(fb_exec_wait(x, 60000, &res, &err), FB_E_UNRESPONSIVE);
+    assert_non_null(strstr(err.msg, "stopped responding"));
+    fb_exec_unref(x);
+    finish(&fa, sb);
+}
+
 static void test_seventeenth_exec_is_busy(void **state)
 {
     (void)state;
@@ -788,6 +825,7 @@ int main(void)
         cmocka_unit_test(test_reply_for_cancelled_exec),
         cmocka_unit_test(test_too_large_exec_is_refused_up_front),
         cmocka_unit_test(test_kill_ends_inflight_execs_promptly),
+        cmocka_unit_test(test_unanswered_exec_ends_sandbox_at_its_deadline),
         cmocka_unit_test(test_seventeenth_exec_is_busy),
         cmocka_unit_test(test_unread_exec_does_not_stall_others),
         cmocka_unit_test(test_file_errors_are_typed),
