@@ -26,14 +26,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define EXIT_GRACE_NS (300ull * 1000000ull)
 #define READ_CHUNK (32u * 1024u)
 #define VMSTAT_MAX 8192u
+#define CHILD_STACK (64u * 1024u)
+/* How long a command's child may take from its clone to its execve
+ * before it is killed (spawn_process): ~2 ms is usual under TCG. */
+#define CHILD_WATCHDOG_S 5
 
 /* The agent's own read buffers (command output, /proc/vmstat), in pages
  * marked MADV_DONTFORK, not on the stack.  A fork write-protects every
@@ -192,14 +198,15 @@ static void child_fail(int fd, int stage, int err_no, const char *msg)
     _exit(stage == 1 ? (err_no == ENOENT ? 127 : 126) : 125);
 }
 
-#ifndef __GLIBC__
 /* execve, and for a file the kernel cannot run (ENOEXEC: a script without
  * "#!") /bin/sh with it, as glibc's execvp does (and POSIX asks); musl's
- * execvp does not, so an agent built with musl (Makefile, AGENT_LIBC)
- * searches PATH here, the way both libcs do: an empty element is the
- * current directory, EACCES is reported if no candidate ran but one
- * existed, any other failure but ENOENT/ENOTDIR ends the search.  Only the
- * stack and system calls: this runs in the child of a raw clone. */
+ * execvp does not.  PATH is searched here, with either libc (Makefile,
+ * AGENT_LIBC), the way both libcs do: an empty element is the current
+ * directory, EACCES is reported if no candidate ran but one existed, any
+ * other failure but ENOENT/ENOTDIR ends the search.  Here rather than
+ * execvp because the libcs' execvp search the PATH of the caller's
+ * `environ`, which this child may not write: it runs in the agent's
+ * memory (spawn_process).  Only the stack and system calls. */
 static void exec_file(const char *file, char *const argv[], char *const envp[])
 {
     execve(file, argv, envp);
@@ -249,11 +256,20 @@ static void exec_search(const char *file, char *const argv[], char *const envp[]
     }
     errno = seen_eacces ? EACCES : ENOENT;
 }
-#endif
 
 static void run_child(const fb_agent *a, const char **argv, char **env, bool own_path, const char *cwd,
                       int in_fd, int out_fd, int err_fd, int report_fd)
 {
+    /* The watchdog first, while still root: a SIGKILL in CHILD_WATCHDOG_S
+     * from a POSIX timer of this process, which execve deletes
+     * (spawn_process says why).  The system calls: libc's timer_create
+     * may start a thread for other notifications. */
+    struct sigevent wd = {.sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGKILL};
+    int timer = -1;
+    struct itimerspec when = {.it_value = {.tv_sec = CHILD_WATCHDOG_S}};
+    if (syscall(SYS_timer_create, CLOCK_MONOTONIC, &wd, &timer) < 0 ||
+        syscall(SYS_timer_settime, timer, 0, &when, NULL) < 0)
+        child_fail(report_fd, 0, errno, "cannot arm the start watchdog");
     /* The system call, not sigprocmask(): no glibc code the agent's loop
      * does not run already, so none of its pages faults in here. */
     uint64_t none = 0;
@@ -291,58 +307,100 @@ static void run_child(const fb_agent *a, const char **argv, char **env, bool own
         snprintf(msg, sizeof msg, "cannot change directory to %.256s: %s", cwd, strerror(errno));
         child_fail(report_fd, 0, errno, msg);
     }
-    /* glibc: execvp searches the PATH of the caller's environ.  With the default
-     * PATH that is the agent's own (fb_exec_prepare), and execvpe hands
-     * the command its env without this child writing `environ`, a page of
-     * the agent's data it would otherwise copy (a fault, ~40 us in a VM
-     * under TCG).  A request's own PATH is searched as before. */
-#ifdef __GLIBC__
-    extern char **environ;
-    if (own_path) {
-        environ = env;
-        execvp(argv[0], (char *const *)argv);
-    } else
-        execvpe(argv[0], (char *const *)argv, env);
-#else
     const char *path = DEFAULT_PATH + 5;
     for (char **p = env; own_path && *p; p++)
         if (strncmp(*p, "PATH=", 5) == 0)
             path = *p + 5;
     exec_search(argv[0], (char *const *)argv, env, path);
-#endif
     char msg[300];
     snprintf(msg, sizeof msg, "%.200s: %s", argv[0],
              errno == ENOENT ? "command not found" : strerror(errno));
     child_fail(report_fd, 1, errno, msg);
 }
 
-/* A new process for a command: clone(SIGCHLD), what fork() asks of the
- * kernel, without glibc's fork bookkeeping.  That bookkeeping (the thread
- * id written into the child's TLS, its robust-list, stdio and abort locks
+/* A new process for a command, the way posix_spawn makes one:
+ * clone(CLONE_VM | CLONE_VFORK) on a stack of its own (child_stack).  The
+ * child runs in the agent's memory, and the agent sleeps in the kernel
+ * until the child has called execve (which gives it a memory of its own)
+ * or exited.  Nothing is copied: no page tables, no write-protected
+ * agent pages whose next write is a copy-on-write fault, and the agent's
+ * pages the child runs through are already there.  A fork cost an exec
+ * ~20 guest page faults and the copy (~40 us a fault in a VM under TCG;
+ * bench/README.md, "Session 8: VM exec").
+ *
+ * What running in the agent's memory asks of the child (run_child,
+ * harden.c, exec_search): it writes only its own stack and errno, which
+ * the agent reads after the clone only when the clone failed; it never
+ * writes the agent's globals (no `environ`, no malloc: the PATH search is
+ * exec_search's); each of its own settings is its own all the same:
+ * signal mask and dispositions, fds, cwd, rlimits (no CLONE_SIGHAND,
+ * CLONE_FILES, CLONE_FS, CLONE_THREAD), credentials, no_new_privs,
+ * Landlock domain and seccomp filter (per task), and the OOM score (the
+ * kernel gives a vfork child its own, and never picks one as the OOM
+ * killer's victim).  The uid change makes the shared memory
+ * non-dumpable, so a tool process cannot ptrace or read the child
+ * (ptrace and process_vm_* are refused by the filter besides), and the
+ * agent's memory stays so: it is root, nothing changes for it.
+ *
+ * What vfork adds: between its uid change and execve the child can be
+ * stopped (SIGSTOP, kill(-1, ...)) by any process of the tool user, such
+ * as one an earlier exec left behind, and the agent would sleep with it
+ * (earlier sessions kept fork() for this).  So the child arms a POSIX
+ * timer first, while still root, that kills it CHILD_WATCHDOG_S later:
+ * execve deletes the timer, a tool process cannot (it is not its own),
+ * and SIGKILL ends a stopped process too.  A stopped child thus holds the
+ * agent for at most that long, far inside the host's slack before it
+ * calls a sandbox unresponsive (execlog.c), and the command's exit reads
+ * "killed by signal 9".  With Landlock's signal scope (Linux 6.12, a
+ * jail on a recent host) the tool's processes cannot signal the child at
+ * all.  If the stack could not be mapped: clone(SIGCHLD), a fork.
+ *
+ * Either way it is the system call (the libcs' clone() is its wrapper),
+ * without glibc's fork bookkeeping.  That bookkeeping (the thread id
+ * written into the child's TLS, its robust-list, stdio and abort locks
  * reset, the atfork handlers) matters only to a multi-threaded parent or a
  * child that goes on running the parent's program; the agent has one
- * thread and registers no handler, and its child only execs.  Each of
- * those writes was a copy-on-write fault in the child (three pages), and
- * glibc's fork code pages more faults on the way (~40 us each in a VM
- * under TCG; bench/README.md, "Session 7: agent exec").  glibc's raise()
- * and abort() ask the kernel for the thread id, so a fortify failure in
- * the child still kills the child alone.
+ * thread and registers no handler, and its child only execs.  glibc's
+ * raise() and abort() ask the kernel for the thread id, so a fortify
+ * failure in the child still kills the child alone.
  *
- * With musl (Makefile, AGENT_LIBC) the child's thread block keeps the
- * agent's thread id, which musl's raise(), abort() and pthread_kill() use,
- * and musl's set*id() go through __synccall, which would signal the
- * agent's other threads had it any.  So the child calls none of them:
- * between the clone and execve it makes system calls (syscall(), setsid,
- * dup2, close, open, write, setrlimit = prlimit64, prctl, chdir,
- * getresuid, execve), the uid/gid changes as syscall() (harden.c),
- * snprintf/strerror (no locks: single-threaded, and musl's stack-protector
- * failure is a trap instruction, not raise()), and exec_search above in
- * place of musl's execvp.  glibc_abi.c's fortify failure asks the kernel
- * for the tid too.  The agent never starts a thread: the link of
+ * With musl (Makefile, AGENT_LIBC) the child's thread block is the
+ * agent's, with the agent's thread id, which musl's raise(), abort() and
+ * pthread_kill() use, and musl's set*id() go through __synccall, which
+ * would signal the agent's other threads had it any.  So the child calls
+ * none of them: between the clone and execve it makes system calls
+ * (syscall(), setsid, dup2, close, open, write, setrlimit = prlimit64,
+ * prctl, chdir, getresuid, execve), the uid/gid changes as syscall()
+ * (harden.c), snprintf/strerror (no locks: single-threaded, and musl's
+ * stack-protector failure is a trap instruction, not raise()), and
+ * exec_search above.  glibc_abi.c's fortify failure asks the kernel for
+ * the tid too.  The agent never starts a thread: the link of
  * build/fb-agent fails if pthread_create is in it (Makefile). */
-static pid_t spawn_process(void)
+static uint8_t *child_stack; /* CHILD_STACK bytes below this, a guard page under them */
+
+struct child_args {
+    const fb_agent *a;
+    const char **argv;
+    char **env;
+    bool own_path;
+    const char *cwd;
+    int in_fd, out_fd, err_fd, report_fd;
+};
+
+static int child_main(void *p)
 {
-    return (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, NULL, NULL, NULL, 0ul);
+    const struct child_args *c = p;
+    run_child(c->a, c->argv, c->env, c->own_path, c->cwd, c->in_fd, c->out_fd, c->err_fd, c->report_fd);
+    return 125; /* not reached: run_child execs or exits */
+}
+
+/* The child's pid in the agent (0 in a forked child, which goes on to
+ * run_child itself), or -1 with errno. */
+static pid_t spawn_process(struct child_args *c)
+{
+    if (!child_stack)
+        return (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, NULL, NULL, NULL, 0ul);
+    return clone(child_main, child_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, c);
 }
 
 /* A "Name:\thex" mask of /proc/self/status, or -1. */
@@ -360,10 +418,6 @@ static int status_mask(const char *status, const char *name, uint64_t *out)
     return 0;
 }
 
-/* The agent's own environment: the default PATH alone, which execvp
- * searches for a command whose request keeps that PATH (run_child). */
-static char *agent_environ[] = {(char *)DEFAULT_PATH, NULL};
-
 void *fb_agent_map_unforked(size_t len)
 {
     void *m = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -375,8 +429,6 @@ void *fb_agent_map_unforked(size_t len)
 
 void fb_exec_prepare(fb_agent *a)
 {
-    extern char **environ;
-    environ = agent_environ;
     if (vmstat_fd < 0)
         vmstat_fd = open("/proc/vmstat", O_RDONLY | O_CLOEXEC);
     void *m;
@@ -384,6 +436,15 @@ void fb_exec_prepare(fb_agent *a)
         exec_pool = m;
     if (scratch == scratch_fallback && (m = fb_agent_map_unforked(sizeof scratch_fallback)))
         scratch = m;
+    /* The spawned child's stack, with a guard page below it; kept out of
+     * any fork too, like the buffers (nothing forks the agent now but
+     * its prefetching child at the start). */
+    if (!child_stack && (m = fb_agent_map_unforked(4096 + CHILD_STACK))) {
+        if (mprotect(m, 4096, PROT_NONE) == 0)
+            child_stack = (uint8_t *)m + 4096 + CHILD_STACK;
+        else
+            munmap(m, 4096 + CHILD_STACK);
+    }
     /* Ignored and caught signals, bit N-1 for signal N: one read instead
      * of a sigaction query per signal. */
     char status[4096];
@@ -472,9 +533,12 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
         free_env(env);
         return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, strerror(e));
     }
-    pid_t pid = spawn_process();
+    struct child_args ca = {.a = a, .argv = argv, .env = env, .own_path = own_path, .cwd = cwd,
+                            .in_fd = want_stdin ? in[0] : devnull, .out_fd = out[1], .err_fd = errp[1],
+                            .report_fd = rep[1]};
+    pid_t pid = spawn_process(&ca);
     if (pid == 0)
-        run_child(a, argv, env, own_path, cwd, want_stdin ? in[0] : devnull, out[1], errp[1], rep[1]);
+        run_child(a, argv, env, own_path, cwd, ca.in_fd, out[1], errp[1], rep[1]);
     int fork_errno = errno;
     fb_msg_exec_free(&m);
     free_env(env);
@@ -494,13 +558,13 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
         return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, strerror(fork_errno));
     }
 
-    /* The report pipe is never read blocking: between its uid change and
-     * execve the child can be stopped by any other process of the tool
-     * user, and the agent must not stop with it.  It is read once the
-     * child is gone (send_exit), when the report is complete: a child that
-     * cannot exec writes it and exits, one that execs closes it, and the
-     * loop need not wake up for that EOF at every exec.  The deadline runs
-     * from the fork, so a stopped child is killed by it. */
+    /* The report pipe is never read blocking (a forked child, the
+     * fallback, can be stopped before its execve by any other process of
+     * the tool user, and the agent must not stop with it).  It is read
+     * once the child is gone (send_exit), when the report is complete: a
+     * child that cannot exec writes it and exits, one that execs closes
+     * it, and the loop need not wake up for that EOF at every exec.  The
+     * deadline runs from the spawn, so a stopped child is killed by it. */
     fb_exec *e = &exec_pool[slot];
     memset(e, 0, sizeof *e);
     e->id = f->id;

@@ -25,6 +25,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <sched.h> /* declares memcpy and memset (CPU_SET) */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
