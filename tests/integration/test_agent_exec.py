@@ -12,6 +12,8 @@ Session 7: the child is a plain clone(SIGCHLD), writes its OOM score
 itself and searches the default PATH without writing `environ`; its
 score, limits, ids and the PATH search are checked as the command sees
 them.
+Session 8: the child is clone(CLONE_VM | CLONE_VFORK), posix_spawn's way;
+what must stay its own, and its watchdog's end, are checked too.
 """
 import ctypes
 import errno
@@ -138,6 +140,60 @@ def test_a_tool_process_is_the_oom_killers_first_pick_with_its_limits(run, backe
     # command starts inherits it.
     r = run(backend, "-q", "--", "sh", "-c", "cat /proc/self/oom_score_adj; sh -c 'cat /proc/self/oom_score_adj'")
     assert r.rc == 0 and r.stdout == "1000\n1000\n", r
+
+
+def test_the_spawned_child_leaves_the_agent_its_own_oom_score_and_no_watchdog(run, backend):
+    """Session 8: the child runs in the agent's memory until its execve
+    (clone(CLONE_VM | CLONE_VFORK)).  Its OOM score of 1000 must stay its
+    own (the kernel spreads a write to every process sharing the memory
+    unless the writer is a vfork child), and the watchdog timer it arms
+    before its uid change must be gone with the execve: a command that
+    outlives the watchdog (5 s) is not killed, and holds no POSIX timer."""
+    r = run(backend, "-q", "--", "cat", "/proc/self/oom_score_adj")
+    assert r.rc == 0 and r.stdout == "1000\n", r
+    r = run(backend, "-q", "--", "cat", "/proc/self/timers")
+    assert r.rc == 0 and r.stdout == "", r
+    r = run(backend, "-q", "--timeout", "30", "--", "sleep", "6")
+    assert r.rc == 0 and r.stderr == "", r
+
+
+def _descendants(pid):
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+def test_a_jail_agent_keeps_its_oom_score_after_spawning(state_dir):
+    """The agent's own score is not the child's: a child sharing the
+    agent's memory that wrote 1000 would have given the agent 1000 too,
+    had it not been a vfork child (a VM's agent, the guest's init, is
+    spared by the kernel anyway).  Read from the host, where the jail's
+    agent is visible, while its first command runs."""
+    env = dict(os.environ, FORGEBOX_IMAGE=IMAGE, FORGEBOX_RUN_DIR=RUN_DIR, FORGEBOX_STATE_DIR=state_dir)
+    p = subprocess.Popen([FORGEBOX, "run", "--backend", "jail", "-q", "--", "sh", "-c",
+                          "cat /proc/self/oom_score_adj; exec sleep 2"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        assert p.stdout.readline() == b"1000\n"
+        agents = [k for k in _descendants(p.pid)
+                  if open(f"/proc/{k}/comm").read().strip() == "fb-agent"]
+        assert len(agents) == 1, agents
+        with open(f"/proc/{agents[0]}/oom_score_adj") as f:
+            assert f.read().strip() in ("-1000", "0")
+    finally:
+        p.communicate(timeout=120)
 
 
 def test_the_command_is_searched_on_the_path_it_gets(run, backend):
