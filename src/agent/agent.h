@@ -87,6 +87,9 @@ void fb_exec_reap(fb_agent *a);
 /* Deadlines: kills commands that overran; returns ms until the next one. */
 int fb_exec_tick(fb_agent *a);
 void fb_exec_kill_all(fb_agent *a);
+/* Work kept off a command's answer (the OOM count's read), once the
+ * channel has nothing queued: the serve loop calls it after flushing. */
+void fb_exec_idle(fb_agent *a);
 int fb_exec_count(const fb_agent *a);
 
 /* files.c */

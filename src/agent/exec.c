@@ -120,6 +120,34 @@ static uint64_t read_oom_kills(void)
     return p ? strtoull(p + 10, NULL, 10) : 0;
 }
 
+/* The OOM count a command starting now compares its end with: read when
+ * the previous command's exit had been sent (fb_exec_idle) or at hello,
+ * not at each start: the read is ~0.14 ms of a VM exec under TCG, and
+ * with the child spawned by vfork (spawn_process) nothing overlaps it.
+ * What that gives up: an OOM kill between the previous answer and this
+ * start (of a process an earlier command left behind, or of another
+ * running command) marks this command's SIGKILL, if it dies by one, as
+ * "out of memory" too; a count read at the start had the same blur for
+ * kills during the command's life.  No OOM kill of the command goes
+ * unreported: the count only grows. */
+static uint64_t oom_seen;
+static bool oom_stale = true;
+
+static uint64_t oom_baseline(void)
+{
+    if (oom_stale) {
+        oom_seen = read_oom_kills();
+        oom_stale = false;
+    }
+    return oom_seen;
+}
+
+void fb_exec_idle(fb_agent *a)
+{
+    if (oom_stale && !fb_chan_queued(&a->chan))
+        (void)oom_baseline();
+}
+
 int fb_exec_count(const fb_agent *a)
 {
     int n = 0;
@@ -431,6 +459,7 @@ void fb_exec_prepare(fb_agent *a)
 {
     if (vmstat_fd < 0)
         vmstat_fd = open("/proc/vmstat", O_RDONLY | O_CLOEXEC);
+    (void)oom_baseline();
     void *m;
     if (exec_pool == exec_pool_fallback && (m = fb_agent_map_unforked(sizeof exec_pool_fallback)))
         exec_pool = m;
@@ -576,14 +605,7 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
     e->start_ns = fb_now_ns();
     e->deadline_ns = e->start_ns + timeout_ms * 1000000ull;
     e->max_output = max_output;
-    /* Read after the fork, not before: the agent reads while its child
-     * hardens itself (on the other CPU, as a rule), so the read is off the
-     * exec's path; ~0.1-0.3 ms of /proc/vmstat under TCG.  The count
-     * cannot move for this command before its execve unless the child
-     * itself, a few pages before it has run anything, is the OOM killer's
-     * pick: then its exit reads "killed by signal 9", not "out of
-     * memory", and nothing else changes. */
-    e->oom_before = read_oom_kills();
+    e->oom_before = oom_baseline(); /* read when idle (fb_exec_idle) */
     /* FIONBIO: one call per fd where F_GETFL + F_SETFL are two. */
     int on = 1;
     (void)ioctl(e->out_fd, FIONBIO, &on);
@@ -791,6 +813,7 @@ static void send_exit(fb_agent *a, fb_exec *e)
         m.signal = WTERMSIG(e->wstatus);
         m.oom = m.signal == SIGKILL && !e->timed_out && read_oom_kills() > e->oom_before;
     }
+    oom_stale = true; /* the next command's baseline: read after this answer went out */
     send_exit_msg(a, e->id, &m);
 }
 

@@ -340,6 +340,7 @@ static void serve(fb_agent *a)
         }
         if (fb_chan_queued(&a->chan) && fb_chan_flush(&a->chan, &err) < 0)
             die(a, "%s", err.msg);
+        fb_exec_idle(a);
     }
 }
 
