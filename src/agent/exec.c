@@ -5,8 +5,8 @@
  * we signal and kill), with stdout and stderr on pipes that the loop reads
  * and forwards as frames, and stdin either a pipe fed from "stdin" frames
  * (with an ack-based window so the host cannot make us buffer without
- * bound) or /dev/null.  The child reports a failed exec or hardening step
- * through a close-on-exec pipe, so "command not found" and "could not drop
+ * bound) or /dev/null.  The child leaves the agent why it could not exec or
+ * harden itself (child_args), so "command not found" and "could not drop
  * privileges" are answers, not silent 127s.
  *
  * A command is finished when its leader has exited and both output pipes
@@ -56,7 +56,7 @@ static uint8_t *scratch = scratch_fallback;
 #define OUTPUT_BUF (scratch)
 #define VMSTAT_BUF ((char *)scratch + READ_CHUNK)
 
-/* What the child sends back when it cannot exec. */
+/* What the child leaves the agent when it cannot exec (child_args). */
 struct child_failure {
     int err_no;
     int stage; /* 0 = hardening/setup, 1 = execve */
@@ -67,7 +67,6 @@ struct fb_exec {
     uint64_t id;
     pid_t pid;
     int out_fd, err_fd, in_fd;
-    int rep_fd;           /* open until the child execs (EOF) or reports */
     bool start_failed;
     struct child_failure fail;
     uint8_t *in_buf;
@@ -107,6 +106,12 @@ static const char *const default_env[] = {
  * of an open (a /proc path walk), two reads and a close.  A seq_file
  * regenerates its text for a read at offset 0. */
 static int vmstat_fd = -1;
+
+/* /dev/null, read-only, opened once: the stdin of every command that has
+ * none (the child dup2s it), instead of an open and a close per exec.
+ * The commands share its open file description: the flags one may set on
+ * it (O_NONBLOCK) change nothing a read of /dev/null returns. */
+static int null_fd = -1;
 
 static uint64_t read_oom_kills(void)
 {
@@ -217,12 +222,28 @@ static void free_env(char **env)
     free(env);
 }
 
-static void child_fail(int fd, int stage, int err_no, const char *msg) __attribute__((noreturn));
-static void child_fail(int fd, int stage, int err_no, const char *msg)
+/* What the agent hands its child (spawn_process), and where the child,
+ * which runs in the agent's memory until its execve, leaves why it could
+ * not exec: the agent reads it when the clone returns, as glibc's
+ * posix_spawn does, with no report pipe to make, poll and close. */
+struct child_args {
+    const fb_agent *a;
+    const char **argv;
+    char **env;
+    bool own_path;
+    const char *cwd;
+    int in_fd, out_fd, err_fd;
+    bool failed; /* set last, by the child */
+    struct child_failure fail;
+};
+
+static void child_fail(struct child_args *c, int stage, int err_no, const char *msg) __attribute__((noreturn));
+static void child_fail(struct child_args *c, int stage, int err_no, const char *msg)
 {
-    struct child_failure f = {.err_no = err_no, .stage = stage};
-    snprintf(f.msg, sizeof f.msg, "%s", msg);
-    (void)fb_write_all(fd, &f, sizeof f);
+    c->fail.err_no = err_no;
+    c->fail.stage = stage;
+    snprintf(c->fail.msg, sizeof c->fail.msg, "%s", msg);
+    c->failed = true;
     _exit(stage == 1 ? (err_no == ENOENT ? 127 : 126) : 125);
 }
 
@@ -285,9 +306,11 @@ static void exec_search(const char *file, char *const argv[], char *const envp[]
     errno = seen_eacces ? EACCES : ENOENT;
 }
 
-static void run_child(const fb_agent *a, const char **argv, char **env, bool own_path, const char *cwd,
-                      int in_fd, int out_fd, int err_fd, int report_fd)
+static void run_child(struct child_args *c)
 {
+    const fb_agent *a = c->a;
+    const char **argv = c->argv;
+    char **env = c->env;
     /* The watchdog first, while still root: a SIGKILL in CHILD_WATCHDOG_S
      * from a POSIX timer of this process, which execve deletes
      * (spawn_process says why).  The system calls: libc's timer_create
@@ -297,7 +320,7 @@ static void run_child(const fb_agent *a, const char **argv, char **env, bool own
     struct itimerspec when = {.it_value = {.tv_sec = CHILD_WATCHDOG_S}};
     if (syscall(SYS_timer_create, CLOCK_MONOTONIC, &wd, &timer) < 0 ||
         syscall(SYS_timer_settime, timer, 0, &when, NULL) < 0)
-        child_fail(report_fd, 0, errno, "cannot arm the start watchdog");
+        child_fail(c, 0, errno, "cannot arm the start watchdog");
     /* The system call, not sigprocmask(): no glibc code the agent's loop
      * does not run already, so none of its pages faults in here. */
     uint64_t none = 0;
@@ -318,32 +341,31 @@ static void run_child(const fb_agent *a, const char **argv, char **env, bool own
             (void)syscall(SYS_rt_sigaction, s, &dfl, NULL, sizeof dfl.mask);
         }
     if (setsid() < 0)
-        child_fail(report_fd, 0, errno, "setsid failed");
-    if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
-        child_fail(report_fd, 0, errno, "cannot set up stdio");
-    /* Only 0, 1, 2 and the report pipe survive; every agent fd is
-     * close-on-exec already, this is the backstop. */
+        child_fail(c, 0, errno, "setsid failed");
+    if (dup2(c->in_fd, 0) < 0 || dup2(c->out_fd, 1) < 0 || dup2(c->err_fd, 2) < 0)
+        child_fail(c, 0, errno, "cannot set up stdio");
+    /* Only 0, 1, 2 survive; every agent fd is close-on-exec already, this
+     * is the backstop. */
     if (syscall(SYS_close_range, 3u, ~0u, 4u /* CLOSE_RANGE_CLOEXEC */) < 0)
         for (int fd = 3; fd < 1024; fd++)
-            if (fd != report_fd)
-                close(fd);
+            close(fd);
     fb_err err = {{0}};
     if (fb_harden_tool_process(&a->limits, &a->seccomp, &err) < 0)
-        child_fail(report_fd, 0, errno, err.msg);
-    if (chdir(cwd) < 0) {
+        child_fail(c, 0, errno, err.msg);
+    if (chdir(c->cwd) < 0) {
         char msg[300];
-        snprintf(msg, sizeof msg, "cannot change directory to %.256s: %s", cwd, strerror(errno));
-        child_fail(report_fd, 0, errno, msg);
+        snprintf(msg, sizeof msg, "cannot change directory to %.256s: %s", c->cwd, strerror(errno));
+        child_fail(c, 0, errno, msg);
     }
     const char *path = DEFAULT_PATH + 5;
-    for (char **p = env; own_path && *p; p++)
+    for (char **p = env; c->own_path && *p; p++)
         if (strncmp(*p, "PATH=", 5) == 0)
             path = *p + 5;
     exec_search(argv[0], (char *const *)argv, env, path);
     char msg[300];
     snprintf(msg, sizeof msg, "%.200s: %s", argv[0],
              errno == ENOENT ? "command not found" : strerror(errno));
-    child_fail(report_fd, 1, errno, msg);
+    child_fail(c, 1, errno, msg);
 }
 
 /* A new process for a command, the way posix_spawn makes one:
@@ -381,7 +403,7 @@ static void run_child(const fb_agent *a, const char **argv, char **env, bool own
  * calls a sandbox unresponsive (execlog.c), and the command's exit reads
  * "killed by signal 9".  With Landlock's signal scope (Linux 6.12, a
  * jail on a recent host) the tool's processes cannot signal the child at
- * all.  If the stack could not be mapped: clone(SIGCHLD), a fork.
+ * all.
  *
  * Either way it is the system call (the libcs' clone() is its wrapper),
  * without glibc's fork bookkeeping.  That bookkeeping (the thread id
@@ -404,31 +426,19 @@ static void run_child(const fb_agent *a, const char **argv, char **env, bool own
  * exec_search above.  glibc_abi.c's fortify failure asks the kernel for
  * the tid too.  The agent never starts a thread: the link of
  * build/fb-agent fails if pthread_create is in it (Makefile). */
-static uint8_t *child_stack; /* CHILD_STACK bytes below this, a guard page under them */
-
-struct child_args {
-    const fb_agent *a;
-    const char **argv;
-    char **env;
-    bool own_path;
-    const char *cwd;
-    int in_fd, out_fd, err_fd, report_fd;
-};
+static uint8_t child_stack[CHILD_STACK] __attribute__((aligned(4096))); /* lowest page: guard */
 
 static int child_main(void *p)
 {
-    const struct child_args *c = p;
-    run_child(c->a, c->argv, c->env, c->own_path, c->cwd, c->in_fd, c->out_fd, c->err_fd, c->report_fd);
+    run_child(p);
     return 125; /* not reached: run_child execs or exits */
 }
 
-/* The child's pid in the agent (0 in a forked child, which goes on to
- * run_child itself), or -1 with errno. */
+/* The child's pid, or -1 with errno.  When it returns the child has
+ * called execve or exited (c->failed says why). */
 static pid_t spawn_process(struct child_args *c)
 {
-    if (!child_stack)
-        return (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, NULL, NULL, NULL, 0ul);
-    return clone(child_main, child_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, c);
+    return clone(child_main, child_stack + sizeof child_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, c);
 }
 
 /* A "Name:\thex" mask of /proc/self/status, or -1. */
@@ -465,15 +475,11 @@ void fb_exec_prepare(fb_agent *a)
         exec_pool = m;
     if (scratch == scratch_fallback && (m = fb_agent_map_unforked(sizeof scratch_fallback)))
         scratch = m;
-    /* The spawned child's stack, with a guard page below it; kept out of
-     * any fork too, like the buffers (nothing forks the agent now but
-     * its prefetching child at the start). */
-    if (!child_stack && (m = fb_agent_map_unforked(4096 + CHILD_STACK))) {
-        if (mprotect(m, 4096, PROT_NONE) == 0)
-            child_stack = (uint8_t *)m + 4096 + CHILD_STACK;
-        else
-            munmap(m, 4096 + CHILD_STACK);
-    }
+    /* The spawned child's stack overflows into a fault, not the agent's
+     * data (a failure leaves 4 KiB less margin, nothing else). */
+    (void)mprotect(child_stack, 4096, PROT_NONE);
+    if (null_fd < 0)
+        null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     /* Ignored and caught signals, bit N-1 for signal N: one read instead
      * of a sigaction query per signal. */
     char status[4096];
@@ -495,7 +501,6 @@ static void close_fd(int *fd)
 
 static void exec_free(fb_exec *e)
 {
-    close_fd(&e->rep_fd);
     close_fd(&e->out_fd);
     close_fd(&e->err_fd);
     close_fd(&e->in_fd);
@@ -549,12 +554,13 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
         return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, err.msg);
     }
 
-    int out[2] = {-1, -1}, errp[2] = {-1, -1}, in[2] = {-1, -1}, rep[2] = {-1, -1};
-    int devnull = -1;
-    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || pipe2(rep, O_CLOEXEC) < 0 ||
-        (want_stdin ? pipe2(in, O_CLOEXEC) : (devnull = open("/dev/null", O_RDONLY | O_CLOEXEC))) < 0) {
+    int out[2] = {-1, -1}, errp[2] = {-1, -1}, in[2] = {-1, -1};
+    if (!want_stdin && null_fd < 0)
+        null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (pipe2(out, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
+        (want_stdin ? pipe2(in, O_CLOEXEC) : null_fd) < 0) {
         int e = errno;
-        int fds[] = {out[0], out[1], errp[0], errp[1], in[0], in[1], rep[0], rep[1], devnull};
+        int fds[] = {out[0], out[1], errp[0], errp[1], in[0], in[1]};
         for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
             if (fds[i] >= 0)
                 close(fds[i]);
@@ -563,37 +569,26 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
         return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, strerror(e));
     }
     struct child_args ca = {.a = a, .argv = argv, .env = env, .own_path = own_path, .cwd = cwd,
-                            .in_fd = want_stdin ? in[0] : devnull, .out_fd = out[1], .err_fd = errp[1],
-                            .report_fd = rep[1]};
+                            .in_fd = want_stdin ? in[0] : null_fd, .out_fd = out[1], .err_fd = errp[1]};
     pid_t pid = spawn_process(&ca);
-    if (pid == 0)
-        run_child(a, argv, env, own_path, cwd, ca.in_fd, out[1], errp[1], rep[1]);
     int fork_errno = errno;
     fb_msg_exec_free(&m);
     free_env(env);
     close(out[1]);
     close(errp[1]);
-    close(rep[1]);
     if (want_stdin)
         close(in[0]);
-    else
-        close(devnull);
     if (pid < 0) {
         close(out[0]);
         close(errp[0]);
-        close(rep[0]);
         if (want_stdin)
             close(in[1]);
         return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, strerror(fork_errno));
     }
 
-    /* The report pipe is never read blocking (a forked child, the
-     * fallback, can be stopped before its execve by any other process of
-     * the tool user, and the agent must not stop with it).  It is read
-     * once the child is gone (send_exit), when the report is complete: a
-     * child that cannot exec writes it and exits, one that execs closes
-     * it, and the loop need not wake up for that EOF at every exec.  The
-     * deadline runs from the spawn, so a stopped child is killed by it. */
+    /* A child that could not exec has exited and left its reason; the
+     * answer goes when it is reaped, as for any command.  The deadline
+     * runs from the spawn. */
     fb_exec *e = &exec_pool[slot];
     memset(e, 0, sizeof *e);
     e->id = f->id;
@@ -601,7 +596,11 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
     e->out_fd = out[0];
     e->err_fd = errp[0];
     e->in_fd = want_stdin ? in[1] : -1;
-    e->rep_fd = rep[0];
+    if (ca.failed) {
+        e->start_failed = true;
+        e->fail = ca.fail;
+        e->fail.msg[sizeof e->fail.msg - 1] = '\0';
+    }
     e->start_ns = fb_now_ns();
     e->deadline_ns = e->start_ns + timeout_ms * 1000000ull;
     e->max_output = max_output;
@@ -610,7 +609,6 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
     int on = 1;
     (void)ioctl(e->out_fd, FIONBIO, &on);
     (void)ioctl(e->err_fd, FIONBIO, &on);
-    (void)ioctl(e->rep_fd, FIONBIO, &on);
     if (e->in_fd >= 0)
         (void)ioctl(e->in_fd, FIONBIO, &on);
     a->execs[slot] = e;
@@ -658,24 +656,6 @@ static void read_output(fb_agent *a, fb_exec *e, int *fd, fb_msg_type stream)
     }
     e->output += len;
     send_output(a, e, stream, buf, len);
-}
-
-/* The child either execs (EOF: the pipe was close-on-exec) or reports why
- * it could not; a short or garbled report counts as a setup failure. */
-static void read_report(fb_exec *e)
-{
-    ssize_t n = read(e->rep_fd, &e->fail, sizeof e->fail);
-    if (n < 0 && (errno == EINTR || errno == EAGAIN))
-        return;
-    if (n > 0) {
-        e->start_failed = true;
-        if (n != (ssize_t)sizeof e->fail) {
-            e->fail.stage = 0;
-            snprintf(e->fail.msg, sizeof e->fail.msg, "the command failed to start");
-        }
-        e->fail.msg[sizeof e->fail.msg - 1] = '\0';
-    }
-    close_fd(&e->rep_fd);
 }
 
 static void write_stdin(fb_agent *a, fb_exec *e)
@@ -759,7 +739,6 @@ int fb_exec_pollfds(fb_agent *a, struct pollfd *fds, int max, fb_exec **owner, i
         fb_exec *e = a->execs[i];
         if (!e)
             continue;
-        /* No rep_fd: it is read when the child is gone (fb_exec_start). */
         int fdv[3] = {e->out_fd, e->err_fd, e->in_len ? e->in_fd : -1};
         for (int k = 0; k < 3; k++) {
             if (fdv[k] < 0 || n >= max)
@@ -794,8 +773,6 @@ void fb_exec_handle_io(fb_agent *a, fb_exec *e, int which, short revents)
 
 static void send_exit(fb_agent *a, fb_exec *e)
 {
-    if (e->rep_fd >= 0)
-        read_report(e); /* the child is gone: the report is complete */
     if (e->start_failed && !e->timed_out) {
         if (e->fail.stage == 1)
             reply_not_started(a, e->id, e->fail.err_no == ENOENT ? 127 : 126,
