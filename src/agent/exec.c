@@ -49,8 +49,10 @@
  * Pages left out of the fork are never write-protected, and no child
  * touches these: it only reads its argv, env and the limits before its
  * execve.  ~40 us a fault in a VM under TCG (bench/README.md, "Session 7:
- * agent exec").  If the mapping cannot be made, the static fallback works
- * the same, with the faults. */
+ * agent exec").  Since session 8 the child is spawned without a fork
+ * (spawn_process), so nothing is write-protected per exec any more; the
+ * buffers were kept as they are.  If the mapping cannot be made, the
+ * static fallback works the same. */
 static uint8_t scratch_fallback[READ_CHUNK + VMSTAT_MAX];
 static uint8_t *scratch = scratch_fallback;
 #define OUTPUT_BUF (scratch)
