@@ -38,8 +38,9 @@
 #define VMSTAT_MAX 8192u
 #define CHILD_STACK (64u * 1024u)
 /* How long a command's child may take from its clone to its execve
- * before it is killed (spawn_process): ~2 ms is usual under TCG. */
-#define CHILD_WATCHDOG_S 5
+ * before it is killed (spawn_process), at most: ~2 ms is usual under
+ * TCG.  A command's own timeout, if shorter, is the limit. */
+#define CHILD_WATCHDOG_MS 5000ull
 
 /* The agent's own read buffers (command output, /proc/vmstat), in pages
  * marked MADV_DONTFORK, not on the stack.  A fork write-protects every
@@ -70,6 +71,7 @@ struct fb_exec {
     pid_t pid;
     int out_fd, err_fd, in_fd;
     bool start_failed;
+    bool held_at_start;   /* the spawn lasted the watchdog's time (spawn_process) */
     struct child_failure fail;
     uint8_t *in_buf;
     size_t in_len;
@@ -235,6 +237,7 @@ struct child_args {
     bool own_path;
     const char *cwd;
     int in_fd, out_fd, err_fd;
+    uint64_t watchdog_ms;
     bool failed; /* set last, by the child */
     struct child_failure fail;
 };
@@ -313,13 +316,14 @@ static void run_child(struct child_args *c)
     const fb_agent *a = c->a;
     const char **argv = c->argv;
     char **env = c->env;
-    /* The watchdog first, while still root: a SIGKILL in CHILD_WATCHDOG_S
+    /* The watchdog first, while still root: a SIGKILL in c->watchdog_ms
      * from a POSIX timer of this process, which execve deletes
      * (spawn_process says why).  The system calls: libc's timer_create
      * may start a thread for other notifications. */
     struct sigevent wd = {.sigev_notify = SIGEV_SIGNAL, .sigev_signo = SIGKILL};
     int timer = -1;
-    struct itimerspec when = {.it_value = {.tv_sec = CHILD_WATCHDOG_S}};
+    struct itimerspec when = {.it_value = {.tv_sec = (time_t)(c->watchdog_ms / 1000),
+                                           .tv_nsec = (long)(c->watchdog_ms % 1000) * 1000000}};
     if (syscall(SYS_timer_create, CLOCK_MONOTONIC, &wd, &timer) < 0 ||
         syscall(SYS_timer_settime, timer, 0, &when, NULL) < 0)
         child_fail(c, 0, errno, "cannot arm the start watchdog");
@@ -398,14 +402,16 @@ static void run_child(struct child_args *c)
  * stopped (SIGSTOP, kill(-1, ...)) by any process of the tool user, such
  * as one an earlier exec left behind, and the agent would sleep with it
  * (earlier sessions kept fork() for this).  So the child arms a POSIX
- * timer first, while still root, that kills it CHILD_WATCHDOG_S later:
- * execve deletes the timer, a tool process cannot (it is not its own),
- * and SIGKILL ends a stopped process too.  A stopped child thus holds the
- * agent for at most that long, far inside the host's slack before it
- * calls a sandbox unresponsive (execlog.c), and the command's exit reads
- * "killed by signal 9".  With Landlock's signal scope (Linux 6.12, a
- * jail on a recent host) the tool's processes cannot signal the child at
- * all.
+ * timer first, while still root, that kills it when the command's
+ * timeout or CHILD_WATCHDOG_MS has passed, whichever comes first: execve
+ * deletes the timer, a tool process cannot (it is not its own), and
+ * SIGKILL ends a stopped process too.  A stopped child thus holds the
+ * agent for at most 5 s, far inside the host's slack before it calls a
+ * sandbox unresponsive (execlog.c).  The command's answer is "timed out"
+ * when its timeout was the limit (as when the agent's deadline killed a
+ * stopped forked child), else a setup failure saying it was stopped
+ * (send_exit).  With Landlock's signal scope (Linux 6.12, a jail on a
+ * recent host) the tool's processes cannot signal the child at all.
  *
  * Either way it is the system call (the libcs' clone() is its wrapper),
  * without glibc's fork bookkeeping.  That bookkeeping (the thread id
@@ -571,8 +577,11 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
         return fb_agent_reply_error(a, f->id, FB_E_RESOURCE, strerror(e));
     }
     struct child_args ca = {.a = a, .argv = argv, .env = env, .own_path = own_path, .cwd = cwd,
-                            .in_fd = want_stdin ? in[0] : null_fd, .out_fd = out[1], .err_fd = errp[1]};
+                            .in_fd = want_stdin ? in[0] : null_fd, .out_fd = out[1], .err_fd = errp[1],
+                            .watchdog_ms = timeout_ms < CHILD_WATCHDOG_MS ? timeout_ms : CHILD_WATCHDOG_MS};
+    uint64_t spawn_ns = fb_now_ns();
     pid_t pid = spawn_process(&ca);
+    bool held = fb_now_ns() - spawn_ns >= ca.watchdog_ms * 1000000ull;
     int fork_errno = errno;
     fb_msg_exec_free(&m);
     free_env(env);
@@ -590,7 +599,8 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
 
     /* A child that could not exec has exited and left its reason; the
      * answer goes when it is reaped, as for any command.  The deadline
-     * runs from the spawn. */
+     * runs from the spawn: a child stopped until its watchdog fired at
+     * the command's timeout is past it already (fb_exec_tick). */
     fb_exec *e = &exec_pool[slot];
     memset(e, 0, sizeof *e);
     e->id = f->id;
@@ -603,7 +613,8 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
         e->fail = ca.fail;
         e->fail.msg[sizeof e->fail.msg - 1] = '\0';
     }
-    e->start_ns = fb_now_ns();
+    e->held_at_start = held && !ca.failed;
+    e->start_ns = spawn_ns;
     e->deadline_ns = e->start_ns + timeout_ms * 1000000ull;
     e->max_output = max_output;
     e->oom_before = oom_baseline(); /* read when idle (fb_exec_idle) */
@@ -782,6 +793,13 @@ static void send_exit(fb_agent *a, fb_exec *e)
                               e->fail.msg);
         else
             reply_not_started(a, e->id, 125, FB_E_SETUP_FAILED, e->fail.msg);
+        return;
+    }
+    if (e->held_at_start && !e->timed_out && WIFSIGNALED(e->wstatus) && WTERMSIG(e->wstatus) == SIGKILL) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the command was stopped before it started (killed after %llu s)",
+                 (unsigned long long)(CHILD_WATCHDOG_MS / 1000));
+        reply_not_started(a, e->id, 125, FB_E_SETUP_FAILED, msg);
         return;
     }
     fb_msg_exit m = {.started = true, .timed_out = e->timed_out, .truncated = e->truncated,

@@ -55,6 +55,37 @@ def test_stopping_every_process_cannot_freeze_the_agent(backend, state_dir):
         assert (r["code"] == 0 and not r["timed_out"]) or r["timed_out"], r
 
 
+# Stops every process of the tool user, over and over (kill(-1)).
+STOP_ALL = ("import os, signal\n"
+            "while True:\n"
+            "    try: os.kill(-1, signal.SIGSTOP)\n"
+            "    except OSError: pass\n")
+
+
+def test_a_child_stopped_before_its_exec_is_killed_by_its_watchdog(backend, state_dir):
+    """Session 8: the agent sleeps while a command's child runs up to its
+    execve (vfork).  A leftover stopping every process of the tool user
+    catches some children between their uid change and execve; their
+    watchdog (5 s, below the commands' 8 s timeout) kills them and the
+    agent answers "stopped before it started"; commands stopped after
+    their execve time out.  Without the watchdog the agent would sleep
+    until the host gave the sandbox up.  (In a jail on Linux >= 6.12
+    Landlock's signal scope keeps the leftover from signalling new
+    commands at all: they run.)"""
+    rc, results, err = drive(backend, 8,
+                             ["sh", "-c", f"setsid python3 -c '{STOP_ALL}' >/dev/null 2>&1 </dev/null & sleep 0.5"],
+                             ["python3", "-c", "pass"],
+                             ["/bin/true"], ["/bin/true"], ["/bin/true"],
+                             state_dir=state_dir)
+    assert rc == 0, err
+    assert len(results) == 5
+    for r in results:
+        assert r["rc"] == 0, r               # the sandbox answered
+        stopped_before = (not r["started"] and r["code"] == 125
+                          and r["error"].startswith("the command was stopped before it started"))
+        assert (r["code"] == 0 and not r["timed_out"]) or r["timed_out"] or stopped_before, r
+
+
 def test_many_commands_in_one_sandbox(state_dir):
     cmds = [["sh", "-c", f"echo {i} > /workspace/f{i}; cat /workspace/f*| wc -l"] for i in range(20)]
     rc, results, err = drive("jail", 10, *cmds, state_dir=state_dir)
