@@ -36,7 +36,13 @@
 #define EXIT_GRACE_NS (300ull * 1000000ull)
 #define READ_CHUNK (32u * 1024u)
 #define VMSTAT_MAX 8192u
-#define CHILD_STACK (64u * 1024u)
+/* The spawned child's stack (spawn_process): its deepest use is
+ * exec_file's argv for /bin/sh (FB_MAX_ARGV + 2 pointers, 32 KiB) under
+ * exec_search's path buffer, with room for the rest and the guard page.
+ * Pages never touched cost nothing. */
+#define CHILD_STACK (128u * 1024u)
+_Static_assert(CHILD_STACK >= 4096u + (FB_MAX_ARGV + 2u) * sizeof(char *) + PATH_MAX + 32u * 1024u,
+               "the spawned child's stack is too small for its longest argv");
 /* How long a command's child may take from its clone to its execve
  * before it is killed (spawn_process), at most: ~2 ms is usual under
  * TCG.  A command's own timeout, if shorter, is the limit. */

@@ -299,6 +299,10 @@ def test_a_script_without_an_interpreter_line_runs_with_sh(run, backend, tmp_pat
     puts = ["--put", f"{script}:/workspace/noshebang", "--put", f"{plain}:/workspace/plain"]
     r = run(backend, "-q", *puts, "--", "/workspace/noshebang", "a", "b")
     assert r.rc == 0 and r.stdout == "ran by /workspace/noshebang with a b\n", r
+    # The longest argv (FB_MAX_ARGV) through /bin/sh: the spawned child
+    # builds sh's argv on its own stack (session 8).
+    r = run(backend, "-q", *puts, "--", "/workspace/noshebang", *(["a"] * 4095))
+    assert r.rc == 0 and r.stdout == "ran by /workspace/noshebang with a a\n", r
     r = run(backend, "-q", *puts, "--env", "PATH=/nowhere:/workspace", "--", "noshebang", "x", "y")
     assert r.rc == 0 and r.stdout == "ran by /workspace/noshebang with x y\n", r
     r = run(backend, "-q", *puts, "--env", "PATH=/workspace", "--", "plain")
