@@ -26,7 +26,8 @@
  *                                  times), when a VM's translation cache has
  *                                  filled: its steady state
  *                                  (FB_BENCH_SMAPS=1: its largest mappings on
- *                                  stderr)
+ *                                  stderr; FB_BENCH_HOLD=SECONDS: kept alive
+ *                                  that long after printing)
  *
  * Prints one JSON object on stdout.  Uses only the public sandbox.h API, the
  * same one `forgebox run` and the gateway use.
@@ -414,6 +415,12 @@ int main(int argc, char **argv)
                (unsigned long long)total, pss, (unsigned long long)guest,
                anon > guest ? anon - guest : 0ull,
                (unsigned long long)self_total);
+        /* FB_BENCH_HOLD=SECONDS: keep the sandbox that long after the
+         * figures (to look at it from outside: gdb, smaps, several alive). */
+        if (getenv("FB_BENCH_HOLD")) {
+            fflush(stdout);
+            sleep((unsigned)atoi(getenv("FB_BENCH_HOLD")));
+        }
         fb_sandbox_destroy(sb);
         return 0;
     }
