@@ -210,7 +210,10 @@ def test_qemu_runs_without_huge_pages_and_a_restored_one_holds_only_the_kernels_
     """Memory per VM (issue 9 item 4, bench/README.md): QEMU runs with
     transparent huge pages off, and a VM restored from a snapshot gets a
     stub -kernel (the setup sectors and one zero page) instead of the
-    kernel QEMU would otherwise keep a 13 MiB copy of; it still works."""
+    kernel QEMU would otherwise keep a 13 MiB copy of; it still works.
+    QEMU maps the Capstone stub from its own root, not the host's
+    disassembler (src/sandbox/qemu_stub.h), when the installed QEMU links
+    Capstone at all."""
     import subprocess
     from conftest import FORGEBOX, IMAGE, RUN_DIR
     env = dict(os.environ, FORGEBOX_IMAGE=IMAGE, FORGEBOX_RUN_DIR=RUN_DIR, FORGEBOX_STATE_DIR=snap_state,
@@ -229,6 +232,14 @@ def test_qemu_runs_without_huge_pages_and_a_restored_one_holds_only_the_kernels_
         with open(f"/proc/{pid}/root/image/vmlinuz", "rb") as f:
             stub = f.read()
         assert stub == kernel[:setup] + bytes(4096)
+        links_capstone = subprocess.run(["ldd", "/usr/bin/qemu-system-x86_64"], capture_output=True,
+                                        text=True).stdout.count("libcapstone") > 0
+        if links_capstone:
+            with open(f"/proc/{pid}/maps") as f:
+                libs = {line.split()[-1] for line in f if "libcapstone" in line}
+            assert libs == {"/lib-stub/libcapstone.so.4"}, libs
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                assert f.read().split(b"\0")[:-1] == [b"LD_LIBRARY_PATH=/lib-stub"]
         out, err = p.communicate(b"here\n", timeout=60)
     finally:
         if p.poll() is None:
