@@ -70,8 +70,10 @@
  * cache no longer holds a busy workload's working set (kernel, fb-agent,
  * Python, git), flushes over and over and that workload takes 1.8-2x as
  * long (with the guest's ASLR off, below, execs of /bin/true alone would
- * fit in 16).  20 MiB keeps a margin above that cliff and a busy VM costs
- * 12 MiB less than at 32.  Under KVM there is no cache. */
+ * fit in 16; re-measured in session 8 with it off: a busy workload 1.3x
+ * slower at 16, 1.6x at 14, where each exec also costs 1.6x the CPU).
+ * 20 MiB keeps a margin above that cliff and a busy VM costs 12 MiB less
+ * than at 32.  Under KVM there is no cache. */
 #define TCG_TB_MIB 20
 
 static bool cpu_has_hw_virt(void)
