@@ -9,7 +9,7 @@
  * (.data.rel.ro) become private memory of each VM, and ~1.8 MiB more of its
  * file is read in (bench/README.md, "Session 8: VM memory").  This stub,
  * compiled with no libc (-nostdlib, nothing to relocate), is what QEMU finds
- * first on LD_LIBRARY_PATH in its private root (src/sandbox/vmm_stub.h says
+ * first on LD_LIBRARY_PATH in its private root (src/sandbox/qemu_stub.h says
  * when it is used).  Should QEMU ever disassemble, cs_open fails with
  * CS_ERR_ARCH and QEMU prints no instructions, as it does for a target
  * Capstone does not support.
