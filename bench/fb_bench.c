@@ -63,6 +63,9 @@ static fb_sandbox *make(const char *backend, uint64_t mib)
         cfg.run_dir = getenv("FORGEBOX_RUN_DIR");
     /* bench/snapshot.py: a cold VM's memory beside a restored one's. */
     cfg.no_vm_snapshot = getenv("FB_BENCH_NO_VM_SNAPSHOT") != NULL;
+    /* sandbox.vm_tcg_cache_mib's trade-off, measured. */
+    if (getenv("FB_BENCH_TCG_CACHE_MIB"))
+        cfg.tcg_cache_mib = strtoull(getenv("FB_BENCH_TCG_CACHE_MIB"), NULL, 10);
     fb_sandbox *sb;
     fb_err err = {{0}};
     if (fb_sandbox_create(&cfg, &sb, &err) < 0) {

@@ -59,6 +59,8 @@ static void run_usage(FILE *out)
             "  --state-dir DIR       state directory (default /var/lib/forgebox)\n"
             "  --accel auto|kvm|tcg  vm accelerator (default auto)\n"
             "  --no-vm-snapshot      boot the VM cold: neither start from nor make a snapshot\n"
+            "  --tcg-cache-mib N     vm under TCG: QEMU's translation cache (default 20;\n"
+            "                        smaller: less host memory, busy VMs slower)\n"
             "  --allow-net HOST[,HOST...]  let CMD reach these hosts through the egress\n"
             "                        proxy (repeatable; pypi.org, *.example.com, host:8443);\n"
             "                        default: no network\n"
@@ -151,7 +153,7 @@ static int get_file(fb_sandbox *sb, const char *remote, const char *local, fb_er
 int fb_cmd_run(int argc, char **argv)
 {
     enum { O_BACKEND = 1, O_MEMORY, O_VCPUS, O_TIMEOUT, O_DISK, O_PIDS, O_MAXOUT, O_ENV, O_CWD,
-           O_PUT, O_GET, O_IMAGE, O_STATE, O_ACCEL, O_NO_SNAPSHOT, O_ALLOW_NET, O_CONFIG, O_HELP };
+           O_PUT, O_GET, O_IMAGE, O_STATE, O_ACCEL, O_NO_SNAPSHOT, O_TCG_CACHE, O_ALLOW_NET, O_CONFIG, O_HELP };
     static const struct option opts[] = {
         {"backend", required_argument, NULL, O_BACKEND}, {"memory", required_argument, NULL, O_MEMORY},
         {"vcpus", required_argument, NULL, O_VCPUS},     {"timeout", required_argument, NULL, O_TIMEOUT},
@@ -162,6 +164,7 @@ int fb_cmd_run(int argc, char **argv)
         {"image", required_argument, NULL, O_IMAGE},     {"state-dir", required_argument, NULL, O_STATE},
         {"accel", required_argument, NULL, O_ACCEL},     {"quiet", no_argument, NULL, 'q'},
         {"no-vm-snapshot", no_argument, NULL, O_NO_SNAPSHOT},
+        {"tcg-cache-mib", required_argument, NULL, O_TCG_CACHE},
         {"allow-net", required_argument, NULL, O_ALLOW_NET},
         {"config", required_argument, NULL, O_CONFIG},
         {"help", no_argument, NULL, O_HELP},             {NULL, 0, NULL, 0},
@@ -253,6 +256,10 @@ int fb_cmd_run(int argc, char **argv)
             break;
         case O_NO_SNAPSHOT:
             box.cfg.no_vm_snapshot = true;
+            break;
+        case O_TCG_CACHE:
+            if (fb_parse_u64(optarg, FB_MIN_TCG_CACHE_MIB, FB_MAX_TCG_CACHE_MIB, &box.cfg.tcg_cache_mib) < 0)
+                return bad_usage("--tcg-cache-mib must be between 8 and 512, not '%.64s'", optarg);
             break;
         case O_ACCEL:
             if (strcmp(optarg, "auto") == 0)

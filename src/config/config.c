@@ -61,6 +61,9 @@ const struct cfg_key cfg_keys[] = {
     {"sandbox.max_vcpus", K_UINT, OFF(sandbox.max_vcpus), false, 1, FB_MAX_VCPUS},
     /* VM snapshot restore (src/sandbox/snapshot.h): on unless set false. */
     {"sandbox.vm_snapshot", K_BOOL, OFF(sandbox.vm_snapshot), false, 0, 0},
+    /* A VM under TCG: its translation cache, density against speed (vm.c). */
+    {"sandbox.vm_tcg_cache_mib", K_UINT, OFF(sandbox.vm_tcg_cache_mib), false, FB_MIN_TCG_CACHE_MIB,
+     FB_MAX_TCG_CACHE_MIB},
     /* The warm pools (src/sandbox/pool.h): off unless set. */
     {"pool.jail.size", K_UINT, OFF(pool.jail_size), false, 0, 1024},
     {"pool.vm.size", K_UINT, OFF(pool.vm_size), false, 0, 1024},
@@ -561,6 +564,7 @@ int fb_config_defaults(fb_config *cfg)
     cfg->sandbox.max_memory_mib = 4096;
     cfg->sandbox.max_vcpus = 8;
     cfg->sandbox.vm_snapshot = true;
+    cfg->sandbox.vm_tcg_cache_mib = FB_DEFAULT_TCG_CACHE_MIB;
     cfg->limits.max_body_bytes = 1 * MIB;
     cfg->limits.max_header_bytes = 16 * KIB;
     cfg->limits.max_file_bytes = 64 * MIB;

@@ -54,7 +54,7 @@ typedef enum {
 /* Longest value any key accepts, after ${VAR} interpolation. */
 #define FB_CONFIG_MAX_VALUE 3000
 /* Number of keys (the size of the bookkeeping arrays below). */
-#define FB_CONFIG_NKEYS 58
+#define FB_CONFIG_NKEYS 59
 
 /* Most providers one file may define. */
 #define FB_CONFIG_MAX_PROVIDERS 64
@@ -115,6 +115,7 @@ typedef struct fb_config {
         uint64_t max_memory_mib;  /* most a request may ask for */
         uint64_t max_vcpus;       /* most a request may ask for */
         bool vm_snapshot;         /* VMs start from a snapshot of their shape (snapshot.h) */
+        uint64_t vm_tcg_cache_mib;/* a VM under TCG: its translation cache (vm.c, TCG_TB_MIB) */
     } sandbox;
     struct {
         uint64_t jail_size;       /* pool.jail.size: warm jails of the default shape (0: none) */

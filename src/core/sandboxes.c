@@ -115,6 +115,7 @@ int core_sandbox_config(fb_core *c, const fb_sandbox_spec *spec, fb_sandbox_conf
     sc->state_dir = cfg->state_dir;
     sc->run_dir = cfg->run_dir;
     sc->no_vm_snapshot = !cfg->sandbox.vm_snapshot;
+    sc->tcg_cache_mib = cfg->sandbox.vm_tcg_cache_mib;
     return 0;
 }
 

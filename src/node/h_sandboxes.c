@@ -86,6 +86,7 @@ enum MHD_Result nh_create(nreq *r)
     fb_sandbox_config sc;
     fb_sandbox_config_defaults(&sc);
     sc.backend = n->backend;
+    sc.tcg_cache_mib = n->cfg->sandbox.vm_tcg_cache_mib;
     uint64_t min_mem = n->backend == FB_BACKEND_VM ? FB_MIN_VM_MEMORY_MIB : FB_MIN_MEMORY_MIB;
     struct timespec expires, now;
     clock_gettime(CLOCK_REALTIME, &now);

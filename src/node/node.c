@@ -118,6 +118,7 @@ static int start_pool(fb_node *n, fb_err *err)
     fb_sandbox_config shape;
     fb_sandbox_config_defaults(&shape);
     shape.backend = n->backend;
+    shape.tcg_cache_mib = n->cfg->sandbox.vm_tcg_cache_mib;
     shape.memory_mib = n->cfg->sandbox.memory_mib;
     shape.vcpus = n->cfg->sandbox.vcpus;
     shape.disk_mib = n->cfg->sandbox.disk_mib;

@@ -48,6 +48,7 @@ void fb_sandbox_config_defaults(fb_sandbox_config *cfg)
     cfg->tmp_mib = 64;
     cfg->pids = 256;
     cfg->max_output = 8u * 1024 * 1024;
+    cfg->tcg_cache_mib = FB_DEFAULT_TCG_CACHE_MIB;
     cfg->run_dir = "/run/forgebox";
     cfg->state_dir = "/var/lib/forgebox";
 }
@@ -92,6 +93,9 @@ static int validate_config(const fb_sandbox_config *c, fb_err *err)
         return fb_fail(err, "tmp must be between 1 and %d MiB", FB_MAX_DISK_MIB);
     if (c->pids < FB_MIN_PIDS || c->pids > FB_MAX_PIDS)
         return fb_fail(err, "pids must be between %d and %d", FB_MIN_PIDS, FB_MAX_PIDS);
+    if (c->tcg_cache_mib < FB_MIN_TCG_CACHE_MIB || c->tcg_cache_mib > FB_MAX_TCG_CACHE_MIB)
+        return fb_fail(err, "the TCG translation cache must be between %d and %d MiB", FB_MIN_TCG_CACHE_MIB,
+                       FB_MAX_TCG_CACHE_MIB);
     if (!c->image_dir || !c->run_dir)
         return fb_fail(err, "internal: image_dir and run_dir are required");
     if (strlen(c->image_dir) > 3000 || strlen(c->run_dir) > 3000)

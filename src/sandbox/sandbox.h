@@ -43,6 +43,9 @@ typedef struct fb_sandbox_config {
     const char *run_dir;     /* runtime files, e.g. /run/forgebox */
     bool no_vm_snapshot;     /* vm: neither start from nor make a snapshot
                               * (sandbox.vm_snapshot: false; snapshot.h) */
+    uint64_t tcg_cache_mib;  /* vm under TCG: QEMU's translation cache
+                              * (sandbox.vm_tcg_cache_mib; vm.c says why
+                              * FB_DEFAULT_TCG_CACHE_MIB); unused under KVM */
     /* A network grant.  When set, fb-agent listens on 127.0.0.1:3128
      * inside the sandbox and hands each accepted TCP connection to the
      * host: in a jail as the fd itself over a channel of its own
@@ -63,6 +66,9 @@ typedef struct fb_sandbox_config {
 #define FB_MAX_VCPUS 64
 #define FB_MAX_DISK_MIB (64 * 1024)
 #define FB_MIN_PIDS 16
+#define FB_DEFAULT_TCG_CACHE_MIB 20
+#define FB_MIN_TCG_CACHE_MIB 8
+#define FB_MAX_TCG_CACHE_MIB 512
 #define FB_MAX_PIDS 65536
 
 void fb_sandbox_config_defaults(fb_sandbox_config *cfg);

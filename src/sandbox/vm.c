@@ -62,7 +62,8 @@
 /* Host memory QEMU needs beyond guest RAM (TCG adds its translation cache). */
 #define VM_OVERHEAD_KVM_MIB 96
 #define VM_OVERHEAD_TCG_MIB 192
-/* TCG's translation cache, sized deliberately: it is the largest part of a
+/* TCG's translation cache (sandbox.vm_tcg_cache_mib, default
+ * FB_DEFAULT_TCG_CACHE_MIB = 20 MiB), sized deliberately: it is the largest part of a
  * VM's host memory beyond guest RAM once the guest has run a while, since
  * QEMU keeps every page of it it has written.  Measured (bench/README.md,
  * sessions 5 and 6; restored VMs): execs of /bin/true, Python imports and
@@ -73,8 +74,10 @@
  * fit in 16; re-measured in session 8 with it off: a busy workload 1.3x
  * slower at 16, 1.6x at 14, where each exec also costs 1.6x the CPU).
  * 20 MiB keeps a margin above that cliff and a busy VM costs 12 MiB less
- * than at 32.  Under KVM there is no cache. */
-#define TCG_TB_MIB 20
+ * than at 32.  An operator who wants density more than a busy VM's speed
+ * sets 14-16 (docs/configuration.md): a busy VM then stays within 30 MiB
+ * beyond guest RAM.  Under KVM there is no cache.  The memory cgroup's
+ * allowance for QEMU grows with it. */
 
 static bool cpu_has_hw_virt(void)
 {
@@ -676,7 +679,7 @@ static int vm_start(fb_sandbox *sb, fb_err *err)
     if (kvm) {
         snprintf(accel, sizeof accel, "kvm");
     } else {
-        snprintf(accel, sizeof accel, "tcg,tb-size=%d", TCG_TB_MIB);
+        snprintf(accel, sizeof accel, "tcg,tb-size=%llu", (unsigned long long)sb->cfg.tcg_cache_mib);
         /* norandmaps: under TCG no address-space randomisation for the
          * guest's processes.  QEMU 7.2 finds translated code by its virtual
          * address, so every new process, whose ld.so, libc and program sit
@@ -813,7 +816,9 @@ static int vm_start(fb_sandbox *sb, fb_err *err)
 
 static uint64_t vm_cgroup_memory(const fb_sandbox *sb)
 {
-    uint64_t extra = sb->accel == FB_ACCEL_KVM ? VM_OVERHEAD_KVM_MIB : VM_OVERHEAD_TCG_MIB;
+    uint64_t extra = sb->accel == FB_ACCEL_KVM
+                         ? VM_OVERHEAD_KVM_MIB
+                         : VM_OVERHEAD_TCG_MIB - FB_DEFAULT_TCG_CACHE_MIB + sb->cfg.tcg_cache_mib;
     return (sb->cfg.memory_mib + extra) * 1024 * 1024;
 }
 

@@ -190,11 +190,34 @@ def test_snapshot_qemu_cannot_load_is_dropped_and_the_vm_boots_cold(probes, snap
 
 
 def test_no_vm_snapshot_boots_cold_and_makes_nothing():
+    """Also the translation cache's size (sandbox.vm_tcg_cache_mib, here
+    run's --tcg-cache-mib) reaching QEMU: this cold VM is the one VM of
+    the module that boots anyway."""
+    import subprocess
+    from conftest import FORGEBOX, IMAGE, RUN_DIR
     with tempfile.TemporaryDirectory(prefix="fbx-snap-off-") as state:
-        r = vm_run(state, "echo", "ok", extra=("--no-vm-snapshot",))
-        assert r.rc == 0 and r.stdout == "ok\n", r
-        assert MAKING not in r.stderr and RESTORING not in r.stderr, r
+        env = dict(os.environ, FORGEBOX_IMAGE=IMAGE, FORGEBOX_RUN_DIR=RUN_DIR, FORGEBOX_STATE_DIR=state,
+                   FORGEBOX_TRACE="1")
+        p = subprocess.Popen([FORGEBOX, "run", "--backend", "vm", "--memory", "192", "--no-vm-snapshot",
+                              "--tcg-cache-mib", "14", "--", "sh", "-c", "echo up; read x; echo ok"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            assert p.stdout.readline() == b"up\n"
+            with open(f"/proc/{qemu_child(p.pid, time.time() + 30)}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            accel = argv[argv.index(b"-accel") + 1]
+            assert accel in (b"kvm", b"tcg,tb-size=14"), argv
+            out, err = p.communicate(b"\n", timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == 0 and out == b"ok\n", err
+        assert MAKING.encode() not in err and RESTORING.encode() not in err, err
         assert snapshot_files(state) == {}
+    # Out of range: refused before anything starts.
+    r = forgebox("run", "--backend", "vm", "--tcg-cache-mib", "4", "--", "true")
+    assert r.rc == 2 and "--tcg-cache-mib must be between 8 and 512" in r.stderr, r
 
 
 def qemu_child(parent_pid, deadline):

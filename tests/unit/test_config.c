@@ -165,7 +165,8 @@ static void test_defaults(void **state)
         "\"run_dir\":\"/run/forgebox\",\"image_dir\":null,\"log_level\":\"info\","
         "\"tls\":{\"cert\":null,\"key\":null,\"client_ca\":null,\"client_crl\":null,\"client_roles\":[\"gateway\"]},"
         "\"sandbox\":{\"backend\":\"vm\",\"memory_mib\":512,\"vcpus\":1,\"disk_mib\":256,"
-        "\"ttl_s\":600,\"max_ttl_s\":3600,\"max_memory_mib\":4096,\"max_vcpus\":8,\"vm_snapshot\":true},"
+        "\"ttl_s\":600,\"max_ttl_s\":3600,\"max_memory_mib\":4096,\"max_vcpus\":8,\"vm_snapshot\":true,"
+        "\"vm_tcg_cache_mib\":20},"
         "\"pool\":{\"jail\":{\"size\":0},\"vm\":{\"size\":0}},"
         "\"limits\":{\"max_body_bytes\":1048576,\"max_header_bytes\":16384,"
         "\"max_file_bytes\":67108864,\"max_output_bytes\":8388608,\"rate_rps\":10,"
@@ -650,6 +651,12 @@ static void test_cross_key_limits(void **state)
     assert_string_equal(err.msg, "config: sandbox.vcpus (FORGEBOX_SANDBOX_VCPUS): must not exceed "
                                  "quotas.max_vcpus_per_team (4, --set) (otherwise no team can create a "
                                  "default sandbox), got 12");
+    /* The TCG translation cache: 8-512 MiB. */
+    assert_int_equal(fb_config_set(&cfg, "sandbox.vm_tcg_cache_mib", "14", "--set", &err), 0);
+    assert_int_equal(cfg.sandbox.vm_tcg_cache_mib, 14);
+    assert_int_equal(fb_config_set(&cfg, "sandbox.vm_tcg_cache_mib", "7", "--set", &err), -1);
+    assert_int_equal(fb_config_set(&cfg, "sandbox.vm_tcg_cache_mib", "513", "--set", &err), -1);
+    assert_int_equal(cfg.sandbox.vm_tcg_cache_mib, 14);
     assert_int_equal(fb_config_set(&cfg, "sandbox.max_vcpus", "65", "--set", &err), -1);
     fb_config_free(&cfg);
 
