@@ -29,6 +29,10 @@
  *                                  stderr; FB_BENCH_HOLD=SECONDS: kept alive
  *                                  that long after printing)
  *
+ * Every command: FB_BENCH_NO_VM_SNAPSHOT=1 boots VMs cold;
+ * FB_BENCH_TCG_CACHE_MIB=N sizes a TCG VM's translation cache
+ * (sandbox.vm_tcg_cache_mib).
+ *
  * Prints one JSON object on stdout.  Uses only the public sandbox.h API, the
  * same one `forgebox run` and the gateway use.
  */
