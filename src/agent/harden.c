@@ -134,13 +134,17 @@ static int isolate_exec(int ruleset, fb_err *err)
     return 0;
 }
 
-int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *progs, fb_err *err)
+int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *progs, bool oom_inherited,
+                           fb_err *err)
 {
     if (lim->prep_error[0])
         return fb_fail(err, "%s", lim->prep_error);
     /* Tool processes are the first thing the OOM killer takes, never the
-     * agent.  Raising the score needs no privilege. */
-    int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+     * agent.  Raising the score needs no privilege.  In a VM the score
+     * came with the clone (exec.c, oom_lend): this open's walk of /proc
+     * (a new pid's directory and file, every time) was ~0.25 ms of an
+     * exec under TCG. */
+    int oom = oom_inherited ? -1 : open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
     if (oom >= 0) {
         /* Not fb_write_file: its close keeps errno, a read of errno on
          * the success path, and the code behind it is a page this child

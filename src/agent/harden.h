@@ -57,7 +57,11 @@ int fb_seccomp_prepare(bool allow_inet, fb_seccomp_progs *out, fb_err *err);
 int fb_harden_agent(fb_tool_limits *lim);
 
 /* Drops everything; on failure writes a reason into err and returns -1.
- * The caller (a child about to exec) must then _exit without exec'ing. */
-int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *progs, fb_err *err);
+ * The caller (a child about to exec) must then _exit without exec'ing.
+ * oom_inherited: the process already has the tool processes' OOM score
+ * (its spawner had it at the clone: exec.c, oom_lend), so it is not
+ * written again. */
+int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *progs, bool oom_inherited,
+                           fb_err *err);
 
 #endif

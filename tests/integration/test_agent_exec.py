@@ -157,6 +157,19 @@ def test_the_spawned_child_leaves_the_agent_its_own_oom_score_and_no_watchdog(ru
     assert r.rc == 0 and r.stderr == "", r
 
 
+def test_a_tool_process_cannot_lower_its_oom_score(run, backend):
+    """The score of 1000 is also the floor: set by root, it cannot be
+    lowered without CAP_SYS_RESOURCE.  Session 8 (second round): a VM's
+    child no longer writes it; the agent takes 1000 itself around the
+    clone and the child inherits score and floor.  Lowering must still be
+    refused, in the command and in what it starts."""
+    r = run(backend, "-q", "--", "sh", "-c",
+            "echo 999 > /proc/self/oom_score_adj && echo lowered; "
+            "sh -c 'echo -1000 > /proc/self/oom_score_adj && echo lowered'; cat /proc/self/oom_score_adj")
+    assert "lowered" not in r.stdout, r
+    assert r.stdout.splitlines()[-1:] == ["1000"], r
+
+
 def _descendants(pid):
     kids = {}
     for d in os.listdir("/proc"):
