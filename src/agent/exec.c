@@ -16,6 +16,7 @@
  */
 #define _GNU_SOURCE
 #include "agent/agent.h"
+#include "agent/jheap.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -189,7 +190,7 @@ static fb_exec *find_exec(fb_agent *a, uint64_t id)
 }
 
 /* envp, built once from the request's pairs plus the defaults it does not
- * override.  Strings are owned (free_env). */
+ * override (free_env). */
 static const char *const proxy_env[] = {
     "HTTP_PROXY=" FB_NET_PROXY_URL, "HTTPS_PROXY=" FB_NET_PROXY_URL, "ALL_PROXY=" FB_NET_PROXY_URL,
     "http_proxy=" FB_NET_PROXY_URL, "https_proxy=" FB_NET_PROXY_URL, "all_proxy=" FB_NET_PROXY_URL,
@@ -205,28 +206,40 @@ static const char *default_at(size_t d, bool net)
     return net ? proxy_env[d - nbase] : NULL;
 }
 
+/* The array and the request's strings are one block from jheap.c (kept
+ * for the next exec, not unmapped by musl's malloc); the defaults are
+ * pointed to, not copied. */
 static char **build_env(const fb_msg_exec *m, bool net, fb_err *err)
 {
     size_t ndef = sizeof default_env / sizeof default_env[0] - 1;
     if (net)
         ndef += sizeof proxy_env / sizeof proxy_env[0] - 1;
-    char **env = calloc(ndef + m->nenv + 1, sizeof *env);
+    size_t slots = ndef + m->nenv + 1, bytes = slots * sizeof(char *);
+    for (size_t i = 0; i < m->nenv; i++)
+        bytes += strlen(m->env[i].key) + strlen(m->env[i].value) + 2;
+    char **env = fb_jheap_alloc(bytes);
     if (!env) {
         fb_fail(err, "out of memory");
         return NULL;
     }
+    char *text = (char *)(env + slots);
     size_t n = 0;
-    for (size_t i = 0; i < m->nenv; i++)
-        if (asprintf(&env[n], "%s=%s", m->env[i].key, m->env[i].value) >= 0)
-            n++;
+    for (size_t i = 0; i < m->nenv; i++) {
+        size_t kl = strlen(m->env[i].key), vl = strlen(m->env[i].value);
+        env[n++] = text;
+        memcpy(text, m->env[i].key, kl);
+        text[kl] = '=';
+        memcpy(text + kl + 1, m->env[i].value, vl + 1);
+        text += kl + vl + 2;
+    }
     for (size_t d = 0; d < ndef; d++) {
         const char *def = default_at(d, net);
         size_t klen = strcspn(def, "=");
         bool overridden = false;
         for (size_t i = 0; i < m->nenv && !overridden; i++)
             overridden = strlen(m->env[i].key) == klen && memcmp(m->env[i].key, def, klen) == 0;
-        if (!overridden && (env[n] = strdup(def)))
-            n++;
+        if (!overridden)
+            env[n++] = (char *)def;
     }
     env[n] = NULL;
     return env;
@@ -234,11 +247,7 @@ static char **build_env(const fb_msg_exec *m, bool net, fb_err *err)
 
 static void free_env(char **env)
 {
-    if (!env)
-        return;
-    for (char **p = env; *p; p++)
-        free(*p);
-    free(env);
+    fb_jheap_free(env);
 }
 
 /* What the agent hands its child (spawn_process), and where the child,

@@ -271,11 +271,15 @@ static int do_list(fb_agent *a, const fb_frame *f, const fb_msg_file *m, int roo
         json_array_append_new(arr, ent);
     }
     closedir(d);
-    cleanup_free char *text = json_dumps(arr, JSON_COMPACT);
+    char *text = json_dumps(arr, JSON_COMPACT); /* jansson's allocator (jheap.c) */
     json_decref(arr);
-    if (!text || strlen(text) > FB_PROTO_MAX_PAYLOAD)
+    if (!text || strlen(text) > FB_PROTO_MAX_PAYLOAD) {
+        fb_json_text_free(text);
         return fb_agent_reply_error(a, f->id, FB_E_TOO_LARGE, "directory listing too large");
-    return fb_agent_reply_ok(a, f->id, json_pack("{s:b}", "truncated", truncated), text, strlen(text));
+    }
+    int rc = fb_agent_reply_ok(a, f->id, json_pack("{s:b}", "truncated", truncated), text, strlen(text));
+    fb_json_text_free(text);
+    return rc;
 }
 
 static int do_stat(fb_agent *a, const fb_frame *f, const fb_msg_file *m, int rootfd, const char *rest)

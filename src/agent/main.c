@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include "agent/agent.h"
+#include "agent/jheap.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -399,6 +400,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
+    fb_jheap_install(); /* before any json_t */
     fb_agent agent;
     memset(&agent, 0, sizeof agent);
     agent.chan.fd = -1;

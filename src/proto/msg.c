@@ -249,7 +249,7 @@ static int exec_fields(json_t *h, const fb_msg_exec *m, fb_errc *code, fb_err *e
      * have to treat as a protocol error. */
     char *text = json_dumps(h, JSON_COMPACT);
     size_t len = text ? strlen(text) : 0;
-    free(text);
+    fb_json_text_free(text);
     if (!text) {
         *code = FB_E_NOMEM;
         return fb_fail(err, "out of memory encoding a command");

@@ -37,13 +37,25 @@ void fb_frame_clear(fb_frame *f)
     memset(f, 0, sizeof *f);
 }
 
+void fb_json_text_free(char *text)
+{
+    json_free_t free_fn = NULL;
+    json_get_alloc_funcs(NULL, &free_fn);
+    (free_fn ? free_fn : free)(text);
+}
+
+static void json_text_freep(char **p)
+{
+    fb_json_text_free(*p);
+}
+
 int fb_frame_encode(const json_t *hdr, const void *payload, size_t payload_len,
                     uint8_t **out, size_t *out_len, fb_err *err)
 {
     if (payload_len > FB_PROTO_MAX_PAYLOAD)
         return fb_fail(err, "payload of %zu bytes exceeds the %u-byte frame cap", payload_len,
                        FB_PROTO_MAX_PAYLOAD);
-    cleanup_free char *text = json_dumps(hdr, JSON_COMPACT);
+    __attribute__((cleanup(json_text_freep))) char *text = json_dumps(hdr, JSON_COMPACT);
     if (!text)
         return fb_fail(err, "cannot serialise frame header");
     size_t hlen = strlen(text);

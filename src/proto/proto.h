@@ -52,6 +52,10 @@ typedef struct fb_frame {
 
 void fb_frame_clear(fb_frame *f);
 
+/* Frees a string jansson made (json_dumps) with jansson's allocator,
+ * which the agent replaces (src/agent/jheap.c); free() elsewhere. */
+void fb_json_text_free(char *text);
+
 /* Serialises a frame into a newly allocated buffer. */
 int fb_frame_encode(const json_t *hdr, const void *payload, size_t payload_len,
                     uint8_t **out, size_t *out_len, fb_err *err);
