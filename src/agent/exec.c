@@ -263,7 +263,7 @@ struct child_args {
     int cwd_fd; /* the default cwd's (workspace_fd), or -1: cwd by its path */
     int in_fd, out_fd, err_fd;
     uint64_t watchdog_ms;
-    bool oom_inherited; /* the agent lent it its score (oom_lend) */
+    bool oom_inherited; /* it has the agent's score of 1000 (oom_given) */
     bool failed; /* set last, by the child */
     struct child_failure fail;
 };
@@ -477,36 +477,21 @@ static pid_t spawn_process(struct child_args *c)
     return clone(child_main, child_stack + sizeof child_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, c);
 }
 
-/* The tool processes' OOM score, given to a VM's child by the clone: the
- * agent takes the score itself just before the clone and goes back to
- * its own (-1000, main.c) as soon as the clone returns, with writes to
- * its own /proc/self/oom_score_adj, opened once (oom_fd).  A child's
- * score and its floor are copied from its parent's at the clone (the
- * agent is root: its 1000 is a floor too, as when the child wrote it
- * while still root), so the child skips its own open of the file, a walk
- * of /proc through its new pid's directory (~0.25 ms of an exec under
- * TCG, bench/README.md "Session 8: VM exec", second round), and the
- * write.  Only in a VM, where the agent is the global init, which the
- * OOM killer never picks whatever its score: a jail's agent is init of
- * its pid namespace only and could be picked while it held 1000, so a
- * jail's child writes its score itself (native there, ~10 us).  If a
- * write fails the child writes its own, and if going back fails the
- * agent stops lending (the pid 1 stays unkillable either way). */
-static int oom_fd = -1;
-
-static bool oom_lend(void)
-{
-    return oom_fd >= 0 && pwrite(oom_fd, "1000", 4, 0) == 4;
-}
-
-static void oom_return(bool lent)
-{
-    if (lent && pwrite(oom_fd, "-1000", 5, 0) != 5) {
-        close(oom_fd);
-        oom_fd = -1;
-        (void)fb_write_file("/proc/self/oom_score_adj", "-1000", NULL);
-    }
-}
+/* The tool processes' OOM score, given to a VM's child by the clone: a
+ * VM's agent holds 1000 itself (fb_exec_prepare, at hello), and a
+ * child's score and its floor are copied from its parent's at the clone
+ * (the agent is root: its 1000 is a floor too, as when the child wrote
+ * it while still root).  So the child skips its own open of
+ * /proc/self/oom_score_adj, a walk of /proc through its new pid's
+ * directory (~0.25 ms of an exec under TCG, bench/README.md "Session 8:
+ * VM exec", second round), and the write.  The agent's own score means
+ * nothing in a VM: it is the global init, which the OOM killer never
+ * picks whatever its score, and it starts no process but the commands'
+ * children.  A jail's agent is init of its pid namespace only and could
+ * be picked at 1000: it keeps -1000 (main.c), and a jail's child writes
+ * its score itself (native there, ~10 us).  If the write fails, each
+ * child writes its own. */
+static bool oom_given;
 
 /* A "Name:\thex" mask of /proc/self/status, or -1. */
 static int status_mask(const char *status, const char *name, uint64_t *out)
@@ -549,8 +534,8 @@ void fb_exec_prepare(fb_agent *a)
         null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (workspace_fd < 0)
         workspace_fd = open("/workspace", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (oom_fd < 0 && a->mode == FB_MODE_VM && getpid() == 1)
-        oom_fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (!oom_given && a->mode == FB_MODE_VM && getpid() == 1)
+        oom_given = fb_write_file("/proc/self/oom_score_adj", "1000", NULL) == 0;
     /* Ignored and caught signals, bit N-1 for signal N: one read instead
      * of a sigaction query per signal. */
     char status[4096];
@@ -644,9 +629,8 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
                             .in_fd = want_stdin ? in[0] : null_fd, .out_fd = out[1], .err_fd = errp[1],
                             .watchdog_ms = timeout_ms < CHILD_WATCHDOG_MS ? timeout_ms : CHILD_WATCHDOG_MS};
     uint64_t spawn_ns = fb_now_ns();
-    ca.oom_inherited = oom_lend();
+    ca.oom_inherited = oom_given;
     pid_t pid = spawn_process(&ca);
-    oom_return(ca.oom_inherited);
     bool held = fb_now_ns() - spawn_ns >= ca.watchdog_ms * 1000000ull;
     int fork_errno = errno;
     fb_msg_exec_free(&m);

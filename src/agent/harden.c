@@ -141,7 +141,7 @@ int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *pr
         return fb_fail(err, "%s", lim->prep_error);
     /* Tool processes are the first thing the OOM killer takes, never the
      * agent.  Raising the score needs no privilege.  In a VM the score
-     * came with the clone (exec.c, oom_lend): this open's walk of /proc
+     * came with the clone (exec.c, oom_given): this open's walk of /proc
      * (a new pid's directory and file, every time) was ~0.25 ms of an
      * exec under TCG. */
     int oom = oom_inherited ? -1 : open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC | O_NOFOLLOW);

@@ -59,7 +59,7 @@ int fb_harden_agent(fb_tool_limits *lim);
 /* Drops everything; on failure writes a reason into err and returns -1.
  * The caller (a child about to exec) must then _exit without exec'ing.
  * oom_inherited: the process already has the tool processes' OOM score
- * (its spawner had it at the clone: exec.c, oom_lend), so it is not
+ * (its spawner has it: exec.c, oom_given), so it is not
  * written again. */
 int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *progs, bool oom_inherited,
                            fb_err *err);

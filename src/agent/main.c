@@ -454,7 +454,10 @@ int main(int argc, char **argv)
     agent.sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     if (agent.sigfd < 0)
         die(&agent, "signalfd: %s", strerror(errno));
-    /* The agent must outlive any memory hog it supervises. */
+    /* The agent must outlive any memory hog it supervises.  A VM's agent,
+     * the global init, which the OOM killer never picks, takes the tool
+     * processes' 1000 at hello for its children to inherit (exec.c,
+     * oom_given). */
     (void)fb_write_file("/proc/self/oom_score_adj", "-1000", NULL);
 
     prefetch_common(agent.mode);
