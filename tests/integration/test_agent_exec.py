@@ -136,8 +136,8 @@ def test_a_tool_process_is_the_oom_killers_first_pick_with_its_limits(run, backe
     assert limits["Max pending signals"] == ["1024", "1024"], limits
     uid = next(l for l in lines if l.startswith("Uid:")).split()[1:]
     assert uid == ["1000"] * 4, uid
-    # The agent's own score is 0, so 1000 is the child's write; what the
-    # command starts inherits it.
+    # 1000 is the child's write (a jail) or the agent's own score that the
+    # child inherited (a VM, session 8); what the command starts inherits it.
     r = run(backend, "-q", "--", "sh", "-c", "cat /proc/self/oom_score_adj; sh -c 'cat /proc/self/oom_score_adj'")
     assert r.rc == 0 and r.stdout == "1000\n1000\n", r
 
@@ -163,10 +163,9 @@ def test_a_tool_process_cannot_lower_its_oom_score(run, backend):
     child no longer writes it; the agent takes 1000 itself around the
     clone and the child inherits score and floor.  Lowering must still be
     refused, in the command and in what it starts.  In a jail the floor
-    is not 1000: the child writes its score as root of the jail's user
-    namespace, and the kernel sets the floor only for a writer with
-    CAP_SYS_RESOURCE in the host's; a tool process there can lower its
-    score, never to the agent's -1000 (the jail is unchanged by this)."""
+    is not 1000 (docs/security-model.md, "OOM order in a jail": no
+    CAP_SYS_RESOURCE in the host's user namespace); a command there can
+    lower its score, but -1000 stays refused (the jail is unchanged)."""
     r = run(backend, "-q", "--", "sh", "-c",
             "echo 999 > /proc/self/oom_score_adj && echo lowered; "
             "sh -c 'echo -1000 > /proc/self/oom_score_adj && echo to-agents'; cat /proc/self/oom_score_adj")
