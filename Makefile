@@ -7,7 +7,7 @@ BUILD   ?= build
 IMAGE   ?= $(BUILD)/image
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral
-HARDEN  := -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE
+HARDEN  := -fstack-protector-strong -fstack-clash-protection -D_FORTIFY_SOURCE=2 -fPIE
 CFLAGS  ?= -O2 -g
 # EXTRA_* carry sanitizer flags (make sanitize) without replacing these.
 override CFLAGS  += -std=gnu17 $(WARN) $(HARDEN) -Isrc $(shell pkg-config --cflags libpq) -MMD -MP $(EXTRA_CFLAGS)

@@ -48,6 +48,11 @@ _Static_assert(CHILD_STACK >= 4096u + (FB_MAX_ARGV + 2u) * sizeof(char *) + PATH
  * before it is killed (spawn_process), at most: ~2 ms is usual under
  * TCG.  A command's own timeout, if shorter, is the limit. */
 #define CHILD_WATCHDOG_MS 5000ull
+/* The watchdog after a child was held until it died before its execve,
+ * until a child reaches its execve again: held children queue the
+ * agent's later requests behind them, and k held ones at 5 s each would
+ * outlast the host's slack (execlog.c); ~2 ms is usual, 1 s is ample. */
+#define CHILD_WATCHDOG_AFTER_HOLD_MS 1000ull
 
 /* The agent's own read buffers (command output, /proc/vmstat), in pages
  * marked MADV_DONTFORK, not on the stack.  A fork write-protects every
@@ -78,7 +83,8 @@ struct fb_exec {
     pid_t pid;
     int out_fd, err_fd, in_fd;
     bool start_failed;
-    bool held_at_start;   /* the spawn lasted the watchdog's time (spawn_process) */
+    bool held_at_start;   /* the child died before its execve, not failing (spawn_process) */
+    uint64_t watchdog_ms; /* its watchdog's time */
     struct child_failure fail;
     uint8_t *in_buf;
     size_t in_len;
@@ -123,6 +129,10 @@ static int vmstat_fd = -1;
  * The commands share its open file description: the flags one may set on
  * it (O_NONBLOCK) change nothing a read of /dev/null returns. */
 static int null_fd = -1;
+
+/* The next child's watchdog (spawn_process): CHILD_WATCHDOG_MS, or
+ * CHILD_WATCHDOG_AFTER_HOLD_MS while children are being held. */
+static uint64_t watchdog_ms = CHILD_WATCHDOG_MS;
 
 /* /workspace, the default cwd, opened once (O_PATH) after hello mounted
  * it: the child's fchdir skips chdir's path walk (~50 us of a VM exec
@@ -264,6 +274,7 @@ struct child_args {
     int in_fd, out_fd, err_fd;
     uint64_t watchdog_ms;
     bool oom_inherited; /* it has the agent's score of 1000 (oom_given) */
+    bool execing; /* set by the child as it calls execve */
     bool failed; /* set last, by the child */
     struct child_failure fail;
 };
@@ -353,10 +364,16 @@ static void run_child(struct child_args *c)
     if (syscall(SYS_timer_create, CLOCK_MONOTONIC, &wd, &timer) < 0 ||
         syscall(SYS_timer_settime, timer, 0, &when, NULL) < 0)
         child_fail(c, 0, errno, "cannot arm the start watchdog");
-    /* The system call, not sigprocmask(): no glibc code the agent's loop
-     * does not run already, so none of its pages faults in here. */
-    uint64_t none = 0;
-    (void)syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
+    /* Every signal blocked until execve is near (SIGKILL and SIGSTOP
+     * cannot be): between the uid change and harden.c's
+     * PR_SET_DUMPABLE 0 a tool process could otherwise signal this child
+     * into a core dump, and a kernel before 5.16 kills every process
+     * sharing the dumping memory, the agent with it, before it looks at
+     * RLIMIT_CORE (review, session 8).  The system call, not
+     * sigprocmask(): no libc code the agent's loop does not run already,
+     * so none of its pages faults in here. */
+    uint64_t all = ~0ull, none = 0;
+    (void)syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, NULL, sizeof all);
     /* Every disposition at SIG_DFL: execve resets handlers, not SIG_IGN;
      * fb_exec_prepare noted which are not (one call each, not NSIG).  The
      * system call itself, because glibc refuses signals 32 and 33 (its
@@ -395,6 +412,10 @@ static void run_child(struct child_args *c)
     for (char **p = env; c->own_path && *p; p++)
         if (strncmp(*p, "PATH=", 5) == 0)
             path = *p + 5;
+    /* The command starts with no signal blocked; one a tool process sent
+     * meanwhile is delivered here, to a non-dumpable child. */
+    (void)syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
+    c->execing = true;
     exec_search(argv[0], (char *const *)argv, env, path);
     char msg[300];
     snprintf(msg, sizeof msg, "%.200s: %s", argv[0],
@@ -627,12 +648,16 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
     struct child_args ca = {.a = a, .argv = argv, .env = env, .own_path = own_path, .cwd = cwd,
                             .cwd_fd = m.cwd ? -1 : workspace_fd,
                             .in_fd = want_stdin ? in[0] : null_fd, .out_fd = out[1], .err_fd = errp[1],
-                            .watchdog_ms = timeout_ms < CHILD_WATCHDOG_MS ? timeout_ms : CHILD_WATCHDOG_MS};
+                            .watchdog_ms = watchdog_ms < timeout_ms ? watchdog_ms : timeout_ms};
     uint64_t spawn_ns = fb_now_ns();
     ca.oom_inherited = oom_given;
     pid_t pid = spawn_process(&ca);
-    bool held = fb_now_ns() - spawn_ns >= ca.watchdog_ms * 1000000ull;
-    int fork_errno = errno;
+    int fork_errno = errno; /* shared with the child: read first */
+    /* Neither failed nor reached execve: it died before, held by a tool
+     * process until its watchdog fired (or killed meanwhile). */
+    bool held = pid >= 0 && !ca.execing && !ca.failed;
+    if (pid >= 0)
+        watchdog_ms = held ? CHILD_WATCHDOG_AFTER_HOLD_MS : CHILD_WATCHDOG_MS;
     fb_msg_exec_free(&m);
     free_env(env);
     close(out[1]);
@@ -663,7 +688,8 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
         e->fail = ca.fail;
         e->fail.msg[sizeof e->fail.msg - 1] = '\0';
     }
-    e->held_at_start = held && !ca.failed;
+    e->held_at_start = held;
+    e->watchdog_ms = ca.watchdog_ms;
     e->start_ns = spawn_ns;
     e->deadline_ns = e->start_ns + timeout_ms * 1000000ull;
     e->max_output = max_output;
@@ -847,8 +873,8 @@ static void send_exit(fb_agent *a, fb_exec *e)
     }
     if (e->held_at_start && !e->timed_out && WIFSIGNALED(e->wstatus) && WTERMSIG(e->wstatus) == SIGKILL) {
         char msg[160];
-        snprintf(msg, sizeof msg, "the command was stopped before it started (killed after %llu s)",
-                 (unsigned long long)(CHILD_WATCHDOG_MS / 1000));
+        snprintf(msg, sizeof msg, "the command was stopped before it started (killed after %llu ms)",
+                 (unsigned long long)e->watchdog_ms);
         reply_not_started(a, e->id, 125, FB_E_SETUP_FAILED, msg);
         return;
     }

@@ -153,7 +153,10 @@ int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *pr
         close(oom);
     }
 
-    /* 1, not 0: see the top of this file.  Few queued signals and little
+    /* 1, not 0: see the top of this file.  Set before the uid change:
+     * with the child sharing the agent's memory until execve (exec.c),
+     * a dump of it would hold the agent's memory (PR_SET_DUMPABLE 0
+     * below is the other guard).  Few queued signals and little
      * message queue memory: the jail's share of these per-user counters
      * is its slot's, and each of its processes needs only a little.
      * A hard limit of 0 (a jail's manager had one; read by
@@ -184,6 +187,14 @@ int fb_harden_tool_process(const fb_tool_limits *lim, const fb_seccomp_progs *pr
         return fb_fail_errno(err, "cannot set gid %d", FB_TOOL_GID);
     if (syscall(SYS_setresuid, FB_TOOL_UID, FB_TOOL_UID, FB_TOOL_UID) < 0)
         return fb_fail_errno(err, "cannot set uid %d", FB_TOOL_UID);
+    /* Non-dumpable until execve (which sets it again for the command):
+     * the uid change left it at fs.suid_dumpable, which a host may set to
+     * 1 or 2 (apport), and this child still shares the agent's memory
+     * (exec.c, spawn_process): no core dump of it, no ptrace or
+     * /proc/PID/mem of it by a tool process (Landlock refuses those too).
+     * exec.c keeps every signal blocked until after this. */
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+        return fb_fail_errno(err, "cannot make the child non-dumpable");
 
     /* The uid change cleared permitted/effective; clear inheritable too and
      * check that nothing is left anywhere. */
