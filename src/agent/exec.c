@@ -434,16 +434,20 @@ static void run_child(struct child_args *c)
  * bench/README.md, "Session 8: VM exec").
  *
  * What running in the agent's memory asks of the child (run_child,
- * harden.c, exec_search): it writes only its own stack and errno, which
- * the agent reads after the clone only when the clone failed; it never
- * writes the agent's globals (no `environ`, no malloc: the PATH search is
- * exec_search's); each of its own settings is its own all the same:
+ * harden.c, exec_search): it writes its own stack, errno (which the
+ * agent reads at once after the clone) and child_args's execing, failed
+ * and fail; it never writes the agent's other globals (no `environ`, no
+ * malloc: the PATH search is exec_search's).  One exception, with a glibc
+ * build only: glibc's strerror (a failure's message) takes and releases
+ * its locale lock, which no code of the suspended agent can be holding
+ * (one thread, not inside strerror at the clone).  Each of its own settings is its own all the same:
  * signal mask and dispositions, fds, cwd, rlimits (no CLONE_SIGHAND,
  * CLONE_FILES, CLONE_FS, CLONE_THREAD), credentials, no_new_privs,
  * Landlock domain and seccomp filter (per task), and the OOM score (the
  * kernel gives a vfork child its own, and never picks one as the OOM
- * killer's victim).  The uid change makes the shared memory
- * non-dumpable, so a tool process cannot ptrace or read the child
+ * killer's victim).  Right after the uid change harden.c makes the shared
+ * memory non-dumpable (every signal blocked till then and until just
+ * before execve), so a tool process cannot ptrace or read the child
  * (ptrace and process_vm_* are refused by the filter besides), and the
  * agent's memory stays so: it is root, nothing changes for it.
  *
