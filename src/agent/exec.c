@@ -51,8 +51,11 @@ _Static_assert(CHILD_STACK >= 4096u + (FB_MAX_ARGV + 2u) * sizeof(char *) + PATH
 /* The watchdog after a child was held until it died before its execve,
  * until a child reaches its execve again: held children queue the
  * agent's later requests behind them, and k held ones at 5 s each would
- * outlast the host's slack (execlog.c); ~2 ms is usual, 1 s is ample. */
-#define CHILD_WATCHDOG_AFTER_HOLD_MS 1000ull
+ * outlast the host's slack for an answer; ~2 ms is usual, 0.5 s ample.
+ * The most execs one sandbox can have queued, all held, stay inside it. */
+#define CHILD_WATCHDOG_AFTER_HOLD_MS 500ull
+_Static_assert(CHILD_WATCHDOG_MS + (FB_MAX_EXECS - 1) * CHILD_WATCHDOG_AFTER_HOLD_MS < FB_EXEC_SLACK_MS,
+               "a run of held children would outlast the host's slack (proto/msg.h)");
 
 /* The agent's own read buffers (command output, /proc/vmstat), in pages
  * marked MADV_DONTFORK, not on the stack.  A fork write-protects every
@@ -658,8 +661,13 @@ int fb_exec_start(fb_agent *a, const fb_frame *f)
     pid_t pid = spawn_process(&ca);
     int fork_errno = errno; /* shared with the child: read first */
     /* Neither failed nor reached execve: it died before, held by a tool
-     * process until its watchdog fired (or killed meanwhile). */
-    bool held = pid >= 0 && !ca.execing && !ca.failed;
+     * process until its watchdog fired (or killed meanwhile).  Or it was
+     * in its PATH search (execing), where a failed candidate returns to
+     * user mode and a stop can land too: a successful execve deletes the
+     * timer before the agent wakes, so a spawn as long as the watchdog
+     * was a hold. */
+    bool held = pid >= 0 && !ca.failed &&
+                (!ca.execing || fb_now_ns() - spawn_ns >= ca.watchdog_ms * 1000000ull);
     if (pid >= 0)
         watchdog_ms = held ? CHILD_WATCHDOG_AFTER_HOLD_MS : CHILD_WATCHDOG_MS;
     fb_msg_exec_free(&m);

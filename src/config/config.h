@@ -115,7 +115,7 @@ typedef struct fb_config {
         uint64_t max_memory_mib;  /* most a request may ask for */
         uint64_t max_vcpus;       /* most a request may ask for */
         bool vm_snapshot;         /* VMs start from a snapshot of their shape (snapshot.h) */
-        uint64_t vm_tcg_cache_mib;/* a VM under TCG: its translation cache (vm.c, TCG_TB_MIB) */
+        uint64_t vm_tcg_cache_mib;/* a VM under TCG: its translation cache (vm.c) */
     } sandbox;
     struct {
         uint64_t jail_size;       /* pool.jail.size: warm jails of the default shape (0: none) */

@@ -26,6 +26,10 @@
 
 /* ---- limits (checked by both peers) ------------------------------------- */
 #define FB_MAX_EXECS 16                 /* commands at once in one sandbox */
+/* How long past an exec's timeout the host waits for its answer before it
+ * calls the sandbox unresponsive (execlog.c); the agent's start watchdog
+ * is sized inside it (agent/exec.c). */
+#define FB_EXEC_SLACK_MS 15000
 #define FB_MAX_ARGV 4096                /* argv elements */
 #define FB_MAX_ENV 256                  /* user environment variables */
 #define FB_MAX_ENV_NAME 256             /* bytes of a variable's name */

@@ -30,7 +30,7 @@
 
 #include "sandbox/supervisor.h"
 
-#define EXEC_SLACK_MS 15000
+#define EXEC_SLACK_MS FB_EXEC_SLACK_MS /* proto/msg.h */
 #define MAX_READ_CHUNK (64u * 1024u)
 
 enum { EV_DROPPED = FB_EXEC_EV_DROPPED };

@@ -77,6 +77,7 @@ bool fb_pool_matches(const fb_pool *p, const fb_sandbox_config *w)
     return w->backend == s->backend && w->accel == s->accel && w->memory_mib == s->memory_mib &&
            w->vcpus == s->vcpus && w->disk_mib == s->disk_mib && w->tmp_mib == s->tmp_mib &&
            w->pids == s->pids && w->max_output == s->max_output && !w->net_adopt &&
+           w->tcg_cache_mib == s->tcg_cache_mib && w->no_vm_snapshot == s->no_vm_snapshot &&
            same_str(w->image_dir, s->image_dir) && same_str(w->state_dir, s->state_dir) &&
            same_str(w->run_dir, s->run_dir);
 }

@@ -66,7 +66,8 @@ def test_a_child_stopped_before_its_exec_is_killed_by_its_watchdog(backend, stat
     """Session 8: the agent sleeps while a command's child runs up to its
     execve (vfork).  A leftover stopping every process of the tool user
     catches some children between their uid change and execve; their
-    watchdog (5 s, below the commands' 8 s timeout) kills them and the
+    watchdog (5 s, below the commands' 8 s timeout; 0.5 s after a hold)
+    kills them and the
     agent answers "stopped before it started"; commands stopped after
     their execve time out.  Without the watchdog the agent would sleep
     until the host gave the sandbox up.  (In a jail on Linux >= 6.12
