@@ -189,37 +189,6 @@ def test_snapshot_qemu_cannot_load_is_dropped_and_the_vm_boots_cold(probes, snap
     assert "could not be restored" not in r.stderr, r
 
 
-def test_no_vm_snapshot_boots_cold_and_makes_nothing():
-    """Also the translation cache's size (sandbox.vm_tcg_cache_mib, here
-    run's --tcg-cache-mib) reaching QEMU: this cold VM is the one VM of
-    the module that boots anyway."""
-    import subprocess
-    from conftest import FORGEBOX, IMAGE, RUN_DIR
-    with tempfile.TemporaryDirectory(prefix="fbx-snap-off-") as state:
-        env = dict(os.environ, FORGEBOX_IMAGE=IMAGE, FORGEBOX_RUN_DIR=RUN_DIR, FORGEBOX_STATE_DIR=state,
-                   FORGEBOX_TRACE="1")
-        p = subprocess.Popen([FORGEBOX, "run", "--backend", "vm", "--memory", "192", "--no-vm-snapshot",
-                              "--tcg-cache-mib", "14", "--", "sh", "-c", "echo up; read x; echo ok"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        try:
-            assert p.stdout.readline() == b"up\n"
-            with open(f"/proc/{qemu_child(p.pid, time.time() + 30)}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            accel = argv[argv.index(b"-accel") + 1]
-            assert accel in (b"kvm", b"tcg,tb-size=14"), argv
-            out, err = p.communicate(b"\n", timeout=60)
-        finally:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        assert p.returncode == 0 and out == b"ok\n", err
-        assert MAKING.encode() not in err and RESTORING.encode() not in err, err
-        assert snapshot_files(state) == {}
-    # Out of range: refused before anything starts.
-    r = forgebox("run", "--backend", "vm", "--tcg-cache-mib", "4", "--", "true")
-    assert r.rc == 2 and "--tcg-cache-mib must be between 8 and 512" in r.stderr, r
-
-
 def qemu_child(parent_pid, deadline):
     while time.time() < deadline:
         pids = qemu_children(parent_pid)
@@ -227,6 +196,54 @@ def qemu_child(parent_pid, deadline):
             return pids[0]
         time.sleep(0.1)
     raise AssertionError("no QEMU under forgebox")
+
+
+class HeldVM:
+    """`forgebox run --backend vm ... -- sh -c 'echo up; read x; echo got $x'`
+    held open at its `read` while the test looks at its QEMU (self.qemu);
+    finish(line) ends it and gives (returncode, stdout, stderr)."""
+
+    def __init__(self, state, *extra):
+        import subprocess
+        from conftest import FORGEBOX, IMAGE, RUN_DIR
+        env = dict(os.environ, FORGEBOX_IMAGE=IMAGE, FORGEBOX_RUN_DIR=RUN_DIR, FORGEBOX_STATE_DIR=state,
+                   FORGEBOX_TRACE="1")
+        self.p = subprocess.Popen([FORGEBOX, "run", "--backend", "vm", "--memory", "192", *extra, "--", "sh",
+                                   "-c", "echo up; read x; echo got $x"], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+    def __enter__(self):
+        assert self.p.stdout.readline() == b"up\n"
+        self.qemu = qemu_child(self.p.pid, time.time() + 30)
+        return self
+
+    def finish(self, line):
+        out, err = self.p.communicate(line + b"\n", timeout=60)
+        return self.p.returncode, out, err
+
+    def __exit__(self, *exc):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+
+def test_no_vm_snapshot_boots_cold_and_makes_nothing():
+    """Also the translation cache's size (sandbox.vm_tcg_cache_mib, here
+    run's --tcg-cache-mib) reaching QEMU: this cold VM is the one VM of
+    the module that boots anyway."""
+    with tempfile.TemporaryDirectory(prefix="fbx-snap-off-") as state:
+        with HeldVM(state, "--no-vm-snapshot", "--tcg-cache-mib", "14") as vm:
+            with open(f"/proc/{vm.qemu}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            accel = argv[argv.index(b"-accel") + 1]
+            assert accel in (b"kvm", b"tcg,tb-size=14"), argv
+            rc, out, err = vm.finish(b"ok")
+        assert rc == 0 and out == b"got ok\n", err
+        assert MAKING.encode() not in err and RESTORING.encode() not in err, err
+        assert snapshot_files(state) == {}
+    # Out of range: refused before anything starts.
+    r = forgebox("run", "--backend", "vm", "--tcg-cache-mib", "4", "--", "true")
+    assert r.rc == 2 and "--tcg-cache-mib must be between 8 and 512" in r.stderr, r
 
 
 def test_qemu_runs_without_huge_pages_and_a_restored_one_holds_only_the_kernels_header(probes, snap_state):
@@ -238,18 +255,12 @@ def test_qemu_runs_without_huge_pages_and_a_restored_one_holds_only_the_kernels_
     disassembler (src/sandbox/qemu_stub.h), when the installed QEMU links
     Capstone at all."""
     import subprocess
-    from conftest import FORGEBOX, IMAGE, RUN_DIR
-    env = dict(os.environ, FORGEBOX_IMAGE=IMAGE, FORGEBOX_RUN_DIR=RUN_DIR, FORGEBOX_STATE_DIR=snap_state,
-               FORGEBOX_TRACE="1")
+    from conftest import IMAGE
     with open(os.path.join(IMAGE, "vmlinuz"), "rb") as f:
         kernel = f.read()
     setup = ((kernel[0x1f1] or 4) + 1) * 512
-    p = subprocess.Popen([FORGEBOX, "run", "--backend", "vm", "--memory", "192", "--", "sh", "-c",
-                          "echo up; read x; echo still $x"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=env)
-    try:
-        assert p.stdout.readline() == b"up\n"
-        pid = qemu_child(p.pid, time.time() + 30)
+    with HeldVM(snap_state) as vm:
+        pid = vm.qemu
         with open(f"/proc/{pid}/status") as f:
             assert "THP_enabled:\t0\n" in f.read()
         with open(f"/proc/{pid}/root/image/vmlinuz", "rb") as f:
@@ -263,10 +274,6 @@ def test_qemu_runs_without_huge_pages_and_a_restored_one_holds_only_the_kernels_
             assert libs == {"/lib-stub/libcapstone.so.4"}, libs
             with open(f"/proc/{pid}/environ", "rb") as f:
                 assert f.read().split(b"\0")[:-1] == [b"LD_LIBRARY_PATH=/lib-stub"]
-        out, err = p.communicate(b"here\n", timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    assert p.returncode == 0 and out == b"still here\n", err
+        rc, out, err = vm.finish(b"here")
+    assert rc == 0 and out == b"got here\n", err
     assert RESTORING.encode() in err, err
