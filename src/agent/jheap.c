@@ -37,7 +37,7 @@ struct jheap_block {
 static struct jheap_block *free_list[JHEAP_CLASSES];
 static unsigned free_count[JHEAP_CLASSES];
 
-static void *jheap_malloc(size_t n)
+void *fb_jheap_alloc(size_t n)
 {
     if (n > SIZE_MAX - JHEAP_HDR)
         return NULL;
@@ -47,22 +47,22 @@ static void *jheap_malloc(size_t n)
         k++;
     uint8_t *b;
     if (k == JHEAP_CLASSES) {
-        if (!(b = malloc(need)))
-            return NULL;
-        b[0] = JHEAP_LARGE;
+        b = malloc(need);
     } else if (free_list[k]) {
         b = (uint8_t *)free_list[k];
         free_list[k] = free_list[k]->next;
         free_count[k]--;
     } else {
-        if (!(b = malloc(32u << k)))
-            return NULL;
+        b = malloc(32u << k);
     }
+    if (!b)
+        return NULL;
+    /* The class, in the header (a free list's link overwrote it). */
     b[0] = (uint8_t)(k == JHEAP_CLASSES ? JHEAP_LARGE : k);
     return b + JHEAP_HDR;
 }
 
-static void jheap_free(void *p)
+void fb_jheap_free(void *p)
 {
     if (!p)
         return;
@@ -78,17 +78,7 @@ static void jheap_free(void *p)
     free(b);
 }
 
-void *fb_jheap_alloc(size_t n)
-{
-    return jheap_malloc(n);
-}
-
-void fb_jheap_free(void *p)
-{
-    jheap_free(p);
-}
-
 void fb_jheap_install(void)
 {
-    json_set_alloc_funcs(jheap_malloc, jheap_free);
+    json_set_alloc_funcs(fb_jheap_alloc, fb_jheap_free);
 }
