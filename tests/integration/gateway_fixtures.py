@@ -96,6 +96,30 @@ class RecordingClient(forgebox_client.Client):
         return super().create_user(*a, **kw)
 
 
+def declared_too_large(client, method, path, length=2 << 20):
+    """A request whose headers declare a body of `length` bytes, of which
+    only 4 KiB are sent, through a raw socket as `client` would send it:
+    (status line and headers, body) of the answer.  The gateway refuses
+    an oversized body from its headers alone and may close the connection
+    at once, so a client that insists on sending all of it first can meet
+    a broken pipe instead of the 413 (http.client does: a flaky test)."""
+    s = socket.create_connection((client._host, client._port), timeout=30)
+    auth = b"Authorization: Bearer " + client._key.reveal().encode() + b"\r\n" if client._key else b""
+    try:
+        s.sendall(b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % (method.encode(), path.encode()) + auth +
+                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % length + b"x" * 4096)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < 10:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import FORGEBOX, forgebox
-from gateway_fixtures import FIRST_PASSWORD, Gateway, forgebox_client
+from gateway_fixtures import FIRST_PASSWORD, Gateway, declared_too_large, forgebox_client
 
 ApiError = forgebox_client.ApiError
 
@@ -133,24 +133,9 @@ def test_huge_body_is_refused_and_server_lives(gw):
     413 from its headers alone: the answer comes while the client has sent
     only a little of it (a raw socket, since a client that insists on
     sending all 2 MiB first may meet a closed connection instead)."""
-    import socket
-    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
-    try:
-        s.sendall(b"POST /v1/sandboxes HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                  b"Authorization: Bearer " + gw.admin_key.encode() + b"\r\n"
-                  b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (2 << 20)
-                  + b"x" * 4096)
-        data = b""
-        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < 10:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 413 "), data[:300]
-    assert b'"too_large"' in body, data[:600]
+    head, body = declared_too_large(gw.admin(), "POST", "/v1/sandboxes")
+    assert head.startswith(b"HTTP/1.1 413 "), head
+    assert b'"too_large"' in body, body[:600]
     assert gw.client().healthz()["status"] == "ok"
 
 
